@@ -1,0 +1,526 @@
+//! The secure channel: hellos, key confirmation and records, as a sans-IO state machine.
+//!
+//! # Driving a channel
+//! A driver owns the socket and the clock. After creating a [`Channel`] and after every
+//! `handle_*` or `send_*` call, it drains the outputs in this order:
+//! 1. [`Channel::poll_event`] until `None`;
+//! 2. [`Channel::take_message`]: at most one application message is pending at a time;
+//!    `handle_input` stops consuming bytes while one is waiting, so the driver takes it,
+//!    then offers the rest of its input again;
+//! 3. [`Channel::poll_transmit`]: write those bytes to the socket and report how many
+//!    were written with [`Channel::advance_transmit`];
+//! 4. [`Channel::poll_timeout`]: call [`Channel::handle_timeout`] when that time comes.
+//!
+//! Any `handle_*` call that returns an error leaves the channel failed: every later call
+//! returns the same error and nothing new is sealed. Flush [`Channel::poll_transmit`]
+//! before closing the socket, so the peer learns what it can.
+
+use std::collections::VecDeque;
+
+use crate::config::{Config, ConfigError};
+use crate::crypto::{EphemeralKey, RecordCipher, TAG_LEN};
+use crate::entropy::Entropy;
+use crate::error::{Error, TimeoutPhase};
+use crate::handshake::{self, HELLO_LEN, Role};
+use crate::record::{ContentType, Direction, HEADER_LEN, RecordReader, TransmitBuffer, sealed_len};
+use crate::time::Timestamp;
+use crate::token::Token;
+
+/// Something the application should know about; see the module docs for when to poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Both sides proved they hold the same key: application messages may flow.
+    HandshakeComplete,
+    /// The peer said it will send nothing more.
+    PeerClosed,
+}
+
+/// Why a message could not be queued. Unlike [`Error`], these leave the channel usable
+/// (except `Failed`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The handshake has not completed; wait for [`Event::HandshakeComplete`].
+    #[error("the handshake has not completed yet")]
+    NotEstablished,
+    /// The message exceeds the configured record payload.
+    #[error("a message of {len} bytes exceeds the record limit of {max} bytes")]
+    TooLarge {
+        /// The message length.
+        len: usize,
+        /// See [`Channel::max_message_len`].
+        max: usize,
+    },
+    /// Not enough room in the send buffer now; transmit pending bytes and try again.
+    #[error("the send buffer is full ({free} bytes free, {needed} needed)")]
+    Backpressure {
+        /// Bytes the record needs.
+        needed: usize,
+        /// Bytes free now.
+        free: usize,
+    },
+    /// [`Channel::close`] was called.
+    #[error("the channel was closed by this side")]
+    Closed,
+    /// The channel failed earlier.
+    #[error("the channel failed: {0}")]
+    Failed(Error),
+}
+
+#[derive(Clone, Copy)]
+enum Timer {
+    Handshake = 0,
+    Idle = 1,
+    Keepalive = 2,
+}
+
+/// The channel's timers as a fixed table: arming one never allocates.
+#[derive(Default)]
+struct Timers([Option<Timestamp>; 3]);
+
+impl Timers {
+    fn set(&mut self, timer: Timer, at: Timestamp) {
+        self.0[timer as usize] = Some(at);
+    }
+    fn clear(&mut self, timer: Timer) {
+        self.0[timer as usize] = None;
+    }
+    fn expired(&self, timer: Timer, now: Timestamp) -> bool {
+        self.0[timer as usize].is_some_and(|at| at <= now)
+    }
+    fn next(&self) -> Option<Timestamp> {
+        self.0.iter().flatten().min().copied()
+    }
+}
+
+struct HelloState {
+    key: EphemeralKey,
+    our_hello: [u8; HELLO_LEN],
+    peer_hello: [u8; HELLO_LEN],
+    received: usize,
+}
+
+struct Keyed {
+    transcript: [u8; 32],
+    outgoing: Direction,
+    incoming: Direction,
+    confirmed: bool,
+}
+
+enum State {
+    Hello(Box<HelloState>),
+    Keyed(Keyed),
+}
+
+enum Delivery {
+    None,
+    Ready(core::ops::Range<usize>),
+    Taken,
+}
+
+/// One end of an encrypted, authenticated connection, without any IO.
+pub struct Channel {
+    role: Role,
+    token: Token,
+    config: Config,
+    state: State,
+    tx: TransmitBuffer,
+    rx: RecordReader,
+    timers: Timers,
+    events: VecDeque<Event>,
+    delivery: Delivery,
+    now: Timestamp,
+    failed: Option<Error>,
+    peer_closed: bool,
+    closed: bool,
+}
+
+impl Channel {
+    /// A channel for `role` that authenticates with `token`. Its hello is ready to transmit
+    /// at once; the ephemeral key comes from `entropy`.
+    pub fn new(
+        role: Role,
+        token: Token,
+        config: Config,
+        entropy: &mut dyn Entropy,
+        now: Timestamp,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let key = EphemeralKey::generate(entropy);
+        let our_hello = handshake::encode_hello(role, key.public());
+        let mut tx = TransmitBuffer::new(config.send_buffer);
+        if let Some(out) = tx.append(HELLO_LEN) {
+            out.copy_from_slice(&our_hello);
+        }
+        let mut timers = Timers::default();
+        timers.set(
+            Timer::Handshake,
+            now.saturating_add(config.handshake_timeout),
+        );
+        Ok(Channel {
+            role,
+            token,
+            rx: RecordReader::new(config.max_record_payload),
+            state: State::Hello(Box::new(HelloState {
+                key,
+                our_hello,
+                peer_hello: [0; HELLO_LEN],
+                received: 0,
+            })),
+            config,
+            tx,
+            timers,
+            events: VecDeque::with_capacity(2),
+            delivery: Delivery::None,
+            now,
+            failed: None,
+            peer_closed: false,
+            closed: false,
+        })
+    }
+
+    /// This endpoint's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// True once both sides have confirmed the key.
+    pub fn is_established(&self) -> bool {
+        matches!(&self.state, State::Keyed(keyed) if keyed.confirmed) && self.failed.is_none()
+    }
+
+    /// The error the channel failed with, if it has.
+    pub fn error(&self) -> Option<&Error> {
+        self.failed.as_ref()
+    }
+
+    /// SHA-256 over both hellos, once they are known. Equal on both ends of an honest
+    /// connection; useful for logging and for binding higher layers to this session.
+    pub fn transcript_hash(&self) -> Option<[u8; 32]> {
+        match &self.state {
+            State::Keyed(keyed) => Some(keyed.transcript),
+            State::Hello(_) => None,
+        }
+    }
+
+    /// The largest message [`Channel::send_message`] accepts.
+    pub fn max_message_len(&self) -> usize {
+        self.config.max_record_payload
+    }
+
+    /// The largest message that fits in the send buffer right now.
+    pub fn send_capacity(&self) -> usize {
+        (self.tx.free().saturating_sub(sealed_len(0))).min(self.max_message_len())
+    }
+
+    fn fail(&mut self, error: Error) -> Error {
+        self.timers = Timers::default();
+        self.failed = Some(error.clone());
+        error
+    }
+
+    fn check_alive(&self) -> Result<(), Error> {
+        match &self.failed {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn advance_clock(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+    }
+
+    /// Feeds bytes received from the peer; returns how many were consumed. Fewer than
+    /// `input.len()` means a message is waiting in [`Channel::take_message`]: take it and
+    /// offer the rest again.
+    pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, Error> {
+        self.check_alive()?;
+        self.advance_clock(now);
+        if let Delivery::Taken = self.delivery {
+            self.rx.clear();
+            self.delivery = Delivery::None;
+        }
+        let mut consumed = 0;
+        while consumed < input.len() && matches!(self.delivery, Delivery::None) {
+            let rest = &input[consumed..];
+            let step = if self.peer_closed {
+                Err(Error::DataAfterClose)
+            } else if matches!(self.state, State::Hello(_)) {
+                self.read_hello(rest)
+            } else {
+                self.read_record(rest)
+            };
+            match step {
+                Ok(n) => consumed += n,
+                Err(error) => return Err(self.fail(error)),
+            }
+        }
+        if consumed > 0 && self.is_established() {
+            self.timers.set(
+                Timer::Idle,
+                self.now.saturating_add(self.config.idle_timeout),
+            );
+        }
+        Ok(consumed)
+    }
+
+    fn read_hello(&mut self, input: &[u8]) -> Result<usize, Error> {
+        let State::Hello(hello) = &mut self.state else {
+            return Ok(0);
+        };
+        let n = (HELLO_LEN - hello.received).min(input.len());
+        hello.peer_hello[hello.received..hello.received + n].copy_from_slice(&input[..n]);
+        hello.received += n;
+        handshake::check_hello_prefix(&hello.peer_hello[..hello.received], self.role)?;
+        if hello.received < HELLO_LEN {
+            return Ok(n);
+        }
+        let schedule = handshake::key_schedule(
+            &hello.key,
+            self.role,
+            &hello.our_hello,
+            &hello.peer_hello,
+            &self.token,
+        )?;
+        let (ours, theirs) = match self.role {
+            Role::Sender => (
+                &schedule.keys.sender_to_receiver,
+                &schedule.keys.receiver_to_sender,
+            ),
+            Role::Receiver => (
+                &schedule.keys.receiver_to_sender,
+                &schedule.keys.sender_to_receiver,
+            ),
+        };
+        self.state = State::Keyed(Keyed {
+            transcript: schedule.transcript,
+            outgoing: Direction::new(RecordCipher::new(ours)),
+            incoming: Direction::new(RecordCipher::new(theirs)),
+            confirmed: false,
+        });
+        // The confirmation proves we derived the same keys; the peer releases nothing
+        // before it has checked it.
+        self.seal(ContentType::Confirm, &schedule.transcript)?;
+        Ok(n)
+    }
+
+    fn read_record(&mut self, input: &[u8]) -> Result<usize, Error> {
+        let State::Keyed(keyed) = &mut self.state else {
+            return Ok(0);
+        };
+        let (n, complete) = self.rx.push(input)?;
+        if !complete {
+            return Ok(n);
+        }
+        let record = keyed.incoming.sequence();
+        let opened = self.rx.open(&mut keyed.incoming)?;
+        let unexpected = |why| Error::UnexpectedRecord { record, why };
+        match (opened.content, keyed.confirmed) {
+            (ContentType::Confirm, false) => {
+                if self.rx.bytes(opened.payload) != keyed.transcript {
+                    return Err(Error::AuthenticationFailed);
+                }
+                keyed.confirmed = true;
+                self.events.push_back(Event::HandshakeComplete);
+                self.timers.clear(Timer::Handshake);
+                self.timers.set(
+                    Timer::Idle,
+                    self.now.saturating_add(self.config.idle_timeout),
+                );
+                self.timers.set(
+                    Timer::Keepalive,
+                    self.now.saturating_add(self.config.keepalive_interval),
+                );
+                self.rx.clear();
+            }
+            (ContentType::Confirm, true) => return Err(unexpected("a second key confirmation")),
+            (_, false) => return Err(unexpected("a record before the key confirmation")),
+            (ContentType::Data, true) => self.delivery = Delivery::Ready(opened.payload),
+            (ContentType::Keepalive, true) => {
+                if !opened.payload.is_empty() {
+                    return Err(unexpected("a keepalive with a payload"));
+                }
+                self.rx.clear();
+            }
+            (ContentType::Close, true) => {
+                self.peer_closed = true;
+                self.events.push_back(Event::PeerClosed);
+                self.rx.clear();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reports that the peer closed its end of the stream. Fine after
+    /// [`Event::PeerClosed`]; anywhere else it is an error naming what was cut short.
+    pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), Error> {
+        self.check_alive()?;
+        self.advance_clock(now);
+        if self.peer_closed {
+            return Ok(());
+        }
+        let mid_hello = matches!(&self.state, State::Hello(h) if h.received > 0);
+        let error = if mid_hello || self.rx.partial_len() > 0 {
+            Error::Truncated
+        } else {
+            Error::UnexpectedEof
+        };
+        Err(self.fail(error))
+    }
+
+    /// Fires every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), Error> {
+        self.check_alive()?;
+        self.advance_clock(now);
+        if self.timers.expired(Timer::Handshake, self.now) {
+            let after = self.config.handshake_timeout;
+            return Err(self.fail(Error::Timeout {
+                phase: TimeoutPhase::Handshake,
+                after,
+            }));
+        }
+        if self.timers.expired(Timer::Idle, self.now) {
+            let after = self.config.idle_timeout;
+            return Err(self.fail(Error::Timeout {
+                phase: TimeoutPhase::Idle,
+                after,
+            }));
+        }
+        if self.timers.expired(Timer::Keepalive, self.now) {
+            if self.closed {
+                self.timers.clear(Timer::Keepalive);
+            } else if self.tx.free() >= sealed_len(0) {
+                self.seal(ContentType::Keepalive, &[])?;
+            } else {
+                // Records are waiting to go out anyway; they will keep the peer awake.
+                self.timers.set(
+                    Timer::Keepalive,
+                    self.now.saturating_add(self.config.keepalive_interval),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest time [`Channel::handle_timeout`] has work to do; never earlier than
+    /// the latest `now` the channel was given.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.next().map(|at| at.max(self.now))
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The application message that arrived, if one is waiting. The slice is valid until
+    /// the next call on the channel; the message counts as consumed after this call.
+    pub fn take_message(&mut self) -> Option<&[u8]> {
+        let Delivery::Ready(range) = &self.delivery else {
+            return None;
+        };
+        let range = range.clone();
+        self.delivery = Delivery::Taken;
+        Some(self.rx.bytes(range))
+    }
+
+    /// Bytes ready for the wire. After a failure, what was sealed before it is still
+    /// offered (so a peer with the wrong token learns "authentication failed" from our
+    /// confirmation instead of waiting for a timeout); nothing new is added.
+    pub fn poll_transmit(&self) -> &[u8] {
+        self.tx.pending()
+    }
+
+    /// Marks the first `n` bytes of [`Channel::poll_transmit`] as written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.tx.advance(n);
+    }
+
+    /// Queues an application message.
+    pub fn send_message(&mut self, message: &[u8]) -> Result<(), SendError> {
+        self.send_with(message.len(), |buf| buf.copy_from_slice(message))
+    }
+
+    /// Queues an application message of `len` bytes that `fill` writes straight into the
+    /// send buffer, sparing a copy on the bulk-data path.
+    pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), SendError> {
+        if let Some(error) = &self.failed {
+            return Err(SendError::Failed(error.clone()));
+        }
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        if !self.is_established() {
+            return Err(SendError::NotEstablished);
+        }
+        if len > self.max_message_len() {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.max_message_len(),
+            });
+        }
+        let needed = sealed_len(len);
+        let free = self.tx.free();
+        if needed > free {
+            return Err(SendError::Backpressure { needed, free });
+        }
+        self.seal_with(ContentType::Data, len, fill)
+            .map_err(|error| SendError::Failed(self.fail(error)))
+    }
+
+    /// Tells the peer this side will send nothing more. Queued behind what is already
+    /// waiting; the driver closes the socket once [`Channel::poll_transmit`] is empty.
+    pub fn close(&mut self) -> Result<(), SendError> {
+        if let Some(error) = &self.failed {
+            return Err(SendError::Failed(error.clone()));
+        }
+        if self.closed {
+            return Ok(());
+        }
+        if !self.is_established() {
+            return Err(SendError::NotEstablished);
+        }
+        let needed = sealed_len(0);
+        let free = self.tx.free();
+        if needed > free {
+            return Err(SendError::Backpressure { needed, free });
+        }
+        self.seal(ContentType::Close, &[])
+            .map_err(|error| SendError::Failed(self.fail(error)))?;
+        self.closed = true;
+        self.timers.clear(Timer::Keepalive);
+        Ok(())
+    }
+
+    fn seal(&mut self, content: ContentType, payload: &[u8]) -> Result<(), Error> {
+        self.seal_with(content, payload.len(), |buf| buf.copy_from_slice(payload))
+    }
+
+    /// Appends one sealed record; the caller has checked that it fits.
+    fn seal_with(
+        &mut self,
+        content: ContentType,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Error> {
+        let State::Keyed(keyed) = &mut self.state else {
+            return Err(Error::Internal(
+                "a record was sealed before the keys existed",
+            ));
+        };
+        let total = sealed_len(len);
+        let Some(out) = self.tx.append(total) else {
+            return Err(Error::SendBufferTooSmall { needed: total });
+        };
+        fill(&mut out[HEADER_LEN + 1..total - TAG_LEN]);
+        keyed.outgoing.seal(content, out)?;
+        if keyed.confirmed {
+            self.timers.set(
+                Timer::Keepalive,
+                self.now.saturating_add(self.config.keepalive_interval),
+            );
+        }
+        Ok(())
+    }
+}

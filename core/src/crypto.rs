@@ -1,0 +1,153 @@
+//! The one seam through which every cryptographic operation passes.
+//!
+//! The default build uses X25519, HKDF-SHA256 and ChaCha20Poly1305. The
+//! `insecure-null-crypto` feature swaps the AEAD for a transparent stand-in that provides
+//! NO SECURITY, so fuzzers can reach the state machines behind the record layer (as rustls
+//! and neqo do); nothing else changes.
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::entropy::Entropy;
+
+/// Bytes in an X25519 public key.
+pub(crate) const PUBLIC_KEY_LEN: usize = 32;
+/// Bytes in a record key.
+pub(crate) const KEY_LEN: usize = 32;
+/// Bytes in an AEAD authentication tag.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// An ephemeral X25519 key pair, made from caller-supplied entropy.
+pub(crate) struct EphemeralKey {
+    secret: StaticSecret,
+    public: [u8; PUBLIC_KEY_LEN],
+}
+
+impl EphemeralKey {
+    pub(crate) fn generate(entropy: &mut dyn Entropy) -> Self {
+        let mut bytes = [0u8; 32];
+        entropy.fill(&mut bytes);
+        Self::from_secret(bytes)
+    }
+
+    pub(crate) fn from_secret(bytes: [u8; 32]) -> Self {
+        let secret = StaticSecret::from(bytes);
+        let public = PublicKey::from(&secret).to_bytes();
+        EphemeralKey { secret, public }
+    }
+
+    pub(crate) fn public(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.public
+    }
+
+    /// The X25519 shared secret, or `None` when the peer's key has low order: the result
+    /// would be all zeros, a value anyone can force without knowing a secret.
+    pub(crate) fn agree(&self, peer_public: &[u8; PUBLIC_KEY_LEN]) -> Option<[u8; 32]> {
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*peer_public));
+        shared.was_contributory().then(|| shared.to_bytes())
+    }
+}
+
+/// One key per direction, from the token (salt), the shared secret and the transcript.
+pub(crate) struct DirectionKeys {
+    pub(crate) sender_to_receiver: [u8; KEY_LEN],
+    pub(crate) receiver_to_sender: [u8; KEY_LEN],
+}
+
+pub(crate) fn derive_keys(salt: &[u8], shared_secret: &[u8; 32], info: &[&[u8]]) -> DirectionKeys {
+    let hkdf = Hkdf::<Sha256>::new(Some(salt), shared_secret);
+    let mut okm = [0u8; 2 * KEY_LEN];
+    // 64 bytes is far below HKDF-SHA256's 8160-byte limit, so expansion cannot fail.
+    let _ = hkdf.expand_multi_info(info, &mut okm);
+    let mut keys = DirectionKeys {
+        sender_to_receiver: [0; KEY_LEN],
+        receiver_to_sender: [0; KEY_LEN],
+    };
+    keys.sender_to_receiver.copy_from_slice(&okm[..KEY_LEN]);
+    keys.receiver_to_sender.copy_from_slice(&okm[KEY_LEN..]);
+    keys
+}
+
+/// The AEAD for one direction of a connection.
+pub(crate) struct RecordCipher {
+    #[cfg_attr(feature = "insecure-null-crypto", allow(dead_code))]
+    aead: ChaCha20Poly1305,
+}
+
+/// The authentication tag did not match: the record was altered, or the key is wrong.
+#[derive(Debug)]
+pub(crate) struct OpenError;
+
+fn nonce_for(sequence: u64) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&sequence.to_be_bytes());
+    Nonce::from(nonce)
+}
+
+impl RecordCipher {
+    pub(crate) fn new(key: &[u8; KEY_LEN]) -> Self {
+        RecordCipher {
+            aead: ChaCha20Poly1305::new(&Key::from(*key)),
+        }
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    #[cfg(not(feature = "insecure-null-crypto"))]
+    pub(crate) fn seal(&self, sequence: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        // ChaCha20Poly1305 refuses only messages over 256 GiB; records are at most 16 MiB.
+        match self
+            .aead
+            .encrypt_inout_detached(&nonce_for(sequence), aad, buf.into())
+        {
+            Ok(tag) => tag.into(),
+            Err(_) => [0; TAG_LEN],
+        }
+    }
+
+    /// Decrypts `buf` in place if `tag` authenticates it; on failure `buf` is garbage and
+    /// must not be released.
+    #[cfg(not(feature = "insecure-null-crypto"))]
+    pub(crate) fn open(
+        &self,
+        sequence: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), OpenError> {
+        self.aead
+            .decrypt_inout_detached(&nonce_for(sequence), aad, buf.into(), &Tag::from(*tag))
+            .map_err(|_| OpenError)
+    }
+
+    /// NO SECURITY: leaves the plaintext as it is; the tag is the sequence number.
+    #[cfg(feature = "insecure-null-crypto")]
+    pub(crate) fn seal(&self, sequence: u64, _aad: &[u8], _buf: &mut [u8]) -> [u8; TAG_LEN] {
+        null_tag(sequence)
+    }
+
+    /// NO SECURITY: accepts any record whose tag is its sequence number.
+    #[cfg(feature = "insecure-null-crypto")]
+    pub(crate) fn open(
+        &self,
+        sequence: u64,
+        _aad: &[u8],
+        _buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), OpenError> {
+        if *tag == null_tag(sequence) {
+            Ok(())
+        } else {
+            Err(OpenError)
+        }
+    }
+}
+
+#[cfg(feature = "insecure-null-crypto")]
+fn null_tag(sequence: u64) -> [u8; TAG_LEN] {
+    let mut tag = [0u8; TAG_LEN];
+    tag[8..].copy_from_slice(&sequence.to_be_bytes());
+    tag
+}

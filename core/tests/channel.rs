@@ -1,0 +1,532 @@
+//! Behaviour of the secure channel: handshake, records, tampering, timers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{FixedEntropy, Pair, Side, feed};
+use ferry_core::handshake::{HELLO_LEN, MAGIC, VERSION};
+use ferry_core::record::{HEADER_LEN, sealed_len};
+use ferry_core::{
+    Channel, Config, Error, Event, Role, SeededEntropy, SendError, TimeoutPhase, Timestamp, Token,
+};
+
+fn messages_both_ways(pair: &mut Pair, rounds: usize) {
+    for i in 0..rounds {
+        pair.sender
+            .send_message(format!("to receiver {i}").as_bytes())
+            .unwrap();
+        pair.receiver
+            .send_message(format!("to sender {i}").as_bytes())
+            .unwrap();
+    }
+    // A large message too, so chunking crosses record and header boundaries.
+    pair.sender.send_message(&vec![0xab; 3000]).unwrap();
+    pair.drive();
+}
+
+#[test]
+fn handshake_and_records_survive_every_chunk_size() {
+    // Learn the total size of one session's traffic, then replay it chunked every way.
+    let mut reference = Pair::handshake(1);
+    messages_both_ways(&mut reference, 3);
+    let total = reference
+        .sender_seen
+        .wire
+        .len()
+        .max(reference.receiver_seen.wire.len());
+    let expected_at_receiver = reference.receiver_seen.messages.clone();
+    let expected_at_sender = reference.sender_seen.messages.clone();
+    assert_eq!(expected_at_receiver.len(), 4);
+    assert_eq!(expected_at_sender.len(), 3);
+
+    for chunk in 1..=total {
+        let mut pair = Pair::new(1);
+        pair.chunk = chunk;
+        pair.drive();
+        assert!(pair.sender.is_established(), "chunk {chunk}");
+        assert!(pair.receiver.is_established(), "chunk {chunk}");
+        messages_both_ways(&mut pair, 3);
+        assert_eq!(
+            pair.receiver_seen.messages, expected_at_receiver,
+            "chunk {chunk}"
+        );
+        assert_eq!(
+            pair.sender_seen.messages, expected_at_sender,
+            "chunk {chunk}"
+        );
+        assert_eq!(pair.sender_seen.events, vec![Event::HandshakeComplete]);
+        assert_eq!(pair.receiver_seen.events, vec![Event::HandshakeComplete]);
+        assert!(pair.sender_seen.error.is_none() && pair.receiver_seen.error.is_none());
+    }
+}
+
+#[test]
+fn both_sides_derive_the_same_transcript() {
+    let pair = Pair::handshake(2);
+    assert!(pair.sender.transcript_hash().is_some());
+    assert_eq!(
+        pair.sender.transcript_hash(),
+        pair.receiver.transcript_hash()
+    );
+}
+
+#[test]
+fn wrong_token_fails_both_sides_before_any_message() {
+    let mut entropy = SeededEntropy::new(3);
+    let right = Token::generate(&mut entropy);
+    let wrong = Token::generate(&mut entropy);
+    let mut pair = Pair::with_tokens(3, right, wrong, Config::default());
+    pair.drive();
+    assert_eq!(pair.sender_seen.error, Some(Error::AuthenticationFailed));
+    assert_eq!(pair.receiver_seen.error, Some(Error::AuthenticationFailed));
+    assert!(!pair.sender.is_established() && !pair.receiver.is_established());
+    // Neither side may send application data, and nothing was delivered.
+    assert!(matches!(
+        pair.sender.send_message(b"secret"),
+        Err(SendError::Failed(Error::AuthenticationFailed))
+    ));
+    assert!(pair.sender_seen.messages.is_empty() && pair.receiver_seen.messages.is_empty());
+    assert_eq!(
+        Error::AuthenticationFailed.to_string(),
+        "authentication failed: wrong token or tampered connection"
+    );
+}
+
+#[test]
+fn sending_before_the_handshake_is_refused() {
+    let mut pair = Pair::new(4);
+    assert_eq!(
+        pair.sender.send_message(b"early"),
+        Err(SendError::NotEstablished)
+    );
+    pair.drive();
+    assert_eq!(pair.sender.send_message(b"now"), Ok(()));
+}
+
+fn hello_with(role: u8, version: u16, public: [u8; 32]) -> Vec<u8> {
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(&version.to_be_bytes());
+    hello.push(role);
+    hello.extend_from_slice(&public);
+    assert_eq!(hello.len(), HELLO_LEN);
+    hello
+}
+
+fn receiver_fed(bytes: &[u8]) -> Option<Error> {
+    let mut entropy = SeededEntropy::new(5);
+    let token = Token::generate(&mut entropy);
+    let mut receiver = Channel::new(
+        Role::Receiver,
+        token,
+        Config::default(),
+        &mut entropy,
+        Timestamp::ZERO,
+    )
+    .unwrap();
+    let mut seen = common::Seen::default();
+    feed(&mut receiver, &mut seen, Timestamp::ZERO, bytes, usize::MAX);
+    assert!(seen.messages.is_empty());
+    seen.error
+}
+
+#[test]
+fn low_order_public_keys_are_rejected() {
+    // All-zero, the point of order 2 (u = 1 is order 4... any small-order u gives zero).
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    for public in [[0u8; 32], one] {
+        assert_eq!(
+            receiver_fed(&hello_with(1, VERSION, public)),
+            Some(Error::NonContributoryKey)
+        );
+    }
+}
+
+#[test]
+fn strangers_and_other_versions_get_clear_errors() {
+    assert_eq!(
+        receiver_fed(b"GET / HTTP/1.1\r\n"),
+        Some(Error::NotFerryPeer)
+    );
+    // Rejected as soon as the first wrong byte arrives, not after a whole hello.
+    assert_eq!(receiver_fed(b"G"), Some(Error::NotFerryPeer));
+    assert_eq!(
+        receiver_fed(&hello_with(1, VERSION + 1, [9; 32])[..7]),
+        Some(Error::VersionMismatch {
+            ours: VERSION,
+            theirs: VERSION + 1
+        })
+    );
+    assert_eq!(
+        receiver_fed(&hello_with(2, VERSION, [9; 32])),
+        Some(Error::RoleConflict(Role::Receiver))
+    );
+    assert_eq!(
+        receiver_fed(&hello_with(7, VERSION, [9; 32])),
+        Some(Error::MalformedHello("unknown role byte"))
+    );
+    let message = Error::VersionMismatch { ours: 1, theirs: 2 }.to_string();
+    assert!(
+        message.contains("version 1") && message.contains("version 2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_single_byte_flip_is_an_error_never_corrupt_plaintext() {
+    let mut reference = Pair::handshake(6);
+    messages_both_ways(&mut reference, 20);
+    let expected_at_receiver = reference.receiver_seen.messages.clone();
+    let expected_at_sender = reference.sender_seen.messages.clone();
+    for direction in [Side::Sender, Side::Receiver] {
+        let wire_len = match direction {
+            Side::Sender => reference.sender_seen.wire.len(),
+            Side::Receiver => reference.receiver_seen.wire.len(),
+        };
+        for position in 0..wire_len.min(4096) {
+            let mut pair = Pair::new(6);
+            let mut tamper = |from: Side, offset: usize, bytes: &mut Vec<u8>| {
+                if from == direction && (offset..offset + bytes.len()).contains(&position) {
+                    bytes[position - offset] ^= 0x01;
+                }
+            };
+            pair.drive_with(&mut tamper);
+            if pair.sender.is_established() && pair.receiver.is_established() {
+                for i in 0..20 {
+                    let _ = pair
+                        .sender
+                        .send_message(format!("to receiver {i}").as_bytes());
+                    let _ = pair
+                        .receiver
+                        .send_message(format!("to sender {i}").as_bytes());
+                }
+                let _ = pair.sender.send_message(&vec![0xab; 3000]);
+                let _ = pair.sender.close();
+                let _ = pair.receiver.close();
+                pair.drive_with(&mut tamper);
+            }
+            // The connection ends here; a flipped length byte may have left the victim
+            // waiting for a record that never completes, which the end of stream reveals.
+            let (victim_channel, victim) = match direction {
+                Side::Sender => (&mut pair.receiver, &mut pair.receiver_seen),
+                Side::Receiver => (&mut pair.sender, &mut pair.sender_seen),
+            };
+            if victim.error.is_none() {
+                victim.error = victim_channel.handle_eof(pair.now).err();
+            }
+            assert!(
+                victim.error.is_some(),
+                "flip at {position} ({direction:?}) went unnoticed"
+            );
+            // Whatever was delivered before the error is a prefix of the real messages.
+            let expected = match direction {
+                Side::Sender => &expected_at_receiver,
+                Side::Receiver => &expected_at_sender,
+            };
+            assert!(
+                expected.starts_with(&victim.messages),
+                "flip at {position}: corrupt delivery"
+            );
+        }
+    }
+}
+
+/// Splits a direction's wire bytes into the hello and whole records.
+fn split_records(wire: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (hello, mut rest) = wire.split_at(HELLO_LEN);
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let (record, tail) = rest.split_at(HEADER_LEN + len);
+        records.push(record.to_vec());
+        rest = tail;
+    }
+    (hello.to_vec(), records)
+}
+
+/// Replays the sender's stream to a fresh receiver with the same keys, with the records
+/// rearranged by `edit`; returns what the receiver saw.
+fn replay_to_receiver(seed: u64, edit: impl Fn(&mut Vec<Vec<u8>>)) -> common::Seen {
+    let mut reference = Pair::handshake(seed);
+    for i in 0..4 {
+        reference
+            .sender
+            .send_message(format!("message {i}").as_bytes())
+            .unwrap();
+    }
+    reference.drive();
+    let (hello, mut records) = split_records(&reference.sender_seen.wire);
+    edit(&mut records);
+    let mut pair = Pair::new(seed);
+    // Let the receiver answer the hello so its keys match the recorded sender's.
+    let mut stream = hello;
+    stream.extend(records.concat());
+    let mut seen = common::Seen::default();
+    feed(
+        &mut pair.receiver,
+        &mut seen,
+        Timestamp::ZERO,
+        &stream,
+        usize::MAX,
+    );
+    seen
+}
+
+#[test]
+fn dropped_duplicated_and_reordered_records_are_integrity_errors() {
+    let intact = replay_to_receiver(7, |_| {});
+    assert!(intact.error.is_none());
+    assert_eq!(intact.messages.len(), 4);
+
+    let dropped = replay_to_receiver(7, |records| {
+        records.remove(2);
+    });
+    assert_eq!(dropped.error, Some(Error::Integrity { record: 2 }));
+    assert_eq!(dropped.messages, vec![b"message 0".to_vec()]);
+
+    let duplicated = replay_to_receiver(7, |records| {
+        let copy = records[1].clone();
+        records.insert(2, copy);
+    });
+    assert_eq!(duplicated.error, Some(Error::Integrity { record: 2 }));
+
+    let reordered = replay_to_receiver(7, |records| records.swap(2, 3));
+    assert_eq!(reordered.error, Some(Error::Integrity { record: 2 }));
+    assert_eq!(reordered.messages.len(), 1);
+}
+
+#[test]
+fn truncation_and_eof_are_named() {
+    let mut pair = Pair::handshake(8);
+    pair.sender.send_message(b"cut me").unwrap();
+    let bytes = pair.sender.poll_transmit().to_vec();
+    let mut seen = common::Seen::default();
+    feed(
+        &mut pair.receiver,
+        &mut seen,
+        Timestamp::ZERO,
+        &bytes[..bytes.len() - 3],
+        usize::MAX,
+    );
+    assert!(seen.messages.is_empty());
+    assert_eq!(
+        pair.receiver.handle_eof(Timestamp::ZERO),
+        Err(Error::Truncated)
+    );
+
+    let mut pair = Pair::handshake(8);
+    assert_eq!(
+        pair.receiver.handle_eof(Timestamp::ZERO),
+        Err(Error::UnexpectedEof)
+    );
+
+    let mut pair = Pair::handshake(8);
+    pair.sender.send_message(b"last words").unwrap();
+    pair.sender.close().unwrap();
+    pair.drive();
+    assert_eq!(pair.receiver_seen.messages, vec![b"last words".to_vec()]);
+    assert_eq!(pair.receiver_seen.events.last(), Some(&Event::PeerClosed));
+    assert_eq!(pair.receiver.handle_eof(Timestamp::ZERO), Ok(()));
+    assert_eq!(pair.sender.send_message(b"more"), Err(SendError::Closed));
+}
+
+#[test]
+fn oversized_and_undersized_record_headers_are_refused() {
+    let config = Config::default();
+    let mut pair = Pair::handshake(9);
+    let mut seen = common::Seen::default();
+    let too_long = (sealed_len(config.max_record_payload) - HEADER_LEN + 1) as u32;
+    feed(
+        &mut pair.receiver,
+        &mut seen,
+        Timestamp::ZERO,
+        &too_long.to_be_bytes(),
+        usize::MAX,
+    );
+    assert_eq!(
+        seen.error,
+        Some(Error::RecordTooLarge {
+            len: u64::from(too_long),
+            max: u64::from(too_long) - 1
+        })
+    );
+
+    let mut pair = Pair::handshake(9);
+    let mut seen = common::Seen::default();
+    feed(
+        &mut pair.receiver,
+        &mut seen,
+        Timestamp::ZERO,
+        &16u32.to_be_bytes(),
+        usize::MAX,
+    );
+    assert_eq!(seen.error, Some(Error::RecordTooShort { len: 16 }));
+}
+
+#[test]
+fn largest_message_fits_and_one_more_byte_does_not() {
+    let mut pair = Pair::handshake(10);
+    let max = pair.sender.max_message_len();
+    let big = vec![7u8; max];
+    pair.sender.send_message(&big).unwrap();
+    pair.drive();
+    assert_eq!(pair.receiver_seen.messages, vec![big]);
+    assert_eq!(
+        pair.sender.send_message(&vec![0; max + 1]),
+        Err(SendError::TooLarge { len: max + 1, max })
+    );
+}
+
+#[test]
+fn a_full_send_buffer_is_backpressure_not_growth() {
+    let mut pair = Pair::handshake(11);
+    let message = vec![1u8; 60_000];
+    let mut queued = 0;
+    loop {
+        match pair.sender.send_message(&message) {
+            Ok(()) => queued += 1,
+            Err(SendError::Backpressure { needed, free }) => {
+                assert!(needed > free);
+                break;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(queued >= 1 && pair.sender.poll_transmit().len() <= Config::default().send_buffer);
+    pair.drive();
+    assert_eq!(pair.receiver_seen.messages.len(), queued);
+    assert!(pair.sender.send_message(&message).is_ok());
+}
+
+#[test]
+fn silent_peer_times_out_in_handshake() {
+    let config = Config::default();
+    let mut entropy = SeededEntropy::new(12);
+    let token = Token::generate(&mut entropy);
+    let mut channel = Channel::new(
+        Role::Receiver,
+        token,
+        config.clone(),
+        &mut entropy,
+        Timestamp::ZERO,
+    )
+    .unwrap();
+    let deadline = channel.poll_timeout().unwrap();
+    assert_eq!(
+        deadline,
+        Timestamp::ZERO.saturating_add(config.handshake_timeout)
+    );
+    // Early ticks do nothing.
+    channel
+        .handle_timeout(Timestamp::from_micros(deadline.as_micros() - 1))
+        .unwrap();
+    let error = channel.handle_timeout(deadline).unwrap_err();
+    assert_eq!(
+        error,
+        Error::Timeout {
+            phase: TimeoutPhase::Handshake,
+            after: config.handshake_timeout
+        }
+    );
+    assert!(
+        error.to_string().starts_with("timed out after 10 s"),
+        "{error}"
+    );
+    assert_eq!(channel.poll_timeout(), None);
+}
+
+/// Advances the pair's clock to the earliest timer and fires it on both sides.
+fn step_to_next_timer(pair: &mut Pair) -> Timestamp {
+    let next = [pair.sender.poll_timeout(), pair.receiver.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap();
+    assert!(next >= pair.now, "a timer in the past");
+    pair.now = next;
+    for (channel, seen) in [
+        (&mut pair.sender, &mut pair.sender_seen),
+        (&mut pair.receiver, &mut pair.receiver_seen),
+    ] {
+        if seen.error.is_none() {
+            if let Err(error) = channel.handle_timeout(next) {
+                seen.error = Some(error);
+            }
+        }
+    }
+    next
+}
+
+#[test]
+fn keepalives_hold_an_idle_connection_open_for_hours() {
+    let mut pair = Pair::handshake(13);
+    let hours = Timestamp::ZERO.saturating_add(Duration::from_secs(3 * 3600));
+    let mut wakeups = 0;
+    while pair.now < hours {
+        step_to_next_timer(&mut pair);
+        pair.drive();
+        wakeups += 1;
+    }
+    assert!(pair.sender_seen.error.is_none() && pair.receiver_seen.error.is_none());
+    assert!(pair.sender.is_established() && pair.receiver.is_established());
+    // One wake-up per keepalive interval per side, roughly: idle means idle.
+    let interval = Config::default().keepalive_interval.as_secs();
+    assert!(
+        wakeups <= 2 * 3 * 3600 / interval as usize + 4,
+        "{wakeups} wake-ups"
+    );
+}
+
+#[test]
+fn a_peer_that_goes_silent_times_out_idle() {
+    let mut pair = Pair::handshake(14);
+    let config = Config::default();
+    // The sender's bytes never arrive any more; the receiver must give up, not hang.
+    loop {
+        step_to_next_timer(&mut pair);
+        let bytes = pair.sender.poll_transmit().len();
+        pair.sender.advance_transmit(bytes);
+        pair.transfer(Side::Receiver, &mut |_, _, _| {});
+        if pair.receiver_seen.error.is_some() {
+            break;
+        }
+        assert!(pair.now.as_micros() < 10 * config.idle_timeout.as_micros() as u64);
+    }
+    assert_eq!(
+        pair.receiver_seen.error,
+        Some(Error::Timeout {
+            phase: TimeoutPhase::Idle,
+            after: config.idle_timeout
+        })
+    );
+}
+
+#[test]
+fn poll_timeout_never_returns_the_past() {
+    let mut entropy = SeededEntropy::new(15);
+    let token = Token::generate(&mut entropy);
+    let mut channel = Channel::new(
+        Role::Sender,
+        token,
+        Config::default(),
+        &mut entropy,
+        Timestamp::ZERO,
+    )
+    .unwrap();
+    // A driver that is late: the handshake deadline has passed but was not handled yet.
+    let late = Timestamp::from_micros(Config::default().handshake_timeout.as_micros() as u64 + 5);
+    channel.handle_input(late, &MAGIC[..2]).unwrap();
+    assert_eq!(channel.poll_timeout(), Some(late));
+}
+
+#[test]
+fn an_invalid_config_is_refused_up_front() {
+    let mut entropy = FixedEntropy(vec![0; 64]);
+    let config = Config {
+        max_record_payload: 10,
+        ..Config::default()
+    };
+    let token = Token::from_bytes([0; 16]);
+    assert!(Channel::new(Role::Sender, token, config, &mut entropy, Timestamp::ZERO).is_err());
+}
