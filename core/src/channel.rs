@@ -11,6 +11,9 @@
 //!    were written with [`Channel::advance_transmit`];
 //! 4. [`Channel::poll_timeout`]: call [`Channel::handle_timeout`] when that time comes.
 //!
+//! Close the socket only once [`Channel::poll_transmit`] is empty, so that what this side
+//! sealed (its own `close`, say) reaches the peer.
+//!
 //! Any `handle_*` call that returns an error leaves the channel failed: every later call
 //! returns the same error and nothing new is sealed. Flush [`Channel::poll_transmit`]
 //! before closing the socket, so the peer learns what it can.

@@ -45,11 +45,19 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(all(feature = "insecure-null-crypto", not(fuzzing)))]
+compile_error!(
+    "the insecure-null-crypto feature provides NO SECURITY and builds only for fuzzing \
+     (cargo fuzz sets --cfg fuzzing)"
+);
+
 pub mod channel;
 pub mod config;
 mod crypto;
 pub mod entropy;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handshake;
 pub mod record;
 pub mod time;

@@ -21,7 +21,7 @@ fn messages_both_ways(pair: &mut Pair, rounds: usize) {
             .unwrap();
     }
     // A large message too, so chunking crosses record and header boundaries.
-    pair.sender.send_message(&vec![0xab; 3000]).unwrap();
+    pair.sender.send_message(&vec![0xab; 5000]).unwrap();
     pair.drive();
 }
 
@@ -179,6 +179,10 @@ fn every_single_byte_flip_is_an_error_never_corrupt_plaintext() {
     messages_both_ways(&mut reference, 20);
     let expected_at_receiver = reference.receiver_seen.messages.clone();
     let expected_at_sender = reference.sender_seen.messages.clone();
+    assert!(
+        reference.sender_seen.wire.len() > 4096,
+        "sweep must cover 4 KiB of traffic"
+    );
     for direction in [Side::Sender, Side::Receiver] {
         let wire_len = match direction {
             Side::Sender => reference.sender_seen.wire.len(),
@@ -201,7 +205,7 @@ fn every_single_byte_flip_is_an_error_never_corrupt_plaintext() {
                         .receiver
                         .send_message(format!("to sender {i}").as_bytes());
                 }
-                let _ = pair.sender.send_message(&vec![0xab; 3000]);
+                let _ = pair.sender.send_message(&vec![0xab; 5000]);
                 let _ = pair.sender.close();
                 let _ = pair.receiver.close();
                 pair.drive_with(&mut tamper);
@@ -449,10 +453,10 @@ fn step_to_next_timer(pair: &mut Pair) -> Timestamp {
         (&mut pair.sender, &mut pair.sender_seen),
         (&mut pair.receiver, &mut pair.receiver_seen),
     ] {
-        if seen.error.is_none() {
-            if let Err(error) = channel.handle_timeout(next) {
-                seen.error = Some(error);
-            }
+        if seen.error.is_none()
+            && let Err(error) = channel.handle_timeout(next)
+        {
+            seen.error = Some(error);
         }
     }
     next
