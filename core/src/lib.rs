@@ -59,14 +59,18 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handshake;
+mod msgpack;
 pub mod record;
+pub mod resource;
 pub mod time;
 pub mod token;
+pub mod transfer;
 
 pub use channel::{Channel, Event, SendError};
 pub use config::{Config, ConfigError};
 pub use entropy::{Entropy, SeededEntropy};
 pub use error::{Error, TimeoutPhase};
 pub use handshake::Role;
+pub use msgpack::{BufferTooSmall, DecodeError};
 pub use time::Timestamp;
 pub use token::{ConnectionString, ConnectionStringError, Token, TokenError};
