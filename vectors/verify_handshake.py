@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = b"FERRY"
+HELLO_LEN = 44
 ROLES = {"sender": 1, "receiver": 2}
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -37,9 +38,9 @@ def token_from_text(text):
     return value.to_bytes(16, "big")
 
 
-def hello(role, secret, version):
+def hello(role, secret, version, record_limit):
     public = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
-    return MAGIC + struct.pack(">HB", version, ROLES[role]) + public
+    return MAGIC + struct.pack(">HBI", version, ROLES[role], record_limit) + public
 
 
 def schedule(secret, peer_public, token, sender_hello, receiver_hello):
@@ -52,9 +53,9 @@ def schedule(secret, peer_public, token, sender_hello, receiver_hello):
 
 
 def open_records(stream, key):
-    """Yields (sequence, plaintext or None) for each record after the 40-byte hello."""
+    """Yields (sequence, plaintext or None) for each record after the 44-byte hello."""
     aead = ChaCha20Poly1305(key)
-    rest = stream[40:]
+    rest = stream[HELLO_LEN:]
     sequence = 0
     while rest:
         (length,) = struct.unpack(">I", rest[:4])
@@ -75,12 +76,14 @@ def main():
     assert token == h(v["token_bytes"]), "token text does not decode to token_bytes"
     version = v["protocol_version"]
     s_secret, r_secret = h(v["sender_ephemeral_secret"]), h(v["receiver_ephemeral_secret"])
-    s_hello, r_hello = hello("sender", s_secret, version), hello("receiver", r_secret, version)
+    limit = v["record_limit"]
+    s_hello = hello("sender", s_secret, version, limit)
+    r_hello = hello("receiver", r_secret, version, limit)
     assert s_hello == h(v["sender_hello"]), "sender hello"
     assert r_hello == h(v["receiver_hello"]), "receiver hello"
 
-    shared, transcript, k_s2r, k_r2s = schedule(s_secret, r_hello[8:], token, s_hello, r_hello)
-    assert schedule(r_secret, s_hello[8:], token, s_hello, r_hello)[0] == shared
+    shared, transcript, k_s2r, k_r2s = schedule(s_secret, r_hello[12:], token, s_hello, r_hello)
+    assert schedule(r_secret, s_hello[12:], token, s_hello, r_hello)[0] == shared
     assert shared == h(v["shared_secret"]), "shared secret"
     assert transcript == h(v["transcript_hash"]), "transcript hash"
     assert k_s2r == h(v["key_sender_to_receiver"]), "sender-to-receiver key"
@@ -105,7 +108,7 @@ def main():
         if error == "AuthenticationFailed":
             wrong = token_from_text(case["victim_token"])
             assert wrong != token
-            keys = schedule(h(case["victim_ephemeral_secret"]), data[8:40], wrong, data[:40], r_hello)
+            keys = schedule(h(case["victim_ephemeral_secret"]), data[12:44], wrong, data[:44], r_hello)
             first = next(open_records(data, keys[2]))
             assert first == (0, None), "wrong-token confirmation must not authenticate"
         elif error.startswith("Integrity"):
@@ -115,7 +118,7 @@ def main():
         elif error == "NonContributoryKey":
             try:
                 X25519PrivateKey.from_private_bytes(r_secret).exchange(
-                    X25519PublicKey.from_public_bytes(data[8:40]))
+                    X25519PublicKey.from_public_bytes(data[12:44]))
                 raise AssertionError("low-order key was accepted")
             except ValueError:
                 pass

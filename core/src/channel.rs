@@ -4,19 +4,18 @@
 //! A driver owns the socket and the clock. After creating a [`Channel`] and after every
 //! `handle_*` or `send_*` call, it drains the outputs in this order:
 //! 1. [`Channel::poll_event`] until `None`;
-//! 2. [`Channel::take_message`]: at most one application message is pending at a time;
-//!    `handle_input` stops consuming bytes while one is waiting, so the driver takes it,
-//!    then offers the rest of its input again;
+//! 2. [`Channel::take_message`]: at most one application message is pending at a time.
+//!    `handle_input` stops consuming bytes while one is waiting (returning how many it
+//!    took), so the driver takes it, then offers the rest of its input again. Leaving a
+//!    message untaken is how an application exerts backpressure on the peer;
 //! 3. [`Channel::poll_transmit`]: write those bytes to the socket and report how many
 //!    were written with [`Channel::advance_transmit`];
 //! 4. [`Channel::poll_timeout`]: call [`Channel::handle_timeout`] when that time comes.
 //!
-//! Close the socket only once [`Channel::poll_transmit`] is empty, so that what this side
-//! sealed (its own `close`, say) reaches the peer.
-//!
 //! Any `handle_*` call that returns an error leaves the channel failed: every later call
-//! returns the same error and nothing new is sealed. Flush [`Channel::poll_transmit`]
-//! before closing the socket, so the peer learns what it can.
+//! returns the same error and nothing new is sealed. In every case, close the socket only
+//! once [`Channel::poll_transmit`] is empty, so that what this side sealed (its `close`,
+//! or the confirmation that tells a peer with the wrong token why it failed) arrives.
 
 use std::collections::VecDeque;
 
@@ -106,6 +105,8 @@ struct HelloState {
 
 struct Keyed {
     transcript: [u8; 32],
+    /// The smaller of our record limit and the peer's: what we may send.
+    send_limit: usize,
     outgoing: Direction,
     incoming: Direction,
     confirmed: bool,
@@ -119,7 +120,6 @@ enum State {
 enum Delivery {
     None,
     Ready(core::ops::Range<usize>),
-    Taken,
 }
 
 /// One end of an encrypted, authenticated connection, without any IO.
@@ -151,7 +151,9 @@ impl Channel {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let key = EphemeralKey::generate(entropy);
-        let our_hello = handshake::encode_hello(role, key.public());
+        // validate() bounds the payload to 16 MiB, so it fits in the hello's u32.
+        let record_limit = u32::try_from(config.max_record_payload).unwrap_or(u32::MAX);
+        let our_hello = handshake::encode_hello(role, record_limit, key.public());
         let mut tx = TransmitBuffer::new(config.send_buffer);
         if let Some(out) = tx.append(HELLO_LEN) {
             out.copy_from_slice(&our_hello);
@@ -207,9 +209,14 @@ impl Channel {
         }
     }
 
-    /// The largest message [`Channel::send_message`] accepts.
+    /// The largest message [`Channel::send_message`] accepts: the smaller of this side's
+    /// and the peer's `max_record_payload` once the hellos are exchanged (each side states
+    /// its limit in its hello), this side's before.
     pub fn max_message_len(&self) -> usize {
-        self.config.max_record_payload
+        match &self.state {
+            State::Keyed(keyed) => keyed.send_limit,
+            State::Hello(_) => self.config.max_record_payload,
+        }
     }
 
     /// The largest message that fits in the send buffer right now.
@@ -234,16 +241,21 @@ impl Channel {
         self.now = self.now.max(now);
     }
 
+    fn arm(&mut self, timer: Timer) {
+        let after = match timer {
+            Timer::Handshake => self.config.handshake_timeout,
+            Timer::Idle => self.config.idle_timeout,
+            Timer::Keepalive => self.config.keepalive_interval,
+        };
+        self.timers.set(timer, self.now.saturating_add(after));
+    }
+
     /// Feeds bytes received from the peer; returns how many were consumed. Fewer than
     /// `input.len()` means a message is waiting in [`Channel::take_message`]: take it and
     /// offer the rest again.
     pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, Error> {
         self.check_alive()?;
         self.advance_clock(now);
-        if let Delivery::Taken = self.delivery {
-            self.rx.clear();
-            self.delivery = Delivery::None;
-        }
         let mut consumed = 0;
         while consumed < input.len() && matches!(self.delivery, Delivery::None) {
             let rest = &input[consumed..];
@@ -259,11 +271,8 @@ impl Channel {
                 Err(error) => return Err(self.fail(error)),
             }
         }
-        if consumed > 0 && self.is_established() {
-            self.timers.set(
-                Timer::Idle,
-                self.now.saturating_add(self.config.idle_timeout),
-            );
+        if consumed > 0 && self.is_established() && !self.peer_closed {
+            self.arm(Timer::Idle);
         }
         Ok(consumed)
     }
@@ -286,6 +295,8 @@ impl Channel {
             &hello.peer_hello,
             &self.token,
         )?;
+        let send_limit =
+            handshake::hello_record_limit(&hello.peer_hello).min(self.config.max_record_payload);
         let (ours, theirs) = match self.role {
             Role::Sender => (
                 &schedule.keys.sender_to_receiver,
@@ -298,6 +309,7 @@ impl Channel {
         };
         self.state = State::Keyed(Keyed {
             transcript: schedule.transcript,
+            send_limit,
             outgoing: Direction::new(RecordCipher::new(ours)),
             incoming: Direction::new(RecordCipher::new(theirs)),
             confirmed: false,
@@ -327,14 +339,8 @@ impl Channel {
                 keyed.confirmed = true;
                 self.events.push_back(Event::HandshakeComplete);
                 self.timers.clear(Timer::Handshake);
-                self.timers.set(
-                    Timer::Idle,
-                    self.now.saturating_add(self.config.idle_timeout),
-                );
-                self.timers.set(
-                    Timer::Keepalive,
-                    self.now.saturating_add(self.config.keepalive_interval),
-                );
+                self.arm(Timer::Idle);
+                self.arm(Timer::Keepalive);
                 self.rx.clear();
             }
             (ContentType::Confirm, true) => return Err(unexpected("a second key confirmation")),
@@ -347,7 +353,12 @@ impl Channel {
                 self.rx.clear();
             }
             (ContentType::Close, true) => {
+                if !opened.payload.is_empty() {
+                    return Err(unexpected("a close with a payload"));
+                }
                 self.peer_closed = true;
+                // The peer will send nothing more; silence is now expected.
+                self.timers.clear(Timer::Idle);
                 self.events.push_back(Event::PeerClosed);
                 self.rx.clear();
             }
@@ -391,16 +402,13 @@ impl Channel {
             }));
         }
         if self.timers.expired(Timer::Keepalive, self.now) {
-            if self.closed {
-                self.timers.clear(Timer::Keepalive);
-            } else if self.tx.free() >= sealed_len(0) {
-                self.seal(ContentType::Keepalive, &[])?;
+            if self.tx.free() >= sealed_len(0) {
+                if let Err(error) = self.seal(ContentType::Keepalive, &[]) {
+                    return Err(self.fail(error));
+                }
             } else {
                 // Records are waiting to go out anyway; they will keep the peer awake.
-                self.timers.set(
-                    Timer::Keepalive,
-                    self.now.saturating_add(self.config.keepalive_interval),
-                );
+                self.arm(Timer::Keepalive);
             }
         }
         Ok(())
@@ -417,14 +425,13 @@ impl Channel {
         self.events.pop_front()
     }
 
-    /// The application message that arrived, if one is waiting. The slice is valid until
-    /// the next call on the channel; the message counts as consumed after this call.
+    /// The application message that arrived, if one is waiting. It counts as consumed
+    /// at once; the slice stays valid until the next call on the channel.
     pub fn take_message(&mut self) -> Option<&[u8]> {
-        let Delivery::Ready(range) = &self.delivery else {
+        let Delivery::Ready(range) = core::mem::replace(&mut self.delivery, Delivery::None) else {
             return None;
         };
-        let range = range.clone();
-        self.delivery = Delivery::Taken;
+        self.rx.clear();
         Some(self.rx.bytes(range))
     }
 
@@ -448,6 +455,13 @@ impl Channel {
     /// Queues an application message of `len` bytes that `fill` writes straight into the
     /// send buffer, sparing a copy on the bulk-data path.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), SendError> {
+        self.check_sendable(len)?;
+        self.seal_with(ContentType::Data, len, fill)
+            .map_err(|error| SendError::Failed(self.fail(error)))
+    }
+
+    /// The preconditions of sealing a record of `len` payload bytes for the application.
+    fn check_sendable(&self, len: usize) -> Result<(), SendError> {
         if let Some(error) = &self.failed {
             return Err(SendError::Failed(error.clone()));
         }
@@ -457,38 +471,25 @@ impl Channel {
         if !self.is_established() {
             return Err(SendError::NotEstablished);
         }
-        if len > self.max_message_len() {
-            return Err(SendError::TooLarge {
-                len,
-                max: self.max_message_len(),
-            });
+        let max = self.max_message_len();
+        if len > max {
+            return Err(SendError::TooLarge { len, max });
         }
         let needed = sealed_len(len);
         let free = self.tx.free();
         if needed > free {
             return Err(SendError::Backpressure { needed, free });
         }
-        self.seal_with(ContentType::Data, len, fill)
-            .map_err(|error| SendError::Failed(self.fail(error)))
+        Ok(())
     }
 
     /// Tells the peer this side will send nothing more. Queued behind what is already
     /// waiting; the driver closes the socket once [`Channel::poll_transmit`] is empty.
     pub fn close(&mut self) -> Result<(), SendError> {
-        if let Some(error) = &self.failed {
-            return Err(SendError::Failed(error.clone()));
-        }
-        if self.closed {
+        if self.closed && self.failed.is_none() {
             return Ok(());
         }
-        if !self.is_established() {
-            return Err(SendError::NotEstablished);
-        }
-        let needed = sealed_len(0);
-        let free = self.tx.free();
-        if needed > free {
-            return Err(SendError::Backpressure { needed, free });
-        }
+        self.check_sendable(0)?;
         self.seal(ContentType::Close, &[])
             .map_err(|error| SendError::Failed(self.fail(error)))?;
         self.closed = true;
@@ -500,7 +501,8 @@ impl Channel {
         self.seal_with(content, payload.len(), |buf| buf.copy_from_slice(payload))
     }
 
-    /// Appends one sealed record; the caller has checked that it fits.
+    /// Appends one sealed record; the caller has checked that it fits. A record that
+    /// cannot be sealed is removed again, so no plaintext is ever left to transmit.
     fn seal_with(
         &mut self,
         content: ContentType,
@@ -512,17 +514,18 @@ impl Channel {
                 "a record was sealed before the keys existed",
             ));
         };
+        keyed.outgoing.check_sequence()?;
         let total = sealed_len(len);
         let Some(out) = self.tx.append(total) else {
             return Err(Error::SendBufferTooSmall { needed: total });
         };
         fill(&mut out[HEADER_LEN + 1..total - TAG_LEN]);
-        keyed.outgoing.seal(content, out)?;
-        if keyed.confirmed {
-            self.timers.set(
-                Timer::Keepalive,
-                self.now.saturating_add(self.config.keepalive_interval),
-            );
+        if let Err(error) = keyed.outgoing.seal(content, out) {
+            self.tx.truncate_last(total);
+            return Err(error);
+        }
+        if keyed.confirmed && !self.closed {
+            self.arm(Timer::Keepalive);
         }
         Ok(())
     }

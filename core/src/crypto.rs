@@ -61,18 +61,22 @@ pub(crate) struct DirectionKeys {
     pub(crate) receiver_to_sender: [u8; KEY_LEN],
 }
 
-pub(crate) fn derive_keys(salt: &[u8], shared_secret: &[u8; 32], info: &[&[u8]]) -> DirectionKeys {
+pub(crate) fn derive_keys(
+    salt: &[u8],
+    shared_secret: &[u8; 32],
+    info: &[&[u8]],
+) -> Option<DirectionKeys> {
     let hkdf = Hkdf::<Sha256>::new(Some(salt), shared_secret);
     let mut okm = [0u8; 2 * KEY_LEN];
-    // 64 bytes is far below HKDF-SHA256's 8160-byte limit, so expansion cannot fail.
-    let _ = hkdf.expand_multi_info(info, &mut okm);
+    // 64 bytes is far below HKDF-SHA256's 8160-byte limit; a failure would be a bug.
+    hkdf.expand_multi_info(info, &mut okm).ok()?;
     let mut keys = DirectionKeys {
         sender_to_receiver: [0; KEY_LEN],
         receiver_to_sender: [0; KEY_LEN],
     };
     keys.sender_to_receiver.copy_from_slice(&okm[..KEY_LEN]);
     keys.receiver_to_sender.copy_from_slice(&okm[KEY_LEN..]);
-    keys
+    Some(keys)
 }
 
 /// The AEAD for one direction of a connection.
@@ -84,6 +88,10 @@ pub(crate) struct RecordCipher {
 /// The authentication tag did not match: the record was altered, or the key is wrong.
 #[derive(Debug)]
 pub(crate) struct OpenError;
+
+/// The AEAD refused to seal (only possible for inputs far beyond any record).
+#[derive(Debug)]
+pub(crate) struct SealError;
 
 #[cfg(not(feature = "insecure-null-crypto"))]
 fn nonce_for(sequence: u64) -> Nonce {
@@ -99,17 +107,19 @@ impl RecordCipher {
         }
     }
 
-    /// Encrypts `buf` in place and returns the tag.
+    /// Encrypts `buf` in place and returns the tag. (ChaCha20Poly1305 refuses only
+    /// messages over 256 GiB; records are at most 16 MiB.)
     #[cfg(not(feature = "insecure-null-crypto"))]
-    pub(crate) fn seal(&self, sequence: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        // ChaCha20Poly1305 refuses only messages over 256 GiB; records are at most 16 MiB.
-        match self
-            .aead
+    pub(crate) fn seal(
+        &self,
+        sequence: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
+        self.aead
             .encrypt_inout_detached(&nonce_for(sequence), aad, buf.into())
-        {
-            Ok(tag) => tag.into(),
-            Err(_) => [0; TAG_LEN],
-        }
+            .map(Into::into)
+            .map_err(|_| SealError)
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it; on failure `buf` is garbage and
@@ -129,8 +139,13 @@ impl RecordCipher {
 
     /// NO SECURITY: leaves the plaintext as it is; the tag is the sequence number.
     #[cfg(feature = "insecure-null-crypto")]
-    pub(crate) fn seal(&self, sequence: u64, _aad: &[u8], _buf: &mut [u8]) -> [u8; TAG_LEN] {
-        null_tag(sequence)
+    pub(crate) fn seal(
+        &self,
+        sequence: u64,
+        _aad: &[u8],
+        _buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
+        Ok(null_tag(sequence))
     }
 
     /// NO SECURITY: accepts any record whose tag is its sequence number.

@@ -65,7 +65,7 @@ pub enum Error {
     #[error("the peer announced a record of {len} bytes, too short to be valid")]
     RecordTooShort {
         /// Announced length.
-        len: usize,
+        len: u64,
     },
     /// A record that authenticated but is not allowed here.
     #[error("unexpected record {record} from the peer: {why}")]

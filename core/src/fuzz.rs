@@ -17,22 +17,33 @@ fn chunk_size(data: &[u8]) -> (usize, &[u8]) {
     }
 }
 
+/// What a fuzz body saw, so tests can check their seeds reach deep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Application messages delivered.
+    pub messages: usize,
+    /// True if the channel failed (at input, end of stream, or a timer).
+    pub failed: bool,
+}
+
 /// Feeds `input` to `channel` in chunks, taking messages and checking the invariants a
-/// driver relies on. Returns when the channel fails or the input is used up.
-fn feed_checked(channel: &mut Channel, input: &[u8], chunk: usize, mut now: Timestamp) {
-    for piece in input.chunks(chunk) {
+/// driver relies on; then ends the stream and lets every timer fire.
+fn feed_checked(channel: &mut Channel, input: &[u8], chunk: usize, mut now: Timestamp) -> Outcome {
+    let mut outcome = Outcome::default();
+    'feed: for piece in input.chunks(chunk) {
         now = now.saturating_add(core::time::Duration::from_millis(1));
         let mut offset = 0;
         while offset < piece.len() {
             match channel.handle_input(now, &piece[offset..]) {
                 Ok(n) => offset += n,
-                Err(_) => return,
+                Err(_) => break 'feed,
             }
             if channel.take_message().is_some() {
                 assert!(
                     channel.is_established(),
                     "message released before confirmation"
                 );
+                outcome.messages += 1;
             }
             while channel.poll_event().is_some() {}
             if let Some(at) = channel.poll_timeout() {
@@ -40,17 +51,15 @@ fn feed_checked(channel: &mut Channel, input: &[u8], chunk: usize, mut now: Time
             }
         }
     }
-    if channel
-        .handle_timeout(now.saturating_add(Config::default().idle_timeout))
-        .is_ok()
-    {
-        let _ = channel.handle_eof(now);
-    }
+    let ended = channel.handle_eof(now);
+    let timers = channel.handle_timeout(now.saturating_add(Config::default().idle_timeout));
+    outcome.failed = ended.is_err() || timers.is_err();
+    outcome
 }
 
 /// A fresh endpoint fed arbitrary bytes from the first one on: hello parsing, the key
 /// schedule and record framing, with the real AEAD unless the null suite is enabled.
-pub fn channel_from_wire(data: &[u8]) {
+pub fn channel_from_wire(data: &[u8]) -> Outcome {
     let (chunk, input) = chunk_size(data);
     let role = if chunk % 2 == 0 {
         Role::Sender
@@ -59,39 +68,33 @@ pub fn channel_from_wire(data: &[u8]) {
     };
     let mut entropy = SeededEntropy::new(1);
     let token = Token::generate(&mut entropy);
-    let Ok(mut channel) = Channel::new(
+    match Channel::new(
         role,
         token,
         Config::default(),
         &mut entropy,
         Timestamp::ZERO,
-    ) else {
-        return;
-    };
-    feed_checked(&mut channel, input, chunk, Timestamp::ZERO);
+    ) {
+        Ok(mut channel) => feed_checked(&mut channel, input, chunk, Timestamp::ZERO),
+        Err(_) => Outcome::default(),
+    }
 }
 
-/// A receiver that completed a real handshake with a real sender, then fed arbitrary
-/// bytes as the sender's records. With `insecure-null-crypto` a record authenticates when
-/// its tag is its sequence number, so the fuzzer reaches the content-type and ordering
-/// rules behind the AEAD.
-pub fn channel_after_handshake(data: &[u8]) {
-    let (chunk, input) = chunk_size(data);
+/// An honest sender and receiver of the `channel_after_handshake` target, handshake done.
+fn established_pair() -> Option<(Channel, Channel)> {
     let mut entropy = SeededEntropy::new(2);
     let token = Token::generate(&mut entropy);
     let now = Timestamp::ZERO;
-    let (Ok(mut sender), Ok(mut receiver)) = (
-        Channel::new(
-            Role::Sender,
-            token.clone(),
-            Config::default(),
-            &mut entropy,
-            now,
-        ),
-        Channel::new(Role::Receiver, token, Config::default(), &mut entropy, now),
-    ) else {
-        return;
-    };
+    let mut sender = Channel::new(
+        Role::Sender,
+        token.clone(),
+        Config::default(),
+        &mut entropy,
+        now,
+    )
+    .ok()?;
+    let mut receiver =
+        Channel::new(Role::Receiver, token, Config::default(), &mut entropy, now).ok()?;
     for _ in 0..3 {
         let to_receiver = sender.poll_transmit().to_vec();
         sender.advance_transmit(to_receiver.len());
@@ -106,5 +109,35 @@ pub fn channel_after_handshake(data: &[u8]) {
         receiver.is_established(),
         "honest handshake did not complete"
     );
-    feed_checked(&mut receiver, input, chunk, now);
+    Some((sender, receiver))
+}
+
+/// A receiver that completed a real handshake with a real sender, then fed arbitrary
+/// bytes as the sender's records. With `insecure-null-crypto` a record authenticates when
+/// its tag is its sequence number, so the fuzzer reaches the content-type and ordering
+/// rules behind the AEAD; with the real suite, start from [`after_handshake_sample`].
+pub fn channel_after_handshake(data: &[u8]) -> Outcome {
+    let (chunk, input) = chunk_size(data);
+    match established_pair() {
+        Some((_, mut receiver)) => feed_checked(&mut receiver, input, chunk, Timestamp::ZERO),
+        None => Outcome::default(),
+    }
+}
+
+/// Records this target's own sender really seals after the handshake (messages of several
+/// sizes, a keepalive, a close), behind a chunking byte: a seed input that authenticates
+/// even with the real AEAD, for mutation.
+pub fn after_handshake_sample() -> Vec<u8> {
+    let Some((mut sender, _)) = established_pair() else {
+        return Vec::new();
+    };
+    for size in [0usize, 1, 100, 5000] {
+        let _ = sender.send_message(&vec![0x5a; size]);
+    }
+    let later = Timestamp::ZERO.saturating_add(Config::default().keepalive_interval);
+    let _ = sender.handle_timeout(later);
+    let _ = sender.close();
+    let mut sample = vec![63u8];
+    sample.extend_from_slice(sender.poll_transmit());
+    sample
 }

@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::config::{MAX_RECORD_PAYLOAD_LIMIT, MIN_RECORD_PAYLOAD};
 use crate::crypto::{self, DirectionKeys, EphemeralKey, PUBLIC_KEY_LEN};
 use crate::error::Error;
 use crate::token::Token;
@@ -10,8 +11,16 @@ use crate::token::Token;
 pub const MAGIC: [u8; 5] = *b"FERRY";
 /// The protocol version this build speaks.
 pub const VERSION: u16 = 1;
-/// Bytes in a hello: magic, version, role, public key.
-pub const HELLO_LEN: usize = MAGIC.len() + 2 + 1 + PUBLIC_KEY_LEN;
+/// Where the version sits in a hello.
+const VERSION_AT: usize = MAGIC.len();
+/// Where the role byte sits.
+const ROLE_AT: usize = VERSION_AT + 2;
+/// Where the sender of the hello states its largest accepted record payload.
+const RECORD_LIMIT_AT: usize = ROLE_AT + 1;
+/// Where the ephemeral public key starts.
+const PUBLIC_KEY_AT: usize = RECORD_LIMIT_AT + 4;
+/// Bytes in a hello: magic, version, role, record limit, public key.
+pub const HELLO_LEN: usize = PUBLIC_KEY_AT + PUBLIC_KEY_LEN;
 /// HKDF `info` prefix; the transcript hash follows it.
 pub const KEY_INFO_LABEL: &[u8] = b"ferry/1 record keys";
 /// Prefix of the transcript hash input.
@@ -53,13 +62,19 @@ impl core::fmt::Display for Role {
     }
 }
 
-/// Our hello for `role` with `public` as the ephemeral key.
-pub(crate) fn encode_hello(role: Role, public: &[u8; PUBLIC_KEY_LEN]) -> [u8; HELLO_LEN] {
+/// Our hello for `role`, announcing the largest record payload we accept, with `public`
+/// as the ephemeral key.
+pub(crate) fn encode_hello(
+    role: Role,
+    record_limit: u32,
+    public: &[u8; PUBLIC_KEY_LEN],
+) -> [u8; HELLO_LEN] {
     let mut hello = [0u8; HELLO_LEN];
-    hello[..5].copy_from_slice(&MAGIC);
-    hello[5..7].copy_from_slice(&VERSION.to_be_bytes());
-    hello[7] = role.wire();
-    hello[8..].copy_from_slice(public);
+    hello[..VERSION_AT].copy_from_slice(&MAGIC);
+    hello[VERSION_AT..ROLE_AT].copy_from_slice(&VERSION.to_be_bytes());
+    hello[ROLE_AT] = role.wire();
+    hello[RECORD_LIMIT_AT..PUBLIC_KEY_AT].copy_from_slice(&record_limit.to_be_bytes());
+    hello[PUBLIC_KEY_AT..].copy_from_slice(public);
     hello
 }
 
@@ -70,8 +85,8 @@ pub(crate) fn check_hello_prefix(prefix: &[u8], our_role: Role) -> Result<(), Er
     if prefix[..magic_seen] != MAGIC[..magic_seen] {
         return Err(Error::NotFerryPeer);
     }
-    if prefix.len() >= 7 {
-        let theirs = u16::from_be_bytes([prefix[5], prefix[6]]);
+    if prefix.len() >= ROLE_AT {
+        let theirs = u16::from_be_bytes([prefix[VERSION_AT], prefix[VERSION_AT + 1]]);
         if theirs != VERSION {
             return Err(Error::VersionMismatch {
                 ours: VERSION,
@@ -79,7 +94,7 @@ pub(crate) fn check_hello_prefix(prefix: &[u8], our_role: Role) -> Result<(), Er
             });
         }
     }
-    if let Some(&role) = prefix.get(7) {
+    if let Some(&role) = prefix.get(ROLE_AT) {
         if role == our_role.wire() {
             return Err(Error::RoleConflict(our_role));
         }
@@ -87,13 +102,27 @@ pub(crate) fn check_hello_prefix(prefix: &[u8], our_role: Role) -> Result<(), Er
             return Err(Error::MalformedHello("unknown role byte"));
         }
     }
+    if prefix.len() >= PUBLIC_KEY_AT {
+        let limit = hello_record_limit(prefix);
+        if !(MIN_RECORD_PAYLOAD..=MAX_RECORD_PAYLOAD_LIMIT).contains(&limit) {
+            return Err(Error::MalformedHello("record limit outside 1 KiB..16 MiB"));
+        }
+    }
     Ok(())
+}
+
+/// The largest record payload the hello's sender accepts (the hello is at least
+/// `PUBLIC_KEY_AT` bytes long).
+pub(crate) fn hello_record_limit(hello: &[u8]) -> usize {
+    let mut limit = [0u8; 4];
+    limit.copy_from_slice(&hello[RECORD_LIMIT_AT..PUBLIC_KEY_AT]);
+    u32::from_be_bytes(limit) as usize
 }
 
 /// The peer's public key from a complete, prefix-checked hello.
 pub(crate) fn hello_public_key(hello: &[u8; HELLO_LEN]) -> [u8; PUBLIC_KEY_LEN] {
     let mut public = [0u8; PUBLIC_KEY_LEN];
-    public.copy_from_slice(&hello[8..]);
+    public.copy_from_slice(&hello[PUBLIC_KEY_AT..]);
     public
 }
 
@@ -129,7 +158,8 @@ pub(crate) fn key_schedule(
         Role::Receiver => (peer_hello, our_hello),
     };
     let transcript = transcript_hash(sender_hello, receiver_hello);
-    let keys = crypto::derive_keys(token.as_bytes(), &shared, &[KEY_INFO_LABEL, &transcript]);
+    let keys = crypto::derive_keys(token.as_bytes(), &shared, &[KEY_INFO_LABEL, &transcript])
+        .ok_or(Error::Internal("HKDF refused to expand 64 bytes"))?;
     Ok(Schedule {
         shared_secret: shared,
         transcript,
@@ -158,17 +188,24 @@ impl core::fmt::Debug for HandshakeSecrets {
 }
 
 /// Runs the key schedule from an ephemeral secret and both hellos, exactly as a
-/// [`crate::Channel`] does. `peer_hello` is checked the way the channel checks it.
+/// [`crate::Channel`] does. `our_hello` and `peer_hello` are checked the way the channel
+/// checks a peer's hello, and `our_hello` must carry the secret's public key.
 pub fn derive_secrets(
     ephemeral_secret: [u8; 32],
     role: Role,
+    our_hello: &[u8; HELLO_LEN],
     peer_hello: &[u8; HELLO_LEN],
     token: &Token,
 ) -> Result<HandshakeSecrets, Error> {
     check_hello_prefix(peer_hello, role)?;
+    check_hello_prefix(our_hello, role.peer())?;
     let key = EphemeralKey::from_secret(ephemeral_secret);
-    let our_hello = encode_hello(role, key.public());
-    let schedule = key_schedule(&key, role, &our_hello, peer_hello, token)?;
+    if hello_public_key(our_hello) != *key.public() {
+        return Err(Error::MalformedHello(
+            "our hello does not carry this secret's public key",
+        ));
+    }
+    let schedule = key_schedule(&key, role, our_hello, peer_hello, token)?;
     Ok(HandshakeSecrets {
         shared_secret: schedule.shared_secret,
         transcript_hash: schedule.transcript,

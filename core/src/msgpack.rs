@@ -47,10 +47,6 @@ impl<'a> Reader<'a> {
         rmp::decode::read_int(&mut self.rest).map_err(|_| expected("an unsigned integer"))
     }
 
-    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
-        rmp::decode::read_bool(&mut self.rest).map_err(|_| expected("a boolean"))
-    }
-
     /// Takes `len` bytes, or fails if fewer remain (the length came from the peer).
     fn take(&mut self, len: u32, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = len as usize;

@@ -59,30 +59,39 @@ impl Direction {
         self.sequence
     }
 
-    fn next_sequence(&mut self) -> Result<u64, Error> {
-        let sequence = self.sequence;
-        // Never reuse a nonce: the last counter value is never used.
-        self.sequence = sequence.checked_add(1).ok_or(Error::SequenceExhausted)?;
+    /// Fails once the counter would reach 2^64 − 1, which is never used.
+    pub(crate) fn check_sequence(&self) -> Result<(), Error> {
         if self.sequence == u64::MAX {
             return Err(Error::SequenceExhausted);
         }
+        Ok(())
+    }
+
+    fn next_sequence(&mut self) -> Result<u64, Error> {
+        self.check_sequence()?;
+        let sequence = self.sequence;
+        self.sequence += 1;
         Ok(sequence)
     }
 
-    /// Seals a record into `out`, which must be exactly `sealed_len(payload_len)` bytes and
-    /// already hold the payload at `out[HEADER_LEN + 1..len - TAG_LEN]`.
+    /// Seals a record in place. `out` is exactly `sealed_len(payload_len)` bytes and holds
+    /// the payload at `out[HEADER_LEN + 1..len - TAG_LEN]`. On error `out` may hold
+    /// plaintext: the caller must discard it.
     pub(crate) fn seal(&mut self, content: ContentType, out: &mut [u8]) -> Result<(), Error> {
-        let sequence = self.next_sequence()?;
         let body_len = out.len() - HEADER_LEN;
-        let length = u32::try_from(body_len).map_err(|_| Error::RecordTooLarge {
-            len: body_len as u64,
-            max: u64::from(u32::MAX),
-        })?;
+        // Records are at most 16 MiB + 21 bytes, far below u32::MAX.
+        let length =
+            u32::try_from(body_len).map_err(|_| Error::Internal("record length over 4 GiB"))?;
+        let sequence = self.next_sequence()?;
         let (header, rest) = out.split_at_mut(HEADER_LEN);
         header.copy_from_slice(&length.to_be_bytes());
         let (plaintext, tag) = rest.split_at_mut(body_len - TAG_LEN);
         plaintext[0] = content as u8;
-        tag.copy_from_slice(&self.cipher.seal(sequence, header, plaintext));
+        let sealed = self
+            .cipher
+            .seal(sequence, header, plaintext)
+            .map_err(|_| Error::Internal("the AEAD refused to seal a record"))?;
+        tag.copy_from_slice(&sealed);
         Ok(())
     }
 }
@@ -133,7 +142,7 @@ impl RecordReader {
             });
         }
         if len < 1 + TAG_LEN {
-            return Err(Error::RecordTooShort { len });
+            return Err(Error::RecordTooShort { len: len as u64 });
         }
         Ok(Some(len))
     }
@@ -219,7 +228,11 @@ impl TransmitBuffer {
     }
 
     pub(crate) fn advance(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        debug_assert!(
+            n <= self.end - self.start,
+            "advanced past the pending bytes"
+        );
+        self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -229,6 +242,11 @@ impl TransmitBuffer {
     /// Free space, counting what compaction would reclaim.
     pub(crate) fn free(&self) -> usize {
         self.buf.len() - (self.end - self.start)
+    }
+
+    /// Drops the last `len` appended bytes (a record that could not be sealed).
+    pub(crate) fn truncate_last(&mut self, len: usize) {
+        self.end = self.end.saturating_sub(len).max(self.start);
     }
 
     /// `len` bytes at the end of the pending data, or `None` if they do not fit.

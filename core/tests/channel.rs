@@ -4,11 +4,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FixedEntropy, Pair, Side, feed};
-use ferry_core::handshake::{HELLO_LEN, MAGIC, VERSION};
+use common::{FixedEntropy, Pair, Side, feed, seal_record, split_records};
+use ferry_core::handshake::{HELLO_LEN, MAGIC, VERSION, derive_secrets};
 use ferry_core::record::{HEADER_LEN, sealed_len};
 use ferry_core::{
-    Channel, Config, Error, Event, Role, SeededEntropy, SendError, TimeoutPhase, Timestamp, Token,
+    Channel, Config, ConfigError, Error, Event, Role, SeededEntropy, SendError, TimeoutPhase,
+    Timestamp, Token,
 };
 
 fn messages_both_ways(pair: &mut Pair, rounds: usize) {
@@ -108,6 +109,7 @@ fn hello_with(role: u8, version: u16, public: [u8; 32]) -> Vec<u8> {
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(&version.to_be_bytes());
     hello.push(role);
+    hello.extend_from_slice(&(256u32 << 10).to_be_bytes());
     hello.extend_from_slice(&public);
     assert_eq!(hello.len(), HELLO_LEN);
     hello
@@ -132,13 +134,25 @@ fn receiver_fed(bytes: &[u8]) -> Option<Error> {
 
 #[test]
 fn low_order_public_keys_are_rejected() {
-    // All-zero, the point of order 2 (u = 1 is order 4... any small-order u gives zero).
+    // Every u-coordinate of small order on Curve25519 and its twist (0, 1, the two points
+    // of order 8), and the non-canonical encodings p-1, p, p+1 of -1, 0 and 1: each makes
+    // the shared secret all zeros, which proves nothing about the peer.
     let mut one = [0u8; 32];
     one[0] = 1;
-    for public in [[0u8; 32], one] {
+    let points = [
+        [0u8; 32],
+        one,
+        le_hex("57119fd0dd4e22d8868e1c58c45c44045bef839c55b1d0b1248c50a3bc959c5f"),
+        le_hex("00b8495f16056286fdb1329ceb8d09da6ac49ff1fae35616aeb8413b7c7aebe0"),
+        le_hex("7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffec"),
+        le_hex("7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffed"),
+        le_hex("7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffee"),
+    ];
+    for public in points {
         assert_eq!(
             receiver_fed(&hello_with(1, VERSION, public)),
-            Some(Error::NonContributoryKey)
+            Some(Error::NonContributoryKey),
+            "{public:02x?}"
         );
     }
 }
@@ -192,7 +206,8 @@ fn every_single_byte_flip_is_an_error_never_corrupt_plaintext() {
             let mut pair = Pair::new(6);
             let mut tamper = |from: Side, offset: usize, bytes: &mut Vec<u8>| {
                 if from == direction && (offset..offset + bytes.len()).contains(&position) {
-                    bytes[position - offset] ^= 0x01;
+                    // A different bit at each position, so every bit lane is exercised.
+                    bytes[position - offset] ^= 1 << (position % 8);
                 }
             };
             pair.drive_with(&mut tamper);
@@ -234,19 +249,6 @@ fn every_single_byte_flip_is_an_error_never_corrupt_plaintext() {
             );
         }
     }
-}
-
-/// Splits a direction's wire bytes into the hello and whole records.
-fn split_records(wire: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let (hello, mut rest) = wire.split_at(HELLO_LEN);
-    let mut records = Vec::new();
-    while !rest.is_empty() {
-        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-        let (record, tail) = rest.split_at(HEADER_LEN + len);
-        records.push(record.to_vec());
-        rest = tail;
-    }
-    (hello.to_vec(), records)
 }
 
 /// Replays the sender's stream to a fresh receiver with the same keys, with the records
@@ -294,6 +296,8 @@ fn dropped_duplicated_and_reordered_records_are_integrity_errors() {
         records.insert(2, copy);
     });
     assert_eq!(duplicated.error, Some(Error::Integrity { record: 2 }));
+    assert_eq!(duplicated.messages, vec![b"message 0".to_vec()]);
+    assert_eq!(duplicated.messages, vec![b"message 0".to_vec()]);
 
     let reordered = replay_to_receiver(7, |records| records.swap(2, 3));
     assert_eq!(reordered.error, Some(Error::Integrity { record: 2 }));
@@ -397,7 +401,11 @@ fn a_full_send_buffer_is_backpressure_not_growth() {
             Err(other) => panic!("unexpected {other}"),
         }
     }
-    assert!(queued >= 1 && pair.sender.poll_transmit().len() <= Config::default().send_buffer);
+    // The refusal came exactly when the next record would no longer fit.
+    let pending = pair.sender.poll_transmit().len();
+    assert!(queued >= 1);
+    assert!(pending + sealed_len(message.len()) > Config::default().send_buffer);
+    assert!(pending + sealed_len(0) <= Config::default().send_buffer);
     pair.drive();
     assert_eq!(pair.receiver_seen.messages.len(), queued);
     assert!(pair.sender.send_message(&message).is_ok());
@@ -526,11 +534,244 @@ fn poll_timeout_never_returns_the_past() {
 
 #[test]
 fn an_invalid_config_is_refused_up_front() {
-    let mut entropy = FixedEntropy(vec![0; 64]);
-    let config = Config {
-        max_record_payload: 10,
+    let base = Config::default();
+    let cases = [
+        (
+            Config {
+                max_record_payload: 10,
+                ..base.clone()
+            },
+            ConfigError::RecordPayload(10),
+        ),
+        (
+            Config {
+                max_record_payload: 32 << 20,
+                ..base.clone()
+            },
+            ConfigError::RecordPayload(32 << 20),
+        ),
+        (
+            Config {
+                send_buffer: 1000,
+                ..base.clone()
+            },
+            ConfigError::SendBuffer {
+                send_buffer: 1000,
+                record: sealed_len(base.max_record_payload),
+            },
+        ),
+        (
+            Config {
+                idle_timeout: Duration::ZERO,
+                ..base.clone()
+            },
+            ConfigError::ZeroTimeout,
+        ),
+        (
+            Config {
+                keepalive_interval: base.idle_timeout,
+                ..base.clone()
+            },
+            ConfigError::Keepalive,
+        ),
+    ];
+    for (config, expected) in cases {
+        let mut entropy = FixedEntropy(vec![0; 64]);
+        let token = Token::from_bytes([0; 16]);
+        let result = Channel::new(Role::Sender, token, config, &mut entropy, Timestamp::ZERO);
+        assert_eq!(result.err(), Some(expected));
+    }
+}
+
+fn le_hex(hex_be: &str) -> [u8; 32] {
+    let mut bytes: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&hex_be[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    bytes.reverse();
+    bytes
+}
+
+/// A receiver with fixed keys, plus the sender hello, sender-to-receiver key and transcript
+/// it will accept, so a test can hand it records sealed any way it likes.
+fn keyed_receiver() -> (Channel, Vec<u8>, [u8; 32], [u8; 32]) {
+    let token = Token::from_bytes([3; 16]);
+    let sender_secret = [0x51; 32];
+    let receiver_secret = [0x52; 32];
+    let new = |role, secret: [u8; 32]| {
+        let mut entropy = FixedEntropy(secret.to_vec());
+        Channel::new(
+            role,
+            token.clone(),
+            Config::default(),
+            &mut entropy,
+            Timestamp::ZERO,
+        )
+        .unwrap()
+    };
+    let sender_hello = new(Role::Sender, sender_secret).poll_transmit().to_vec();
+    let receiver = new(Role::Receiver, receiver_secret);
+    let receiver_hello: [u8; HELLO_LEN] = receiver.poll_transmit()[..HELLO_LEN].try_into().unwrap();
+    let sender_hello_array: [u8; HELLO_LEN] = sender_hello.as_slice().try_into().unwrap();
+    let secrets = derive_secrets(
+        sender_secret,
+        Role::Sender,
+        &sender_hello_array,
+        &receiver_hello,
+        &token,
+    )
+    .unwrap();
+    (
+        receiver,
+        sender_hello,
+        secrets.sender_to_receiver,
+        secrets.transcript_hash,
+    )
+}
+
+/// Feeds a hello and then `records` (content type, payload) sealed at sequences 0, 1, ...
+fn receiver_given(records: &[(u8, &[u8])]) -> common::Seen {
+    let (mut receiver, hello, key, _) = keyed_receiver();
+    let mut stream = hello;
+    for (sequence, (content, payload)) in records.iter().enumerate() {
+        stream.extend(seal_record(&key, sequence as u64, *content, payload));
+    }
+    let mut seen = common::Seen::default();
+    feed(
+        &mut receiver,
+        &mut seen,
+        Timestamp::ZERO,
+        &stream,
+        usize::MAX,
+    );
+    common::drain_events(&mut receiver, &mut seen);
+    seen
+}
+
+#[test]
+fn record_order_and_content_rules_hold_for_authentic_records() {
+    let (_, _, _, transcript) = keyed_receiver();
+    let confirm: (u8, &[u8]) = (0, &transcript);
+    let unexpected = |record, why| Some(Error::UnexpectedRecord { record, why });
+
+    // The independent sealer agrees with the core: a proper stream is accepted.
+    let fine = receiver_given(&[confirm, (1, b"data"), (2, b""), (3, b"")]);
+    assert_eq!(fine.error, None);
+    assert_eq!(fine.messages, vec![b"data".to_vec()]);
+    assert_eq!(
+        fine.events,
+        vec![Event::HandshakeComplete, Event::PeerClosed]
+    );
+
+    let early = receiver_given(&[(1, b"too early")]);
+    assert_eq!(
+        early.error,
+        unexpected(0, "a record before the key confirmation")
+    );
+    assert!(early.messages.is_empty());
+    assert_eq!(
+        receiver_given(&[(2, b"")]).error,
+        unexpected(0, "a record before the key confirmation")
+    );
+    assert_eq!(
+        receiver_given(&[(0, &[0u8; 32])]).error,
+        Some(Error::AuthenticationFailed)
+    );
+    assert_eq!(
+        receiver_given(&[confirm, confirm]).error,
+        unexpected(1, "a second key confirmation")
+    );
+    assert_eq!(
+        receiver_given(&[confirm, (9, b"")]).error,
+        unexpected(1, "unknown content type")
+    );
+    assert_eq!(
+        receiver_given(&[confirm, (2, b"x")]).error,
+        unexpected(1, "a keepalive with a payload")
+    );
+    assert_eq!(
+        receiver_given(&[confirm, (3, b"x")]).error,
+        unexpected(1, "a close with a payload")
+    );
+    let after_close = receiver_given(&[confirm, (3, b""), (1, b"late")]);
+    assert_eq!(after_close.error, Some(Error::DataAfterClose));
+    assert!(after_close.messages.is_empty());
+}
+
+#[test]
+fn end_of_stream_is_named_by_where_it_falls() {
+    // Inside the hello.
+    let mut pair = Pair::new(16);
+    let hello = pair.sender.poll_transmit()[..10].to_vec();
+    pair.receiver.handle_input(Timestamp::ZERO, &hello).unwrap();
+    assert_eq!(
+        pair.receiver.handle_eof(Timestamp::ZERO),
+        Err(Error::Truncated)
+    );
+    // Right after a record that was taken: a clean boundary, but no close.
+    let mut pair = Pair::handshake(16);
+    pair.sender.send_message(b"last").unwrap();
+    pair.drive();
+    assert_eq!(pair.receiver_seen.messages, vec![b"last".to_vec()]);
+    assert_eq!(
+        pair.receiver.handle_eof(Timestamp::ZERO),
+        Err(Error::UnexpectedEof)
+    );
+}
+
+#[test]
+fn a_half_closed_connection_stays_open_while_the_other_side_works() {
+    let mut pair = Pair::handshake(17);
+    pair.sender.close().unwrap();
+    pair.drive();
+    assert_eq!(pair.receiver_seen.events.last(), Some(&Event::PeerClosed));
+    // The receiver keeps sending for far longer than the idle timeout; neither side may
+    // time out, since the closed direction is silent by design.
+    for i in 0..200 {
+        pair.now = pair.now.saturating_add(Duration::from_secs(10));
+        pair.receiver.handle_timeout(pair.now).unwrap();
+        pair.sender.handle_timeout(pair.now).unwrap();
+        pair.receiver
+            .send_message(format!("still working {i}").as_bytes())
+            .unwrap();
+        pair.drive();
+    }
+    assert_eq!(pair.sender_seen.messages.len(), 200);
+    assert!(pair.sender_seen.error.is_none() && pair.receiver_seen.error.is_none());
+    pair.receiver.close().unwrap();
+    pair.drive();
+    assert_eq!(pair.receiver.poll_timeout(), None);
+    assert_eq!(pair.sender.poll_timeout(), None);
+}
+
+#[test]
+fn both_sides_send_within_the_smaller_record_limit() {
+    let small = Config {
+        max_record_payload: 4096,
         ..Config::default()
     };
-    let token = Token::from_bytes([0; 16]);
-    assert!(Channel::new(Role::Sender, token, config, &mut entropy, Timestamp::ZERO).is_err());
+    let mut entropy = SeededEntropy::new(18);
+    let mut pair = Pair::new(18);
+    pair.receiver = Channel::new(
+        Role::Receiver,
+        pair.receiver_token(),
+        small,
+        &mut entropy,
+        Timestamp::ZERO,
+    )
+    .unwrap();
+    pair.drive();
+    assert_eq!(pair.sender.max_message_len(), 4096);
+    assert_eq!(pair.receiver.max_message_len(), 4096);
+    assert_eq!(
+        pair.sender.send_message(&[0; 4097]),
+        Err(SendError::TooLarge {
+            len: 4097,
+            max: 4096
+        })
+    );
+    pair.sender.send_message(&[1; 4096]).unwrap();
+    pair.drive();
+    assert_eq!(pair.receiver_seen.messages, vec![vec![1; 4096]]);
 }

@@ -18,8 +18,30 @@ fn real_stream() -> Vec<u8> {
 }
 
 #[test]
+fn the_after_handshake_sample_authenticates_with_the_real_suite() {
+    // Sanity of the seed: unmutated, it is accepted whole (so mutations of it reach the
+    // rules behind the AEAD rather than failing at the first tag).
+    let sample = fuzz::after_handshake_sample();
+    assert!(sample.len() > 5000);
+    let outcome = fuzz::channel_after_handshake(&sample);
+    assert_eq!(
+        outcome,
+        fuzz::Outcome {
+            messages: 4,
+            failed: false
+        }
+    );
+    // And a flipped tag byte of the last record is caught.
+    let mut tampered = sample.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(fuzz::channel_after_handshake(&tampered).failed);
+}
+
+#[test]
 fn fuzz_bodies_survive_mutated_real_traffic_and_noise() {
     let stream = real_stream();
+    let sample = fuzz::after_handshake_sample();
     let mut entropy = SeededEntropy::new(0xF022);
     for case in 0..3000u32 {
         let mut input = vec![0u8; 1];
@@ -44,5 +66,11 @@ fn fuzz_bodies_survive_mutated_real_traffic_and_noise() {
         }
         fuzz::channel_from_wire(&input);
         fuzz::channel_after_handshake(&input);
+        // The same mutation applied to traffic that authenticates for that target.
+        let mut mutated = sample.clone();
+        let at = (pick as usize / 7) % mutated.len();
+        mutated[at] ^= (pick >> 8) as u8 | 1;
+        mutated.truncate(1 + (pick as usize >> 16) % mutated.len());
+        fuzz::channel_after_handshake(&mutated);
     }
 }

@@ -1,12 +1,13 @@
 //! Test vectors in `vectors/handshake.json`: replayed against the core, and regenerated
-//! to catch drift. `FERRY_BLESS=1 cargo test -p ferry-core --test vectors` rewrites them
+//! to catch drift. `FERRY_BLESS=1 cargo test -p ferry-core --test vectors -- --test-threads=1`
+//! rewrites them
 //! after an intended change to the wire format (then re-run `vectors/verify_handshake.py`).
 
 mod common;
 
 use std::path::PathBuf;
 
-use common::{FixedEntropy, Seen, feed};
+use common::{FixedEntropy, Seen, feed, split_records as split};
 use ferry_core::handshake::{self, HELLO_LEN, Role};
 use ferry_core::record::HEADER_LEN;
 use ferry_core::{Channel, Config, Entropy, Event, SeededEntropy, Timestamp, Token};
@@ -35,19 +36,6 @@ fn take_transmit(channel: &mut Channel) -> Vec<u8> {
     let bytes = channel.poll_transmit().to_vec();
     channel.advance_transmit(bytes.len());
     bytes
-}
-
-/// Splits a direction's stream into its hello and its records.
-fn split(stream: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let (hello, mut rest) = stream.split_at(HELLO_LEN);
-    let mut records = Vec::new();
-    while !rest.is_empty() {
-        let len = u32::from_be_bytes(rest[..HEADER_LEN].try_into().unwrap()) as usize;
-        let (record, tail) = rest.split_at(HEADER_LEN + len);
-        records.push(record.to_vec());
-        rest = tail;
-    }
-    (hello.to_vec(), records)
 }
 
 /// Plays one side of the vector conversation: answer the peer's whole stream, then send
@@ -148,8 +136,10 @@ fn generate() -> Value {
     assert_eq!(sender_seen.messages, vec![RECEIVER_MESSAGE.to_vec()]);
 
     let peer_hello: [u8; HELLO_LEN] = receiver_hello.as_slice().try_into().unwrap();
+    let own_hello: [u8; HELLO_LEN] = sender_hello.as_slice().try_into().unwrap();
     let secrets =
-        handshake::derive_secrets(sender_secret, Role::Sender, &peer_hello, &token).unwrap();
+        handshake::derive_secrets(sender_secret, Role::Sender, &own_hello, &peer_hello, &token)
+            .unwrap();
     let (_, s2r_records) = split(&s2r);
     let (_, r2s_records) = split(&r2s);
 
@@ -160,13 +150,14 @@ fn generate() -> Value {
     let tamper_at = HELLO_LEN + s2r_records[0].len() + HEADER_LEN + 3;
     tampered[tamper_at] ^= 0x40;
     let mut zero_key_hello = sender_hello.clone();
-    zero_key_hello[8..].fill(0);
+    zero_key_hello[HELLO_LEN - 32..].fill(0);
     let mut version_2_hello = sender_hello.clone();
     version_2_hello[5..7].copy_from_slice(&2u16.to_be_bytes());
 
     json!({
         "about": "Ferry handshake and record-layer vectors; see vectors/README.md",
         "protocol_version": handshake::VERSION,
+        "record_limit": Config::default().max_record_payload,
         "token": token.to_string(),
         "token_bytes": hex::encode(token.as_bytes()),
         "sender_ephemeral_secret": hex::encode(sender_secret),
@@ -244,10 +235,22 @@ fn every_vector_replays() {
     // The key schedule, computed from either side.
     let receiver_hello: [u8; HELLO_LEN] = bytes(&v["receiver_hello"]).try_into().unwrap();
     let sender_hello: [u8; HELLO_LEN] = bytes(&v["sender_hello"]).try_into().unwrap();
-    let from_sender =
-        handshake::derive_secrets(sender_secret, Role::Sender, &receiver_hello, &token).unwrap();
-    let from_receiver =
-        handshake::derive_secrets(receiver_secret, Role::Receiver, &sender_hello, &token).unwrap();
+    let from_sender = handshake::derive_secrets(
+        sender_secret,
+        Role::Sender,
+        &sender_hello,
+        &receiver_hello,
+        &token,
+    )
+    .unwrap();
+    let from_receiver = handshake::derive_secrets(
+        receiver_secret,
+        Role::Receiver,
+        &receiver_hello,
+        &sender_hello,
+        &token,
+    )
+    .unwrap();
     assert!(from_sender == from_receiver);
     assert_eq!(from_sender.shared_secret, array32(&v["shared_secret"]));
     assert_eq!(from_sender.transcript_hash, array32(&v["transcript_hash"]));

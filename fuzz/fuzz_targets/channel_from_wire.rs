@@ -1,2 +1,4 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry_core::fuzz::channel_from_wire(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    ferry_core::fuzz::channel_from_wire(data);
+});

@@ -87,7 +87,7 @@ fn fixed<const N: usize>(
 
 /// Checks that `hashmap` is whole map hashes and at most `max` of them.
 fn check_hashmap(hashmap: &[u8], max: usize, message: &'static str) -> Result<(), WireError> {
-    if hashmap.len() % MAP_HASH_LEN != 0 {
+    if !hashmap.len().is_multiple_of(MAP_HASH_LEN) {
         return Err(invalid(message, "hashmap length is not a multiple of 4"));
     }
     let count = hashmap.len() / MAP_HASH_LEN;

@@ -1,6 +1,10 @@
 //! An in-process pair of channels joined by byte pipes, with hooks to split and tamper.
 #![allow(dead_code, unreachable_pub)]
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ferry_core::handshake::HELLO_LEN;
+use ferry_core::record::HEADER_LEN;
 use ferry_core::{Channel, Config, Entropy, Error, Event, Role, SeededEntropy, Timestamp, Token};
 
 /// Entropy that hands out exactly the bytes it was given (fixed ephemeral keys).
@@ -32,6 +36,7 @@ pub struct Seen {
 }
 
 pub struct Pair {
+    token: Token,
     pub sender: Channel,
     pub receiver: Channel,
     pub now: Timestamp,
@@ -61,6 +66,7 @@ impl Pair {
         let mut entropy = SeededEntropy::new(seed ^ 0x5eed);
         let now = Timestamp::ZERO;
         Pair {
+            token: receiver_token.clone(),
             sender: Channel::new(
                 Role::Sender,
                 sender_token,
@@ -123,6 +129,11 @@ impl Pair {
         self.drive_with(&mut |_, _, _| {});
     }
 
+    /// The token the receiver was built with.
+    pub fn receiver_token(&self) -> Token {
+        self.token.clone()
+    }
+
     pub fn handshake(seed: u64) -> Self {
         let mut pair = Pair::new(seed);
         pair.drive();
@@ -157,4 +168,41 @@ pub fn feed(dst: &mut Channel, seen: &mut Seen, now: Timestamp, bytes: &[u8], ch
             }
         }
     }
+}
+
+/// Splits a direction's wire bytes into the hello and whole records.
+pub fn split_records(wire: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (hello, mut rest) = wire.split_at(HELLO_LEN);
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..HEADER_LEN].try_into().unwrap()) as usize;
+        let (record, tail) = rest.split_at(HEADER_LEN + len);
+        records.push(record.to_vec());
+        rest = tail;
+    }
+    (hello.to_vec(), records)
+}
+
+/// Seals a record the way PROTOCOL.md §4 says, with the `chacha20poly1305` crate directly
+/// rather than the core's code: any content type, any payload, any sequence number.
+pub fn seal_record(key: &[u8; 32], sequence: u64, content_type: u8, payload: &[u8]) -> Vec<u8> {
+    let mut plaintext = vec![content_type];
+    plaintext.extend_from_slice(payload);
+    let length = (plaintext.len() + 16) as u32;
+    let header = length.to_be_bytes();
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&sequence.to_be_bytes());
+    let aead = ChaCha20Poly1305::new(&Key::from(*key));
+    let sealed = aead
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: &plaintext,
+                aad: &header,
+            },
+        )
+        .unwrap();
+    let mut record = header.to_vec();
+    record.extend(sealed);
+    record
 }
