@@ -455,8 +455,22 @@ impl Channel {
     /// Queues an application message of `len` bytes that `fill` writes straight into the
     /// send buffer, sparing a copy on the bulk-data path.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), SendError> {
-        self.check_sendable(len)?;
-        self.seal_with(ContentType::Data, len, fill)
+        self.send_up_to(len, |buf| {
+            fill(buf);
+            buf.len()
+        })
+    }
+
+    /// Queues a message of at most `max_len` bytes that `fill` writes straight into the
+    /// send buffer, returning how many bytes it wrote: for messages whose exact size is
+    /// only known once encoded.
+    pub fn send_up_to(
+        &mut self,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SendError> {
+        self.check_sendable(max_len)?;
+        self.seal_with(ContentType::Data, max_len, fill)
             .map_err(|error| SendError::Failed(self.fail(error)))
     }
 
@@ -498,16 +512,20 @@ impl Channel {
     }
 
     fn seal(&mut self, content: ContentType, payload: &[u8]) -> Result<(), Error> {
-        self.seal_with(content, payload.len(), |buf| buf.copy_from_slice(payload))
+        self.seal_with(content, payload.len(), |buf| {
+            buf.copy_from_slice(payload);
+            buf.len()
+        })
     }
 
-    /// Appends one sealed record; the caller has checked that it fits. A record that
-    /// cannot be sealed is removed again, so no plaintext is ever left to transmit.
+    /// Appends one sealed record of at most `max_len` payload bytes; the caller has
+    /// checked that it fits. A record that cannot be sealed is removed again, so no
+    /// plaintext is ever left to transmit.
     fn seal_with(
         &mut self,
         content: ContentType,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), Error> {
         let State::Keyed(keyed) = &mut self.state else {
             return Err(Error::Internal(
@@ -515,12 +533,16 @@ impl Channel {
             ));
         };
         keyed.outgoing.check_sequence()?;
-        let total = sealed_len(len);
-        let Some(out) = self.tx.append(total) else {
-            return Err(Error::SendBufferTooSmall { needed: total });
+        let reserved = sealed_len(max_len);
+        let Some(out) = self.tx.append(reserved) else {
+            return Err(Error::SendBufferTooSmall { needed: reserved });
         };
-        fill(&mut out[HEADER_LEN + 1..total - TAG_LEN]);
-        if let Err(error) = keyed.outgoing.seal(content, out) {
+        let len = fill(&mut out[HEADER_LEN + 1..reserved - TAG_LEN]).min(max_len);
+        let total = sealed_len(len);
+        let sealed = keyed.outgoing.seal(content, &mut out[..total]);
+        // Give back what the message did not use (it sits at the end of the buffer).
+        self.tx.truncate_last(reserved - total);
+        if let Err(error) = sealed {
             self.tx.truncate_last(total);
             return Err(error);
         }

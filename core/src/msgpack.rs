@@ -43,6 +43,14 @@ impl<'a> Reader<'a> {
         rmp::decode::read_array_len(&mut self.rest).map_err(|_| expected("an array"))
     }
 
+    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+        rmp::decode::read_bool(&mut self.rest).map_err(|_| expected("a boolean"))
+    }
+
+    pub(crate) fn sint(&mut self) -> Result<i64, DecodeError> {
+        rmp::decode::read_int(&mut self.rest).map_err(|_| expected("an integer"))
+    }
+
     pub(crate) fn uint(&mut self) -> Result<u64, DecodeError> {
         rmp::decode::read_int(&mut self.rest).map_err(|_| expected("an unsigned integer"))
     }

@@ -1,7 +1,377 @@
-//! The transfer engine: moves a batch of files over a [`crate::Channel`].
+//! The transfer engine: moves a batch of files over a [`crate::Channel`] as Reticulum-style
+//! Resources, and tells the driver what to read and write instead of touching files.
+//!
+//! Two session types, [`SenderSession`] and [`ReceiverSession`], each own a channel. A
+//! driver feeds them bytes, timer ticks and disk completions, and after every call drains:
+//! 1. `poll_event()` until `None`;
+//! 2. `poll_disk()` until `None`, carrying out each command (reads and writes may finish
+//!    in any order; report each with `handle_read_done` / `handle_write_done`);
+//! 3. `poll_transmit()` / `advance_transmit(n)`;
+//! 4. `poll_timeout()`.
+//!
+//! `handle_input` may consume fewer bytes than it was given when its bounded output
+//! queues are full; drain them and offer the rest again.
 
+use core::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+use crate::msgpack::DecodeError;
+use crate::resource::WireError;
+
+mod common;
 pub mod manifest;
+mod messages;
+mod receiver;
+mod sender;
 
 pub use manifest::{
     Entry, EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, PathRule,
 };
+pub use receiver::{FileProgress, FileStatus, ReceiverSession};
+pub use sender::SenderSession;
+
+/// Capacities, sizes and timeouts of a transfer. Every buffer is sized from these when a
+/// session is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// The secure channel's settings.
+    pub channel: Config,
+    /// Bounds on the manifest a receiver accepts.
+    pub manifest: ManifestLimits,
+    /// Bytes of data per part (one record each). The sender's value is used; a receiver
+    /// refuses a value above its own.
+    pub part_size: usize,
+    /// Bytes of the batch stream per segment (one Resource each).
+    pub segment_size: usize,
+    /// Segments advertised and not yet proven at once. Both sides use the smaller value.
+    pub segments_in_flight: usize,
+    /// Most file pieces one segment may hold (many small files share a segment).
+    pub max_extents_per_segment: usize,
+    /// Map hashes per advertisement or hashmap update (RNS uses 74).
+    pub map_hashes_per_message: usize,
+    /// Sender: try bz2 on each segment, sending it compressed only when smaller.
+    pub compress: bool,
+    /// Receiver: ask the driver to persist resume state after this many bytes.
+    pub checkpoint_bytes: u64,
+    /// Attempts per file before it is reported as failed (the first one counts).
+    pub max_attempts: u8,
+    /// Waiting longer than this for the peer's next transfer message ends the session.
+    pub stall_timeout: Duration,
+    /// Receiver: bytes requested before the first part arrives; the window then grows by
+    /// each part received (slow start) up to `segments_in_flight × segment_size`.
+    pub initial_window: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            channel: Config::default(),
+            manifest: ManifestLimits::default(),
+            part_size: 64 << 10,
+            segment_size: 1 << 20,
+            segments_in_flight: 4,
+            max_extents_per_segment: 2048,
+            map_hashes_per_message: 74,
+            compress: false,
+            checkpoint_bytes: 64 << 20,
+            max_attempts: 3,
+            stall_timeout: Duration::from_secs(120),
+            initial_window: 256 << 10,
+        }
+    }
+}
+
+/// A transfer configuration whose values do not fit together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferConfigError {
+    /// The channel settings are invalid.
+    #[error(transparent)]
+    Channel(#[from] ConfigError),
+    /// A size or count is out of range.
+    #[error("invalid transfer configuration: {0}")]
+    Invalid(&'static str),
+}
+
+impl TransferConfig {
+    /// Parts in a full segment.
+    pub fn parts_per_segment(&self) -> usize {
+        self.segment_size.div_ceil(self.part_size.max(1))
+    }
+
+    /// Checks that the values are usable together.
+    pub fn validate(&self) -> Result<(), TransferConfigError> {
+        self.channel.validate()?;
+        let max_message = self.channel.max_record_payload;
+        let invalid = |why| Err(TransferConfigError::Invalid(why));
+        if self.part_size == 0 || self.part_size + messages::PART_HEADER_LEN > max_message {
+            return invalid("part_size must be at least 1 and fit in one record with its header");
+        }
+        if self.segment_size < self.part_size || self.segment_size > u32::MAX as usize {
+            return invalid("segment_size must be at least part_size and below 4 GiB");
+        }
+        if self.parts_per_segment() > 1 << 20 {
+            return invalid("a segment may hold at most 2^20 parts");
+        }
+        if !(1..=256).contains(&self.segments_in_flight) {
+            return invalid("segments_in_flight must be between 1 and 256");
+        }
+        if self.max_extents_per_segment == 0
+            || messages::layout_len(self.max_extents_per_segment, self.max_extents_per_segment)
+                > max_message
+        {
+            return invalid(
+                "max_extents_per_segment must be at least 1 and its layout fit in one record",
+            );
+        }
+        if self.map_hashes_per_message == 0
+            || self.map_hashes_per_message * 4 + messages::ADV_OVERHEAD > max_message
+        {
+            return invalid("map_hashes_per_message must be at least 1 and fit in one record");
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts must be at least 1");
+        }
+        if self.stall_timeout.is_zero() {
+            return invalid("stall_timeout must be greater than zero");
+        }
+        if self.initial_window < self.part_size {
+            return invalid("initial_window must hold at least one part");
+        }
+        Ok(())
+    }
+}
+
+/// Identifies one outstanding read or write; hand it back with the completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IoId(pub(crate) u32);
+
+/// What the driver must do on disk. Commands come in the order they must take effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskCommand {
+    /// Receiver: create this directory entry (and missing parents), with its mode.
+    CreateDir {
+        /// Manifest index.
+        entry: usize,
+    },
+    /// Read `len` bytes of the entry's file at `offset` into `read_buffer(id)` and report
+    /// with `handle_read_done`. On the receiver this reads the local partial or complete
+    /// file being verified for resume.
+    Read {
+        /// Completion token.
+        id: IoId,
+        /// Manifest index.
+        entry: usize,
+        /// Byte offset in the file.
+        offset: u64,
+        /// Bytes wanted.
+        len: usize,
+    },
+    /// Receiver: write `write_data(id)` to the entry's partial file at `offset` and report
+    /// with `handle_write_done`.
+    Write {
+        /// Completion token.
+        id: IoId,
+        /// Manifest index.
+        entry: usize,
+        /// Byte offset in the file.
+        offset: u64,
+        /// Bytes to write.
+        len: usize,
+    },
+    /// Receiver: the entry's content is verified. Make it durable and give it its final
+    /// name, mode and mtime. (Zero-byte files: create them.)
+    Commit {
+        /// Manifest index.
+        entry: usize,
+    },
+    /// Receiver: the entry's partial file failed verification and will be sent again from
+    /// the start; discard what it holds.
+    Discard {
+        /// Manifest index.
+        entry: usize,
+    },
+    /// Receiver: make every write reported done so far durable, then persist resume state
+    /// (`progress(entry)`) for the entries in `changed`.
+    Checkpoint {
+        /// Entries whose progress changed since the previous checkpoint.
+        changed: core::ops::Range<usize>,
+    },
+}
+
+/// Why a disk operation failed, as the driver reports it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct DiskError {
+    /// The class of failure.
+    pub kind: DiskErrorKind,
+    /// The OS's message.
+    pub detail: String,
+}
+
+/// Classes of disk failure the user can act on differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiskErrorKind {
+    /// The file is gone.
+    #[error("file not found")]
+    NotFound,
+    /// Permission denied.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The disk is full.
+    #[error("no space left on the device")]
+    NoSpace,
+    /// Anything else.
+    #[error("I/O error")]
+    Other,
+}
+
+/// Why a file could not be delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileFailure {
+    /// Every attempt ended with a SHA-256 mismatch (typically: the source kept changing).
+    HashMismatch {
+        /// Attempts made.
+        attempts: u8,
+    },
+}
+
+/// Something the application should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferEvent {
+    /// The handshake completed.
+    Connected,
+    /// Receiver: the sender offered this batch; call `accept` or `decline`.
+    BatchOffered {
+        /// Entries (files and directories).
+        entries: usize,
+        /// Bytes in all files.
+        bytes: u64,
+    },
+    /// Both: what will be sent, after resume claims were checked.
+    PlanSettled {
+        /// Files already complete on the receiver.
+        skipped: usize,
+        /// Files resumed from a verified prefix.
+        resumed: usize,
+        /// Files sent from the start.
+        fresh: usize,
+        /// Bytes already on the receiver and verified.
+        bytes_present: u64,
+        /// Bytes still to send.
+        bytes_to_send: u64,
+    },
+    /// Bytes of file data moved so far (sent and proven, or received and verified).
+    Progress {
+        /// Bytes so far in this session.
+        bytes: u64,
+    },
+    /// A file is verified and committed (receiver) or confirmed (sender, at the end).
+    FileDone {
+        /// Manifest index.
+        entry: usize,
+    },
+    /// A file failed verification and is being sent again.
+    FileRetry {
+        /// Manifest index.
+        entry: usize,
+        /// The attempt now starting (2 or more).
+        attempt: u8,
+    },
+    /// Sender: reading a source file failed or came up short; the receiver will ask for
+    /// it again.
+    ReadFailed {
+        /// Manifest index.
+        entry: usize,
+        /// The driver's report.
+        error: DiskError,
+    },
+    /// A file could not be delivered; the others are unaffected.
+    FileFailed {
+        /// Manifest index.
+        entry: usize,
+        /// Why.
+        reason: FileFailure,
+    },
+    /// The batch is finished: every entry is committed or failed.
+    Finished {
+        /// Files and directories in place.
+        committed: u64,
+        /// Files that failed.
+        failed: u64,
+    },
+}
+
+/// Why a transfer session ended early.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The secure channel failed.
+    #[error(transparent)]
+    Channel(#[from] Error),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] TransferConfigError),
+    /// The manifest broke a rule.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A Resource message was malformed.
+    #[error("malformed message from the peer: {0}")]
+    Wire(#[from] WireError),
+    /// A Ferry message was malformed.
+    #[error("malformed message from the peer: {what}: {source}")]
+    Decode {
+        /// Which message.
+        what: &'static str,
+        /// What was wrong.
+        source: DecodeError,
+    },
+    /// The peer broke the protocol.
+    #[error("protocol violation by the peer: {0}")]
+    Protocol(&'static str),
+    /// A disk operation failed.
+    #[error("{op} {path}: {error}")]
+    Disk {
+        /// "reading" or "writing".
+        op: &'static str,
+        /// The entry's path.
+        path: String,
+        /// The driver's report.
+        error: DiskError,
+    },
+    /// The peer went quiet mid-transfer.
+    #[error("the peer stopped making progress for {} s; reconnect to resume", .0.as_secs())]
+    Stalled(Duration),
+    /// Cancelled by a user on either side.
+    #[error("transfer cancelled by the {}: {reason}", if *by_peer { "peer" } else { "user" })]
+    Cancelled {
+        /// True if the other side cancelled.
+        by_peer: bool,
+        /// The reason given.
+        reason: String,
+    },
+    /// The receiver declined the batch.
+    #[error("the receiver declined the batch: {0}")]
+    Declined(String),
+    /// A segment's data did not match its hash.
+    #[error("segment {0} is corrupt: its data does not match the advertised hash")]
+    SegmentCorrupt(u64),
+    /// A compressed segment expanded beyond its advertised size.
+    #[error(
+        "segment {segment} decompresses to more than its advertised {limit} bytes (a decompression bomb); nothing of it was written"
+    )]
+    DecompressionBomb {
+        /// The segment.
+        segment: u64,
+        /// Its advertised size.
+        limit: u64,
+    },
+    /// The peer closed the connection before the batch was finished.
+    #[error("the peer ended the session before the batch was finished; reconnect to resume")]
+    PeerEnded,
+}

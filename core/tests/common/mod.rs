@@ -1,5 +1,8 @@
 //! An in-process pair of channels joined by byte pipes, with hooks to split and tamper.
+
 #![allow(dead_code, unreachable_pub)]
+
+pub mod transfer;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};

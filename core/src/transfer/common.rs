@@ -1,0 +1,311 @@
+//! What the sender and receiver sessions share: the shell that drives a channel and an
+//! engine, bounded output queues, prefix hashing for resume, and I/O ids.
+
+use std::collections::VecDeque;
+
+use sha2::{Digest, Sha256};
+
+use crate::channel::{Channel, Event};
+use crate::record::sealed_len;
+use crate::time::Timestamp;
+use crate::transfer::messages::{self, kind};
+use crate::transfer::{DiskCommand, IoId, TransferError, TransferEvent};
+
+/// An I/O id for the prefix-verification read (one at a time per session).
+pub(crate) const VERIFY_READ: IoId = IoId(1 << 31);
+
+/// The id of a read or write of extent `extent` in segment slot `slot`.
+pub(crate) fn slot_io(slot: usize, extent: usize) -> IoId {
+    IoId(((slot as u32) << 20) | extent as u32)
+}
+
+/// The slot and extent of a slot I/O id, if it is one.
+pub(crate) fn split_io(id: IoId) -> Option<(usize, usize)> {
+    (id.0 & VERIFY_READ.0 == 0).then_some(((id.0 >> 20) as usize, (id.0 & 0xf_ffff) as usize))
+}
+
+/// Events and disk commands for the driver, in queues whose capacity is fixed when the
+/// session is built; engines check `room` before producing more.
+pub(crate) struct Outputs {
+    events: VecDeque<TransferEvent>,
+    disk: VecDeque<DiskCommand>,
+}
+
+impl Outputs {
+    pub(crate) fn new(events: usize, disk: usize) -> Self {
+        Outputs {
+            events: VecDeque::with_capacity(events),
+            disk: VecDeque::with_capacity(disk),
+        }
+    }
+
+    pub(crate) fn event(&mut self, event: TransferEvent) {
+        debug_assert!(
+            self.events.len() < self.events.capacity(),
+            "event queue over its bound"
+        );
+        self.events.push_back(event);
+    }
+
+    pub(crate) fn disk(&mut self, command: DiskCommand) {
+        debug_assert!(
+            self.disk.len() < self.disk.capacity(),
+            "disk queue over its bound"
+        );
+        self.disk.push_back(command);
+    }
+
+    pub(crate) fn disk_room(&self) -> usize {
+        self.disk.capacity() - self.disk.len()
+    }
+
+    pub(crate) fn event_room(&self) -> usize {
+        self.events.capacity() - self.events.len()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<TransferEvent> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn poll_disk(&mut self) -> Option<DiskCommand> {
+        self.disk.pop_front()
+    }
+}
+
+/// Hashes the first `target` bytes of a file through reads the driver performs, one at a
+/// time: how each side checks a resume claim.
+pub(crate) struct PrefixJob {
+    pub(crate) entry: u32,
+    pub(crate) target: u64,
+    done: u64,
+    hasher: Sha256,
+    reading: Option<usize>,
+    /// The file was shorter than the claim, or could not be read.
+    pub(crate) failed: bool,
+}
+
+impl PrefixJob {
+    pub(crate) fn new(entry: u32, target: u64) -> Self {
+        PrefixJob {
+            entry,
+            target,
+            done: 0,
+            hasher: Sha256::new(),
+            reading: None,
+            failed: false,
+        }
+    }
+
+    /// The next read to issue, if one is due: `(offset, len)`.
+    pub(crate) fn next_read(&mut self, chunk: usize) -> Option<(u64, usize)> {
+        if self.reading.is_some() || self.is_complete() {
+            return None;
+        }
+        let len = (self.target - self.done).min(chunk as u64) as usize;
+        self.reading = Some(len);
+        Some((self.done, len))
+    }
+
+    /// The bytes the outstanding read filled (`Err` if it failed).
+    pub(crate) fn read_done(&mut self, data: Result<&[u8], ()>) {
+        let wanted = self.reading.take().unwrap_or(0);
+        match data {
+            Ok(data) if data.len() == wanted => {
+                self.hasher.update(data);
+                self.done += wanted as u64;
+            }
+            _ => self.failed = true,
+        }
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        self.failed || self.done == self.target
+    }
+
+    /// The hash state after the prefix (to continue with the rest of the file) and its digest.
+    pub(crate) fn finish(self) -> (Sha256, [u8; 32]) {
+        let digest = self.hasher.clone().finalize().into();
+        (self.hasher, digest)
+    }
+}
+
+/// The role-specific half of a session.
+pub(crate) trait Engine {
+    /// The handshake completed.
+    fn established(&mut self, now: Timestamp) -> Result<(), TransferError>;
+    /// One transfer message arrived.
+    fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError>;
+    /// Sends whatever is due, as far as the channel has room.
+    fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError>;
+    /// True when the engine cannot take another message until the driver drains it.
+    fn input_blocked(&self, channel: &Channel) -> bool;
+    /// When the engine gives up waiting for the peer.
+    fn deadline(&self) -> Option<Timestamp>;
+    /// How long it waits (for the error message).
+    fn stall_timeout(&self) -> core::time::Duration;
+    /// The batch is finished: a close from the peer is expected now.
+    fn finished(&self) -> bool;
+}
+
+/// Room a session keeps free in the channel's send buffer for control messages, so that
+/// bulk parts never stop it from answering the peer.
+pub(crate) fn control_reserve(channel: &Channel) -> usize {
+    sealed_len(channel.max_message_len().min(64 << 10))
+}
+
+/// Drives a [`Channel`] and an [`Engine`] together; both sessions are one of these.
+pub(crate) struct Shell<E> {
+    pub(crate) channel: Channel,
+    pub(crate) engine: E,
+    failed: Option<TransferError>,
+    now: Timestamp,
+}
+
+impl<E: Engine> Shell<E> {
+    pub(crate) fn new(channel: Channel, engine: E, now: Timestamp) -> Self {
+        Shell {
+            channel,
+            engine,
+            failed: None,
+            now,
+        }
+    }
+
+    pub(crate) fn error(&self) -> Option<&TransferError> {
+        self.failed.as_ref()
+    }
+
+    fn check(&self) -> Result<(), TransferError> {
+        match &self.failed {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the failure; tells the peer why if the channel still works.
+    pub(crate) fn fail(&mut self, error: TransferError) -> TransferError {
+        if self.failed.is_none()
+            && !matches!(
+                error,
+                TransferError::Channel(_)
+                    | TransferError::Cancelled { by_peer: true, .. }
+                    | TransferError::Declined(_)
+            )
+        {
+            let text = error.to_string();
+            let reason = messages::reason_bytes(&text);
+            let _ = self.channel.send_with(1 + reason.len(), |buf| {
+                buf[0] = kind::CANCEL;
+                buf[1..].copy_from_slice(reason);
+            });
+            let _ = self.channel.close();
+        }
+        self.failed.get_or_insert(error).clone()
+    }
+
+    fn channel_events(&mut self) -> Result<(), TransferError> {
+        while let Some(event) = self.channel.poll_event() {
+            match event {
+                Event::HandshakeComplete => self.engine.established(self.now)?,
+                Event::PeerClosed if !self.engine.finished() => {
+                    return Err(TransferError::PeerEnded);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn input_inner(&mut self, input: &[u8], consumed: &mut usize) -> Result<(), TransferError> {
+        loop {
+            self.engine.pump(&mut self.channel, self.now)?;
+            if *consumed == input.len() || self.engine.input_blocked(&self.channel) {
+                return Ok(());
+            }
+            let n = self.channel.handle_input(self.now, &input[*consumed..])?;
+            *consumed += n;
+            self.channel_events()?;
+            match self.channel.take_message() {
+                Some(message) => {
+                    let (&kind, body) = message
+                        .split_first()
+                        .ok_or(TransferError::Protocol("an empty message"))?;
+                    self.engine.message(self.now, kind, body)?;
+                }
+                None if n == 0 => return Ok(()),
+                None => {}
+            }
+        }
+    }
+
+    pub(crate) fn handle_input(
+        &mut self,
+        now: Timestamp,
+        input: &[u8],
+    ) -> Result<usize, TransferError> {
+        self.check()?;
+        self.now = self.now.max(now);
+        let mut consumed = 0;
+        match self.input_inner(input, &mut consumed) {
+            Ok(()) => Ok(consumed),
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// Lets the engine act on something that happened outside the channel (a disk
+    /// completion, a user decision).
+    pub(crate) fn after(
+        &mut self,
+        now: Timestamp,
+        result: Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        self.check()?;
+        self.now = self.now.max(now);
+        let result = result.and_then(|()| self.engine.pump(&mut self.channel, self.now));
+        result.map_err(|error| self.fail(error))
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.check()?;
+        self.now = self.now.max(now);
+        let result = (|| {
+            self.channel.handle_timeout(self.now)?;
+            self.channel_events()?;
+            if self.engine.deadline().is_some_and(|at| at <= self.now) {
+                return Err(TransferError::Stalled(self.engine.stall_timeout()));
+            }
+            self.engine.pump(&mut self.channel, self.now)
+        })();
+        result.map_err(|error| self.fail(error))
+    }
+
+    pub(crate) fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.check()?;
+        self.now = self.now.max(now);
+        let result = self
+            .channel
+            .handle_eof(self.now)
+            .map_err(TransferError::from)
+            .and_then(|()| {
+                if self.engine.finished() {
+                    Ok(())
+                } else {
+                    Err(TransferError::PeerEnded)
+                }
+            });
+        result.map_err(|error| self.fail(error))
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let engine = self.engine.deadline();
+        let channel = self.channel.poll_timeout();
+        let next = match (engine, channel) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.max(self.now))
+    }
+}

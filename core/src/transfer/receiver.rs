@@ -1,0 +1,1372 @@
+//! The receiving side of a transfer: validates the manifest, verifies what is already on
+//! disk, requests the rest as Resources, verifies every segment and file, and tells the
+//! driver what to write and commit.
+
+use std::collections::VecDeque;
+
+use sha2::{Digest, Sha256};
+
+use crate::channel::Channel;
+use crate::entropy::Entropy;
+use crate::handshake::Role;
+use crate::record::sealed_len;
+use crate::resource::SegmentHasher;
+use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, Request};
+use crate::time::Timestamp;
+use crate::token::Token;
+use crate::transfer::common::{Engine, Outputs, PrefixJob, Shell, VERIFY_READ, slot_io, split_io};
+use crate::transfer::manifest::{EntryKind, Manifest};
+use crate::transfer::messages::{self, Claim, Extent, FileDigest, Layout, ManifestBegin, kind};
+use crate::transfer::{
+    DiskCommand, DiskError, FileFailure, IoId, TransferConfig, TransferError, TransferEvent,
+};
+
+/// Where an entry stands on the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Not yet complete.
+    InProgress,
+    /// Verified and committed (or already present and verified).
+    Completed,
+    /// Given up after the attempt limit.
+    Failed,
+}
+
+/// What the driver records in its resume state for one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileProgress {
+    /// Where the entry stands.
+    pub status: FileStatus,
+    /// Bytes at the start of the partial file that are written, verified and (after the
+    /// checkpoint that reports them) durable.
+    pub verified_bytes: u64,
+    /// SHA-256 of those bytes.
+    pub sha256: Option<[u8; 32]>,
+}
+
+#[derive(Clone, Debug)]
+struct EntryState {
+    attempt: u8,
+    /// The offset the next extent of this file must start at.
+    next_offset: u64,
+    /// The resume offset the plan settled on.
+    start: u64,
+    status: FileStatus,
+    digest: Option<FileDigest>,
+    verified: u64,
+    verified_hash: Option<[u8; 32]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Layout received; waiting for the advertisement.
+    Layout,
+    Receiving,
+    /// All parts in and the hash checked; waiting for its turn to be written.
+    Complete,
+    Writing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Commit,
+    Retry,
+    Fail,
+}
+
+struct RecvSlot {
+    state: SlotState,
+    seq: u64,
+    /// The advertisement's segment index, for error messages.
+    segment_index: u64,
+    buf: Vec<u8>,
+    len: usize,
+    transfer_len: usize,
+    compressed: bool,
+    extents: Vec<(Extent, usize)>,
+    hash: [u8; 32],
+    random: [u8; 4],
+    proof: [u8; 32],
+    parts: usize,
+    per_message: usize,
+    hashmap: Vec<[u8; MAP_HASH_LEN]>,
+    received: Vec<bool>,
+    received_count: usize,
+    next_request: usize,
+    waiting_hmu: bool,
+    writes_outstanding: usize,
+    results: Vec<(u32, Outcome)>,
+}
+
+impl RecvSlot {
+    fn new(config: &TransferConfig) -> Self {
+        RecvSlot {
+            state: SlotState::Free,
+            seq: 0,
+            segment_index: 0,
+            buf: vec![0; config.segment_size],
+            len: 0,
+            transfer_len: 0,
+            compressed: false,
+            extents: Vec::with_capacity(config.max_extents_per_segment),
+            hash: [0; 32],
+            random: [0; 4],
+            proof: [0; 32],
+            parts: 0,
+            per_message: 0,
+            hashmap: Vec::new(),
+            received: Vec::new(),
+            received_count: 0,
+            next_request: 0,
+            waiting_hmu: false,
+            writes_outstanding: 0,
+            results: Vec::with_capacity(config.max_extents_per_segment),
+        }
+    }
+
+    fn part_len(&self, index: usize, part_size: usize) -> usize {
+        (self.transfer_len - index * part_size).min(part_size)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    Manifest,
+    Offered,
+    Verifying,
+    Planning,
+    AwaitingResult,
+    Settling,
+    Streaming,
+    Finished,
+}
+
+/// The receiver's engine; see [`ReceiverSession`].
+pub(crate) struct ReceiverEngine {
+    config: TransferConfig,
+    phase: Phase,
+    out: Outputs,
+    manifest: Manifest,
+    expected_entries: u64,
+    part_size: usize,
+    entries: Vec<EntryState>,
+    // resume
+    local: Vec<(u32, u64)>,
+    verify_next: usize,
+    verify: Option<PrefixJob>,
+    verify_buf: Vec<u8>,
+    claims: Vec<Claim>,
+    claims_sent: usize,
+    partial_hashers: Vec<(u32, Sha256)>,
+    settle_next: usize,
+    // stream
+    slots: Vec<RecvSlot>,
+    awaiting_adv: Option<usize>,
+    next_seq: u64,
+    next_process: u64,
+    file_hasher: Option<(u32, u8, Sha256)>,
+    window: usize,
+    outstanding: usize,
+    retries_due: VecDeque<(u32, u8)>,
+    proofs_due: VecDeque<Proof>,
+    scratch: Vec<u8>,
+    unresolved: usize,
+    committed: u64,
+    failed: u64,
+    bytes_done: u64,
+    since_checkpoint: u64,
+    changed: Option<core::ops::Range<usize>>,
+    done_sent: bool,
+    stall: Option<Timestamp>,
+    request_buf: Vec<u8>,
+}
+
+/// The receiving end of a transfer session: the core of `ferry receive`.
+///
+/// See the module documentation for the drain order. After
+/// [`TransferEvent::BatchOffered`], call [`ReceiverSession::accept`] (telling it what is
+/// already on disk) or [`ReceiverSession::decline`].
+pub struct ReceiverSession {
+    shell: Shell<ReceiverEngine>,
+}
+
+fn protocol(why: &'static str) -> TransferError {
+    TransferError::Protocol(why)
+}
+
+impl ReceiverSession {
+    /// A session that will connect with `token` and receive a batch.
+    pub fn new(
+        config: TransferConfig,
+        token: Token,
+        entropy: &mut dyn Entropy,
+        now: Timestamp,
+    ) -> Result<Self, TransferError> {
+        config.validate()?;
+        let channel = Channel::new(Role::Receiver, token, config.channel.clone(), entropy, now)
+            .map_err(|e| TransferError::Config(e.into()))?;
+        let slots = (0..config.segments_in_flight)
+            .map(|_| RecvSlot::new(&config))
+            .collect();
+        let disk = 2 * config.max_extents_per_segment + 8;
+        let engine = ReceiverEngine {
+            phase: Phase::Handshake,
+            out: Outputs::new(2 * config.max_extents_per_segment + 16, disk),
+            manifest: Manifest::default(),
+            expected_entries: 0,
+            part_size: config.part_size,
+            entries: Vec::new(),
+            local: Vec::new(),
+            verify_next: 0,
+            verify: None,
+            verify_buf: vec![0; config.segment_size],
+            claims: Vec::new(),
+            claims_sent: 0,
+            partial_hashers: Vec::new(),
+            settle_next: 0,
+            slots,
+            awaiting_adv: None,
+            next_seq: 0,
+            next_process: 0,
+            file_hasher: None,
+            window: config.initial_window,
+            outstanding: 0,
+            retries_due: VecDeque::new(),
+            proofs_due: VecDeque::with_capacity(config.segments_in_flight),
+            scratch: vec![0; config.segment_size],
+            unresolved: 0,
+            committed: 0,
+            failed: 0,
+            bytes_done: 0,
+            since_checkpoint: 0,
+            changed: None,
+            done_sent: false,
+            stall: None,
+            request_buf: Vec::with_capacity(config.channel.max_record_payload),
+            config,
+        };
+        let mut session = ReceiverSession {
+            shell: Shell::new(channel, engine, now),
+        };
+        session.shell.engine.arm_stall(now);
+        Ok(session)
+    }
+
+    /// Feeds bytes from the socket; returns how many were consumed.
+    pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, TransferError> {
+        self.shell.handle_input(now, input)
+    }
+
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.shell.handle_timeout(now)
+    }
+
+    /// The socket reached end of stream.
+    pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.shell.handle_eof(now)
+    }
+
+    /// Accepts the offered batch. `local` lists entries of which the driver already holds
+    /// the first `bytes` bytes (a partial file from an earlier run, or a complete one);
+    /// the session re-reads and hashes them before claiming them to the sender.
+    pub fn accept(&mut self, now: Timestamp, local: &[(usize, u64)]) -> Result<(), TransferError> {
+        let accepted = self.shell.engine.accept(local);
+        self.shell.after(now, accepted)
+    }
+
+    /// Declines the offered batch; the sender is told why.
+    pub fn decline(&mut self, now: Timestamp, reason: &str) -> Result<(), TransferError> {
+        let engine = &mut self.shell.engine;
+        if engine.phase != Phase::Offered {
+            return Err(protocol(
+                "decline is only possible while a batch is offered",
+            ));
+        }
+        let reason = messages::reason_bytes(reason);
+        let _ = self.shell.channel.send_with(1 + reason.len(), |buf| {
+            buf[0] = kind::DECLINE;
+            buf[1..].copy_from_slice(reason);
+        });
+        let _ = self.shell.channel.close();
+        engine.phase = Phase::Finished;
+        engine.stall = None;
+        self.shell.after(now, Ok(()))
+    }
+
+    /// Gives up: tells the sender and ends the session.
+    pub fn cancel(&mut self, reason: &str) -> TransferError {
+        self.shell.fail(TransferError::Cancelled {
+            by_peer: false,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Where the driver puts the bytes of read `id`.
+    pub fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
+        let engine = &mut self.shell.engine;
+        if id == VERIFY_READ && engine.verify.is_some() {
+            return &mut engine.verify_buf;
+        }
+        &mut []
+    }
+
+    /// Read `id` finished: `Ok(n)` bytes were placed at the start of its buffer.
+    pub fn handle_read_done(
+        &mut self,
+        now: Timestamp,
+        id: IoId,
+        result: Result<usize, DiskError>,
+    ) -> Result<(), TransferError> {
+        let engine = &mut self.shell.engine;
+        let done = match (id == VERIFY_READ, engine.verify.as_mut()) {
+            (true, Some(job)) => {
+                let data = result
+                    .map(|n| &engine.verify_buf[..n.min(engine.verify_buf.len())])
+                    .map_err(|_| ());
+                job.read_done(data);
+                Ok(())
+            }
+            _ => Err(protocol("driver reported an unknown read")),
+        };
+        self.shell.after(now, done)
+    }
+
+    /// The bytes of write `id`.
+    pub fn write_data(&self, id: IoId) -> &[u8] {
+        self.shell.engine.write_data(id)
+    }
+
+    /// Write `id` finished.
+    pub fn handle_write_done(
+        &mut self,
+        now: Timestamp,
+        id: IoId,
+        result: Result<(), DiskError>,
+    ) -> Result<(), TransferError> {
+        let done = self.shell.engine.write_done(id, result);
+        self.shell.after(now, done)
+    }
+
+    /// Resume state of `entry`, for the driver's lock file.
+    pub fn progress(&self, entry: usize) -> Option<FileProgress> {
+        self.shell.engine.progress(entry)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<TransferEvent> {
+        self.shell.engine.out.poll_event()
+    }
+
+    /// The next disk command.
+    pub fn poll_disk(&mut self) -> Option<DiskCommand> {
+        self.shell.engine.out.poll_disk()
+    }
+
+    /// Bytes for the socket.
+    pub fn poll_transmit(&self) -> &[u8] {
+        self.shell.channel.poll_transmit()
+    }
+
+    /// `n` bytes of [`ReceiverSession::poll_transmit`] were written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.shell.channel.advance_transmit(n);
+    }
+
+    /// When to call [`ReceiverSession::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.shell.poll_timeout()
+    }
+
+    /// The error the session ended with, if it failed.
+    pub fn error(&self) -> Option<&TransferError> {
+        self.shell.error()
+    }
+
+    /// True once every entry is committed or failed and the sender was told.
+    pub fn is_finished(&self) -> bool {
+        self.shell.engine.phase == Phase::Finished
+    }
+
+    /// The offered manifest (empty until it has arrived).
+    pub fn manifest(&self) -> &Manifest {
+        &self.shell.engine.manifest
+    }
+}
+
+impl ReceiverEngine {
+    fn arm_stall(&mut self, now: Timestamp) {
+        self.stall = Some(now.saturating_add(self.config.stall_timeout));
+    }
+
+    fn size(&self, entry: u32) -> u64 {
+        self.manifest.get(entry as usize).map_or(0, |e| e.size)
+    }
+
+    fn path(&self, entry: u32) -> String {
+        self.manifest
+            .get(entry as usize)
+            .map_or_else(String::new, |e| e.path.to_owned())
+    }
+
+    fn mark_changed(&mut self, entry: usize) {
+        self.changed = Some(match self.changed.take() {
+            Some(range) => range.start.min(entry)..range.end.max(entry + 1),
+            None => entry..entry + 1,
+        });
+    }
+
+    // ------------------------------------------------------------ manifest
+
+    fn on_manifest_begin(&mut self, body: &[u8]) -> Result<(), TransferError> {
+        if self.phase != Phase::Manifest || self.expected_entries != 0 || !self.manifest.is_empty()
+        {
+            return Err(protocol("a second manifest header"));
+        }
+        let begin = ManifestBegin::decode(body)?;
+        let part_size = usize::try_from(begin.part_size).unwrap_or(usize::MAX);
+        if part_size < 1024 || part_size > self.config.part_size.max(1024) {
+            return Err(protocol(
+                "the sender's part size is below 1 KiB or above this receiver's limit",
+            ));
+        }
+        self.part_size = part_size;
+        self.manifest =
+            Manifest::with_capacity(begin.entries, begin.path_bytes, &self.config.manifest)?;
+        self.expected_entries = begin.entries;
+        self.entries = Vec::with_capacity(begin.entries as usize);
+        let parts = self.config.segment_size.div_ceil(part_size);
+        for slot in &mut self.slots {
+            slot.hashmap = Vec::with_capacity(parts);
+            slot.received = Vec::with_capacity(parts);
+        }
+        self.offer_if_complete()
+    }
+
+    fn on_manifest_entries(&mut self, body: &[u8]) -> Result<(), TransferError> {
+        if self.phase != Phase::Manifest || self.expected_entries == 0 {
+            return Err(protocol(
+                "manifest entries before the manifest header or after the whole manifest",
+            ));
+        }
+        let manifest = &mut self.manifest;
+        let limits = self.config.manifest;
+        messages::decode_entries(body, |entry| {
+            if manifest.remaining_capacity() == 0 {
+                return Err(protocol("more manifest entries than the header announced"));
+            }
+            manifest.push(entry, &limits).map_err(TransferError::from)
+        })?;
+        self.offer_if_complete()
+    }
+
+    fn offer_if_complete(&mut self) -> Result<(), TransferError> {
+        if (self.manifest.len() as u64) < self.expected_entries {
+            return Ok(());
+        }
+        self.manifest.check_tree()?;
+        self.entries = self
+            .manifest
+            .iter()
+            .map(|_| EntryState {
+                attempt: 1,
+                next_offset: 0,
+                start: 0,
+                status: FileStatus::InProgress,
+                digest: None,
+                verified: 0,
+                verified_hash: None,
+            })
+            .collect();
+        self.phase = Phase::Offered;
+        self.stall = None;
+        self.out.event(TransferEvent::BatchOffered {
+            entries: self.manifest.len(),
+            bytes: self.manifest.total_bytes(),
+        });
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ resume
+
+    fn accept(&mut self, local: &[(usize, u64)]) -> Result<(), TransferError> {
+        if self.phase != Phase::Offered {
+            return Err(protocol("accept is only possible while a batch is offered"));
+        }
+        self.local = Vec::with_capacity(local.len().min(self.manifest.len()));
+        for &(entry, bytes) in local {
+            let Some(item) = self.manifest.get(entry) else {
+                continue;
+            };
+            if item.kind == EntryKind::File
+                && bytes > 0
+                && bytes <= item.size
+                && !self.local.iter().any(|(e, _)| *e as usize == entry)
+            {
+                self.local.push((entry as u32, bytes));
+            }
+        }
+        self.claims = Vec::with_capacity(self.local.len());
+        self.phase = Phase::Verifying;
+        Ok(())
+    }
+
+    fn pump_verify(&mut self) {
+        loop {
+            if let Some(job) = self.verify.as_mut() {
+                if !job.is_complete() {
+                    if let Some((offset, len)) = job.next_read(self.verify_buf.len()) {
+                        if self.out.disk_room() == 0 {
+                            return;
+                        }
+                        self.out.disk(DiskCommand::Read {
+                            id: VERIFY_READ,
+                            entry: job.entry as usize,
+                            offset,
+                            len,
+                        });
+                    }
+                    return;
+                }
+                let Some(job) = self.verify.take() else {
+                    return;
+                };
+                let (entry, offset, failed) = (job.entry, job.target, job.failed);
+                let (hasher, prefix) = job.finish();
+                if !failed {
+                    self.claims.push(Claim {
+                        entry,
+                        offset,
+                        prefix,
+                    });
+                    if offset < self.size(entry) {
+                        self.partial_hashers.push((entry, hasher));
+                    }
+                }
+                self.verify_next += 1;
+            }
+            let Some(&(entry, bytes)) = self.local.get(self.verify_next) else {
+                self.phase = Phase::Planning;
+                return;
+            };
+            self.verify = Some(PrefixJob::new(entry, bytes));
+        }
+    }
+
+    fn pump_plan(&mut self, channel: &mut Channel, now: Timestamp) {
+        while self.phase == Phase::Planning {
+            let room = channel.send_capacity().min(channel.max_message_len());
+            let fits = room.saturating_sub(32) / messages::CLAIM_MAX_LEN;
+            let rest = &self.claims[self.claims_sent..];
+            let count = rest.len().min(fits);
+            let last = count == rest.len();
+            if count == 0 && !last {
+                return;
+            }
+            let batch = &rest[..count];
+            let len = 1 + 32 + count * messages::CLAIM_MAX_LEN;
+            let in_flight = self.config.segments_in_flight as u64;
+            let max_extents = self.config.max_extents_per_segment as u64;
+            let sent = channel.send_up_to(len.min(room), |buf| {
+                buf[0] = kind::PLAN;
+                1 + messages::encode_plan(&mut buf[1..], last, in_flight, max_extents, batch)
+            });
+            if sent.is_err() {
+                return;
+            }
+            self.claims_sent += count;
+            if last {
+                self.phase = Phase::AwaitingResult;
+                self.arm_stall(now);
+            }
+        }
+    }
+
+    fn on_plan_result(&mut self, body: &[u8]) -> Result<(), TransferError> {
+        if self.phase != Phase::AwaitingResult {
+            return Err(protocol("a plan result the receiver did not ask for"));
+        }
+        let claims = &mut self.claims;
+        let hashers = &mut self.partial_hashers;
+        let last = messages::decode_plan_result(body, |entry| {
+            let at = claims
+                .iter()
+                .position(|c| c.entry == entry)
+                .ok_or(protocol("the sender rejected a claim that was never made"))?;
+            claims.swap_remove(at);
+            hashers.retain(|(e, _)| *e != entry);
+            Ok(())
+        })?;
+        if !last {
+            return Ok(());
+        }
+        let (mut skipped, mut resumed, mut fresh, mut present, mut to_send) = (0, 0, 0, 0u64, 0u64);
+        for claim in &self.claims {
+            let state = &mut self.entries[claim.entry as usize];
+            state.start = claim.offset;
+            state.next_offset = claim.offset;
+            state.verified = claim.offset;
+            state.verified_hash = Some(claim.prefix);
+        }
+        for (index, entry) in self.manifest.iter().enumerate() {
+            if entry.kind != EntryKind::File {
+                continue;
+            }
+            let start = self.entries[index].start;
+            present += start;
+            to_send += entry.size - start;
+            match start {
+                0 if entry.size > 0 => fresh += 1,
+                s if s == entry.size => skipped += 1,
+                _ => resumed += 1,
+            }
+            if start < entry.size {
+                self.unresolved += 1;
+            }
+        }
+        self.out.event(TransferEvent::PlanSettled {
+            skipped,
+            resumed,
+            fresh,
+            bytes_present: present,
+            bytes_to_send: to_send,
+        });
+        self.phase = Phase::Settling;
+        Ok(())
+    }
+
+    /// Emits directory creations and the commits of files that need no data (complete
+    /// on disk already, or empty), as disk room allows.
+    fn pump_settle(&mut self) {
+        while self.settle_next < self.manifest.len() {
+            if self.out.disk_room() < 2 || self.out.event_room() < 2 {
+                return;
+            }
+            let index = self.settle_next;
+            self.settle_next += 1;
+            let Some(entry) = self.manifest.get(index) else {
+                return;
+            };
+            match entry.kind {
+                EntryKind::Directory => {
+                    self.out.disk(DiskCommand::CreateDir { entry: index });
+                    self.entries[index].status = FileStatus::Completed;
+                    self.committed += 1;
+                }
+                EntryKind::File if self.entries[index].start == entry.size => {
+                    let state = &mut self.entries[index];
+                    let digest = if entry.size == 0 {
+                        Sha256::digest([]).into()
+                    } else {
+                        state.verified_hash.unwrap_or([0; 32])
+                    };
+                    if entry.sha256.is_some_and(|h| h != digest) {
+                        // Complete locally but not what the manifest promises: send it.
+                        state.start = 0;
+                        state.next_offset = 0;
+                        state.verified = 0;
+                        state.verified_hash = None;
+                        self.unresolved += 1;
+                        continue;
+                    }
+                    state.status = FileStatus::Completed;
+                    state.verified = entry.size;
+                    state.verified_hash = Some(digest);
+                    self.committed += 1;
+                    self.out.disk(DiskCommand::Commit { entry: index });
+                    self.out.event(TransferEvent::FileDone { entry: index });
+                }
+                EntryKind::File => {}
+            }
+        }
+        self.phase = Phase::Streaming;
+    }
+
+    // ------------------------------------------------------------ stream
+
+    fn on_layout(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        if !matches!(self.phase, Phase::Settling | Phase::Streaming) || self.awaiting_adv.is_some()
+        {
+            return Err(protocol("a segment layout out of order"));
+        }
+        let layout = Layout::decode(body, self.config.max_extents_per_segment)?;
+        let slot_index = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Free)
+            .ok_or(protocol("more segments in flight than agreed"))?;
+        let mut slot = std::mem::take(&mut self.slots[slot_index].extents);
+        slot.clear();
+        let mut fill = 0usize;
+        for extent in layout.extents() {
+            let entry = self
+                .manifest
+                .get(extent.entry as usize)
+                .ok_or(protocol("a layout names an unknown entry"))?;
+            let state = &mut self.entries[extent.entry as usize];
+            let end = extent
+                .offset
+                .checked_add(u64::from(extent.len))
+                .ok_or(protocol("a layout extent overflows"))?;
+            if entry.kind != EntryKind::File
+                || state.status != FileStatus::InProgress
+                || extent.attempt != state.attempt
+                || extent.offset != state.next_offset
+                || extent.len == 0
+                || end > entry.size
+            {
+                return Err(protocol(
+                    "a layout extent out of order, out of range, or for a finished file",
+                ));
+            }
+            if fill + extent.len as usize > self.config.segment_size {
+                return Err(protocol("a layout larger than the segment size"));
+            }
+            state.next_offset = end;
+            slot.push((extent, fill));
+            fill += extent.len as usize;
+        }
+        for digest in layout.digests() {
+            let ends_here = slot.iter().any(|(e, _)| {
+                e.entry == digest.entry
+                    && e.attempt == digest.attempt
+                    && e.offset + u64::from(e.len) == self.size(e.entry)
+            });
+            if !ends_here {
+                return Err(protocol(
+                    "a file digest in a segment where that file does not end",
+                ));
+            }
+            self.entries[digest.entry as usize].digest = Some(digest);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let target = &mut self.slots[slot_index];
+        target.extents = slot;
+        target.len = fill;
+        target.hash = layout.hash;
+        target.seq = seq;
+        target.state = SlotState::Layout;
+        self.awaiting_adv = Some(slot_index);
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    fn on_advertisement(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let slot_index = self
+            .awaiting_adv
+            .take()
+            .ok_or(protocol("an advertisement without a layout"))?;
+        let max_parts = self.config.segment_size.div_ceil(self.part_size);
+        let adv = Advertisement::decode(body, max_parts)?;
+        let slot = &mut self.slots[slot_index];
+        let transfer = usize::try_from(adv.transfer_size).unwrap_or(usize::MAX);
+        if adv.hash != slot.hash {
+            return Err(protocol(
+                "an advertisement for another resource than its layout",
+            ));
+        }
+        if (adv.is_compressed() && transfer >= slot.len)
+            || (!adv.is_compressed() && transfer != slot.len)
+        {
+            return Err(protocol(
+                "an advertised transfer size that does not match the layout",
+            ));
+        }
+        let parts = transfer.div_ceil(self.part_size);
+        if adv.parts != parts as u64
+            || parts == 0
+            || parts > max_parts
+            || adv.hashmap.len() / MAP_HASH_LEN > parts
+        {
+            return Err(protocol(
+                "an advertised part count that does not match the transfer size",
+            ));
+        }
+        slot.segment_index = adv.segment_index;
+        slot.transfer_len = transfer;
+        slot.compressed = adv.is_compressed();
+        slot.random = adv.random_hash;
+        slot.parts = parts;
+        slot.per_message = adv.hashmap.len() / MAP_HASH_LEN;
+        if slot.per_message == 0 {
+            return Err(protocol("an advertisement without map hashes"));
+        }
+        slot.hashmap.clear();
+        slot.hashmap.extend(
+            adv.hashmap
+                .chunks_exact(MAP_HASH_LEN)
+                .map(|h| [h[0], h[1], h[2], h[3]]),
+        );
+        slot.received.clear();
+        slot.received.resize(parts, false);
+        slot.received_count = 0;
+        slot.next_request = 0;
+        slot.waiting_hmu = false;
+        slot.state = SlotState::Receiving;
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    fn on_hashmap_update(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let update =
+            HashmapUpdate::decode(body, self.config.segment_size.div_ceil(self.part_size))?;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Receiving && s.hash == update.resource_hash)
+            .ok_or(protocol("a hashmap update for an unknown resource"))?;
+        let start = update.segment as usize * slot.per_message;
+        let count = update.hashmap.len() / MAP_HASH_LEN;
+        if !slot.waiting_hmu
+            || start != slot.hashmap.len()
+            || count == 0
+            || count > slot.per_message
+            || start + count > slot.parts
+        {
+            return Err(protocol(
+                "a hashmap update that does not continue the hashmap",
+            ));
+        }
+        slot.hashmap.extend(
+            update
+                .hashmap
+                .chunks_exact(MAP_HASH_LEN)
+                .map(|h| [h[0], h[1], h[2], h[3]]),
+        );
+        slot.waiting_hmu = false;
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    fn on_part(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let (hash, index, data) = messages::decode_part(body)?;
+        let part_size = self.part_size;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Receiving && s.hash == hash)
+            .ok_or(protocol("a part for a resource that is not being received"))?;
+        let index = index as usize;
+        if index >= slot.next_request
+            || slot.received[index]
+            || data.len() != slot.part_len(index, part_size)
+        {
+            return Err(protocol(
+                "a part that was not requested, is repeated, or has the wrong length",
+            ));
+        }
+        let at = index * part_size;
+        slot.buf[at..at + data.len()].copy_from_slice(data);
+        slot.received[index] = true;
+        slot.received_count += 1;
+        self.outstanding = self.outstanding.saturating_sub(data.len());
+        // Slow start: each part received lets one more part's worth be in flight.
+        let max_window = self.config.segments_in_flight * self.config.segment_size;
+        self.window = (self.window + data.len()).min(max_window);
+        if slot.received_count == slot.parts {
+            let index = self
+                .slots
+                .iter()
+                .position(|s| s.hash == hash && s.state == SlotState::Receiving);
+            if let Some(index) = index {
+                self.complete_slot(index)?;
+            }
+        }
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    /// All parts are in: decompress (capped at the layout's size), check the hash.
+    fn complete_slot(&mut self, index: usize) -> Result<(), TransferError> {
+        let slot = &mut self.slots[index];
+        if slot.compressed {
+            let produced = decompress(
+                &slot.buf[..slot.transfer_len],
+                &mut self.scratch[..slot.len],
+            );
+            match produced {
+                Decompressed::Exactly => {
+                    slot.buf[..slot.len].copy_from_slice(&self.scratch[..slot.len])
+                }
+                Decompressed::TooMuch => {
+                    return Err(TransferError::DecompressionBomb {
+                        segment: slot.segment_index,
+                        limit: slot.len as u64,
+                    });
+                }
+                Decompressed::Invalid => {
+                    return Err(TransferError::SegmentCorrupt(slot.segment_index));
+                }
+            }
+        }
+        let mut hasher = SegmentHasher::new();
+        hasher.update(&slot.buf[..slot.len]);
+        let (hash, proof) = hasher.finish(&slot.random);
+        if hash != slot.hash {
+            return Err(TransferError::SegmentCorrupt(slot.segment_index));
+        }
+        slot.proof = proof;
+        slot.state = SlotState::Complete;
+        Ok(())
+    }
+
+    fn pump_requests(&mut self, channel: &mut Channel) {
+        let part_size = self.part_size;
+        let max_hashes = (channel.max_message_len().saturating_sub(64) / MAP_HASH_LEN).max(1);
+        loop {
+            // The oldest segment with something left to ask for.
+            let Some(slot_index) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    s.state == SlotState::Receiving && s.next_request < s.parts && !s.waiting_hmu
+                })
+                .min_by_key(|(_, s)| s.seq)
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let slot = &mut self.slots[slot_index];
+            self.request_buf.clear();
+            let mut index = slot.next_request;
+            let mut bytes = 0;
+            while index < slot.parts
+                && index < slot.hashmap.len()
+                && self.request_buf.len() / MAP_HASH_LEN < max_hashes
+            {
+                let len = slot.part_len(index, part_size);
+                if self.outstanding + bytes + len > self.window && bytes > 0 {
+                    break;
+                }
+                if self.outstanding + len > self.window && bytes == 0 && self.outstanding > 0 {
+                    break;
+                }
+                self.request_buf.extend_from_slice(&slot.hashmap[index]);
+                bytes += len;
+                index += 1;
+            }
+            let exhausted = index < slot.parts && index == slot.hashmap.len();
+            if self.request_buf.is_empty() && !exhausted {
+                return;
+            }
+            let request = Request {
+                exhausted: exhausted.then(|| slot.hashmap[slot.hashmap.len() - 1]),
+                resource_hash: slot.hash,
+                map_hashes: &self.request_buf,
+            };
+            let len = 1 + request.encoded_len();
+            if channel.send_capacity() < sealed_len(len) {
+                return;
+            }
+            if channel
+                .send_with(len, |buf| {
+                    buf[0] = kind::REQ;
+                    let _ = request.encode(&mut buf[1..]);
+                })
+                .is_err()
+            {
+                return;
+            }
+            slot.next_request = index;
+            slot.waiting_hmu = exhausted;
+            self.outstanding += bytes;
+            if !exhausted && index < slot.parts {
+                // The window is full.
+                return;
+            }
+        }
+    }
+
+    /// Writes the oldest verified segment, in stream order, one segment at a time: file
+    /// hashes advance with the data, so each file's verdict is known when its last
+    /// extent is written.
+    fn process_segments(&mut self) -> Result<(), TransferError> {
+        if self.phase != Phase::Streaming
+            || self.slots.iter().any(|s| s.state == SlotState::Writing)
+        {
+            return Ok(());
+        }
+        let Some(slot_index) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Complete && s.seq == self.next_process)
+        else {
+            return Ok(());
+        };
+        if self.out.disk_room() < self.slots[slot_index].extents.len() + 1 {
+            return Ok(());
+        }
+        let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
+        slot.results.clear();
+        for (k, &(extent, at)) in slot.extents.iter().enumerate() {
+            let data = &slot.buf[at..at + extent.len as usize];
+            let entry = extent.entry;
+            let mut hasher = match self.file_hasher.take() {
+                Some((e, attempt, hasher)) if e == entry && attempt == extent.attempt => hasher,
+                _ if extent.offset == 0 => Sha256::new(),
+                _ => match self.partial_hashers.iter().position(|(e, _)| *e == entry) {
+                    Some(at) => self.partial_hashers.swap_remove(at).1,
+                    None => {
+                        self.slots[slot_index] = slot;
+                        return Err(protocol(
+                            "a file resumed at an offset the plan did not settle",
+                        ));
+                    }
+                },
+            };
+            hasher.update(data);
+            self.out.disk(DiskCommand::Write {
+                id: slot_io(slot_index, k),
+                entry: entry as usize,
+                offset: extent.offset,
+                len: extent.len as usize,
+            });
+            let end = extent.offset + u64::from(extent.len);
+            if end == self.size(entry) {
+                let ours: [u8; 32] = hasher.finalize().into();
+                let state = &self.entries[entry as usize];
+                let verdict = match state.digest {
+                    Some(d) if d.attempt == extent.attempt && !d.changed && d.sha256 == ours => {
+                        Outcome::Commit
+                    }
+                    Some(d) if d.attempt == extent.attempt => {
+                        if extent.attempt < self.config.max_attempts {
+                            Outcome::Retry
+                        } else {
+                            Outcome::Fail
+                        }
+                    }
+                    _ => {
+                        self.slots[slot_index] = slot;
+                        return Err(protocol("a file ended without the sender's digest"));
+                    }
+                };
+                self.entries[entry as usize].verified_hash = Some(ours);
+                slot.results.push((entry, verdict));
+            } else {
+                self.file_hasher = Some((entry, extent.attempt, hasher));
+            }
+        }
+        slot.writes_outstanding = slot.extents.len();
+        slot.state = SlotState::Writing;
+        self.slots[slot_index] = slot;
+        self.next_process += 1;
+        Ok(())
+    }
+
+    fn write_data(&self, id: IoId) -> &[u8] {
+        split_io(id)
+            .and_then(|(slot, extent)| {
+                let slot = self.slots.get(slot)?;
+                let (ext, at) = slot.extents.get(extent)?;
+                slot.buf.get(*at..*at + ext.len as usize)
+            })
+            .unwrap_or(&[])
+    }
+
+    fn write_done(&mut self, id: IoId, result: Result<(), DiskError>) -> Result<(), TransferError> {
+        let (slot_index, extent) =
+            split_io(id).ok_or(protocol("driver reported an unknown write"))?;
+        let slot = self
+            .slots
+            .get_mut(slot_index)
+            .filter(|s| s.state == SlotState::Writing)
+            .ok_or(protocol("driver reported an unknown write"))?;
+        let (ext, _) = *slot
+            .extents
+            .get(extent)
+            .ok_or(protocol("driver reported an unknown write"))?;
+        if let Err(error) = result {
+            return Err(TransferError::Disk {
+                op: "writing",
+                path: self.path(ext.entry),
+                error,
+            });
+        }
+        slot.writes_outstanding = slot.writes_outstanding.saturating_sub(1);
+        let state = &mut self.entries[ext.entry as usize];
+        state.verified = state.verified.max(ext.offset + u64::from(ext.len));
+        if slot.writes_outstanding == 0 {
+            self.finish_slot(slot_index);
+        }
+        Ok(())
+    }
+
+    /// A segment is on disk: commit, retry or fail the files that ended in it, prove it,
+    /// and checkpoint when enough has been written.
+    fn finish_slot(&mut self, slot_index: usize) {
+        let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
+        for (entry, outcome) in slot.results.drain(..) {
+            let index = entry as usize;
+            self.mark_changed(index);
+            let state = &mut self.entries[index];
+            match outcome {
+                Outcome::Commit => {
+                    state.status = FileStatus::Completed;
+                    self.committed += 1;
+                    self.unresolved -= 1;
+                    self.out.disk(DiskCommand::Commit { entry: index });
+                    self.out.event(TransferEvent::FileDone { entry: index });
+                }
+                Outcome::Retry => {
+                    state.attempt += 1;
+                    state.next_offset = 0;
+                    state.verified = 0;
+                    state.verified_hash = None;
+                    state.digest = None;
+                    self.retries_due.push_back((entry, state.attempt));
+                    self.out.disk(DiskCommand::Discard { entry: index });
+                    self.out.event(TransferEvent::FileRetry {
+                        entry: index,
+                        attempt: state.attempt,
+                    });
+                }
+                Outcome::Fail => {
+                    state.status = FileStatus::Failed;
+                    state.verified = 0;
+                    state.verified_hash = None;
+                    self.failed += 1;
+                    self.unresolved -= 1;
+                    let attempts = state.attempt;
+                    self.out.disk(DiskCommand::Discard { entry: index });
+                    self.out.event(TransferEvent::FileFailed {
+                        entry: index,
+                        reason: FileFailure::HashMismatch { attempts },
+                    });
+                }
+            }
+        }
+        for &(extent, _) in &slot.extents {
+            self.mark_changed(extent.entry as usize);
+        }
+        self.proofs_due.push_back(Proof {
+            resource_hash: slot.hash,
+            proof: slot.proof,
+        });
+        self.bytes_done += slot.len as u64;
+        self.since_checkpoint += slot.len as u64;
+        self.out.event(TransferEvent::Progress {
+            bytes: self.bytes_done,
+        });
+        slot.state = SlotState::Free;
+        self.slots[slot_index] = slot;
+        if self.since_checkpoint >= self.config.checkpoint_bytes {
+            self.checkpoint();
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        if let Some(changed) = self.changed.take() {
+            self.out.disk(DiskCommand::Checkpoint { changed });
+        }
+        self.since_checkpoint = 0;
+    }
+
+    fn pump_control(&mut self, channel: &mut Channel) {
+        while let Some(&proof) = self.proofs_due.front() {
+            let bytes = proof.to_bytes();
+            if channel.send_capacity() < sealed_len(1 + bytes.len()) {
+                return;
+            }
+            if channel
+                .send_with(1 + bytes.len(), |buf| {
+                    buf[0] = kind::PRF;
+                    buf[1..].copy_from_slice(&bytes);
+                })
+                .is_err()
+            {
+                return;
+            }
+            self.proofs_due.pop_front();
+        }
+        while let Some(&(entry, attempt)) = self.retries_due.front() {
+            let body = messages::encode_retry(entry, attempt);
+            if channel
+                .send_with(1 + body.len(), |buf| {
+                    buf[0] = kind::RETRY;
+                    buf[1..].copy_from_slice(&body);
+                })
+                .is_err()
+            {
+                return;
+            }
+            self.retries_due.pop_front();
+        }
+    }
+
+    fn pump_finish(&mut self, channel: &mut Channel) {
+        let idle = self.slots.iter().all(|s| s.state == SlotState::Free);
+        if self.phase != Phase::Streaming
+            || self.unresolved > 0
+            || !idle
+            || self.done_sent
+            || !self.proofs_due.is_empty()
+            || self.out.disk_room() < 1
+        {
+            return;
+        }
+        let body = messages::encode_done(self.committed, self.failed);
+        if channel
+            .send_with(1 + body.len(), |buf| {
+                buf[0] = kind::DONE;
+                buf[1..].copy_from_slice(&body);
+            })
+            .is_err()
+        {
+            return;
+        }
+        self.done_sent = true;
+        self.checkpoint();
+        let _ = channel.close();
+        self.phase = Phase::Finished;
+        self.stall = None;
+        self.out.event(TransferEvent::Finished {
+            committed: self.committed,
+            failed: self.failed,
+        });
+    }
+
+    fn progress(&self, entry: usize) -> Option<FileProgress> {
+        let state = self.entries.get(entry)?;
+        let current = self
+            .file_hasher
+            .as_ref()
+            .filter(|(e, _, _)| *e as usize == entry);
+        let sha256 = match current {
+            Some((_, _, hasher)) => Some(hasher.clone().finalize().into()),
+            None => state.verified_hash,
+        };
+        Some(FileProgress {
+            status: state.status,
+            verified_bytes: state.verified,
+            sha256,
+        })
+    }
+}
+
+impl RecvSlot {
+    fn placeholder() -> Self {
+        RecvSlot {
+            state: SlotState::Free,
+            seq: 0,
+            segment_index: 0,
+            buf: Vec::new(),
+            len: 0,
+            transfer_len: 0,
+            compressed: false,
+            extents: Vec::new(),
+            hash: [0; 32],
+            random: [0; 4],
+            proof: [0; 32],
+            parts: 0,
+            per_message: 0,
+            hashmap: Vec::new(),
+            received: Vec::new(),
+            received_count: 0,
+            next_request: 0,
+            waiting_hmu: false,
+            writes_outstanding: 0,
+            results: Vec::new(),
+        }
+    }
+}
+
+enum Decompressed {
+    Exactly,
+    TooMuch,
+    Invalid,
+}
+
+/// bz2-decompresses `data` into `out`, whose length is the exact size the layout
+/// promises: more output than that is a bomb, less or a broken stream is corruption.
+fn decompress(data: &[u8], out: &mut [u8]) -> Decompressed {
+    use bzip2::{Decompress, Status};
+    let mut decompressor = Decompress::new(false);
+    match decompressor.decompress(data, out) {
+        Ok(Status::StreamEnd) if decompressor.total_out() as usize == out.len() => {
+            Decompressed::Exactly
+        }
+        Ok(Status::StreamEnd) => Decompressed::Invalid,
+        Ok(_) if decompressor.total_out() as usize == out.len() => {
+            // The output is full but the stream has not ended: it wants to produce more.
+            let mut probe = [0u8; 1];
+            match decompressor.decompress(&data[decompressor.total_in() as usize..], &mut probe) {
+                Ok(Status::StreamEnd) if decompressor.total_out() as usize == out.len() => {
+                    Decompressed::Exactly
+                }
+                Ok(_) if decompressor.total_out() as usize > out.len() => Decompressed::TooMuch,
+                _ => Decompressed::Invalid,
+            }
+        }
+        _ => Decompressed::Invalid,
+    }
+}
+
+impl Engine for ReceiverEngine {
+    fn established(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.phase = Phase::Manifest;
+        self.out.event(TransferEvent::Connected);
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError> {
+        match kind {
+            kind::MANIFEST_BEGIN => self.on_manifest_begin(body),
+            kind::MANIFEST_ENTRIES => self.on_manifest_entries(body),
+            kind::PLAN_RESULT => self.on_plan_result(body),
+            kind::LAYOUT => self.on_layout(now, body),
+            kind::ADV => self.on_advertisement(now, body),
+            kind::HMU => self.on_hashmap_update(now, body),
+            kind::PART => self.on_part(now, body),
+            kind::ICL => Err(TransferError::Cancelled {
+                by_peer: true,
+                reason: "the sender cancelled a segment".to_owned(),
+            }),
+            kind::CANCEL => Err(TransferError::Cancelled {
+                by_peer: true,
+                reason: messages::decode_reason(body),
+            }),
+            _ => Err(protocol("a message the receiver does not expect here")),
+        }
+    }
+
+    fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError> {
+        match self.phase {
+            Phase::Verifying => self.pump_verify(),
+            Phase::Settling => self.pump_settle(),
+            _ => {}
+        }
+        if self.phase == Phase::Planning {
+            self.pump_plan(channel, now);
+        }
+        if matches!(self.phase, Phase::Settling | Phase::Streaming) {
+            self.pump_requests(channel);
+            self.process_segments()?;
+            self.pump_control(channel);
+            self.pump_finish(channel);
+        }
+        Ok(())
+    }
+
+    fn input_blocked(&self, channel: &Channel) -> bool {
+        channel.send_capacity() < sealed_len(channel.max_message_len().min(64 << 10))
+            || self.out.event_room() < self.config.max_extents_per_segment + 4
+    }
+
+    fn deadline(&self) -> Option<Timestamp> {
+        self.stall
+    }
+
+    fn stall_timeout(&self) -> core::time::Duration {
+        self.config.stall_timeout
+    }
+
+    fn finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+}

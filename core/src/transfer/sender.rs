@@ -1,0 +1,1125 @@
+//! The sending side of a transfer: serves the manifest, checks resume claims, cuts the
+//! bytes still needed into segments and serves each as a Resource.
+
+use std::collections::VecDeque;
+
+use sha2::{Digest, Sha256};
+
+use crate::channel::Channel;
+use crate::entropy::{Entropy, SeededEntropy};
+use crate::handshake::Role;
+use crate::record::sealed_len;
+use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, Request, flags};
+use crate::resource::{SegmentHasher, map_hash};
+use crate::time::Timestamp;
+use crate::token::Token;
+use crate::transfer::common::{
+    Engine, Outputs, PrefixJob, Shell, VERIFY_READ, control_reserve, slot_io, split_io,
+};
+use crate::transfer::manifest::{EntryKind, Manifest};
+use crate::transfer::messages::{self, Claim, Extent, FileDigest, ManifestBegin, kind};
+use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
+
+/// Per-entry state on the sender.
+#[derive(Clone, Debug, Default)]
+struct EntryState {
+    /// Attempt now being sent (1-based).
+    attempt: u8,
+    /// Where this file's data starts in the stream (the verified resume offset).
+    start: u64,
+    /// The digest of the previous attempt: the reference for the next.
+    last_digest: Option<[u8; 32]>,
+    /// A read of this attempt came back short or failed.
+    read_trouble: bool,
+    /// A resume claim was received for this entry.
+    claimed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Reading,
+    /// Hashed, waiting to be advertised.
+    Ready,
+    Advertised,
+}
+
+/// A segment being prepared or served.
+struct SendSlot {
+    state: SlotState,
+    seq: u64,
+    buf: Vec<u8>,
+    /// Uncompressed bytes in the segment.
+    len: usize,
+    /// Bytes sent (compressed or not).
+    transfer_len: usize,
+    compressed: bool,
+    extents: Vec<(Extent, usize)>,
+    reads_outstanding: usize,
+    digests: Vec<FileDigest>,
+    hash: [u8; 32],
+    proof: [u8; 32],
+    random: [u8; 4],
+    hashmap: Vec<[u8; MAP_HASH_LEN]>,
+    /// Per part: queued for sending.
+    queued: Vec<bool>,
+    send_queue: VecDeque<u32>,
+    hmu_due: Option<u64>,
+    search_hint: usize,
+}
+
+impl SendSlot {
+    fn new(config: &TransferConfig) -> Self {
+        let parts = config.parts_per_segment();
+        SendSlot {
+            state: SlotState::Free,
+            seq: 0,
+            buf: vec![0; config.segment_size],
+            len: 0,
+            transfer_len: 0,
+            compressed: false,
+            extents: Vec::with_capacity(config.max_extents_per_segment),
+            reads_outstanding: 0,
+            digests: Vec::with_capacity(config.max_extents_per_segment),
+            hash: [0; 32],
+            proof: [0; 32],
+            random: [0; 4],
+            hashmap: Vec::with_capacity(parts),
+            queued: Vec::with_capacity(parts),
+            send_queue: VecDeque::with_capacity(parts),
+            hmu_due: None,
+            search_hint: 0,
+        }
+    }
+
+    fn part_range(&self, index: usize, part_size: usize) -> core::ops::Range<usize> {
+        let start = index * part_size;
+        start..(start + part_size).min(self.transfer_len)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Handshake,
+    Manifest,
+    AwaitingPlan,
+    Verifying,
+    Streaming,
+    Finished,
+}
+
+/// The sender's engine; see [`SenderSession`].
+pub(crate) struct SenderEngine {
+    config: TransferConfig,
+    manifest: Manifest,
+    entries: Vec<EntryState>,
+    phase: Phase,
+    out: Outputs,
+    rng: SeededEntropy,
+    // manifest
+    manifest_begun: bool,
+    manifest_next: usize,
+    // plan
+    claims: Vec<Claim>,
+    in_flight: usize,
+    max_extents: usize,
+    verify_next: usize,
+    verify: Option<PrefixJob>,
+    verify_buf: Vec<u8>,
+    rejected: Vec<u32>,
+    rejected_sent: usize,
+    result_done: bool,
+    partial_hashers: Vec<(u32, Sha256)>,
+    // stream
+    slots: Vec<SendSlot>,
+    next_entry: usize,
+    current: Option<(u32, u64)>,
+    retry_queue: VecDeque<u32>,
+    file_hasher: Option<(u32, u8, Sha256)>,
+    next_seq: u64,
+    next_finish: u64,
+    first_hash: Option<[u8; 32]>,
+    scratch: Vec<u8>,
+    stream_total: u64,
+    bytes_proven: u64,
+    stall: Option<Timestamp>,
+}
+
+/// The sending end of a transfer session: the core of `ferry send`.
+///
+/// See the module documentation for the drain order.
+pub struct SenderSession {
+    shell: Shell<SenderEngine>,
+}
+
+impl SenderSession {
+    /// A session serving `manifest` to the receiver that holds `token`. The manifest's
+    /// entries are read with [`DiskCommand::Read`] by index.
+    pub fn new(
+        config: TransferConfig,
+        token: Token,
+        manifest: Manifest,
+        entropy: &mut dyn Entropy,
+        now: Timestamp,
+    ) -> Result<Self, TransferError> {
+        config.validate()?;
+        manifest.check_tree()?;
+        let channel = Channel::new(Role::Sender, token, config.channel.clone(), entropy, now)
+            .map_err(|e| TransferError::Config(e.into()))?;
+        let mut seed = [0u8; 8];
+        entropy.fill(&mut seed);
+        let slots = (0..config.segments_in_flight)
+            .map(|_| SendSlot::new(&config))
+            .collect();
+        let disk = config.segments_in_flight * config.max_extents_per_segment + 4;
+        let engine = SenderEngine {
+            entries: vec![
+                EntryState {
+                    attempt: 1,
+                    ..EntryState::default()
+                };
+                manifest.len()
+            ],
+            phase: Phase::Handshake,
+            out: Outputs::new(16, disk),
+            rng: SeededEntropy::new(u64::from_be_bytes(seed)),
+            manifest_begun: false,
+            manifest_next: 0,
+            claims: Vec::new(),
+            in_flight: config.segments_in_flight,
+            max_extents: config.max_extents_per_segment,
+            verify_next: 0,
+            verify: None,
+            verify_buf: vec![0; config.segment_size],
+            rejected: Vec::new(),
+            rejected_sent: 0,
+            result_done: false,
+            partial_hashers: Vec::new(),
+            slots,
+            next_entry: 0,
+            current: None,
+            retry_queue: VecDeque::with_capacity(manifest.len()),
+            file_hasher: None,
+            next_seq: 1,
+            next_finish: 1,
+            first_hash: None,
+            scratch: if config.compress {
+                vec![0; config.segment_size]
+            } else {
+                Vec::new()
+            },
+            stream_total: 0,
+            bytes_proven: 0,
+            stall: None,
+            manifest,
+            config,
+        };
+        Ok(SenderSession {
+            shell: Shell::new(channel, engine, now),
+        })
+    }
+
+    /// Feeds bytes from the socket; returns how many were consumed.
+    pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, TransferError> {
+        self.shell.handle_input(now, input)
+    }
+
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.shell.handle_timeout(now)
+    }
+
+    /// The socket reached end of stream.
+    pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.shell.handle_eof(now)
+    }
+
+    /// Where the driver puts the bytes of read `id`.
+    pub fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
+        self.shell.engine.read_buffer(id)
+    }
+
+    /// Read `id` finished: `Ok(n)` bytes were placed at the start of its buffer.
+    pub fn handle_read_done(
+        &mut self,
+        now: Timestamp,
+        id: IoId,
+        result: Result<usize, DiskError>,
+    ) -> Result<(), TransferError> {
+        let done = self.shell.engine.read_done(id, result);
+        self.shell.after(now, done)
+    }
+
+    /// Gives up: tells the receiver and ends the session.
+    pub fn cancel(&mut self, now: Timestamp, reason: &str) -> TransferError {
+        self.shell.fail(TransferError::Cancelled {
+            by_peer: false,
+            reason: reason.to_owned(),
+        });
+        let _ = now;
+        self.shell
+            .error()
+            .cloned()
+            .unwrap_or(TransferError::PeerEnded)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<TransferEvent> {
+        self.shell.engine.out.poll_event()
+    }
+
+    /// The next disk command.
+    pub fn poll_disk(&mut self) -> Option<DiskCommand> {
+        self.shell.engine.out.poll_disk()
+    }
+
+    /// Bytes for the socket.
+    pub fn poll_transmit(&self) -> &[u8] {
+        self.shell.channel.poll_transmit()
+    }
+
+    /// `n` bytes of [`SenderSession::poll_transmit`] were written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.shell.channel.advance_transmit(n);
+    }
+
+    /// When to call [`SenderSession::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.shell.poll_timeout()
+    }
+
+    /// The error the session ended with, if it failed.
+    pub fn error(&self) -> Option<&TransferError> {
+        self.shell.error()
+    }
+
+    /// True once the receiver confirmed the whole batch.
+    pub fn is_finished(&self) -> bool {
+        self.shell.engine.phase == Phase::Finished
+    }
+
+    /// The manifest being served.
+    pub fn manifest(&self) -> &Manifest {
+        &self.shell.engine.manifest
+    }
+}
+
+fn protocol(why: &'static str) -> TransferError {
+    TransferError::Protocol(why)
+}
+
+impl SenderEngine {
+    fn size(&self, entry: u32) -> u64 {
+        self.manifest.get(entry as usize).map_or(0, |e| e.size)
+    }
+
+    fn arm_stall(&mut self, now: Timestamp) {
+        self.stall = Some(now.saturating_add(self.config.stall_timeout));
+    }
+
+    fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
+        if id == VERIFY_READ {
+            let len = self.verify.as_ref().map_or(0, |_| self.verify_buf.len());
+            return &mut self.verify_buf[..len];
+        }
+        match split_io(id).and_then(|(slot, extent)| {
+            let slot_ref = self.slots.get(slot)?;
+            let (ext, at) = slot_ref.extents.get(extent)?;
+            Some((slot, *at, ext.len as usize))
+        }) {
+            Some((slot, at, len)) => &mut self.slots[slot].buf[at..at + len],
+            None => &mut [],
+        }
+    }
+
+    fn read_done(
+        &mut self,
+        id: IoId,
+        result: Result<usize, DiskError>,
+    ) -> Result<(), TransferError> {
+        if id == VERIFY_READ {
+            let Some(job) = self.verify.as_mut() else {
+                return Err(TransferError::Protocol("driver reported an unknown read"));
+            };
+            match result {
+                Ok(n) => job.read_done(Ok(&self.verify_buf[..n.min(self.verify_buf.len())])),
+                Err(_) => job.read_done(Err(())),
+            }
+            return Ok(());
+        }
+        let Some((slot_index, extent)) = split_io(id) else {
+            return Err(TransferError::Protocol("driver reported an unknown read"));
+        };
+        let Some(slot) = self.slots.get_mut(slot_index) else {
+            return Err(TransferError::Protocol("driver reported an unknown read"));
+        };
+        let Some(&(ext, at)) = slot.extents.get(extent) else {
+            return Err(TransferError::Protocol("driver reported an unknown read"));
+        };
+        let wanted = ext.len as usize;
+        let got = match &result {
+            Ok(n) => (*n).min(wanted),
+            Err(_) => 0,
+        };
+        if got < wanted {
+            // The file shrank or vanished: send zeros and mark the attempt as changed, so
+            // the receiver asks again (and reports it by name if it keeps happening).
+            slot.buf[at + got..at + wanted].fill(0);
+            self.entries[ext.entry as usize].read_trouble = true;
+            if let Err(error) = result
+                && self.out.event_room() > 0
+            {
+                self.out.event(TransferEvent::ReadFailed {
+                    entry: ext.entry as usize,
+                    error,
+                });
+            }
+        }
+        slot.reads_outstanding = slot.reads_outstanding.saturating_sub(1);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ manifest
+
+    fn pump_manifest(&mut self, channel: &mut Channel) {
+        let limit = channel.max_message_len();
+        if !self.manifest_begun {
+            let begin = ManifestBegin {
+                entries: self.manifest.len() as u64,
+                path_bytes: self.manifest.path_bytes() as u64,
+                total_bytes: self.manifest.total_bytes(),
+                part_size: self.config.part_size as u64,
+            };
+            let len = 1 + begin.encoded_len();
+            if channel.send_capacity() < len {
+                return;
+            }
+            let sent = channel.send_with(len, |buf| {
+                buf[0] = kind::MANIFEST_BEGIN;
+                begin.encode(&mut buf[1..]);
+            });
+            if sent.is_err() {
+                return;
+            }
+            self.manifest_begun = true;
+        }
+        while self.manifest_next < self.manifest.len() {
+            // As many entries as fit in one message (and in the send buffer now).
+            let room = channel.send_capacity().min(limit);
+            let mut size = 1 + 5;
+            let mut count = 0;
+            for entry in self.manifest.iter().skip(self.manifest_next) {
+                let len = messages::entry_len(&entry);
+                if size + len > room {
+                    break;
+                }
+                size += len;
+                count += 1;
+            }
+            if count == 0 {
+                return;
+            }
+            let start = self.manifest_next;
+            let manifest = &self.manifest;
+            let entries = (start..start + count).filter_map(|i| manifest.get(i));
+            let sent = channel.send_up_to(size, |buf| {
+                buf[0] = kind::MANIFEST_ENTRIES;
+                1 + messages::encode_entries(&mut buf[1..], entries, count)
+            });
+            if sent.is_err() {
+                return;
+            }
+            self.manifest_next += count;
+        }
+        self.phase = Phase::AwaitingPlan;
+    }
+
+    // ------------------------------------------------------------ plan
+
+    fn on_plan(&mut self, body: &[u8]) -> Result<(), TransferError> {
+        if self.phase != Phase::AwaitingPlan {
+            return Err(protocol("a resume plan outside the planning phase"));
+        }
+        let manifest = &self.manifest;
+        let entries = &mut self.entries;
+        let claims = &mut self.claims;
+        let (last, in_flight, max_extents) = messages::decode_plan(body, |claim| {
+            let entry = manifest
+                .get(claim.entry as usize)
+                .ok_or(protocol("a claim names an entry that does not exist"))?;
+            let state = &mut entries[claim.entry as usize];
+            if entry.kind != EntryKind::File || claim.offset > entry.size || state.claimed {
+                return Err(protocol(
+                    "a claim for a directory, beyond the file's size, or repeated",
+                ));
+            }
+            state.claimed = true;
+            if claim.offset > 0 {
+                if claims.len() == claims.capacity() {
+                    claims.reserve(claims.len().max(64).min(manifest.len()));
+                }
+                claims.push(claim);
+            }
+            Ok(())
+        })?;
+        if last {
+            if in_flight == 0 {
+                return Err(protocol("the receiver allows no segments in flight"));
+            }
+            if max_extents == 0 {
+                return Err(protocol("the receiver allows no extents per segment"));
+            }
+            self.in_flight = self.config.segments_in_flight.min(in_flight as usize);
+            self.max_extents = self
+                .config
+                .max_extents_per_segment
+                .min(max_extents as usize);
+            self.phase = Phase::Verifying;
+        }
+        Ok(())
+    }
+
+    /// Checks claims one by one: a complete file whose hash matches the manifest's is
+    /// taken on trust (the manifest hash is our own); anything else is re-read.
+    fn pump_verify(&mut self) {
+        loop {
+            if let Some(job) = self.verify.as_mut() {
+                if !job.is_complete() {
+                    if let Some((offset, len)) = job.next_read(self.verify_buf.len()) {
+                        if self.out.disk_room() == 0 {
+                            return;
+                        }
+                        let entry = job.entry as usize;
+                        self.out.disk(DiskCommand::Read {
+                            id: VERIFY_READ,
+                            entry,
+                            offset,
+                            len,
+                        });
+                    }
+                    return;
+                }
+                let Some(job) = self.verify.take() else {
+                    return;
+                };
+                let claim = self.claims[self.verify_next];
+                let size = self.size(job.entry);
+                let failed = job.failed;
+                let (hasher, digest) = job.finish();
+                if !failed && digest == claim.prefix {
+                    self.accept_claim(claim, size, Some(hasher));
+                } else {
+                    self.rejected.push(claim.entry);
+                }
+                self.verify_next += 1;
+            }
+            let Some(&claim) = self.claims.get(self.verify_next) else {
+                self.finish_plan();
+                return;
+            };
+            let entry = self.manifest.get(claim.entry as usize);
+            let size = entry.map_or(0, |e| e.size);
+            if claim.offset == size && entry.and_then(|e| e.sha256) == Some(claim.prefix) {
+                self.accept_claim(claim, size, None);
+                self.verify_next += 1;
+                continue;
+            }
+            self.verify = Some(PrefixJob::new(claim.entry, claim.offset));
+        }
+    }
+
+    fn accept_claim(&mut self, claim: Claim, size: u64, hasher: Option<Sha256>) {
+        let state = &mut self.entries[claim.entry as usize];
+        state.start = claim.offset;
+        if claim.offset < size {
+            if let Some(hasher) = hasher {
+                self.partial_hashers.push((claim.entry, hasher));
+            }
+        } else {
+            state.last_digest = Some(claim.prefix);
+        }
+    }
+
+    fn finish_plan(&mut self) {
+        let (mut skipped, mut resumed, mut fresh, mut present, mut to_send) = (0, 0, 0, 0u64, 0u64);
+        for (entry, state) in self.manifest.iter().zip(&self.entries) {
+            if entry.kind != EntryKind::File {
+                continue;
+            }
+            present += state.start;
+            to_send += entry.size - state.start;
+            match state.start {
+                0 => fresh += 1,
+                s if s == entry.size => skipped += 1,
+                _ => resumed += 1,
+            }
+        }
+        self.stream_total = to_send;
+        self.out.event(TransferEvent::PlanSettled {
+            skipped,
+            resumed,
+            fresh,
+            bytes_present: present,
+            bytes_to_send: to_send,
+        });
+        self.phase = Phase::Streaming;
+    }
+
+    fn pump_plan_result(&mut self, channel: &mut Channel) {
+        while !self.result_done {
+            let room = channel.send_capacity().min(channel.max_message_len());
+            let fits = room.saturating_sub(16) / messages::REJECTION_MAX_LEN;
+            if fits == 0 {
+                return;
+            }
+            let rest = &self.rejected[self.rejected_sent..];
+            let count = rest.len().min(fits);
+            let last = count == rest.len();
+            let batch = &rest[..count];
+            let len = 1 + 16 + count * messages::REJECTION_MAX_LEN;
+            let sent = channel.send_up_to(len.min(room), |buf| {
+                buf[0] = kind::PLAN_RESULT;
+                1 + messages::encode_plan_result(&mut buf[1..], last, batch)
+            });
+            if sent.is_err() {
+                return;
+            }
+            self.rejected_sent += count;
+            self.result_done = last;
+        }
+    }
+
+    // ------------------------------------------------------------ stream
+
+    /// The next piece of file data for a segment: `(entry, attempt, offset, len_available)`.
+    fn next_piece(&mut self) -> Option<(u32, u8, u64, u64)> {
+        loop {
+            if let Some((entry, offset)) = self.current {
+                let size = self.size(entry);
+                if offset < size {
+                    let attempt = self.entries[entry as usize].attempt;
+                    return Some((entry, attempt, offset, size - offset));
+                }
+                self.current = None;
+            }
+            if let Some(entry) = self.retry_queue.pop_front() {
+                self.current = Some((entry, 0));
+                continue;
+            }
+            while self.next_entry < self.manifest.len() {
+                let index = self.next_entry;
+                self.next_entry += 1;
+                let entry = self.manifest.get(index)?;
+                let start = self.entries[index].start;
+                if entry.kind == EntryKind::File && start < entry.size {
+                    self.current = Some((index as u32, start));
+                    break;
+                }
+            }
+            self.current?;
+        }
+    }
+
+    fn prepare_segments(&mut self) {
+        for slot_index in 0..self.in_flight {
+            if self.slots[slot_index].state != SlotState::Free {
+                continue;
+            }
+            if self.out.disk_room() < self.config.max_extents_per_segment {
+                return;
+            }
+            let mut fill = 0usize;
+            let mut extents = core::mem::take(&mut self.slots[slot_index].extents);
+            extents.clear();
+            while fill < self.config.segment_size && extents.len() < self.max_extents {
+                let Some((entry, attempt, offset, available)) = self.next_piece() else {
+                    break;
+                };
+                let len = available.min((self.config.segment_size - fill) as u64) as u32;
+                let index = extents.len();
+                extents.push((
+                    Extent {
+                        entry,
+                        attempt,
+                        offset,
+                        len,
+                    },
+                    fill,
+                ));
+                self.out.disk(DiskCommand::Read {
+                    id: slot_io(slot_index, index),
+                    entry: entry as usize,
+                    offset,
+                    len: len as usize,
+                });
+                fill += len as usize;
+                self.current = Some((entry, offset + u64::from(len)));
+            }
+            let slot = &mut self.slots[slot_index];
+            if extents.is_empty() {
+                slot.extents = extents;
+                return;
+            }
+            slot.reads_outstanding = extents.len();
+            slot.extents = extents;
+            slot.len = fill;
+            slot.seq = self.next_seq;
+            self.next_seq += 1;
+            slot.state = SlotState::Reading;
+        }
+    }
+
+    /// Hashes the oldest segment whose reads are all in: file digests, the segment hash
+    /// and proof (one pass), optional compression, then the map hashes.
+    fn finish_segments(&mut self) -> Result<(), TransferError> {
+        loop {
+            let Some(slot_index) = self.slots.iter().position(|s| {
+                s.state == SlotState::Reading
+                    && s.seq == self.next_finish
+                    && s.reads_outstanding == 0
+            }) else {
+                return Ok(());
+            };
+            let mut slot = core::mem::replace(&mut self.slots[slot_index], SendSlot::placeholder());
+            let result = self.finish_segment(&mut slot);
+            self.slots[slot_index] = slot;
+            result?;
+            self.next_finish += 1;
+        }
+    }
+
+    fn finish_segment(&mut self, slot: &mut SendSlot) -> Result<(), TransferError> {
+        let mut segment = SegmentHasher::new();
+        slot.digests.clear();
+        for &(extent, at) in &slot.extents {
+            let data = &slot.buf[at..at + extent.len as usize];
+            segment.update(data);
+            let entry = extent.entry;
+            let hasher = match self.file_hasher.take() {
+                Some((e, attempt, hasher)) if e == entry && attempt == extent.attempt => hasher,
+                _ if extent.offset == 0 => Sha256::new(),
+                _ => {
+                    let at = self.partial_hashers.iter().position(|(e, _)| *e == entry);
+                    match at {
+                        Some(at) => self.partial_hashers.swap_remove(at).1,
+                        None => {
+                            return Err(TransferError::Protocol(
+                                "internal: a resumed file lost its prefix hash",
+                            ));
+                        }
+                    }
+                }
+            };
+            let mut hasher = hasher;
+            hasher.update(data);
+            let end = extent.offset + u64::from(extent.len);
+            if end == self.size(entry) {
+                let digest: [u8; 32] = hasher.finalize().into();
+                let state = &mut self.entries[entry as usize];
+                let reference = if extent.attempt == 1 {
+                    self.manifest.get(entry as usize).and_then(|e| e.sha256)
+                } else {
+                    state.last_digest
+                };
+                let changed = state.read_trouble || reference.is_some_and(|r| r != digest);
+                state.last_digest = Some(digest);
+                state.read_trouble = false;
+                slot.digests.push(FileDigest {
+                    entry,
+                    attempt: extent.attempt,
+                    changed,
+                    sha256: digest,
+                });
+            } else {
+                self.file_hasher = Some((entry, extent.attempt, hasher));
+            }
+        }
+        slot.transfer_len = slot.len;
+        slot.compressed = false;
+        if self.config.compress
+            && let Some(len) = compress(&slot.buf[..slot.len], &mut self.scratch)
+        {
+            slot.buf[..len].copy_from_slice(&self.scratch[..len]);
+            slot.transfer_len = len;
+            slot.compressed = true;
+        }
+        let parts = slot.transfer_len.div_ceil(self.config.part_size);
+        // The collision guard: every map hash of a segment must be unique, or a request
+        // would be ambiguous; draw a new random hash until they are.
+        loop {
+            self.rng.fill(&mut slot.random);
+            slot.hashmap.clear();
+            for index in 0..parts {
+                let range = slot.part_range(index, self.config.part_size);
+                slot.hashmap.push(map_hash(&slot.buf[range], &slot.random));
+            }
+            let mut sorted = slot.hashmap.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).all(|w| w[0] != w[1]) {
+                break;
+            }
+        }
+        // h and the proof come from the same pass, whatever random hash the guard chose.
+        let (hash, proof) = segment.finish(&slot.random);
+        slot.hash = hash;
+        slot.proof = proof;
+        self.first_hash.get_or_insert(hash);
+        slot.queued.clear();
+        slot.queued.resize(parts, false);
+        slot.send_queue.clear();
+        slot.hmu_due = None;
+        slot.search_hint = 0;
+        slot.state = SlotState::Ready;
+        Ok(())
+    }
+
+    fn advertise(&mut self, channel: &mut Channel) {
+        loop {
+            let Some(slot_index) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.state == SlotState::Ready)
+                .min_by_key(|(_, s)| s.seq)
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let slot = &self.slots[slot_index];
+            let per_message = self.config.map_hashes_per_message.min(slot.hashmap.len());
+            let hashmap = slot.hashmap[..per_message].as_flattened();
+            let estimated = self
+                .stream_total
+                .div_ceil(self.config.segment_size as u64)
+                .max(slot.seq);
+            let adv = Advertisement {
+                transfer_size: slot.transfer_len as u64,
+                data_size: self.stream_total,
+                parts: slot.hashmap.len() as u64,
+                hash: slot.hash,
+                random_hash: slot.random,
+                original_hash: self.first_hash.unwrap_or(slot.hash),
+                segment_index: slot.seq,
+                total_segments: estimated,
+                request_id: None,
+                flags: (if slot.compressed {
+                    flags::COMPRESSED
+                } else {
+                    0
+                }) | (if estimated > 1 { flags::SPLIT } else { 0 }),
+                hashmap,
+            };
+            let layout_len = messages::layout_len(slot.extents.len(), slot.digests.len());
+            let adv_len = 1 + adv.encoded_len();
+            if channel.send_capacity() < sealed_len(layout_len) + sealed_len(adv_len) {
+                return;
+            }
+            let extents: Vec<Extent> = Vec::new();
+            let _ = extents;
+            let sent = channel
+                .send_with(layout_len, |buf| {
+                    buf[0] = kind::LAYOUT;
+                    encode_layout_from_slot(&mut buf[1..], slot);
+                })
+                .and_then(|()| {
+                    channel.send_with(adv_len, |buf| {
+                        buf[0] = kind::ADV;
+                        let _ = adv.encode(&mut buf[1..]);
+                    })
+                });
+            if sent.is_err() {
+                return;
+            }
+            self.slots[slot_index].state = SlotState::Advertised;
+        }
+    }
+
+    fn on_request(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let request = Request::decode(body, self.config.parts_per_segment())?;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Advertised && s.hash == request.resource_hash)
+            .ok_or(protocol("a request for a resource that is not advertised"))?;
+        for wanted in request.map_hashes.chunks_exact(MAP_HASH_LEN) {
+            let parts = slot.hashmap.len();
+            let index = (0..parts)
+                .map(|i| (slot.search_hint + i) % parts)
+                .find(|&i| slot.hashmap[i] == wanted)
+                .ok_or(protocol("a request for a part that does not exist"))?;
+            slot.search_hint = index + 1;
+            if !slot.queued[index] {
+                slot.queued[index] = true;
+                slot.send_queue.push_back(index as u32);
+            }
+        }
+        if let Some(last) = request.exhausted {
+            let index = slot
+                .hashmap
+                .iter()
+                .position(|h| *h == last)
+                .ok_or(protocol("a hashmap request names an unknown last map hash"))?;
+            let per_message = self.config.map_hashes_per_message;
+            if !(index + 1).is_multiple_of(per_message) || index + 1 >= slot.hashmap.len() {
+                return Err(protocol(
+                    "a hashmap request at a place where no update follows",
+                ));
+            }
+            slot.hmu_due = Some(((index + 1) / per_message) as u64);
+        }
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    fn pump_parts(&mut self, channel: &mut Channel) {
+        let reserve = control_reserve(channel);
+        let part_size = self.config.part_size;
+        let per_message = self.config.map_hashes_per_message;
+        let mut order: [usize; 256] = [0; 256];
+        let mut count = 0;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.state == SlotState::Advertised {
+                order[count] = i;
+                count += 1;
+            }
+        }
+        order[..count].sort_unstable_by_key(|&i| self.slots[i].seq);
+        for &slot_index in &order[..count] {
+            let slot = &mut self.slots[slot_index];
+            if let Some(segment) = slot.hmu_due {
+                let start = segment as usize * per_message;
+                let end = (start + per_message).min(slot.hashmap.len());
+                let update = HashmapUpdate {
+                    resource_hash: slot.hash,
+                    segment,
+                    hashmap: slot.hashmap[start..end].as_flattened(),
+                };
+                let len = 1 + update.encoded_len();
+                if channel.send_capacity() < sealed_len(len) {
+                    return;
+                }
+                if channel
+                    .send_with(len, |buf| {
+                        buf[0] = kind::HMU;
+                        let _ = update.encode(&mut buf[1..]);
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                slot.hmu_due = None;
+            }
+            while let Some(&index) = slot.send_queue.front() {
+                let range = slot.part_range(index as usize, part_size);
+                let len = messages::PART_HEADER_LEN + range.len();
+                if channel.send_capacity() < sealed_len(len) + reserve {
+                    return;
+                }
+                let hash = slot.hash;
+                let data = &slot.buf[range];
+                if channel
+                    .send_with(len, |buf| {
+                        buf[0] = kind::PART;
+                        buf[1..33].copy_from_slice(&hash);
+                        buf[33..37].copy_from_slice(&index.to_be_bytes());
+                        buf[37..].copy_from_slice(data);
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                slot.send_queue.pop_front();
+            }
+        }
+    }
+
+    fn on_proof(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let proof = Proof::decode(body)?;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Advertised && s.hash == proof.resource_hash)
+            .ok_or(protocol("a proof for a resource that is not advertised"))?;
+        if proof.proof != slot.proof {
+            return Err(TransferError::SegmentCorrupt(slot.seq));
+        }
+        slot.state = SlotState::Free;
+        self.bytes_proven += slot.len as u64;
+        if self.out.event_room() > 1 {
+            self.out.event(TransferEvent::Progress {
+                bytes: self.bytes_proven,
+            });
+        }
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    fn on_retry(&mut self, body: &[u8]) -> Result<(), TransferError> {
+        let (entry, attempt) = messages::decode_retry(body)?;
+        let max = self.config.max_attempts;
+        let manifest_entry = self
+            .manifest
+            .get(entry as usize)
+            .ok_or(protocol("a retry for an unknown entry"))?;
+        let state = &mut self.entries[entry as usize];
+        if manifest_entry.kind != EntryKind::File
+            || attempt != state.attempt.saturating_add(1)
+            || attempt > max
+        {
+            return Err(protocol("a retry out of order or beyond the attempt limit"));
+        }
+        state.attempt = attempt;
+        state.read_trouble = false;
+        self.stream_total += manifest_entry.size;
+        self.retry_queue.push_back(entry);
+        if self.out.event_room() > 1 {
+            self.out.event(TransferEvent::FileRetry {
+                entry: entry as usize,
+                attempt,
+            });
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> bool {
+        self.slots.iter().any(|s| s.state != SlotState::Free)
+    }
+}
+
+impl SendSlot {
+    /// An empty stand-in while a slot is borrowed out of the table.
+    fn placeholder() -> Self {
+        SendSlot {
+            state: SlotState::Free,
+            seq: 0,
+            buf: Vec::new(),
+            len: 0,
+            transfer_len: 0,
+            compressed: false,
+            extents: Vec::new(),
+            reads_outstanding: 0,
+            digests: Vec::new(),
+            hash: [0; 32],
+            proof: [0; 32],
+            random: [0; 4],
+            hashmap: Vec::new(),
+            queued: Vec::new(),
+            send_queue: VecDeque::new(),
+            hmu_due: None,
+            search_hint: 0,
+        }
+    }
+}
+
+fn encode_layout_from_slot(out: &mut [u8], slot: &SendSlot) {
+    // Extents are stored with their buffer offsets; the wire needs only the extents.
+    let mut at = 36;
+    out[..32].copy_from_slice(&slot.hash);
+    out[32..36].copy_from_slice(&(slot.extents.len() as u32).to_be_bytes());
+    for (extent, _) in &slot.extents {
+        messages::encode_extent(&mut out[at..at + messages::EXTENT_LEN], extent);
+        at += messages::EXTENT_LEN;
+    }
+    out[at..at + 4].copy_from_slice(&(slot.digests.len() as u32).to_be_bytes());
+    at += 4;
+    for digest in &slot.digests {
+        messages::encode_digest(&mut out[at..at + messages::DIGEST_LEN], digest);
+        at += messages::DIGEST_LEN;
+    }
+}
+
+/// bz2 of `data` into `out`, or `None` unless strictly smaller.
+fn compress(data: &[u8], out: &mut [u8]) -> Option<usize> {
+    use bzip2::{Action, Compress, Compression, Status};
+    let limit = data.len().saturating_sub(1).min(out.len());
+    let mut compressor = Compress::new(Compression::new(6), 30);
+    match compressor.compress(data, &mut out[..limit], Action::Finish) {
+        Ok(Status::StreamEnd) => Some(compressor.total_out() as usize),
+        _ => None,
+    }
+}
+
+impl Engine for SenderEngine {
+    fn established(&mut self, now: Timestamp) -> Result<(), TransferError> {
+        self.phase = Phase::Manifest;
+        self.out.event(TransferEvent::Connected);
+        let _ = now;
+        Ok(())
+    }
+
+    fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError> {
+        match kind {
+            kind::PLAN => self.on_plan(body),
+            kind::DECLINE => Err(TransferError::Declined(messages::decode_reason(body))),
+            kind::REQ if self.phase == Phase::Streaming => self.on_request(now, body),
+            kind::PRF if self.phase == Phase::Streaming => self.on_proof(now, body),
+            kind::RETRY if self.phase == Phase::Streaming => self.on_retry(body),
+            kind::RCL => Err(TransferError::Cancelled {
+                by_peer: true,
+                reason: "the receiver rejected a segment".to_owned(),
+            }),
+            kind::DONE if self.phase == Phase::Streaming => {
+                let (committed, failed) = messages::decode_done(body)?;
+                if self.in_flight() || !self.retry_queue.is_empty() {
+                    return Err(protocol("done while segments are still in flight"));
+                }
+                self.phase = Phase::Finished;
+                self.stall = None;
+                self.out
+                    .event(TransferEvent::Finished { committed, failed });
+                Ok(())
+            }
+            kind::CANCEL => Err(TransferError::Cancelled {
+                by_peer: true,
+                reason: messages::decode_reason(body),
+            }),
+            _ => Err(protocol("a message the sender does not expect here")),
+        }
+    }
+
+    fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError> {
+        match self.phase {
+            Phase::Handshake | Phase::AwaitingPlan => {}
+            Phase::Manifest => self.pump_manifest(channel),
+            Phase::Verifying => self.pump_verify(),
+            Phase::Streaming => {
+                self.pump_plan_result(channel);
+                if self.result_done {
+                    self.finish_segments()?;
+                    self.advertise(channel);
+                    self.pump_parts(channel);
+                    self.prepare_segments();
+                }
+            }
+            Phase::Finished => {
+                let _ = channel.close();
+            }
+        }
+        if self.phase == Phase::Streaming && self.result_done && self.stall.is_none() {
+            self.arm_stall(now);
+        }
+        if self.phase == Phase::Manifest
+            && self.manifest_next == self.manifest.len()
+            && self.manifest_begun
+        {
+            self.phase = Phase::AwaitingPlan;
+        }
+        Ok(())
+    }
+
+    fn input_blocked(&self, channel: &Channel) -> bool {
+        channel.send_capacity() < control_reserve(channel) || self.out.event_room() < 4
+    }
+
+    fn deadline(&self) -> Option<Timestamp> {
+        self.stall
+    }
+
+    fn stall_timeout(&self) -> core::time::Duration {
+        self.config.stall_timeout
+    }
+
+    fn finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+}
