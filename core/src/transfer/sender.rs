@@ -65,6 +65,8 @@ struct SendSlot {
     queued: Vec<bool>,
     send_queue: VecDeque<u32>,
     hmu_due: Option<u64>,
+    /// Hashmap segments the receiver has (the advertisement's counts as the first).
+    hashmap_segments_sent: u64,
     search_hint: usize,
 }
 
@@ -88,6 +90,7 @@ impl SendSlot {
             queued: Vec::with_capacity(parts),
             send_queue: VecDeque::with_capacity(parts),
             hmu_due: None,
+            hashmap_segments_sent: 1,
             search_hint: 0,
         }
     }
@@ -140,6 +143,8 @@ pub(crate) struct SenderEngine {
     next_finish: u64,
     first_hash: Option<[u8; 32]>,
     scratch: Vec<u8>,
+    /// (map hash, part) pairs for the collision guard, sized for a full segment.
+    guard: Vec<([u8; MAP_HASH_LEN], u32)>,
     stream_total: u64,
     bytes_proven: u64,
     stall: Option<Timestamp>,
@@ -208,6 +213,7 @@ impl SenderSession {
             } else {
                 Vec::new()
             },
+            guard: Vec::with_capacity(config.parts_per_segment()),
             stream_total: 0,
             bytes_proven: 0,
             stall: None,
@@ -744,18 +750,18 @@ impl SenderEngine {
             slot.compressed = true;
         }
         let parts = slot.transfer_len.div_ceil(self.config.part_size);
-        // The collision guard: every map hash of a segment must be unique, or a request
-        // would be ambiguous; draw a new random hash until they are.
-        loop {
+        // The collision guard: two different parts with the same map hash would make a
+        // request ambiguous, so draw a new random hash until there are none. Identical
+        // parts share a map hash whatever the random hash; that is harmless, since
+        // requests resolve in index order.
+        for _ in 0..16 {
             self.rng.fill(&mut slot.random);
             slot.hashmap.clear();
             for index in 0..parts {
                 let range = slot.part_range(index, self.config.part_size);
                 slot.hashmap.push(map_hash(&slot.buf[range], &slot.random));
             }
-            let mut sorted = slot.hashmap.clone();
-            sorted.sort_unstable();
-            if sorted.windows(2).all(|w| w[0] != w[1]) {
+            if !self.has_true_collision(slot) {
                 break;
             }
         }
@@ -768,6 +774,7 @@ impl SenderEngine {
         slot.queued.resize(parts, false);
         slot.send_queue.clear();
         slot.hmu_due = None;
+        slot.hashmap_segments_sent = 1;
         slot.search_hint = 0;
         slot.state = SlotState::Ready;
         Ok(())
@@ -854,18 +861,19 @@ impl SenderEngine {
             }
         }
         if let Some(last) = request.exhausted {
-            let index = slot
-                .hashmap
-                .iter()
-                .position(|h| *h == last)
-                .ok_or(protocol("a hashmap request names an unknown last map hash"))?;
+            // The receiver holds the hashmap segments sent so far; its last map hash is
+            // the last of those (looked up by position: identical parts share a hash).
             let per_message = self.config.map_hashes_per_message;
-            if !(index + 1).is_multiple_of(per_message) || index + 1 >= slot.hashmap.len() {
+            let known = slot.hashmap_segments_sent as usize * per_message;
+            if known >= slot.hashmap.len()
+                || slot.hashmap[known - 1] != last
+                || slot.hmu_due.is_some()
+            {
                 return Err(protocol(
-                    "a hashmap request at a place where no update follows",
+                    "a hashmap request that does not follow the hashmap sent",
                 ));
             }
-            slot.hmu_due = Some(((index + 1) / per_message) as u64);
+            slot.hmu_due = Some(slot.hashmap_segments_sent);
         }
         self.arm_stall(now);
         Ok(())
@@ -908,6 +916,7 @@ impl SenderEngine {
                     return;
                 }
                 slot.hmu_due = None;
+                slot.hashmap_segments_sent += 1;
             }
             while let Some(&index) = slot.send_queue.front() {
                 let range = slot.part_range(index as usize, part_size);
@@ -981,6 +990,20 @@ impl SenderEngine {
         Ok(())
     }
 
+    /// True if two parts with different content share a map hash.
+    fn has_true_collision(&mut self, slot: &SendSlot) -> bool {
+        self.guard.clear();
+        self.guard
+            .extend(slot.hashmap.iter().enumerate().map(|(i, h)| (*h, i as u32)));
+        self.guard.sort_unstable();
+        let part_size = self.config.part_size;
+        self.guard.windows(2).any(|pair| {
+            pair[0].0 == pair[1].0
+                && slot.buf[slot.part_range(pair[0].1 as usize, part_size)]
+                    != slot.buf[slot.part_range(pair[1].1 as usize, part_size)]
+        })
+    }
+
     fn in_flight(&self) -> bool {
         self.slots.iter().any(|s| s.state != SlotState::Free)
     }
@@ -1006,6 +1029,7 @@ impl SendSlot {
             queued: Vec::new(),
             send_queue: VecDeque::new(),
             hmu_due: None,
+            hashmap_segments_sent: 1,
             search_hint: 0,
         }
     }

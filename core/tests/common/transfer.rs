@@ -90,6 +90,8 @@ pub struct World {
     pub cut_after: Option<u64>,
     /// Decline instead of accepting.
     pub decline: bool,
+    /// Called after every exchange of bytes, with the sender's wire count: to cancel, say.
+    pub on_step: Option<Box<dyn FnMut(&mut SenderSession, &mut ReceiverSession, u64)>>,
 }
 
 impl World {
@@ -124,6 +126,7 @@ impl World {
             reads: vec![0; items.len()],
             cut_after: None,
             decline: false,
+            on_step: None,
         }
     }
 
@@ -296,11 +299,41 @@ impl World {
 
     /// Runs until both sides are finished, failed, or stuck.
     pub fn run(&mut self) {
-        for _ in 0..10_000_000 {
+        for step in 0..10_000_000u64 {
+            if step == 200_000 {
+                eprintln!(
+                    "stuck? sender finished {} error {:?}; receiver finished {} error {:?}; wire {}; partial {:?}; committed {:?}",
+                    self.sender.is_finished(),
+                    self.sender_error,
+                    self.receiver.is_finished(),
+                    self.receiver_error,
+                    self.sender_wire,
+                    self.partial.keys().collect::<Vec<_>>(),
+                    self.committed.keys().collect::<Vec<_>>()
+                );
+                eprintln!(
+                    "last events: {:?} / {:?}",
+                    self.sender_events.iter().rev().take(5).collect::<Vec<_>>(),
+                    self.receiver_events
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                );
+            }
             let mut worked = self.events();
             worked |= self.sender_disk();
             worked |= self.receiver_disk();
             worked |= self.wire();
+            if let Some(step) = self.on_step.as_mut() {
+                step(&mut self.sender, &mut self.receiver, self.sender_wire);
+            }
+            if let Some(e) = self.sender.error() {
+                self.sender_error.get_or_insert(e.clone());
+            }
+            if let Some(e) = self.receiver.error() {
+                self.receiver_error.get_or_insert(e.clone());
+            }
             let done = (self.sender.is_finished() || self.sender_error.is_some())
                 && (self.receiver.is_finished() || self.receiver_error.is_some());
             if done && !worked {

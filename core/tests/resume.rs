@@ -1,0 +1,302 @@
+//! Resume plans, retries after a changed source, and cancellation.
+
+mod common;
+
+use common::transfer::{Item, World, bytes, file};
+use ferry_core::transfer::{FileFailure, TransferConfig, TransferError, TransferEvent};
+
+const SEGMENT: u64 = 1 << 20;
+
+fn items() -> Vec<Item> {
+    vec![
+        file("a.bin", bytes(1, 5 << 20)),
+        file("b.bin", bytes(2, 3 << 20)),
+        file("c.bin", bytes(3, (1 << 20) + 17)),
+    ]
+}
+
+fn plan(events: &[TransferEvent]) -> (usize, usize, usize, u64, u64) {
+    events
+        .iter()
+        .find_map(|e| match *e {
+            TransferEvent::PlanSettled {
+                skipped,
+                resumed,
+                fresh,
+                bytes_present,
+                bytes_to_send,
+            } => Some((skipped, resumed, fresh, bytes_present, bytes_to_send)),
+            _ => None,
+        })
+        .expect("a plan was settled")
+}
+
+/// Runs a transfer where the receiver already holds `partial` (entry, bytes held, a byte
+/// to corrupt) and `complete` entries; checks the result and the bytes sent.
+fn resume(partial: &[(usize, usize, Option<usize>)], complete: &[usize]) -> World {
+    let items = items();
+    let mut world = World::with(&items, TransferConfig::default(), 11);
+    let mut missing: u64 = items
+        .iter()
+        .map(|i| i.data.as_ref().map_or(0, |d| d.len() as u64))
+        .sum();
+    for &(entry, held, corrupt) in partial {
+        let mut data = items[entry].data.clone().unwrap()[..held].to_vec();
+        match corrupt {
+            Some(at) => data[at] ^= 0xff,
+            None => missing -= held as u64,
+        }
+        world.partial.insert(entry, data);
+        world.local.push((entry, held as u64));
+    }
+    for &entry in complete {
+        let data = items[entry].data.clone().unwrap();
+        missing -= data.len() as u64;
+        world.committed.insert(entry, data);
+        world
+            .local
+            .push((entry, items[entry].data.as_ref().unwrap().len() as u64));
+    }
+    world.run();
+    world.assert_delivered(&items);
+    assert!(
+        world.sender_wire <= missing + SEGMENT,
+        "sent {} bytes for {missing} missing (+ one segment {SEGMENT})",
+        world.sender_wire
+    );
+    assert_eq!(
+        plan(&world.sender_events),
+        plan(&world.receiver_events),
+        "both sides settle the same plan"
+    );
+    world
+}
+
+#[test]
+fn nothing_held_sends_everything() {
+    let world = resume(&[], &[]);
+    assert_eq!(plan(&world.receiver_events), (0, 0, 3, 0, (9 << 20) + 17));
+}
+
+#[test]
+fn half_a_file_resumes_from_the_middle() {
+    let world = resume(&[(0, 5 << 19, None)], &[]);
+    assert_eq!(
+        plan(&world.receiver_events),
+        (0, 1, 2, 5 << 19, (9 << 20) + 17 - (5 << 19))
+    );
+}
+
+#[test]
+fn all_but_one_byte_sends_one_byte_of_that_file() {
+    let world = resume(&[(1, (3 << 20) - 1, None)], &[]);
+    assert_eq!(plan(&world.receiver_events).1, 1);
+}
+
+#[test]
+fn complete_files_are_skipped_and_verified() {
+    let world = resume(&[(2, 1000, None)], &[0, 1]);
+    assert_eq!(
+        plan(&world.receiver_events),
+        (2, 1, 0, (8 << 20) + 1000, (1 << 20) + 17 - 1000)
+    );
+}
+
+#[test]
+fn a_prefix_that_does_not_match_is_sent_fresh() {
+    let world = resume(&[(0, 3 << 20, Some(12_345))], &[]);
+    assert_eq!(plan(&world.receiver_events), (0, 0, 3, 0, (9 << 20) + 17));
+}
+
+#[test]
+fn a_claim_longer_than_the_local_file_is_dropped_not_trusted() {
+    let items = items();
+    let mut world = World::with(&items, TransferConfig::default(), 12);
+    world
+        .partial
+        .insert(0, items[0].data.clone().unwrap()[..1000].to_vec());
+    world.local.push((0, 5000));
+    world.run();
+    world.assert_delivered(&items);
+    assert_eq!(plan(&world.receiver_events).2, 3);
+}
+
+/// A small batch whose middle file `hook` alters as the sender reads it.
+fn changing(
+    hook: impl FnMut(usize, u64, usize, usize, &mut Vec<u8>) + 'static,
+    with_hashes: bool,
+) -> (World, Vec<Item>) {
+    let items = vec![
+        file("before", bytes(20, 3000)),
+        file("moving", bytes(21, 40_000)),
+        file("after", bytes(22, 3000)),
+    ];
+    let config = TransferConfig {
+        part_size: 1024,
+        segment_size: 8192,
+        initial_window: 4096,
+        ..TransferConfig::default()
+    };
+    let mut world = World::new(&items, config.clone(), config, 13, with_hashes);
+    world.source_hook = Some(Box::new(hook));
+    world.run();
+    (world, items)
+}
+
+fn retries(events: &[TransferEvent]) -> Vec<(usize, u8)> {
+    events
+        .iter()
+        .filter_map(|e| match *e {
+            TransferEvent::FileRetry { entry, attempt } => Some((entry, attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_source_changed_after_the_manifest_is_retried_and_verified() {
+    // The file changes before its first byte is read: attempt 1 no longer matches the
+    // manifest hash; attempt 2 reads the new content and matches attempt 1's digest.
+    let (world, mut items) = changing(
+        |entry, _, _, count, data| {
+            if entry == 1 && count == 1 {
+                data[39_999] ^= 1;
+            }
+        },
+        true,
+    );
+    items[1].data.as_mut().unwrap()[39_999] ^= 1;
+    world.assert_delivered(&items);
+    assert_eq!(retries(&world.receiver_events), vec![(1, 2)]);
+    assert_eq!(retries(&world.sender_events), vec![(1, 2)]);
+}
+
+#[test]
+fn a_source_torn_mid_read_is_never_committed_torn() {
+    // Both ends of the file change after its start was read: attempt 1 is old at the start
+    // and new at the end, a content that never existed; attempt 2 reads the new content,
+    // which differs from attempt 1; attempt 3 confirms attempt 2.
+    let (world, mut items) = changing(
+        |entry, offset, _, count, data| {
+            if entry == 1 && count == 2 {
+                assert!(offset > 0);
+                data[0] ^= 1;
+                data[39_999] ^= 1;
+            }
+        },
+        true,
+    );
+    items[1].data.as_mut().unwrap()[0] ^= 1;
+    items[1].data.as_mut().unwrap()[39_999] ^= 1;
+    world.assert_delivered(&items);
+    assert_eq!(retries(&world.receiver_events), vec![(1, 2), (1, 3)]);
+}
+
+#[test]
+fn a_source_that_keeps_changing_fails_by_name_and_the_others_arrive() {
+    let (world, items) = changing(
+        |entry, _, _, _, data| {
+            if entry == 1 {
+                data[0] = data[0].wrapping_add(1)
+            }
+        },
+        true,
+    );
+    assert_eq!(world.sender_error, None);
+    assert_eq!(world.receiver_error, None);
+    assert!(world.receiver_events.contains(&TransferEvent::FileFailed {
+        entry: 1,
+        reason: FileFailure::HashMismatch { attempts: 3 }
+    }));
+    assert_eq!(world.receiver.manifest().get(1).unwrap().path, "moving");
+    assert!(world.receiver_events.contains(&TransferEvent::Finished {
+        committed: 2,
+        failed: 1
+    }));
+    assert!(world.sender_events.contains(&TransferEvent::Finished {
+        committed: 2,
+        failed: 1
+    }));
+    assert_eq!(world.committed.get(&0), items[0].data.as_ref());
+    assert_eq!(world.committed.get(&2), items[2].data.as_ref());
+    assert!(!world.committed.contains_key(&1) && !world.partial.contains_key(&1));
+}
+
+#[test]
+fn a_file_that_shrinks_while_read_is_retried() {
+    let (world, mut items) = changing(
+        |entry, _, _, count, data| {
+            if entry == 1 && count == 1 {
+                data.truncate(30_000);
+            }
+        },
+        true,
+    );
+    // The manifest promised 40,000 bytes; the file now has 30,000, so every attempt is
+    // short and the file fails rather than arriving padded.
+    items[1].data = None;
+    assert!(world.receiver_events.contains(&TransferEvent::FileFailed {
+        entry: 1,
+        reason: FileFailure::HashMismatch { attempts: 3 }
+    }));
+    assert!(!world.committed.contains_key(&1));
+    assert!(
+        world
+            .sender_events
+            .iter()
+            .all(|e| !matches!(e, TransferEvent::ReadFailed { .. }))
+    );
+}
+
+fn cancel(by_sender: bool) -> World {
+    let items = items();
+    let mut world = World::with(&items, TransferConfig::default(), 14);
+    world.on_step = Some(Box::new(move |sender, receiver, wire| {
+        if wire > (2 << 20) && sender.error().is_none() && receiver.error().is_none() {
+            if by_sender {
+                sender.cancel(ferry_core::Timestamp::ZERO, "user pressed ctrl-c");
+            } else {
+                receiver.cancel("user pressed ctrl-c");
+            }
+        }
+    }));
+    world.run();
+    // Nothing unverified was committed: whatever is committed equals its source.
+    for (entry, data) in &world.committed {
+        assert_eq!(Some(data), items[*entry].data.as_ref());
+    }
+    world
+}
+
+#[test]
+fn cancel_from_the_sender_ends_both_sides() {
+    let world = cancel(true);
+    let reason = "user pressed ctrl-c".to_owned();
+    assert_eq!(
+        world.sender_error,
+        Some(TransferError::Cancelled {
+            by_peer: false,
+            reason: reason.clone()
+        })
+    );
+    assert_eq!(
+        world.receiver_error,
+        Some(TransferError::Cancelled {
+            by_peer: true,
+            reason: "transfer cancelled by the user: user pressed ctrl-c".to_owned()
+        })
+    );
+}
+
+#[test]
+fn cancel_from_the_receiver_ends_both_sides() {
+    let world = cancel(false);
+    assert!(matches!(
+        world.receiver_error,
+        Some(TransferError::Cancelled { by_peer: false, .. })
+    ));
+    assert!(matches!(
+        world.sender_error,
+        Some(TransferError::Cancelled { by_peer: true, .. })
+    ));
+}
