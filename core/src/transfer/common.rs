@@ -296,6 +296,17 @@ impl<E: Engine> Shell<E> {
         result.map_err(|error| self.fail(error))
     }
 
+    /// `n` bytes were written to the socket; the freed room is refilled at once (queued
+    /// parts, pending control messages), so the driver keeps writing while there is more.
+    pub(crate) fn advance_transmit(&mut self, n: usize) {
+        self.channel.advance_transmit(n);
+        if self.failed.is_none() {
+            if let Err(error) = self.engine.pump(&mut self.channel, self.now) {
+                self.fail(error);
+            }
+        }
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
         if self.failed.is_some() {
             return None;

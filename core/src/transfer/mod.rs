@@ -6,7 +6,8 @@
 //! 1. `poll_event()` until `None`;
 //! 2. `poll_disk()` until `None`, carrying out each command (reads and writes may finish
 //!    in any order; report each with `handle_read_done` / `handle_write_done`);
-//! 3. `poll_transmit()` / `advance_transmit(n)`;
+//! 3. `poll_transmit()` / `advance_transmit(n)`, until `poll_transmit()` is empty or the
+//!    socket is full: `advance_transmit` refills the buffer with whatever is waiting;
 //! 4. `poll_timeout()`.
 //!
 //! `handle_input` may consume fewer bytes than it was given when its bounded output
@@ -98,6 +99,26 @@ impl TransferConfig {
     /// Parts in a full segment.
     pub fn parts_per_segment(&self) -> usize {
         self.segment_size.div_ceil(self.part_size.max(1))
+    }
+
+    /// The most heap one session allocates for a batch of `entries` entries whose paths
+    /// total `path_bytes`: the segment buffers, the channel's buffers, the bounded queues
+    /// and the per-entry tables. Nothing grows beyond it while bytes flow.
+    pub fn heap_bound(&self, entries: usize, path_bytes: usize) -> usize {
+        use core::mem::size_of;
+        let parts = self.parts_per_segment();
+        let extents = self.max_extents_per_segment;
+        let per_slot = self.segment_size + parts * 16 + extents * 96;
+        let channel = self.channel.send_buffer
+            + 2 * crate::record::sealed_len(self.channel.max_record_payload);
+        let queues = (4 * extents + 64) * (size_of::<DiskCommand>() + size_of::<TransferEvent>());
+        let per_entry = entries * 320 + 2 * path_bytes;
+        self.segments_in_flight * per_slot
+            + 2 * self.segment_size
+            + channel
+            + queues
+            + per_entry
+            + (256 << 10)
     }
 
     /// Checks that the values are usable together.

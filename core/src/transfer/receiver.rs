@@ -372,7 +372,7 @@ impl ReceiverSession {
 
     /// `n` bytes of [`ReceiverSession::poll_transmit`] were written.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.shell.channel.advance_transmit(n);
+        self.shell.advance_transmit(n);
     }
 
     /// When to call [`ReceiverSession::handle_timeout`].
@@ -388,6 +388,37 @@ impl ReceiverSession {
     /// True once every entry is committed or failed and the sender was told.
     pub fn is_finished(&self) -> bool {
         self.shell.engine.phase == Phase::Finished
+    }
+
+    /// A one-line summary of the session's state, for traces and bug reports.
+    pub fn describe(&self) -> String {
+        let e = &self.shell.engine;
+        let slots: Vec<String> = e
+            .slots
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?}#{} got {}/{} asked {} hmu {} writes {}",
+                    s.state,
+                    s.seq,
+                    s.received_count,
+                    s.parts,
+                    s.next_request,
+                    s.waiting_hmu,
+                    s.writes_outstanding
+                )
+            })
+            .collect();
+        format!(
+            "receiver {:?} next_process {} window {} outstanding {} unresolved {} done {} slots [{}]",
+            e.phase,
+            e.next_process,
+            e.window,
+            e.outstanding,
+            e.unresolved,
+            e.bytes_done,
+            slots.join(", ")
+        )
     }
 
     /// The offered manifest (empty until it has arrived).

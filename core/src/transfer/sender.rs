@@ -286,7 +286,7 @@ impl SenderSession {
 
     /// `n` bytes of [`SenderSession::poll_transmit`] were written.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.shell.channel.advance_transmit(n);
+        self.shell.advance_transmit(n);
     }
 
     /// When to call [`SenderSession::handle_timeout`].
@@ -302,6 +302,33 @@ impl SenderSession {
     /// True once the receiver confirmed the whole batch.
     pub fn is_finished(&self) -> bool {
         self.shell.engine.phase == Phase::Finished
+    }
+
+    /// A one-line summary of the session's state, for traces and bug reports.
+    pub fn describe(&self) -> String {
+        let e = &self.shell.engine;
+        let slots: Vec<String> = e
+            .slots
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?}#{} q{} reads{}",
+                    s.state,
+                    s.seq,
+                    s.send_queue.len(),
+                    s.reads_outstanding
+                )
+            })
+            .collect();
+        format!(
+            "sender {:?} next_finish {} proven {} retries {:?} current {:?} slots [{}]",
+            e.phase,
+            e.next_finish,
+            e.bytes_proven,
+            e.retry_queue,
+            e.current,
+            slots.join(", ")
+        )
     }
 
     /// The manifest being served.
@@ -1102,21 +1129,28 @@ impl Engine for SenderEngine {
     }
 
     fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError> {
-        match self.phase {
-            Phase::Handshake | Phase::AwaitingPlan => {}
-            Phase::Manifest => self.pump_manifest(channel),
-            Phase::Verifying => self.pump_verify(),
-            Phase::Streaming => {
-                self.pump_plan_result(channel);
-                if self.result_done {
-                    self.finish_segments()?;
-                    self.advertise(channel);
-                    self.pump_parts(channel);
-                    self.prepare_segments();
+        // A phase that ends inside this call hands straight over to the next one.
+        loop {
+            let phase = self.phase;
+            match phase {
+                Phase::Handshake | Phase::AwaitingPlan => {}
+                Phase::Manifest => self.pump_manifest(channel),
+                Phase::Verifying => self.pump_verify(),
+                Phase::Streaming => {
+                    self.pump_plan_result(channel);
+                    if self.result_done {
+                        self.finish_segments()?;
+                        self.advertise(channel);
+                        self.pump_parts(channel);
+                        self.prepare_segments();
+                    }
+                }
+                Phase::Finished => {
+                    let _ = channel.close();
                 }
             }
-            Phase::Finished => {
-                let _ = channel.close();
+            if self.phase == phase {
+                break;
             }
         }
         if self.phase == Phase::Streaming && self.result_done && self.stall.is_none() {

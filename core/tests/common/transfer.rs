@@ -67,6 +67,9 @@ pub fn manifest_of(items: &[Item], with_hashes: bool) -> Manifest {
 /// source to simulate a file that changes while it is sent.
 pub type SourceHook = Box<dyn FnMut(usize, u64, usize, usize, &mut Vec<u8>)>;
 
+/// Called after every exchange of bytes with the sender's wire count: to cancel, say.
+pub type StepHook = Box<dyn FnMut(&mut SenderSession, &mut ReceiverSession, u64)>;
+
 pub struct World {
     pub sender: SenderSession,
     pub receiver: ReceiverSession,
@@ -91,7 +94,7 @@ pub struct World {
     /// Decline instead of accepting.
     pub decline: bool,
     /// Called after every exchange of bytes, with the sender's wire count: to cancel, say.
-    pub on_step: Option<Box<dyn FnMut(&mut SenderSession, &mut ReceiverSession, u64)>>,
+    pub on_step: Option<StepHook>,
 }
 
 impl World {

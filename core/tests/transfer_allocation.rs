@@ -1,0 +1,231 @@
+//! Heap use of the transfer sessions, measured by a counting allocator that attributes
+//! every allocation to the endpoint running at the time.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use ferry_core::transfer::{
+    DiskCommand, EntryKind, Manifest, ManifestEntry, ReceiverSession, SenderSession,
+    TransferConfig, TransferEvent,
+};
+use ferry_core::{SeededEntropy, Timestamp, Token};
+
+/// 0: the test harness, 1: the sender, 2: the receiver.
+const HARNESS: usize = 0;
+const SENDER: usize = 1;
+const RECEIVER: usize = 2;
+
+thread_local! {
+    static CURRENT: Cell<usize> = const { Cell::new(HARNESS) };
+}
+static LIVE: [AtomicI64; 3] = [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)];
+static PEAK: [AtomicI64; 3] = [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)];
+static COUNT: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+struct Counting;
+
+fn tag() -> usize {
+    CURRENT.try_with(Cell::get).unwrap_or(HARNESS)
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let t = tag();
+        COUNT[t].fetch_add(1, Ordering::Relaxed);
+        let live =
+            LIVE[t].fetch_add(layout.size() as i64, Ordering::Relaxed) + layout.size() as i64;
+        PEAK[t].fetch_max(live, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let t = tag();
+        COUNT[t].fetch_add(1, Ordering::Relaxed);
+        let live =
+            LIVE[t].fetch_add(layout.size() as i64, Ordering::Relaxed) + layout.size() as i64;
+        PEAK[t].fetch_max(live, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE[tag()].fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` with its allocations counted against `who`.
+fn as_<T>(who: usize, f: impl FnOnce() -> T) -> T {
+    let before = CURRENT.with(|c| c.replace(who));
+    let result = f();
+    CURRENT.with(|c| c.set(before));
+    result
+}
+
+/// Source bytes computed from the offset, so nothing of the file is held in memory.
+fn fill(offset: u64, buf: &mut [u8]) {
+    for (i, byte) in buf.iter_mut().enumerate() {
+        let at = offset + i as u64;
+        *byte = ((at / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (8 * (at % 8))) as u8;
+    }
+}
+
+struct Measure {
+    allocations: [u64; 3],
+    peak: [i64; 3],
+    bound: usize,
+}
+
+/// Transfers one file of `size` bytes; returns the allocation counts and peaks measured
+/// from just after both sessions were built to the end.
+fn transfer(size: u64) -> Measure {
+    let config = TransferConfig::default();
+    let entries = vec![ManifestEntry {
+        path: "big.bin".into(),
+        kind: EntryKind::File,
+        size,
+        mode: 0o644,
+        mtime: 0,
+        sha256: None,
+    }];
+    let manifest = Manifest::from_entries(&entries, &Default::default()).unwrap();
+    let bound = config.heap_bound(1, 7);
+    let mut entropy = SeededEntropy::new(size);
+    let token = Token::generate(&mut entropy);
+    for i in 0..3 {
+        LIVE[i].store(0, Ordering::SeqCst);
+        PEAK[i].store(0, Ordering::SeqCst);
+    }
+    let now = Timestamp::ZERO;
+    let mut sender = as_(SENDER, || {
+        SenderSession::new(config.clone(), token.clone(), manifest, &mut entropy, now).unwrap()
+    });
+    let mut receiver = as_(RECEIVER, || {
+        ReceiverSession::new(config.clone(), token, &mut entropy, now).unwrap()
+    });
+    let counts_before = [0, 1, 2].map(|i| COUNT[i].load(Ordering::SeqCst));
+    let mut wire = vec![0u8; 4 << 20];
+    let mut finished = false;
+    let mut written = 0u64;
+    for _ in 0..100_000_000u64 {
+        let mut worked = false;
+        while let Some(command) = as_(SENDER, || sender.poll_disk()) {
+            worked = true;
+            let DiskCommand::Read {
+                id, offset, len, ..
+            } = command
+            else {
+                panic!("{command:?}")
+            };
+            as_(SENDER, || fill(offset, &mut sender.read_buffer(id)[..len]));
+            as_(SENDER, || sender.handle_read_done(now, id, Ok(len))).unwrap();
+        }
+        while let Some(command) = as_(RECEIVER, || receiver.poll_disk()) {
+            worked = true;
+            if let DiskCommand::Write { id, len, .. } = command {
+                assert_eq!(receiver.write_data(id).len(), len);
+                written += len as u64;
+                as_(RECEIVER, || receiver.handle_write_done(now, id, Ok(()))).unwrap();
+            }
+        }
+        while let Some(event) = as_(SENDER, || sender.poll_event()) {
+            worked = true;
+            let _ = event;
+        }
+        while let Some(event) = as_(RECEIVER, || receiver.poll_event()) {
+            worked = true;
+            if let TransferEvent::BatchOffered { .. } = event {
+                as_(RECEIVER, || receiver.accept(now, &[])).unwrap();
+            }
+            finished |= matches!(
+                event,
+                TransferEvent::Finished {
+                    committed: 1,
+                    failed: 0
+                }
+            );
+        }
+        let n = as_(SENDER, || {
+            let pending = sender.poll_transmit();
+            let n = pending.len().min(wire.len());
+            wire[..n].copy_from_slice(&pending[..n]);
+            sender.advance_transmit(n);
+            n
+        });
+        let mut at = 0;
+        while at < n {
+            at += as_(RECEIVER, || receiver.handle_input(now, &wire[at..n])).unwrap();
+            while let Some(DiskCommand::Write { id, len, .. }) =
+                as_(RECEIVER, || receiver.poll_disk())
+            {
+                written += len as u64;
+                as_(RECEIVER, || receiver.handle_write_done(now, id, Ok(()))).unwrap();
+            }
+        }
+        let m = as_(RECEIVER, || {
+            let pending = receiver.poll_transmit();
+            let m = pending.len();
+            wire[..m].copy_from_slice(pending);
+            receiver.advance_transmit(m);
+            m
+        });
+        let mut at = 0;
+        while at < m {
+            at += as_(SENDER, || sender.handle_input(now, &wire[at..m])).unwrap();
+        }
+        worked |= n > 0 || m > 0;
+        if finished && sender.is_finished() && !worked {
+            break;
+        }
+        if !worked {
+            panic!(
+                "stuck after {written} bytes written: {:?} {:?}\n{}\n{}",
+                sender.error(),
+                receiver.error(),
+                sender.describe(),
+                receiver.describe()
+            );
+        }
+    }
+    assert!(finished && sender.is_finished());
+    assert_eq!(written, size);
+    Measure {
+        allocations: [0, 1, 2].map(|i| COUNT[i].load(Ordering::SeqCst) - counts_before[i]),
+        peak: [0, 1, 2].map(|i| PEAK[i].load(Ordering::SeqCst)),
+        bound,
+    }
+}
+
+// One test: the counters are per process, so nothing may run beside it.
+#[test]
+fn heap_is_bounded_by_the_config_and_flat_as_the_batch_grows() {
+    let small = transfer(64 << 20);
+    let large = transfer(512 << 20);
+    for m in [&small, &large] {
+        for (who, name) in [(SENDER, "sender"), (RECEIVER, "receiver")] {
+            assert!(
+                m.peak[who] as usize <= m.bound,
+                "{name} peaked at {} bytes, over its bound of {}",
+                m.peak[who],
+                m.bound
+            );
+        }
+    }
+    for (who, name) in [(SENDER, "sender"), (RECEIVER, "receiver")] {
+        let (a, b) = (small.allocations[who], large.allocations[who]);
+        assert!(
+            a.abs_diff(b) <= 8,
+            "{name}: {a} allocations for 64 MiB, {b} for 512 MiB"
+        );
+    }
+    eprintln!(
+        "peaks: sender {} / receiver {} bytes (bound {}); allocations after start: {:?} vs {:?}",
+        large.peak[SENDER], large.peak[RECEIVER], large.bound, small.allocations, large.allocations
+    );
+}
