@@ -300,3 +300,48 @@ fn cancel_from_the_receiver_ends_both_sides() {
         Some(TransferError::Cancelled { by_peer: true, .. })
     ));
 }
+
+#[test]
+fn a_peer_that_goes_silent_mid_transfer_ends_both_sessions_with_a_timeout() {
+    use ferry_core::{Error, TimeoutPhase};
+    let items = items();
+    let config = TransferConfig::default();
+    let mut world = World::with(&items, config.clone(), 15);
+    // Nothing the sender sends after 3 MiB arrives, not even keepalives.
+    world.cut_after = Some(3 << 20);
+    world.run();
+    let idle = TransferError::Channel(Error::Timeout {
+        phase: TimeoutPhase::Idle,
+        after: config.channel.idle_timeout,
+    });
+    assert_eq!(world.receiver_error, Some(idle));
+    // The sender then hears nothing more either: its own timers end it.
+    assert!(
+        matches!(
+            world.sender_error,
+            Some(TransferError::Channel(Error::Timeout { .. }) | TransferError::Stalled(_))
+        ),
+        "{:?}",
+        world.sender_error
+    );
+    assert!(world.now.as_micros() <= 2 * config.stall_timeout.as_micros() as u64);
+    for (entry, data) in &world.committed {
+        assert_eq!(Some(data), items[*entry].data.as_ref());
+    }
+}
+
+#[test]
+fn a_sender_whose_data_stops_while_its_connection_lives_is_a_stall() {
+    let items = items();
+    let config = TransferConfig::default();
+    let mut world = World::with(&items, config.clone(), 16);
+    world.hang_reads_after = Some(5);
+    world.run();
+    // Keepalives kept both channels alive; the receiver's stall timer noticed that no
+    // data came.
+    assert_eq!(
+        world.receiver_error,
+        Some(TransferError::Stalled(config.stall_timeout))
+    );
+    assert!(world.sender_error.is_some());
+}

@@ -300,10 +300,10 @@ impl<E: Engine> Shell<E> {
     /// parts, pending control messages), so the driver keeps writing while there is more.
     pub(crate) fn advance_transmit(&mut self, n: usize) {
         self.channel.advance_transmit(n);
-        if self.failed.is_none() {
-            if let Err(error) = self.engine.pump(&mut self.channel, self.now) {
-                self.fail(error);
-            }
+        if self.failed.is_none()
+            && let Err(error) = self.engine.pump(&mut self.channel, self.now)
+        {
+            self.fail(error);
         }
     }
 

@@ -89,10 +89,12 @@ pub struct World {
     pub checkpoints: usize,
     pub source_hook: Option<SourceHook>,
     reads: Vec<usize>,
-    /// Stop after the sender has transmitted this many bytes (a crash).
+    /// The sender's bytes stop reaching the receiver after this many (a dead link).
     pub cut_after: Option<u64>,
     /// Decline instead of accepting.
     pub decline: bool,
+    /// Sender reads after this many never complete (a hung disk).
+    pub hang_reads_after: Option<usize>,
     /// Called after every exchange of bytes, with the sender's wire count: to cancel, say.
     pub on_step: Option<StepHook>,
 }
@@ -129,6 +131,7 @@ impl World {
             reads: vec![0; items.len()],
             cut_after: None,
             decline: false,
+            hang_reads_after: None,
             on_step: None,
         }
     }
@@ -152,6 +155,12 @@ impl World {
             };
             self.reads[entry] += 1;
             let count = self.reads[entry];
+            if self
+                .hang_reads_after
+                .is_some_and(|after| self.reads.iter().sum::<usize>() > after)
+            {
+                continue;
+            }
             if let (Some(hook), Some(data)) =
                 (self.source_hook.as_mut(), self.source[entry].as_mut())
             {
@@ -356,9 +365,6 @@ impl World {
                 }
                 if let Err(e) = self.receiver.handle_timeout(self.now) {
                     self.receiver_error.get_or_insert(e);
-                }
-                if self.cut_after.is_some_and(|cut| self.sender_wire >= cut) {
-                    return;
                 }
             }
         }
