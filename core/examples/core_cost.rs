@@ -1,0 +1,193 @@
+//! The core's cost per byte on each side of a transfer, next to the cost of the hashing
+//! and encryption passes it must make, all measured in the same run.
+//!
+//!     cargo run --release -p ferry-core --example core_cost [MiB]
+//!
+//! The sender must make three SHA-256 passes (the file's digest, the segment hash with
+//! its proof, the map hashes) and one ChaCha20Poly1305 pass; the receiver two SHA-256
+//! passes (segment, file) and one AEAD pass. The ratio is the core's measured time over
+//! the time of those passes alone; the target is at most 1.3.
+
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ferry_core::transfer::{
+    DiskCommand, EntryKind, Manifest, ManifestEntry, ReceiverSession, SenderSession,
+    TransferConfig, TransferEvent,
+};
+use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
+use sha2::{Digest, Sha256};
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Nanoseconds per byte of one SHA-256 pass over 1 MiB chunks.
+fn sha256_cost(data: &[u8]) -> f64 {
+    median(
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                for chunk in data.chunks(1 << 20) {
+                    std::hint::black_box(Sha256::digest(chunk));
+                }
+                start.elapsed().as_nanos() as f64 / data.len() as f64
+            })
+            .collect(),
+    )
+}
+
+/// Nanoseconds per byte of sealing 64 KiB records with ChaCha20Poly1305.
+fn aead_cost(data: &mut [u8]) -> f64 {
+    let aead = ChaCha20Poly1305::new(&Key::from([7u8; 32]));
+    median(
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                for (i, chunk) in data.chunks_mut(64 << 10).enumerate() {
+                    let mut nonce = [0u8; 12];
+                    nonce[4..].copy_from_slice(&(i as u64).to_be_bytes());
+                    let tag =
+                        aead.encrypt_inout_detached(&Nonce::from(nonce), &[0; 4], chunk.into());
+                    std::hint::black_box(tag.ok());
+                }
+                start.elapsed().as_nanos() as f64 / data.len() as f64
+            })
+            .collect(),
+    )
+}
+
+/// Time spent inside each session while moving `size` bytes, in ns per byte.
+fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
+    let config = TransferConfig::default();
+    let entries = vec![ManifestEntry {
+        path: "big.bin".into(),
+        kind: EntryKind::File,
+        size,
+        mode: 0o644,
+        mtime: 0,
+        sha256: None,
+    }];
+    let manifest = Manifest::from_entries(&entries, &Default::default()).expect("manifest");
+    let mut entropy = SeededEntropy::new(1);
+    let token = Token::generate(&mut entropy);
+    let now = Timestamp::ZERO;
+    let mut sender = SenderSession::new(config.clone(), token.clone(), manifest, &mut entropy, now)
+        .expect("sender");
+    let mut receiver = ReceiverSession::new(config, token, &mut entropy, now).expect("receiver");
+    let (mut in_sender, mut in_receiver) = (Duration::ZERO, Duration::ZERO);
+    let mut wire = vec![0u8; 4 << 20];
+    let mut finished = false;
+    macro_rules! timed {
+        ($clock:ident, $e:expr) => {{
+            let start = Instant::now();
+            let result = $e;
+            $clock += start.elapsed();
+            result
+        }};
+    }
+    while !finished || !sender.is_finished() {
+        while let Some(command) = timed!(in_sender, sender.poll_disk()) {
+            if let DiskCommand::Read {
+                id, offset, len, ..
+            } = command
+            {
+                // The driver's read: a copy from the page cache.
+                let buf = sender.read_buffer(id);
+                let start = (offset as usize) % block.len();
+                for (i, chunk) in buf[..len].chunks_mut(block.len()).enumerate() {
+                    let from = (start + i * block.len()) % block.len();
+                    let n = chunk.len().min(block.len() - from);
+                    chunk[..n].copy_from_slice(&block[from..from + n]);
+                    let rest = chunk.len() - n;
+                    chunk[n..].copy_from_slice(&block[..rest]);
+                }
+                timed!(in_sender, sender.handle_read_done(now, id, Ok(len))).expect("read");
+            }
+        }
+        while let Some(event) = timed!(in_sender, sender.poll_event()) {
+            let _ = event;
+        }
+        while let Some(event) = timed!(in_receiver, receiver.poll_event()) {
+            if let TransferEvent::BatchOffered { .. } = event {
+                timed!(in_receiver, receiver.accept(now, &[])).expect("accept");
+            }
+            finished |= matches!(event, TransferEvent::Finished { .. });
+        }
+        let n = {
+            let pending = sender.poll_transmit();
+            let n = pending.len().min(wire.len());
+            wire[..n].copy_from_slice(&pending[..n]);
+            n
+        };
+        timed!(in_sender, sender.advance_transmit(n));
+        let mut at = 0;
+        while at < n {
+            at += timed!(in_receiver, receiver.handle_input(now, &wire[at..n]))
+                .expect("receiver input");
+            while let Some(command) = timed!(in_receiver, receiver.poll_disk()) {
+                if let DiskCommand::Write { id, .. } = command {
+                    std::hint::black_box(receiver.write_data(id).len());
+                    timed!(in_receiver, receiver.handle_write_done(now, id, Ok(())))
+                        .expect("write");
+                }
+            }
+        }
+        let m = {
+            let pending = receiver.poll_transmit();
+            wire[..pending.len()].copy_from_slice(pending);
+            pending.len()
+        };
+        timed!(in_receiver, receiver.advance_transmit(m));
+        let mut at = 0;
+        while at < m {
+            at += timed!(in_sender, sender.handle_input(now, &wire[at..m])).expect("sender input");
+        }
+    }
+    (
+        in_sender.as_nanos() as f64 / size as f64,
+        in_receiver.as_nanos() as f64 / size as f64,
+    )
+}
+
+fn main() {
+    let mib: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(512);
+    let mut data = vec![0u8; 256 << 20];
+    SeededEntropy::new(9).fill(&mut data);
+    let mut block = vec![0u8; 1 << 20];
+    SeededEntropy::new(10).fill(&mut block);
+    // Interleave the measurements so that the machine's noise hits them alike.
+    let (mut sha, mut aead, mut sender, mut receiver) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        sha.push(sha256_cost(&data));
+        aead.push(aead_cost(&mut data));
+        let (s, r) = transfer_cost(mib << 20, &block);
+        sender.push(s);
+        receiver.push(r);
+    }
+    let (sha, aead, sender, receiver) =
+        (median(sha), median(aead), median(sender), median(receiver));
+    let sender_floor = 3.0 * sha + aead;
+    let receiver_floor = 2.0 * sha + aead;
+    println!(
+        "ceilings (this run): SHA-256 {:.0} MB/s ({sha:.3} ns/B), ChaCha20Poly1305 {:.0} MB/s ({aead:.3} ns/B)",
+        1e3 / sha,
+        1e3 / aead
+    );
+    println!(
+        "sender:   {sender:.3} ns/B ({:.0} MB/s); its passes (3 SHA-256 + 1 AEAD) {sender_floor:.3} ns/B; ratio {:.2}",
+        1e3 / sender,
+        sender / sender_floor
+    );
+    println!(
+        "receiver: {receiver:.3} ns/B ({:.0} MB/s); its passes (2 SHA-256 + 1 AEAD) {receiver_floor:.3} ns/B; ratio {:.2}",
+        1e3 / receiver,
+        receiver / receiver_floor
+    );
+    println!("target: ratio at most 1.30 on each side ({mib} MiB, medians of 3 interleaved runs)");
+}
