@@ -137,10 +137,15 @@ fn ten_thousand_small_files_arrive() {
         })
         .chain((0..100).map(|d| dir(&format!("d{d}"))))
         .collect();
-    let mut world = World::with(&items, TransferConfig::default(), 4);
-    world.run();
-    world.assert_delivered(&items);
-    assert_eq!(finished(&world.receiver_events), Some((10_100, 0)));
+    for config in [
+        TransferConfig::default(),
+        compressing(TransferConfig::default()),
+    ] {
+        let mut world = World::with(&items, config, 4);
+        world.run();
+        world.assert_delivered(&items);
+        assert_eq!(finished(&world.receiver_events), Some((10_100, 0)));
+    }
 }
 
 #[test]

@@ -145,6 +145,23 @@ pub(crate) trait Engine {
     fn stall_timeout(&self) -> core::time::Duration;
     /// The batch is finished: a close from the peer is expected now.
     fn finished(&self) -> bool;
+    /// The session is ending early: cancel every Resource in flight (ICL from the
+    /// sender, RCL from the receiver), as RNS does.
+    fn cancel_resources(&mut self, channel: &mut Channel);
+}
+
+/// Sends `kind ‖ resource_hash` for each hash: the ICL / RCL cancels.
+pub(crate) fn send_cancels<'a>(
+    channel: &mut Channel,
+    kind: u8,
+    hashes: impl Iterator<Item = &'a [u8; 32]>,
+) {
+    for hash in hashes {
+        let _ = channel.send_with(33, |buf| {
+            buf[0] = kind;
+            buf[1..].copy_from_slice(hash);
+        });
+    }
 }
 
 /// Room a session keeps free in the channel's send buffer for control messages, so that
@@ -192,6 +209,7 @@ impl<E: Engine> Shell<E> {
                     | TransferError::Declined(_)
             )
         {
+            self.engine.cancel_resources(&mut self.channel);
             let text = error.to_string();
             let reason = messages::reason_bytes(&text);
             let _ = self.channel.send_with(1 + reason.len(), |buf| {

@@ -14,6 +14,7 @@ use crate::resource::SegmentHasher;
 use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, Request};
 use crate::time::Timestamp;
 use crate::token::Token;
+use crate::transfer::common::send_cancels;
 use crate::transfer::common::{Engine, Outputs, PrefixJob, Shell, VERIFY_READ, slot_io, split_io};
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, Claim, Extent, FileDigest, Layout, ManifestBegin, kind};
@@ -1354,10 +1355,18 @@ impl Engine for ReceiverEngine {
             kind::ADV => self.on_advertisement(now, body),
             kind::HMU => self.on_hashmap_update(now, body),
             kind::PART => self.on_part(now, body),
-            kind::ICL => Err(TransferError::Cancelled {
-                by_peer: true,
-                reason: "the sender cancelled a segment".to_owned(),
-            }),
+            kind::ICL => {
+                // The CANCEL with the sender's reason follows; drop the segment meanwhile.
+                let hash = crate::resource::wire::decode_cancel(body)?;
+                if let Some(slot) = self
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.hash == hash && s.state != SlotState::Free)
+                {
+                    slot.state = SlotState::Free;
+                }
+                Ok(())
+            }
             kind::CANCEL => Err(TransferError::Cancelled {
                 by_peer: true,
                 reason: messages::decode_reason(body),
@@ -1399,5 +1408,14 @@ impl Engine for ReceiverEngine {
 
     fn finished(&self) -> bool {
         self.phase == Phase::Finished
+    }
+
+    fn cancel_resources(&mut self, channel: &mut Channel) {
+        let receiving = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Receiving | SlotState::Complete))
+            .map(|s| &s.hash);
+        send_cancels(channel, kind::RCL, receiving);
     }
 }

@@ -13,6 +13,7 @@ use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, R
 use crate::resource::{SegmentHasher, map_hash};
 use crate::time::Timestamp;
 use crate::token::Token;
+use crate::transfer::common::send_cancels;
 use crate::transfer::common::{
     Engine, Outputs, PrefixJob, Shell, VERIFY_READ, control_reserve, slot_io, split_io,
 };
@@ -1105,10 +1106,18 @@ impl Engine for SenderEngine {
             kind::REQ if self.phase == Phase::Streaming => self.on_request(now, body),
             kind::PRF if self.phase == Phase::Streaming => self.on_proof(now, body),
             kind::RETRY if self.phase == Phase::Streaming => self.on_retry(body),
-            kind::RCL => Err(TransferError::Cancelled {
-                by_peer: true,
-                reason: "the receiver rejected a segment".to_owned(),
-            }),
+            kind::RCL => {
+                // The CANCEL with the receiver's reason follows; stop serving the segment.
+                let hash = crate::resource::wire::decode_cancel(body)?;
+                if let Some(slot) = self
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.hash == hash && s.state == SlotState::Advertised)
+                {
+                    slot.send_queue.clear();
+                }
+                Ok(())
+            }
             kind::DONE if self.phase == Phase::Streaming => {
                 let (committed, failed) = messages::decode_done(body)?;
                 if self.in_flight() || !self.retry_queue.is_empty() {
@@ -1179,5 +1188,14 @@ impl Engine for SenderEngine {
 
     fn finished(&self) -> bool {
         self.phase == Phase::Finished
+    }
+
+    fn cancel_resources(&mut self, channel: &mut Channel) {
+        let advertised = self
+            .slots
+            .iter()
+            .filter(|s| s.state == SlotState::Advertised)
+            .map(|s| &s.hash);
+        send_cancels(channel, kind::ICL, advertised);
     }
 }

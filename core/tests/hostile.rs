@@ -1,0 +1,178 @@
+//! A scripted hostile sender against a real receiver: a decompression bomb.
+
+use std::io::Write;
+
+use ferry_core::resource::{Advertisement, map_hash};
+use ferry_core::transfer::{
+    DiskCommand, ReceiverSession, TransferConfig, TransferError, TransferEvent,
+};
+use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
+
+/// Moves bytes both ways until quiet; accepts the batch when offered. Returns the
+/// receiver's error if it failed and every disk command it issued.
+fn exchange(
+    sender: &mut Channel,
+    receiver: &mut ReceiverSession,
+    commands: &mut Vec<DiskCommand>,
+) -> Option<TransferError> {
+    let now = Timestamp::ZERO;
+    for _ in 0..20 {
+        let bytes = sender.poll_transmit().to_vec();
+        sender.advance_transmit(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            match receiver.handle_input(now, &bytes[at..]) {
+                Ok(n) => at += n,
+                Err(error) => return Some(error),
+            }
+            while let Some(command) = receiver.poll_disk() {
+                commands.push(command);
+            }
+            while let Some(event) = receiver.poll_event() {
+                if let TransferEvent::BatchOffered { .. } = event {
+                    receiver.accept(now, &[]).unwrap();
+                }
+            }
+        }
+        let back = receiver.poll_transmit().to_vec();
+        receiver.advance_transmit(back.len());
+        let mut at = 0;
+        while at < back.len() {
+            at += sender.handle_input(now, &back[at..]).unwrap();
+            let _ = sender.take_message();
+        }
+        while sender.poll_event().is_some() {}
+    }
+    None
+}
+
+fn msgpack(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::new();
+    build(&mut out);
+    out
+}
+
+#[test]
+fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
+    let mut entropy = SeededEntropy::new(5);
+    let token = Token::generate(&mut entropy);
+    let now = Timestamp::ZERO;
+    let mut sender = Channel::new(
+        Role::Sender,
+        token.clone(),
+        Config::default(),
+        &mut entropy,
+        now,
+    )
+    .unwrap();
+    let mut receiver =
+        ReceiverSession::new(TransferConfig::default(), token, &mut entropy, now).unwrap();
+    let mut commands = Vec::new();
+    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+    assert!(sender.is_established());
+
+    // One 100-byte file.
+    sender
+        .send_message(&msgpack(|m| {
+            m.push(0x01);
+            rmp::encode::write_array_len(m, 4).unwrap();
+            for v in [1u64, 1, 100, 64 << 10] {
+                rmp::encode::write_uint(m, v).unwrap();
+            }
+        }))
+        .unwrap();
+    sender
+        .send_message(&msgpack(|m| {
+            m.push(0x02);
+            rmp::encode::write_array_len(m, 1).unwrap();
+            rmp::encode::write_array_len(m, 6).unwrap();
+            rmp::encode::write_str(m, "f").unwrap();
+            for v in [0u64, 100, 0o644] {
+                rmp::encode::write_uint(m, v).unwrap();
+            }
+            rmp::encode::write_sint(m, 0).unwrap();
+            rmp::encode::write_nil(m).unwrap();
+        }))
+        .unwrap();
+    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+    // The receiver planned; settle with no rejections.
+    sender
+        .send_message(&msgpack(|m| {
+            m.push(0x04);
+            rmp::encode::write_array_len(m, 2).unwrap();
+            rmp::encode::write_bool(m, true).unwrap();
+            rmp::encode::write_array_len(m, 0).unwrap();
+        }))
+        .unwrap();
+
+    // A segment whose layout says 100 bytes, sent as bz2 of 1 MiB of zeros.
+    let mut bomb = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    bomb.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 100);
+    let hash = [0x42u8; 32];
+    let random = [1, 2, 3, 4];
+    let mut layout = vec![0x10];
+    layout.extend_from_slice(&hash);
+    layout.extend_from_slice(&1u32.to_be_bytes());
+    layout.extend_from_slice(&0u32.to_be_bytes());
+    layout.push(1);
+    layout.extend_from_slice(&0u64.to_be_bytes());
+    layout.extend_from_slice(&100u32.to_be_bytes());
+    layout.extend_from_slice(&1u32.to_be_bytes());
+    layout.extend_from_slice(&0u32.to_be_bytes());
+    layout.extend_from_slice(&[1, 0]);
+    layout.extend_from_slice(&[0u8; 32]);
+    sender.send_message(&layout).unwrap();
+    let map = map_hash(&bomb, &random);
+    let adv = Advertisement {
+        transfer_size: bomb.len() as u64,
+        data_size: 100,
+        parts: 1,
+        hash,
+        random_hash: random,
+        original_hash: hash,
+        segment_index: 1,
+        total_segments: 1,
+        request_id: None,
+        flags: ferry_core::resource::wire::flags::COMPRESSED,
+        hashmap: &map,
+    };
+    let mut message = vec![0x11; 1 + adv.encoded_len()];
+    adv.encode(&mut message[1..]).unwrap();
+    sender.send_message(&message).unwrap();
+    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+
+    // The receiver asked for the part; here it comes.
+    let mut part = vec![0x13];
+    part.extend_from_slice(&hash);
+    part.extend_from_slice(&0u32.to_be_bytes());
+    part.extend_from_slice(&bomb);
+    sender.send_message(&part).unwrap();
+    let error = exchange(&mut sender, &mut receiver, &mut commands).expect("the bomb is refused");
+    assert_eq!(
+        error,
+        TransferError::DecompressionBomb {
+            segment: 1,
+            limit: 100
+        }
+    );
+    assert!(error.to_string().contains("segment 1"), "{error}");
+    assert!(
+        commands
+            .iter()
+            .all(|c| !matches!(c, DiskCommand::Write { .. } | DiskCommand::Commit { .. })),
+        "{commands:?}"
+    );
+    // The receiver cancelled the segment (RCL) and told the sender why (CANCEL).
+    let mut told = Vec::new();
+    let back = receiver.poll_transmit().to_vec();
+    let mut at = 0;
+    while at < back.len() {
+        at += sender.handle_input(now, &back[at..]).unwrap_or(back.len());
+        if let Some(message) = sender.take_message() {
+            told.push(message[0]);
+        }
+    }
+    assert!(told.contains(&0x17) && told.contains(&0x22), "{told:x?}");
+}
