@@ -650,7 +650,7 @@ impl ReceiverEngine {
             present += start;
             to_send += entry.size - start;
             match start {
-                0 if entry.size > 0 => fresh += 1,
+                0 => fresh += 1,
                 s if s == entry.size => skipped += 1,
                 _ => resumed += 1,
             }

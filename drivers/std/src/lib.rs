@@ -1,9 +1,29 @@
-//! Blocking driver for Ferry. This issue provides the pieces every driver shares so far
-//! (OS entropy); the socket, file and lock-file drivers arrive with the transfer engine.
+//! Blocking driver for Ferry: the socket, the files and the clock around the sans-IO core.
+//!
+//! The pieces every driver shares live here once and the mio driver reuses them: the
+//! source tree ([`source`]), the receiver's output directory with its `.part` files
+//! ([`sink`]), the lock file ([`lock`]), the Tailscale peer check ([`peer`]), OS entropy
+//! and the clock. [`send`] and [`receive`] are the blocking transfers built on them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clock;
+pub mod conn;
+pub mod error;
+pub mod lock;
+pub mod peer;
+pub mod receive;
+pub mod send;
+pub mod sink;
+pub mod source;
+
+pub use clock::Clock;
+pub use error::{DriverError, ExitCode};
+
 use ferry_core::Entropy;
+
+/// The port Ferry listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 15820;
 
 /// Entropy from the operating system, for real keys and tokens.
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,4 +37,25 @@ impl Entropy for OsEntropy {
             panic!("the operating system's random number generator failed: {error}");
         }
     }
+}
+
+/// What a transfer tells its user as it goes; the command line implements it with a
+/// progress bar, tests with a log.
+pub trait Reporter {
+    /// A line of information ("Resuming transfer: ...", a warning).
+    fn info(&mut self, line: &str);
+    /// Total bytes this session will move, once known.
+    fn start(&mut self, files: usize, bytes_to_move: u64);
+    /// Bytes moved so far in this session, and files finished.
+    fn progress(&mut self, bytes: u64, files: usize);
+}
+
+/// A reporter that stays silent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+
+impl Reporter for Quiet {
+    fn info(&mut self, _line: &str) {}
+    fn start(&mut self, _files: usize, _bytes: u64) {}
+    fn progress(&mut self, _bytes: u64, _files: usize) {}
 }

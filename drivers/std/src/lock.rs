@@ -1,0 +1,179 @@
+//! `.transfer_lock.json`: what the receiver holds, so a later session can resume. Its
+//! schema is the seed's (version, session_id, timestamp, sender_ip, totals, files), plus
+//! a `batch` fingerprint so a lock is never applied to a different batch.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_core::transfer::{EntryKind, FileProgress, FileStatus, Manifest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The lock file's name in the output directory.
+pub const LOCK_NAME: &str = ".transfer_lock.json";
+
+/// One file's resume state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockEntry {
+    /// "completed" or "in_progress".
+    pub status: String,
+    /// The file's full size.
+    pub size: u64,
+    /// Bytes at the start of the `.part` file that are verified and durable.
+    pub transferred_bytes: u64,
+    /// The file's SHA-256 once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_hash: Option<String>,
+    /// SHA-256 of the first `transferred_bytes` bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_hash: Option<String>,
+}
+
+/// The whole lock file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockFile {
+    /// Schema version.
+    pub version: String,
+    /// Identifies the session that last wrote it.
+    pub session_id: String,
+    /// When it was last written (UTC, RFC 3339).
+    pub timestamp: String,
+    /// The sender's address.
+    pub sender_ip: String,
+    /// Files in the batch.
+    pub total_files: u64,
+    /// Bytes in the batch.
+    pub total_size: u64,
+    /// Fingerprint of the batch (paths, kinds, sizes).
+    pub batch: String,
+    /// Per file, by path.
+    pub files: BTreeMap<String, LockEntry>,
+}
+
+/// The batch fingerprint: SHA-256 over every entry's path, kind and size.
+pub fn fingerprint(manifest: &Manifest) -> String {
+    let mut hasher = Sha256::new();
+    for entry in manifest.iter() {
+        hasher.update(entry.path.as_bytes());
+        hasher.update([0, matches!(entry.kind, EntryKind::Directory) as u8]);
+        hasher.update(entry.size.to_be_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The time now as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+impl LockFile {
+    /// A fresh lock for `manifest`.
+    pub fn new(manifest: &Manifest, session_id: String, sender_ip: String) -> Self {
+        let files = manifest
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| {
+                let entry = LockEntry {
+                    status: "in_progress".into(),
+                    size: e.size,
+                    transferred_bytes: 0,
+                    original_hash: None,
+                    partial_hash: None,
+                };
+                (e.path.to_owned(), entry)
+            })
+            .collect();
+        LockFile {
+            version: "1.0".into(),
+            session_id,
+            timestamp: utc_now(),
+            sender_ip,
+            total_files: manifest
+                .iter()
+                .filter(|e| e.kind == EntryKind::File)
+                .count() as u64,
+            total_size: manifest.total_bytes(),
+            batch: fingerprint(manifest),
+            files,
+        }
+    }
+
+    /// Records an entry's progress as the core reports it.
+    pub fn update(&mut self, path: &str, progress: &FileProgress) {
+        if let Some(entry) = self.files.get_mut(path) {
+            entry.status = match progress.status {
+                FileStatus::Completed => "completed",
+                FileStatus::InProgress | FileStatus::Failed => "in_progress",
+            }
+            .into();
+            entry.transferred_bytes = progress.verified_bytes;
+            let hash = progress.sha256.map(hex::encode);
+            if progress.status == FileStatus::Completed {
+                entry.original_hash = hash.clone();
+            }
+            entry.partial_hash = hash;
+        }
+    }
+
+    fn path(root: &Path) -> PathBuf {
+        root.join(LOCK_NAME)
+    }
+
+    /// Reads the lock in `root`: `Ok(None)` if there is none, `Err` with the reason if it
+    /// is unreadable or corrupt.
+    pub fn load(root: &Path) -> Result<Option<LockFile>, String> {
+        match fs::read(LockFile::path(root)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("the lock file is corrupt ({e})")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("the lock file cannot be read ({e})")),
+        }
+    }
+
+    /// Writes the lock atomically: a temporary file, fsync, rename, fsync of the directory.
+    /// Call it only after the data it claims is durable.
+    pub fn save(&mut self, root: &Path) -> std::io::Result<()> {
+        self.timestamp = utc_now();
+        let temporary = root.join(format!("{LOCK_NAME}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        fs::rename(&temporary, LockFile::path(root))?;
+        File::open(root)?.sync_all()
+    }
+
+    /// Removes the lock (the batch is complete).
+    pub fn remove(root: &Path) -> std::io::Result<()> {
+        match fs::remove_file(LockFile::path(root)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => File::open(root)?.sync_all(),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Who may connect: Tailscale peers, or loopback in pod mode.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::DriverError;
+
+/// How long a `tailscale status` answer is trusted.
+pub const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// Decides whether an address may be served or connected to.
+#[derive(Debug)]
+pub enum PeerPolicy {
+    /// Only loopback addresses (`--pod`).
+    Loopback,
+    /// Only addresses `tailscale status --json` lists (this machine and its peers).
+    Tailscale(TailscaleCache),
+}
+
+impl PeerPolicy {
+    /// The policy for `pod` mode or not.
+    pub fn new(pod: bool) -> Self {
+        if pod {
+            PeerPolicy::Loopback
+        } else {
+            PeerPolicy::Tailscale(TailscaleCache::default())
+        }
+    }
+
+    /// Accepts `address` or says why not.
+    pub fn check(&mut self, address: IpAddr) -> Result<(), DriverError> {
+        match self {
+            PeerPolicy::Loopback if address.is_loopback() => Ok(()),
+            PeerPolicy::Loopback => Err(DriverError::NotLoopback { address }),
+            PeerPolicy::Tailscale(cache) => {
+                if cache.peers()?.contains(&address) {
+                    Ok(())
+                } else {
+                    Err(DriverError::NotAPeer { address })
+                }
+            }
+        }
+    }
+}
+
+/// The addresses `tailscale status --json` lists, asked at most every [`CACHE_FOR`].
+#[derive(Debug, Default)]
+pub struct TailscaleCache {
+    cached: Option<(Instant, Vec<IpAddr>)>,
+}
+
+impl TailscaleCache {
+    /// This machine's and its peers' Tailscale addresses.
+    pub fn peers(&mut self) -> Result<&[IpAddr], DriverError> {
+        let fresh = self
+            .cached
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < CACHE_FOR);
+        if !fresh {
+            self.cached = Some((Instant::now(), status_addresses()?));
+        }
+        Ok(self
+            .cached
+            .as_ref()
+            .map_or(&[], |(_, peers)| peers.as_slice()))
+    }
+}
+
+fn run_tailscale(args: &[&str]) -> Result<Vec<u8>, DriverError> {
+    let output = Command::new("tailscale")
+        .args(args)
+        .output()
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                DriverError::Tailscale("the tailscale command is not on PATH".into())
+            } else {
+                DriverError::Tailscale(format!("running tailscale failed: {error}"))
+            }
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(DriverError::Tailscale(format!(
+            "tailscale {} failed: {}",
+            args.join(" "),
+            stderr.trim()
+        )));
+    }
+    Ok(output.stdout)
+}
+
+/// Parses `tailscale status --json`: `Self.TailscaleIPs` and every `Peer[*].TailscaleIPs`.
+pub fn parse_status(json: &[u8]) -> Result<Vec<IpAddr>, DriverError> {
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
+        DriverError::Tailscale(format!("tailscale status --json printed invalid JSON: {e}"))
+    })?;
+    let mut addresses = Vec::new();
+    let mut collect = |node: &serde_json::Value| {
+        if let Some(ips) = node.get("TailscaleIPs").and_then(|v| v.as_array()) {
+            addresses.extend(
+                ips.iter()
+                    .filter_map(|ip| ip.as_str()?.parse::<IpAddr>().ok()),
+            );
+        }
+    };
+    if let Some(me) = value.get("Self") {
+        collect(me);
+    }
+    if let Some(peers) = value.get("Peer").and_then(|v| v.as_object()) {
+        peers.values().for_each(&mut collect);
+    }
+    Ok(addresses)
+}
+
+fn status_addresses() -> Result<Vec<IpAddr>, DriverError> {
+    parse_status(&run_tailscale(&["status", "--json"])?)
+}
+
+/// This machine's Tailscale IPv4 address (`tailscale ip -4`).
+pub fn own_tailscale_ipv4() -> Result<IpAddr, DriverError> {
+    let output = run_tailscale(&["ip", "-4"])?;
+    let text = String::from_utf8_lossy(&output);
+    text.lines()
+        .find_map(|line| line.trim().parse::<IpAddr>().ok())
+        .ok_or_else(|| DriverError::Tailscale("tailscale ip -4 printed no IPv4 address".into()))
+}

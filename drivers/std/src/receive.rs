@@ -1,0 +1,369 @@
+//! `ferry receive`: fetch a batch into a directory, resuming from what is there.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ferry_core::ConnectionString;
+use ferry_core::transfer::{
+    DiskCommand, EntryKind, FileFailure, FileStatus, ReceiverSession, TransferConfig,
+    TransferError, TransferEvent,
+};
+
+use crate::clock::Clock;
+use crate::conn::{Traffic, drive};
+use crate::error::DriverError;
+use crate::lock::{LockFile, fingerprint};
+use crate::peer::PeerPolicy;
+use crate::sink::Sink;
+use crate::{OsEntropy, Reporter};
+
+/// How to receive.
+#[derive(Clone, Debug)]
+pub struct ReceiveOptions {
+    /// Only loopback; no Tailscale check.
+    pub pod: bool,
+    /// The sender's port.
+    pub port: u16,
+    /// Where the batch goes.
+    pub out_dir: PathBuf,
+    /// How long to try connecting.
+    pub connect_timeout: Duration,
+    /// Replace existing files that differ instead of refusing.
+    pub overwrite: bool,
+    /// The engine's settings.
+    pub config: TransferConfig,
+}
+
+/// What a receive did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveSummary {
+    /// Files and directories in place.
+    pub committed: u64,
+    /// Files that were already complete.
+    pub skipped: usize,
+    /// Files resumed from a partial copy.
+    pub resumed: usize,
+    /// Bytes already here, verified.
+    pub bytes_present: u64,
+    /// Bytes received this session.
+    pub bytes: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Connects to the sender and receives its batch into `options.out_dir`.
+pub fn receive(
+    target: &ConnectionString,
+    options: &ReceiveOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<ReceiveSummary, DriverError> {
+    PeerPolicy::new(options.pod).check(target.ip)?;
+    let address = SocketAddr::new(target.ip, options.port);
+    let mut stream =
+        TcpStream::connect_timeout(&address, options.connect_timeout).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "nothing is listening there; is `ferry send` running, and is the port right?"
+                }
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                    "no answer; check the address and that the sender can be reached"
+                }
+                _ => "check the address and the network",
+            };
+            DriverError::Network(format!("cannot connect to {address}: {e}; {hint}"))
+        })?;
+    let _ = stream.set_nodelay(true);
+    let mut sink = Sink::new(&options.out_dir)?;
+    let clock = Clock::new();
+    let started = Instant::now();
+    let mut session = ReceiverSession::new(
+        options.config.clone(),
+        target.token.clone(),
+        &mut OsEntropy,
+        clock.now(),
+    )?;
+    let mut lock: Option<LockFile> = None;
+    let mut summary = ReceiveSummary::default();
+    let mut failures: Vec<String> = Vec::new();
+    let mut files_done = 0;
+    let mut claimed_final: BTreeSet<usize> = BTreeSet::new();
+    let mut traffic = Traffic::default();
+    let sender_ip = target.ip.to_string();
+    let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
+        loop {
+            let mut worked = false;
+            while let Some(command) = session.poll_disk() {
+                worked = true;
+                let manifest = session.manifest();
+                let path_of = |entry: usize| {
+                    manifest
+                        .get(entry)
+                        .map_or_else(String::new, |e| e.path.to_owned())
+                };
+                match command {
+                    DiskCommand::Read {
+                        id,
+                        entry,
+                        offset,
+                        len,
+                    } => {
+                        let Some(item) = session.manifest().get(entry) else {
+                            continue;
+                        };
+                        let mut buf = vec![0u8; len];
+                        let result = sink.read(&item, offset, &mut buf);
+                        if let Ok(n) = &result {
+                            session.read_buffer(id)[..*n].copy_from_slice(&buf[..*n]);
+                        }
+                        session.handle_read_done(clock.now(), id, result)?;
+                    }
+                    DiskCommand::Write {
+                        id, entry, offset, ..
+                    } => {
+                        let Some(item) = manifest.get(entry) else {
+                            continue;
+                        };
+                        let result = sink.write(entry, &item, offset, session.write_data(id));
+                        session.handle_write_done(clock.now(), id, result)?;
+                    }
+                    DiskCommand::Commit { entry } => {
+                        let Some(item) = manifest.get(entry) else {
+                            continue;
+                        };
+                        sink.commit(entry, &item)
+                            .map_err(|error| TransferError::Disk {
+                                op: "writing",
+                                path: path_of(entry),
+                                error,
+                            })?;
+                    }
+                    DiskCommand::Discard { entry } => {
+                        let Some(item) = manifest.get(entry) else {
+                            continue;
+                        };
+                        sink.discard(entry, &item)
+                            .map_err(|error| TransferError::Disk {
+                                op: "writing",
+                                path: path_of(entry),
+                                error,
+                            })?;
+                    }
+                    DiskCommand::CreateDir { entry } => {
+                        let Some(item) = manifest.get(entry) else {
+                            continue;
+                        };
+                        sink.create_dir(&item)
+                            .map_err(|error| TransferError::Disk {
+                                op: "writing",
+                                path: path_of(entry),
+                                error,
+                            })?;
+                    }
+                    DiskCommand::Checkpoint { changed } => {
+                        // Durable first, then claimed.
+                        sink.sync()?;
+                        if let Some(lock) = lock.as_mut() {
+                            for entry in changed {
+                                if let (Some(item), Some(progress)) =
+                                    (session.manifest().get(entry), session.progress(entry))
+                                {
+                                    lock.update(item.path, &progress);
+                                }
+                            }
+                            lock.save(sink.root()).map_err(|e| {
+                                DriverError::Disk(format!("cannot write the lock file: {e}"))
+                            })?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(event) = session.poll_event() {
+                worked = true;
+                match event {
+                    TransferEvent::BatchOffered { .. } => {
+                        let offered = offer(
+                            session,
+                            &mut sink,
+                            options.overwrite,
+                            reporter,
+                            &mut claimed_final,
+                            clock.now(),
+                        )?;
+                        lock = Some(offered.unwrap_or_else(|| {
+                            LockFile::new(session.manifest(), hex_id(), sender_ip.clone())
+                        }));
+                    }
+                    TransferEvent::PlanSettled {
+                        skipped,
+                        resumed,
+                        fresh,
+                        bytes_present,
+                        bytes_to_send,
+                    } => {
+                        summary.skipped = skipped;
+                        summary.resumed = resumed;
+                        summary.bytes_present = bytes_present;
+                        if skipped + resumed > 0 {
+                            reporter.info(&format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh"));
+                        } else {
+                            reporter.info("Starting fresh transfer");
+                        }
+                        // A file that was already here complete but differs from the
+                        // sender's would be replaced: only with --overwrite, or if ours.
+                        let refused: Vec<&str> = claimed_final
+                            .iter()
+                            .filter(|e| {
+                                session
+                                    .progress(**e)
+                                    .is_some_and(|p| p.status != FileStatus::Completed)
+                            })
+                            .filter_map(|e| session.manifest().get(*e).map(|i| i.path))
+                            .collect();
+                        if !refused.is_empty() && !options.overwrite {
+                            let names = refused
+                                .iter()
+                                .take(5)
+                                .copied()
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            let reason = format!(
+                                "{names} already exist(s) in the output directory with other content; not overwriting (use --overwrite, or another -o directory)"
+                            );
+                            session.cancel(&reason);
+                            return Err(DriverError::Disk(reason));
+                        }
+                        reporter.start(skipped + resumed + fresh, bytes_to_send);
+                    }
+                    TransferEvent::Progress { bytes } => {
+                        summary.bytes = bytes;
+                        reporter.progress(bytes, files_done);
+                    }
+                    TransferEvent::FileDone { .. } => files_done += 1,
+                    TransferEvent::FileRetry { entry, attempt } => {
+                        let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                        reporter.info(&format!(
+                            "{path} failed verification; fetching it again (attempt {attempt})"
+                        ));
+                    }
+                    TransferEvent::FileFailed {
+                        entry,
+                        reason: FileFailure::HashMismatch { attempts },
+                    } => {
+                        let path = session
+                            .manifest()
+                            .get(entry)
+                            .map_or("?", |e| e.path)
+                            .to_owned();
+                        reporter.info(&format!("{path} could not be verified after {attempts} attempts (it keeps changing at the sender?)"));
+                        failures.push(path);
+                    }
+                    TransferEvent::Finished { committed, .. } => summary.committed = committed,
+                    _ => {}
+                }
+            }
+            if !worked {
+                return Ok(());
+            }
+        }
+    });
+    result?;
+    if !session.is_finished() {
+        return Err(DriverError::Transfer(
+            session.error().cloned().unwrap_or(TransferError::PeerEnded),
+        ));
+    }
+    sink.finish()?;
+    if !failures.is_empty() {
+        return Err(DriverError::Unverified {
+            failed: failures.len() as u64,
+            names: failures
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    LockFile::remove(sink.root())
+        .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn hex_id() -> String {
+    use ferry_core::Entropy;
+    let mut id = [0u8; 16];
+    OsEntropy.fill(&mut id);
+    hex::encode(id)
+}
+
+/// Decides what is already here (from the lock file and the directory) and accepts the
+/// batch claiming it; refuses a batch that would overwrite different files.
+fn offer(
+    session: &mut ReceiverSession,
+    sink: &mut Sink,
+    overwrite: bool,
+    reporter: &mut dyn Reporter,
+    claimed_final: &mut BTreeSet<usize>,
+    now: ferry_core::Timestamp,
+) -> Result<Option<LockFile>, DriverError> {
+    let manifest = session.manifest().clone();
+    let conflicts = sink.conflicts(&manifest);
+    if !conflicts.is_empty() && !overwrite {
+        let names = conflicts
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let reason = format!(
+            "{names} already exist(s) in the output directory with another size; not overwriting (use --overwrite, or another -o directory)"
+        );
+        let _ = session.decline(now, &reason);
+        return Err(DriverError::Disk(reason));
+    }
+    let lock = match LockFile::load(sink.root()) {
+        Ok(Some(lock)) if lock.batch == fingerprint(&manifest) => Some(lock),
+        Ok(Some(_)) => {
+            reporter.info("Ignoring the lock file: it belongs to another batch");
+            None
+        }
+        Ok(None) => None,
+        Err(reason) => {
+            reporter.info(&format!("Ignoring the lock file: {reason}"));
+            None
+        }
+    };
+    let mut local = Vec::new();
+    for (index, entry) in manifest.iter().enumerate() {
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        let ours = lock.as_ref().and_then(|l| l.files.get(entry.path));
+        if ours.is_some() || overwrite {
+            sink.allow_replace(index);
+        }
+        match sink.local(&entry) {
+            // A partial file counts only as far as the lock says it is durable and verified.
+            Some((len, true)) => {
+                let durable = ours
+                    .map_or(0, |l| l.transferred_bytes)
+                    .min(len)
+                    .min(entry.size);
+                if durable > 0 {
+                    local.push((index, durable));
+                }
+            }
+            Some((len, false)) if len == entry.size && entry.size > 0 => {
+                local.push((index, len));
+                claimed_final.insert(index);
+            }
+            _ => {}
+        }
+    }
+    session.accept(now, &local)?;
+    Ok(lock)
+}

@@ -1,0 +1,271 @@
+//! `ferry`: send files to another machine, encrypted end to end, resumable after any crash.
+//!
+//! Argument parsing and display only; the work is in `ferry_std`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use ferry_core::ConnectionString;
+use ferry_core::transfer::TransferConfig;
+use ferry_std::receive::{ReceiveOptions, receive};
+use ferry_std::send::Sender;
+use ferry_std::source::SourceTree;
+use ferry_std::{DEFAULT_PORT, DriverError, ExitCode, Reporter};
+use indicatif::{ProgressBar, ProgressStyle};
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success: every file delivered and verified
+  2  usage error (bad arguments or connection string)
+  3  authentication failed: wrong token or tampered connection
+  4  network error or timeout
+  5  integrity: a file could not be verified after 3 attempts
+  6  local disk error (permissions, space, an existing file in the way)
+  7  peer refused: not a Tailscale peer (or not loopback with --pod)
+  8  cancelled or declined by the other side
+  1  internal error";
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Move files between machines, encrypted end to end and resumable", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve files and directories until a receiver has them all.
+    #[command(after_help = EXIT_CODES)]
+    Send {
+        /// Accept only connections from this machine (containers, pods); no Tailscale check.
+        #[arg(long)]
+        pod: bool,
+        /// TCP port to listen on.
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+        /// bz2-compress segments when that makes them smaller (slow; for text over slow links).
+        #[arg(long)]
+        compress: bool,
+        /// Files and directories to send (directories recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Fetch a batch from a sender.
+    #[command(after_help = EXIT_CODES)]
+    Receive {
+        /// Connect only within this machine; no Tailscale check.
+        #[arg(long)]
+        pod: bool,
+        /// The sender's TCP port.
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+        /// Directory to receive into.
+        #[arg(short = 'o', long = "output", default_value = ".")]
+        output: PathBuf,
+        /// Replace existing files that differ from the sender's instead of refusing.
+        #[arg(long)]
+        overwrite: bool,
+        /// The sender's IP:TOKEN, as `ferry send` printed it.
+        connection: String,
+    },
+}
+
+/// Progress on stderr: a bar on a terminal, a line every few seconds otherwise.
+struct Display {
+    bar: Option<ProgressBar>,
+    files: usize,
+    total: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Display {
+    fn new() -> Self {
+        Display {
+            bar: None,
+            files: 0,
+            total: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+}
+
+fn mb(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+impl Reporter for Display {
+    fn info(&mut self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn start(&mut self, files: usize, bytes: u64) {
+        self.files = files;
+        self.total = bytes;
+        self.started = Instant::now();
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(bytes);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            self.bar = Some(bar);
+        }
+    }
+
+    fn progress(&mut self, bytes: u64, files: usize) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(bytes);
+                bar.set_message(format!("{files}/{} files", self.files));
+            }
+            None if self.last_line.elapsed() >= Duration::from_secs(2) => {
+                self.last_line = Instant::now();
+                let elapsed = self.started.elapsed();
+                let rate = mb(bytes, elapsed);
+                let eta = if rate > 0.0 {
+                    (self.total.saturating_sub(bytes)) as f64 / 1e6 / rate
+                } else {
+                    0.0
+                };
+                eprintln!(
+                    "{} of {} ({files}/{} files), {rate:.0} MB/s, ETA {eta:.0} s",
+                    size(bytes),
+                    size(self.total),
+                    self.files
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+impl Display {
+    fn done(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn fail(display: &mut Display, error: &DriverError) -> ProcessExit {
+    display.done();
+    eprintln!("ferry: {error}");
+    ProcessExit::from(error.exit_code() as u8)
+}
+
+fn main() -> ProcessExit {
+    let cli = Cli::parse();
+    let mut display = Display::new();
+    match cli.command {
+        Command::Send {
+            pod,
+            port,
+            compress,
+            paths,
+        } => {
+            let config = TransferConfig {
+                compress,
+                ..TransferConfig::default()
+            };
+            let tree = match SourceTree::scan(&paths, &config.manifest) {
+                Ok(tree) => tree,
+                Err(error) => return fail(&mut display, &error),
+            };
+            for skipped in &tree.skipped {
+                eprintln!("skipping {skipped}");
+            }
+            let mut sender = match Sender::bind(tree, config, pod, port) {
+                Ok(sender) => sender,
+                Err(error) => return fail(&mut display, &error),
+            };
+            let mut command = format!("ferry receive {}", sender.connection_string());
+            if pod {
+                command.push_str(" --pod");
+            }
+            if sender.port() != DEFAULT_PORT {
+                command.push_str(&format!(" --port {}", sender.port()));
+            }
+            println!("{command}");
+            let _ = std::io::stdout().flush();
+            eprintln!("Run the command above on the receiving machine. Waiting...");
+            match sender.serve(&mut display) {
+                Ok(summary) => {
+                    display.done();
+                    eprintln!(
+                        "Sent: {} files, {} in {:.1} s, {:.0} MB/s ({} on the wire)",
+                        summary.committed,
+                        size(summary.bytes),
+                        summary.elapsed.as_secs_f64(),
+                        mb(summary.bytes, summary.elapsed),
+                        size(summary.wire_bytes)
+                    );
+                    eprintln!("wire bytes: {}", summary.wire_bytes);
+                    ProcessExit::SUCCESS
+                }
+                Err(error) => fail(&mut display, &error),
+            }
+        }
+        Command::Receive {
+            pod,
+            port,
+            output,
+            overwrite,
+            connection,
+        } => {
+            let target: ConnectionString = match connection.parse() {
+                Ok(target) => target,
+                Err(error) => return fail(&mut display, &DriverError::ConnectionString(error)),
+            };
+            let options = ReceiveOptions {
+                pod,
+                port,
+                out_dir: output,
+                connect_timeout: Duration::from_secs(30),
+                overwrite,
+                config: TransferConfig::default(),
+            };
+            match receive(&target, &options, &mut display) {
+                Ok(summary) => {
+                    display.done();
+                    eprintln!(
+                        "Transfer complete: {} files, {} in {:.1} s, {:.0} MB/s",
+                        summary.committed,
+                        size(summary.bytes),
+                        summary.elapsed.as_secs_f64(),
+                        mb(summary.bytes, summary.elapsed)
+                    );
+                    if summary.skipped + summary.resumed > 0 {
+                        eprintln!(
+                            "resumed: {} files skipped, {} bytes already here",
+                            summary.skipped, summary.bytes_present
+                        );
+                    }
+                    ProcessExit::SUCCESS
+                }
+                Err(error) => fail(&mut display, &error),
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn exit_code_is_documented(code: ExitCode) -> bool {
+    EXIT_CODES.contains(&format!("  {}  ", code as u8))
+}
