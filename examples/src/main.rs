@@ -13,7 +13,7 @@ use ferry_core::transfer::TransferConfig;
 use ferry_std::receive::{ReceiveOptions, receive};
 use ferry_std::send::Sender;
 use ferry_std::source::SourceTree;
-use ferry_std::{DEFAULT_PORT, DriverError, ExitCode, Reporter};
+use ferry_std::{DEFAULT_PORT, DriverError, Reporter};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const EXIT_CODES: &str = "Exit codes:
@@ -265,7 +265,29 @@ fn main() -> ProcessExit {
     }
 }
 
-#[allow(dead_code)]
-fn exit_code_is_documented(code: ExitCode) -> bool {
-    EXIT_CODES.contains(&format!("  {}  ", code as u8))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_std::ExitCode;
+
+    #[test]
+    fn every_exit_code_is_documented() {
+        use ExitCode::*;
+        for code in [
+            Success,
+            Internal,
+            Usage,
+            Authentication,
+            Network,
+            Integrity,
+            Disk,
+            PeerRefused,
+            Cancelled,
+        ] {
+            assert!(
+                EXIT_CODES.contains(&format!("  {}  ", code as u8)),
+                "{code:?}"
+            );
+        }
+    }
 }

@@ -110,7 +110,13 @@ impl DriverError {
                 T::Channel(_) | T::Stalled(_) | T::PeerEnded => ExitCode::Network,
                 T::Disk { .. } => ExitCode::Disk,
                 T::Cancelled { .. } | T::Declined(_) => ExitCode::Cancelled,
-                T::SegmentCorrupt(_) | T::DecompressionBomb { .. } => ExitCode::Integrity,
+                // What a faulty or hostile peer sent: refused, like corrupt data.
+                T::SegmentCorrupt(_)
+                | T::DecompressionBomb { .. }
+                | T::Manifest(_)
+                | T::Protocol(_)
+                | T::Wire(_)
+                | T::Decode { .. } => ExitCode::Integrity,
                 _ => ExitCode::Internal,
             },
         }

@@ -322,7 +322,9 @@ fn offer(
         let reason = format!(
             "{names} already exist(s) in the output directory with another size; not overwriting (use --overwrite, or another -o directory)"
         );
-        let _ = session.decline(now, &reason);
+        // Cancel rather than decline: the sender keeps waiting, so the same command with
+        // --overwrite (or another -o) can follow.
+        session.cancel(&reason);
         return Err(DriverError::Disk(reason));
     }
     let lock = match LockFile::load(sink.root()) {

@@ -1,0 +1,605 @@
+//! The `ferry` command as a user runs it: real processes on loopback.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// A running `ferry send`, and the receive command it printed.
+struct Sending {
+    child: Child,
+    command: Vec<String>,
+}
+
+fn send(args: &[&str], paths: &[&Path], path_env: Option<&Path>) -> Sending {
+    let mut command = Command::new(FERRY);
+    command
+        .arg("send")
+        .args(args)
+        .args(["--port", "0"])
+        .args(paths);
+    if let Some(dir) = path_env {
+        command.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let command: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(&command[..2], ["ferry", "receive"], "printed {line:?}");
+    Sending { child, command }
+}
+
+impl Sending {
+    /// The receive command's arguments, optionally with another token.
+    fn receive_args(&self, token: Option<&str>) -> Vec<String> {
+        let mut args = self.command[1..].to_vec();
+        if let Some(token) = token {
+            let (ip, _) = args[1].rsplit_once(':').unwrap();
+            args[1] = format!("{ip}:{token}");
+        }
+        args
+    }
+
+    fn finish(mut self) -> (i32, String) {
+        let status = wait(&mut self.child, Duration::from_secs(120));
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn receive(args: &[String], out: &Path, path_env: Option<&Path>) -> Output {
+    let mut command = Command::new(FERRY);
+    command.args(args).arg("-o").arg(out);
+    if let Some(dir) = path_env {
+        command.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    }
+    command.output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    fs::write(path, data).unwrap();
+}
+
+/// Asserts two trees are equal: the same names, kinds, contents and permission bits.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut names_a: Vec<_> = fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut names_b: Vec<_> = fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b, "{} vs {}", a.display(), b.display());
+    for name in names_a {
+        let (pa, pb) = (a.join(&name), b.join(&name));
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(
+            ma.permissions().mode() & 0o7777,
+            mb.permissions().mode() & 0o7777,
+            "mode of {}",
+            pb.display()
+        );
+        assert_eq!(ma.is_dir(), mb.is_dir());
+        if ma.is_dir() {
+            assert_same_tree(&pa, &pb);
+        } else {
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "{} differs",
+                pb.display()
+            );
+        }
+    }
+}
+
+fn sample_tree(root: &Path) -> PathBuf {
+    let tree = root.join("tree");
+    fs::create_dir_all(tree.join("nested/deeper/deepest")).unwrap();
+    fs::create_dir_all(tree.join("empty/also-empty")).unwrap();
+    random_file(&tree.join("nested/deeper/big.bin"), 20_000_000, 1);
+    fs::write(tree.join("zero"), b"").unwrap();
+    fs::write(tree.join("nested/zero-too"), b"").unwrap();
+    fs::write(tree.join("run.sh"), b"#!/bin/sh\necho ferry\n").unwrap();
+    fs::set_permissions(tree.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(tree.join("nested/private"), b"secret").unwrap();
+    fs::set_permissions(
+        tree.join("nested/private"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    tree
+}
+
+#[test]
+fn a_tree_arrives_identical_with_modes_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = sample_tree(dir.path());
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&tree], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_same_tree(&tree, &out.join("tree"));
+    assert!(
+        !out.join(".transfer_lock.json").exists(),
+        "the lock file is removed on success"
+    );
+    assert!(
+        stderr(&received).contains("Transfer complete:"),
+        "{}",
+        stderr(&received)
+    );
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_the_sender_serves_the_right_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = sample_tree(dir.path());
+    let sending = send(&["--pod"], &[&tree], None);
+    let wrong_out = dir.path().join("wrong");
+    let wrong = receive(
+        &sending.receive_args(Some("00000000000000000000000000")),
+        &wrong_out,
+        None,
+    );
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("authentication failed: wrong token"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert!(
+        !stderr(&wrong).contains(&sending.command[2]),
+        "the token leaked into an error message"
+    );
+    let written: Vec<_> = fs::read_dir(&wrong_out)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "the refused receiver wrote {written:?}");
+    let out = dir.path().join("out");
+    let right = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(right.status.code(), Some(0), "{}", stderr(&right));
+    let (status, log) = sending.finish();
+    assert_eq!(status, 0, "{log}");
+    assert!(log.contains("failed authentication"), "{log}");
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
+fn wire_bytes(sender_log: &str) -> u64 {
+    sender_log
+        .lines()
+        .find_map(|l| l.strip_prefix("wire bytes: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn bytes_already_here(receiver_log: &str) -> u64 {
+    receiver_log
+        .lines()
+        .find_map(|l| l.strip_prefix("resumed: "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Starts a receive of a 512 MiB file and kills it with SIGKILL once at least
+/// `at_least` bytes are in its `.part` file and a lock file exists.
+fn crash_midway(dir: &Path) -> (Sending, PathBuf, PathBuf) {
+    let source = dir.join("big.bin");
+    random_file(&source, 512 << 20, 7);
+    let out = dir.join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let mut child = Command::new(FERRY)
+        .args(sending.receive_args(None))
+        .arg("-o")
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = out.join("big.bin.part");
+    let start = Instant::now();
+    loop {
+        let len = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if len > 200 << 20 && out.join(".transfer_lock.json").exists() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the receive never got far enough"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the receive ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (sending, source, out)
+}
+
+#[test]
+fn a_receiver_killed_midway_resumes_sending_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sending, source, out) = crash_midway(dir.path());
+    let again = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("Resuming transfer: 0 completed, 1 partial, 0 fresh"),
+        "{log}"
+    );
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(
+        fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap(),
+        "resumed file differs"
+    );
+    let present = bytes_already_here(&log);
+    let missing = (512u64 << 20) - present;
+    let sent = wire_bytes(&sender_log);
+    assert!(present > 0, "nothing was resumed: {log}");
+    assert!(
+        sent <= missing + (1 << 20),
+        "sent {sent} bytes for {missing} missing (+ one 1 MiB segment)"
+    );
+}
+
+#[test]
+fn a_part_file_tampered_between_runs_is_detected_and_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sending, source, out) = crash_midway(dir.path());
+    // Flip a byte near the start of what the lock file claims is verified.
+    let part = out.join("big.bin.part");
+    let mut data = fs::read(&part).unwrap();
+    data[1000] ^= 0xff;
+    fs::write(&part, data).unwrap();
+    let again = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("Starting fresh transfer"),
+        "the tampered prefix was trusted: {log}"
+    );
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}
+
+/// A `tailscale` on PATH that lists `peer` as this machine's peer and says its own
+/// address is 127.0.0.1.
+fn fake_tailscale(dir: &Path, peer: &str) -> PathBuf {
+    let bin = dir.join(format!("bin-{peer}"));
+    fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  ip) echo 127.0.0.1 ;;\n  status) echo '{{\"Self\":{{\"TailscaleIPs\":[\"100.64.0.1\"]}},\"Peer\":{{\"k\":{{\"TailscaleIPs\":[\"{peer}\"]}}}}}}' ;;\nesac\n"
+    );
+    let path = bin.join("tailscale");
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn the_tailscale_peer_check_refuses_strangers_and_admits_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("note.txt");
+    fs::write(&file, b"over tailscale").unwrap();
+    let stranger = fake_tailscale(dir.path(), "100.64.0.9");
+    let peer = fake_tailscale(dir.path(), "127.0.0.1");
+    // The sender itself accepts loopback as its peer; the receiver's check is the one
+    // under test.
+    let sending = send(&[], &[&file], Some(&peer));
+    assert!(!sending.command.contains(&"--pod".to_owned()));
+    let refused = receive(
+        &sending.receive_args(None),
+        &dir.path().join("no"),
+        Some(&stranger),
+    );
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not one of your Tailscale peers"),
+        "{}",
+        stderr(&refused)
+    );
+    let admitted = receive(
+        &sending.receive_args(None),
+        &dir.path().join("yes"),
+        Some(&peer),
+    );
+    assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
+    assert_eq!(sending.finish().0, 0);
+    assert_eq!(
+        fs::read(dir.path().join("yes/note.txt")).unwrap(),
+        b"over tailscale"
+    );
+    // No tailscale at all: a clear error suggesting --pod.
+    let empty = dir.path().join("empty-bin");
+    fs::create_dir_all(&empty).unwrap();
+    let missing = Command::new(FERRY)
+        .args(["receive", "127.0.0.1:00000000000000000000000000", "-o"])
+        .arg(dir.path().join("x"))
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(7));
+    assert!(stderr(&missing).contains("--pod"), "{}", stderr(&missing));
+}
+
+#[test]
+fn nothing_listening_is_a_network_error_at_once() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let start = Instant::now();
+    let output = Command::new(FERRY)
+        .args([
+            "receive",
+            "--pod",
+            "--port",
+            &port.to_string(),
+            "127.0.0.1:00000000000000000000000000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("nothing is listening"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_silent_peer_is_a_timeout_not_a_hang() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(15));
+        drop(stream);
+    });
+    let start = Instant::now();
+    let output = Command::new(FERRY)
+        .args([
+            "receive",
+            "--pod",
+            "--port",
+            &port.to_string(),
+            "127.0.0.1:00000000000000000000000000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stderr(&output).contains("timed out"), "{}", stderr(&output));
+    assert!(start.elapsed() < Duration::from_secs(14));
+    holder.join().unwrap();
+}
+
+#[test]
+fn bad_connection_strings_are_usage_errors_naming_the_part() {
+    let output = Command::new(FERRY)
+        .args(["receive", "--pod", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("IP:TOKEN"), "{}", stderr(&output));
+    let output = Command::new(FERRY)
+        .args(["receive", "--pod", "127.0.0.1:short"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("token"), "{}", stderr(&output));
+    let help = Command::new(FERRY).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("3  authentication failed"));
+}
+
+#[test]
+fn a_symlink_in_the_output_directory_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("evil");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("x"), b"payload").unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("evil")).unwrap();
+    let sending = send(&["--pod"], &[&tree], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(6), "{}", stderr(&received));
+    assert!(
+        stderr(&received).contains("symbolic link"),
+        "{}",
+        stderr(&received)
+    );
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "something was written through the symlink"
+    );
+    let mut sending = sending;
+    let _ = sending.child.kill();
+}
+
+#[test]
+fn an_existing_different_file_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.txt");
+    fs::write(&file, b"the sender's version").unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("report.txt"), b"mine, keep it").unwrap();
+    let sending = send(&["--pod"], &[&file], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(6), "{}", stderr(&received));
+    assert!(
+        stderr(&received).contains("--overwrite"),
+        "{}",
+        stderr(&received)
+    );
+    assert_eq!(fs::read(out.join("report.txt")).unwrap(), b"mine, keep it");
+    // With --overwrite the same command replaces it.
+    let mut args = sending.receive_args(None);
+    args.push("--overwrite".into());
+    let replaced = receive(&args, &out, None);
+    assert_eq!(replaced.status.code(), Some(0), "{}", stderr(&replaced));
+    assert_eq!(
+        fs::read(out.join("report.txt")).unwrap(),
+        b"the sender's version"
+    );
+    let mut sending = sending;
+    let _ = sending.child.kill();
+}
+
+#[test]
+fn a_hostile_sender_cannot_write_outside_the_output_directory() {
+    use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
+    for path in ["../x", "/etc/x", "a/../../x"] {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut entropy = SeededEntropy::new(3);
+        let token = Token::generate(&mut entropy);
+        let text = format!("127.0.0.1:{token}");
+        let path_owned = path.to_owned();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut channel = Channel::new(
+                Role::Sender,
+                token,
+                Config::default(),
+                &mut entropy,
+                Timestamp::ZERO,
+            )
+            .unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut sent_manifest = false;
+            for _ in 0..50 {
+                let out = channel.poll_transmit().to_vec();
+                channel.advance_transmit(out.len());
+                stream.write_all(&out).unwrap();
+                if channel.is_established() && !sent_manifest {
+                    let mut begin = vec![0x01];
+                    rmp::encode::write_array_len(&mut begin, 4).unwrap();
+                    for v in [1u64, path_owned.len() as u64, 5, 64 << 10] {
+                        rmp::encode::write_uint(&mut begin, v).unwrap();
+                    }
+                    channel.send_message(&begin).unwrap();
+                    let mut list = vec![0x02];
+                    rmp::encode::write_array_len(&mut list, 1).unwrap();
+                    rmp::encode::write_array_len(&mut list, 6).unwrap();
+                    rmp::encode::write_str(&mut list, &path_owned).unwrap();
+                    for v in [0u64, 5, 0o644] {
+                        rmp::encode::write_uint(&mut list, v).unwrap();
+                    }
+                    rmp::encode::write_sint(&mut list, 0).unwrap();
+                    rmp::encode::write_nil(&mut list).unwrap();
+                    channel.send_message(&list).unwrap();
+                    sent_manifest = true;
+                    continue;
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let mut at = 0;
+                        while at < n {
+                            match channel.handle_input(Timestamp::ZERO, &buf[at..n]) {
+                                Ok(used) => at += used,
+                                Err(_) => return,
+                            }
+                            let _ = channel.take_message();
+                        }
+                        while channel.poll_event().is_some() {}
+                    }
+                }
+            }
+        });
+        let out = dir.path().join("out");
+        let output = Command::new(FERRY)
+            .args(["receive", "--pod", "--port", &port.to_string(), &text, "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        server.join().unwrap();
+        assert_eq!(output.status.code(), Some(5), "{path}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("is refused"),
+            "{path}: {}",
+            stderr(&output)
+        );
+        assert!(!dir.path().join("x").exists());
+        let inside: Vec<_> = fs::read_dir(&out).map(|d| d.collect()).unwrap_or_default();
+        assert!(inside.is_empty(), "{path}: wrote {inside:?}");
+    }
+}
