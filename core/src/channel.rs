@@ -221,7 +221,13 @@ impl Channel {
 
     /// The largest message that fits in the send buffer right now.
     pub fn send_capacity(&self) -> usize {
-        (self.tx.free().saturating_sub(sealed_len(0))).min(self.max_message_len())
+        self.send_room().min(self.max_message_len())
+    }
+
+    /// Payload bytes the send buffer could take right now across any number of records
+    /// (not capped at one record): what a sender budgets several messages against.
+    pub fn send_room(&self) -> usize {
+        self.tx.free().saturating_sub(sealed_len(0))
     }
 
     fn fail(&mut self, error: Error) -> Error {

@@ -345,3 +345,22 @@ fn a_sender_whose_data_stops_while_its_connection_lives_is_a_stall() {
     );
     assert!(world.sender_error.is_some());
 }
+
+#[test]
+fn a_complete_local_file_that_differs_from_the_manifest_is_sent_again() {
+    let items = items();
+    let mut world = World::with(&items, TransferConfig::default(), 17);
+    let mut stale = items[2].data.clone().unwrap();
+    stale[0] ^= 1;
+    world.committed.insert(2, stale);
+    world
+        .local
+        .push((2, items[2].data.as_ref().unwrap().len() as u64));
+    world.run();
+    world.assert_delivered(&items);
+    assert_eq!(
+        plan(&world.receiver_events).2,
+        3,
+        "the differing file is fresh"
+    );
+}

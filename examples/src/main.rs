@@ -170,7 +170,25 @@ fn fail(display: &mut Display, error: &DriverError) -> ProcessExit {
     ProcessExit::from(error.exit_code() as u8)
 }
 
+/// With `FERRY_REPORT_RSS=1`, prints the process's peak resident set size at exit (for
+/// the benchmark).
+fn report_rss() {
+    if std::env::var_os("FERRY_REPORT_RSS").is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        eprintln!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
+    }
+}
+
 fn main() -> ProcessExit {
+    let code = run();
+    report_rss();
+    code
+}
+
+fn run() -> ProcessExit {
     let cli = Cli::parse();
     let mut display = Display::new();
     match cli.command {

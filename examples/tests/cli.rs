@@ -603,3 +603,19 @@ fn a_hostile_sender_cannot_write_outside_the_output_directory() {
         assert!(inside.is_empty(), "{path}: wrote {inside:?}");
     }
 }
+
+#[test]
+fn a_stale_longer_part_file_without_a_lock_leaves_no_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.bin");
+    random_file(&file, 100_000, 21);
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    random_file(&out.join("data.bin.part"), 300_000, 22);
+    let sending = send(&["--pod"], &[&file], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    assert_eq!(sending.finish().0, 0);
+    assert!(fs::read(&file).unwrap() == fs::read(out.join("data.bin")).unwrap());
+    assert!(!out.join("data.bin.part").exists());
+}

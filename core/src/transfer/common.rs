@@ -165,9 +165,15 @@ pub(crate) fn send_cancels<'a>(
 }
 
 /// Room a session keeps free in the channel's send buffer for control messages, so that
-/// bulk parts never stop it from answering the peer.
+/// bulk parts never stop it from answering the peer: one record of the largest control
+/// message (a request or a hashmap update), bounded by the record limit.
 pub(crate) fn control_reserve(channel: &Channel) -> usize {
-    sealed_len(channel.max_message_len().min(64 << 10))
+    sealed_len(channel.max_message_len().min(16 << 10))
+}
+
+/// True when the channel has less room than a control message might need.
+pub(crate) fn short_of_room(channel: &Channel) -> bool {
+    channel.send_room() < control_reserve(channel)
 }
 
 /// Drives a [`Channel`] and an [`Engine`] together; both sessions are one of these.
@@ -318,11 +324,38 @@ impl<E: Engine> Shell<E> {
     /// parts, pending control messages), so the driver keeps writing while there is more.
     pub(crate) fn advance_transmit(&mut self, n: usize) {
         self.channel.advance_transmit(n);
+        self.drained();
+    }
+
+    /// The driver has drained a queue: work that waited for room in it can go on.
+    pub(crate) fn drained(&mut self) {
         if self.failed.is_none()
             && let Err(error) = self.engine.pump(&mut self.channel, self.now)
         {
             self.fail(error);
         }
+    }
+
+    pub(crate) fn poll_event(
+        &mut self,
+        pop: impl FnOnce(&mut E) -> Option<TransferEvent>,
+    ) -> Option<TransferEvent> {
+        let event = pop(&mut self.engine);
+        if event.is_none() {
+            self.drained();
+        }
+        event
+    }
+
+    pub(crate) fn poll_disk(
+        &mut self,
+        pop: impl FnOnce(&mut E) -> Option<DiskCommand>,
+    ) -> Option<DiskCommand> {
+        let command = pop(&mut self.engine);
+        if command.is_none() {
+            self.drained();
+        }
+        command
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {

@@ -199,19 +199,28 @@ pub(crate) struct Claim {
 /// Bytes one claim takes in a `PLAN` message (at most).
 pub(crate) const CLAIM_MAX_LEN: usize = 1 + 5 + 9 + 2 + 32;
 
-/// `PLAN` body: `[final, segments_in_flight, max_extents, [[entry, offset, prefix], ...]]`.
+/// The receiver's limits the sender must respect, sent with every `PLAN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReceiverLimits {
+    pub(crate) segments_in_flight: u64,
+    pub(crate) max_extents: u64,
+    pub(crate) segment_size: u64,
+}
+
+/// `PLAN` body: `[final, segments_in_flight, max_extents, segment_size, [[entry, offset,
+/// prefix], ...]]`.
 pub(crate) fn encode_plan(
     out: &mut [u8],
     last: bool,
-    in_flight: u64,
-    max_extents: u64,
+    limits: ReceiverLimits,
     claims: &[Claim],
 ) -> usize {
     msgpack::encode_into(out, |mut w| {
-        rmp::encode::write_array_len(&mut w, 4)?;
+        rmp::encode::write_array_len(&mut w, 5)?;
         rmp::encode::write_bool(&mut w, last)?;
-        rmp::encode::write_uint(&mut w, in_flight)?;
-        rmp::encode::write_uint(&mut w, max_extents)?;
+        rmp::encode::write_uint(&mut w, limits.segments_in_flight)?;
+        rmp::encode::write_uint(&mut w, limits.max_extents)?;
+        rmp::encode::write_uint(&mut w, limits.segment_size)?;
         rmp::encode::write_array_len(&mut w, claims.len() as u32)?;
         for claim in claims {
             rmp::encode::write_array_len(&mut w, 3)?;
@@ -224,20 +233,23 @@ pub(crate) fn encode_plan(
     .unwrap_or(0)
 }
 
-/// Reads a `PLAN` body: returns `(final, segments_in_flight, max_extents)` and hands each
-/// claim to `each`.
+/// Reads a `PLAN` body: returns `final` and the receiver's limits, and hands each claim
+/// to `each`.
 pub(crate) fn decode_plan(
     body: &[u8],
     mut each: impl FnMut(Claim) -> Result<(), TransferError>,
-) -> Result<(bool, u64, u64), TransferError> {
+) -> Result<(bool, ReceiverLimits), TransferError> {
     let err = decode_error("resume plan");
     let mut reader = Reader::new(body);
-    if reader.array_len().map_err(&err)? != 4 {
-        return Err(protocol("the resume plan is not a four-element array"));
+    if reader.array_len().map_err(&err)? != 5 {
+        return Err(protocol("the resume plan is not a five-element array"));
     }
     let last = reader.bool().map_err(&err)?;
-    let in_flight = reader.uint().map_err(&err)?;
-    let max_extents = reader.uint().map_err(&err)?;
+    let limits = ReceiverLimits {
+        segments_in_flight: reader.uint().map_err(&err)?,
+        max_extents: reader.uint().map_err(&err)?,
+        segment_size: reader.uint().map_err(&err)?,
+    };
     let count = reader.array_len().map_err(&err)?;
     for _ in 0..count {
         if reader.array_len().map_err(&err)? != 3 {
@@ -260,7 +272,7 @@ pub(crate) fn decode_plan(
     if !reader.is_empty() {
         return Err(protocol("trailing bytes after the resume plan"));
     }
-    Ok((last, in_flight, max_extents))
+    Ok((last, limits))
 }
 
 /// Bytes one rejected entry takes in a `PLAN_RESULT` message (at most).

@@ -126,8 +126,13 @@ impl TransferConfig {
         self.channel.validate()?;
         let max_message = self.channel.max_record_payload;
         let invalid = |why| Err(TransferConfigError::Invalid(why));
-        if self.part_size == 0 || self.part_size + messages::PART_HEADER_LEN > max_message {
-            return invalid("part_size must be at least 1 and fit in one record with its header");
+        if self.part_size < 1024 || self.part_size + messages::PART_HEADER_LEN > max_message {
+            return invalid(
+                "part_size must be at least 1 KiB and fit in one record with its header",
+            );
+        }
+        if self.channel.send_buffer < 2 * crate::record::sealed_len(max_message) {
+            return invalid("the channel's send_buffer must hold two whole records");
         }
         if self.segment_size < self.part_size || self.segment_size > u32::MAX as usize {
             return invalid("segment_size must be at least part_size and below 4 GiB");

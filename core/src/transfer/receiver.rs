@@ -15,6 +15,7 @@ use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, R
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
+use crate::transfer::common::short_of_room;
 use crate::transfer::common::{Engine, Outputs, PrefixJob, Shell, VERIFY_READ, slot_io, split_io};
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, Claim, Extent, FileDigest, Layout, ManifestBegin, kind};
@@ -358,12 +359,12 @@ impl ReceiverSession {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<TransferEvent> {
-        self.shell.engine.out.poll_event()
+        self.shell.poll_event(|engine| engine.out.poll_event())
     }
 
     /// The next disk command.
     pub fn poll_disk(&mut self) -> Option<DiskCommand> {
-        self.shell.engine.out.poll_disk()
+        self.shell.poll_disk(|engine| engine.out.poll_disk())
     }
 
     /// Bytes for the socket.
@@ -599,24 +600,30 @@ impl ReceiverEngine {
             }
             let batch = &rest[..count];
             let len = 1 + 32 + count * messages::CLAIM_MAX_LEN;
-            let in_flight = self.config.segments_in_flight as u64;
-            let max_extents = self.config.max_extents_per_segment as u64;
+            let limits = messages::ReceiverLimits {
+                segments_in_flight: self.config.segments_in_flight as u64,
+                max_extents: self.config.max_extents_per_segment as u64,
+                segment_size: self.config.segment_size as u64,
+            };
             let sent = channel.send_up_to(len.min(room), |buf| {
                 buf[0] = kind::PLAN;
-                1 + messages::encode_plan(&mut buf[1..], last, in_flight, max_extents, batch)
+                1 + messages::encode_plan(&mut buf[1..], last, limits, batch)
             });
             if sent.is_err() {
                 return;
             }
             self.claims_sent += count;
             if last {
+                // The sender now re-reads whatever we claimed, which can take long; its
+                // keepalives (the idle timer) show it is alive meanwhile.
                 self.phase = Phase::AwaitingResult;
-                self.arm_stall(now);
+                self.stall = None;
+                let _ = now;
             }
         }
     }
 
-    fn on_plan_result(&mut self, body: &[u8]) -> Result<(), TransferError> {
+    fn on_plan_result(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
         if self.phase != Phase::AwaitingResult {
             return Err(protocol("a plan result the receiver did not ask for"));
         }
@@ -666,6 +673,7 @@ impl ReceiverEngine {
             bytes_to_send: to_send,
         });
         self.phase = Phase::Settling;
+        self.arm_stall(now);
         Ok(())
     }
 
@@ -688,19 +696,21 @@ impl ReceiverEngine {
                     self.committed += 1;
                 }
                 EntryKind::File if self.entries[index].start == entry.size => {
+                    // Complete here and accepted by the sender (an empty file is trivially
+                    // complete, unless the manifest promises other content).
                     let state = &mut self.entries[index];
                     let digest = if entry.size == 0 {
                         Sha256::digest([]).into()
                     } else {
                         state.verified_hash.unwrap_or([0; 32])
                     };
-                    if entry.sha256.is_some_and(|h| h != digest) {
-                        // Complete locally but not what the manifest promises: send it.
-                        state.start = 0;
-                        state.next_offset = 0;
-                        state.verified = 0;
-                        state.verified_hash = None;
-                        self.unresolved += 1;
+                    if entry.size == 0 && entry.sha256.is_some_and(|h| h != digest) {
+                        state.status = FileStatus::Failed;
+                        self.failed += 1;
+                        self.out.event(TransferEvent::FileFailed {
+                            entry: index,
+                            reason: FileFailure::HashMismatch { attempts: 1 },
+                        });
                         continue;
                     }
                     state.status = FileStatus::Completed;
@@ -850,7 +860,10 @@ impl ReceiverEngine {
             .iter_mut()
             .find(|s| s.state == SlotState::Receiving && s.hash == update.resource_hash)
             .ok_or(protocol("a hashmap update for an unknown resource"))?;
-        let start = update.segment as usize * slot.per_message;
+        let start = usize::try_from(update.segment)
+            .ok()
+            .and_then(|segment| segment.checked_mul(slot.per_message))
+            .ok_or(protocol("a hashmap update beyond the hashmap"))?;
         let count = update.hashmap.len() / MAP_HASH_LEN;
         if !slot.waiting_hmu
             || start != slot.hashmap.len()
@@ -1029,7 +1042,8 @@ impl ReceiverEngine {
         else {
             return Ok(());
         };
-        if self.out.disk_room() < self.slots[slot_index].extents.len() + 1 {
+        let extents = self.slots[slot_index].extents.len();
+        if self.out.disk_room() < 2 * extents + 2 || self.out.event_room() < extents + 2 {
             return Ok(());
         }
         let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
@@ -1317,7 +1331,7 @@ enum Decompressed {
 /// promises: more output than that is a bomb, less or a broken stream is corruption.
 fn decompress(data: &[u8], out: &mut [u8]) -> Decompressed {
     use bzip2::{Decompress, Status};
-    let mut decompressor = Decompress::new(false);
+    let mut decompressor = Decompress::new(true);
     match decompressor.decompress(data, out) {
         Ok(Status::StreamEnd) if decompressor.total_out() as usize == out.len() => {
             Decompressed::Exactly
@@ -1350,23 +1364,16 @@ impl Engine for ReceiverEngine {
         match kind {
             kind::MANIFEST_BEGIN => self.on_manifest_begin(body),
             kind::MANIFEST_ENTRIES => self.on_manifest_entries(body),
-            kind::PLAN_RESULT => self.on_plan_result(body),
+            kind::PLAN_RESULT => self.on_plan_result(now, body),
             kind::LAYOUT => self.on_layout(now, body),
             kind::ADV => self.on_advertisement(now, body),
             kind::HMU => self.on_hashmap_update(now, body),
             kind::PART => self.on_part(now, body),
-            kind::ICL => {
-                // The CANCEL with the sender's reason follows; drop the segment meanwhile.
-                let hash = crate::resource::wire::decode_cancel(body)?;
-                if let Some(slot) = self
-                    .slots
-                    .iter_mut()
-                    .find(|s| s.hash == hash && s.state != SlotState::Free)
-                {
-                    slot.state = SlotState::Free;
-                }
-                Ok(())
-            }
+            // The sender cancels a segment only right before CANCEL, which carries the
+            // reason; nothing is undone here, so no state can be corrupted by it.
+            kind::ICL => crate::resource::wire::decode_cancel(body)
+                .map(drop)
+                .map_err(TransferError::from),
             kind::CANCEL => Err(TransferError::Cancelled {
                 by_peer: true,
                 reason: messages::decode_reason(body),
@@ -1394,8 +1401,7 @@ impl Engine for ReceiverEngine {
     }
 
     fn input_blocked(&self, channel: &Channel) -> bool {
-        channel.send_capacity() < sealed_len(channel.max_message_len().min(64 << 10))
-            || self.out.event_room() < self.config.max_extents_per_segment + 4
+        short_of_room(channel) || self.out.event_room() < self.config.max_extents_per_segment + 4
     }
 
     fn deadline(&self) -> Option<Timestamp> {

@@ -14,6 +14,7 @@ use crate::resource::{SegmentHasher, map_hash};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
+use crate::transfer::common::short_of_room;
 use crate::transfer::common::{
     Engine, Outputs, PrefixJob, Shell, VERIFY_READ, control_reserve, slot_io, split_io,
 };
@@ -127,6 +128,8 @@ pub(crate) struct SenderEngine {
     claims: Vec<Claim>,
     in_flight: usize,
     max_extents: usize,
+    /// The segment size in use: the smaller of ours and the receiver's.
+    segment_size: usize,
     verify_next: usize,
     verify: Option<PrefixJob>,
     verify_buf: Vec<u8>,
@@ -194,6 +197,7 @@ impl SenderSession {
             claims: Vec::new(),
             in_flight: config.segments_in_flight,
             max_extents: config.max_extents_per_segment,
+            segment_size: config.segment_size,
             verify_next: 0,
             verify: None,
             verify_buf: vec![0; config.segment_size],
@@ -272,12 +276,12 @@ impl SenderSession {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<TransferEvent> {
-        self.shell.engine.out.poll_event()
+        self.shell.poll_event(|engine| engine.out.poll_event())
     }
 
     /// The next disk command.
     pub fn poll_disk(&mut self) -> Option<DiskCommand> {
-        self.shell.engine.out.poll_disk()
+        self.shell.poll_disk(|engine| engine.out.poll_disk())
     }
 
     /// Bytes for the socket.
@@ -477,7 +481,7 @@ impl SenderEngine {
         let manifest = &self.manifest;
         let entries = &mut self.entries;
         let claims = &mut self.claims;
-        let (last, in_flight, max_extents) = messages::decode_plan(body, |claim| {
+        let (last, limits) = messages::decode_plan(body, |claim| {
             let entry = manifest
                 .get(claim.entry as usize)
                 .ok_or(protocol("a claim names an entry that does not exist"))?;
@@ -497,17 +501,24 @@ impl SenderEngine {
             Ok(())
         })?;
         if last {
-            if in_flight == 0 {
-                return Err(protocol("the receiver allows no segments in flight"));
+            let fit = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+            if limits.segments_in_flight == 0
+                || limits.max_extents == 0
+                || fit(limits.segment_size) < self.config.part_size
+            {
+                return Err(protocol(
+                    "the receiver's limits leave no room for a segment",
+                ));
             }
-            if max_extents == 0 {
-                return Err(protocol("the receiver allows no extents per segment"));
-            }
-            self.in_flight = self.config.segments_in_flight.min(in_flight as usize);
+            self.in_flight = self
+                .config
+                .segments_in_flight
+                .min(fit(limits.segments_in_flight));
             self.max_extents = self
                 .config
                 .max_extents_per_segment
-                .min(max_extents as usize);
+                .min(fit(limits.max_extents));
+            self.segment_size = self.config.segment_size.min(fit(limits.segment_size));
             self.phase = Phase::Verifying;
         }
         Ok(())
@@ -553,10 +564,20 @@ impl SenderEngine {
             };
             let entry = self.manifest.get(claim.entry as usize);
             let size = entry.map_or(0, |e| e.size);
-            if claim.offset == size && entry.and_then(|e| e.sha256) == Some(claim.prefix) {
-                self.accept_claim(claim, size, None);
-                self.verify_next += 1;
-                continue;
+            match entry.and_then(|e| e.sha256) {
+                // Complete and equal to what the manifest promises: nothing to re-read.
+                Some(hash) if claim.offset == size && hash == claim.prefix => {
+                    self.accept_claim(claim, size, None);
+                    self.verify_next += 1;
+                    continue;
+                }
+                // Complete but not what the manifest promises: send it again.
+                Some(_) if claim.offset == size => {
+                    self.rejected.push(claim.entry);
+                    self.verify_next += 1;
+                    continue;
+                }
+                _ => {}
             }
             self.verify = Some(PrefixJob::new(claim.entry, claim.offset));
         }
@@ -665,11 +686,11 @@ impl SenderEngine {
             let mut fill = 0usize;
             let mut extents = core::mem::take(&mut self.slots[slot_index].extents);
             extents.clear();
-            while fill < self.config.segment_size && extents.len() < self.max_extents {
+            while fill < self.segment_size && extents.len() < self.max_extents {
                 let Some((entry, attempt, offset, available)) = self.next_piece() else {
                     break;
                 };
-                let len = available.min((self.config.segment_size - fill) as u64) as u32;
+                let len = available.min((self.segment_size - fill) as u64) as u32;
                 let index = extents.len();
                 extents.push((
                     Extent {
@@ -825,7 +846,7 @@ impl SenderEngine {
             let hashmap = slot.hashmap[..per_message].as_flattened();
             let estimated = self
                 .stream_total
-                .div_ceil(self.config.segment_size as u64)
+                .div_ceil(self.segment_size as u64)
                 .max(slot.seq);
             let adv = Advertisement {
                 transfer_size: slot.transfer_len as u64,
@@ -846,11 +867,9 @@ impl SenderEngine {
             };
             let layout_len = messages::layout_len(slot.extents.len(), slot.digests.len());
             let adv_len = 1 + adv.encoded_len();
-            if channel.send_capacity() < sealed_len(layout_len) + sealed_len(adv_len) {
+            if channel.send_room() < sealed_len(layout_len) + sealed_len(adv_len) {
                 return;
             }
-            let extents: Vec<Extent> = Vec::new();
-            let _ = extents;
             let sent = channel
                 .send_with(layout_len, |buf| {
                     buf[0] = kind::LAYOUT;
@@ -949,7 +968,7 @@ impl SenderEngine {
             while let Some(&index) = slot.send_queue.front() {
                 let range = slot.part_range(index as usize, part_size);
                 let len = messages::PART_HEADER_LEN + range.len();
-                if channel.send_capacity() < sealed_len(len) + reserve {
+                if channel.send_room() < sealed_len(len) + reserve {
                     return;
                 }
                 let hash = slot.hash;
@@ -1106,18 +1125,11 @@ impl Engine for SenderEngine {
             kind::REQ if self.phase == Phase::Streaming => self.on_request(now, body),
             kind::PRF if self.phase == Phase::Streaming => self.on_proof(now, body),
             kind::RETRY if self.phase == Phase::Streaming => self.on_retry(body),
-            kind::RCL => {
-                // The CANCEL with the receiver's reason follows; stop serving the segment.
-                let hash = crate::resource::wire::decode_cancel(body)?;
-                if let Some(slot) = self
-                    .slots
-                    .iter_mut()
-                    .find(|s| s.hash == hash && s.state == SlotState::Advertised)
-                {
-                    slot.send_queue.clear();
-                }
-                Ok(())
-            }
+            // The receiver rejects a segment only right before CANCEL, which carries the
+            // reason; nothing is undone here.
+            kind::RCL => crate::resource::wire::decode_cancel(body)
+                .map(drop)
+                .map_err(TransferError::from),
             kind::DONE if self.phase == Phase::Streaming => {
                 let (committed, failed) = messages::decode_done(body)?;
                 if self.in_flight() || !self.retry_queue.is_empty() {
@@ -1175,7 +1187,7 @@ impl Engine for SenderEngine {
     }
 
     fn input_blocked(&self, channel: &Channel) -> bool {
-        channel.send_capacity() < control_reserve(channel) || self.out.event_room() < 4
+        short_of_room(channel) || self.out.event_room() < 4
     }
 
     fn deadline(&self) -> Option<Timestamp> {

@@ -11,6 +11,7 @@ use ferry_core::transfer::{
     TransferError, TransferEvent,
 };
 
+use crate::checkpoint::Checkpointer;
 use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
@@ -90,6 +91,7 @@ pub fn receive(
     let mut files_done = 0;
     let mut claimed_final: BTreeSet<usize> = BTreeSet::new();
     let mut traffic = Traffic::default();
+    let mut checkpoints = Checkpointer::new(sink.root().to_owned());
     let sender_ip = target.ip.to_string();
     let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
         loop {
@@ -269,7 +271,9 @@ pub fn receive(
             }
         }
     });
+    let persisted = checkpoints.finish();
     result?;
+    persisted?;
     if !session.is_finished() {
         return Err(DriverError::Transfer(
             session.error().cloned().unwrap_or(TransferError::PeerEnded),

@@ -222,6 +222,12 @@ impl Sink {
                 _ => {}
             }
             if part.exists() {
+                // A .part left by an older, longer attempt keeps no stale tail.
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&part)?
+                    .set_len(entry.size)?;
                 times(&part)?;
                 fs::rename(&part, &target)?;
             } else if fs::symlink_metadata(&target).is_err() {

@@ -1,0 +1,280 @@
+//! End-to-end benchmark of the `ferry` binary over loopback, next to its ceilings measured
+//! in the same run: single-core SHA-256 and ChaCha20Poly1305, and a plain TCP copy of the
+//! same bytes into a file that is synced at the end (what Ferry's durability costs too).
+//!
+//!     cargo build --release && cargo run --release -p ferry-examples --example bench [DIR]
+//!
+//! Payloads: (a) a 1 GiB random file, (b) 10,000 files of 4 KiB, (c) 100 MiB of log text.
+//! Every figure is the median of 3 runs, interleaved with its ceiling.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use sha2::{Digest, Sha256};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
+struct Payload {
+    name: &'static str,
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    bytes: u64,
+}
+
+fn payloads(dir: &Path) -> Vec<Payload> {
+    let mut out = Vec::new();
+    let a = dir.join("a-random");
+    fs::create_dir_all(&a).unwrap();
+    let big = a.join("random-1g.bin");
+    if fs::metadata(&big).map(|m| m.len()).unwrap_or(0) != 1 << 30 {
+        let mut file = File::create(&big).unwrap();
+        for i in 0..64 {
+            file.write_all(&random_bytes(16 << 20, i)).unwrap();
+        }
+    }
+    out.push(Payload {
+        name: "(a) 1 GiB random file",
+        root: a,
+        files: vec![big],
+        bytes: 1 << 30,
+    });
+    let b = dir.join("b-small");
+    let mut small = Vec::new();
+    for i in 0..10_000u64 {
+        let sub = b.join(format!("d{:02}", i % 100));
+        fs::create_dir_all(&sub).unwrap();
+        let path = sub.join(format!("f{i:05}"));
+        if !path.exists() {
+            fs::write(&path, random_bytes(4096, i + 100)).unwrap();
+        }
+        small.push(path);
+    }
+    out.push(Payload {
+        name: "(b) 10,000 files of 4 KiB",
+        root: b,
+        files: small,
+        bytes: 10_000 * 4096,
+    });
+    let c = dir.join("c-logs");
+    fs::create_dir_all(&c).unwrap();
+    let log = c.join("server.log");
+    if fs::metadata(&log).map(|m| m.len()).unwrap_or(0) < 100 << 20 {
+        let mut file = std::io::BufWriter::new(File::create(&log).unwrap());
+        let mut k = 0u64;
+        let mut written = 0u64;
+        while written < 100 << 20 {
+            let line = format!(
+                "2026-11-22T04:{:02}:{:02}Z INFO api: GET /v1/items/{} 200 {} ms user={}\n",
+                k / 60 % 60,
+                k % 60,
+                k * 7 % 100_000,
+                k % 97,
+                k % 1000
+            );
+            written += line.len() as u64;
+            file.write_all(line.as_bytes()).unwrap();
+            k += 1;
+        }
+    }
+    let size = fs::metadata(&log).unwrap().len();
+    out.push(Payload {
+        name: "(c) 100 MiB of log text",
+        root: c,
+        files: vec![log],
+        bytes: size,
+    });
+    out
+}
+
+fn ferry_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let ferry = dir.join("ferry");
+    assert!(
+        ferry.exists(),
+        "{} is missing: run `cargo build --release` first",
+        ferry.display()
+    );
+    ferry
+}
+
+fn rss_kib(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.strip_prefix("peak RSS: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One Ferry transfer of `payload`: (seconds, sender RSS KiB, receiver RSS KiB).
+fn ferry_run(ferry: &Path, payload: &Payload, out: &Path) -> (f64, u64, u64) {
+    let _ = fs::remove_dir_all(out);
+    let mut sender = Command::new(ferry)
+        .args(["send", "--pod", "--port", "0"])
+        .arg(&payload.root)
+        .env("FERRY_REPORT_RSS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sender.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let start = Instant::now();
+    let receiver = Command::new(ferry)
+        .args(&args)
+        .arg("-o")
+        .arg(out)
+        .env("FERRY_REPORT_RSS", "1")
+        .output()
+        .unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    assert!(
+        receiver.status.success(),
+        "{}",
+        String::from_utf8_lossy(&receiver.stderr)
+    );
+    let mut sender_log = String::new();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut sender_log)
+        .unwrap();
+    sender.wait().unwrap();
+    (
+        seconds,
+        rss_kib(&sender_log),
+        rss_kib(&String::from_utf8_lossy(&receiver.stderr)),
+    )
+}
+
+/// The same bytes over one plain TCP connection into one file, synced at the end.
+fn plain_copy(payload: &Payload, out: &Path) -> f64 {
+    let _ = fs::remove_dir_all(out);
+    fs::create_dir_all(out).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let files = payload.files.clone();
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        for path in files {
+            let mut file = File::open(path).unwrap();
+            loop {
+                let n = file.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                stream.write_all(&buf[..n]).unwrap();
+            }
+        }
+    });
+    let (mut stream, _) = listener.accept().unwrap();
+    let mut file = File::create(out.join("copy")).unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).unwrap();
+    }
+    file.sync_all().unwrap();
+    sender.join().unwrap();
+    start.elapsed().as_secs_f64()
+}
+
+fn sha256_mbs(data: &[u8]) -> f64 {
+    let start = Instant::now();
+    for chunk in data.chunks(1 << 20) {
+        std::hint::black_box(Sha256::digest(chunk));
+    }
+    data.len() as f64 / 1e6 / start.elapsed().as_secs_f64()
+}
+
+fn aead_mbs(data: &mut [u8]) -> f64 {
+    let aead = ChaCha20Poly1305::new(&Key::from([1u8; 32]));
+    let start = Instant::now();
+    for (i, chunk) in data.chunks_mut(64 << 10).enumerate() {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&(i as u64).to_be_bytes());
+        std::hint::black_box(
+            aead.encrypt_inout_detached(&Nonce::from(nonce), &[], chunk.into())
+                .ok(),
+        );
+    }
+    data.len() as f64 / 1e6 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let dir = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ferry-bench"));
+    fs::create_dir_all(&dir).unwrap();
+    let ferry = ferry_binary();
+    eprintln!("preparing payloads in {} ...", dir.display());
+    let payloads = payloads(&dir);
+    let mut data = random_bytes(256 << 20, 9);
+    let sha = median((0..3).map(|_| sha256_mbs(&data)).collect());
+    let aead = median((0..3).map(|_| aead_mbs(&mut data)).collect());
+    drop(data);
+    println!(
+        "ceilings: SHA-256 {sha:.0} MB/s, ChaCha20Poly1305 {aead:.0} MB/s (single core, this run)"
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>12} {:>7} {:>11} {:>13}",
+        "payload", "ferry MB/s", "files/s", "plain MB/s", "ratio", "sender RSS", "receiver RSS"
+    );
+    for payload in &payloads {
+        let out = dir.join("out");
+        let (mut ferry_s, mut plain_s, mut rss_s, mut rss_r) = (vec![], vec![], 0, 0);
+        for _ in 0..3 {
+            let (seconds, s, r) = ferry_run(&ferry, payload, &out);
+            ferry_s.push(seconds);
+            rss_s = rss_s.max(s);
+            rss_r = rss_r.max(r);
+            plain_s.push(plain_copy(payload, &out));
+        }
+        let (f, p) = (median(ferry_s), median(plain_s));
+        let mbs = payload.bytes as f64 / 1e6 / f;
+        println!(
+            "{:<28} {:>10.0} {:>10.0} {:>12.0} {:>6.0}% {:>7} KiB {:>9} KiB   ({:.2} s)",
+            payload.name,
+            mbs,
+            payload.files.len() as f64 / f,
+            payload.bytes as f64 / 1e6 / p,
+            100.0 * p / f,
+            rss_s,
+            rss_r,
+            f
+        );
+        let _ = fs::remove_dir_all(&out);
+    }
+    let _ = Duration::ZERO;
+}
