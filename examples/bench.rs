@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -129,7 +129,6 @@ fn rss_kib(log: &str) -> u64 {
 
 /// One Ferry transfer of `payload`: (seconds, sender RSS KiB, receiver RSS KiB).
 fn ferry_run(ferry: &Path, payload: &Payload, out: &Path) -> (f64, u64, u64) {
-    let _ = fs::remove_dir_all(out);
     let mut sender = Command::new(ferry)
         .args(["send", "--pod", "--port", "0"])
         .arg(&payload.root)
@@ -174,7 +173,6 @@ fn ferry_run(ferry: &Path, payload: &Payload, out: &Path) -> (f64, u64, u64) {
 
 /// The same bytes over one plain TCP connection into one file, synced at the end.
 fn plain_copy(payload: &Payload, out: &Path) -> f64 {
-    let _ = fs::remove_dir_all(out);
     fs::create_dir_all(out).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -251,15 +249,23 @@ fn main() {
         "{:<28} {:>10} {:>10} {:>12} {:>7} {:>11} {:>13}",
         "payload", "ferry MB/s", "files/s", "plain MB/s", "ratio", "sender RSS", "receiver RSS"
     );
-    for payload in &payloads {
-        let out = dir.join("out");
+    // Every run writes a new directory and all are removed at the end: deleting thousands
+    // of fresh files right before creating thousands more makes ext4 scan for inodes
+    // (`recently_deleted`), which would measure the file system, not Ferry.
+    let outputs = dir.join("outputs");
+    let _ = fs::remove_dir_all(&outputs);
+    for (p, payload) in payloads.iter().enumerate() {
         let (mut ferry_s, mut plain_s, mut rss_s, mut rss_r) = (vec![], vec![], 0, 0);
-        for _ in 0..3 {
-            let (seconds, s, r) = ferry_run(&ferry, payload, &out);
+        for run in 0..3 {
+            let (seconds, s, r) =
+                ferry_run(&ferry, payload, &outputs.join(format!("ferry-{p}-{run}")));
             ferry_s.push(seconds);
             rss_s = rss_s.max(s);
             rss_r = rss_r.max(r);
-            plain_s.push(plain_copy(payload, &out));
+            plain_s.push(plain_copy(
+                payload,
+                &outputs.join(format!("plain-{p}-{run}")),
+            ));
         }
         let (f, p) = (median(ferry_s), median(plain_s));
         let mbs = payload.bytes as f64 / 1e6 / f;
@@ -274,7 +280,6 @@ fn main() {
             rss_r,
             f
         );
-        let _ = fs::remove_dir_all(&out);
     }
-    let _ = Duration::ZERO;
+    let _ = fs::remove_dir_all(&outputs);
 }

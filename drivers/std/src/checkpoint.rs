@@ -12,17 +12,17 @@ use crate::lock::LockFile;
 
 /// The background writer of resume state.
 pub struct Checkpointer {
-    jobs: Option<SyncSender<LockFile>>,
+    jobs: Option<SyncSender<Vec<u8>>>,
     /// A newer snapshot waiting while the worker is busy (older ones are superseded).
-    pending: Option<LockFile>,
+    pending: Option<Vec<u8>>,
     worker: Option<JoinHandle<Result<(), String>>>,
 }
 
-fn run(root: PathBuf, jobs: Receiver<LockFile>) -> Result<(), String> {
-    for mut lock in jobs {
+fn run(root: PathBuf, jobs: Receiver<Vec<u8>>) -> Result<(), String> {
+    for snapshot in jobs {
         let dir = File::open(&root).map_err(|e| format!("cannot sync {}: {e}", root.display()))?;
         nix::unistd::syncfs(&dir).map_err(|e| format!("cannot sync {}: {e}", root.display()))?;
-        lock.save(&root)
+        LockFile::write_snapshot(&root, &snapshot)
             .map_err(|e| format!("cannot write the lock file: {e}"))?;
     }
     Ok(())
@@ -43,8 +43,8 @@ impl Checkpointer {
         }
     }
 
-    /// Queues `snapshot`, to be written once everything written so far is durable.
-    pub fn submit(&mut self, snapshot: LockFile) -> Result<(), DriverError> {
+    /// Queues a lock `snapshot`, to be written once everything written so far is durable.
+    pub fn submit(&mut self, snapshot: Vec<u8>) -> Result<(), DriverError> {
         let Some(jobs) = &self.jobs else {
             return Ok(());
         };

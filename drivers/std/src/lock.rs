@@ -153,17 +153,28 @@ impl LockFile {
         }
     }
 
+    /// The lock as it will be written now (compact JSON, timestamp updated).
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        self.timestamp = utc_now();
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
     /// Writes the lock atomically: a temporary file, fsync, rename, fsync of the directory.
     /// Call it only after the data it claims is durable.
     pub fn save(&mut self, root: &Path) -> std::io::Result<()> {
-        self.timestamp = utc_now();
+        let bytes = self.snapshot();
+        LockFile::write_snapshot(root, &bytes)
+    }
+
+    /// Writes a [`LockFile::snapshot`] atomically.
+    pub fn write_snapshot(root: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let temporary = root.join(format!("{LOCK_NAME}.tmp"));
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temporary)?;
-        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, LockFile::path(root))?;
         File::open(root)?.sync_all()
