@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use crate::channel::{Channel, Event};
 use crate::record::sealed_len;
 use crate::time::Timestamp;
+use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, kind};
-use crate::transfer::{DiskCommand, IoId, TransferError, TransferEvent};
+use crate::transfer::{DiskCommand, DiskError, IoId, TransferError, TransferEvent};
 
 /// An I/O id for the prefix-verification read (one at a time per session).
 pub(crate) const VERIFY_READ: IoId = IoId(1 << 31);
@@ -72,60 +73,181 @@ impl Outputs {
     }
 }
 
-/// Hashes the first `target` bytes of a file through reads the driver performs, one at a
-/// time: how each side checks a resume claim.
-pub(crate) struct PrefixJob {
+/// A finished prefix check: the entry, the bytes checked, and the hash state after them
+/// with its digest (`None` when the file was shorter or could not be read).
+pub(crate) struct Verified {
     pub(crate) entry: u32,
     pub(crate) target: u64,
-    done: u64,
-    hasher: Sha256,
-    reading: Option<usize>,
-    /// The file was shorter than the claim, or could not be read.
-    pub(crate) failed: bool,
+    pub(crate) result: Option<(Sha256, [u8; 32])>,
 }
 
-impl PrefixJob {
-    pub(crate) fn new(entry: u32, target: u64) -> Self {
-        PrefixJob {
-            entry,
-            target,
-            done: 0,
-            hasher: Sha256::new(),
+/// Hashes the first bytes of local files through reads the driver performs, one read at
+/// a time into one buffer: how each side checks a resume claim.
+pub(crate) struct Verifier {
+    buf: Vec<u8>,
+    job: Option<(u32, u64, u64, Sha256)>,
+    reading: Option<usize>,
+    failed: bool,
+}
+
+impl Verifier {
+    pub(crate) fn new(chunk: usize) -> Self {
+        Verifier {
+            buf: vec![0; chunk],
+            job: None,
             reading: None,
             failed: false,
         }
     }
 
-    /// The next read to issue, if one is due: `(offset, len)`.
-    pub(crate) fn next_read(&mut self, chunk: usize) -> Option<(u64, usize)> {
-        if self.reading.is_some() || self.is_complete() {
-            return None;
-        }
-        let len = (self.target - self.done).min(chunk as u64) as usize;
-        self.reading = Some(len);
-        Some((self.done, len))
+    pub(crate) fn is_busy(&self) -> bool {
+        self.job.is_some()
     }
 
-    /// The bytes the outstanding read filled (`Err` if it failed).
-    pub(crate) fn read_done(&mut self, data: Result<&[u8], ()>) {
-        let wanted = self.reading.take().unwrap_or(0);
-        match data {
-            Ok(data) if data.len() == wanted => {
-                self.hasher.update(data);
-                self.done += wanted as u64;
+    /// Starts hashing the first `target` bytes of `entry`.
+    pub(crate) fn start(&mut self, entry: u32, target: u64) {
+        self.job = Some((entry, target, 0, Sha256::new()));
+        self.reading = None;
+        self.failed = false;
+    }
+
+    /// Issues the next read when one is due (and the disk queue has room); returns the
+    /// job once it is complete.
+    pub(crate) fn poll(&mut self, out: &mut Outputs) -> Option<Verified> {
+        let (entry, target, done, _) = self.job.as_ref()?;
+        let (entry, target, done) = (*entry, *target, *done);
+        if self.failed || done == target {
+            let (_, _, _, hasher) = self.job.take()?;
+            let result = (!self.failed).then(|| {
+                let digest = hasher.clone().finalize().into();
+                (hasher, digest)
+            });
+            return Some(Verified {
+                entry,
+                target,
+                result,
+            });
+        }
+        if self.reading.is_none() && out.disk_room() > 0 {
+            let len = (target - done).min(self.buf.len() as u64) as usize;
+            self.reading = Some(len);
+            out.disk(DiskCommand::Read {
+                id: VERIFY_READ,
+                entry: entry as usize,
+                offset: done,
+                len,
+            });
+        }
+        None
+    }
+
+    /// Where the driver puts the bytes of the outstanding read.
+    pub(crate) fn buffer(&mut self) -> &mut [u8] {
+        let len = self.reading.unwrap_or(0);
+        &mut self.buf[..len]
+    }
+
+    /// The outstanding read finished.
+    pub(crate) fn read_done(
+        &mut self,
+        result: Result<usize, DiskError>,
+    ) -> Result<(), TransferError> {
+        let (Some(wanted), Some((_, _, done, hasher))) = (self.reading.take(), self.job.as_mut())
+        else {
+            return Err(TransferError::Protocol("driver reported an unknown read"));
+        };
+        match result {
+            Ok(n) if n == wanted => {
+                hasher.update(&self.buf[..n]);
+                *done += n as u64;
             }
             _ => self.failed = true,
         }
+        Ok(())
+    }
+}
+
+/// What the plan settled on, counted the same way on both sides: `start(index)` is where
+/// each file's data begins in the stream (its verified resume offset).
+pub(crate) fn plan_settled(manifest: &Manifest, start: impl Fn(usize) -> u64) -> TransferEvent {
+    let (mut skipped, mut resumed, mut fresh, mut present, mut to_send) = (0, 0, 0, 0u64, 0u64);
+    for (index, entry) in manifest.iter().enumerate() {
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        let start = start(index);
+        present += start;
+        to_send += entry.size - start;
+        match start {
+            0 => fresh += 1,
+            s if s == entry.size => skipped += 1,
+            _ => resumed += 1,
+        }
+    }
+    TransferEvent::PlanSettled {
+        skipped,
+        resumed,
+        fresh,
+        bytes_present: present,
+        bytes_to_send: to_send,
+    }
+}
+
+/// The running SHA-256 of the file whose bytes are passing in stream order, and the
+/// states left after the verified prefixes of resumed files (each continues from there).
+#[derive(Default)]
+pub(crate) struct FileHashes {
+    current: Option<(u32, u8, Sha256)>,
+    resumed: Vec<(u32, Sha256)>,
+}
+
+impl FileHashes {
+    /// Keeps the state after a verified prefix of `entry`, for when its data arrives.
+    pub(crate) fn resume_from(&mut self, entry: u32, prefix: Sha256) {
+        self.resumed.push((entry, prefix));
     }
 
-    pub(crate) fn is_complete(&self) -> bool {
-        self.failed || self.done == self.target
+    /// Forgets a prefix that will not be used (its claim was rejected).
+    pub(crate) fn drop_resumed(&mut self, entry: u32) {
+        self.resumed.retain(|(e, _)| *e != entry);
     }
 
-    /// The hash state after the prefix (to continue with the rest of the file) and its digest.
-    pub(crate) fn finish(self) -> (Sha256, [u8; 32]) {
-        let digest = self.hasher.clone().finalize().into();
-        (self.hasher, digest)
+    /// Hashes the next piece of a file: `offset` is where it starts in the file. Returns
+    /// the file's digest when the piece ends at `size`.
+    pub(crate) fn update(
+        &mut self,
+        entry: u32,
+        attempt: u8,
+        offset: u64,
+        data: &[u8],
+        size: u64,
+    ) -> Result<Option<[u8; 32]>, TransferError> {
+        let mut hasher = match self.current.take() {
+            Some((e, a, hasher)) if e == entry && a == attempt => hasher,
+            _ if offset == 0 => Sha256::new(),
+            _ => match self.resumed.iter().position(|(e, _)| *e == entry) {
+                Some(at) => self.resumed.swap_remove(at).1,
+                None => {
+                    return Err(TransferError::Protocol(
+                        "a file resumed at an offset the plan did not settle",
+                    ));
+                }
+            },
+        };
+        hasher.update(data);
+        if offset + data.len() as u64 == size {
+            return Ok(Some(hasher.finalize().into()));
+        }
+        self.current = Some((entry, attempt, hasher));
+        Ok(None)
+    }
+
+    /// The SHA-256 of what has passed of `entry` so far, if it is the file in progress.
+    pub(crate) fn partial(&self, entry: u32) -> Option<[u8; 32]> {
+        self.current
+            .as_ref()
+            .filter(|(e, _, _)| *e == entry)
+            .map(|(_, _, h)| h.clone().finalize().into())
     }
 }
 

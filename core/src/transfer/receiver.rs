@@ -16,7 +16,8 @@ use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
 use crate::transfer::common::short_of_room;
-use crate::transfer::common::{Engine, Outputs, PrefixJob, Shell, VERIFY_READ, slot_io, split_io};
+use crate::transfer::common::{Engine, Outputs, Shell, VERIFY_READ, Verifier, slot_io, split_io};
+use crate::transfer::common::{FileHashes, plan_settled};
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, Claim, Extent, FileDigest, Layout, ManifestBegin, kind};
 use crate::transfer::{
@@ -157,18 +158,17 @@ pub(crate) struct ReceiverEngine {
     // resume
     local: Vec<(u32, u64)>,
     verify_next: usize,
-    verify: Option<PrefixJob>,
-    verify_buf: Vec<u8>,
+    verifier: Verifier,
     claims: Vec<Claim>,
     claims_sent: usize,
-    partial_hashers: Vec<(u32, Sha256)>,
+    /// Per-file SHA-256 as the stream passes (and resumed prefixes waiting).
+    hashes: FileHashes,
     settle_next: usize,
     // stream
     slots: Vec<RecvSlot>,
     awaiting_adv: Option<usize>,
     next_seq: u64,
     next_process: u64,
-    file_hasher: Option<(u32, u8, Sha256)>,
     window: usize,
     outstanding: usize,
     retries_due: VecDeque<(u32, u8)>,
@@ -222,17 +222,15 @@ impl ReceiverSession {
             entries: Vec::new(),
             local: Vec::new(),
             verify_next: 0,
-            verify: None,
-            verify_buf: vec![0; config.segment_size],
+            verifier: Verifier::new(config.segment_size),
             claims: Vec::new(),
             claims_sent: 0,
-            partial_hashers: Vec::new(),
+            hashes: FileHashes::default(),
             settle_next: 0,
             slots,
             awaiting_adv: None,
             next_seq: 0,
             next_process: 0,
-            file_hasher: None,
             window: config.initial_window,
             outstanding: 0,
             retries_due: VecDeque::new(),
@@ -308,9 +306,8 @@ impl ReceiverSession {
 
     /// Where the driver puts the bytes of read `id`.
     pub fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
-        let engine = &mut self.shell.engine;
-        if id == VERIFY_READ && engine.verify.is_some() {
-            return &mut engine.verify_buf;
+        if id == VERIFY_READ {
+            return self.shell.engine.verifier.buffer();
         }
         &mut []
     }
@@ -322,16 +319,10 @@ impl ReceiverSession {
         id: IoId,
         result: Result<usize, DiskError>,
     ) -> Result<(), TransferError> {
-        let engine = &mut self.shell.engine;
-        let done = match (id == VERIFY_READ, engine.verify.as_mut()) {
-            (true, Some(job)) => {
-                let data = result
-                    .map(|n| &engine.verify_buf[..n.min(engine.verify_buf.len())])
-                    .map_err(|_| ());
-                job.read_done(data);
-                Ok(())
-            }
-            _ => Err(protocol("driver reported an unknown read")),
+        let done = if id == VERIFY_READ {
+            self.shell.engine.verifier.read_done(result)
+        } else {
+            Err(protocol("driver reported an unknown read"))
         };
         self.shell.after(now, done)
     }
@@ -548,34 +539,18 @@ impl ReceiverEngine {
 
     fn pump_verify(&mut self) {
         loop {
-            if let Some(job) = self.verify.as_mut() {
-                if !job.is_complete() {
-                    if let Some((offset, len)) = job.next_read(self.verify_buf.len()) {
-                        if self.out.disk_room() == 0 {
-                            return;
-                        }
-                        self.out.disk(DiskCommand::Read {
-                            id: VERIFY_READ,
-                            entry: job.entry as usize,
-                            offset,
-                            len,
-                        });
-                    }
-                    return;
-                }
-                let Some(job) = self.verify.take() else {
+            if self.verifier.is_busy() {
+                let Some(done) = self.verifier.poll(&mut self.out) else {
                     return;
                 };
-                let (entry, offset, failed) = (job.entry, job.target, job.failed);
-                let (hasher, prefix) = job.finish();
-                if !failed {
+                if let Some((hasher, prefix)) = done.result {
                     self.claims.push(Claim {
-                        entry,
-                        offset,
+                        entry: done.entry,
+                        offset: done.target,
                         prefix,
                     });
-                    if offset < self.size(entry) {
-                        self.partial_hashers.push((entry, hasher));
+                    if done.target < self.size(done.entry) {
+                        self.hashes.resume_from(done.entry, hasher);
                     }
                 }
                 self.verify_next += 1;
@@ -584,7 +559,7 @@ impl ReceiverEngine {
                 self.phase = Phase::Planning;
                 return;
             };
-            self.verify = Some(PrefixJob::new(entry, bytes));
+            self.verifier.start(entry, bytes);
         }
     }
 
@@ -628,20 +603,19 @@ impl ReceiverEngine {
             return Err(protocol("a plan result the receiver did not ask for"));
         }
         let claims = &mut self.claims;
-        let hashers = &mut self.partial_hashers;
+        let hashes = &mut self.hashes;
         let last = messages::decode_plan_result(body, |entry| {
             let at = claims
                 .iter()
                 .position(|c| c.entry == entry)
                 .ok_or(protocol("the sender rejected a claim that was never made"))?;
             claims.swap_remove(at);
-            hashers.retain(|(e, _)| *e != entry);
+            hashes.drop_resumed(entry);
             Ok(())
         })?;
         if !last {
             return Ok(());
         }
-        let (mut skipped, mut resumed, mut fresh, mut present, mut to_send) = (0, 0, 0, 0u64, 0u64);
         for claim in &self.claims {
             let state = &mut self.entries[claim.entry as usize];
             state.start = claim.offset;
@@ -649,29 +623,14 @@ impl ReceiverEngine {
             state.verified = claim.offset;
             state.verified_hash = Some(claim.prefix);
         }
-        for (index, entry) in self.manifest.iter().enumerate() {
-            if entry.kind != EntryKind::File {
-                continue;
-            }
-            let start = self.entries[index].start;
-            present += start;
-            to_send += entry.size - start;
-            match start {
-                0 => fresh += 1,
-                s if s == entry.size => skipped += 1,
-                _ => resumed += 1,
-            }
-            if start < entry.size {
-                self.unresolved += 1;
-            }
-        }
-        self.out.event(TransferEvent::PlanSettled {
-            skipped,
-            resumed,
-            fresh,
-            bytes_present: present,
-            bytes_to_send: to_send,
-        });
+        self.unresolved = self
+            .manifest
+            .iter()
+            .zip(&self.entries)
+            .filter(|(entry, state)| entry.kind == EntryKind::File && state.start < entry.size)
+            .count();
+        let settled = plan_settled(&self.manifest, |i| self.entries[i].start);
+        self.out.event(settled);
         self.phase = Phase::Settling;
         self.arm_stall(now);
         Ok(())
@@ -1051,41 +1010,35 @@ impl ReceiverEngine {
         for (k, &(extent, at)) in slot.extents.iter().enumerate() {
             let data = &slot.buf[at..at + extent.len as usize];
             let entry = extent.entry;
-            let mut hasher = match self.file_hasher.take() {
-                Some((e, attempt, hasher)) if e == entry && attempt == extent.attempt => hasher,
-                _ if extent.offset == 0 => Sha256::new(),
-                _ => match self.partial_hashers.iter().position(|(e, _)| *e == entry) {
-                    Some(at) => self.partial_hashers.swap_remove(at).1,
-                    None => {
-                        self.slots[slot_index] = slot;
-                        return Err(protocol(
-                            "a file resumed at an offset the plan did not settle",
-                        ));
-                    }
-                },
+            let size = self.size(entry);
+            let digest = match self
+                .hashes
+                .update(entry, extent.attempt, extent.offset, data, size)
+            {
+                Ok(digest) => digest,
+                Err(error) => {
+                    self.slots[slot_index] = slot;
+                    return Err(error);
+                }
             };
-            hasher.update(data);
             self.out.disk(DiskCommand::Write {
                 id: slot_io(slot_index, k),
                 entry: entry as usize,
                 offset: extent.offset,
                 len: extent.len as usize,
             });
-            let end = extent.offset + u64::from(extent.len);
-            if end == self.size(entry) {
-                let ours: [u8; 32] = hasher.finalize().into();
-                let state = &self.entries[entry as usize];
-                let verdict = match state.digest {
+            if let Some(ours) = digest {
+                let verdict = match self.entries[entry as usize].digest {
                     Some(d) if d.attempt == extent.attempt && !d.changed && d.sha256 == ours => {
                         Outcome::Commit
                     }
-                    Some(d) if d.attempt == extent.attempt => {
-                        if extent.attempt < self.config.max_attempts {
-                            Outcome::Retry
-                        } else {
-                            Outcome::Fail
-                        }
+                    Some(d)
+                        if d.attempt == extent.attempt
+                            && extent.attempt < self.config.max_attempts =>
+                    {
+                        Outcome::Retry
                     }
+                    Some(d) if d.attempt == extent.attempt => Outcome::Fail,
                     _ => {
                         self.slots[slot_index] = slot;
                         return Err(protocol("a file ended without the sender's digest"));
@@ -1093,8 +1046,6 @@ impl ReceiverEngine {
                 };
                 self.entries[entry as usize].verified_hash = Some(ours);
                 slot.results.push((entry, verdict));
-            } else {
-                self.file_hasher = Some((entry, extent.attempt, hasher));
             }
         }
         slot.writes_outstanding = slot.extents.len();
@@ -1278,14 +1229,7 @@ impl ReceiverEngine {
 
     fn progress(&self, entry: usize) -> Option<FileProgress> {
         let state = self.entries.get(entry)?;
-        let current = self
-            .file_hasher
-            .as_ref()
-            .filter(|(e, _, _)| *e as usize == entry);
-        let sha256 = match current {
-            Some((_, _, hasher)) => Some(hasher.clone().finalize().into()),
-            None => state.verified_hash,
-        };
+        let sha256 = self.hashes.partial(entry as u32).or(state.verified_hash);
         Some(FileProgress {
             status: state.status,
             verified_bytes: state.verified,

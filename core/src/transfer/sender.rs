@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::channel::Channel;
 use crate::entropy::{Entropy, SeededEntropy};
@@ -16,8 +16,9 @@ use crate::token::Token;
 use crate::transfer::common::send_cancels;
 use crate::transfer::common::short_of_room;
 use crate::transfer::common::{
-    Engine, Outputs, PrefixJob, Shell, VERIFY_READ, control_reserve, slot_io, split_io,
+    Engine, Outputs, Shell, VERIFY_READ, Verifier, control_reserve, slot_io, split_io,
 };
+use crate::transfer::common::{FileHashes, plan_settled};
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, Claim, Extent, FileDigest, ManifestBegin, kind};
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
@@ -131,18 +132,17 @@ pub(crate) struct SenderEngine {
     /// The segment size in use: the smaller of ours and the receiver's.
     segment_size: usize,
     verify_next: usize,
-    verify: Option<PrefixJob>,
-    verify_buf: Vec<u8>,
+    verifier: Verifier,
     rejected: Vec<u32>,
     rejected_sent: usize,
     result_done: bool,
-    partial_hashers: Vec<(u32, Sha256)>,
+    /// Per-file SHA-256 as the stream passes (and resumed prefixes waiting).
+    hashes: FileHashes,
     // stream
     slots: Vec<SendSlot>,
     next_entry: usize,
     current: Option<(u32, u64)>,
     retry_queue: VecDeque<u32>,
-    file_hasher: Option<(u32, u8, Sha256)>,
     next_seq: u64,
     next_finish: u64,
     first_hash: Option<[u8; 32]>,
@@ -199,17 +199,15 @@ impl SenderSession {
             max_extents: config.max_extents_per_segment,
             segment_size: config.segment_size,
             verify_next: 0,
-            verify: None,
-            verify_buf: vec![0; config.segment_size],
+            verifier: Verifier::new(config.segment_size),
             rejected: Vec::new(),
             rejected_sent: 0,
             result_done: false,
-            partial_hashers: Vec::new(),
+            hashes: FileHashes::default(),
             slots,
             next_entry: 0,
             current: None,
             retry_queue: VecDeque::with_capacity(manifest.len()),
-            file_hasher: None,
             next_seq: 1,
             next_finish: 1,
             first_hash: None,
@@ -357,8 +355,7 @@ impl SenderEngine {
 
     fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
         if id == VERIFY_READ {
-            let len = self.verify.as_ref().map_or(0, |_| self.verify_buf.len());
-            return &mut self.verify_buf[..len];
+            return self.verifier.buffer();
         }
         match split_io(id).and_then(|(slot, extent)| {
             let slot_ref = self.slots.get(slot)?;
@@ -376,14 +373,7 @@ impl SenderEngine {
         result: Result<usize, DiskError>,
     ) -> Result<(), TransferError> {
         if id == VERIFY_READ {
-            let Some(job) = self.verify.as_mut() else {
-                return Err(TransferError::Protocol("driver reported an unknown read"));
-            };
-            match result {
-                Ok(n) => job.read_done(Ok(&self.verify_buf[..n.min(self.verify_buf.len())])),
-                Err(_) => job.read_done(Err(())),
-            }
-            return Ok(());
+            return self.verifier.read_done(result);
         }
         let Some((slot_index, extent)) = split_io(id) else {
             return Err(TransferError::Protocol("driver reported an unknown read"));
@@ -528,33 +518,17 @@ impl SenderEngine {
     /// taken on trust (the manifest hash is our own); anything else is re-read.
     fn pump_verify(&mut self) {
         loop {
-            if let Some(job) = self.verify.as_mut() {
-                if !job.is_complete() {
-                    if let Some((offset, len)) = job.next_read(self.verify_buf.len()) {
-                        if self.out.disk_room() == 0 {
-                            return;
-                        }
-                        let entry = job.entry as usize;
-                        self.out.disk(DiskCommand::Read {
-                            id: VERIFY_READ,
-                            entry,
-                            offset,
-                            len,
-                        });
-                    }
-                    return;
-                }
-                let Some(job) = self.verify.take() else {
+            if self.verifier.is_busy() {
+                let Some(done) = self.verifier.poll(&mut self.out) else {
                     return;
                 };
                 let claim = self.claims[self.verify_next];
-                let size = self.size(job.entry);
-                let failed = job.failed;
-                let (hasher, digest) = job.finish();
-                if !failed && digest == claim.prefix {
-                    self.accept_claim(claim, size, Some(hasher));
-                } else {
-                    self.rejected.push(claim.entry);
+                let size = self.size(done.entry);
+                match done.result {
+                    Some((hasher, digest)) if digest == claim.prefix => {
+                        self.accept_claim(claim, size, Some(hasher))
+                    }
+                    _ => self.rejected.push(claim.entry),
                 }
                 self.verify_next += 1;
             }
@@ -579,7 +553,7 @@ impl SenderEngine {
                 }
                 _ => {}
             }
-            self.verify = Some(PrefixJob::new(claim.entry, claim.offset));
+            self.verifier.start(claim.entry, claim.offset);
         }
     }
 
@@ -588,7 +562,7 @@ impl SenderEngine {
         state.start = claim.offset;
         if claim.offset < size {
             if let Some(hasher) = hasher {
-                self.partial_hashers.push((claim.entry, hasher));
+                self.hashes.resume_from(claim.entry, hasher);
             }
         } else {
             state.last_digest = Some(claim.prefix);
@@ -596,27 +570,11 @@ impl SenderEngine {
     }
 
     fn finish_plan(&mut self) {
-        let (mut skipped, mut resumed, mut fresh, mut present, mut to_send) = (0, 0, 0, 0u64, 0u64);
-        for (entry, state) in self.manifest.iter().zip(&self.entries) {
-            if entry.kind != EntryKind::File {
-                continue;
-            }
-            present += state.start;
-            to_send += entry.size - state.start;
-            match state.start {
-                0 => fresh += 1,
-                s if s == entry.size => skipped += 1,
-                _ => resumed += 1,
-            }
+        let settled = plan_settled(&self.manifest, |i| self.entries[i].start);
+        if let TransferEvent::PlanSettled { bytes_to_send, .. } = settled {
+            self.stream_total = bytes_to_send;
         }
-        self.stream_total = to_send;
-        self.out.event(TransferEvent::PlanSettled {
-            skipped,
-            resumed,
-            fresh,
-            bytes_present: present,
-            bytes_to_send: to_send,
-        });
+        self.out.event(settled);
         self.phase = Phase::Streaming;
     }
 
@@ -750,26 +708,11 @@ impl SenderEngine {
             let data = &slot.buf[at..at + extent.len as usize];
             segment.update(data);
             let entry = extent.entry;
-            let hasher = match self.file_hasher.take() {
-                Some((e, attempt, hasher)) if e == entry && attempt == extent.attempt => hasher,
-                _ if extent.offset == 0 => Sha256::new(),
-                _ => {
-                    let at = self.partial_hashers.iter().position(|(e, _)| *e == entry);
-                    match at {
-                        Some(at) => self.partial_hashers.swap_remove(at).1,
-                        None => {
-                            return Err(TransferError::Protocol(
-                                "internal: a resumed file lost its prefix hash",
-                            ));
-                        }
-                    }
-                }
-            };
-            let mut hasher = hasher;
-            hasher.update(data);
-            let end = extent.offset + u64::from(extent.len);
-            if end == self.size(entry) {
-                let digest: [u8; 32] = hasher.finalize().into();
+            let size = self.size(entry);
+            if let Some(digest) =
+                self.hashes
+                    .update(entry, extent.attempt, extent.offset, data, size)?
+            {
                 let state = &mut self.entries[entry as usize];
                 let reference = if extent.attempt == 1 {
                     self.manifest.get(entry as usize).and_then(|e| e.sha256)
@@ -785,8 +728,6 @@ impl SenderEngine {
                     changed,
                     sha256: digest,
                 });
-            } else {
-                self.file_hasher = Some((entry, extent.attempt, hasher));
             }
         }
         slot.transfer_len = slot.len;
