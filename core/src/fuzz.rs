@@ -141,3 +141,172 @@ pub fn after_handshake_sample() -> Vec<u8> {
     sample.extend_from_slice(sender.poll_transmit());
     sample
 }
+
+/// Manifest decoding and every path rule: arbitrary MANIFEST_ENTRIES bodies into a
+/// bounded manifest. Whatever is accepted must satisfy the rules.
+pub fn manifest_entries(data: &[u8]) -> Outcome {
+    use crate::transfer::manifest::{Manifest, ManifestLimits, check_path};
+    let limits = ManifestLimits {
+        max_entries: 64,
+        max_path_bytes: 4096,
+        ..ManifestLimits::default()
+    };
+    let Ok(mut manifest) = Manifest::with_capacity(64, 4096, &limits) else {
+        return Outcome::default();
+    };
+    let decoded = crate::transfer::messages::decode_entries(data, |entry| {
+        manifest
+            .push(entry, &limits)
+            .map_err(crate::transfer::TransferError::from)
+    });
+    let accepted = decoded.is_ok() && manifest.check_tree().is_ok();
+    if accepted {
+        for entry in manifest.iter() {
+            assert_eq!(
+                check_path(entry.path, &limits),
+                Ok(()),
+                "an accepted path breaks a rule"
+            );
+        }
+    }
+    Outcome {
+        messages: manifest.len(),
+        failed: !accepted,
+    }
+}
+
+/// The Resource codecs: whatever decodes re-encodes to something that decodes to the same
+/// fields (ADV, HMU: msgpack, where a peer may use longer encodings than ours, as RNS
+/// accepts too), or to the very same bytes (REQ, PRF: fixed layouts).
+pub fn resource_messages(data: &[u8]) -> Outcome {
+    use crate::resource::{Advertisement, HashmapUpdate, Proof, Request};
+    let Some((&which, body)) = data.split_first() else {
+        return Outcome::default();
+    };
+    let max = 128;
+    let roundtrip = |encoded: Result<usize, crate::msgpack::BufferTooSmall>, out: &[u8]| {
+        assert!(
+            matches!(encoded, Ok(n) if out[..n] == *body),
+            "re-encoding differs"
+        );
+    };
+    let mut out = vec![0u8; body.len() + 16];
+    let ok = match which % 4 {
+        0 => Advertisement::decode(body, max)
+            .map(|adv| {
+                assert!(adv.hashmap.len() / 4 <= max);
+                // Keys may come in any order and unknown ones are skipped; only RNS order
+                // re-encodes identically, so compare fields instead of bytes.
+                let mut again = vec![0u8; adv.encoded_len()];
+                let n = adv.encode(&mut again).unwrap_or(0);
+                assert_eq!(Advertisement::decode(&again[..n], max).ok(), Some(adv));
+            })
+            .is_ok(),
+        1 => Request::decode(body, max)
+            .map(|r| roundtrip(r.encode(&mut out), &out))
+            .is_ok(),
+        2 => HashmapUpdate::decode(body, max)
+            .map(|update| {
+                let n = update.encode(&mut out).unwrap_or(0);
+                assert_eq!(HashmapUpdate::decode(&out[..n], max).ok(), Some(update));
+            })
+            .is_ok(),
+        _ => Proof::decode(body)
+            .map(|p| assert_eq!(p.to_bytes()[..], *body))
+            .is_ok(),
+    };
+    Outcome {
+        messages: usize::from(ok),
+        failed: !ok,
+    }
+}
+
+/// A receiver session after a real handshake, fed arbitrary transfer messages sealed by a
+/// real sender channel: reaches every message handler with the real crypto suite.
+/// `data` is a sequence of `len (u16 BE) ‖ message` pieces.
+pub fn receiver_session(data: &[u8]) -> Outcome {
+    use crate::transfer::{ReceiverSession, TransferConfig, TransferEvent};
+    let mut entropy = SeededEntropy::new(3);
+    let token = Token::generate(&mut entropy);
+    let now = Timestamp::ZERO;
+    // Small buffers: the same rules, far more executions per second.
+    let config = TransferConfig {
+        segment_size: 64 << 10,
+        part_size: 16 << 10,
+        max_extents_per_segment: 64,
+        initial_window: 64 << 10,
+        ..TransferConfig::default()
+    };
+    let Ok(mut sender) = Channel::new(
+        Role::Sender,
+        token.clone(),
+        config.channel.clone(),
+        &mut entropy,
+        now,
+    ) else {
+        return Outcome::default();
+    };
+    let Ok(mut receiver) = ReceiverSession::new(config, token, &mut entropy, now) else {
+        return Outcome::default();
+    };
+    let mut outcome = Outcome::default();
+    let mut pieces = data;
+    let step = |sender: &mut Channel, receiver: &mut ReceiverSession| -> bool {
+        let bytes = sender.poll_transmit().to_vec();
+        sender.advance_transmit(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            match receiver.handle_input(now, &bytes[at..]) {
+                Ok(n) => at += n,
+                Err(_) => return false,
+            }
+            while let Some(command) = receiver.poll_disk() {
+                if let crate::transfer::DiskCommand::Write { id, .. } = command {
+                    let _ = receiver.write_data(id);
+                    if receiver.handle_write_done(now, id, Ok(())).is_err() {
+                        return false;
+                    }
+                }
+            }
+            while let Some(event) = receiver.poll_event() {
+                if let TransferEvent::BatchOffered { .. } = event {
+                    if receiver.accept(now, &[]).is_err() {
+                        return false;
+                    }
+                }
+            }
+            if let Some(at_time) = receiver.poll_timeout() {
+                assert!(at_time >= now, "timeout in the past");
+            }
+        }
+        let back = receiver.poll_transmit().to_vec();
+        receiver.advance_transmit(back.len());
+        let mut at = 0;
+        while at < back.len() {
+            match sender.handle_input(now, &back[at..]) {
+                Ok(n) => at += n,
+                Err(_) => return false,
+            }
+            let _ = sender.take_message();
+        }
+        while sender.poll_event().is_some() {}
+        true
+    };
+    for _ in 0..3 {
+        step(&mut sender, &mut receiver);
+    }
+    while pieces.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([pieces[0], pieces[1]])).min(pieces.len() - 2);
+        let (message, rest) = pieces[2..].split_at(len);
+        pieces = rest;
+        if message.is_empty() || sender.send_message(message).is_err() {
+            continue;
+        }
+        outcome.messages += 1;
+        if !step(&mut sender, &mut receiver) {
+            outcome.failed = true;
+            break;
+        }
+    }
+    outcome
+}

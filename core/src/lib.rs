@@ -59,7 +59,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handshake;
-mod msgpack;
+pub(crate) mod msgpack;
 pub mod record;
 pub mod resource;
 pub mod time;

@@ -74,3 +74,167 @@ fn fuzz_bodies_survive_mutated_real_traffic_and_noise() {
         fuzz::channel_after_handshake(&mutated);
     }
 }
+
+/// Flips, overwrites and cuts `seed` with `entropy`: a cheap stand-in for a fuzzer's
+/// mutations, so the bodies see mostly-valid inputs too.
+fn mutate(seed: &[u8], entropy: &mut SeededEntropy) -> Vec<u8> {
+    let mut pick = [0u8; 8];
+    entropy.fill(&mut pick);
+    let pick = u64::from_le_bytes(pick);
+    let mut input = seed.to_vec();
+    if input.is_empty() {
+        return input;
+    }
+    for k in 0..(pick % 4) {
+        let at = ((pick >> (8 + 8 * k)) as usize) % input.len();
+        input[at] ^= (pick >> (4 * k)) as u8 | 1;
+    }
+    if pick % 5 == 0 {
+        input.truncate(((pick >> 40) as usize) % input.len() + 1);
+    }
+    input
+}
+
+fn manifest_seed() -> Vec<u8> {
+    let mut body = Vec::new();
+    rmp::encode::write_array_len(&mut body, 3).unwrap();
+    for (path, kind, size) in [("dir", 1u64, 0u64), ("dir/a.txt", 0, 10), ("b", 0, 0)] {
+        rmp::encode::write_array_len(&mut body, 6).unwrap();
+        rmp::encode::write_str(&mut body, path).unwrap();
+        rmp::encode::write_uint(&mut body, kind).unwrap();
+        rmp::encode::write_uint(&mut body, size).unwrap();
+        rmp::encode::write_uint(&mut body, 0o644).unwrap();
+        rmp::encode::write_sint(&mut body, 0).unwrap();
+        rmp::encode::write_nil(&mut body).unwrap();
+    }
+    body
+}
+
+/// A receiver-session input: a manifest of one small file and a settled plan.
+fn session_seed() -> Vec<u8> {
+    let mut begin = vec![0x01];
+    rmp::encode::write_array_len(&mut begin, 4).unwrap();
+    for v in [1u64, 5, 10, 16384] {
+        rmp::encode::write_uint(&mut begin, v).unwrap();
+    }
+    let mut entries = vec![0x02];
+    rmp::encode::write_array_len(&mut entries, 1).unwrap();
+    rmp::encode::write_array_len(&mut entries, 6).unwrap();
+    rmp::encode::write_str(&mut entries, "a.txt").unwrap();
+    for v in [0u64, 10, 0o644] {
+        rmp::encode::write_uint(&mut entries, v).unwrap();
+    }
+    rmp::encode::write_sint(&mut entries, 0).unwrap();
+    rmp::encode::write_nil(&mut entries).unwrap();
+    let result = vec![0x04, 0x92, 0xc3, 0x90];
+    let mut out = Vec::new();
+    for message in [begin, entries, result] {
+        out.extend((message.len() as u16).to_be_bytes());
+        out.extend(message);
+    }
+    out
+}
+
+#[test]
+fn the_seeds_reach_deep_and_mutations_never_panic() {
+    assert_eq!(
+        fuzz::manifest_entries(&manifest_seed()),
+        fuzz::Outcome {
+            messages: 3,
+            failed: false
+        }
+    );
+    let session = fuzz::receiver_session(&session_seed());
+    assert_eq!(
+        session,
+        fuzz::Outcome {
+            messages: 3,
+            failed: false
+        }
+    );
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vectors/rns/resources.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let segment = &vectors["resources"][1]["segments"][0];
+    let mut resource_seeds = Vec::new();
+    for (kind, field) in [(0u8, "advertisement"), (3, "proof")] {
+        let mut seed = vec![kind];
+        seed.extend(hex::decode(segment[field].as_str().unwrap()).unwrap());
+        assert!(!fuzz::resource_messages(&seed).failed, "{field}");
+        resource_seeds.push(seed);
+    }
+    for (kind, field) in [(1u8, "requests"), (2, "hashmap_updates")] {
+        let mut seed = vec![kind];
+        seed.extend(hex::decode(segment[field][0].as_str().unwrap()).unwrap());
+        assert!(!fuzz::resource_messages(&seed).failed, "{field}");
+        resource_seeds.push(seed);
+    }
+    let mut entropy = SeededEntropy::new(0xF0);
+    for case in 0..2000usize {
+        fuzz::manifest_entries(&mutate(&manifest_seed(), &mut entropy));
+        fuzz::resource_messages(&mutate(
+            &resource_seeds[case % resource_seeds.len()],
+            &mut entropy,
+        ));
+        if case % 4 == 0 {
+            fuzz::receiver_session(&mutate(&session_seed(), &mut entropy));
+        }
+    }
+}
+
+/// Writes the seed corpus for `fuzz/` when `FERRY_WRITE_SEEDS` names a directory.
+#[test]
+fn write_seed_corpus_when_asked() {
+    let Some(dir) = std::env::var_os("FERRY_WRITE_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        std::fs::create_dir_all(dir.join(target)).unwrap();
+        std::fs::write(dir.join(target).join(name), bytes).unwrap();
+    };
+    write(
+        "channel_from_wire",
+        "sender-stream",
+        &[&[0u8][..], &real_stream()].concat(),
+    );
+    write(
+        "channel_after_handshake",
+        "sealed-records",
+        &fuzz::after_handshake_sample(),
+    );
+    write("manifest_entries", "three-entries", &manifest_seed());
+    write("receiver_session", "manifest-and-plan", &session_seed());
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vectors/rns/resources.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let segment = &vectors["resources"][1]["segments"][0];
+    let mut adv = vec![0u8];
+    adv.extend(hex::decode(segment["advertisement"].as_str().unwrap()).unwrap());
+    write("resource_messages", "advertisement", &adv);
+    let mut req = vec![1u8];
+    req.extend(hex::decode(segment["requests"][0].as_str().unwrap()).unwrap());
+    write("resource_messages", "request", &req);
+}
+
+/// Inputs the fuzzers found; each must keep passing.
+#[test]
+fn regressions_found_by_fuzzing() {
+    // A hashmap update whose segment number uses a longer msgpack encoding than needed:
+    // accepted (as RNS accepts it) and re-encoded minimally.
+    let long_encoding = hex::decode(
+        "c6a1c686ffff0426949254c50000a1010da154c500fa050000000001ffff0426949254c5000426949254",
+    )
+    .unwrap();
+    assert!(!fuzz::resource_messages(&long_encoding).failed);
+}

@@ -22,7 +22,7 @@ use crate::resource::WireError;
 
 mod common;
 pub mod manifest;
-mod messages;
+pub(crate) mod messages;
 mod receiver;
 mod sender;
 
