@@ -269,10 +269,10 @@ pub fn receiver_session(data: &[u8]) -> Outcome {
                 }
             }
             while let Some(event) = receiver.poll_event() {
-                if let TransferEvent::BatchOffered { .. } = event {
-                    if receiver.accept(now, &[]).is_err() {
-                        return false;
-                    }
+                if let TransferEvent::BatchOffered { .. } = event
+                    && receiver.accept(now, &[]).is_err()
+                {
+                    return false;
                 }
             }
             if let Some(at_time) = receiver.poll_timeout() {
