@@ -1,2 +1,613 @@
-//! Placeholder: this driver is built in a later issue (see the README's roadmap).
+//! Deterministic simulation of whole transfers: two sessions joined by a seeded link, a
+//! virtual clock, an in-memory receiver disk that loses unsynced writes when it crashes,
+//! and faults (disconnects, flipped bits, dropped or duplicated chunks, stalls, crashes).
+//! After a fault both sides start new sessions with new tokens and keys, and the receiver
+//! resumes from what survived. Everything follows from one seed: `SIM_SEED=n` replays it.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+
+use ferry_core::transfer::{
+    DiskCommand, EntryKind, FileStatus, Manifest, ManifestEntry, ReceiverSession, SenderSession,
+    TransferConfig, TransferEvent,
+};
+use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
+use sha2::{Digest, Sha256};
+
+/// Random choices, all from the seed.
+pub struct Rng(SeededEntropy);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(SeededEntropy::new(seed))
+    }
+
+    /// A uniformly random `u64`.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut bytes = [0u8; 8];
+        self.0.fill(&mut bytes);
+        u64::from_le_bytes(bytes)
+    }
+
+    /// A value in `low..high` (`low` if empty).
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        if high <= low {
+            low
+        } else {
+            low + self.next_u64() % (high - low)
+        }
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+}
+
+/// Something that goes wrong, at a point in the sender-to-receiver byte stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection breaks.
+    Disconnect,
+    /// One bit of the stream flips.
+    FlipBit,
+    /// A chunk of the stream is lost.
+    DropChunk,
+    /// A chunk of the stream arrives twice.
+    DuplicateChunk,
+    /// Nothing is delivered for a long time (longer than the idle timeout).
+    Stall,
+    /// The receiver's machine crashes: its unsynced writes are lost.
+    CrashReceiver,
+    /// A source file changes (its first and last byte) while it is being sent.
+    SourceChanges,
+}
+
+/// The shape of a simulated world, drawn from its seed.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// The seed everything came from.
+    pub seed: u64,
+    /// One-way latency, µs.
+    pub latency: u64,
+    /// Bytes per second.
+    pub bandwidth: u64,
+    /// Largest chunk a write is cut into.
+    pub max_chunk: usize,
+    /// Faults, each at a byte offset of a session's sender-to-receiver stream.
+    pub faults: Vec<(u64, Fault)>,
+    /// The batch: paths and contents (`None` for directories).
+    pub items: Vec<(String, Option<Vec<u8>>)>,
+    /// The engine settings of both sides.
+    pub config: TransferConfig,
+    /// Run the receiver with its verification switched off (a planted bug the sweep must
+    /// catch).
+    pub broken_verification: bool,
+}
+
+impl World {
+    /// A world drawn from `seed`: a small batch, a link, and zero to three faults.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let config = TransferConfig {
+            part_size: 1024 * rng.range(1, 5) as usize,
+            segment_size: 4096 * rng.range(4, 17) as usize,
+            segments_in_flight: rng.range(1, 5) as usize,
+            max_extents_per_segment: rng.range(2, 40) as usize,
+            map_hashes_per_message: rng.range(2, 20) as usize,
+            initial_window: 8192,
+            checkpoint_bytes: 4096 * rng.range(1, 32),
+            compress: rng.chance(10),
+            ..TransferConfig::default()
+        };
+        let mut items = Vec::new();
+        for d in 0..rng.range(0, 3) {
+            items.push((format!("dir{d}"), None));
+        }
+        for f in 0..rng.range(1, 7) {
+            let size = match rng.range(0, 4) {
+                0 => rng.range(0, 3),
+                1 => rng.range(0, 4096),
+                _ => rng.range(0, 200_000),
+            } as usize;
+            let mut data = vec![0u8; size];
+            rng.0.fill(&mut data);
+            let dir = if f % 2 == 0 && !items.is_empty() {
+                "dir0/".to_owned()
+            } else {
+                String::new()
+            };
+            items.push((format!("{dir}file{f}"), Some(data)));
+        }
+        let total: u64 = items
+            .iter()
+            .filter_map(|(_, d)| d.as_ref())
+            .map(|d| d.len() as u64)
+            .sum();
+        let mut faults = Vec::new();
+        for _ in 0..rng.range(0, 4) {
+            let kind = match rng.range(0, 7) {
+                0 => Fault::Disconnect,
+                1 => Fault::FlipBit,
+                2 => Fault::DropChunk,
+                3 => Fault::DuplicateChunk,
+                4 => Fault::Stall,
+                5 => Fault::SourceChanges,
+                _ => Fault::CrashReceiver,
+            };
+            faults.push((rng.range(0, total + 2000), kind));
+        }
+        World {
+            seed,
+            latency: rng.range(0, 50_000),
+            bandwidth: rng.range(1_000_000, 200_000_000),
+            max_chunk: rng.range(1, 70_000) as usize,
+            faults,
+            items,
+            config,
+            broken_verification: false,
+        }
+    }
+
+    /// A one-line description: link, faults, and the batch's sizes (not its bytes).
+    pub fn summary(&self) -> String {
+        let sizes: Vec<String> = self
+            .items
+            .iter()
+            .map(|(path, data)| {
+                format!(
+                    "{path}:{}",
+                    data.as_ref()
+                        .map_or("dir".to_owned(), |d| d.len().to_string())
+                )
+            })
+            .collect();
+        format!(
+            "latency {} µs, {} B/s, chunks up to {} B, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
+            self.latency,
+            self.bandwidth,
+            self.max_chunk,
+            self.faults,
+            sizes.join(", "),
+            self.config.part_size,
+            self.config.segment_size,
+            self.config.segments_in_flight,
+            self.config.compress
+        )
+    }
+
+    fn manifest(&self) -> Manifest {
+        let entries: Vec<ManifestEntry> = self
+            .items
+            .iter()
+            .map(|(path, data)| ManifestEntry {
+                path: path.clone(),
+                kind: if data.is_some() {
+                    EntryKind::File
+                } else {
+                    EntryKind::Directory
+                },
+                size: data.as_ref().map_or(0, |d| d.len() as u64),
+                mode: 0o644,
+                mtime: 0,
+                sha256: data.as_ref().map(|d| Sha256::digest(d).into()),
+            })
+            .collect();
+        Manifest::from_entries(&entries, &Default::default()).unwrap_or_default()
+    }
+}
+
+/// The receiver's disk: what is written, what is durable, and the durable resume state.
+#[derive(Default, Debug)]
+struct Disk {
+    /// `.part` files as written, and as durable.
+    current: BTreeMap<usize, Vec<u8>>,
+    durable: BTreeMap<usize, Vec<u8>>,
+    /// Committed files, and the ones whose rename is durable.
+    committed: BTreeMap<usize, Vec<u8>>,
+    committed_durable: BTreeMap<usize, Vec<u8>>,
+    /// The lock file: verified bytes per entry, written only after a sync.
+    lock: BTreeMap<usize, u64>,
+}
+
+impl Disk {
+    fn sync(&mut self) {
+        self.durable = self.current.clone();
+        self.committed_durable = self.committed.clone();
+    }
+
+    /// A crash: everything not yet synced is lost.
+    fn crash(&mut self) {
+        self.current = self.durable.clone();
+        self.committed = self.committed_durable.clone();
+    }
+}
+
+/// How a simulated transfer ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Sessions it took.
+    pub sessions: usize,
+    /// A readable log of what happened, ending with the result.
+    pub trace: String,
+    /// `Ok` when every invariant held.
+    pub result: Result<(), String>,
+}
+
+struct Link {
+    queue: VecDeque<(Timestamp, Vec<u8>)>,
+    free_at: Timestamp,
+    sent: u64,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            queue: VecDeque::new(),
+            free_at: Timestamp::ZERO,
+            sent: 0,
+        }
+    }
+
+    /// Queues `bytes` cut into random chunks; ordered, serialised at the bandwidth.
+    fn send(&mut self, now: Timestamp, mut bytes: &[u8], world: &World, rng: &mut Rng) {
+        while !bytes.is_empty() {
+            let len = (rng.range(1, world.max_chunk as u64 + 1) as usize).min(bytes.len());
+            let (chunk, rest) = bytes.split_at(len);
+            let start = self.free_at.max(now);
+            let busy = len as u64 * 1_000_000 / world.bandwidth;
+            self.free_at = Timestamp::from_micros(start.as_micros() + busy);
+            let at = Timestamp::from_micros(self.free_at.as_micros() + world.latency);
+            self.queue.push_back((at, chunk.to_vec()));
+            self.sent += len as u64;
+            bytes = rest;
+        }
+    }
+}
+
+/// Runs `world` to the end and checks the invariants.
+pub fn run(world: &World) -> Outcome {
+    let mut trace = String::new();
+    let result = simulate(world, &mut trace);
+    let sessions = trace.matches("session ").count();
+    let _ = writeln!(trace, "result: {result:?}");
+    Outcome {
+        sessions,
+        trace,
+        result,
+    }
+}
+
+fn simulate(world: &World, trace: &mut String) -> Result<(), String> {
+    let mut rng = Rng::new(world.seed ^ 0xd15c);
+    let manifest = world.manifest();
+    // The files as they are now at the sender (a SourceChanges fault alters them).
+    let mut source: Vec<Option<Vec<u8>>> = world.items.iter().map(|(_, d)| d.clone()).collect();
+    let changes_expected = world.faults.iter().any(|(_, f)| *f == Fault::SourceChanges);
+    let mut disk = Disk::default();
+    let mut faults: VecDeque<(u64, Fault)> = {
+        let mut f = world.faults.clone();
+        f.sort_by_key(|(at, _)| *at);
+        f.into()
+    };
+    let max_sessions = world.faults.len() + 2;
+    let mut now = Timestamp::ZERO;
+    for session in 1..=max_sessions {
+        let mut entropy = SeededEntropy::new(rng.next_u64());
+        let token = Token::generate(&mut entropy);
+        let _ = writeln!(trace, "session {session} at {} µs", now.as_micros());
+        let mut sender = SenderSession::new(
+            world.config.clone(),
+            token.clone(),
+            manifest.clone(),
+            &mut entropy,
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut receiver = ReceiverSession::new(world.config.clone(), token, &mut entropy, now)
+            .map_err(|e| e.to_string())?;
+        if world.broken_verification {
+            receiver.skip_verification_for_testing();
+        }
+        // What survived: durable partial files as far as the lock says, complete files.
+        let mut local: Vec<(usize, u64)> = disk
+            .lock
+            .iter()
+            .map(|(e, n)| (*e, *n))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        local.extend(
+            disk.committed
+                .iter()
+                .map(|(e, d)| (*e, d.len() as u64))
+                .filter(|(_, n)| *n > 0),
+        );
+        let mut forward = Link::new();
+        let mut backward = Link::new();
+        let fault_here = faults.front().copied();
+        let mut fired = false;
+        let mut finished = false;
+        for _step in 0..2_000_000u32 {
+            // The receiver's disk.
+            while let Some(command) = receiver.poll_disk() {
+                apply(&mut disk, &mut receiver, command, now, &manifest);
+            }
+            while let Some(event) = receiver.poll_event() {
+                match event {
+                    // A failing session is the fault doing its work; the loop ends it below.
+                    TransferEvent::BatchOffered { .. } => drop(receiver.accept(now, &local)),
+                    TransferEvent::FileFailed { entry, .. } if !changes_expected => {
+                        return Err(format!(
+                            "entry {entry} failed although the source never changed"
+                        ));
+                    }
+                    TransferEvent::Finished { committed, failed } => {
+                        let _ =
+                            writeln!(trace, "  finished: {committed} committed, {failed} failed");
+                    }
+                    _ => {}
+                }
+            }
+            // The sender's disk.
+            while let Some(command) = sender.poll_disk() {
+                if let DiskCommand::Read {
+                    id,
+                    entry,
+                    offset,
+                    len,
+                } = command
+                {
+                    let data = source.get(entry).and_then(|d| d.as_deref()).unwrap_or(&[]);
+                    let start = (offset as usize).min(data.len());
+                    let end = (start + len).min(data.len());
+                    sender.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
+                    let _ = sender.handle_read_done(now, id, Ok(end - start));
+                }
+            }
+            while sender.poll_event().is_some() {}
+            // The wire, with the fault of this session.
+            let out = sender.poll_transmit().to_vec();
+            sender.advance_transmit(out.len());
+            let mut out = out;
+            if let Some((at, fault)) = fault_here.filter(|_| !fired) {
+                let end = forward.sent + out.len() as u64;
+                if at < end && at >= forward.sent {
+                    let offset = (at - forward.sent) as usize;
+                    fired = true;
+                    let _ = writeln!(trace, "  fault {fault:?} at byte {at}");
+                    match fault {
+                        Fault::Disconnect | Fault::CrashReceiver => {
+                            forward.send(now, &out[..offset], world, &mut rng);
+                            if fault == Fault::CrashReceiver {
+                                disk.crash();
+                            }
+                            break;
+                        }
+                        Fault::FlipBit => out[offset] ^= 1 << (rng.next_u64() % 8),
+                        Fault::DropChunk => {
+                            let cut = (offset + rng.range(1, 500) as usize).min(out.len());
+                            out.drain(offset..cut);
+                        }
+                        Fault::DuplicateChunk => {
+                            let cut = (offset + rng.range(1, 500) as usize).min(out.len());
+                            let copy = out[offset..cut].to_vec();
+                            out.splice(offset..offset, copy);
+                        }
+                        Fault::Stall => {
+                            forward.free_at = Timestamp::from_micros(now.as_micros() + 200_000_000);
+                        }
+                        Fault::SourceChanges => {
+                            let files: Vec<usize> = (0..source.len())
+                                .filter(|i| source[*i].as_ref().is_some_and(|d| !d.is_empty()))
+                                .collect();
+                            if let Some(&file) =
+                                files.get(rng.range(0, files.len() as u64) as usize)
+                            {
+                                // Both ends change: a file read across this moment is torn
+                                // (old start, new end), a content that never existed.
+                                if let Some(data) = source[file].as_mut() {
+                                    let last = data.len() - 1;
+                                    data[0] ^= 0x5a;
+                                    data[last] ^= 0xa5;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            forward.send(now, &out, world, &mut rng);
+            let back = receiver.poll_transmit().to_vec();
+            receiver.advance_transmit(back.len());
+            backward.send(now, &back, world, &mut rng);
+
+            if sender.is_finished() && receiver.is_finished() {
+                finished = true;
+                break;
+            }
+            if sender.error().is_some() || receiver.error().is_some() {
+                let _ = writeln!(
+                    trace,
+                    "  ended: sender {:?}, receiver {:?}",
+                    sender.error(),
+                    receiver.error()
+                );
+                break;
+            }
+            // Advance to the next delivery or timer.
+            let next = [
+                forward.queue.front().map(|(at, _)| *at),
+                backward.queue.front().map(|(at, _)| *at),
+                sender.poll_timeout(),
+                receiver.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else {
+                return Err("nothing left to happen, and not finished".into());
+            };
+            for timeout in [sender.poll_timeout(), receiver.poll_timeout()]
+                .into_iter()
+                .flatten()
+            {
+                if timeout < now {
+                    return Err("a timeout in the past".into());
+                }
+            }
+            now = now.max(next);
+            deliver(&mut forward, now, |bytes| {
+                feed_receiver(&mut receiver, now, bytes)
+            });
+            deliver(&mut backward, now, |bytes| {
+                feed_sender(&mut sender, now, bytes)
+            });
+            let _ = sender.handle_timeout(now);
+            let _ = receiver.handle_timeout(now);
+        }
+        if fired {
+            faults.pop_front();
+        }
+        check_committed(world, &source, &disk)?;
+        if finished {
+            for (entry, data) in source.iter().enumerate().filter(|(_, d)| d.is_some()) {
+                if disk.committed.get(&entry) != data.as_ref() && !changes_expected {
+                    return Err(format!(
+                        "{} is not in place after the batch finished",
+                        world.items[entry].0
+                    ));
+                }
+            }
+            return Ok(());
+        }
+    }
+    Err(format!("not finished after {max_sessions} sessions"))
+}
+
+fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8])) {
+    while link.queue.front().is_some_and(|(at, _)| *at <= now) {
+        if let Some((_, bytes)) = link.queue.pop_front() {
+            to(&bytes);
+        }
+    }
+}
+
+fn feed_receiver(receiver: &mut ReceiverSession, now: Timestamp, bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        match receiver.handle_input(now, &bytes[at..]) {
+            Ok(0) => {
+                // Its queues are full: the driver drains them before offering more.
+                while receiver.poll_event().is_some() {}
+                if receiver.poll_disk().is_some() || receiver.error().is_some() {
+                    return;
+                }
+            }
+            Ok(n) => at += n,
+            Err(_) => return,
+        }
+    }
+}
+
+fn feed_sender(sender: &mut SenderSession, now: Timestamp, bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        match sender.handle_input(now, &bytes[at..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => at += n,
+        }
+    }
+}
+
+/// Carries out one disk command; a session that fails on the completion ends the session.
+fn apply(
+    disk: &mut Disk,
+    receiver: &mut ReceiverSession,
+    command: DiskCommand,
+    now: Timestamp,
+    manifest: &Manifest,
+) {
+    match command {
+        DiskCommand::Read {
+            id,
+            entry,
+            offset,
+            len,
+        } => {
+            let data = disk
+                .current
+                .get(&entry)
+                .or(disk.committed.get(&entry))
+                .cloned()
+                .unwrap_or_default();
+            let start = (offset as usize).min(data.len());
+            let end = (start + len).min(data.len());
+            receiver.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
+            let _ = receiver.handle_read_done(now, id, Ok(end - start));
+        }
+        DiskCommand::Write {
+            id,
+            entry,
+            offset,
+            len,
+        } => {
+            let data = receiver.write_data(id).to_vec();
+            let file = disk.current.entry(entry).or_default();
+            let end = offset as usize + len;
+            if file.len() < end {
+                file.resize(end, 0);
+            }
+            file[offset as usize..end].copy_from_slice(&data);
+            let _ = receiver.handle_write_done(now, id, Ok(()));
+        }
+        DiskCommand::Commit { entry } => {
+            let size = manifest.get(entry).map_or(0, |e| e.size) as usize;
+            let mut data = disk
+                .current
+                .remove(&entry)
+                .or_else(|| disk.committed.get(&entry).cloned())
+                .unwrap_or_default();
+            data.truncate(size);
+            disk.committed.insert(entry, data);
+            disk.lock.remove(&entry);
+        }
+        DiskCommand::Discard { entry } => {
+            disk.current.remove(&entry);
+            disk.lock.remove(&entry);
+        }
+        DiskCommand::Checkpoint { changed } => {
+            // Durable first, then claimed.
+            disk.sync();
+            for entry in changed {
+                if let Some(progress) = receiver.progress(entry) {
+                    match progress.status {
+                        FileStatus::InProgress => disk.lock.insert(entry, progress.verified_bytes),
+                        _ => disk.lock.remove(&entry),
+                    };
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Nothing committed may differ from its source: its content now, or the one it had when
+/// the batch was listed (a file changed afterwards may legitimately arrive either way).
+fn check_committed(world: &World, source: &[Option<Vec<u8>>], disk: &Disk) -> Result<(), String> {
+    for (entry, data) in &disk.committed {
+        let (path, original) = &world.items[*entry];
+        if source[*entry].as_ref() != Some(data) && original.as_ref() != Some(data) {
+            return Err(format!(
+                "{path} was committed with content that differs from the source"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A digest of a run's trace: equal seeds must give equal digests.
+pub fn fingerprint(outcome: &Outcome) -> String {
+    hex::encode(Sha256::digest(outcome.trace.as_bytes()))
+}
