@@ -235,6 +235,8 @@ pub struct Outcome {
     pub trace: String,
     /// `Ok` when every invariant held.
     pub result: Result<(), String>,
+    /// Virtual time when the run ended, µs.
+    pub virtual_micros: u64,
 }
 
 struct Link {
@@ -271,17 +273,19 @@ impl Link {
 /// Runs `world` to the end and checks the invariants.
 pub fn run(world: &World) -> Outcome {
     let mut trace = String::new();
-    let result = simulate(world, &mut trace);
+    let mut clock = Timestamp::ZERO;
+    let result = simulate(world, &mut trace, &mut clock);
     let sessions = trace.matches("session ").count();
     let _ = writeln!(trace, "result: {result:?}");
     Outcome {
         sessions,
         trace,
         result,
+        virtual_micros: clock.as_micros(),
     }
 }
 
-fn simulate(world: &World, trace: &mut String) -> Result<(), String> {
+fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<(), String> {
     let mut rng = Rng::new(world.seed ^ 0xd15c);
     let manifest = world.manifest();
     // The files as they are now at the sender (a SourceChanges fault alters them).
@@ -458,6 +462,7 @@ fn simulate(world: &World, trace: &mut String) -> Result<(), String> {
                 }
             }
             now = now.max(next);
+            *clock = now;
             deliver(&mut forward, now, |bytes| {
                 feed_receiver(&mut receiver, now, bytes)
             });
