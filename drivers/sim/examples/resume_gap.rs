@@ -1,7 +1,8 @@
-//! Reproduces an open finding: over a 1 Gbit/s × 100 ms link, the session that resumes
-//! after a disconnect moves its data far slower than the first (in this run, about 250 MB
-//! in 18 s of virtual time instead of about 2.5 s), as if one segment were in flight per
-//! round trip. Prints each run's virtual time and trace.
+//! How long a resumed session takes over a 1 Gbit/s × 100 ms link, against the same
+//! transfer without a fault. It once showed a 15 s gap: the simulator let time pass while
+//! the receiver still had a verification read queued (it now drains disk commands and
+//! events until neither yields work). Prints each run's virtual time and trace; set
+//! `SIM_DEBUG=1` for every step's session state.
 //!
 //!     cargo run --release -p ferry-sim --example resume_gap
 use ferry_core::transfer::TransferConfig;

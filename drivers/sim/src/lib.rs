@@ -335,24 +335,35 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let mut fired = false;
         let mut finished = false;
         for _step in 0..2_000_000u32 {
-            // The receiver's disk.
-            while let Some(command) = receiver.poll_disk() {
-                apply(&mut disk, &mut receiver, command, now, &manifest);
-            }
-            while let Some(event) = receiver.poll_event() {
-                match event {
-                    // A failing session is the fault doing its work; the loop ends it below.
-                    TransferEvent::BatchOffered { .. } => drop(receiver.accept(now, &local)),
-                    TransferEvent::FileFailed { entry, .. } if !changes_expected => {
-                        return Err(format!(
-                            "entry {entry} failed although the source never changed"
-                        ));
+            // The receiver's disk and events, until neither yields more work (accepting a
+            // batch queues reads, a finished read queues the next): only then may time pass.
+            loop {
+                let mut worked = false;
+                while let Some(command) = receiver.poll_disk() {
+                    worked = true;
+                    apply(&mut disk, &mut receiver, command, now, &manifest);
+                }
+                while let Some(event) = receiver.poll_event() {
+                    worked = true;
+                    match event {
+                        // A failing session is the fault doing its work; the loop ends it below.
+                        TransferEvent::BatchOffered { .. } => drop(receiver.accept(now, &local)),
+                        TransferEvent::FileFailed { entry, .. } if !changes_expected => {
+                            return Err(format!(
+                                "entry {entry} failed although the source never changed"
+                            ));
+                        }
+                        TransferEvent::Finished { committed, failed } => {
+                            let _ = writeln!(
+                                trace,
+                                "  finished: {committed} committed, {failed} failed"
+                            );
+                        }
+                        _ => {}
                     }
-                    TransferEvent::Finished { committed, failed } => {
-                        let _ =
-                            writeln!(trace, "  finished: {committed} committed, {failed} failed");
-                    }
-                    _ => {}
+                }
+                if !worked {
+                    break;
                 }
             }
             // The sender's disk.
@@ -460,6 +471,15 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                 if timeout < now {
                     return Err("a timeout in the past".into());
                 }
+            }
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                let _ = writeln!(
+                    trace,
+                    "  {} µs: {}\n    {}",
+                    now.as_micros(),
+                    sender.describe(),
+                    receiver.describe()
+                );
             }
             now = now.max(next);
             *clock = now;
