@@ -251,6 +251,63 @@ impl FileHashes {
     }
 }
 
+/// The driver verbs both sessions share, all forwarded to their [`Shell`]: written once
+/// here rather than in each session type.
+macro_rules! session_verbs {
+    () => {
+        /// Feeds bytes from the socket; returns how many were consumed. Fewer than given
+        /// means its output queues are full: drain them, then offer the rest again.
+        pub fn handle_input(
+            &mut self,
+            now: Timestamp,
+            input: &[u8],
+        ) -> Result<usize, TransferError> {
+            self.shell.handle_input(now, input)
+        }
+
+        /// Fires the timers due at `now`.
+        pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
+            self.shell.handle_timeout(now)
+        }
+
+        /// The socket reached end of stream.
+        pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
+            self.shell.handle_eof(now)
+        }
+
+        /// The next event.
+        pub fn poll_event(&mut self) -> Option<TransferEvent> {
+            self.shell.poll_event(|engine| engine.out.poll_event())
+        }
+
+        /// The next disk command.
+        pub fn poll_disk(&mut self) -> Option<DiskCommand> {
+            self.shell.poll_disk(|engine| engine.out.poll_disk())
+        }
+
+        /// Bytes for the socket.
+        pub fn poll_transmit(&self) -> &[u8] {
+            self.shell.channel.poll_transmit()
+        }
+
+        /// `n` bytes of `poll_transmit` were written; the freed room is refilled at once.
+        pub fn advance_transmit(&mut self, n: usize) {
+            self.shell.advance_transmit(n);
+        }
+
+        /// When to call `handle_timeout`.
+        pub fn poll_timeout(&self) -> Option<Timestamp> {
+            self.shell.poll_timeout()
+        }
+
+        /// The error the session ended with, if it failed.
+        pub fn error(&self) -> Option<&TransferError> {
+            self.shell.error()
+        }
+    };
+}
+pub(crate) use session_verbs;
+
 /// The role-specific half of a session.
 pub(crate) trait Engine {
     /// The handshake completed.

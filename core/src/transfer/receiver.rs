@@ -15,6 +15,7 @@ use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, R
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
+use crate::transfer::common::session_verbs;
 use crate::transfer::common::short_of_room;
 use crate::transfer::common::{Engine, Outputs, Shell, VERIFY_READ, Verifier, slot_io, split_io};
 use crate::transfer::common::{FileHashes, plan_settled};
@@ -201,6 +202,8 @@ fn protocol(why: &'static str) -> TransferError {
 }
 
 impl ReceiverSession {
+    session_verbs!();
+
     /// A session that will connect with `token` and receive a batch.
     pub fn new(
         config: TransferConfig,
@@ -255,21 +258,6 @@ impl ReceiverSession {
         };
         session.shell.engine.arm_stall(now);
         Ok(session)
-    }
-
-    /// Feeds bytes from the socket; returns how many were consumed.
-    pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, TransferError> {
-        self.shell.handle_input(now, input)
-    }
-
-    /// Fires due timers.
-    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
-        self.shell.handle_timeout(now)
-    }
-
-    /// The socket reached end of stream.
-    pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
-        self.shell.handle_eof(now)
     }
 
     /// Accepts the offered batch. `local` lists entries of which the driver already holds
@@ -357,36 +345,6 @@ impl ReceiverSession {
     /// Resume state of `entry`, for the driver's lock file.
     pub fn progress(&self, entry: usize) -> Option<FileProgress> {
         self.shell.engine.progress(entry)
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<TransferEvent> {
-        self.shell.poll_event(|engine| engine.out.poll_event())
-    }
-
-    /// The next disk command.
-    pub fn poll_disk(&mut self) -> Option<DiskCommand> {
-        self.shell.poll_disk(|engine| engine.out.poll_disk())
-    }
-
-    /// Bytes for the socket.
-    pub fn poll_transmit(&self) -> &[u8] {
-        self.shell.channel.poll_transmit()
-    }
-
-    /// `n` bytes of [`ReceiverSession::poll_transmit`] were written.
-    pub fn advance_transmit(&mut self, n: usize) {
-        self.shell.advance_transmit(n);
-    }
-
-    /// When to call [`ReceiverSession::handle_timeout`].
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.shell.poll_timeout()
-    }
-
-    /// The error the session ended with, if it failed.
-    pub fn error(&self) -> Option<&TransferError> {
-        self.shell.error()
     }
 
     /// True once every entry is committed or failed and the sender was told.

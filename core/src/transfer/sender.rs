@@ -14,6 +14,7 @@ use crate::resource::{SegmentHasher, map_hash};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
+use crate::transfer::common::session_verbs;
 use crate::transfer::common::short_of_room;
 use crate::transfer::common::{
     Engine, Outputs, Shell, VERIFY_READ, Verifier, control_reserve, slot_io, split_io,
@@ -162,6 +163,8 @@ pub struct SenderSession {
 }
 
 impl SenderSession {
+    session_verbs!();
+
     /// A session serving `manifest` to the receiver that holds `token`. The manifest's
     /// entries are read with [`DiskCommand::Read`] by index.
     pub fn new(
@@ -228,21 +231,6 @@ impl SenderSession {
         })
     }
 
-    /// Feeds bytes from the socket; returns how many were consumed.
-    pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, TransferError> {
-        self.shell.handle_input(now, input)
-    }
-
-    /// Fires due timers.
-    pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
-        self.shell.handle_timeout(now)
-    }
-
-    /// The socket reached end of stream.
-    pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
-        self.shell.handle_eof(now)
-    }
-
     /// Where the driver puts the bytes of read `id`.
     pub fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
         self.shell.engine.read_buffer(id)
@@ -270,36 +258,6 @@ impl SenderSession {
             .error()
             .cloned()
             .unwrap_or(TransferError::PeerEnded)
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<TransferEvent> {
-        self.shell.poll_event(|engine| engine.out.poll_event())
-    }
-
-    /// The next disk command.
-    pub fn poll_disk(&mut self) -> Option<DiskCommand> {
-        self.shell.poll_disk(|engine| engine.out.poll_disk())
-    }
-
-    /// Bytes for the socket.
-    pub fn poll_transmit(&self) -> &[u8] {
-        self.shell.channel.poll_transmit()
-    }
-
-    /// `n` bytes of [`SenderSession::poll_transmit`] were written.
-    pub fn advance_transmit(&mut self, n: usize) {
-        self.shell.advance_transmit(n);
-    }
-
-    /// When to call [`SenderSession::handle_timeout`].
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.shell.poll_timeout()
-    }
-
-    /// The error the session ended with, if it failed.
-    pub fn error(&self) -> Option<&TransferError> {
-        self.shell.error()
     }
 
     /// True once the receiver confirmed the whole batch.
