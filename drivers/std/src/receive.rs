@@ -164,8 +164,9 @@ pub fn receive(
                             })?;
                     }
                     DiskCommand::Checkpoint { changed } => {
-                        // Durable first, then claimed.
-                        sink.sync()?;
+                        // The snapshot claims only writes already done; the checkpoint
+                        // thread makes them durable (syncfs) before it writes the lock,
+                        // so the transfer goes on while the disk catches up.
                         if let Some(lock) = lock.as_mut() {
                             for entry in changed {
                                 if let (Some(item), Some(progress)) =
@@ -174,9 +175,7 @@ pub fn receive(
                                     lock.update(item.path, &progress);
                                 }
                             }
-                            lock.save(sink.root()).map_err(|e| {
-                                DriverError::Disk(format!("cannot write the lock file: {e}"))
-                            })?;
+                            checkpoints.checkpoint(lock)?;
                         }
                     }
                     _ => {}
@@ -271,7 +270,7 @@ pub fn receive(
             }
         }
     });
-    let persisted = checkpoints.finish();
+    let persisted = checkpoints.finish(lock.as_mut());
     result?;
     persisted?;
     if !session.is_finished() {

@@ -283,10 +283,7 @@ impl Sink {
         if !self.dirty {
             return Ok(());
         }
-        let root = File::open(&self.root)
-            .map_err(|e| DriverError::Disk(format!("cannot sync {}: {e}", self.root.display())))?;
-        nix::unistd::syncfs(&root)
-            .map_err(|e| DriverError::Disk(format!("cannot sync {}: {e}", self.root.display())))?;
+        sync_filesystem(&self.root)?;
         self.dirty = false;
         Ok(())
     }
@@ -312,4 +309,13 @@ impl Sink {
             .map(|e| e.path.to_owned())
             .collect()
     }
+}
+
+/// Makes everything written on the file system holding `root` durable (`syncfs`).
+pub fn sync_filesystem(root: &Path) -> Result<(), DriverError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        DriverError::Disk(format!("cannot sync {}: {e}", root.display()))
+    };
+    let dir = File::open(root).map_err(|e| failed(&e))?;
+    nix::unistd::syncfs(&dir).map_err(|e| failed(&e))
 }
