@@ -170,8 +170,8 @@ fn fail(display: &mut Display, error: &DriverError) -> ProcessExit {
     ProcessExit::from(error.exit_code() as u8)
 }
 
-/// With `FERRY_REPORT_RSS=1`, prints the process's peak resident set size at exit (for
-/// the benchmark).
+/// With `FERRY_REPORT_RSS=1`, prints the process's peak resident set size and the CPU
+/// time of all its threads at exit (for the benchmark).
 fn report_rss() {
     if std::env::var_os("FERRY_REPORT_RSS").is_none() {
         return;
@@ -179,6 +179,15 @@ fn report_rss() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
         eprintln!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
+    }
+    // utime and stime, in clock ticks of 1/100 s, follow the parenthesised command name.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+        eprintln!("cpu seconds: {:.2}", (user + system) as f64 / 100.0);
     }
 }
 

@@ -5,11 +5,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ferry_core::ConnectionString;
 use ferry_core::transfer::{
     DiskCommand, EntryKind, FileFailure, FileStatus, ReceiverSession, TransferConfig,
     TransferError, TransferEvent,
 };
+use ferry_core::{ConnectionString, Timestamp};
 
 use crate::checkpoint::Checkpointer;
 use crate::clock::Clock;
@@ -62,38 +62,89 @@ pub fn receive(
 ) -> Result<ReceiveSummary, DriverError> {
     PeerPolicy::new(options.pod).check(target.ip)?;
     let address = SocketAddr::new(target.ip, options.port);
-    let mut stream =
-        TcpStream::connect_timeout(&address, options.connect_timeout).map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    "nothing is listening there; is `ferry send` running, and is the port right?"
-                }
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                    "no answer; check the address and that the sender can be reached"
-                }
-                _ => "check the address and the network",
-            };
-            DriverError::Network(format!("cannot connect to {address}: {e}; {hint}"))
-        })?;
+    let mut stream = connect(address, options.connect_timeout)?;
     let _ = stream.set_nodelay(true);
-    let mut sink = Sink::new(&options.out_dir)?;
     let clock = Clock::new();
-    let started = Instant::now();
-    let mut session = ReceiverSession::new(
+    let (mut session, mut work) = start_session(target, options, &clock)?;
+    let mut traffic = Traffic::default();
+    let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
+        work.pump(session, clock.now(), reporter)
+    });
+    work.finish(&session, result)
+}
+
+/// Connects to `address`, turning the failure into advice.
+fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, DriverError> {
+    TcpStream::connect_timeout(&address, timeout).map_err(|e| connect_error(address, &e))
+}
+
+/// Why a connection to the sender failed, and what to try.
+pub fn connect_error(address: SocketAddr, e: &std::io::Error) -> DriverError {
+    let hint = match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "nothing is listening there; is `ferry send` running, and is the port right?"
+        }
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+            "no answer; check the address and that the sender can be reached"
+        }
+        _ => "check the address and the network",
+    };
+    DriverError::Network(format!("cannot connect to {address}: {e}; {hint}"))
+}
+
+/// A new receiver session for `target` and the work that keeps its output directory
+/// (opened here). Every driver uses the pair.
+pub fn start_session(
+    target: &ConnectionString,
+    options: &ReceiveOptions,
+    clock: &Clock,
+) -> Result<(ReceiverSession, ReceiveWork), DriverError> {
+    let sink = Sink::new(&options.out_dir)?;
+    let session = ReceiverSession::new(
         options.config.clone(),
         target.token.clone(),
         &mut OsEntropy,
         clock.now(),
     )?;
-    let mut lock: Option<LockFile> = None;
-    let mut summary = ReceiveSummary::default();
-    let mut failures: Vec<String> = Vec::new();
-    let mut files_done = 0;
-    let mut claimed_final: BTreeSet<usize> = BTreeSet::new();
-    let mut traffic = Traffic::default();
-    let mut checkpoints = Checkpointer::new(sink.root().to_owned());
-    let sender_ip = target.ip.to_string();
-    let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
+    let work = ReceiveWork {
+        checkpoints: Checkpointer::new(sink.root().to_owned()),
+        sink,
+        lock: None,
+        summary: ReceiveSummary::default(),
+        failures: Vec::new(),
+        files_done: 0,
+        claimed_final: BTreeSet::new(),
+        overwrite: options.overwrite,
+        sender_ip: target.ip.to_string(),
+        started: Instant::now(),
+    };
+    Ok((session, work))
+}
+
+/// The receiver's side of one session outside the socket: the output directory, the lock
+/// file and its checkpoints, and the session's events turned into reports.
+pub struct ReceiveWork {
+    sink: Sink,
+    lock: Option<LockFile>,
+    checkpoints: Checkpointer,
+    summary: ReceiveSummary,
+    failures: Vec<String>,
+    files_done: usize,
+    /// Files found complete here before the batch, claimed as such.
+    claimed_final: BTreeSet<usize>,
+    overwrite: bool,
+    sender_ip: String,
+    started: Instant,
+}
+
+impl ReceiveWork {
+    /// Carries out every pending disk command of `session` and reports its events.
+    pub fn pump(
+        &mut self,
+        session: &mut ReceiverSession,
+        now: Timestamp,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), DriverError> {
         loop {
             let mut worked = false;
             while let Some(command) = session.poll_disk() {
@@ -115,11 +166,11 @@ pub fn receive(
                             continue;
                         };
                         let mut buf = vec![0u8; len];
-                        let result = sink.read(&item, offset, &mut buf);
+                        let result = self.sink.read(&item, offset, &mut buf);
                         if let Ok(n) = &result {
                             session.read_buffer(id)[..*n].copy_from_slice(&buf[..*n]);
                         }
-                        session.handle_read_done(clock.now(), id, result)?;
+                        session.handle_read_done(now, id, result)?;
                     }
                     DiskCommand::Write {
                         id, entry, offset, ..
@@ -127,14 +178,17 @@ pub fn receive(
                         let Some(item) = manifest.get(entry) else {
                             continue;
                         };
-                        let result = sink.write(entry, &item, offset, session.write_data(id));
-                        session.handle_write_done(clock.now(), id, result)?;
+                        let result = self
+                            .sink
+                            .write(entry, &item, offset, session.write_data(id));
+                        session.handle_write_done(now, id, result)?;
                     }
                     DiskCommand::Commit { entry } => {
                         let Some(item) = manifest.get(entry) else {
                             continue;
                         };
-                        sink.commit(entry, &item)
+                        self.sink
+                            .commit(entry, &item)
                             .map_err(|error| TransferError::Disk {
                                 op: "writing",
                                 path: path_of(entry),
@@ -145,7 +199,8 @@ pub fn receive(
                         let Some(item) = manifest.get(entry) else {
                             continue;
                         };
-                        sink.discard(entry, &item)
+                        self.sink
+                            .discard(entry, &item)
                             .map_err(|error| TransferError::Disk {
                                 op: "writing",
                                 path: path_of(entry),
@@ -156,7 +211,8 @@ pub fn receive(
                         let Some(item) = manifest.get(entry) else {
                             continue;
                         };
-                        sink.create_dir(&item)
+                        self.sink
+                            .create_dir(&item)
                             .map_err(|error| TransferError::Disk {
                                 op: "writing",
                                 path: path_of(entry),
@@ -167,7 +223,7 @@ pub fn receive(
                         // The snapshot claims only writes already done; the checkpoint
                         // thread makes them durable (syncfs) before it writes the lock,
                         // so the transfer goes on while the disk catches up.
-                        if let Some(lock) = lock.as_mut() {
+                        if let Some(lock) = self.lock.as_mut() {
                             for entry in changed {
                                 if let (Some(item), Some(progress)) =
                                     (session.manifest().get(entry), session.progress(entry))
@@ -175,7 +231,7 @@ pub fn receive(
                                     lock.update(item.path, &progress);
                                 }
                             }
-                            checkpoints.checkpoint(lock)?;
+                            self.checkpoints.checkpoint(lock)?;
                         }
                     }
                     _ => {}
@@ -187,14 +243,14 @@ pub fn receive(
                     TransferEvent::BatchOffered { .. } => {
                         let offered = offer(
                             session,
-                            &mut sink,
-                            options.overwrite,
+                            &mut self.sink,
+                            self.overwrite,
                             reporter,
-                            &mut claimed_final,
-                            clock.now(),
+                            &mut self.claimed_final,
+                            now,
                         )?;
-                        lock = Some(offered.unwrap_or_else(|| {
-                            LockFile::new(session.manifest(), hex_id(), sender_ip.clone())
+                        self.lock = Some(offered.unwrap_or_else(|| {
+                            LockFile::new(session.manifest(), hex_id(), self.sender_ip.clone())
                         }));
                     }
                     TransferEvent::PlanSettled {
@@ -204,9 +260,9 @@ pub fn receive(
                         bytes_present,
                         bytes_to_send,
                     } => {
-                        summary.skipped = skipped;
-                        summary.resumed = resumed;
-                        summary.bytes_present = bytes_present;
+                        self.summary.skipped = skipped;
+                        self.summary.resumed = resumed;
+                        self.summary.bytes_present = bytes_present;
                         if skipped + resumed > 0 {
                             reporter.info(&format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh"));
                         } else {
@@ -214,7 +270,8 @@ pub fn receive(
                         }
                         // A file that was already here complete but differs from the
                         // sender's would be replaced: only with --overwrite, or if ours.
-                        let refused: Vec<&str> = claimed_final
+                        let refused: Vec<&str> = self
+                            .claimed_final
                             .iter()
                             .filter(|e| {
                                 session
@@ -223,7 +280,7 @@ pub fn receive(
                             })
                             .filter_map(|e| session.manifest().get(*e).map(|i| i.path))
                             .collect();
-                        if !refused.is_empty() && !options.overwrite {
+                        if !refused.is_empty() && !self.overwrite {
                             let names = refused
                                 .iter()
                                 .take(5)
@@ -239,10 +296,10 @@ pub fn receive(
                         reporter.start(skipped + resumed + fresh, bytes_to_send);
                     }
                     TransferEvent::Progress { bytes } => {
-                        summary.bytes = bytes;
-                        reporter.progress(bytes, files_done);
+                        self.summary.bytes = bytes;
+                        reporter.progress(bytes, self.files_done);
                     }
-                    TransferEvent::FileDone { .. } => files_done += 1,
+                    TransferEvent::FileDone { .. } => self.files_done += 1,
                     TransferEvent::FileRetry { entry, attempt } => {
                         let path = session.manifest().get(entry).map_or("?", |e| e.path);
                         reporter.info(&format!(
@@ -259,9 +316,9 @@ pub fn receive(
                             .map_or("?", |e| e.path)
                             .to_owned();
                         reporter.info(&format!("{path} could not be verified after {attempts} attempts (it keeps changing at the sender?)"));
-                        failures.push(path);
+                        self.failures.push(path);
                     }
-                    TransferEvent::Finished { committed, .. } => summary.committed = committed,
+                    TransferEvent::Finished { committed, .. } => self.summary.committed = committed,
                     _ => {}
                 }
             }
@@ -269,31 +326,42 @@ pub fn receive(
                 return Ok(());
             }
         }
-    });
-    let persisted = checkpoints.finish(lock.as_mut());
-    result?;
-    persisted?;
-    if !session.is_finished() {
-        return Err(DriverError::Transfer(
-            session.error().cloned().unwrap_or(TransferError::PeerEnded),
-        ));
     }
-    sink.finish()?;
-    if !failures.is_empty() {
-        return Err(DriverError::Unverified {
-            failed: failures.len() as u64,
-            names: failures
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+
+    /// Ends the receive: persists what a later session needs if it failed (`result` is
+    /// the loop's outcome); otherwise checks that everything is verified and in place and
+    /// removes the lock.
+    pub fn finish(
+        mut self,
+        session: &ReceiverSession,
+        result: Result<(), DriverError>,
+    ) -> Result<ReceiveSummary, DriverError> {
+        let persisted = self.checkpoints.finish(self.lock.as_mut());
+        result?;
+        persisted?;
+        if !session.is_finished() {
+            return Err(DriverError::Transfer(
+                session.error().cloned().unwrap_or(TransferError::PeerEnded),
+            ));
+        }
+        self.sink.finish()?;
+        if !self.failures.is_empty() {
+            return Err(DriverError::Unverified {
+                failed: self.failures.len() as u64,
+                names: self
+                    .failures
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        LockFile::remove(self.sink.root())
+            .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
+        self.summary.elapsed = self.started.elapsed();
+        Ok(self.summary)
     }
-    LockFile::remove(sink.root())
-        .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
-    summary.elapsed = started.elapsed();
-    Ok(summary)
 }
 
 fn hex_id() -> String {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ferry_core::transfer::{
     DiskCommand, SenderSession, TransferConfig, TransferError, TransferEvent,
 };
-use ferry_core::{ConnectionString, Error, Token};
+use ferry_core::{ConnectionString, Error, Timestamp, Token};
 
 use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
@@ -106,19 +106,36 @@ impl Sender {
                 }
                 Err(error) => {
                     failed_sessions += 1;
-                    let what = match &error {
-                        DriverError::Transfer(TransferError::Channel(
-                            Error::AuthenticationFailed,
-                        )) => "failed authentication (wrong token?)".to_owned(),
-                        other => format!("failed: {other}"),
-                    };
                     reporter.info(&format!(
-                        "a receiver from {} {what}; still waiting for the right one",
-                        address.ip()
+                        "a receiver from {} {}; still waiting for the right one",
+                        address.ip(),
+                        failure(&error)
                     ));
                 }
             }
         }
+    }
+
+    /// The listening socket (the mio driver polls a clone of it).
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// The peer check this sender applies to every connection.
+    pub fn policy(&self) -> &PeerPolicy {
+        &self.policy
+    }
+
+    /// A new session for one receiver, and the work that serves its disk reads.
+    pub fn start_session(&self, clock: &Clock) -> Result<(SenderSession, SendWork), DriverError> {
+        let session = SenderSession::new(
+            self.config.clone(),
+            self.token.clone(),
+            self.tree.manifest.clone(),
+            &mut OsEntropy,
+            clock.now(),
+        )?;
+        Ok((session, SendWork::new(self.tree.clone())))
     }
 
     fn serve_one(
@@ -128,79 +145,120 @@ impl Sender {
     ) -> Result<SendSummary, DriverError> {
         let clock = Clock::new();
         let started = Instant::now();
-        let mut session = SenderSession::new(
-            self.config.clone(),
-            self.token.clone(),
-            self.tree.manifest.clone(),
-            &mut OsEntropy,
-            clock.now(),
-        )?;
-        let mut reader = SourceReader::new(self.tree.clone());
-        let mut summary = SendSummary::default();
+        let (mut session, mut work) = self.start_session(&clock)?;
         let mut traffic = Traffic::default();
-        let mut files_done = 0;
         drive(stream, &mut session, &clock, &mut traffic, |session| {
-            while let Some(command) = session.poll_disk() {
-                if let DiskCommand::Read {
-                    id,
-                    entry,
-                    offset,
-                    len,
-                } = command
-                {
-                    let result = reader.read(entry, offset, &mut session.read_buffer(id)[..len]);
-                    session.handle_read_done(clock.now(), id, result)?;
-                }
+            work.pump(session, clock.now(), reporter)
+        })?;
+        let mut summary = work.finish(&session)?;
+        summary.wire_bytes = traffic.sent;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+}
+
+/// How a receiver's failed session reads in the sender's report: "failed authentication
+/// (wrong token?)" or "failed: <why>".
+pub fn failure(error: &DriverError) -> String {
+    match error {
+        DriverError::Transfer(TransferError::Channel(Error::AuthenticationFailed)) => {
+            "failed authentication (wrong token?)".to_owned()
+        }
+        other => format!("failed: {other}"),
+    }
+}
+
+/// The sender's side of one session outside the socket: reads the source for the
+/// session's disk commands and turns its events into reports. Every driver uses it.
+pub struct SendWork {
+    reader: SourceReader,
+    summary: SendSummary,
+    files_done: usize,
+}
+
+impl SendWork {
+    /// Work that reads from `tree`.
+    pub fn new(tree: SourceTree) -> Self {
+        SendWork {
+            reader: SourceReader::new(tree),
+            summary: SendSummary::default(),
+            files_done: 0,
+        }
+    }
+
+    /// Serves every pending disk read and event of `session`.
+    pub fn pump(
+        &mut self,
+        session: &mut SenderSession,
+        now: Timestamp,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), DriverError> {
+        while let Some(command) = session.poll_disk() {
+            if let DiskCommand::Read {
+                id,
+                entry,
+                offset,
+                len,
+            } = command
+            {
+                let result = self
+                    .reader
+                    .read(entry, offset, &mut session.read_buffer(id)[..len]);
+                session.handle_read_done(now, id, result)?;
             }
-            while let Some(event) = session.poll_event() {
-                match event {
-                    TransferEvent::PlanSettled {
-                        skipped,
-                        resumed,
-                        fresh,
-                        bytes_present,
-                        bytes_to_send,
-                    } => {
-                        summary.bytes_present = bytes_present;
-                        summary.bytes = bytes_to_send;
-                        if skipped + resumed > 0 {
-                            reporter.info(&format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh"));
-                        }
-                        reporter.start(skipped + resumed + fresh, bytes_to_send);
-                    }
-                    TransferEvent::Progress { bytes } => reporter.progress(bytes, files_done),
-                    TransferEvent::FileRetry { entry, attempt } => {
-                        let path = session.manifest().get(entry).map_or("?", |e| e.path);
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                TransferEvent::PlanSettled {
+                    skipped,
+                    resumed,
+                    fresh,
+                    bytes_present,
+                    bytes_to_send,
+                } => {
+                    self.summary.bytes_present = bytes_present;
+                    self.summary.bytes = bytes_to_send;
+                    if skipped + resumed > 0 {
                         reporter.info(&format!(
-                            "{path} changed while being sent; sending it again (attempt {attempt})"
+                            "Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh"
                         ));
                     }
-                    TransferEvent::ReadFailed { entry, error } => {
-                        let path = session.manifest().get(entry).map_or("?", |e| e.path);
-                        reporter.info(&format!("cannot read {path}: {error}"));
-                    }
-                    TransferEvent::FileDone { .. } => files_done += 1,
-                    TransferEvent::Finished { committed, failed } => {
-                        summary.committed = committed;
-                        if failed > 0 {
-                            return Err(DriverError::Unverified {
-                                failed,
-                                names: "see the receiver's report".into(),
-                            });
-                        }
-                    }
-                    _ => {}
+                    reporter.start(skipped + resumed + fresh, bytes_to_send);
                 }
+                TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
+                TransferEvent::FileRetry { entry, attempt } => {
+                    let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                    reporter.info(&format!(
+                        "{path} changed while being sent; sending it again (attempt {attempt})"
+                    ));
+                }
+                TransferEvent::ReadFailed { entry, error } => {
+                    let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                    reporter.info(&format!("cannot read {path}: {error}"));
+                }
+                TransferEvent::FileDone { .. } => self.files_done += 1,
+                TransferEvent::Finished { committed, failed } => {
+                    self.summary.committed = committed;
+                    if failed > 0 {
+                        return Err(DriverError::Unverified {
+                            failed,
+                            names: "see the receiver's report".into(),
+                        });
+                    }
+                }
+                _ => {}
             }
-            Ok(())
-        })?;
+        }
+        Ok(())
+    }
+
+    /// What the session delivered, once it has ended; its error if it did not finish.
+    pub fn finish(self, session: &SenderSession) -> Result<SendSummary, DriverError> {
         if !session.is_finished() {
             return Err(DriverError::Transfer(
                 session.error().cloned().unwrap_or(TransferError::PeerEnded),
             ));
         }
-        summary.wire_bytes = traffic.sent;
-        summary.elapsed = started.elapsed();
-        Ok(summary)
+        Ok(self.summary)
     }
 }
