@@ -48,6 +48,10 @@ enum Command {
         /// bz2-compress segments when that makes them smaller (slow; for text over slow links).
         #[arg(long)]
         compress: bool,
+        /// Serve N receivers, up to N at once, each with its own session, on one event
+        /// loop; exit once N have the whole batch. Without it, one receiver is served.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        receivers: Option<u32>,
         /// Files and directories to send (directories recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -197,6 +201,27 @@ fn main() -> ProcessExit {
     code
 }
 
+/// `ferry send --receivers N`: the mio driver serves N receivers, each on its own line.
+fn serve_many(sender: &mut Sender, receivers: usize, display: &mut Display) -> ProcessExit {
+    let stats = ferry_mio::LoopStats::default();
+    match ferry_mio::serve(sender, receivers, display, &stats) {
+        Ok(summary) => {
+            let bytes: u64 = summary.delivered.iter().map(|(_, s)| s.bytes).sum();
+            let wire: u64 = summary.delivered.iter().map(|(_, s)| s.wire_bytes).sum();
+            eprintln!(
+                "Sent to {} receivers: {} in all ({} on the wire); {} failed or refused",
+                summary.delivered.len(),
+                size(bytes),
+                size(wire),
+                summary.failed_sessions
+            );
+            eprintln!("wire bytes: {wire}");
+            ProcessExit::SUCCESS
+        }
+        Err(error) => fail(display, &error),
+    }
+}
+
 fn run() -> ProcessExit {
     let cli = Cli::parse();
     let mut display = Display::new();
@@ -205,6 +230,7 @@ fn run() -> ProcessExit {
             pod,
             port,
             compress,
+            receivers,
             paths,
         } => {
             let config = TransferConfig {
@@ -232,6 +258,9 @@ fn run() -> ProcessExit {
             println!("{command}");
             let _ = std::io::stdout().flush();
             eprintln!("Run the command above on the receiving machine. Waiting...");
+            if let Some(receivers) = receivers {
+                return serve_many(&mut sender, receivers as usize, &mut display);
+            }
             match sender.serve(&mut display) {
                 Ok(summary) => {
                     display.done();

@@ -121,9 +121,10 @@ impl Sender {
         &self.listener
     }
 
-    /// The peer check this sender applies to every connection.
-    pub fn policy(&self) -> &PeerPolicy {
-        &self.policy
+    /// Applies this sender's peer check (Tailscale peers, or loopback in pod mode) to a
+    /// connection from `address`.
+    pub fn check_peer(&mut self, address: IpAddr) -> Result<(), DriverError> {
+        self.policy.check(address)
     }
 
     /// A new session for one receiver, and the work that serves its disk reads.
