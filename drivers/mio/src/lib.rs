@@ -73,6 +73,8 @@ impl Work<ReceiverSession> for ReceiveWork {
 const TURN: usize = 32;
 const INPUT_BUFFER: usize = 256 << 10;
 const LISTENER: Token = Token(usize::MAX);
+/// Connections [`serve`] accepts beyond the receivers it still waits for.
+pub const SPARE_CONNECTIONS: usize = 8;
 
 /// Lines from one session, prefixed with its peer; byte progress is left to the caller.
 struct Prefixed<'a> {
@@ -414,7 +416,8 @@ pub struct ServeSummary {
 }
 
 /// Serves `sender`'s batch to `receivers` receivers, up to that many at once on one
-/// event loop, each with its own session (handshake, resume plan, windows). Returns once
+/// event loop (plus [`SPARE_CONNECTIONS`] for clients that fail or stall in their
+/// handshake), each with its own session (handshake, resume plan, windows). Returns once
 /// `receivers` of them have confirmed the whole batch. A receiver that fails (wrong token,
 /// garbage, a stall, a disconnect) is reported on its own line and frees its place.
 pub fn serve(
@@ -436,8 +439,11 @@ pub fn serve(
     let mut pending_accepts = true;
     let mut started: Vec<(SocketAddr, Instant)> = Vec::new();
     while summary.delivered.len() < receivers {
-        // Accept only while there is room: the rest wait in the kernel's backlog.
-        while pending_accepts && event_loop.active() < receivers - summary.delivered.len() {
+        // Accept only while there is room (the rest wait in the kernel's backlog), with a
+        // few spare places so that clients stuck in their handshake cannot keep the
+        // receivers still to come waiting until they time out.
+        let room = receivers - summary.delivered.len() + SPARE_CONNECTIONS;
+        while pending_accepts && event_loop.active() < room {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {

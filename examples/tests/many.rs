@@ -1,0 +1,135 @@
+//! `ferry send --receivers N`: one sender process on the mio driver serving many
+//! receivers at once, with misbehaving clients among them.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferry_core::ConnectionString;
+use ferry_core::transfer::TransferConfig;
+use ferry_mio::{LoopStats, receive_all};
+use ferry_std::Quiet;
+use ferry_std::receive::ReceiveOptions;
+
+const RECEIVERS: usize = 16;
+
+/// A 64 MiB batch: one large file and a few small ones.
+fn batch(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("batch");
+    fs::create_dir_all(dir.join("small")).unwrap();
+    random_file(&dir.join("big.bin"), 60 << 20, 3);
+    for i in 0..16 {
+        random_file(&dir.join(format!("small/{i}.bin")), 256 << 10, 100 + i);
+    }
+    dir
+}
+
+/// Kills a `ferry receive` once its `.part` file holds some data: a disconnect midway.
+fn disconnect_midway(args: &[String], out: &Path) {
+    let mut child = Command::new(FERRY)
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = out.join("batch/big.bin.part");
+    let start = Instant::now();
+    while fs::metadata(&part).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        assert!(start.elapsed() < Duration::from_secs(60), "never got going");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn one_sender_serves_sixteen_receivers_while_misbehaving_clients_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = batch(dir.path());
+    let sending = send(
+        &["--pod", "--receivers", &RECEIVERS.to_string()],
+        &[&source],
+        None,
+    );
+    let args = sending.receive_args(None);
+    let target: ConnectionString = args[1].parse().unwrap();
+    let port: u16 = args[args.iter().position(|a| a == "--port").unwrap() + 1]
+        .parse()
+        .unwrap();
+
+    // The misbehaving clients connect first, so their failures come before the last
+    // delivery: garbage instead of a hello, a client that never speaks, and a receiver
+    // killed midway.
+    let address = (target.ip, port);
+    let mut garbage = TcpStream::connect(address).unwrap();
+    garbage.write_all(&[0x5a; 4096]).unwrap();
+    let mut silent = TcpStream::connect(address).unwrap();
+    disconnect_midway(&args, &dir.path().join("killed"));
+    // The silent client is dropped when its handshake timer runs out; only then do the
+    // receivers start, so that the sender is still serving when that happens.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // (The sender's hello arrives first; the client never answers it.)
+    while silent.read(&mut [0u8; 1024]).unwrap_or(0) > 0 {}
+
+    let options: Vec<_> = (0..RECEIVERS)
+        .map(|i| {
+            let options = ReceiveOptions {
+                pod: true,
+                port,
+                out_dir: dir.path().join(format!("out-{i}")),
+                connect_timeout: Duration::from_secs(30),
+                overwrite: false,
+                config: TransferConfig::default(),
+            };
+            (target.clone(), options)
+        })
+        .collect();
+    let stats = LoopStats::default();
+    let outcomes = receive_all(&options, &mut Quiet, &stats);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(
+            outcome.is_ok(),
+            "receiver {i}: {:?}",
+            outcome.as_ref().err()
+        );
+    }
+    let (status, log) = sending.finish();
+    assert_eq!(status, 0, "{log}");
+    for i in 0..RECEIVERS {
+        assert_same_tree(&source, &dir.path().join(format!("out-{i}/batch")));
+    }
+    assert!(
+        log.contains(&format!("Sent to {RECEIVERS} receivers")),
+        "{log}"
+    );
+    // Each misbehaving client got its own line, and none of them stopped the others.
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("a receiver from"))
+        .collect();
+    assert_eq!(failures.len(), 3, "{log}");
+    assert!(
+        failures
+            .iter()
+            .any(|l| l.contains("not speaking the Ferry protocol")),
+        "{log}"
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|l| l.contains("handshake did not complete")),
+        "{log}"
+    );
+    let delivered = log.matches("received the whole batch").count();
+    assert_eq!(delivered, RECEIVERS, "{log}");
+}
