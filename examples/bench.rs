@@ -145,9 +145,10 @@ impl Side {
 }
 
 /// One Ferry transfer of `payload`: (seconds, sender, receiver).
-fn ferry_run(ferry: &Path, payload: &Payload, out: &Path) -> (f64, Side, Side) {
+fn ferry_run(ferry: &Path, payload: &Payload, out: &Path, extra: &[&str]) -> (f64, Side, Side) {
     let mut sender = Command::new(ferry)
         .args(["send", "--pod", "--port", "0"])
+        .args(extra)
         .arg(&payload.root)
         .env("FERRY_REPORT_RSS", "1")
         .stdout(Stdio::piped())
@@ -284,8 +285,12 @@ fn main() {
         let (mut ferry_s, mut plain_s, mut sender, mut receiver) =
             (vec![], vec![], Side::default(), Side::default());
         for run in 0..3 {
-            let (seconds, s, r) =
-                ferry_run(&ferry, payload, &outputs.join(format!("ferry-{p}-{run}")));
+            let (seconds, s, r) = ferry_run(
+                &ferry,
+                payload,
+                &outputs.join(format!("ferry-{p}-{run}")),
+                &[],
+            );
             ferry_s.push(seconds);
             // Peak RSS is the worst run's; CPU time the last run's.
             sender = Side {
@@ -326,5 +331,22 @@ fn main() {
             100.0 * mbs / two_cores
         );
     }
+    // One receiver through the mio driver (`--receivers 1`) against the blocking driver,
+    // interleaved so that both see the same machine.
+    let big = &payloads[0];
+    let (mut blocking, mut event_loop) = (vec![], vec![]);
+    for run in 0..3 {
+        let out = |name: &str| outputs.join(format!("{name}-{run}"));
+        blocking.push(ferry_run(&ferry, big, &out("std"), &[]).0);
+        event_loop.push(ferry_run(&ferry, big, &out("mio"), &["--receivers", "1"]).0);
+    }
+    let (b, m) = (median(blocking), median(event_loop));
+    println!(
+        "{:<28} std driver {:.0} MB/s, mio driver {:.0} MB/s: mio at {:.0}% of std",
+        big.name,
+        big.bytes as f64 / 1e6 / b,
+        big.bytes as f64 / 1e6 / m,
+        100.0 * b / m
+    );
     let _ = fs::remove_dir_all(&outputs);
 }

@@ -1,0 +1,140 @@
+//! The template for bringing Ferry into your own event loop: a receiver driven by a
+//! hand-written loop around `poll(2)`, with no framework.
+//!
+//!     cargo run --example embed -- PATH...      (sends PATH over loopback to ./embed-out)
+//!
+//! The core never touches a socket or a clock. Whatever your loop looks like, it does
+//! four things for each session, and this file is nothing more than those four:
+//!   1. bytes from the socket go to `handle_input` (it may take only part when busy);
+//!   2. bytes from `poll_transmit` go to the socket, then `advance_transmit`;
+//!   3. sleep no longer than `poll_timeout`, and call `handle_timeout` once it passes;
+//!   4. carry out `poll_disk` commands and act on `poll_event` events. Here the std
+//!      driver's `ReceiveWork` does that (`.part` files, lock file, checkpoints); write
+//!      your own if your files live elsewhere.
+//!
+//! For demonstration the sender runs in a thread on the blocking driver.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_core::transfer::TransferConfig;
+use ferry_std::receive::{ReceiveOptions, start_session};
+use ferry_std::send::Sender;
+use ferry_std::source::SourceTree;
+use ferry_std::{Clock, DriverError, Quiet, Reporter};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Prints what the session reports.
+struct Print;
+
+impl Reporter for Print {
+    fn info(&mut self, line: &str) {
+        println!("{line}");
+    }
+    fn start(&mut self, files: usize, bytes: u64) {
+        println!("receiving {files} files, {bytes} bytes");
+    }
+    fn progress(&mut self, _bytes: u64, _files: usize) {}
+}
+
+fn main() -> Result<(), DriverError> {
+    let paths: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    if paths.is_empty() {
+        eprintln!("usage: cargo run --example embed -- PATH...");
+        std::process::exit(2);
+    }
+    let config = TransferConfig::default();
+    let tree = SourceTree::scan(&paths, &config.manifest)?;
+    let mut sender = Sender::bind(tree, config.clone(), true, 0)?;
+    let (target, port) = (sender.connection_string(), sender.port());
+    std::thread::spawn(move || sender.serve(&mut Quiet));
+
+    let options = ReceiveOptions {
+        pod: true,
+        port,
+        out_dir: PathBuf::from("embed-out"),
+        connect_timeout: Duration::from_secs(5),
+        overwrite: true,
+        config,
+    };
+    let mut stream = TcpStream::connect((target.ip, port))?;
+    stream.set_nonblocking(true)?;
+    let clock = Clock::new();
+    let (mut session, mut work) = start_session(&target, &options, &clock)?;
+    let mut input = vec![0u8; 64 << 10];
+    let (mut start, mut end) = (0, 0);
+    let result = (|| -> Result<(), DriverError> {
+        while !session.is_finished() {
+            // 4. Disk commands and events.
+            work.pump(&mut session, clock.now(), &mut Print)?;
+            // 2. Outgoing bytes, as far as the socket takes them.
+            while !session.poll_transmit().is_empty() {
+                match stream.write(session.poll_transmit()) {
+                    Ok(n) => session.advance_transmit(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            // 1. Incoming bytes: first what the session could not take last time.
+            if start < end {
+                let taken = session.handle_input(clock.now(), &input[start..end])?;
+                start += taken;
+                if taken > 0 {
+                    continue;
+                }
+            } else {
+                match stream.read(&mut input) {
+                    Ok(0) => {
+                        session.handle_eof(clock.now())?;
+                        work.pump(&mut session, clock.now(), &mut Print)?;
+                        break;
+                    }
+                    Ok(n) => {
+                        (start, end) = (0, n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(error) = session.error() {
+                return Err(error.clone().into());
+            }
+            // 3. Nothing more to do now: sleep until the socket is ready or a timer is due.
+            let wait = session.poll_timeout().map(|at| clock.until(at));
+            let timeout = wait.map_or(PollTimeout::NONE, |d| {
+                let ms = d.as_micros().div_ceil(1000) as u64; // never wake early
+                PollTimeout::try_from(Duration::from_millis(ms)).unwrap_or(PollTimeout::MAX)
+            });
+            let mut interest = PollFlags::POLLIN;
+            if !session.poll_transmit().is_empty() {
+                interest |= PollFlags::POLLOUT;
+            }
+            match poll(&mut [PollFd::new(stream.as_fd(), interest)], timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(std::io::Error::from(e).into()),
+            }
+            if session.poll_timeout().is_some_and(|at| at <= clock.now()) {
+                session.handle_timeout(clock.now())?;
+            }
+        }
+        // The session's last words (its close) go out before the socket is dropped.
+        let rest = session.poll_transmit().len();
+        stream.set_nonblocking(false)?;
+        stream.write_all(session.poll_transmit())?;
+        session.advance_transmit(rest);
+        Ok(())
+    })();
+    let summary = work.finish(&session, result)?;
+    println!(
+        "done: {} entries in {} in {:.2} s",
+        summary.committed,
+        options.out_dir.display(),
+        summary.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
