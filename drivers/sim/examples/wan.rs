@@ -24,6 +24,9 @@ fn world(
         latency: rtt_ms * 1000 / 2,
         bandwidth: bits_per_second / 8,
         max_chunk: 64 << 10,
+        // Linux's default ceiling for a socket's send buffer (tcp_wmem); here it counts
+        // only bytes not yet on the wire.
+        send_buffer: 4 << 20,
         faults,
         items: vec![("big.bin".into(), Some(data.to_vec()))],
         config,

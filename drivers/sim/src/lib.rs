@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use ferry_core::transfer::{
-    DiskCommand, EntryKind, FileStatus, Manifest, ManifestEntry, ReceiverSession, SenderSession,
-    TransferConfig, TransferEvent,
+    DiskCommand, DiskError, DiskErrorKind, EntryKind, FileStatus, Manifest, ManifestEntry,
+    ReceiverSession, SenderSession, TransferConfig, TransferEvent,
 };
 use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
@@ -60,8 +60,15 @@ pub enum Fault {
     DuplicateChunk,
     /// Nothing is delivered for a long time (longer than the idle timeout).
     Stall,
-    /// The receiver's machine crashes: its unsynced writes are lost.
+    /// The receiver's machine crashes: its unsynced writes are lost or torn.
     CrashReceiver,
+    /// The sender's process dies: what it wrote arrives, then the stream ends.
+    CrashSender,
+    /// The receiver's disk fills up: its next write fails (until the operator frees space
+    /// and runs the receive again).
+    DiskFull,
+    /// The receiver loses write permission on its output directory, likewise.
+    PermissionDenied,
     /// A source file changes (its first and last byte) while it is being sent.
     SourceChanges,
 }
@@ -77,6 +84,9 @@ pub struct World {
     pub bandwidth: u64,
     /// Largest chunk a write is cut into.
     pub max_chunk: usize,
+    /// Bytes a socket accepts beyond what its link has serialised (the send buffer): a
+    /// writer with more must wait, as with a real socket.
+    pub send_buffer: usize,
     /// Faults, each at a byte offset of a session's sender-to-receiver stream.
     pub faults: Vec<(u64, Fault)>,
     /// The batch: paths and contents (`None` for directories).
@@ -129,13 +139,16 @@ impl World {
             .sum();
         let mut faults = Vec::new();
         for _ in 0..rng.range(0, 4) {
-            let kind = match rng.range(0, 7) {
+            let kind = match rng.range(0, 10) {
                 0 => Fault::Disconnect,
                 1 => Fault::FlipBit,
                 2 => Fault::DropChunk,
                 3 => Fault::DuplicateChunk,
                 4 => Fault::Stall,
                 5 => Fault::SourceChanges,
+                6 => Fault::CrashSender,
+                7 => Fault::DiskFull,
+                8 => Fault::PermissionDenied,
                 _ => Fault::CrashReceiver,
             };
             faults.push((rng.range(0, total + 2000), kind));
@@ -145,6 +158,7 @@ impl World {
             latency: rng.range(0, 50_000),
             bandwidth: rng.range(1_000_000, 200_000_000),
             max_chunk: rng.range(1, 70_000) as usize,
+            send_buffer: 1 << rng.range(10, 23),
             faults,
             items,
             config,
@@ -166,10 +180,11 @@ impl World {
             })
             .collect();
         format!(
-            "latency {} µs, {} B/s, chunks up to {} B, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
+            "latency {} µs, {} B/s, chunks up to {} B, send buffer {} B, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
             self.latency,
             self.bandwidth,
             self.max_chunk,
+            self.send_buffer,
             self.faults,
             sizes.join(", "),
             self.config.part_size,
@@ -211,6 +226,8 @@ struct Disk {
     committed_durable: BTreeMap<usize, Vec<u8>>,
     /// The lock file: verified bytes per entry, written only after a sync.
     lock: BTreeMap<usize, u64>,
+    /// Writes fail with this until the session ends (disk full, permission lost).
+    failing: Option<DiskErrorKind>,
 }
 
 impl Disk {
@@ -219,9 +236,28 @@ impl Disk {
         self.committed_durable = self.committed.clone();
     }
 
-    /// A crash: everything not yet synced is lost.
-    fn crash(&mut self) {
-        self.current = self.durable.clone();
+    /// A crash: what was not yet synced is lost or torn. A torn file keeps a random
+    /// part of its unsynced tail, sometimes with a hole where a block never reached the
+    /// disk; the lock never claims those bytes, so a resume must not trust them.
+    fn crash(&mut self, rng: &mut Rng) {
+        let mut after = self.durable.clone();
+        for (entry, written) in &self.current {
+            let durable = self.durable.get(entry).map_or(0, Vec::len);
+            if written.len() <= durable || rng.chance(30) {
+                continue;
+            }
+            let kept = rng.range(durable as u64, written.len() as u64 + 1) as usize;
+            let mut torn = after.get(entry).cloned().unwrap_or_default();
+            torn.resize(kept, 0);
+            torn[durable..kept].copy_from_slice(&written[durable..kept]);
+            if kept > durable && rng.chance(50) {
+                let hole = rng.range(durable as u64, kept as u64) as usize;
+                let end = (hole + rng.range(1, 8192) as usize).min(kept);
+                torn[hole..end].fill(0);
+            }
+            after.insert(*entry, torn);
+        }
+        self.current = after;
         self.committed = self.committed_durable.clone();
     }
 }
@@ -252,6 +288,30 @@ impl Link {
             free_at: Timestamp::ZERO,
             sent: 0,
         }
+    }
+
+    /// Bytes waiting to be serialised at `now`.
+    fn backlog(&self, now: Timestamp, world: &World) -> u64 {
+        let waiting = self.free_at.as_micros().saturating_sub(now.as_micros());
+        (u128::from(waiting) * u128::from(world.bandwidth) / 1_000_000) as u64
+    }
+
+    /// How much a writer may hand over at `now` (the send buffer's free room).
+    fn room(&self, now: Timestamp, world: &World) -> usize {
+        (world.send_buffer as u64).saturating_sub(self.backlog(now, world)) as usize
+    }
+
+    /// When a full send buffer next has room for a useful write (a quarter of it, as a
+    /// socket reports writable only past its low-water mark).
+    fn room_at(&self, world: &World) -> Timestamp {
+        let keep = world.send_buffer as u64 - (world.send_buffer as u64 / 4).max(1);
+        let drain = keep * 1_000_000 / world.bandwidth.max(1);
+        Timestamp::from_micros(self.free_at.as_micros().saturating_sub(drain) + 1)
+    }
+
+    /// Hands as much of `transmit` to the link as its send buffer takes.
+    fn take(&self, now: Timestamp, world: &World, transmit: &[u8]) -> usize {
+        transmit.len().min(self.room(now, world))
     }
 
     /// Queues `bytes` cut into random chunks; ordered, serialised at the bandwidth.
@@ -335,37 +395,7 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let mut fired = false;
         let mut finished = false;
         for _step in 0..2_000_000u32 {
-            // The receiver's disk and events, until neither yields more work (accepting a
-            // batch queues reads, a finished read queues the next): only then may time pass.
-            loop {
-                let mut worked = false;
-                while let Some(command) = receiver.poll_disk() {
-                    worked = true;
-                    apply(&mut disk, &mut receiver, command, now, &manifest);
-                }
-                while let Some(event) = receiver.poll_event() {
-                    worked = true;
-                    match event {
-                        // A failing session is the fault doing its work; the loop ends it below.
-                        TransferEvent::BatchOffered { .. } => drop(receiver.accept(now, &local)),
-                        TransferEvent::FileFailed { entry, .. } if !changes_expected => {
-                            return Err(format!(
-                                "entry {entry} failed although the source never changed"
-                            ));
-                        }
-                        TransferEvent::Finished { committed, failed } => {
-                            let _ = writeln!(
-                                trace,
-                                "  finished: {committed} committed, {failed} failed"
-                            );
-                        }
-                        _ => {}
-                    }
-                }
-                if !worked {
-                    break;
-                }
-            }
+            receiver_work(&mut receiver, &mut disk, &local, now, &manifest, trace, changes_expected)?;
             // The sender's disk.
             while let Some(command) = sender.poll_disk() {
                 if let DiskCommand::Read {
@@ -383,10 +413,10 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                 }
             }
             while sender.poll_event().is_some() {}
-            // The wire, with the fault of this session.
-            let out = sender.poll_transmit().to_vec();
-            sender.advance_transmit(out.len());
-            let mut out = out;
+            // The wire, with the fault of this session: as much as the socket takes.
+            let take = forward.take(now, world, sender.poll_transmit());
+            let mut out = sender.poll_transmit()[..take].to_vec();
+            sender.advance_transmit(take);
             if let Some((at, fault)) = fault_here.filter(|_| !fired) {
                 let end = forward.sent + out.len() as u64;
                 if at < end && at >= forward.sent {
@@ -397,9 +427,47 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                         Fault::Disconnect | Fault::CrashReceiver => {
                             forward.send(now, &out[..offset], world, &mut rng);
                             if fault == Fault::CrashReceiver {
-                                disk.crash();
+                                disk.crash(&mut rng);
                             }
                             break;
+                        }
+                        Fault::CrashSender => {
+                            // What the sender wrote still arrives, then the end of the
+                            // stream; the receiver keeps what it can.
+                            forward.send(now, &out[..offset], world, &mut rng);
+                            while let Some((at, bytes)) = forward.queue.pop_front() {
+                                now = now.max(at);
+                                feed_receiver(&mut receiver, now, &bytes);
+                                receiver_work(
+                                    &mut receiver,
+                                    &mut disk,
+                                    &local,
+                                    now,
+                                    &manifest,
+                                    trace,
+                                    changes_expected,
+                                )?;
+                            }
+                            *clock = now;
+                            let _ = receiver.handle_eof(now);
+                            receiver_work(
+                                &mut receiver,
+                                &mut disk,
+                                &local,
+                                now,
+                                &manifest,
+                                trace,
+                                changes_expected,
+                            )?;
+                            let _ = writeln!(trace, "  receiver after the end: {:?}", receiver.error());
+                            break;
+                        }
+                        Fault::DiskFull | Fault::PermissionDenied => {
+                            disk.failing = Some(if fault == Fault::DiskFull {
+                                DiskErrorKind::NoSpace
+                            } else {
+                                DiskErrorKind::PermissionDenied
+                            });
                         }
                         Fault::FlipBit => out[offset] ^= 1 << (rng.next_u64() % 8),
                         Fault::DropChunk => {
@@ -434,8 +502,9 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                 }
             }
             forward.send(now, &out, world, &mut rng);
-            let back = receiver.poll_transmit().to_vec();
-            receiver.advance_transmit(back.len());
+            let take = backward.take(now, world, receiver.poll_transmit());
+            let back = receiver.poll_transmit()[..take].to_vec();
+            receiver.advance_transmit(take);
             backward.send(now, &back, world, &mut rng);
 
             if sender.is_finished() && receiver.is_finished() {
@@ -457,6 +526,8 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                 backward.queue.front().map(|(at, _)| *at),
                 sender.poll_timeout(),
                 receiver.poll_timeout(),
+                (!sender.poll_transmit().is_empty()).then(|| forward.room_at(world)),
+                (!receiver.poll_transmit().is_empty()).then(|| backward.room_at(world)),
             ]
             .into_iter()
             .flatten()
@@ -495,6 +566,8 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         if fired {
             faults.pop_front();
         }
+        // The operator frees space or restores permissions before running it again.
+        disk.failing = None;
         check_committed(world, &source, &disk)?;
         if finished {
             for (entry, data) in source.iter().enumerate().filter(|(_, d)| d.is_some()) {
@@ -509,6 +582,45 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         }
     }
     Err(format!("not finished after {max_sessions} sessions"))
+}
+
+/// The receiver's disk and events, until neither yields more work (accepting a batch
+/// queues reads, a finished read queues the next): only then may time pass.
+fn receiver_work(
+    receiver: &mut ReceiverSession,
+    disk: &mut Disk,
+    local: &[(usize, u64)],
+    now: Timestamp,
+    manifest: &Manifest,
+    trace: &mut String,
+    changes_expected: bool,
+) -> Result<(), String> {
+    loop {
+        let mut worked = false;
+        while let Some(command) = receiver.poll_disk() {
+            worked = true;
+            apply(disk, receiver, command, now, manifest);
+        }
+        while let Some(event) = receiver.poll_event() {
+            worked = true;
+            match event {
+                // A failing session is the fault doing its work; the loop ends it below.
+                TransferEvent::BatchOffered { .. } => drop(receiver.accept(now, local)),
+                TransferEvent::FileFailed { entry, .. } if !changes_expected => {
+                    return Err(format!(
+                        "entry {entry} failed although the source never changed"
+                    ));
+                }
+                TransferEvent::Finished { committed, failed } => {
+                    let _ = writeln!(trace, "  finished: {committed} committed, {failed} failed");
+                }
+                _ => {}
+            }
+        }
+        if !worked {
+            return Ok(());
+        }
+    }
 }
 
 fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8])) {
@@ -578,6 +690,14 @@ fn apply(
             offset,
             len,
         } => {
+            if let Some(kind) = disk.failing {
+                let error = DiskError {
+                    kind,
+                    detail: "simulated".into(),
+                };
+                let _ = receiver.handle_write_done(now, id, Err(error));
+                return;
+            }
             let data = receiver.write_data(id).to_vec();
             let file = disk.current.entry(entry).or_default();
             let end = offset as usize + len;

@@ -49,15 +49,39 @@ fn the_same_seed_gives_the_same_trace() {
 fn faults_actually_happen_and_sessions_resume() {
     let mut resumed = 0;
     let mut faulted = 0;
-    for seed in 0..300 {
+    let kinds = [
+        "Disconnect",
+        "FlipBit",
+        "DropChunk",
+        "DuplicateChunk",
+        "Stall",
+        "SourceChanges",
+        "CrashSender",
+        "DiskFull",
+        "PermissionDenied",
+        "CrashReceiver",
+    ];
+    let mut fired = [0usize; 10];
+    let mut disk_errors = 0;
+    for seed in 0..400 {
         let outcome = run(&World::from_seed(seed));
         faulted += usize::from(outcome.trace.contains("fault "));
         resumed += usize::from(outcome.sessions > 1);
+        for (kind, count) in kinds.iter().zip(&mut fired) {
+            *count += usize::from(outcome.trace.contains(&format!("fault {kind} ")));
+        }
+        disk_errors += usize::from(outcome.trace.contains("kind: NoSpace"))
+            + usize::from(outcome.trace.contains("kind: PermissionDenied"));
     }
     assert!(
         faulted > 100 && resumed > 50,
-        "faulted {faulted}, resumed {resumed} of 300"
+        "faulted {faulted}, resumed {resumed} of 400"
     );
+    for (kind, count) in kinds.iter().zip(fired) {
+        assert!(count >= 5, "{kind} fired in only {count} of 400 worlds");
+    }
+    // A full disk or a lost permission ends the session with that reason, not another.
+    assert!(disk_errors >= 5, "disk errors reported in {disk_errors} worlds");
 }
 
 #[test]
