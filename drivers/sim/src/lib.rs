@@ -395,7 +395,15 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let mut fired = false;
         let mut finished = false;
         for _step in 0..2_000_000u32 {
-            receiver_work(&mut receiver, &mut disk, &local, now, &manifest, trace, changes_expected)?;
+            receiver_work(
+                &mut receiver,
+                &mut disk,
+                &local,
+                now,
+                &manifest,
+                trace,
+                changes_expected,
+            )?;
             // The sender's disk.
             while let Some(command) = sender.poll_disk() {
                 if let DiskCommand::Read {
@@ -459,7 +467,8 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                                 trace,
                                 changes_expected,
                             )?;
-                            let _ = writeln!(trace, "  receiver after the end: {:?}", receiver.error());
+                            let _ =
+                                writeln!(trace, "  receiver after the end: {:?}", receiver.error());
                             break;
                         }
                         Fault::DiskFull | Fault::PermissionDenied => {
@@ -755,4 +764,52 @@ fn check_committed(world: &World, source: &[Option<Vec<u8>>], disk: &Disk) -> Re
 /// A digest of a run's trace: equal seeds must give equal digests.
 pub fn fingerprint(outcome: &Outcome) -> String {
     hex::encode(Sha256::digest(outcome.trace.as_bytes()))
+}
+
+/// Every kind of fault, for drawing one.
+pub const ALL_FAULTS: [Fault; 10] = [
+    Fault::Disconnect,
+    Fault::FlipBit,
+    Fault::DropChunk,
+    Fault::DuplicateChunk,
+    Fault::Stall,
+    Fault::SourceChanges,
+    Fault::CrashSender,
+    Fault::DiskFull,
+    Fault::PermissionDenied,
+    Fault::CrashReceiver,
+];
+
+/// The fuzz target's body: a world whose batch comes from a seed and whose link and
+/// fault schedule come from `data`, run to the end. Panics, with the world and its trace,
+/// if an invariant breaks.
+pub fn fuzz_world(data: &[u8]) {
+    let mut input = arbitrary::Unstructured::new(data);
+    let mut world = World::from_seed(input.arbitrary().unwrap_or_default());
+    let total: u64 = world
+        .items
+        .iter()
+        .filter_map(|(_, d)| d.as_ref())
+        .map(|d| d.len() as u64)
+        .sum();
+    world.latency = input.int_in_range(0..=100_000).unwrap_or(0);
+    world.bandwidth = input
+        .int_in_range(10_000..=1_000_000_000)
+        .unwrap_or(1_000_000);
+    world.max_chunk = input.int_in_range(1..=100_000).unwrap_or(1);
+    world.send_buffer = 1 << input.int_in_range(8..=24).unwrap_or(16);
+    world.faults.clear();
+    for _ in 0..input.int_in_range(0..=6).unwrap_or(0) {
+        let at = input.int_in_range(0..=total + 4000).unwrap_or(0);
+        let fault = *input.choose(&ALL_FAULTS).unwrap_or(&Fault::Disconnect);
+        world.faults.push((at, fault));
+    }
+    let outcome = run(&world);
+    if let Err(error) = &outcome.result {
+        panic!(
+            "{error}\nworld: {}\ntrace:\n{}",
+            world.summary(),
+            outcome.trace
+        );
+    }
 }

@@ -3,7 +3,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use ferry_sim::{World, fingerprint, run};
+use ferry_core::{Entropy, SeededEntropy};
+use ferry_sim::{World, fingerprint, fuzz_world, run};
 
 fn check(seed: u64) {
     let world = World::from_seed(seed);
@@ -81,7 +82,10 @@ fn faults_actually_happen_and_sessions_resume() {
         assert!(count >= 5, "{kind} fired in only {count} of 400 worlds");
     }
     // A full disk or a lost permission ends the session with that reason, not another.
-    assert!(disk_errors >= 5, "disk errors reported in {disk_errors} worlds");
+    assert!(
+        disk_errors >= 5,
+        "disk errors reported in {disk_errors} worlds"
+    );
 }
 
 #[test]
@@ -102,4 +106,16 @@ fn a_planted_bug_committing_unverified_files_is_caught_within_the_budget() {
         "the sweep missed a receiver that commits unverified files"
     );
     eprintln!("caught by seed {}", caught.unwrap_or_default());
+}
+
+#[test]
+fn the_fuzz_body_holds_on_arbitrary_fault_schedules() {
+    // The `sim_faults` fuzz target runs this body; here it runs on a few hundred inputs
+    // so that it is compiled, and exercised, by every `cargo test`.
+    let mut entropy = SeededEntropy::new(77);
+    for len in 0..200usize {
+        let mut data = vec![0u8; len % 64];
+        entropy.fill(&mut data);
+        fuzz_world(&data);
+    }
 }
