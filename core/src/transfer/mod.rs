@@ -113,11 +113,17 @@ impl TransferConfig {
             + 2 * crate::record::sealed_len(self.channel.max_record_payload);
         let queues = (4 * extents + 64) * (size_of::<DiskCommand>() + size_of::<TransferEvent>());
         let per_entry = entries * 320 + 2 * path_bytes;
+        // bzip2's own state while a segment is (de)compressed: compressing at level 6
+        // takes 400 kB + 8 × 600 kB; decompressing in small mode at most 100 kB + 2.5 ×
+        // 900 kB, whatever block size the peer chose (a receiver takes compressed
+        // segments whether or not it compresses itself).
+        let bz2 = if self.compress { 5_200_000 } else { 2_350_000 };
         self.segments_in_flight * per_slot
             + 2 * self.segment_size
             + channel
             + queues
             + per_entry
+            + bz2
             + (256 << 10)
     }
 

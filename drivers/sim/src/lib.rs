@@ -17,6 +17,35 @@ use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
 
 /// Random choices, all from the seed.
+/// Who is running: nobody (the simulator itself), the sender or the receiver. A test's
+/// counting allocator reads it with [`current_endpoint`] to charge each allocation to the
+/// endpoint that made it.
+pub const SIMULATOR: usize = 0;
+/// See [`SIMULATOR`].
+pub const SENDER: usize = 1;
+/// See [`SIMULATOR`].
+pub const RECEIVER: usize = 2;
+
+thread_local! {
+    static ENDPOINT: core::cell::Cell<usize> = const { core::cell::Cell::new(SIMULATOR) };
+}
+
+/// The endpoint running on this thread right now ([`SIMULATOR`] outside its calls).
+pub fn current_endpoint() -> usize {
+    ENDPOINT
+        .try_with(core::cell::Cell::get)
+        .unwrap_or(SIMULATOR)
+}
+
+/// Runs `f`, a call into one endpoint, charged to `who`.
+fn as_endpoint<T>(who: usize, f: impl FnOnce() -> T) -> T {
+    let before = ENDPOINT.with(|e| e.replace(who));
+    let result = f();
+    ENDPOINT.with(|e| e.set(before));
+    result
+}
+
+/// A seeded source of simulation choices.
 pub struct Rng(SeededEntropy);
 
 impl Rng {
@@ -363,16 +392,20 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let mut entropy = SeededEntropy::new(rng.next_u64());
         let token = Token::generate(&mut entropy);
         let _ = writeln!(trace, "session {session} at {} µs", now.as_micros());
-        let mut sender = SenderSession::new(
-            world.config.clone(),
-            token.clone(),
-            manifest.clone(),
-            &mut entropy,
-            now,
-        )
+        let mut sender = as_endpoint(SENDER, || {
+            SenderSession::new(
+                world.config.clone(),
+                token.clone(),
+                manifest.clone(),
+                &mut entropy,
+                now,
+            )
+        })
         .map_err(|e| e.to_string())?;
-        let mut receiver = ReceiverSession::new(world.config.clone(), token, &mut entropy, now)
-            .map_err(|e| e.to_string())?;
+        let mut receiver = as_endpoint(RECEIVER, || {
+            ReceiverSession::new(world.config.clone(), token, &mut entropy, now)
+        })
+        .map_err(|e| e.to_string())?;
         if world.broken_verification {
             receiver.skip_verification_for_testing();
         }
@@ -417,7 +450,8 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                     let start = (offset as usize).min(data.len());
                     let end = (start + len).min(data.len());
                     sender.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
-                    let _ = sender.handle_read_done(now, id, Ok(end - start));
+                    let _ =
+                        as_endpoint(SENDER, || sender.handle_read_done(now, id, Ok(end - start)));
                 }
             }
             while sender.poll_event().is_some() {}
@@ -457,7 +491,7 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                                 )?;
                             }
                             *clock = now;
-                            let _ = receiver.handle_eof(now);
+                            let _ = as_endpoint(RECEIVER, || receiver.handle_eof(now));
                             receiver_work(
                                 &mut receiver,
                                 &mut disk,
@@ -569,8 +603,8 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
             deliver(&mut backward, now, |bytes| {
                 feed_sender(&mut sender, now, bytes)
             });
-            let _ = sender.handle_timeout(now);
-            let _ = receiver.handle_timeout(now);
+            let _ = as_endpoint(SENDER, || sender.handle_timeout(now));
+            let _ = as_endpoint(RECEIVER, || receiver.handle_timeout(now));
         }
         if fired {
             faults.pop_front();
@@ -614,7 +648,9 @@ fn receiver_work(
             worked = true;
             match event {
                 // A failing session is the fault doing its work; the loop ends it below.
-                TransferEvent::BatchOffered { .. } => drop(receiver.accept(now, local)),
+                TransferEvent::BatchOffered { .. } => {
+                    drop(as_endpoint(RECEIVER, || receiver.accept(now, local)))
+                }
                 TransferEvent::FileFailed { entry, .. } if !changes_expected => {
                     return Err(format!(
                         "entry {entry} failed although the source never changed"
@@ -643,7 +679,7 @@ fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8])) {
 fn feed_receiver(receiver: &mut ReceiverSession, now: Timestamp, bytes: &[u8]) {
     let mut at = 0;
     while at < bytes.len() {
-        match receiver.handle_input(now, &bytes[at..]) {
+        match as_endpoint(RECEIVER, || receiver.handle_input(now, &bytes[at..])) {
             Ok(0) => {
                 // Its queues are full: the driver drains them before offering more.
                 while receiver.poll_event().is_some() {}
@@ -660,7 +696,7 @@ fn feed_receiver(receiver: &mut ReceiverSession, now: Timestamp, bytes: &[u8]) {
 fn feed_sender(sender: &mut SenderSession, now: Timestamp, bytes: &[u8]) {
     let mut at = 0;
     while at < bytes.len() {
-        match sender.handle_input(now, &bytes[at..]) {
+        match as_endpoint(SENDER, || sender.handle_input(now, &bytes[at..])) {
             Ok(0) | Err(_) => return,
             Ok(n) => at += n,
         }
@@ -691,7 +727,9 @@ fn apply(
             let start = (offset as usize).min(data.len());
             let end = (start + len).min(data.len());
             receiver.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
-            let _ = receiver.handle_read_done(now, id, Ok(end - start));
+            let _ = as_endpoint(RECEIVER, || {
+                receiver.handle_read_done(now, id, Ok(end - start))
+            });
         }
         DiskCommand::Write {
             id,
@@ -704,7 +742,7 @@ fn apply(
                     kind,
                     detail: "simulated".into(),
                 };
-                let _ = receiver.handle_write_done(now, id, Err(error));
+                let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Err(error)));
                 return;
             }
             let data = receiver.write_data(id).to_vec();
@@ -714,7 +752,7 @@ fn apply(
                 file.resize(end, 0);
             }
             file[offset as usize..end].copy_from_slice(&data);
-            let _ = receiver.handle_write_done(now, id, Ok(()));
+            let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Ok(())));
         }
         DiskCommand::Commit { entry } => {
             let size = manifest.get(entry).map_or(0, |e| e.size) as usize;

@@ -1,16 +1,107 @@
 //! Thousands of seeded worlds per `cargo test`. A failure prints its seed and trace;
 //! `SIM_SEED=<n> cargo test -p ferry-sim` replays exactly that world.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ferry_core::{Entropy, SeededEntropy};
-use ferry_sim::{World, fingerprint, fuzz_world, run};
+use ferry_sim::{World, current_endpoint, fingerprint, fuzz_world, run};
+
+// Live and peak heap bytes per endpoint (simulator, sender, receiver), per thread: each
+// test thread runs its own worlds.
+thread_local! {
+    static LIVE: Cell<[i64; 3]> = const { Cell::new([0; 3]) };
+    static PEAK: Cell<[i64; 3]> = const { Cell::new([0; 3]) };
+}
+
+/// Charges every allocation to the endpoint that made it, remembered in a header in
+/// front of the block so that its release is charged back to the same endpoint.
+struct Tagged;
+
+const HEADER: usize = 16;
+
+fn account(endpoint: usize, delta: i64) {
+    let _ = LIVE.try_with(|live| {
+        let mut now = live.get();
+        now[endpoint] += delta;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| {
+            let mut most = peak.get();
+            most[endpoint] = most[endpoint].max(now[endpoint]);
+            peak.set(most);
+        });
+    });
+}
+
+fn outer(layout: Layout) -> (Layout, usize) {
+    let offset = layout.align().max(HEADER);
+    let outer = Layout::from_size_align(layout.size() + offset, layout.align().max(HEADER));
+    (outer.unwrap_or(layout), offset)
+}
+
+// SAFETY: each block is the system allocator's, `offset` bytes larger and at least as
+// aligned; the caller gets the part after the header, which keeps the caller's alignment
+// because `offset` is a multiple of it.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Tagged {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let (full, offset) = outer(layout);
+        // SAFETY: `full` has a non-zero size.
+        let base = unsafe { System.alloc(full) };
+        if base.is_null() {
+            return base;
+        }
+        let endpoint = current_endpoint();
+        // SAFETY: the header lies inside the block.
+        unsafe { base.write(endpoint as u8) };
+        account(endpoint, layout.size() as i64);
+        // SAFETY: `offset` < the block's size.
+        unsafe { base.add(offset) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let (full, offset) = outer(layout);
+        // SAFETY: `ptr` came from `alloc` with the same layout, `offset` after its block.
+        let base = unsafe { ptr.sub(offset) };
+        // SAFETY: the header written by `alloc`.
+        let endpoint = usize::from(unsafe { base.read() }).min(2);
+        account(endpoint, -(layout.size() as i64));
+        // SAFETY: the block as allocated.
+        unsafe { System.dealloc(base, full) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Tagged = Tagged;
+
+/// Each endpoint's peak heap during `world`, above what it held before.
+fn endpoint_peaks<T>(f: impl FnOnce() -> T) -> (T, [i64; 3]) {
+    let start = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(start));
+    let result = f();
+    let peak = PEAK.with(Cell::get);
+    (result, [0, peak[1] - start[1], peak[2] - start[2]])
+}
+
+/// The heap each endpoint may use in `world`, by its own configuration.
+fn heap_bound(world: &World) -> i64 {
+    let path_bytes = world.items.iter().map(|(p, _)| p.len()).sum();
+    world.config.heap_bound(world.items.len(), path_bytes) as i64
+}
 
 fn check(seed: u64) {
     let world = World::from_seed(seed);
-    let outcome = catch_unwind(AssertUnwindSafe(|| run(&world)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| endpoint_peaks(|| run(&world))));
     match outcome {
-        Ok(outcome) => {
+        Ok((outcome, peaks)) => {
+            let bound = heap_bound(&world);
+            for (who, peak) in [("sender", peaks[1]), ("receiver", peaks[2])] {
+                assert!(
+                    peak <= bound,
+                    "seed {seed}: the {who} used {peak} bytes of heap, over its bound of {bound}\nworld: {}\nreplay: SIM_SEED={seed} cargo test -p ferry-sim",
+                    world.summary()
+                );
+            }
             if let Err(error) = &outcome.result {
                 panic!(
                     "seed {seed}: {error}\nworld: {}\ntrace:\n{}\nreplay: SIM_SEED={seed} cargo test -p ferry-sim",
