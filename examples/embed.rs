@@ -60,21 +60,27 @@ fn main() -> Result<(), DriverError> {
         overwrite: true,
         config,
     };
-    let mut stream = TcpStream::connect((target.ip, port))?;
+    // (A real receiver checks the peer first: ferry_std::peer::PeerPolicy.)
+    let address = (target.ip, port).into();
+    let mut stream = TcpStream::connect_timeout(&address, options.connect_timeout)?;
     stream.set_nonblocking(true)?;
     let clock = Clock::new();
     let (mut session, mut work) = start_session(&target, &options, &clock)?;
     let mut input = vec![0u8; 64 << 10];
     let (mut start, mut end) = (0, 0);
     let result = (|| -> Result<(), DriverError> {
-        while !session.is_finished() {
-            // 4. Disk commands and events.
+        loop {
+            // 4. Disk commands and events (after every input: finishing queues the last).
             work.pump(&mut session, clock.now(), &mut Print)?;
+            if session.is_finished() {
+                return Ok(());
+            }
             // 2. Outgoing bytes, as far as the socket takes them.
             while !session.poll_transmit().is_empty() {
                 match stream.write(session.poll_transmit()) {
                     Ok(n) => session.advance_transmit(n),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -87,11 +93,7 @@ fn main() -> Result<(), DriverError> {
                 }
             } else {
                 match stream.read(&mut input) {
-                    Ok(0) => {
-                        session.handle_eof(clock.now())?;
-                        work.pump(&mut session, clock.now(), &mut Print)?;
-                        break;
-                    }
+                    Ok(0) => return Ok(session.handle_eof(clock.now())?),
                     Ok(n) => {
                         (start, end) = (0, n);
                         continue;
@@ -100,35 +102,37 @@ fn main() -> Result<(), DriverError> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if let Some(error) = session.error() {
-                return Err(error.clone().into());
-            }
             // 3. Nothing more to do now: sleep until the socket is ready or a timer is due.
+            // Ask for input only when the session took the last; it refuses more while
+            // its own send buffer is full, and then waits for the socket to drain.
             let wait = session.poll_timeout().map(|at| clock.until(at));
             let timeout = wait.map_or(PollTimeout::NONE, |d| {
                 let ms = d.as_micros().div_ceil(1000) as u64; // never wake early
                 PollTimeout::try_from(Duration::from_millis(ms)).unwrap_or(PollTimeout::MAX)
             });
-            let mut interest = PollFlags::POLLIN;
+            let mut interest = PollFlags::empty();
+            if start == end {
+                interest |= PollFlags::POLLIN;
+            }
             if !session.poll_transmit().is_empty() {
                 interest |= PollFlags::POLLOUT;
             }
             match poll(&mut [PollFd::new(stream.as_fd(), interest)], timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => {}
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(std::io::Error::from(e).into()),
             }
             if session.poll_timeout().is_some_and(|at| at <= clock.now()) {
                 session.handle_timeout(clock.now())?;
             }
         }
-        // The session's last words (its close) go out before the socket is dropped.
-        let rest = session.poll_transmit().len();
-        stream.set_nonblocking(false)?;
-        stream.write_all(session.poll_transmit())?;
-        session.advance_transmit(rest);
-        Ok(())
     })();
+    // Whatever happened, the session's last words (its close, or a cancel and why) go
+    // out before the socket is dropped.
+    let _ = work.pump(&mut session, clock.now(), &mut Print);
+    let rest = session.poll_transmit().len();
+    if stream.set_nonblocking(false).is_ok() && stream.write_all(session.poll_transmit()).is_ok() {
+        session.advance_transmit(rest);
+    }
     let summary = work.finish(&session, result)?;
     println!(
         "done: {} entries in {} in {:.2} s",

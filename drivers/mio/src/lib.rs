@@ -11,6 +11,7 @@
 //! unsent bytes and stops taking input, which pauses that session only. The loop sleeps
 //! in `poll` until a socket is ready or the earliest session timer is due; a busy session
 //! yields after a bounded amount of work so that the others get their turn.
+//! `FERRY_MIO_TRACE=1` prints each session's state after every turn.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -73,6 +74,10 @@ impl Work<ReceiverSession> for ReceiveWork {
 const TURN: usize = 32;
 const INPUT_BUFFER: usize = 256 << 10;
 const LISTENER: Token = Token(usize::MAX);
+/// How long an ended session may take to flush its last words (a close, a cancel).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Tokens from here on name connects still under way in [`receive_all`].
+const CONNECTING: usize = 1 << 30;
 /// Connections [`serve`] accepts beyond the receivers it still waits for.
 pub const SPARE_CONNECTIONS: usize = 8;
 
@@ -104,12 +109,14 @@ struct Conn<S, W> {
     /// Edge-triggered readiness: true until a read or write would block.
     readable: bool,
     writable: bool,
-    /// A connect still under way, and when to give up on it.
-    connecting: Option<Instant>,
     eof: bool,
     traffic: Traffic,
     /// Which of the caller's targets this is.
     tag: usize,
+    started: Instant,
+    /// The session is over; its last bytes (a close, a cancel with its reason) are being
+    /// flushed until this deadline.
+    closing: Option<(Result<(), DriverError>, Instant)>,
 }
 
 /// How a session's turn ended.
@@ -135,14 +142,51 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
             end: 0,
             readable: true,
             writable: true,
-            connecting: None,
             eof: false,
             traffic: Traffic::default(),
             tag: 0,
+            started: Instant::now(),
+            closing: None,
         }
     }
 
-    fn turn(&mut self, clock: &Clock, reporter: &mut dyn Reporter) -> Turn {
+    fn turn(&mut self, clock: &Clock, reporter: &mut dyn Reporter, trace: bool) -> Turn {
+        if self.closing.is_none() {
+            let outcome = self.play(clock, reporter, trace);
+            let Turn::Over(result) = outcome else {
+                return outcome;
+            };
+            self.closing = Some((result, Instant::now() + CLOSE_GRACE));
+        }
+        self.flush_closing()
+    }
+
+    /// Flushes what an ended session still has to say; over once it is out, the peer is
+    /// gone, or the grace period has passed.
+    fn flush_closing(&mut self) -> Turn {
+        while self.writable && !self.session.poll_transmit().is_empty() {
+            match self.stream.write(self.session.poll_transmit()) {
+                Ok(n) if n > 0 => {
+                    self.traffic.sent += n as u64;
+                    self.session.advance_transmit(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        let flushed = self.session.poll_transmit().is_empty() || self.writable;
+        match self.closing.take() {
+            Some((result, deadline)) if !flushed && Instant::now() < deadline => {
+                self.closing = Some((result, deadline));
+                Turn::Idle
+            }
+            Some((result, _)) => Turn::Over(result),
+            None => Turn::Idle,
+        }
+    }
+
+    fn play(&mut self, clock: &Clock, reporter: &mut dyn Reporter, trace: bool) -> Turn {
         let label = std::mem::take(&mut self.label);
         let advanced = self.advance(
             clock,
@@ -152,7 +196,7 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
             },
         );
         self.label = label;
-        if std::env::var_os("MIO_DEBUG").is_some() {
+        if trace {
             eprintln!(
                 "turn {} -> {:?} r={} w={} in={}..{} tx={} fin={} eof={} err={:?} timeout={:?}",
                 self.peer,
@@ -190,9 +234,6 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
     /// Moves bytes until the socket would block, the session waits, or the turn is used
     /// up (`Ok(true)`).
     fn advance(&mut self, clock: &Clock, reporter: &mut dyn Reporter) -> Result<bool, DriverError> {
-        if self.connecting.is_some() {
-            return self.finish_connect(clock, reporter).map(|()| false);
-        }
         let now = clock.now();
         if self.session.poll_timeout().is_some_and(|at| at <= now) {
             self.session.handle_timeout(now)?;
@@ -256,57 +297,16 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
         Ok(true)
     }
 
-    /// A non-blocking connect reports through writability: then either an error or a
-    /// peer address.
-    fn finish_connect(
-        &mut self,
-        clock: &Clock,
-        reporter: &mut dyn Reporter,
-    ) -> Result<(), DriverError> {
-        if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
-            return Err(connect_error(self.peer, &e));
-        }
-        match self.stream.peer_addr() {
-            Ok(_) => {
-                self.connecting = None;
-                let _ = self.stream.set_nodelay(true);
-                self.readable = true;
-                self.writable = true;
-                self.advance(clock, reporter).map(|_| ())
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::NotConnected | ErrorKind::WouldBlock) => {
-                if self
-                    .connecting
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-                {
-                    let timed_out = std::io::Error::from(ErrorKind::TimedOut);
-                    return Err(connect_error(self.peer, &timed_out));
-                }
-                Ok(())
-            }
-            Err(e) => Err(connect_error(self.peer, &e)),
-        }
-    }
-
     /// When this connection next needs a turn without socket readiness.
     fn next_deadline(&self, clock: &Clock) -> Option<Duration> {
-        match self.connecting {
-            Some(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
+        match &self.closing {
+            Some((_, deadline)) => Some(deadline.saturating_duration_since(Instant::now())),
             None => self.session.poll_timeout().map(|at| clock.until(at)),
         }
     }
 
-    /// Lets the peer see what was sealed for it (a close, a cancel), then half-closes.
+    /// Half-closes the socket and takes it off the loop.
     fn close(&mut self, poll: &Poll) {
-        while self.writable && !self.session.poll_transmit().is_empty() {
-            match self.stream.write(self.session.poll_transmit()) {
-                Ok(n) if n > 0 => {
-                    self.traffic.sent += n as u64;
-                    self.session.advance_transmit(n);
-                }
-                _ => break,
-            }
-        }
         let _ = self.stream.shutdown(Shutdown::Write);
         let _ = poll.registry().deregister(&mut self.stream);
     }
@@ -321,6 +321,8 @@ struct Loop<S, W> {
     events: Events,
     conns: Vec<Option<Conn<S, W>>>,
     clock: Clock,
+    /// `FERRY_MIO_TRACE=1`: one line per session turn on stderr, for debugging.
+    trace: bool,
 }
 
 impl<S: Session, W: Work<S>> Loop<S, W> {
@@ -330,6 +332,7 @@ impl<S: Session, W: Work<S>> Loop<S, W> {
             events: Events::with_capacity(256),
             conns: Vec::new(),
             clock: Clock::new(),
+            trace: std::env::var_os("FERRY_MIO_TRACE").is_some(),
         })
     }
 
@@ -354,9 +357,15 @@ impl<S: Session, W: Work<S>> Loop<S, W> {
         Ok(())
     }
 
-    /// Sleeps until a socket is ready, the earliest timer is due, or at once if a
-    /// session still has work. Returns true if the listener became ready.
-    fn wait(&mut self, busy: bool, stats: &LoopStats) -> Result<bool, DriverError> {
+    /// Sleeps until a socket is ready, the earliest timer (or `also`) is due, or at once
+    /// if `busy`. Returns the ready tokens that are not connections (the listener, connects
+    /// under way).
+    fn wait(
+        &mut self,
+        busy: bool,
+        also: Option<Duration>,
+        stats: &LoopStats,
+    ) -> Result<Vec<Token>, DriverError> {
         let timeout = if busy {
             Some(Duration::ZERO)
         } else {
@@ -364,25 +373,27 @@ impl<S: Session, W: Work<S>> Loop<S, W> {
                 .iter()
                 .flatten()
                 .filter_map(|c| c.next_deadline(&self.clock))
+                .chain(also)
                 .min()
                 // Whole milliseconds, rounded up: a timer is never polled for early.
                 .map(|d| Duration::from_millis(d.as_micros().div_ceil(1000) as u64))
         };
         match self.poll.poll(&mut self.events, timeout) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(Vec::new()),
             other => other?,
         }
         stats.wakeups.fetch_add(1, Ordering::Relaxed);
-        let mut listener = false;
+        let mut others = Vec::new();
         for event in &self.events {
-            if event.token() == LISTENER {
-                listener = true;
-            } else if let Some(Some(conn)) = self.conns.get_mut(event.token().0) {
-                conn.readable |= event.is_readable() || event.is_read_closed();
-                conn.writable |= event.is_writable() || event.is_write_closed();
+            match self.conns.get_mut(event.token().0) {
+                Some(Some(conn)) => {
+                    conn.readable |= event.is_readable() || event.is_read_closed();
+                    conn.writable |= event.is_writable() || event.is_write_closed();
+                }
+                _ => others.push(event.token()),
             }
         }
-        Ok(listener)
+        Ok(others)
     }
 
     /// Gives every connection a turn; returns the ended ones and whether any is busy.
@@ -391,7 +402,7 @@ impl<S: Session, W: Work<S>> Loop<S, W> {
         let mut busy = false;
         for slot in &mut self.conns {
             let Some(conn) = slot else { continue };
-            match conn.turn(&self.clock, reporter) {
+            match conn.turn(&self.clock, reporter, self.trace) {
                 Turn::Idle => {}
                 Turn::Busy => busy = true,
                 Turn::Over(result) => {
@@ -437,21 +448,36 @@ pub fn serve(
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut summary = ServeSummary::default();
     let mut pending_accepts = true;
-    let mut started: Vec<(SocketAddr, Instant)> = Vec::new();
     while summary.delivered.len() < receivers {
         // Accept only while there is room (the rest wait in the kernel's backlog), with a
         // few spare places so that clients stuck in their handshake cannot keep the
         // receivers still to come waiting until they time out.
-        let room = receivers - summary.delivered.len() + SPARE_CONNECTIONS;
-        while pending_accepts && event_loop.active() < room {
+        let room = |delivered: usize| receivers - delivered + SPARE_CONNECTIONS;
+        let mut accept_failed = false;
+        while pending_accepts && event_loop.active() < room(summary.delivered.len()) {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     pending_accepts = false;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted
+                            | ErrorKind::ConnectionAborted
+                            | ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: the sessions under way go on, and
+                    // accepting is tried again shortly.
+                    reporter.info(&format!("cannot accept a connection now: {e}"));
+                    accept_failed = true;
+                    break;
+                }
             };
             if let Err(refusal) = sender.check_peer(peer.ip()) {
                 reporter.info(&format!(
@@ -464,19 +490,13 @@ pub fn serve(
             let _ = stream.set_nodelay(true);
             let (session, work) = sender.start_session(&event_loop.clock)?;
             event_loop.add(Conn::new(stream, peer, session, work))?;
-            started.retain(|(address, _)| *address != peer);
-            started.push((peer, Instant::now()));
             reporter.info(&format!("{peer}: connected"));
         }
         let (ended, busy) = event_loop.turns(reporter);
         for (conn, result) in ended {
             let peer = conn.peer;
-            let since = started
-                .iter()
-                .find(|(address, _)| *address == peer)
-                .map_or(Duration::ZERO, |(_, at)| at.elapsed());
-            let outcome = result.and_then(|()| conn.work.finish(&conn.session));
-            match outcome {
+            let since = conn.started.elapsed();
+            match result.and_then(|()| conn.work.finish(&conn.session)) {
                 Ok(mut delivered) => {
                     delivered.wire_bytes = conn.traffic.sent;
                     delivered.elapsed = since;
@@ -496,7 +516,14 @@ pub fn serve(
         if summary.delivered.len() >= receivers {
             break;
         }
-        pending_accepts |= event_loop.wait(busy, stats)?;
+        // A place freed while connections wait in the backlog: take them now, since the
+        // listener's readiness edge has already been seen.
+        let can_accept = pending_accepts
+            && !accept_failed
+            && event_loop.active() < room(summary.delivered.len());
+        let retry = accept_failed.then_some(Duration::from_millis(100));
+        let ready = event_loop.wait(busy || can_accept, retry, stats)?;
+        pending_accepts |= accept_failed || ready.contains(&LISTENER);
     }
     Ok(summary)
 }
@@ -525,44 +552,110 @@ pub fn receive_all(
                 .collect();
         }
     };
+    // Connects under way. A session starts only once its connection is up, so that a
+    // slow connect does not eat into its handshake time.
+    let mut connecting: Vec<Option<(TcpStream, Instant)>> = Vec::new();
     for (i, (target, options)) in targets.iter().enumerate() {
         let address = SocketAddr::new(target.ip, options.port);
         let started = PeerPolicy::new(options.pod)
             .check(target.ip)
             .and_then(|()| {
-                let (session, work) =
-                    ferry_std::receive::start_session(target, options, &event_loop.clock)?;
-                let stream = TcpStream::connect(address).map_err(|e| connect_error(address, &e))?;
-                let mut conn = Conn::new(stream, address, session, work);
-                conn.connecting = Some(Instant::now() + options.connect_timeout);
-                conn.readable = false;
-                conn.writable = false;
-                conn.tag = i;
-                event_loop.add(conn)
+                let mut stream =
+                    TcpStream::connect(address).map_err(|e| connect_error(address, &e))?;
+                event_loop.poll.registry().register(
+                    &mut stream,
+                    Token(CONNECTING + i),
+                    Interest::WRITABLE,
+                )?;
+                Ok((stream, Instant::now() + options.connect_timeout))
             });
-        if let Err(error) = started {
-            outcomes[i] = Some(Err(error));
+        match started {
+            Ok(pending) => connecting.push(Some(pending)),
+            Err(error) => {
+                outcomes[i] = Some(Err(error));
+                connecting.push(None);
+            }
         }
     }
-    let mut busy = false;
-    while event_loop.active() > 0 {
-        if let Err(error) = event_loop.wait(busy, stats) {
-            let why = error.to_string();
-            for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
-                *outcome = Some(Err(DriverError::Network(format!(
-                    "the event loop failed: {why}"
-                ))));
+    let mut busy;
+    loop {
+        // Connects that finished (or failed, or ran out of time) since the last look.
+        for (i, pending) in connecting.iter_mut().enumerate() {
+            let Some((stream, deadline)) = pending else {
+                continue;
+            };
+            let (target, options) = &targets[i];
+            let address = SocketAddr::new(target.ip, options.port);
+            let connected = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(connect_error(address, &e)),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if matches!(e.kind(), ErrorKind::NotConnected) => {
+                        if Instant::now() >= *deadline {
+                            let timed_out = std::io::Error::from(ErrorKind::TimedOut);
+                            Err(connect_error(address, &timed_out))
+                        } else {
+                            Ok(false)
+                        }
+                    }
+                    Err(e) => Err(connect_error(address, &e)),
+                },
+            };
+            match connected {
+                Ok(false) => {}
+                Ok(true) => {
+                    let Some((mut stream, _)) = pending.take() else {
+                        continue;
+                    };
+                    let _ = event_loop.poll.registry().deregister(&mut stream);
+                    let _ = stream.set_nodelay(true);
+                    let added =
+                        ferry_std::receive::start_session(target, options, &event_loop.clock)
+                            .and_then(|(session, work)| {
+                                let mut conn = Conn::new(stream, address, session, work);
+                                conn.tag = i;
+                                event_loop.add(conn)
+                            });
+                    if let Err(error) = added {
+                        outcomes[i] = Some(Err(error));
+                    }
+                }
+                Err(error) => {
+                    *pending = None;
+                    outcomes[i] = Some(Err(error));
+                }
             }
-            break;
         }
         let (ended, now_busy) = event_loop.turns(reporter);
         busy = now_busy;
         for (conn, result) in ended {
             outcomes[conn.tag] = Some(conn.work.finish(&conn.session, result));
         }
+        let waiting = connecting.iter().flatten().map(|(_, d)| *d).min();
+        if event_loop.active() == 0 && waiting.is_none() {
+            break;
+        }
+        let also = waiting.map(|d| d.saturating_duration_since(Instant::now()));
+        if let Err(error) = event_loop.wait(busy, also, stats) {
+            // Whatever is under way ends here, each saving what a later run can resume.
+            let why = error.to_string();
+            for slot in &mut event_loop.conns {
+                if let Some(conn) = slot.take() {
+                    let failed = DriverError::Network(format!("the event loop failed: {why}"));
+                    outcomes[conn.tag] = Some(conn.work.finish(&conn.session, Err(failed)));
+                }
+            }
+            break;
+        }
     }
     outcomes
         .into_iter()
-        .map(|o| o.unwrap_or(Err(DriverError::Network("the event loop stopped".into()))))
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(DriverError::Network(
+                    "the event loop stopped before this receive ended".into(),
+                ))
+            })
+        })
         .collect()
 }
