@@ -131,7 +131,16 @@ impl World {
     /// A world drawn from `seed`: a small batch, a link, and zero to three faults.
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
+        // Small records and send buffers as often as large ones, so that backpressure
+        // (a full send buffer, input refused until it drains) is part of the sweep.
+        let max_record_payload = rng.range(8 << 10, (256 << 10) + 1) as usize;
+        let channel = ferry_core::Config {
+            max_record_payload,
+            send_buffer: (max_record_payload + 64) * rng.range(2, 6) as usize,
+            ..ferry_core::Config::default()
+        };
         let config = TransferConfig {
+            channel,
             part_size: 1024 * rng.range(1, 5) as usize,
             segment_size: 4096 * rng.range(4, 17) as usize,
             segments_in_flight: rng.range(1, 5) as usize,
@@ -308,6 +317,8 @@ struct Link {
     queue: VecDeque<(Timestamp, Vec<u8>)>,
     free_at: Timestamp,
     sent: u64,
+    /// The reader left bytes behind: the link waits for the reader, not for time.
+    blocked: bool,
 }
 
 impl Link {
@@ -316,6 +327,7 @@ impl Link {
             queue: VecDeque::new(),
             free_at: Timestamp::ZERO,
             sent: 0,
+            blocked: false,
         }
     }
 
@@ -479,16 +491,27 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                             forward.send(now, &out[..offset], world, &mut rng);
                             while let Some((at, bytes)) = forward.queue.pop_front() {
                                 now = now.max(at);
-                                feed_receiver(&mut receiver, now, &bytes);
-                                receiver_work(
-                                    &mut receiver,
-                                    &mut disk,
-                                    &local,
-                                    now,
-                                    &manifest,
-                                    trace,
-                                    changes_expected,
-                                )?;
+                                let mut taken = 0;
+                                while taken < bytes.len() {
+                                    let more = feed_receiver(&mut receiver, now, &bytes[taken..]);
+                                    receiver_work(
+                                        &mut receiver,
+                                        &mut disk,
+                                        &local,
+                                        now,
+                                        &manifest,
+                                        trace,
+                                        changes_expected,
+                                    )?;
+                                    // Its answers go nowhere now; a receiver that can take
+                                    // no more has what it can get.
+                                    let back = receiver.poll_transmit().len();
+                                    receiver.advance_transmit(back);
+                                    if more == 0 && back == 0 {
+                                        break;
+                                    }
+                                    taken += more;
+                                }
                             }
                             *clock = now;
                             let _ = as_endpoint(RECEIVER, || receiver.handle_eof(now));
@@ -564,9 +587,15 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                 break;
             }
             // Advance to the next delivery or timer.
+            let arrival = |link: &Link| {
+                link.queue
+                    .front()
+                    .filter(|_| !link.blocked)
+                    .map(|(at, _)| *at)
+            };
             let next = [
-                forward.queue.front().map(|(at, _)| *at),
-                backward.queue.front().map(|(at, _)| *at),
+                arrival(&forward),
+                arrival(&backward),
                 sender.poll_timeout(),
                 receiver.poll_timeout(),
                 (!sender.poll_transmit().is_empty()).then(|| forward.room_at(world)),
@@ -668,39 +697,52 @@ fn receiver_work(
     }
 }
 
-fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8])) {
+/// Hands the link's arrived chunks to `to`, which returns how much it took; what it
+/// leaves stays first in line, and the link waits until the next step.
+fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8]) -> usize) {
+    link.blocked = false;
     while link.queue.front().is_some_and(|(at, _)| *at <= now) {
-        if let Some((_, bytes)) = link.queue.pop_front() {
-            to(&bytes);
+        let Some((at, bytes)) = link.queue.pop_front() else {
+            return;
+        };
+        let taken = to(&bytes);
+        if taken < bytes.len() && std::env::var_os("PARTIAL").is_some() {
+            eprintln!("PARTIAL {taken} of {}", bytes.len());
+        }
+        if taken < bytes.len() {
+            link.queue.push_front((at, bytes[taken..].to_vec()));
+            link.blocked = true;
+            return;
         }
     }
 }
 
-fn feed_receiver(receiver: &mut ReceiverSession, now: Timestamp, bytes: &[u8]) {
+/// Offers `bytes` to the receiver; returns how many it took. It takes fewer when its
+/// queues or send buffer are full: the rest stays on the link, as in a socket's receive
+/// buffer, until the next step has drained them. A failed session takes everything.
+fn feed_receiver(receiver: &mut ReceiverSession, now: Timestamp, bytes: &[u8]) -> usize {
     let mut at = 0;
     while at < bytes.len() {
         match as_endpoint(RECEIVER, || receiver.handle_input(now, &bytes[at..])) {
-            Ok(0) => {
-                // Its queues are full: the driver drains them before offering more.
-                while receiver.poll_event().is_some() {}
-                if receiver.poll_disk().is_some() || receiver.error().is_some() {
-                    return;
-                }
-            }
+            Ok(0) => return at,
             Ok(n) => at += n,
-            Err(_) => return,
+            Err(_) => return bytes.len(),
         }
     }
+    at
 }
 
-fn feed_sender(sender: &mut SenderSession, now: Timestamp, bytes: &[u8]) {
+/// As [`feed_receiver`], for the sender.
+fn feed_sender(sender: &mut SenderSession, now: Timestamp, bytes: &[u8]) -> usize {
     let mut at = 0;
     while at < bytes.len() {
         match as_endpoint(SENDER, || sender.handle_input(now, &bytes[at..])) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return at,
             Ok(n) => at += n,
+            Err(_) => return bytes.len(),
         }
     }
+    at
 }
 
 /// Carries out one disk command; a session that fails on the completion ends the session.

@@ -102,6 +102,13 @@ fn check(seed: u64) {
                     world.summary()
                 );
             }
+            assert!(
+                !world.faults.is_empty() || outcome.sessions == 1 || outcome.result.is_err(),
+                "seed {seed}: a world without faults took {} sessions\nworld: {}\ntrace:\n{}",
+                outcome.sessions,
+                world.summary(),
+                outcome.trace
+            );
             if let Err(error) = &outcome.result {
                 panic!(
                     "seed {seed}: {error}\nworld: {}\ntrace:\n{}\nreplay: SIM_SEED={seed} cargo test -p ferry-sim",
