@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
 use ferry_core::transfer::{
@@ -254,14 +254,22 @@ impl World {
 }
 
 /// The receiver's disk: what is written, what is durable, and the durable resume state.
+///
+/// Durability is kept as lengths, so that a sync costs nothing per byte: the first
+/// `durable_len` bytes of a `.part` file are on disk. A file rewritten below that length
+/// or removed before the next sync keeps its durable content aside (`before_sync`), as
+/// that is what a crash brings back.
 #[derive(Default, Debug)]
 struct Disk {
-    /// `.part` files as written, and as durable.
+    /// `.part` files as written.
     current: BTreeMap<usize, Vec<u8>>,
-    durable: BTreeMap<usize, Vec<u8>>,
+    /// How much of each `.part` file is durable.
+    durable_len: BTreeMap<usize, usize>,
+    /// The durable content of files overwritten or removed since the last sync.
+    before_sync: BTreeMap<usize, Vec<u8>>,
     /// Committed files, and the ones whose rename is durable.
     committed: BTreeMap<usize, Vec<u8>>,
-    committed_durable: BTreeMap<usize, Vec<u8>>,
+    committed_durable: BTreeSet<usize>,
     /// The lock file: verified bytes per entry, written only after a sync.
     lock: BTreeMap<usize, u64>,
     /// Writes fail with this until the session ends (disk full, permission lost).
@@ -270,24 +278,58 @@ struct Disk {
 
 impl Disk {
     fn sync(&mut self) {
-        self.durable = self.current.clone();
-        self.committed_durable = self.committed.clone();
+        self.durable_len = self.current.iter().map(|(e, d)| (*e, d.len())).collect();
+        self.before_sync.clear();
+        self.committed_durable = self.committed.keys().copied().collect();
+    }
+
+    /// About to change `entry` below `from` (or remove it): keep its durable content.
+    fn preserve(&mut self, entry: usize, from: usize) {
+        let durable = self.durable_len.get(&entry).copied().unwrap_or(0);
+        if from < durable && !self.before_sync.contains_key(&entry) {
+            let file = self
+                .current
+                .get(&entry)
+                .map_or(&[][..], |d| &d[..durable.min(d.len())]);
+            self.before_sync.insert(entry, file.to_vec());
+            self.durable_len.insert(entry, 0);
+        }
+    }
+
+    fn write(&mut self, entry: usize, offset: usize, data: &[u8]) {
+        self.preserve(entry, offset);
+        let file = self.current.entry(entry).or_default();
+        let end = offset + data.len();
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[offset..end].copy_from_slice(data);
+    }
+
+    fn remove(&mut self, entry: usize) -> Option<Vec<u8>> {
+        self.preserve(entry, 0);
+        self.durable_len.remove(&entry);
+        self.current.remove(&entry)
     }
 
     /// A crash: what was not yet synced is lost or torn. A torn file keeps a random
     /// part of its unsynced tail, sometimes with a hole where a block never reached the
     /// disk; the lock never claims those bytes, so a resume must not trust them.
     fn crash(&mut self, rng: &mut Rng) {
-        let mut after = self.durable.clone();
+        let mut after = core::mem::take(&mut self.before_sync);
         for (entry, written) in &self.current {
-            let durable = self.durable.get(entry).map_or(0, Vec::len);
-            if written.len() <= durable || rng.chance(30) {
+            if after.contains_key(entry) {
                 continue;
             }
-            let kept = rng.range(durable as u64, written.len() as u64 + 1) as usize;
-            let mut torn = after.get(entry).cloned().unwrap_or_default();
-            torn.resize(kept, 0);
-            torn[durable..kept].copy_from_slice(&written[durable..kept]);
+            let durable = self.durable_len.get(entry).copied().unwrap_or(0);
+            let mut kept = durable;
+            if written.len() > durable && !rng.chance(30) {
+                kept = rng.range(durable as u64, written.len() as u64 + 1) as usize;
+            }
+            if kept == 0 && durable == 0 && !self.durable_len.contains_key(entry) {
+                continue;
+            }
+            let mut torn = written[..kept].to_vec();
             if kept > durable && rng.chance(50) {
                 let hole = rng.range(durable as u64, kept as u64) as usize;
                 let end = (hole + rng.range(1, 8192) as usize).min(kept);
@@ -296,7 +338,14 @@ impl Disk {
             after.insert(*entry, torn);
         }
         self.current = after;
-        self.committed = self.committed_durable.clone();
+        self.sync_lengths_after_crash();
+        let durable = &self.committed_durable;
+        self.committed.retain(|e, _| durable.contains(e));
+    }
+
+    /// After a crash, everything left on disk is durable.
+    fn sync_lengths_after_crash(&mut self) {
+        self.durable_len = self.current.iter().map(|(e, d)| (*e, d.len())).collect();
     }
 }
 
@@ -315,7 +364,9 @@ pub struct Outcome {
 
 struct Link {
     queue: VecDeque<(Timestamp, Vec<u8>)>,
-    free_at: Timestamp,
+    /// When the serialiser is free, in nanoseconds (µs would round every small write
+    /// down and make the link faster than its bandwidth).
+    free_at_ns: u128,
     sent: u64,
     /// The reader left bytes behind: the link waits for the reader, not for time.
     blocked: bool,
@@ -325,7 +376,7 @@ impl Link {
     fn new() -> Self {
         Link {
             queue: VecDeque::new(),
-            free_at: Timestamp::ZERO,
+            free_at_ns: 0,
             sent: 0,
             blocked: false,
         }
@@ -333,8 +384,10 @@ impl Link {
 
     /// Bytes waiting to be serialised at `now`.
     fn backlog(&self, now: Timestamp, world: &World) -> u64 {
-        let waiting = self.free_at.as_micros().saturating_sub(now.as_micros());
-        (u128::from(waiting) * u128::from(world.bandwidth) / 1_000_000) as u64
+        let waiting = self
+            .free_at_ns
+            .saturating_sub(u128::from(now.as_micros()) * 1000);
+        (waiting * u128::from(world.bandwidth) / 1_000_000_000) as u64
     }
 
     /// How much a writer may hand over at `now` (the send buffer's free room).
@@ -347,7 +400,8 @@ impl Link {
     fn room_at(&self, world: &World) -> Timestamp {
         let keep = world.send_buffer as u64 - (world.send_buffer as u64 / 4).max(1);
         let drain = keep * 1_000_000 / world.bandwidth.max(1);
-        Timestamp::from_micros(self.free_at.as_micros().saturating_sub(drain) + 1)
+        let free_at = (self.free_at_ns / 1000) as u64;
+        Timestamp::from_micros(free_at.saturating_sub(drain) + 1)
     }
 
     /// Hands as much of `transmit` to the link as its send buffer takes.
@@ -360,10 +414,11 @@ impl Link {
         while !bytes.is_empty() {
             let len = (rng.range(1, world.max_chunk as u64 + 1) as usize).min(bytes.len());
             let (chunk, rest) = bytes.split_at(len);
-            let start = self.free_at.max(now);
-            let busy = len as u64 * 1_000_000 / world.bandwidth;
-            self.free_at = Timestamp::from_micros(start.as_micros() + busy);
-            let at = Timestamp::from_micros(self.free_at.as_micros() + world.latency);
+            let start = self.free_at_ns.max(u128::from(now.as_micros()) * 1000);
+            let busy = len as u128 * 1_000_000_000 / u128::from(world.bandwidth.max(1));
+            self.free_at_ns = start + busy;
+            let done = self.free_at_ns.div_ceil(1000) as u64;
+            let at = Timestamp::from_micros(done + world.latency);
             self.queue.push_back((at, chunk.to_vec()));
             self.sent += len as u64;
             bytes = rest;
@@ -439,7 +494,10 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let fault_here = faults.front().copied();
         let mut fired = false;
         let mut finished = false;
-        for _step in 0..2_000_000u32 {
+        // Steps in a row in which no virtual time passed: a session that keeps stepping
+        // without time passing is spinning, which is a failure of its own.
+        let mut steps_without_time = 0u32;
+        loop {
             receiver_work(
                 &mut receiver,
                 &mut disk,
@@ -546,7 +604,7 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                             out.splice(offset..offset, copy);
                         }
                         Fault::Stall => {
-                            forward.free_at = Timestamp::from_micros(now.as_micros() + 200_000_000);
+                            forward.free_at_ns = u128::from(now.as_micros() + 200_000_000) * 1000;
                         }
                         Fault::SourceChanges => {
                             let files: Vec<usize> = (0..source.len())
@@ -623,6 +681,17 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                     sender.describe(),
                     receiver.describe()
                 );
+            }
+            if next <= now {
+                steps_without_time += 1;
+                if steps_without_time > 100_000 {
+                    return Err(format!(
+                        "session {session} spins: {steps_without_time} steps without time passing at {} µs",
+                        now.as_micros()
+                    ));
+                }
+            } else {
+                steps_without_time = 0;
             }
             now = now.max(next);
             *clock = now;
@@ -706,9 +775,6 @@ fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8]) -> usize) 
             return;
         };
         let taken = to(&bytes);
-        if taken < bytes.len() && std::env::var_os("PARTIAL").is_some() {
-            eprintln!("PARTIAL {taken} of {}", bytes.len());
-        }
         if taken < bytes.len() {
             link.queue.push_front((at, bytes[taken..].to_vec()));
             link.blocked = true;
@@ -764,8 +830,7 @@ fn apply(
                 .current
                 .get(&entry)
                 .or(disk.committed.get(&entry))
-                .cloned()
-                .unwrap_or_default();
+                .map_or(&[][..], Vec::as_slice);
             let start = (offset as usize).min(data.len());
             let end = (start + len).min(data.len());
             receiver.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
@@ -787,20 +852,13 @@ fn apply(
                 let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Err(error)));
                 return;
             }
-            let data = receiver.write_data(id).to_vec();
-            let file = disk.current.entry(entry).or_default();
-            let end = offset as usize + len;
-            if file.len() < end {
-                file.resize(end, 0);
-            }
-            file[offset as usize..end].copy_from_slice(&data);
+            disk.write(entry, offset as usize, &receiver.write_data(id)[..len]);
             let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Ok(())));
         }
         DiskCommand::Commit { entry } => {
             let size = manifest.get(entry).map_or(0, |e| e.size) as usize;
             let mut data = disk
-                .current
-                .remove(&entry)
+                .remove(entry)
                 .or_else(|| disk.committed.get(&entry).cloned())
                 .unwrap_or_default();
             data.truncate(size);
@@ -808,7 +866,7 @@ fn apply(
             disk.lock.remove(&entry);
         }
         DiskCommand::Discard { entry } => {
-            disk.current.remove(&entry);
+            disk.remove(entry);
             disk.lock.remove(&entry);
         }
         DiskCommand::Checkpoint { changed } => {
