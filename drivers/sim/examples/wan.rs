@@ -22,6 +22,7 @@ fn world(
     World {
         seed: 1,
         latency: rtt_ms * 1000 / 2,
+        jitter: 0,
         bandwidth: bits_per_second / 8,
         max_chunk: 64 << 10,
         // Linux's default ceiling for a socket's send buffer (tcp_wmem); here it counts

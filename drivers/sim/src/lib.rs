@@ -109,6 +109,9 @@ pub struct World {
     pub seed: u64,
     /// One-way latency, µs.
     pub latency: u64,
+    /// Extra delay of up to this many µs, drawn per chunk; the stream stays in order (a
+    /// late chunk holds back the ones behind it, as in TCP).
+    pub jitter: u64,
     /// Bytes per second.
     pub bandwidth: u64,
     /// Largest chunk a write is cut into.
@@ -194,6 +197,11 @@ impl World {
         World {
             seed,
             latency: rng.range(0, 50_000),
+            jitter: if rng.chance(50) {
+                rng.range(0, 20_000)
+            } else {
+                0
+            },
             bandwidth: rng.range(1_000_000, 200_000_000),
             max_chunk: rng.range(1, 70_000) as usize,
             send_buffer: 1 << rng.range(10, 23),
@@ -218,8 +226,9 @@ impl World {
             })
             .collect();
         format!(
-            "latency {} µs, {} B/s, chunks up to {} B, send buffer {} B, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
+            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
             self.latency,
+            self.jitter,
             self.bandwidth,
             self.max_chunk,
             self.send_buffer,
@@ -418,7 +427,10 @@ impl Link {
             let busy = len as u128 * 1_000_000_000 / u128::from(world.bandwidth.max(1));
             self.free_at_ns = start + busy;
             let done = self.free_at_ns.div_ceil(1000) as u64;
-            let at = Timestamp::from_micros(done + world.latency);
+            let delay = world.latency + rng.range(0, world.jitter + 1);
+            let at = Timestamp::from_micros(done + delay);
+            // In order: never before the chunk ahead of it.
+            let at = self.queue.back().map_or(at, |(ahead, _)| at.max(*ahead));
             self.queue.push_back((at, chunk.to_vec()));
             self.sent += len as u64;
             bytes = rest;
@@ -931,6 +943,7 @@ pub fn fuzz_world(data: &[u8]) {
         .map(|d| d.len() as u64)
         .sum();
     world.latency = input.int_in_range(0..=100_000).unwrap_or(0);
+    world.jitter = input.int_in_range(0..=50_000).unwrap_or(0);
     world.bandwidth = input
         .int_in_range(10_000..=1_000_000_000)
         .unwrap_or(1_000_000);
