@@ -506,19 +506,23 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let fault_here = faults.front().copied();
         let mut fired = false;
         let mut finished = false;
-        // Steps in a row in which no virtual time passed: a session that keeps stepping
-        // without time passing is spinning, which is a failure of its own.
-        let mut steps_without_time = 0u32;
-        loop {
+        // The receiver's disk and events, with what stays fixed for this session.
+        let settle = |receiver: &mut ReceiverSession, disk: &mut Disk, now, trace: &mut String| {
             receiver_work(
-                &mut receiver,
-                &mut disk,
+                receiver,
+                disk,
                 &local,
                 now,
                 &manifest,
                 trace,
                 changes_expected,
-            )?;
+            )
+        };
+        // Steps in a row in which no virtual time passed: a session that keeps stepping
+        // without time passing is spinning, which is a failure of its own.
+        let mut steps_without_time = 0u32;
+        loop {
+            settle(&mut receiver, &mut disk, now, trace)?;
             // The sender's disk.
             while let Some(command) = sender.poll_disk() {
                 if let DiskCommand::Read {
@@ -564,15 +568,7 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                                 let mut taken = 0;
                                 while taken < bytes.len() {
                                     let more = feed_receiver(&mut receiver, now, &bytes[taken..]);
-                                    receiver_work(
-                                        &mut receiver,
-                                        &mut disk,
-                                        &local,
-                                        now,
-                                        &manifest,
-                                        trace,
-                                        changes_expected,
-                                    )?;
+                                    settle(&mut receiver, &mut disk, now, trace)?;
                                     // Its answers go nowhere now; a receiver that can take
                                     // no more has what it can get.
                                     let back = receiver.poll_transmit().len();
@@ -585,15 +581,7 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                             }
                             *clock = now;
                             let _ = as_endpoint(RECEIVER, || receiver.handle_eof(now));
-                            receiver_work(
-                                &mut receiver,
-                                &mut disk,
-                                &local,
-                                now,
-                                &manifest,
-                                trace,
-                                changes_expected,
-                            )?;
+                            settle(&mut receiver, &mut disk, now, trace)?;
                             let _ =
                                 writeln!(trace, "  receiver after the end: {:?}", receiver.error());
                             break;

@@ -40,6 +40,15 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// The line both sides print once the resume plan is settled (the seed's wording).
+pub fn plan_line(skipped: usize, resumed: usize, fresh: usize) -> String {
+    if skipped + resumed > 0 {
+        format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh")
+    } else {
+        "Starting fresh transfer".to_owned()
+    }
+}
+
 /// What a transfer tells its user as it goes; the command line implements it with a
 /// progress bar, tests with a log.
 pub trait Reporter {

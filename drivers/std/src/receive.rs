@@ -263,11 +263,7 @@ impl ReceiveWork {
                         self.summary.skipped = skipped;
                         self.summary.resumed = resumed;
                         self.summary.bytes_present = bytes_present;
-                        if skipped + resumed > 0 {
-                            reporter.info(&format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh"));
-                        } else {
-                            reporter.info("Starting fresh transfer");
-                        }
+                        reporter.info(&crate::plan_line(skipped, resumed, fresh));
                         // A file that was already here complete but differs from the
                         // sender's would be replaced: only with --overwrite, or if ours.
                         let refused: Vec<&str> = self

@@ -219,11 +219,7 @@ impl SendWork {
                 } => {
                     self.summary.bytes_present = bytes_present;
                     self.summary.bytes = bytes_to_send;
-                    if skipped + resumed > 0 {
-                        reporter.info(&format!(
-                            "Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh"
-                        ));
-                    }
+                    reporter.info(&crate::plan_line(skipped, resumed, fresh));
                     reporter.start(skipped + resumed + fresh, bytes_to_send);
                 }
                 TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
