@@ -1,4 +1,6 @@
-//! A scripted hostile sender against a real receiver: a decompression bomb.
+//! A scripted hostile sender against a real receiver: a decompression bomb, and data that
+//! does not match its segment hash. The script builds every message from PROTOCOL.md, so
+//! the segment that is accepted also checks the spec's definition of `h`.
 
 use std::io::Write;
 
@@ -7,6 +9,7 @@ use ferry_core::transfer::{
     DiskCommand, ReceiverSession, TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
+use sha2::{Digest, Sha256};
 
 /// Moves bytes both ways until quiet; accepts the batch when offered. Returns the
 /// receiver's error if it failed and every disk command it issued.
@@ -52,8 +55,9 @@ fn msgpack(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     out
 }
 
-#[test]
-fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
+/// A sender channel and a receiver session that has accepted a batch of one 100-byte file
+/// `f` and settled its plan: the next thing it expects is a segment.
+fn receiver_awaiting_a_segment() -> (Channel, ReceiverSession, Vec<DiskCommand>) {
     let mut entropy = SeededEntropy::new(5);
     let token = Token::generate(&mut entropy);
     let now = Timestamp::ZERO;
@@ -105,15 +109,14 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
         }))
         .unwrap();
 
-    // A segment whose layout says 100 bytes, sent as bz2 of 1 MiB of zeros.
-    let mut bomb = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
-    bomb.write_all(&vec![0u8; 1 << 20]).unwrap();
-    let bomb = bomb.finish().unwrap();
-    assert!(bomb.len() < 100);
-    let hash = [0x42u8; 32];
-    let random = [1, 2, 3, 4];
+    (sender, receiver, commands)
+}
+
+/// LAYOUT for one piece: all 100 bytes of entry 0, attempt 1, ending the file with the
+/// sender's `digest`.
+fn layout(hash: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
     let mut layout = vec![0x10];
-    layout.extend_from_slice(&hash);
+    layout.extend_from_slice(hash);
     layout.extend_from_slice(&1u32.to_be_bytes());
     layout.extend_from_slice(&0u32.to_be_bytes());
     layout.push(1);
@@ -122,11 +125,15 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
     layout.extend_from_slice(&1u32.to_be_bytes());
     layout.extend_from_slice(&0u32.to_be_bytes());
     layout.extend_from_slice(&[1, 0]);
-    layout.extend_from_slice(&[0u8; 32]);
-    sender.send_message(&layout).unwrap();
-    let map = map_hash(&bomb, &random);
+    layout.extend_from_slice(digest);
+    layout
+}
+
+/// ADV for a one-part segment of `wire` bytes.
+fn advertisement(hash: [u8; 32], random: [u8; 4], wire: &[u8], flags: u8) -> Vec<u8> {
+    let map = map_hash(&0u32.to_be_bytes(), &random);
     let adv = Advertisement {
-        transfer_size: bomb.len() as u64,
+        transfer_size: wire.len() as u64,
         data_size: 100,
         parts: 1,
         hash,
@@ -135,20 +142,119 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
         segment_index: 1,
         total_segments: 1,
         request_id: None,
-        flags: ferry_core::resource::wire::flags::COMPRESSED,
+        flags,
         hashmap: &map,
     };
     let mut message = vec![0x11; 1 + adv.encoded_len()];
     adv.encode(&mut message[1..]).unwrap();
-    sender.send_message(&message).unwrap();
+    message
+}
+
+fn part(hash: &[u8; 32], data: &[u8]) -> Vec<u8> {
+    let mut part = vec![0x13];
+    part.extend_from_slice(hash);
+    part.extend_from_slice(&0u32.to_be_bytes());
+    part.extend_from_slice(data);
+    part
+}
+
+/// `h` of a segment holding all of a 100-byte file, as PROTOCOL.md §6.3 defines it: the
+/// piece record (extent, then the SHA-256 of the file up to the piece's end) and `r`.
+fn segment_hash(content: &[u8], random: &[u8; 4]) -> [u8; 32] {
+    let mut record = Vec::new();
+    record.extend_from_slice(&0u32.to_be_bytes());
+    record.push(1);
+    record.extend_from_slice(&0u64.to_be_bytes());
+    record.extend_from_slice(&100u32.to_be_bytes());
+    record.extend_from_slice(&Sha256::digest(content));
+    Sha256::new()
+        .chain_update(&record)
+        .chain_update(random)
+        .finalize()
+        .into()
+}
+
+fn wrote_nothing(commands: &[DiskCommand]) -> bool {
+    commands
+        .iter()
+        .all(|c| !matches!(c, DiskCommand::Write { .. } | DiskCommand::Commit { .. }))
+}
+
+#[test]
+fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
+    let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
+    let content = [7u8; 100];
+    let random = [1, 2, 3, 4];
+    let hash = segment_hash(&content, &random);
+    sender
+        .send_message(&layout(&hash, &Sha256::digest(content).into()))
+        .unwrap();
+    sender
+        .send_message(&advertisement(hash, random, &content, 0))
+        .unwrap();
+    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+    sender.send_message(&part(&hash, &content)).unwrap();
+    let error = exchange(&mut sender, &mut receiver, &mut commands);
+    assert!(error.is_none(), "{error:?}");
+    assert!(
+        commands.iter().any(|c| matches!(
+            c,
+            DiskCommand::Write {
+                entry: 0,
+                offset: 0,
+                len: 100,
+                ..
+            }
+        )),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn data_that_does_not_match_its_segment_hash_is_refused_and_nothing_is_written() {
+    let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
+    // Layout, digest and `h` all promise one content; the part carries another.
+    let promised = [7u8; 100];
+    let mut sent = promised;
+    sent[99] ^= 1;
+    let random = [1, 2, 3, 4];
+    let hash = segment_hash(&promised, &random);
+    sender
+        .send_message(&layout(&hash, &Sha256::digest(promised).into()))
+        .unwrap();
+    sender
+        .send_message(&advertisement(hash, random, &sent, 0))
+        .unwrap();
+    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+    sender.send_message(&part(&hash, &sent)).unwrap();
+    let error = exchange(&mut sender, &mut receiver, &mut commands).expect("the part is refused");
+    assert_eq!(error, TransferError::SegmentCorrupt(1));
+    assert!(wrote_nothing(&commands), "{commands:?}");
+}
+
+#[test]
+fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
+    let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
+    // A segment whose layout says 100 bytes, sent as bz2 of 1 MiB of zeros.
+    let mut bomb = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    bomb.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 100);
+    let hash = [0x42u8; 32];
+    let random = [1, 2, 3, 4];
+    sender.send_message(&layout(&hash, &[0u8; 32])).unwrap();
+    sender
+        .send_message(&advertisement(
+            hash,
+            random,
+            &bomb,
+            ferry_core::resource::wire::flags::COMPRESSED,
+        ))
+        .unwrap();
     assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
 
     // The receiver asked for the part; here it comes.
-    let mut part = vec![0x13];
-    part.extend_from_slice(&hash);
-    part.extend_from_slice(&0u32.to_be_bytes());
-    part.extend_from_slice(&bomb);
-    sender.send_message(&part).unwrap();
+    sender.send_message(&part(&hash, &bomb)).unwrap();
     let error = exchange(&mut sender, &mut receiver, &mut commands).expect("the bomb is refused");
     assert_eq!(
         error,
@@ -158,18 +264,15 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
         }
     );
     assert!(error.to_string().contains("segment 1"), "{error}");
-    assert!(
-        commands
-            .iter()
-            .all(|c| !matches!(c, DiskCommand::Write { .. } | DiskCommand::Commit { .. })),
-        "{commands:?}"
-    );
+    assert!(wrote_nothing(&commands), "{commands:?}");
     // The receiver cancelled the segment (RCL) and told the sender why (CANCEL).
     let mut told = Vec::new();
     let back = receiver.poll_transmit().to_vec();
     let mut at = 0;
     while at < back.len() {
-        at += sender.handle_input(now, &back[at..]).unwrap_or(back.len());
+        at += sender
+            .handle_input(Timestamp::ZERO, &back[at..])
+            .unwrap_or(back.len());
         if let Some(message) = sender.take_message() {
             told.push(message[0]);
         }

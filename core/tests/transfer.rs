@@ -150,14 +150,16 @@ fn ten_thousand_small_files_arrive() {
 
 #[test]
 fn default_sizes_move_a_multi_segment_file_with_hashmap_updates() {
-    // 5 MiB + 1 over 64 KiB parts and 1 MiB segments; 8 map hashes per message forces
-    // updates within every segment.
+    // 5 MiB + 1 over the default parts and segments; a hashmap message that holds fewer
+    // map hashes than a segment has parts forces updates within every segment.
+    let defaults = TransferConfig::default();
     let config = TransferConfig {
-        map_hashes_per_message: 8,
-        ..TransferConfig::default()
+        map_hashes_per_message: defaults.parts_per_segment() / 2,
+        ..defaults
     };
-    let items = vec![file("big.bin", bytes(6, (5 << 20) + 1))];
-    let mut world = World::with(&items, config, 6);
+    let size = (5 << 20) + 1;
+    let items = vec![file("big.bin", bytes(6, size))];
+    let mut world = World::with(&items, config.clone(), 6);
     world.run();
     world.assert_delivered(&items);
     let progress = world
@@ -165,7 +167,11 @@ fn default_sizes_move_a_multi_segment_file_with_hashmap_updates() {
         .iter()
         .filter(|e| matches!(e, TransferEvent::Progress { .. }))
         .count();
-    assert_eq!(progress, 6, "one progress event per segment");
+    assert_eq!(
+        progress,
+        size.div_ceil(config.segment_size),
+        "one progress event per segment"
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The hashes that identify and check a Resource, as RNS defines them.
+//! The hashes that identify and check a Resource, as RNS defines them, and the name Ferry
+//! gives a part (PROTOCOL.md §7).
 
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,13 @@ pub fn map_hash(part: &[u8], random_hash: &[u8; RANDOM_HASH_LEN]) -> [u8; MAP_HA
     let mut out = [0u8; MAP_HASH_LEN];
     out.copy_from_slice(&digest[..MAP_HASH_LEN]);
     out
+}
+
+/// Ferry's name for part `index` of a segment: [`map_hash`] over the index (big-endian
+/// u32) rather than the part's bytes. Parts travel in authenticated records and the
+/// segment hash binds their content, so a name needs no pass over the data.
+pub fn part_map_hash(index: u32, random_hash: &[u8; RANDOM_HASH_LEN]) -> [u8; MAP_HASH_LEN] {
+    map_hash(&index.to_be_bytes(), random_hash)
 }
 
 /// The resource hash `h` = SHA-256(data ‖ random_hash), over the uncompressed data.
@@ -30,9 +38,10 @@ pub fn resource_proof(data: &[u8], resource_hash: &[u8; RESOURCE_HASH_LEN]) -> [
     hasher.finalize().into()
 }
 
-/// Computes a segment's hash and its proof in one pass over the data: the SHA-256 state
-/// after the data is cloned and finished twice, once with the random hash (giving `h`)
-/// and once with `h` (giving the proof).
+/// Computes a segment's hash and its proof in one pass over what they cover: the SHA-256
+/// state after it is cloned and finished twice, once with the random hash (giving `h`)
+/// and once with `h` (giving the proof). RNS feeds it the segment's data; Ferry feeds it
+/// the segment's pieces, each bound to its file's hash (PROTOCOL.md §6.3).
 #[derive(Clone, Default)]
 pub struct SegmentHasher(Sha256);
 

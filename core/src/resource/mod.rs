@@ -4,5 +4,5 @@
 pub mod hash;
 pub mod wire;
 
-pub use hash::{SegmentHasher, map_hash, resource_hash, resource_proof};
+pub use hash::{SegmentHasher, map_hash, part_map_hash, resource_hash, resource_proof};
 pub use wire::{Advertisement, HashmapUpdate, Proof, Request, WireError};

@@ -7,9 +7,10 @@ use sha2::{Digest, Sha256};
 
 use crate::channel::{Channel, Event};
 use crate::record::sealed_len;
+use crate::resource::SegmentHasher;
 use crate::time::Timestamp;
 use crate::transfer::manifest::{EntryKind, Manifest};
-use crate::transfer::messages::{self, kind};
+use crate::transfer::messages::{self, Extent, kind};
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferError, TransferEvent};
 
 /// An I/O id for the prefix-verification read (one at a time per session).
@@ -193,6 +194,13 @@ pub(crate) fn plan_settled(manifest: &Manifest, start: impl Fn(usize) -> u64) ->
     }
 }
 
+/// The SHA-256 of a file's bytes up to the end of one piece of a segment.
+pub(crate) struct PieceDigest {
+    pub(crate) prefix: [u8; 32],
+    /// The piece ends the file: `prefix` is the file's digest.
+    pub(crate) ends_file: bool,
+}
+
 /// The running SHA-256 of the file whose bytes are passing in stream order, and the
 /// states left after the verified prefixes of resumed files (each continues from there).
 #[derive(Default)]
@@ -212,16 +220,23 @@ impl FileHashes {
         self.resumed.retain(|(e, _)| *e != entry);
     }
 
-    /// Hashes the next piece of a file: `offset` is where it starts in the file. Returns
-    /// the file's digest when the piece ends at `size`.
-    pub(crate) fn update(
+    /// One piece of a segment passes, in stream order: its file's hash advances over
+    /// `data`, and `segment` absorbs the piece (its extent and the SHA-256 of the file's
+    /// bytes up to the piece's end, PROTOCOL.md §6.3). This is the only pass either side
+    /// makes over the data with SHA-256.
+    pub(crate) fn absorb(
         &mut self,
-        entry: u32,
-        attempt: u8,
-        offset: u64,
+        segment: &mut SegmentHasher,
+        extent: &Extent,
         data: &[u8],
         size: u64,
-    ) -> Result<Option<[u8; 32]>, TransferError> {
+    ) -> Result<PieceDigest, TransferError> {
+        let Extent {
+            entry,
+            attempt,
+            offset,
+            ..
+        } = *extent;
         let mut hasher = match self.current.take() {
             Some((e, a, hasher)) if e == entry && a == attempt => hasher,
             _ if offset == 0 => Sha256::new(),
@@ -235,19 +250,19 @@ impl FileHashes {
             },
         };
         hasher.update(data);
-        if offset + data.len() as u64 == size {
-            return Ok(Some(hasher.finalize().into()));
-        }
-        self.current = Some((entry, attempt, hasher));
-        Ok(None)
-    }
-
-    /// The SHA-256 of what has passed of `entry` so far, if it is the file in progress.
-    pub(crate) fn partial(&self, entry: u32) -> Option<[u8; 32]> {
-        self.current
-            .as_ref()
-            .filter(|(e, _, _)| *e == entry)
-            .map(|(_, _, h)| h.clone().finalize().into())
+        let ends_file = offset + data.len() as u64 == size;
+        let prefix: [u8; 32] = if ends_file {
+            hasher.finalize().into()
+        } else {
+            let prefix = hasher.clone().finalize().into();
+            self.current = Some((entry, attempt, hasher));
+            prefix
+        };
+        let mut piece = [0u8; messages::EXTENT_LEN + 32];
+        messages::encode_extent(&mut piece[..messages::EXTENT_LEN], extent);
+        piece[messages::EXTENT_LEN..].copy_from_slice(&prefix);
+        segment.update(&piece);
+        Ok(PieceDigest { prefix, ends_file })
     }
 }
 

@@ -70,9 +70,12 @@ impl Default for TransferConfig {
             channel: Config::default(),
             manifest: ManifestLimits::default(),
             part_size: 64 << 10,
-            segment_size: 1 << 20,
-            segments_in_flight: 4,
-            max_extents_per_segment: 2048,
+            // 16 segments of 256 KiB in flight: the same 4 MiB as 4 of 1 MiB, but each
+            // segment's passes (hash, seal or open, write) stay in the L2 cache, and a
+            // slot freed by a proof refills sooner. Measured in examples/bench.rs.
+            segment_size: 256 << 10,
+            segments_in_flight: 16,
+            max_extents_per_segment: 512,
             map_hashes_per_message: 74,
             compress: false,
             checkpoint_bytes: 64 << 20,

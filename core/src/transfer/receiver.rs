@@ -101,6 +101,9 @@ struct RecvSlot {
     waiting_hmu: bool,
     writes_outstanding: usize,
     results: Vec<(u32, Outcome)>,
+    /// Per extent: the SHA-256 of its file up to the extent's end, which becomes the
+    /// file's verified hash once the extent is written.
+    prefixes: Vec<[u8; 32]>,
 }
 
 impl RecvSlot {
@@ -126,6 +129,7 @@ impl RecvSlot {
             waiting_hmu: false,
             writes_outstanding: 0,
             results: Vec::with_capacity(config.max_extents_per_segment),
+            prefixes: Vec::with_capacity(config.max_extents_per_segment),
         }
     }
 
@@ -852,7 +856,8 @@ impl ReceiverEngine {
         Ok(())
     }
 
-    /// All parts are in: decompress (capped at the layout's size), check the hash.
+    /// All parts are in: decompress (capped at the layout's size). The hash is checked
+    /// when the segment's turn comes in stream order, since it binds the file hashes.
     fn complete_slot(&mut self, index: usize) -> Result<(), TransferError> {
         let slot = &mut self.slots[index];
         if slot.compressed {
@@ -875,13 +880,6 @@ impl ReceiverEngine {
                 }
             }
         }
-        let mut hasher = SegmentHasher::new();
-        hasher.update(&slot.buf[..slot.len]);
-        let (hash, proof) = hasher.finish(&slot.random);
-        if hash != slot.hash {
-            return Err(TransferError::SegmentCorrupt(slot.segment_index));
-        }
-        slot.proof = proof;
         slot.state = SlotState::Complete;
         Ok(())
     }
@@ -954,9 +952,10 @@ impl ReceiverEngine {
         }
     }
 
-    /// Writes the oldest verified segment, in stream order, one segment at a time: file
-    /// hashes advance with the data, so each file's verdict is known when its last
-    /// extent is written.
+    /// Checks and writes the oldest complete segment, in stream order, one segment at a
+    /// time: file hashes advance with the data, the segment hash is checked over them
+    /// before anything of the segment is written, and each file's verdict is known when
+    /// its last extent is written.
     fn process_segments(&mut self) -> Result<(), TransferError> {
         if self.phase != Phase::Streaming
             || self.slots.iter().any(|s| s.state == SlotState::Writing)
@@ -975,53 +974,60 @@ impl ReceiverEngine {
             return Ok(());
         }
         let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
+        let verified = self.verify_segment(&mut slot);
+        if verified.is_ok() {
+            for (k, (extent, _)) in slot.extents.iter().enumerate() {
+                self.out.disk(DiskCommand::Write {
+                    id: slot_io(slot_index, k),
+                    entry: extent.entry as usize,
+                    offset: extent.offset,
+                    len: extent.len as usize,
+                });
+            }
+            slot.writes_outstanding = slot.extents.len();
+            slot.state = SlotState::Writing;
+            self.next_process += 1;
+        }
+        self.slots[slot_index] = slot;
+        verified
+    }
+
+    /// Passes a segment's pieces through the file hashes, checks its hash `h` and keeps
+    /// its proof, and decides each file that ends in it.
+    fn verify_segment(&mut self, slot: &mut RecvSlot) -> Result<(), TransferError> {
+        let mut segment = SegmentHasher::new();
         slot.results.clear();
-        for (k, &(extent, at)) in slot.extents.iter().enumerate() {
-            let data = &slot.buf[at..at + extent.len as usize];
+        slot.prefixes.clear();
+        for (extent, at) in &slot.extents {
+            let data = &slot.buf[*at..*at + extent.len as usize];
             let entry = extent.entry;
             let size = self.size(entry);
-            let digest = match self
-                .hashes
-                .update(entry, extent.attempt, extent.offset, data, size)
-            {
-                Ok(digest) => digest,
-                Err(error) => {
-                    self.slots[slot_index] = slot;
-                    return Err(error);
-                }
-            };
-            self.out.disk(DiskCommand::Write {
-                id: slot_io(slot_index, k),
-                entry: entry as usize,
-                offset: extent.offset,
-                len: extent.len as usize,
-            });
-            if let Some(ours) = digest {
-                let verdict = match self.entries[entry as usize].digest {
-                    _ if self.skip_verification => Outcome::Commit,
-                    Some(d) if d.attempt == extent.attempt && !d.changed && d.sha256 == ours => {
-                        Outcome::Commit
-                    }
-                    Some(d)
-                        if d.attempt == extent.attempt
-                            && extent.attempt < self.config.max_attempts =>
-                    {
-                        Outcome::Retry
-                    }
-                    Some(d) if d.attempt == extent.attempt => Outcome::Fail,
-                    _ => {
-                        self.slots[slot_index] = slot;
-                        return Err(protocol("a file ended without the sender's digest"));
-                    }
-                };
-                self.entries[entry as usize].verified_hash = Some(ours);
-                slot.results.push((entry, verdict));
+            let piece = self.hashes.absorb(&mut segment, extent, data, size)?;
+            slot.prefixes.push(piece.prefix);
+            if !piece.ends_file {
+                continue;
             }
+            let ours = piece.prefix;
+            let verdict = match self.entries[entry as usize].digest {
+                _ if self.skip_verification => Outcome::Commit,
+                Some(d) if d.attempt == extent.attempt && !d.changed && d.sha256 == ours => {
+                    Outcome::Commit
+                }
+                Some(d)
+                    if d.attempt == extent.attempt && extent.attempt < self.config.max_attempts =>
+                {
+                    Outcome::Retry
+                }
+                Some(d) if d.attempt == extent.attempt => Outcome::Fail,
+                _ => return Err(protocol("a file ended without the sender's digest")),
+            };
+            slot.results.push((entry, verdict));
         }
-        slot.writes_outstanding = slot.extents.len();
-        slot.state = SlotState::Writing;
-        self.slots[slot_index] = slot;
-        self.next_process += 1;
+        let (hash, proof) = segment.finish(&slot.random);
+        if hash != slot.hash {
+            return Err(TransferError::SegmentCorrupt(slot.segment_index));
+        }
+        slot.proof = proof;
         Ok(())
     }
 
@@ -1056,7 +1062,11 @@ impl ReceiverEngine {
         }
         slot.writes_outstanding = slot.writes_outstanding.saturating_sub(1);
         let state = &mut self.entries[ext.entry as usize];
-        state.verified = state.verified.max(ext.offset + u64::from(ext.len));
+        let end = ext.offset + u64::from(ext.len);
+        if end > state.verified {
+            state.verified = end;
+            state.verified_hash = slot.prefixes.get(extent).copied();
+        }
         if slot.writes_outstanding == 0 {
             self.finish_slot(slot_index);
         }
@@ -1199,11 +1209,10 @@ impl ReceiverEngine {
 
     fn progress(&self, entry: usize) -> Option<FileProgress> {
         let state = self.entries.get(entry)?;
-        let sha256 = self.hashes.partial(entry as u32).or(state.verified_hash);
         Some(FileProgress {
             status: state.status,
             verified_bytes: state.verified,
-            sha256,
+            sha256: state.verified_hash,
         })
     }
 }
@@ -1231,6 +1240,7 @@ impl RecvSlot {
             waiting_hmu: false,
             writes_outstanding: 0,
             results: Vec::new(),
+            prefixes: Vec::new(),
         }
     }
 }

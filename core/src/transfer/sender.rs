@@ -10,7 +10,7 @@ use crate::entropy::{Entropy, SeededEntropy};
 use crate::handshake::Role;
 use crate::record::sealed_len;
 use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, Request, flags};
-use crate::resource::{SegmentHasher, map_hash};
+use crate::resource::{SegmentHasher, part_map_hash};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
@@ -148,8 +148,8 @@ pub(crate) struct SenderEngine {
     next_finish: u64,
     first_hash: Option<[u8; 32]>,
     scratch: Vec<u8>,
-    /// (map hash, part) pairs for the collision guard, sized for a full segment.
-    guard: Vec<([u8; MAP_HASH_LEN], u32)>,
+    /// The map hashes sorted, for the collision guard, sized for a full segment.
+    guard: Vec<[u8; MAP_HASH_LEN]>,
     stream_total: u64,
     bytes_proven: u64,
     stall: Option<Timestamp>,
@@ -640,8 +640,8 @@ impl SenderEngine {
         }
     }
 
-    /// Hashes the oldest segment whose reads are all in: file digests, the segment hash
-    /// and proof (one pass), optional compression, then the map hashes.
+    /// Hashes the oldest segment whose reads are all in, in stream order: file digests and
+    /// the segment hash and proof (one pass), optional compression, then the map hashes.
     fn finish_segments(&mut self) -> Result<(), TransferError> {
         loop {
             let Some(slot_index) = self.slots.iter().position(|s| {
@@ -662,15 +662,13 @@ impl SenderEngine {
     fn finish_segment(&mut self, slot: &mut SendSlot) -> Result<(), TransferError> {
         let mut segment = SegmentHasher::new();
         slot.digests.clear();
-        for &(extent, at) in &slot.extents {
-            let data = &slot.buf[at..at + extent.len as usize];
-            segment.update(data);
+        for (extent, at) in &slot.extents {
+            let data = &slot.buf[*at..*at + extent.len as usize];
             let entry = extent.entry;
             let size = self.size(entry);
-            if let Some(digest) =
-                self.hashes
-                    .update(entry, extent.attempt, extent.offset, data, size)?
-            {
+            let piece = self.hashes.absorb(&mut segment, extent, data, size)?;
+            if piece.ends_file {
+                let digest = piece.prefix;
                 let state = &mut self.entries[entry as usize];
                 let reference = if extent.attempt == 1 {
                     self.manifest.get(entry as usize).and_then(|e| e.sha256)
@@ -698,22 +696,17 @@ impl SenderEngine {
             slot.compressed = true;
         }
         let parts = slot.transfer_len.div_ceil(self.config.part_size);
-        // The collision guard: two different parts with the same map hash would make a
-        // request ambiguous, so draw a new random hash until there are none. Identical
-        // parts share a map hash whatever the random hash; that is harmless, since
-        // requests resolve in index order.
+        // The collision guard: two parts sharing a map hash would make a request
+        // ambiguous, so draw a new random hash until they are all distinct.
         for _ in 0..16 {
             self.rng.fill(&mut slot.random);
             slot.hashmap.clear();
-            for index in 0..parts {
-                let range = slot.part_range(index, self.config.part_size);
-                slot.hashmap.push(map_hash(&slot.buf[range], &slot.random));
-            }
-            if !self.has_true_collision(slot) {
+            slot.hashmap
+                .extend((0..parts as u32).map(|index| part_map_hash(index, &slot.random)));
+            if !self.has_collision(slot) {
                 break;
             }
         }
-        // h and the proof come from the same pass, whatever random hash the guard chose.
         let (hash, proof) = segment.finish(&slot.random);
         slot.hash = hash;
         slot.proof = proof;
@@ -808,7 +801,7 @@ impl SenderEngine {
         }
         if let Some(last) = request.exhausted {
             // The receiver holds the hashmap segments sent so far; its last map hash is
-            // the last of those (looked up by position: identical parts share a hash).
+            // the last of those.
             let per_message = self.config.map_hashes_per_message;
             let known = slot.hashmap_segments_sent as usize * per_message;
             if known >= slot.hashmap.len()
@@ -936,18 +929,12 @@ impl SenderEngine {
         Ok(())
     }
 
-    /// True if two parts with different content share a map hash.
-    fn has_true_collision(&mut self, slot: &SendSlot) -> bool {
+    /// True if two parts share a map hash.
+    fn has_collision(&mut self, slot: &SendSlot) -> bool {
         self.guard.clear();
-        self.guard
-            .extend(slot.hashmap.iter().enumerate().map(|(i, h)| (*h, i as u32)));
+        self.guard.extend_from_slice(&slot.hashmap);
         self.guard.sort_unstable();
-        let part_size = self.config.part_size;
-        self.guard.windows(2).any(|pair| {
-            pair[0].0 == pair[1].0
-                && slot.buf[slot.part_range(pair[0].1 as usize, part_size)]
-                    != slot.buf[slot.part_range(pair[1].1 as usize, part_size)]
-        })
+        self.guard.windows(2).any(|pair| pair[0] == pair[1])
     }
 
     fn in_flight(&self) -> bool {

@@ -740,7 +740,7 @@ fn receiver_work(
         let mut worked = false;
         while let Some(command) = receiver.poll_disk() {
             worked = true;
-            apply(disk, receiver, command, now, manifest);
+            apply(disk, receiver, command, now, manifest)?;
         }
         while let Some(event) = receiver.poll_event() {
             worked = true;
@@ -812,13 +812,15 @@ fn feed_sender(sender: &mut SenderSession, now: Timestamp, bytes: &[u8]) -> usiz
 }
 
 /// Carries out one disk command; a session that fails on the completion ends the session.
+/// Fails if a checkpoint would put a hash in the lock that is not the SHA-256 of the
+/// bytes it claims.
 fn apply(
     disk: &mut Disk,
     receiver: &mut ReceiverSession,
     command: DiskCommand,
     now: Timestamp,
     manifest: &Manifest,
-) {
+) -> Result<(), String> {
     match command {
         DiskCommand::Read {
             id,
@@ -850,7 +852,7 @@ fn apply(
                     detail: "simulated".into(),
                 };
                 let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Err(error)));
-                return;
+                return Ok(());
             }
             disk.write(entry, offset as usize, &receiver.write_data(id)[..len]);
             let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Ok(())));
@@ -873,16 +875,30 @@ fn apply(
             // Durable first, then claimed.
             disk.sync();
             for entry in changed {
-                if let Some(progress) = receiver.progress(entry) {
-                    match progress.status {
-                        FileStatus::InProgress => disk.lock.insert(entry, progress.verified_bytes),
-                        _ => disk.lock.remove(&entry),
-                    };
+                let Some(progress) = receiver.progress(entry) else {
+                    continue;
+                };
+                if progress.status != FileStatus::InProgress {
+                    disk.lock.remove(&entry);
+                    continue;
                 }
+                let verified = progress.verified_bytes as usize;
+                let data = disk.current.get(&entry).map_or(&[][..], Vec::as_slice);
+                let claimed = data
+                    .get(..verified)
+                    .map(|d| <[u8; 32]>::from(Sha256::digest(d)));
+                if verified > 0 && progress.sha256 != claimed {
+                    return Err(format!(
+                        "the checkpoint of entry {entry} reports a hash that is not the SHA-256 \
+                         of its {verified} verified bytes"
+                    ));
+                }
+                disk.lock.insert(entry, progress.verified_bytes);
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
 /// Nothing committed may differ from its source: its content now, or the one it had when
