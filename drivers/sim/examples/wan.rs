@@ -39,6 +39,7 @@ fn main() {
     let mut data = vec![0u8; 1 << 30];
     SeededEntropy::new(5).fill(&mut data);
     let ferry = TransferConfig {
+        segment_size: 1 << 20,
         segments_in_flight: 32,
         initial_window: 1 << 20,
         ..TransferConfig::default()
