@@ -21,6 +21,8 @@ pub const PART_SUFFIX: &str = ".part";
 pub struct Sink {
     root: PathBuf,
     open: Option<(usize, File)>,
+    /// Where the open file's next write-behind step is due.
+    behind_mark: u64,
     /// Files written since the last sync, and directories whose entries changed.
     dirty: bool,
     /// Directory modes to apply once everything inside them is written.
@@ -47,6 +49,7 @@ impl Sink {
         Ok(Sink {
             root,
             open: None,
+            behind_mark: WRITE_BEHIND,
             dirty: false,
             dir_modes: Vec::new(),
             replaceable: BTreeSet::new(),
@@ -144,6 +147,14 @@ impl Sink {
         }
     }
 
+    /// Where the write-behind step of `index` is due: a file not open yet starts afresh.
+    fn behind_mark_for(&self, index: usize) -> u64 {
+        match &self.open {
+            Some((open, _)) if *open == index => self.behind_mark,
+            _ => WRITE_BEHIND,
+        }
+    }
+
     /// Writes `data` at `offset` of the entry's `.part` file.
     pub fn write(
         &mut self,
@@ -152,12 +163,21 @@ impl Sink {
         offset: u64,
         data: &[u8],
     ) -> Result<(), DiskError> {
+        let mark = self.behind_mark_for(index);
         let file = self
             .file_for_write(index, entry)
             .map_err(|e| disk_error(&e))?;
         file.write_all_at(data, offset)
             .map_err(|e| disk_error(&e))?;
+        let end = offset + data.len() as u64;
+        let due = end >= mark;
+        if due {
+            write_behind(file, mark);
+        }
         self.dirty = true;
+        if due {
+            self.behind_mark = end - end % WRITE_BEHIND + WRITE_BEHIND;
+        }
         Ok(())
     }
 
@@ -308,6 +328,27 @@ impl Sink {
             .filter(|e| matches!(self.local(e), Some((n, false)) if n != e.size))
             .map(|e| e.path.to_owned())
             .collect()
+    }
+}
+
+/// How far behind the newest write a large file's pages are handed to the disk.
+const WRITE_BEHIND: u64 = 4 << 20;
+
+/// Streams a large file to the disk as it is written instead of leaving it all to the
+/// next checkpoint's `syncfs`, and keeps the page cache from filling with a transfer's
+/// worth of pages: `POSIX_FADV_DONTNEED` starts writeback of the dirty pages it is given
+/// and drops the clean ones. Called as the file passes `mark`, it starts the newest
+/// window and drops the one two windows back, written out by then. Durability is still
+/// claimed only after `syncfs` (the lock file); this only spreads the disk's work out.
+fn write_behind(file: &File, mark: u64) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    let window = WRITE_BEHIND as i64;
+    let mark = i64::try_from(mark).unwrap_or(i64::MAX);
+    for start in [mark - window, mark - 3 * window] {
+        if start >= 0 {
+            // Advice only: a refusal costs speed, never data.
+            let _ = posix_fadvise(file, start, window, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        }
     }
 }
 
