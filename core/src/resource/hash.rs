@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::wire::{MAP_HASH_LEN, RANDOM_HASH_LEN, RESOURCE_HASH_LEN};
 
-/// A part's name in the hashmap: the first 4 bytes of SHA-256(part ‖ random_hash).
+/// RNS's name for a part in the hashmap: the first 4 bytes of SHA-256(part ‖ random_hash).
 pub fn map_hash(part: &[u8], random_hash: &[u8; RANDOM_HASH_LEN]) -> [u8; MAP_HASH_LEN] {
     let mut hasher = Sha256::new();
     hasher.update(part);
@@ -23,7 +23,7 @@ pub fn part_map_hash(index: u32, random_hash: &[u8; RANDOM_HASH_LEN]) -> [u8; MA
     map_hash(&index.to_be_bytes(), random_hash)
 }
 
-/// The resource hash `h` = SHA-256(data ‖ random_hash), over the uncompressed data.
+/// RNS's resource hash `h` = SHA-256(data ‖ random_hash), over the uncompressed data.
 pub fn resource_hash(data: &[u8], random_hash: &[u8; RANDOM_HASH_LEN]) -> [u8; RESOURCE_HASH_LEN] {
     let mut hasher = SegmentHasher::new();
     hasher.update(data);
@@ -51,7 +51,7 @@ impl SegmentHasher {
         SegmentHasher(Sha256::new())
     }
 
-    /// Adds the next bytes of the segment's uncompressed data.
+    /// Adds the next bytes of what the hash covers.
     pub fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }

@@ -393,7 +393,7 @@ pub enum TransferError {
     /// The receiver declined the batch.
     #[error("the receiver declined the batch: {0}")]
     Declined(String),
-    /// A segment's data did not match its hash.
+    /// A segment's data did not match its hash (PROTOCOL.md §6.3).
     #[error("segment {0} is corrupt: its data does not match the advertised hash")]
     SegmentCorrupt(u64),
     /// A compressed segment expanded beyond its advertised size.
