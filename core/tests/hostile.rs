@@ -180,21 +180,32 @@ fn wrote_nothing(commands: &[DiskCommand]) -> bool {
         .all(|c| !matches!(c, DiskCommand::Write { .. } | DiskCommand::Commit { .. }))
 }
 
-#[test]
-fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
+/// Sends one uncompressed one-part segment whose layout, digest and `h` promise
+/// `promised` while its part carries `sent`; returns the receiver's error, if any, and
+/// every disk command it issued.
+fn send_segment(
+    promised: &[u8; 100],
+    sent: &[u8; 100],
+) -> (Option<TransferError>, Vec<DiskCommand>) {
     let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
-    let content = [7u8; 100];
     let random = [1, 2, 3, 4];
-    let hash = segment_hash(&content, &random);
+    let hash = segment_hash(promised, &random);
     sender
-        .send_message(&layout(&hash, &Sha256::digest(content).into()))
+        .send_message(&layout(&hash, &Sha256::digest(promised).into()))
         .unwrap();
     sender
-        .send_message(&advertisement(hash, random, &content, 0))
+        .send_message(&advertisement(hash, random, sent, 0))
         .unwrap();
     assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
-    sender.send_message(&part(&hash, &content)).unwrap();
+    sender.send_message(&part(&hash, sent)).unwrap();
     let error = exchange(&mut sender, &mut receiver, &mut commands);
+    (error, commands)
+}
+
+#[test]
+fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
+    let content = [7u8; 100];
+    let (error, commands) = send_segment(&content, &content);
     assert!(error.is_none(), "{error:?}");
     assert!(
         commands.iter().any(|c| matches!(
@@ -212,23 +223,11 @@ fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
 
 #[test]
 fn data_that_does_not_match_its_segment_hash_is_refused_and_nothing_is_written() {
-    let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
-    // Layout, digest and `h` all promise one content; the part carries another.
     let promised = [7u8; 100];
     let mut sent = promised;
     sent[99] ^= 1;
-    let random = [1, 2, 3, 4];
-    let hash = segment_hash(&promised, &random);
-    sender
-        .send_message(&layout(&hash, &Sha256::digest(promised).into()))
-        .unwrap();
-    sender
-        .send_message(&advertisement(hash, random, &sent, 0))
-        .unwrap();
-    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
-    sender.send_message(&part(&hash, &sent)).unwrap();
-    let error = exchange(&mut sender, &mut receiver, &mut commands).expect("the part is refused");
-    assert_eq!(error, TransferError::SegmentCorrupt(1));
+    let (error, commands) = send_segment(&promised, &sent);
+    assert_eq!(error, Some(TransferError::SegmentCorrupt(1)));
     assert!(wrote_nothing(&commands), "{commands:?}");
 }
 
