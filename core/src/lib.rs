@@ -62,6 +62,7 @@ pub mod handshake;
 pub(crate) mod msgpack;
 pub mod record;
 pub mod resource;
+pub mod text;
 pub mod time;
 pub mod token;
 pub mod transfer;

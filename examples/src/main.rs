@@ -13,7 +13,7 @@ use ferry_core::transfer::TransferConfig;
 use ferry_std::receive::{ReceiveOptions, receive};
 use ferry_std::send::Sender;
 use ferry_std::source::SourceTree;
-use ferry_std::{DEFAULT_PORT, DriverError, Reporter};
+use ferry_std::{DEFAULT_PORT, DriverError, Reporter, human_size as size};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const EXIT_CODES: &str = "Exit codes:
@@ -99,15 +99,6 @@ impl Display {
 
 fn mb(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
-}
-
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 impl Reporter for Display {

@@ -266,6 +266,7 @@ fn nothing_listening_is_a_network_error_at_once() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
+    let out = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let output = Command::new(FERRY)
         .args([
@@ -274,7 +275,9 @@ fn nothing_listening_is_a_network_error_at_once() {
             "--port",
             &port.to_string(),
             "127.0.0.1:00000000000000000000000000",
+            "-o",
         ])
+        .arg(out.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
@@ -295,6 +298,7 @@ fn a_silent_peer_is_a_timeout_not_a_hang() {
         std::thread::sleep(Duration::from_secs(15));
         drop(stream);
     });
+    let out = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let output = Command::new(FERRY)
         .args([
@@ -303,7 +307,9 @@ fn a_silent_peer_is_a_timeout_not_a_hang() {
             "--port",
             &port.to_string(),
             "127.0.0.1:00000000000000000000000000",
+            "-o",
         ])
+        .arg(out.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));

@@ -168,6 +168,19 @@ impl Verifier {
     }
 }
 
+/// The slowest rate, in bytes per second, at which a peer may re-read and hash the files
+/// a resume plan names before its answer is overdue (PROTOCOL.md §6.5).
+pub const SLOWEST_REREAD: u64 = 8 << 20;
+
+/// How long to wait for a peer that first re-reads `bytes`: the stall timeout plus that
+/// re-read at [`SLOWEST_REREAD`]. Every wait has a bound, even this one.
+pub(crate) fn reread_allowance(
+    stall_timeout: core::time::Duration,
+    bytes: u64,
+) -> core::time::Duration {
+    stall_timeout.saturating_add(core::time::Duration::from_secs(bytes / SLOWEST_REREAD))
+}
+
 /// What the plan settled on, counted the same way on both sides: `start(index)` is where
 /// each file's data begins in the stream (its verified resume offset).
 pub(crate) fn plan_settled(manifest: &Manifest, start: impl Fn(usize) -> u64) -> TransferEvent {

@@ -470,6 +470,9 @@ pub(crate) fn reason_bytes(reason: &str) -> &[u8] {
     &reason.as_bytes()[..end]
 }
 
+/// A reason text from the peer, made safe to show ([`crate::text::shown`]).
 pub(crate) fn decode_reason(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(MAX_REASON_LEN)]).into_owned()
+    crate::text::shown(&String::from_utf8_lossy(
+        &body[..body.len().min(MAX_REASON_LEN)],
+    ))
 }

@@ -26,6 +26,7 @@ pub(crate) mod messages;
 mod receiver;
 mod sender;
 
+pub use common::SLOWEST_REREAD;
 pub use manifest::{
     Entry, EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, PathRule,
 };
@@ -58,6 +59,8 @@ pub struct TransferConfig {
     /// Attempts per file before it is reported as failed (the first one counts).
     pub max_attempts: u8,
     /// Waiting longer than this for the peer's next transfer message ends the session.
+    /// Where the peer first re-reads files for a resume plan, the wait also allows for
+    /// that re-read at [`SLOWEST_REREAD`] bytes per second.
     pub stall_timeout: Duration,
     /// Receiver: bytes requested before the first part arrives; the window then grows by
     /// each part received (slow start) up to `segments_in_flight × segment_size`.

@@ -18,7 +18,7 @@ use crate::transfer::common::send_cancels;
 use crate::transfer::common::session_verbs;
 use crate::transfer::common::short_of_room;
 use crate::transfer::common::{Engine, Outputs, Shell, VERIFY_READ, Verifier, slot_io, split_io};
-use crate::transfer::common::{FileHashes, plan_settled};
+use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, Claim, Extent, FileDigest, Layout, ManifestBegin, kind};
 use crate::transfer::{
@@ -59,6 +59,9 @@ struct EntryState {
     digest: Option<FileDigest>,
     verified: u64,
     verified_hash: Option<[u8; 32]>,
+    /// The sender reported this file changed since the manifest: its manifest hash no
+    /// longer binds.
+    change_reported: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,7 +420,8 @@ impl ReceiverEngine {
 
     // ------------------------------------------------------------ manifest
 
-    fn on_manifest_begin(&mut self, body: &[u8]) -> Result<(), TransferError> {
+    fn on_manifest_begin(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        self.arm_stall(now);
         if self.phase != Phase::Manifest || self.expected_entries != 0 || !self.manifest.is_empty()
         {
             return Err(protocol("a second manifest header"));
@@ -442,7 +446,8 @@ impl ReceiverEngine {
         self.offer_if_complete()
     }
 
-    fn on_manifest_entries(&mut self, body: &[u8]) -> Result<(), TransferError> {
+    fn on_manifest_entries(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        self.arm_stall(now);
         if self.phase != Phase::Manifest || self.expected_entries == 0 {
             return Err(protocol(
                 "manifest entries before the manifest header or after the whole manifest",
@@ -475,6 +480,7 @@ impl ReceiverEngine {
                 digest: None,
                 verified: 0,
                 verified_hash: None,
+                change_reported: false,
             })
             .collect();
         self.phase = Phase::Offered;
@@ -562,11 +568,13 @@ impl ReceiverEngine {
             }
             self.claims_sent += count;
             if last {
-                // The sender now re-reads whatever we claimed, which can take long; its
-                // keepalives (the idle timer) show it is alive meanwhile.
+                // The sender now re-reads whatever we claimed, which can take long: the
+                // wait is bounded by the time that re-read takes at the slowest rate we
+                // allow for (PROTOCOL.md §6.5).
                 self.phase = Phase::AwaitingResult;
-                self.stall = None;
-                let _ = now;
+                let claimed = self.claims.iter().map(|c| c.offset).sum();
+                self.stall =
+                    Some(now.saturating_add(reread_allowance(self.config.stall_timeout, claimed)));
             }
         }
     }
@@ -1008,9 +1016,25 @@ impl ReceiverEngine {
                 continue;
             }
             let ours = piece.prefix;
+            // A hash the manifest promised binds every attempt until the sender itself
+            // reports the file changed: the batch the user accepted is the batch that
+            // arrives, whatever digest a sender claims for other bytes.
+            let state = &mut self.entries[entry as usize];
+            state.change_reported |= state.digest.is_some_and(|d| d.changed);
+            let as_promised = state.change_reported
+                || self
+                    .manifest
+                    .get(entry as usize)
+                    .and_then(|e| e.sha256)
+                    .is_none_or(|promised| promised == ours);
             let verdict = match self.entries[entry as usize].digest {
                 _ if self.skip_verification => Outcome::Commit,
-                Some(d) if d.attempt == extent.attempt && !d.changed && d.sha256 == ours => {
+                Some(d)
+                    if d.attempt == extent.attempt
+                        && !d.changed
+                        && d.sha256 == ours
+                        && as_promised =>
+                {
                     Outcome::Commit
                 }
                 Some(d)
@@ -1286,8 +1310,8 @@ impl Engine for ReceiverEngine {
 
     fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError> {
         match kind {
-            kind::MANIFEST_BEGIN => self.on_manifest_begin(body),
-            kind::MANIFEST_ENTRIES => self.on_manifest_entries(body),
+            kind::MANIFEST_BEGIN => self.on_manifest_begin(now, body),
+            kind::MANIFEST_ENTRIES => self.on_manifest_entries(now, body),
             kind::PLAN_RESULT => self.on_plan_result(now, body),
             kind::LAYOUT => self.on_layout(now, body),
             kind::ADV => self.on_advertisement(now, body),

@@ -19,7 +19,7 @@ use crate::transfer::common::short_of_room;
 use crate::transfer::common::{
     Engine, Outputs, Shell, VERIFY_READ, Verifier, control_reserve, slot_io, split_io,
 };
-use crate::transfer::common::{FileHashes, plan_settled};
+use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::messages::{self, Claim, Extent, FileDigest, ManifestBegin, kind};
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
@@ -367,7 +367,7 @@ impl SenderEngine {
 
     // ------------------------------------------------------------ manifest
 
-    fn pump_manifest(&mut self, channel: &mut Channel) {
+    fn pump_manifest(&mut self, channel: &mut Channel, now: Timestamp) {
         let limit = channel.max_message_len();
         if !self.manifest_begun {
             let begin = ManifestBegin {
@@ -416,8 +416,20 @@ impl SenderEngine {
                 return;
             }
             self.manifest_next += count;
+            // Progress: a slow link is not a stalled peer.
+            self.arm_stall(now);
         }
+        self.await_plan(now);
+    }
+
+    /// The manifest is out: the receiver now decides and re-reads what it already holds
+    /// before it answers, which the wait allows for (at most all of the batch).
+    fn await_plan(&mut self, now: Timestamp) {
         self.phase = Phase::AwaitingPlan;
+        self.stall = Some(now.saturating_add(reread_allowance(
+            self.config.stall_timeout,
+            self.manifest.total_bytes(),
+        )));
     }
 
     // ------------------------------------------------------------ plan
@@ -1000,7 +1012,7 @@ impl Engine for SenderEngine {
     fn established(&mut self, now: Timestamp) -> Result<(), TransferError> {
         self.phase = Phase::Manifest;
         self.out.event(TransferEvent::Connected);
-        let _ = now;
+        self.arm_stall(now);
         Ok(())
     }
 
@@ -1041,8 +1053,12 @@ impl Engine for SenderEngine {
             let phase = self.phase;
             match phase {
                 Phase::Handshake | Phase::AwaitingPlan => {}
-                Phase::Manifest => self.pump_manifest(channel),
-                Phase::Verifying => self.pump_verify(),
+                Phase::Manifest => self.pump_manifest(channel, now),
+                Phase::Verifying => {
+                    // Re-reading claimed files is our own work, not a wait on the peer.
+                    self.stall = None;
+                    self.pump_verify();
+                }
                 Phase::Streaming => {
                     self.pump_plan_result(channel);
                     if self.result_done {
@@ -1067,7 +1083,7 @@ impl Engine for SenderEngine {
             && self.manifest_next == self.manifest.len()
             && self.manifest_begun
         {
-            self.phase = Phase::AwaitingPlan;
+            self.await_plan(now);
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! Persisting resume state off the data path. At a checkpoint the transfer's thread
 //! streams the lock to a temporary file (claiming only writes already done); a worker
-//! thread then makes the file system durable (`syncfs`) and only after that publishes the
+//! thread then makes the file system durable and only after that publishes the
 //! temporary file as the lock. Receiving continues while the disk catches up.
 
-use std::path::PathBuf;
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -11,12 +11,13 @@ use std::thread::JoinHandle;
 
 use crate::error::DriverError;
 use crate::lock::LockFile;
-use crate::sink::sync_filesystem;
+use crate::os::dir::Dir;
+use crate::os::sync::sync_filesystem;
 
 /// The checkpoint worker of one receive.
 pub struct Checkpointer {
-    root: PathBuf,
-    jobs: Option<SyncSender<()>>,
+    dir: Dir,
+    jobs: Option<SyncSender<File>>,
     /// True from handing the worker a temporary lock until it has published it; the
     /// temporary file is not touched meanwhile.
     busy: Arc<AtomicBool>,
@@ -25,12 +26,15 @@ pub struct Checkpointer {
     worker: Option<JoinHandle<Result<(), DriverError>>>,
 }
 
-fn run(root: PathBuf, jobs: Receiver<()>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
-    for () in jobs {
-        let published = sync_filesystem(&root).and_then(|()| {
-            LockFile::publish(&root)
-                .map_err(|e| DriverError::Disk(format!("cannot write the lock file: {e}")))
-        });
+fn lock_error(e: &std::io::Error) -> DriverError {
+    DriverError::Disk(format!("cannot write the lock file: {e}"))
+}
+
+fn run(dir: Dir, jobs: Receiver<File>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
+    for temporary in jobs {
+        let published = sync_filesystem(&dir)
+            .and_then(|()| LockFile::publish(&dir, temporary))
+            .map_err(|e| lock_error(&e));
         busy.store(false, Ordering::Release);
         published?;
     }
@@ -38,24 +42,28 @@ fn run(root: PathBuf, jobs: Receiver<()>, busy: Arc<AtomicBool>) -> Result<(), D
 }
 
 impl Checkpointer {
-    /// Starts the worker for the output directory `root`.
-    pub fn new(root: PathBuf) -> Self {
+    /// Starts the worker for the output directory `dir`.
+    pub fn new(dir: &Dir) -> Result<Self, DriverError> {
         let (jobs, queue) = mpsc::sync_channel(1);
         let busy = Arc::new(AtomicBool::new(false));
+        let cloned = || {
+            dir.try_clone()
+                .map_err(|e| DriverError::Disk(format!("cannot open the output directory: {e}")))
+        };
         let worker = {
-            let (root, busy) = (root.clone(), Arc::clone(&busy));
+            let (worker_dir, busy) = (cloned()?, Arc::clone(&busy));
             std::thread::Builder::new()
                 .name("ferry-checkpoint".into())
-                .spawn(move || run(root, queue, busy))
+                .spawn(move || run(worker_dir, queue, busy))
                 .ok()
         };
-        Checkpointer {
-            root,
+        Ok(Checkpointer {
+            dir: cloned()?,
             jobs: worker.is_some().then_some(jobs),
             busy,
             behind: false,
             worker,
-        }
+        })
     }
 
     /// Records `lock` as it is now, to be published once everything written so far is
@@ -66,10 +74,14 @@ impl Checkpointer {
             self.behind = true;
             return Ok(());
         }
-        lock.write_temporary(&self.root)
-            .map_err(|e| DriverError::Disk(format!("cannot write the lock file: {e}")))?;
+        let temporary = lock
+            .write_temporary(&self.dir)
+            .map_err(|e| lock_error(&e))?;
         self.busy.store(true, Ordering::Release);
-        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(()).is_ok());
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(temporary).is_ok());
         if !sent {
             // The worker stopped on an error; `finish` reports it.
             return self.finish(None);
@@ -91,9 +103,8 @@ impl Checkpointer {
         }
         if let (true, Some(lock)) = (self.behind, lock) {
             self.behind = false;
-            sync_filesystem(&self.root)?;
-            lock.save(&self.root)
-                .map_err(|e| DriverError::Disk(format!("cannot write the lock file: {e}")))?;
+            sync_filesystem(&self.dir).map_err(|e| lock_error(&e))?;
+            lock.save(&self.dir).map_err(|e| lock_error(&e))?;
         }
         Ok(())
     }

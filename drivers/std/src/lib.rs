@@ -12,6 +12,7 @@ pub mod clock;
 pub mod conn;
 pub mod error;
 pub mod lock;
+pub mod os;
 pub mod peer;
 pub mod receive;
 pub mod send;
@@ -37,6 +38,20 @@ impl Entropy for OsEntropy {
         if let Err(error) = getrandom::fill(dest) {
             panic!("the operating system's random number generator failed: {error}");
         }
+    }
+}
+
+/// A byte count as people read it, in binary units: "512 B", "1.5 KiB", "20.0 MiB",
+/// "1.00 GiB", "2.00 TiB".
+pub fn human_size(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    match bytes {
+        n if n >= 1 << 40 => format!("{:.2} TiB", b / KIB.powi(4)),
+        n if n >= 1 << 30 => format!("{:.2} GiB", b / KIB.powi(3)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", b / KIB.powi(2)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", b / KIB),
+        n => format!("{n} B"),
     }
 }
 

@@ -3,17 +3,32 @@
 //! a `batch` fingerprint so a lock is never applied to a different batch.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_core::transfer::{EntryKind, FileProgress, FileStatus, Manifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::os::dir::{Dir, Kind, refused};
+
 /// The lock file's name in the output directory.
 pub const LOCK_NAME: &str = ".transfer_lock.json";
+
+/// The temporary file a checkpoint writes before renaming it over the lock.
+pub const TEMPORARY_NAME: &str = ".transfer_lock.json.tmp";
+
+/// Why a lock file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum LockProblem {
+    /// It is unreadable or corrupt: the receive goes on without it, saying so.
+    #[error("{0}")]
+    Unusable(String),
+    /// Something other than a regular file has its name (a link): never followed.
+    #[error("{LOCK_NAME}: {0}")]
+    Refused(std::io::Error),
+}
 
 /// One file's resume state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,61 +185,73 @@ impl LockFile {
         }
     }
 
-    fn path(root: &Path) -> PathBuf {
-        root.join(LOCK_NAME)
+    /// Reads the lock in `dir`: `Ok(None)` if there is none. A lock that cannot be used
+    /// is [`LockProblem::Unusable`] (the receive goes on without it); a link planted at
+    /// its name is [`LockProblem::Refused`] (never followed).
+    pub fn load(dir: &Dir) -> Result<Option<LockFile>, LockProblem> {
+        let file = match dir.open_file(LOCK_NAME, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(LockProblem::Refused(e));
+            }
+            Err(e) => {
+                return Err(LockProblem::Unusable(format!(
+                    "the lock file cannot be read ({e})"
+                )));
+            }
+        };
+        serde_json::from_reader(BufReader::with_capacity(64 << 10, file))
+            .map(Some)
+            .map_err(|e| LockProblem::Unusable(format!("the lock file is corrupt ({e})")))
     }
 
-    /// Reads the lock in `root`: `Ok(None)` if there is none, `Err` with the reason if it
-    /// is unreadable or corrupt.
-    pub fn load(root: &Path) -> Result<Option<LockFile>, String> {
-        match fs::read(LockFile::path(root)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("the lock file is corrupt ({e})")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("the lock file cannot be read ({e})")),
+    /// Removes a temporary lock a killed run left behind; a link planted at its name is
+    /// refused.
+    pub fn remove_stale_temporary(dir: &Dir) -> std::io::Result<()> {
+        match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
+            Some(Kind::File { .. }) => dir.remove_file(TEMPORARY_NAME),
+            Some(Kind::Link) => Err(refused(&format!(
+                "{TEMPORARY_NAME} is a symbolic link; not following it"
+            ))),
+            Some(_) => Err(refused(&format!(
+                "{TEMPORARY_NAME} exists and is not a regular file"
+            ))),
+            None => Ok(()),
         }
     }
 
-    fn temporary(root: &Path) -> PathBuf {
-        root.join(format!("{LOCK_NAME}.tmp"))
-    }
-
-    /// Writes the lock as it is now to a temporary file beside the real one, streaming the
-    /// JSON (a batch of 10,000 files makes about 2 MiB that is never held in memory). It
-    /// takes effect only through [`LockFile::publish`].
-    pub fn write_temporary(&mut self, root: &Path) -> std::io::Result<()> {
+    /// Writes the lock as it is now to a new temporary file beside the real one (created
+    /// exclusively, never through a link), streaming the JSON: a batch of 10,000 files
+    /// makes about 2 MiB that is never held in memory. It takes effect only through
+    /// [`LockFile::publish`].
+    pub fn write_temporary(&mut self, dir: &Dir) -> std::io::Result<File> {
         self.timestamp = utc_now();
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(LockFile::temporary(root))?;
+        LockFile::remove_stale_temporary(dir)?;
+        let file = dir.create_new(TEMPORARY_NAME)?;
         let mut out = BufWriter::with_capacity(64 << 10, file);
         serde_json::to_writer(&mut out, self)?;
-        out.flush()
+        out.flush()?;
+        out.into_inner().map_err(|e| e.into_error())
     }
 
-    /// Replaces the lock with the temporary file atomically: fsync, rename, fsync of the
+    /// Replaces the lock with the temporary `file` atomically: fsync, rename, fsync of the
     /// directory. Call it only once the data the temporary file claims is durable.
-    pub fn publish(root: &Path) -> std::io::Result<()> {
-        let temporary = LockFile::temporary(root);
-        File::open(&temporary)?.sync_all()?;
-        fs::rename(&temporary, LockFile::path(root))?;
-        File::open(root)?.sync_all()
+    pub fn publish(dir: &Dir, file: File) -> std::io::Result<()> {
+        file.sync_all()?;
+        dir.rename(TEMPORARY_NAME, LOCK_NAME)?;
+        dir.sync()
     }
 
     /// Writes the lock atomically now. Call it only after the data it claims is durable.
-    pub fn save(&mut self, root: &Path) -> std::io::Result<()> {
-        self.write_temporary(root)?;
-        LockFile::publish(root)
+    pub fn save(&mut self, dir: &Dir) -> std::io::Result<()> {
+        let file = self.write_temporary(dir)?;
+        LockFile::publish(dir, file)
     }
 
     /// Removes the lock (the batch is complete).
-    pub fn remove(root: &Path) -> std::io::Result<()> {
-        match fs::remove_file(LockFile::path(root)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => File::open(root)?.sync_all(),
-        }
+    pub fn remove(dir: &Dir) -> std::io::Result<()> {
+        dir.remove_file(LOCK_NAME)?;
+        dir.sync()
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferry_core::transfer::{
-    DiskCommand, EntryKind, FileFailure, FileStatus, ReceiverSession, TransferConfig,
+    DiskCommand, EntryKind, FileFailure, FileStatus, Manifest, ReceiverSession, TransferConfig,
     TransferError, TransferEvent,
 };
 use ferry_core::{ConnectionString, Timestamp};
@@ -15,10 +15,11 @@ use crate::checkpoint::Checkpointer;
 use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
-use crate::lock::{LockFile, fingerprint};
+use crate::lock::{LockFile, LockProblem, fingerprint};
+use crate::os::meta::{free_space, max_file_size};
 use crate::peer::PeerPolicy;
 use crate::sink::Sink;
-use crate::{OsEntropy, Reporter};
+use crate::{OsEntropy, Reporter, human_size};
 
 /// How to receive.
 #[derive(Clone, Debug)]
@@ -61,11 +62,14 @@ pub fn receive(
     reporter: &mut dyn Reporter,
 ) -> Result<ReceiveSummary, DriverError> {
     PeerPolicy::new(options.pod).check(target.ip)?;
+    // The output directory is taken first: a second receive into it fails before it
+    // connects to anyone.
+    let mut work = ReceiveWork::open(target, options)?;
     let address = SocketAddr::new(target.ip, options.port);
     let mut stream = connect(address, options.connect_timeout)?;
     let _ = stream.set_nodelay(true);
     let clock = Clock::new();
-    let (mut session, mut work) = start_session(target, options, &clock)?;
+    let mut session = new_session(target, options, &clock)?;
     let mut traffic = Traffic::default();
     let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
         work.pump(session, clock.now(), reporter)
@@ -93,32 +97,27 @@ pub fn connect_error(address: SocketAddr, e: &std::io::Error) -> DriverError {
 }
 
 /// A new receiver session for `target` and the work that keeps its output directory
-/// (opened here). Every driver uses the pair.
+/// (opened, and held exclusively, here). Every driver uses the pair.
 pub fn start_session(
     target: &ConnectionString,
     options: &ReceiveOptions,
     clock: &Clock,
 ) -> Result<(ReceiverSession, ReceiveWork), DriverError> {
-    let sink = Sink::new(&options.out_dir)?;
-    let session = ReceiverSession::new(
+    let work = ReceiveWork::open(target, options)?;
+    Ok((new_session(target, options, clock)?, work))
+}
+
+fn new_session(
+    target: &ConnectionString,
+    options: &ReceiveOptions,
+    clock: &Clock,
+) -> Result<ReceiverSession, DriverError> {
+    Ok(ReceiverSession::new(
         options.config.clone(),
         target.token.clone(),
         &mut OsEntropy,
         clock.now(),
-    )?;
-    let work = ReceiveWork {
-        checkpoints: Checkpointer::new(sink.root().to_owned()),
-        sink,
-        lock: None,
-        summary: ReceiveSummary::default(),
-        failures: Vec::new(),
-        files_done: 0,
-        claimed_final: BTreeSet::new(),
-        overwrite: options.overwrite,
-        sender_ip: target.ip.to_string(),
-        started: Instant::now(),
-    };
-    Ok((session, work))
+    )?)
 }
 
 /// The receiver's side of one session outside the socket: the output directory, the lock
@@ -138,6 +137,26 @@ pub struct ReceiveWork {
 }
 
 impl ReceiveWork {
+    /// Opens (creating it if needed) and takes the output directory for a receive from
+    /// `target`; a temporary lock file a killed run left there is removed.
+    pub fn open(target: &ConnectionString, options: &ReceiveOptions) -> Result<Self, DriverError> {
+        let sink = Sink::new(&options.out_dir)?;
+        LockFile::remove_stale_temporary(sink.dir())
+            .map_err(|e| DriverError::Disk(format!("{}: {e}", sink.root().display())))?;
+        Ok(ReceiveWork {
+            checkpoints: Checkpointer::new(sink.dir())?,
+            sink,
+            lock: None,
+            summary: ReceiveSummary::default(),
+            failures: Vec::new(),
+            files_done: 0,
+            claimed_final: BTreeSet::new(),
+            overwrite: options.overwrite,
+            sender_ip: target.ip.to_string(),
+            started: Instant::now(),
+        })
+    }
+
     /// Carries out every pending disk command of `session` and reports its events.
     pub fn pump(
         &mut self,
@@ -166,7 +185,7 @@ impl ReceiveWork {
                             continue;
                         };
                         let mut buf = vec![0u8; len];
-                        let result = self.sink.read(&item, offset, &mut buf);
+                        let result = self.sink.read(entry, &item, offset, &mut buf);
                         if let Ok(n) = &result {
                             session.read_buffer(id)[..*n].copy_from_slice(&buf[..*n]);
                         }
@@ -211,13 +230,13 @@ impl ReceiveWork {
                         let Some(item) = manifest.get(entry) else {
                             continue;
                         };
-                        self.sink
-                            .create_dir(&item)
-                            .map_err(|error| TransferError::Disk {
+                        self.sink.create_dir(entry, &item).map_err(|error| {
+                            TransferError::Disk {
                                 op: "writing",
                                 path: path_of(entry),
                                 error,
-                            })?;
+                            }
+                        })?;
                     }
                     DiskCommand::Checkpoint { changed } => {
                         // The snapshot claims only writes already done; the checkpoint
@@ -289,6 +308,10 @@ impl ReceiveWork {
                             session.cancel(&reason);
                             return Err(DriverError::Disk(reason));
                         }
+                        if let Err(error) = check_space(session, &mut self.sink, bytes_to_send) {
+                            session.cancel("the receiver does not have the space for this batch");
+                            return Err(error);
+                        }
                         reporter.start(skipped + resumed + fresh, bytes_to_send);
                     }
                     TransferEvent::Progress { bytes } => {
@@ -340,7 +363,7 @@ impl ReceiveWork {
                 session.error().cloned().unwrap_or(TransferError::PeerEnded),
             ));
         }
-        self.sink.finish()?;
+        self.sink.finish(session.manifest())?;
         if !self.failures.is_empty() {
             return Err(DriverError::Unverified {
                 failed: self.failures.len() as u64,
@@ -353,7 +376,7 @@ impl ReceiveWork {
                     .join(", "),
             });
         }
-        LockFile::remove(self.sink.root())
+        LockFile::remove(self.sink.dir())
             .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
         self.summary.elapsed = self.started.elapsed();
         Ok(self.summary)
@@ -367,6 +390,60 @@ fn hex_id() -> String {
     hex::encode(id)
 }
 
+/// Refuses a batch whose remaining bytes do not fit in the free space of the output file
+/// system, before any data moves. The `.part` files of files sent afresh are counted as
+/// free: they are replaced.
+fn check_space(session: &ReceiverSession, sink: &mut Sink, needed: u64) -> Result<(), DriverError> {
+    let unknowable = |e: std::io::Error| {
+        DriverError::Disk(format!(
+            "cannot tell the free space of {}: {e}",
+            sink.root().display()
+        ))
+    };
+    let free = free_space(sink.dir()).map_err(unknowable)?;
+    if needed <= free {
+        return Ok(());
+    }
+    let manifest = session.manifest();
+    let replaced: u64 = (0..manifest.len())
+        .filter(|&i| session.progress(i).is_some_and(|p| p.verified_bytes == 0))
+        .filter_map(|i| manifest.get(i))
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| match sink.local(&e) {
+            Some((len, true)) => Some(len),
+            _ => None,
+        })
+        .sum();
+    if needed <= free.saturating_add(replaced) {
+        return Ok(());
+    }
+    Err(DriverError::Disk(format!(
+        "not enough space in {}: the batch needs {} ({needed} bytes) more, but only {} ({} bytes) are free",
+        sink.root().display(),
+        human_size(needed),
+        human_size(free.saturating_add(replaced)),
+        free.saturating_add(replaced),
+    )))
+}
+
+/// Refuses a file larger than the output file system can hold (FAT's 4 GiB, say).
+fn check_file_sizes(manifest: &Manifest, sink: &Sink) -> Result<(), DriverError> {
+    let Some(limit) = max_file_size(sink.dir()) else {
+        return Ok(());
+    };
+    match manifest.iter().find(|e| e.size > limit) {
+        Some(entry) => Err(DriverError::Disk(format!(
+            "{} is {} ({} bytes), more than the file system of {} can hold in one file ({} bytes)",
+            entry.path,
+            human_size(entry.size),
+            entry.size,
+            sink.root().display(),
+            limit
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Decides what is already here (from the lock file and the directory) and accepts the
 /// batch claiming it; refuses a batch that would overwrite different files.
 fn offer(
@@ -378,6 +455,10 @@ fn offer(
     now: ferry_core::Timestamp,
 ) -> Result<Option<LockFile>, DriverError> {
     let manifest = session.manifest().clone();
+    if let Err(error) = check_file_sizes(&manifest, sink) {
+        session.cancel("the receiver's file system cannot hold a file this large");
+        return Err(error);
+    }
     let conflicts = sink.conflicts(&manifest);
     if !conflicts.is_empty() && !overwrite {
         let names = conflicts
@@ -394,16 +475,24 @@ fn offer(
         session.cancel(&reason);
         return Err(DriverError::Disk(reason));
     }
-    let lock = match LockFile::load(sink.root()) {
+    let lock = match LockFile::load(sink.dir()) {
         Ok(Some(lock)) if lock.batch == fingerprint(&manifest) => Some(lock),
         Ok(Some(_)) => {
             reporter.info("Ignoring the lock file: it belongs to another batch");
             None
         }
         Ok(None) => None,
-        Err(reason) => {
+        Err(LockProblem::Unusable(reason)) => {
             reporter.info(&format!("Ignoring the lock file: {reason}"));
             None
+        }
+        Err(LockProblem::Refused(why)) => {
+            let reason = format!(
+                "{}: {why}; remove it and run the command again",
+                sink.root().join(crate::lock::LOCK_NAME).display()
+            );
+            session.cancel("the receiver cannot use its output directory");
+            return Err(DriverError::Disk(reason));
         }
     };
     let mut local = Vec::new();

@@ -1,17 +1,26 @@
 //! The receiver's output directory: `.part` files beside their final names, commits by
-//! rename after verification, durability in batches, and no path that leaves the
-//! directory or follows a symlink found there.
+//! rename after verification, durability in batches, and nothing in the directory that
+//! can be turned against the receiver.
+//!
+//! One receive at a time holds the directory (an exclusive lock for the whole run). Every
+//! name is reached through directory handles opened without following links
+//! ([`crate::os::dir`]); a `.part` file is created exclusively (mode 0600) and written
+//! only through the handle this run created or verified, and it is renamed into place
+//! only if the name still refers to that same file.
 
-use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::collections::HashMap;
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use ferry_core::transfer::{DiskError, Entry, EntryKind, Manifest};
 
 use crate::error::{DriverError, disk_error};
+use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, refused};
+use crate::os::meta::{allowed_mode, umask};
+use crate::os::sync::{WRITE_BEHIND, sync_filesystem, write_behind};
 
 /// The suffix of a file still being received.
 pub const PART_SUFFIX: &str = ".part";
@@ -19,140 +28,188 @@ pub const PART_SUFFIX: &str = ".part";
 /// Writes a batch under one directory.
 #[derive(Debug)]
 pub struct Sink {
-    root: PathBuf,
+    root: Dir,
+    root_path: PathBuf,
+    _exclusive: DirLock,
+    umask: u32,
+    /// The parent directory of the entry touched last, by its path relative to the root.
+    parent: Option<(String, Dir)>,
+    /// The `.part` file being written.
     open: Option<(usize, File)>,
+    /// The local copy being read for the resume check.
+    reading: Option<(usize, File)>,
+    /// `.part` files this run created or verified: only these are written or renamed.
+    known: HashMap<usize, FileId>,
     /// Where the open file's next write-behind step is due.
     behind_mark: u64,
     /// Files written since the last sync, and directories whose entries changed.
     dirty: bool,
-    /// Directory modes to apply once everything inside them is written.
-    dir_modes: Vec<(PathBuf, u32)>,
-    /// Entries whose final file was already there and is ours to replace.
-    replaceable: BTreeSet<usize>,
+    /// Directory entries, to be given their modes once everything inside them is written.
+    dirs: Vec<usize>,
+    /// Per entry: its existing final file was ours or may be replaced (`--overwrite`).
+    replaceable: Vec<bool>,
 }
 
-fn refuse(path: &Path, why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!("{}: {why}", path.display()),
-    )
+/// `path` split into its parent directory (empty for the top level) and its name.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+fn part_name(name: &str) -> String {
+    format!("{name}{PART_SUFFIX}")
 }
 
 impl Sink {
-    /// A sink writing under `root`, which is created if missing.
+    /// A sink writing under `root`, which is created if missing, and held exclusively
+    /// until the sink is dropped: a second receive into the same directory fails at once.
     pub fn new(root: &Path) -> Result<Self, DriverError> {
-        fs::create_dir_all(root)
+        std::fs::create_dir_all(root)
             .map_err(|e| DriverError::Disk(format!("cannot create {}: {e}", root.display())))?;
-        let root = root
-            .canonicalize()
+        let dir = Dir::open_path(root)
             .map_err(|e| DriverError::Disk(format!("cannot open {}: {e}", root.display())))?;
+        let exclusive = dir
+            .try_lock()
+            .map_err(|e| DriverError::Disk(format!("cannot lock {}: {e}", root.display())))?
+            .ok_or_else(|| {
+                DriverError::Disk(format!(
+                    "{} is in use by another ferry receive; wait for it to end, or receive into another directory (-o)",
+                    root.display()
+                ))
+            })?;
         Ok(Sink {
-            root,
+            root: dir,
+            root_path: root.to_owned(),
+            _exclusive: exclusive,
+            umask: umask(),
+            parent: None,
             open: None,
+            reading: None,
+            known: HashMap::new(),
             behind_mark: WRITE_BEHIND,
             dirty: false,
-            dir_modes: Vec::new(),
-            replaceable: BTreeSet::new(),
+            dirs: Vec::new(),
+            replaceable: Vec::new(),
         })
     }
 
-    /// The directory everything goes into.
+    /// The directory everything goes into, as the user named it.
     pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// A handle on the directory everything goes into.
+    pub fn dir(&self) -> &Dir {
         &self.root
     }
 
-    /// The final location of `entry`. The core has already refused every path that is
-    /// absolute or has `..`; the check here is a second line of defence.
-    pub fn target(&self, entry: &Entry<'_>) -> io::Result<PathBuf> {
-        let relative = Path::new(entry.path);
-        if relative
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return Err(refuse(relative, "not a plain relative path"));
+    /// `relative` (a path inside the root) with the root in front, for messages.
+    fn shown(&self, relative: &str) -> String {
+        self.root_path.join(relative).display().to_string()
+    }
+
+    /// An error about `relative`, naming it.
+    fn about(&self, relative: &str, error: io::Error) -> io::Error {
+        io::Error::new(error.kind(), format!("{}: {error}", self.shown(relative)))
+    }
+
+    /// The directory holding `path`, opened component by component without following
+    /// links; missing ones are created when `create` is set, else `None`.
+    fn parent(&mut self, path: &str, create: bool) -> io::Result<Option<&Dir>> {
+        let (parent, _) = split(path);
+        if parent.is_empty() {
+            return Ok(Some(&self.root));
         }
-        Ok(self.root.join(relative))
-    }
-
-    fn part_path(target: &Path) -> PathBuf {
-        let mut name = target.as_os_str().to_owned();
-        name.push(PART_SUFFIX);
-        PathBuf::from(name)
-    }
-
-    /// Creates the directories above `target` inside the root, refusing any that exists
-    /// as a symlink or a non-directory.
-    fn ensure_parents(&self, target: &Path) -> io::Result<()> {
-        let relative = target
-            .strip_prefix(&self.root)
-            .map_err(|_| refuse(target, "outside the output directory"))?;
-        let mut at = self.root.clone();
-        if let Some(parent) = relative.parent() {
-            for component in parent.components() {
-                at.push(component);
-                match fs::symlink_metadata(&at) {
-                    Ok(meta) if meta.file_type().is_symlink() => {
-                        return Err(refuse(&at, "is a symbolic link; not following it"));
+        if self.parent.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.parent = None;
+            let mut at: Option<Dir> = None;
+            let mut walked = 0;
+            for name in parent.split('/') {
+                walked += name.len() + usize::from(walked > 0);
+                let here = at.as_ref().unwrap_or(&self.root);
+                let next = match here.open_dir(name) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                        match here.make_dir(name) {
+                            Ok(()) => self.dirty = true,
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                            Err(e) => return Err(self.about(&parent[..walked], e)),
+                        }
+                        here.open_dir(name)
                     }
-                    Ok(meta) if !meta.is_dir() => {
-                        return Err(refuse(&at, "exists and is not a directory"));
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&at)?,
-                    Err(e) => return Err(e),
-                }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    other => other,
+                };
+                at = Some(next.map_err(|e| self.about(&parent[..walked], e))?);
             }
+            self.parent = at.map(|dir| (parent.to_owned(), dir));
         }
-        Ok(())
+        Ok(self.parent.as_ref().map(|(_, dir)| dir))
     }
 
     /// What exists locally for `entry`: `(bytes, is_partial)` of its `.part` file, or of its
-    /// final file if there is no `.part`. Symlinks count as nothing.
-    pub fn local(&self, entry: &Entry<'_>) -> Option<(u64, bool)> {
-        let target = self.target(entry).ok()?;
-        let regular = |p: &Path| {
-            fs::symlink_metadata(p)
-                .ok()
-                .filter(|m| m.file_type().is_file())
-                .map(|m| m.len())
+    /// final file if there is no `.part`. Links and anything else count as nothing.
+    pub fn local(&mut self, entry: &Entry<'_>) -> Option<(u64, bool)> {
+        let (_, name) = split(entry.path);
+        let dir = self.parent(entry.path, false).ok()??;
+        let regular = |name: &str| match dir.stat(name) {
+            Ok(Some(Found {
+                kind: Kind::File { len, .. },
+                ..
+            })) => Some(len),
+            _ => None,
         };
-        regular(&Sink::part_path(&target))
+        regular(&part_name(name))
             .map(|n| (n, true))
-            .or_else(|| regular(&target).map(|n| (n, false)))
+            .or_else(|| regular(name).map(|n| (n, false)))
     }
 
     /// Marks an entry whose existing final file may be replaced (it was ours, or the user
     /// allowed overwriting).
     pub fn allow_replace(&mut self, entry: usize) {
-        self.replaceable.insert(entry);
+        if self.replaceable.len() <= entry {
+            self.replaceable.resize(entry + 1, false);
+        }
+        self.replaceable[entry] = true;
     }
 
-    fn file_for_write(&mut self, index: usize, entry: &Entry<'_>) -> io::Result<&File> {
-        if self.open.as_ref().is_none_or(|(e, _)| *e != index) {
-            let target = self.target(entry)?;
-            self.ensure_parents(&target)?;
-            let file = OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(Sink::part_path(&target))?;
-            self.open = Some((index, file));
-        }
-        match &self.open {
-            Some((_, file)) => Ok(file),
-            None => Err(io::Error::other("no open file")),
-        }
+    fn may_replace(&self, entry: usize) -> bool {
+        self.replaceable.get(entry).copied().unwrap_or(false)
     }
 
-    /// Where the write-behind step of `index` is due: a file not open yet starts afresh.
-    fn behind_mark_for(&self, index: usize) -> u64 {
-        match &self.open {
-            Some((open, _)) if *open == index => self.behind_mark,
-            _ => WRITE_BEHIND,
-        }
+    /// The `.part` file of `index` opened for writing at `offset`: a fresh attempt
+    /// (offset 0) replaces whatever file is there with a new one, created exclusively; a
+    /// resumed one must still be the file this run verified.
+    fn open_part(&mut self, index: usize, path: &str, offset: u64) -> io::Result<File> {
+        let (_, name) = split(path);
+        let part = part_name(name);
+        let known = self.known.get(&index).copied();
+        let dir = self
+            .parent(path, true)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let opened = if offset == 0 {
+            match dir.stat(&part)?.map(|f| f.kind) {
+                Some(Kind::File { .. }) => dir.remove_file(&part)?,
+                Some(Kind::Link) => return Err(refused("is a symbolic link; not following it")),
+                Some(_) => return Err(refused("exists and is not a regular file")),
+                None => {}
+            }
+            dir.create_new(&part).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    refused("appeared while it was being created; is something else writing here?")
+                } else {
+                    e
+                }
+            })?
+        } else {
+            let file = dir.open_file(&part, true)?;
+            if known != Some(file_id(&file)?) {
+                return Err(refused(
+                    "was replaced since it was verified; is something else writing here?",
+                ));
+            }
+            file
+        };
+        self.known.insert(index, file_id(&opened)?);
+        Ok(opened)
     }
 
     /// Writes `data` at `offset` of the entry's `.part` file.
@@ -163,106 +220,178 @@ impl Sink {
         offset: u64,
         data: &[u8],
     ) -> Result<(), DiskError> {
-        let mark = self.behind_mark_for(index);
-        let file = self
-            .file_for_write(index, entry)
-            .map_err(|e| disk_error(&e))?;
-        file.write_all_at(data, offset)
-            .map_err(|e| disk_error(&e))?;
-        let end = offset + data.len() as u64;
-        let due = end >= mark;
-        if due {
-            write_behind(file, mark);
+        if self.open.as_ref().is_none_or(|(e, _)| *e != index) {
+            let file = self
+                .open_part(index, entry.path, offset)
+                .map_err(|e| disk_error(&self.about(&part_name(entry.path), e)))?;
+            self.open = Some((index, file));
+            self.behind_mark = WRITE_BEHIND;
         }
-        self.dirty = true;
-        if due {
+        let Some((_, file)) = &self.open else {
+            return Err(disk_error(&io::Error::other("no open file")));
+        };
+        file.write_all_at(data, offset)
+            .map_err(|e| disk_error(&self.about(&part_name(entry.path), e)))?;
+        let end = offset + data.len() as u64;
+        if end >= self.behind_mark {
+            write_behind(file, self.behind_mark);
             self.behind_mark = end - end % WRITE_BEHIND + WRITE_BEHIND;
         }
+        self.dirty = true;
         Ok(())
     }
 
     /// Reads the local copy of `entry` (its `.part`, else its final file) for the core's
-    /// resume check.
+    /// resume check. A `.part` read here is the one later writes must find again.
     pub fn read(
         &mut self,
+        index: usize,
         entry: &Entry<'_>,
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, DiskError> {
-        let target = self.target(entry).map_err(|e| disk_error(&e))?;
-        let part = Sink::part_path(&target);
-        let path = if part.exists() { part } else { target };
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|e| disk_error(&e))?;
+        if self.reading.as_ref().is_none_or(|(e, _)| *e != index) {
+            self.reading = None;
+            let opened = self
+                .open_local(index, entry.path)
+                .map_err(|e| disk_error(&self.about(entry.path, e)))?;
+            self.reading = Some((index, opened));
+        }
+        let Some((_, file)) = &self.reading else {
+            return Err(disk_error(&io::Error::other("no open file")));
+        };
         let mut filled = 0;
         while filled < buf.len() {
             match file.read_at(&mut buf[filled..], offset + filled as u64) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(disk_error(&e)),
+                Err(e) => return Err(disk_error(&self.about(entry.path, e))),
             }
         }
         Ok(filled)
     }
 
+    fn open_local(&mut self, index: usize, path: &str) -> io::Result<File> {
+        let (_, name) = split(path);
+        let dir = self
+            .parent(path, false)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        match dir.open_file(&part_name(name), false) {
+            Ok(file) => {
+                // A .part with other names could be written through them: not ours.
+                use std::os::unix::fs::MetadataExt;
+                if file.metadata()?.nlink() > 1 {
+                    return Err(refused("has other names (hard links); not resuming it"));
+                }
+                self.known.insert(index, file_id(&file)?);
+                Ok(file)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => dir.open_file(name, false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Gives a verified entry its final name, mode and mtime. The rename is durable at the
     /// next [`Sink::sync`].
     pub fn commit(&mut self, index: usize, entry: &Entry<'_>) -> Result<(), DiskError> {
-        let target = self.target(entry).map_err(|e| disk_error(&e))?;
-        let part = Sink::part_path(&target);
-        if self.open.as_ref().is_some_and(|(e, _)| *e == index) {
-            self.open = None;
-        }
-        let times = |path: &Path| -> io::Result<()> {
-            let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
-            let file = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)?;
-            file.set_modified(when)?;
-            fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))
+        let open = match self.open.take() {
+            Some((e, file)) if e == index => Some(file),
+            other => {
+                self.open = other;
+                None
+            }
         };
-        let result = (|| -> io::Result<()> {
-            self.ensure_parents(&target)?;
-            match fs::symlink_metadata(&target) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(refuse(&target, "is a symbolic link; not replacing it"));
-                }
-                Ok(meta) if meta.is_dir() => return Err(refuse(&target, "exists as a directory")),
-                Ok(_) if part.exists() && !self.replaceable.contains(&index) => {
-                    return Err(refuse(
-                        &target,
+        if self.reading.as_ref().is_some_and(|(e, _)| *e == index) {
+            self.reading = None;
+        }
+        self.dirty = true;
+        self.commit_file(index, entry, open)
+            .map_err(|e| disk_error(&self.about(entry.path, e)))
+    }
+
+    fn commit_file(
+        &mut self,
+        index: usize,
+        entry: &Entry<'_>,
+        open: Option<File>,
+    ) -> io::Result<()> {
+        let (_, name) = split(entry.path);
+        let part = part_name(name);
+        let known = self.known.remove(&index);
+        let replaceable = self.may_replace(index);
+        let umask = self.umask;
+        let dir = self
+            .parent(entry.path, true)?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let finish = |file: &File| -> io::Result<()> {
+            let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
+            file.set_modified(when)?;
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(allowed_mode(
+                entry.mode, umask,
+            )))
+        };
+        let target = dir.stat(name)?.map(|f| f.kind);
+        match target {
+            Some(Kind::Link) => return Err(refused("is a symbolic link; not replacing it")),
+            Some(Kind::Dir) => return Err(refused("exists as a directory")),
+            Some(Kind::Other) => return Err(refused("exists and is not a regular file")),
+            _ => {}
+        }
+        match dir.stat(&part)? {
+            Some(Found {
+                kind: Kind::File { .. },
+                id,
+            }) if entry.size > 0 => {
+                if target.is_some() && !replaceable {
+                    return Err(refused(
                         "exists and differs; not overwriting it (use --overwrite)",
                     ));
                 }
-                _ => {}
-            }
-            if part.exists() {
+                let file = match open {
+                    Some(file) => file,
+                    None => dir.open_file(&part, true)?,
+                };
+                if known != Some(id) || file_id(&file)? != id {
+                    return Err(refused(&format!(
+                        "{part} was replaced while it was being received; is something else writing here?"
+                    )));
+                }
                 // A .part left by an older, longer attempt keeps no stale tail.
-                OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&part)?
-                    .set_len(entry.size)?;
-                times(&part)?;
-                fs::rename(&part, &target)?;
-            } else if fs::symlink_metadata(&target).is_err() {
-                // An empty file: nothing was written, so create it now.
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)?;
-                times(&target)?;
+                file.set_len(entry.size)?;
+                finish(&file)?;
+                dir.rename(&part, name)?;
+                if dir.stat(name)?.map(|f| f.id) != Some(id) {
+                    return Err(refused(&format!(
+                        "{part} was replaced while it was being renamed; is something else writing here?"
+                    )));
+                }
             }
-            Ok(())
-        })();
-        self.dirty = true;
-        result.map_err(|e| disk_error(&e))
+            Some(Found {
+                kind: Kind::File { .. },
+                ..
+            }) => {
+                // An empty file needs no .part: whatever has that name is stale.
+                dir.remove_file(&part)?;
+                if target.is_none() {
+                    finish(&dir.create_new(name)?)?;
+                }
+            }
+            Some(_) => return Err(refused(&format!("{part} is not a regular file"))),
+            None if target.is_none() && entry.size == 0 => {
+                // An empty file: nothing was written, so create it now.
+                finish(&dir.create_new(name)?)?;
+            }
+            None if target.is_none() => {
+                return Err(refused(&format!(
+                    "{part} disappeared before it could be committed; is something else writing here?"
+                )));
+            }
+            // Complete here already, and verified.
+            None => {}
+        }
+        Ok(())
     }
 
     /// Throws away the entry's `.part` file (it failed verification).
@@ -270,58 +399,92 @@ impl Sink {
         if self.open.as_ref().is_some_and(|(e, _)| *e == index) {
             self.open = None;
         }
-        let target = self.target(entry).map_err(|e| disk_error(&e))?;
-        match fs::remove_file(Sink::part_path(&target)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(disk_error(&e)),
+        if self.reading.as_ref().is_some_and(|(e, _)| *e == index) {
+            self.reading = None;
         }
+        self.known.remove(&index);
+        let (_, name) = split(entry.path);
+        let removed = match self.parent(entry.path, false) {
+            Ok(Some(dir)) => dir.remove_file(&part_name(name)),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.dirty = true;
+        removed.map_err(|e| disk_error(&self.about(entry.path, e)))
     }
 
     /// Creates a directory entry; its mode is applied at [`Sink::finish`], so that a
     /// read-only directory can still be filled.
-    pub fn create_dir(&mut self, entry: &Entry<'_>) -> Result<(), DiskError> {
-        let target = self.target(entry).map_err(|e| disk_error(&e))?;
-        let result =
-            self.ensure_parents(&target)
-                .and_then(|()| match fs::symlink_metadata(&target) {
-                    Ok(meta) if meta.file_type().is_symlink() => {
-                        Err(refuse(&target, "is a symbolic link; not following it"))
+    pub fn create_dir(&mut self, index: usize, entry: &Entry<'_>) -> Result<(), DiskError> {
+        let (_, name) = split(entry.path);
+        let result = self.parent(entry.path, true).and_then(|dir| {
+            let dir = dir.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+            match dir.make_dir(name) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match dir.stat(name)?.map(|f| f.kind) {
+                        Some(Kind::Dir) => Ok(()),
+                        Some(Kind::Link) => Err(refused("is a symbolic link; not following it")),
+                        _ => Err(refused("exists and is not a directory")),
                     }
-                    Ok(meta) if meta.is_dir() => Ok(()),
-                    Ok(_) => Err(refuse(&target, "exists and is not a directory")),
-                    Err(_) => fs::create_dir(&target),
-                });
-        result.map_err(|e| disk_error(&e))?;
-        self.dir_modes.push((target, entry.mode));
+                }
+                Err(e) => Err(e),
+            }
+        });
+        self.dirty = true;
+        result.map_err(|e| disk_error(&self.about(entry.path, e)))?;
+        self.dirs.push(index);
         Ok(())
     }
 
-    /// Makes everything written and renamed so far durable: one `syncfs` for the whole
-    /// file system rather than one fsync per file.
+    /// Makes everything written and renamed so far durable: one sync for the whole file
+    /// system rather than one per file.
     pub fn sync(&mut self) -> Result<(), DriverError> {
         if !self.dirty {
             return Ok(());
         }
-        sync_filesystem(&self.root)?;
+        sync_filesystem(&self.root).map_err(|e| {
+            DriverError::Disk(format!("cannot sync {}: {e}", self.root_path.display()))
+        })?;
         self.dirty = false;
         Ok(())
     }
 
     /// Applies directory modes, deepest first, once the batch is in place.
-    pub fn finish(&mut self) -> Result<(), DriverError> {
-        self.dir_modes.sort_by(|a, b| b.0.cmp(&a.0));
-        for (path, mode) in self.dir_modes.drain(..) {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| {
-                DriverError::Disk(format!("cannot set the mode of {}: {e}", path.display()))
+    pub fn finish(&mut self, manifest: &Manifest) -> Result<(), DriverError> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by(|a, b| {
+            let path = |i: &usize| manifest.get(*i).map_or("", |e| e.path);
+            path(b).cmp(path(a))
+        });
+        for index in dirs {
+            let Some(entry) = manifest.get(index) else {
+                continue;
+            };
+            let (_, name) = split(entry.path);
+            let mode = allowed_mode(entry.mode, self.umask);
+            let applied = self.parent(entry.path, false).and_then(|parent| {
+                let dir = parent
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
+                    .open_dir(name)?;
+                use std::os::unix::fs::PermissionsExt;
+                dir.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(mode))
+            });
+            applied.map_err(|e| {
+                DriverError::Disk(format!(
+                    "cannot set the mode of {}: {e}",
+                    self.shown(entry.path)
+                ))
             })?;
         }
+        self.dirty = true;
         self.sync()
     }
 
     /// Entries of `manifest` whose final file exists with another size: they would be
     /// overwritten by this batch.
-    pub fn conflicts(&self, manifest: &Manifest) -> Vec<String> {
+    pub fn conflicts(&mut self, manifest: &Manifest) -> Vec<String> {
         manifest
             .iter()
             .filter(|e| e.kind == EntryKind::File)
@@ -329,34 +492,4 @@ impl Sink {
             .map(|e| e.path.to_owned())
             .collect()
     }
-}
-
-/// How far behind the newest write a large file's pages are handed to the disk.
-const WRITE_BEHIND: u64 = 4 << 20;
-
-/// Streams a large file to the disk as it is written instead of leaving it all to the
-/// next checkpoint's `syncfs`, and keeps the page cache from filling with a transfer's
-/// worth of pages: `POSIX_FADV_DONTNEED` starts writeback of the dirty pages it is given
-/// and drops the clean ones. Called as the file passes `mark`, it starts the newest
-/// window and drops the one two windows back, written out by then. Durability is still
-/// claimed only after `syncfs` (the lock file); this only spreads the disk's work out.
-fn write_behind(file: &File, mark: u64) {
-    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-    let window = WRITE_BEHIND as i64;
-    let mark = i64::try_from(mark).unwrap_or(i64::MAX);
-    for start in [mark - window, mark - 3 * window] {
-        if start >= 0 {
-            // Advice only: a refusal costs speed, never data.
-            let _ = posix_fadvise(file, start, window, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-        }
-    }
-}
-
-/// Makes everything written on the file system holding `root` durable (`syncfs`).
-pub fn sync_filesystem(root: &Path) -> Result<(), DriverError> {
-    let failed = |e: &dyn std::fmt::Display| {
-        DriverError::Disk(format!("cannot sync {}: {e}", root.display()))
-    };
-    let dir = File::open(root).map_err(|e| failed(&e))?;
-    nix::unistd::syncfs(&dir).map_err(|e| failed(&e))
 }

@@ -6,6 +6,7 @@ use ferry_core::transfer::{
 };
 use ferry_std::checkpoint::Checkpointer;
 use ferry_std::lock::{HexHash, LOCK_NAME, LockFile, LockStatus};
+use ferry_std::os::dir::Dir;
 
 fn manifest(files: usize) -> Manifest {
     let entries: Vec<ManifestEntry> = (0..files)
@@ -19,6 +20,10 @@ fn manifest(files: usize) -> Manifest {
         })
         .collect();
     Manifest::from_entries(&entries, &ManifestLimits::default()).unwrap()
+}
+
+fn open(path: &std::path::Path) -> Dir {
+    Dir::open_path(path).unwrap()
 }
 
 fn read_json(root: &std::path::Path) -> serde_json::Value {
@@ -45,7 +50,7 @@ fn the_lock_is_written_in_the_seed_schema_and_read_back() {
             sha256: Some([0x01; 32]),
         },
     );
-    lock.save(dir.path()).unwrap();
+    lock.save(&open(dir.path())).unwrap();
     let json = read_json(dir.path());
     for field in [
         "version",
@@ -67,7 +72,7 @@ fn the_lock_is_written_in_the_seed_schema_and_read_back() {
     assert!(partial.get("original_hash").is_none());
     assert_eq!(json["files"]["f00002"]["transferred_bytes"], 0);
 
-    let loaded = LockFile::load(dir.path()).unwrap().unwrap();
+    let loaded = LockFile::load(&open(dir.path())).unwrap().unwrap();
     assert_eq!(loaded, lock);
     let entry = loaded.files["f00001"];
     assert_eq!(entry.status, LockStatus::InProgress);
@@ -78,7 +83,7 @@ fn the_lock_is_written_in_the_seed_schema_and_read_back() {
 fn a_lock_with_a_malformed_hash_is_reported_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let mut lock = LockFile::new(&manifest(1), "abc".into(), "127.0.0.1".into());
-    lock.save(dir.path()).unwrap();
+    lock.save(&open(dir.path())).unwrap();
     let text = std::fs::read_to_string(dir.path().join(LOCK_NAME)).unwrap();
     let broken = text.replace(
         "\"transferred_bytes\":0",
@@ -86,15 +91,15 @@ fn a_lock_with_a_malformed_hash_is_reported_as_corrupt() {
     );
     assert_ne!(broken, text);
     std::fs::write(dir.path().join(LOCK_NAME), broken).unwrap();
-    let error = LockFile::load(dir.path()).unwrap_err();
-    assert!(error.contains("corrupt"), "{error}");
+    let error = LockFile::load(&open(dir.path())).unwrap_err();
+    assert!(error.to_string().contains("corrupt"), "{error}");
 }
 
 #[test]
 fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut lock = LockFile::new(&manifest(2), "abc".into(), "127.0.0.1".into());
-    let mut checkpoints = Checkpointer::new(dir.path().to_owned());
+    let mut checkpoints = Checkpointer::new(&open(dir.path())).unwrap();
     for verified_bytes in [1024, 2048, 4096] {
         lock.update(
             "f00000",

@@ -1,0 +1,246 @@
+//! Files and directories reached relative to a directory handle, never through a link.
+//!
+//! A receiver's output folder may be shared with other users and programs. Every file and
+//! directory Ferry creates, opens, renames or removes inside it is named relative to a
+//! handle of its parent directory, and that handle was itself opened without following
+//! a link. A link planted, or swapped in, at any name is then refused rather than
+//! followed; new files are created exclusively, so nothing that appeared meanwhile is
+//! ever written through.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+/// An open directory. Names given to its methods are single components (no `/`).
+#[derive(Debug)]
+pub struct Dir {
+    file: File,
+}
+
+/// What a name in a directory is, found without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file of this many bytes.
+    File {
+        /// Its length.
+        len: u64,
+        /// Other names (hard links) it has besides this one.
+        other_links: bool,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Link,
+    /// Anything else: a FIFO, a socket, a device.
+    Other,
+}
+
+/// Which file an open handle or a name refers to: equal ids, the same file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+/// A name found in a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// What it is.
+    pub kind: Kind,
+    /// Which file it is.
+    pub id: FileId,
+}
+
+/// An exclusive lock on a directory, held until dropped (or the process ends, even by
+/// `kill -9`).
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: Flock<File>,
+}
+
+fn io_error(errno: Errno) -> io::Error {
+    io::Error::from_raw_os_error(errno as i32)
+}
+
+/// Why a name cannot be used, as an error that says so in words.
+pub fn refused(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why.to_owned())
+}
+
+impl Dir {
+    /// Opens the directory at `path`, following links in it: the path is the user's own
+    /// choice (`-o ~/incoming` may well be a link).
+    pub fn open_path(path: &Path) -> io::Result<Dir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_error)?;
+        Ok(Dir {
+            file: File::from(fd),
+        })
+    }
+
+    /// A second handle on the same directory (for another thread).
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            file: self.file.try_clone()?,
+        })
+    }
+
+    /// The directory as an open file: for its metadata, mode and times.
+    pub fn as_file(&self) -> &File {
+        &self.file
+    }
+
+    /// What `name` is, without following it; `None` if nothing has that name.
+    pub fn stat(&self, name: &str) -> io::Result<Option<Found>> {
+        let stat = match fstatat(&self.file, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(io_error(errno)),
+        };
+        let format = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        let kind = if format == SFlag::S_IFREG {
+            Kind::File {
+                len: u64::try_from(stat.st_size).unwrap_or(0),
+                other_links: stat.st_nlink > 1,
+            }
+        } else if format == SFlag::S_IFDIR {
+            Kind::Dir
+        } else if format == SFlag::S_IFLNK {
+            Kind::Link
+        } else {
+            Kind::Other
+        };
+        #[allow(clippy::useless_conversion)] // the field types differ between systems
+        let id = FileId {
+            device: u64::from(stat.st_dev),
+            inode: u64::from(stat.st_ino),
+        };
+        Ok(Some(Found { kind, id }))
+    }
+
+    /// Explains why `name` could not be opened as `wanted`, in words, when the cause is
+    /// something in the way (a link, a file where a directory should be).
+    fn explain(&self, name: &str, errno: Errno, wanted: Kind) -> io::Error {
+        match self.stat(name) {
+            Ok(Some(found)) => match (found.kind, wanted) {
+                (Kind::Link, _) => refused("is a symbolic link; not following it"),
+                (Kind::Dir, Kind::File { .. }) => refused("is a directory"),
+                (Kind::File { .. } | Kind::Other, Kind::Dir) => {
+                    refused("exists and is not a directory")
+                }
+                (Kind::Other, _) => refused("is not a regular file"),
+                _ => io_error(errno),
+            },
+            _ => io_error(errno),
+        }
+    }
+
+    /// Opens the subdirectory `name`, refusing a link.
+    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match openat(&self.file, name, flags, Mode::empty()) {
+            Ok(fd) => Ok(Dir {
+                file: File::from(fd),
+            }),
+            Err(Errno::ENOENT) => Err(io_error(Errno::ENOENT)),
+            Err(errno) => Err(self.explain(name, errno, Kind::Dir)),
+        }
+    }
+
+    /// Creates the subdirectory `name` (its mode is the process's default; the caller
+    /// sets the final one). Fails if anything has that name already.
+    pub fn make_dir(&self, name: &str) -> io::Result<()> {
+        mkdirat(&self.file, name, Mode::from_bits_truncate(0o777)).map_err(io_error)
+    }
+
+    /// Creates a new file `name`, readable and writable by its owner only; fails if
+    /// anything, even a dangling link, has that name already.
+    pub fn create_new(&self, name: &str) -> io::Result<File> {
+        let flags =
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        openat(&self.file, name, flags, Mode::from_bits_truncate(0o600))
+            .map(File::from)
+            .map_err(io_error)
+    }
+
+    /// Opens the existing regular file `name`, refusing a link or anything else that is
+    /// not a regular file.
+    pub fn open_file(&self, name: &str, write: bool) -> io::Result<File> {
+        let access = if write {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
+        // O_NONBLOCK: a FIFO planted at the name must not block the open.
+        let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd: OwnedFd = match openat(&self.file, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(io_error(Errno::ENOENT)),
+            Err(errno) => {
+                return Err(self.explain(
+                    name,
+                    errno,
+                    Kind::File {
+                        len: 0,
+                        other_links: false,
+                    },
+                ));
+            }
+        };
+        let file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(refused("is not a regular file"));
+        }
+        Ok(file)
+    }
+
+    /// Renames `from` to `to` within this directory, replacing a file at `to`. Neither
+    /// name is followed: a link is renamed (or replaced) as the link itself.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        nix::fcntl::renameat(&self.file, from, &self.file, to).map_err(io_error)
+    }
+
+    /// Removes the name `name` (a link is removed, not its target); nothing there is fine.
+    pub fn remove_file(&self, name: &str) -> io::Result<()> {
+        match unlinkat(&self.file, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(errno) => Err(io_error(errno)),
+        }
+    }
+
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
+    /// Takes an exclusive lock on this directory without waiting: `None` when another
+    /// process (or another handle in this one) holds it. The lock lives as long as the
+    /// returned guard and ends with the process however it ends.
+    pub fn try_lock(&self) -> io::Result<Option<DirLock>> {
+        match Flock::lock(self.file.try_clone()?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(DirLock { _lock: lock })),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(io_error(errno)),
+        }
+    }
+}
+
+/// Which file an open handle refers to.
+pub fn file_id(file: &File) -> io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok(FileId {
+        device: meta.dev(),
+        inode: meta.ino(),
+    })
+}
