@@ -5,49 +5,95 @@
 use std::io::Write;
 
 use ferry_core::resource::{Advertisement, map_hash};
+use std::time::Duration;
+
 use ferry_core::transfer::{
-    DiskCommand, ReceiverSession, TransferConfig, TransferError, TransferEvent,
+    DiskCommand, FileFailure, ReceiverSession, TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
 
-/// Moves bytes both ways until quiet; accepts the batch when offered. Returns the
-/// receiver's error if it failed and every disk command it issued.
-fn exchange(
-    sender: &mut Channel,
-    receiver: &mut ReceiverSession,
-    commands: &mut Vec<DiskCommand>,
-) -> Option<TransferError> {
-    let now = Timestamp::ZERO;
-    for _ in 0..20 {
-        let bytes = sender.poll_transmit().to_vec();
-        sender.advance_transmit(bytes.len());
-        let mut at = 0;
-        while at < bytes.len() {
-            match receiver.handle_input(now, &bytes[at..]) {
-                Ok(n) => at += n,
-                Err(error) => return Some(error),
-            }
-            while let Some(command) = receiver.poll_disk() {
-                commands.push(command);
-            }
-            while let Some(event) = receiver.poll_event() {
-                if let TransferEvent::BatchOffered { .. } = event {
-                    receiver.accept(now, &[]).unwrap();
+/// A scripted sender (a bare channel speaking PROTOCOL.md by hand) and a real receiver,
+/// whose disk commands and events are recorded; its writes succeed and its resume reads
+/// find `local_byte` repeated.
+struct Script {
+    sender: Channel,
+    receiver: ReceiverSession,
+    commands: Vec<DiskCommand>,
+    events: Vec<TransferEvent>,
+    /// What the receiver claims it holds when the batch is offered.
+    local: Vec<(usize, u64)>,
+    now: Timestamp,
+}
+
+impl Script {
+    /// Moves bytes both ways until quiet; accepts the batch when offered. Returns the
+    /// receiver's error if it failed.
+    fn exchange(&mut self) -> Option<TransferError> {
+        let now = self.now;
+        for _ in 0..20 {
+            let bytes = self.sender.poll_transmit().to_vec();
+            self.sender.advance_transmit(bytes.len());
+            let mut at = 0;
+            while at < bytes.len() {
+                match self.receiver.handle_input(now, &bytes[at..]) {
+                    Ok(n) => at += n,
+                    Err(error) => return Some(error),
+                }
+                if let Err(error) = self.drain() {
+                    return Some(error);
                 }
             }
+            if let Err(error) = self.drain() {
+                return Some(error);
+            }
+            let back = self.receiver.poll_transmit().to_vec();
+            self.receiver.advance_transmit(back.len());
+            let mut at = 0;
+            while at < back.len() {
+                at += self.sender.handle_input(now, &back[at..]).unwrap();
+                let _ = self.sender.take_message();
+            }
+            while self.sender.poll_event().is_some() {}
         }
-        let back = receiver.poll_transmit().to_vec();
-        receiver.advance_transmit(back.len());
-        let mut at = 0;
-        while at < back.len() {
-            at += sender.handle_input(now, &back[at..]).unwrap();
-            let _ = sender.take_message();
-        }
-        while sender.poll_event().is_some() {}
+        None
     }
-    None
+
+    /// Carries out the receiver's disk commands and answers its offer.
+    fn drain(&mut self) -> Result<(), TransferError> {
+        let now = self.now;
+        loop {
+            let mut worked = false;
+            while let Some(command) = self.receiver.poll_disk() {
+                worked = true;
+                match command {
+                    DiskCommand::Write { id, .. } => {
+                        self.receiver.handle_write_done(now, id, Ok(()))?
+                    }
+                    DiskCommand::Read { id, len, .. } => {
+                        self.receiver.read_buffer(id)[..len].fill(LOCAL_BYTE);
+                        self.receiver.handle_read_done(now, id, Ok(len))?;
+                    }
+                    _ => {}
+                }
+                self.commands.push(command);
+            }
+            while let Some(event) = self.receiver.poll_event() {
+                worked = true;
+                if let TransferEvent::BatchOffered { .. } = event {
+                    self.receiver.accept(now, &self.local)?;
+                }
+                self.events.push(event);
+            }
+            if !worked {
+                return Ok(());
+            }
+        }
+    }
 }
+
+/// What a receiver's resume reads find on its disk.
+const LOCAL_BYTE: u8 = 0x5a;
 
 fn msgpack(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::new();
@@ -55,13 +101,19 @@ fn msgpack(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     out
 }
 
-/// A sender channel and a receiver session that has accepted a batch of one 100-byte file
-/// `f` and settled its plan: the next thing it expects is a segment.
-fn receiver_awaiting_a_segment() -> (Channel, ReceiverSession, Vec<DiskCommand>) {
+/// A sender channel and a receiver session that was offered a batch of one file `f` of
+/// `size` bytes (with the manifest hash `promised`, if any), holding `local` bytes of it,
+/// and has sent its plan.
+fn receiver_that_planned(
+    config: TransferConfig,
+    size: u64,
+    promised: Option<[u8; 32]>,
+    local: u64,
+) -> Script {
     let mut entropy = SeededEntropy::new(5);
     let token = Token::generate(&mut entropy);
     let now = Timestamp::ZERO;
-    let mut sender = Channel::new(
+    let sender = Channel::new(
         Role::Sender,
         token.clone(),
         Config::default(),
@@ -69,38 +121,55 @@ fn receiver_awaiting_a_segment() -> (Channel, ReceiverSession, Vec<DiskCommand>)
         now,
     )
     .unwrap();
-    let mut receiver =
-        ReceiverSession::new(TransferConfig::default(), token, &mut entropy, now).unwrap();
-    let mut commands = Vec::new();
-    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
-    assert!(sender.is_established());
-
-    // One 100-byte file.
-    sender
+    let receiver = ReceiverSession::new(config, token, &mut entropy, now).unwrap();
+    let mut script = Script {
+        sender,
+        receiver,
+        commands: Vec::new(),
+        events: Vec::new(),
+        local: if local > 0 { vec![(0, local)] } else { vec![] },
+        now,
+    };
+    assert!(script.exchange().is_none());
+    assert!(script.sender.is_established());
+    script
+        .sender
         .send_message(&msgpack(|m| {
             m.push(0x01);
             rmp::encode::write_array_len(m, 4).unwrap();
-            for v in [1u64, 1, 100, 64 << 10] {
+            for v in [1u64, 1, size, 64 << 10] {
                 rmp::encode::write_uint(m, v).unwrap();
             }
         }))
         .unwrap();
-    sender
+    script
+        .sender
         .send_message(&msgpack(|m| {
             m.push(0x02);
             rmp::encode::write_array_len(m, 1).unwrap();
             rmp::encode::write_array_len(m, 6).unwrap();
             rmp::encode::write_str(m, "f").unwrap();
-            for v in [0u64, 100, 0o644] {
+            for v in [0u64, size, 0o644] {
                 rmp::encode::write_uint(m, v).unwrap();
             }
             rmp::encode::write_sint(m, 0).unwrap();
-            rmp::encode::write_nil(m).unwrap();
+            match promised {
+                Some(hash) => rmp::encode::write_bin(m, &hash).unwrap(),
+                None => rmp::encode::write_nil(m).unwrap(),
+            }
         }))
         .unwrap();
-    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+    assert!(script.exchange().is_none());
+    script
+}
+
+/// A receiver of one 100-byte file `f` (with the manifest hash `promised`, if any) that
+/// has settled its plan: the next thing it expects is a segment.
+fn receiver_awaiting_a_segment(promised: Option<[u8; 32]>) -> Script {
+    let mut script = receiver_that_planned(TransferConfig::default(), 100, promised, 0);
     // The receiver planned; settle with no rejections.
-    sender
+    script
+        .sender
         .send_message(&msgpack(|m| {
             m.push(0x04);
             rmp::encode::write_array_len(m, 2).unwrap();
@@ -108,23 +177,22 @@ fn receiver_awaiting_a_segment() -> (Channel, ReceiverSession, Vec<DiskCommand>)
             rmp::encode::write_array_len(m, 0).unwrap();
         }))
         .unwrap();
-
-    (sender, receiver, commands)
+    script
 }
 
-/// LAYOUT for one piece: all 100 bytes of entry 0, attempt 1, ending the file with the
-/// sender's `digest`.
-fn layout(hash: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
+/// LAYOUT for one piece: all 100 bytes of entry 0, `attempt`, ending the file with the
+/// sender's `digest` and its `changed` flag clear.
+fn layout(hash: &[u8; 32], digest: &[u8; 32], attempt: u8) -> Vec<u8> {
     let mut layout = vec![0x10];
     layout.extend_from_slice(hash);
     layout.extend_from_slice(&1u32.to_be_bytes());
     layout.extend_from_slice(&0u32.to_be_bytes());
-    layout.push(1);
+    layout.push(attempt);
     layout.extend_from_slice(&0u64.to_be_bytes());
     layout.extend_from_slice(&100u32.to_be_bytes());
     layout.extend_from_slice(&1u32.to_be_bytes());
     layout.extend_from_slice(&0u32.to_be_bytes());
-    layout.extend_from_slice(&[1, 0]);
+    layout.extend_from_slice(&[attempt, 0]);
     layout.extend_from_slice(digest);
     layout
 }
@@ -158,12 +226,13 @@ fn part(hash: &[u8; 32], data: &[u8]) -> Vec<u8> {
     part
 }
 
-/// `h` of a segment holding all of a 100-byte file, as PROTOCOL.md §6.3 defines it: the
-/// piece record (extent, then the SHA-256 of the file up to the piece's end) and `r`.
-fn segment_hash(content: &[u8], random: &[u8; 4]) -> [u8; 32] {
+/// `h` of a segment holding all of a 100-byte file (attempt `attempt`), as PROTOCOL.md
+/// §6.3 defines it: the piece record (extent, then the SHA-256 of the file up to the
+/// piece's end) and `r`.
+fn segment_hash(content: &[u8], random: &[u8; 4], attempt: u8) -> [u8; 32] {
     let mut record = Vec::new();
     record.extend_from_slice(&0u32.to_be_bytes());
-    record.push(1);
+    record.push(attempt);
     record.extend_from_slice(&0u64.to_be_bytes());
     record.extend_from_slice(&100u32.to_be_bytes());
     record.extend_from_slice(&Sha256::digest(content));
@@ -180,33 +249,37 @@ fn wrote_nothing(commands: &[DiskCommand]) -> bool {
         .all(|c| !matches!(c, DiskCommand::Write { .. } | DiskCommand::Commit { .. }))
 }
 
-/// Sends one uncompressed one-part segment whose layout, digest and `h` promise
-/// `promised` while its part carries `sent`; returns the receiver's error, if any, and
-/// every disk command it issued.
+/// Sends attempt `attempt` of the file as one uncompressed one-part segment whose layout,
+/// digest and `h` promise `promised` while its part carries `sent`; returns the
+/// receiver's error, if any.
 fn send_segment(
+    script: &mut Script,
+    attempt: u8,
     promised: &[u8; 100],
     sent: &[u8; 100],
-) -> (Option<TransferError>, Vec<DiskCommand>) {
-    let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
-    let random = [1, 2, 3, 4];
-    let hash = segment_hash(promised, &random);
-    sender
-        .send_message(&layout(&hash, &Sha256::digest(promised).into()))
+) -> Option<TransferError> {
+    let random = [attempt, 2, 3, 4];
+    let hash = segment_hash(promised, &random, attempt);
+    script
+        .sender
+        .send_message(&layout(&hash, &Sha256::digest(promised).into(), attempt))
         .unwrap();
-    sender
+    script
+        .sender
         .send_message(&advertisement(hash, random, sent, 0))
         .unwrap();
-    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
-    sender.send_message(&part(&hash, sent)).unwrap();
-    let error = exchange(&mut sender, &mut receiver, &mut commands);
-    (error, commands)
+    assert!(script.exchange().is_none());
+    script.sender.send_message(&part(&hash, sent)).unwrap();
+    script.exchange()
 }
 
 #[test]
 fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
     let content = [7u8; 100];
-    let (error, commands) = send_segment(&content, &content);
+    let mut script = receiver_awaiting_a_segment(None);
+    let error = send_segment(&mut script, 1, &content, &content);
     assert!(error.is_none(), "{error:?}");
+    let commands = &script.commands;
     assert!(
         commands.iter().any(|c| matches!(
             c,
@@ -226,14 +299,15 @@ fn data_that_does_not_match_its_segment_hash_is_refused_and_nothing_is_written()
     let promised = [7u8; 100];
     let mut sent = promised;
     sent[99] ^= 1;
-    let (error, commands) = send_segment(&promised, &sent);
+    let mut script = receiver_awaiting_a_segment(None);
+    let error = send_segment(&mut script, 1, &promised, &sent);
     assert_eq!(error, Some(TransferError::SegmentCorrupt(1)));
-    assert!(wrote_nothing(&commands), "{commands:?}");
+    assert!(wrote_nothing(&script.commands), "{:?}", script.commands);
 }
 
 #[test]
 fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
-    let (mut sender, mut receiver, mut commands) = receiver_awaiting_a_segment();
+    let mut script = receiver_awaiting_a_segment(None);
     // A segment whose layout says 100 bytes, sent as bz2 of 1 MiB of zeros.
     let mut bomb = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
     bomb.write_all(&vec![0u8; 1 << 20]).unwrap();
@@ -241,8 +315,12 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
     assert!(bomb.len() < 100);
     let hash = [0x42u8; 32];
     let random = [1, 2, 3, 4];
-    sender.send_message(&layout(&hash, &[0u8; 32])).unwrap();
-    sender
+    script
+        .sender
+        .send_message(&layout(&hash, &[0u8; 32], 1))
+        .unwrap();
+    script
+        .sender
         .send_message(&advertisement(
             hash,
             random,
@@ -250,11 +328,11 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
             ferry_core::resource::wire::flags::COMPRESSED,
         ))
         .unwrap();
-    assert!(exchange(&mut sender, &mut receiver, &mut commands).is_none());
+    assert!(script.exchange().is_none());
 
     // The receiver asked for the part; here it comes.
-    sender.send_message(&part(&hash, &bomb)).unwrap();
-    let error = exchange(&mut sender, &mut receiver, &mut commands).expect("the bomb is refused");
+    script.sender.send_message(&part(&hash, &bomb)).unwrap();
+    let error = script.exchange().expect("the bomb is refused");
     assert_eq!(
         error,
         TransferError::DecompressionBomb {
@@ -263,18 +341,119 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
         }
     );
     assert!(error.to_string().contains("segment 1"), "{error}");
-    assert!(wrote_nothing(&commands), "{commands:?}");
+    assert!(wrote_nothing(&script.commands), "{:?}", script.commands);
     // The receiver cancelled the segment (RCL) and told the sender why (CANCEL).
     let mut told = Vec::new();
-    let back = receiver.poll_transmit().to_vec();
+    let back = script.receiver.poll_transmit().to_vec();
     let mut at = 0;
     while at < back.len() {
-        at += sender
+        at += script
+            .sender
             .handle_input(Timestamp::ZERO, &back[at..])
             .unwrap_or(back.len());
-        if let Some(message) = sender.take_message() {
+        if let Some(message) = script.sender.take_message() {
             told.push(message[0]);
         }
     }
     assert!(told.contains(&0x17) && told.contains(&0x22), "{told:x?}");
+}
+
+#[test]
+fn bytes_that_differ_from_the_manifest_hash_are_never_committed_however_the_sender_reports_them() {
+    // The manifest promises one content; the sender streams another and reports that
+    // other content's digest with `changed` clear, attempt after attempt.
+    let promised_by_manifest = [7u8; 100];
+    let streamed = [8u8; 100];
+    let mut script = receiver_awaiting_a_segment(Some(Sha256::digest(promised_by_manifest).into()));
+    for attempt in 1..=3 {
+        let error = send_segment(&mut script, attempt, &streamed, &streamed);
+        assert!(error.is_none(), "attempt {attempt}: {error:?}");
+    }
+    assert!(
+        !script
+            .commands
+            .iter()
+            .any(|c| matches!(c, DiskCommand::Commit { .. })),
+        "{:?}",
+        script.commands
+    );
+    let discards = script
+        .commands
+        .iter()
+        .filter(|c| matches!(c, DiskCommand::Discard { entry: 0 }))
+        .count();
+    assert_eq!(discards, 3, "{:?}", script.commands);
+    let retries: Vec<u8> = script
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            TransferEvent::FileRetry { entry: 0, attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [2, 3]);
+    assert!(
+        script.events.contains(&TransferEvent::FileFailed {
+            entry: 0,
+            reason: FileFailure::HashMismatch { attempts: 3 }
+        }),
+        "{:?}",
+        script.events
+    );
+}
+
+#[test]
+fn the_manifest_hash_does_not_stand_in_the_way_of_matching_bytes() {
+    let content = [7u8; 100];
+    let mut script = receiver_awaiting_a_segment(Some(Sha256::digest(content).into()));
+    assert!(send_segment(&mut script, 1, &content, &content).is_none());
+    assert!(
+        script.commands.contains(&DiskCommand::Commit { entry: 0 }),
+        "{:?}",
+        script.commands
+    );
+}
+
+/// Feeds the receiver the sender's keepalives every 10 s up to `until`; returns when (and
+/// how) the receiver ended.
+fn keepalives_only(script: &mut Script, until: Duration) -> Option<(Duration, TransferError)> {
+    let mut at = Duration::ZERO;
+    while at <= until {
+        at += Duration::from_secs(10);
+        script.now = Timestamp::ZERO.saturating_add(at);
+        script.sender.handle_timeout(script.now).unwrap();
+        if let Some(error) = script.exchange() {
+            return Some((at, error));
+        }
+        if let Err(error) = script.receiver.handle_timeout(script.now) {
+            return Some((at, error));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_sender_that_never_answers_the_plan_is_ended_within_the_documented_bound() {
+    // Keepalives keep the connection alive; only the stall bound can end the wait.
+    let config = TransferConfig::default();
+    let stall = config.stall_timeout;
+    let mut fresh = receiver_that_planned(config.clone(), 100, None, 0);
+    let (ended, error) = keepalives_only(&mut fresh, Duration::from_secs(3600)).expect("ended");
+    assert!(matches!(error, TransferError::Stalled(_)), "{error}");
+    assert!(
+        ended >= stall && ended <= stall + Duration::from_secs(10),
+        "after {ended:?}"
+    );
+
+    // A receiver that claimed 1 GiB allows the sender to re-read it at the slowest rate
+    // PROTOCOL.md §6.5 allows for, and not longer.
+    let claimed = 1u64 << 30;
+    let mut resuming = receiver_that_planned(config, 2 << 30, None, claimed);
+    let bound = stall + Duration::from_secs(claimed / ferry_core::transfer::SLOWEST_REREAD);
+    let (ended, error) = keepalives_only(&mut resuming, Duration::from_secs(3600)).expect("ended");
+    assert!(matches!(error, TransferError::Stalled(_)), "{error}");
+    assert!(
+        ended >= bound && ended <= bound + Duration::from_secs(10),
+        "after {ended:?}, bound {bound:?}"
+    );
 }

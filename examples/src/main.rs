@@ -16,6 +16,9 @@ use ferry_std::source::SourceTree;
 use ferry_std::{DEFAULT_PORT, DriverError, Reporter, human_size as size};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Seconds without progress before a transfer gives up (`--timeout`).
+const DEFAULT_TIMEOUT: u64 = 120;
+
 const EXIT_CODES: &str = "Exit codes:
   0  success: every file delivered and verified
   2  usage error (bad arguments or connection string)
@@ -48,6 +51,9 @@ enum Command {
         /// bz2-compress segments when that makes them smaller (slow; for text over slow links).
         #[arg(long)]
         compress: bool,
+        /// Give up on a receiver that makes no progress for this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
         /// Serve N receivers, up to N at once, each with its own session, on one event
         /// loop; exit once N have the whole batch. Without it, one receiver is served.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -71,6 +77,10 @@ enum Command {
         /// Replace existing files that differ from the sender's instead of refusing.
         #[arg(long)]
         overwrite: bool,
+        /// Give up when the sender makes no progress for this many seconds (a resume
+        /// allows more while the sender re-reads what is already here).
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
         /// The sender's IP:TOKEN, as `ferry send` printed it.
         connection: String,
     },
@@ -221,11 +231,13 @@ fn run() -> ProcessExit {
             pod,
             port,
             compress,
+            timeout,
             receivers,
             paths,
         } => {
             let config = TransferConfig {
                 compress,
+                stall_timeout: Duration::from_secs(timeout),
                 ..TransferConfig::default()
             };
             let tree = match SourceTree::scan(&paths, &config.manifest) {
@@ -274,6 +286,7 @@ fn run() -> ProcessExit {
             port,
             output,
             overwrite,
+            timeout,
             connection,
         } => {
             let target: ConnectionString = match connection.parse() {
@@ -286,7 +299,10 @@ fn run() -> ProcessExit {
                 out_dir: output,
                 connect_timeout: Duration::from_secs(30),
                 overwrite,
-                config: TransferConfig::default(),
+                config: TransferConfig {
+                    stall_timeout: Duration::from_secs(timeout),
+                    ..TransferConfig::default()
+                },
             };
             match receive(&target, &options, &mut display) {
                 Ok(summary) => {

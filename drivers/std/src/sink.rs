@@ -339,11 +339,27 @@ impl Sink {
             Some(Kind::Other) => return Err(refused("exists and is not a regular file")),
             _ => {}
         }
+        let replaced = || {
+            refused(&format!(
+                "{part} was replaced while it was being received; is something else writing here?"
+            ))
+        };
         match dir.stat(&part)? {
+            Some(found) if entry.size == 0 => {
+                // An empty file needs no .part: whatever has that name is stale (a link
+                // is removed, not followed).
+                if !matches!(found.kind, Kind::File { .. } | Kind::Link) {
+                    return Err(refused(&format!("{part} is not a regular file")));
+                }
+                dir.remove_file(&part)?;
+                if target.is_none() {
+                    finish(&dir.create_new(name)?)?;
+                }
+            }
             Some(Found {
                 kind: Kind::File { .. },
                 id,
-            }) if entry.size > 0 => {
+            }) if known == Some(id) => {
                 if target.is_some() && !replaceable {
                     return Err(refused(
                         "exists and differs; not overwriting it (use --overwrite)",
@@ -353,10 +369,8 @@ impl Sink {
                     Some(file) => file,
                     None => dir.open_file(&part, true)?,
                 };
-                if known != Some(id) || file_id(&file)? != id {
-                    return Err(refused(&format!(
-                        "{part} was replaced while it was being received; is something else writing here?"
-                    )));
+                if file_id(&file)? != id {
+                    return Err(replaced());
                 }
                 // A .part left by an older, longer attempt keeps no stale tail.
                 file.set_len(entry.size)?;
@@ -368,22 +382,12 @@ impl Sink {
                     )));
                 }
             }
-            Some(Found {
-                kind: Kind::File { .. },
-                ..
-            }) => {
-                // An empty file needs no .part: whatever has that name is stale.
-                dir.remove_file(&part)?;
-                if target.is_none() {
-                    finish(&dir.create_new(name)?)?;
-                }
-            }
-            Some(_) => return Err(refused(&format!("{part} is not a regular file"))),
-            None if target.is_none() && entry.size == 0 => {
+            Some(_) => return Err(replaced()),
+            None if entry.size == 0 && target.is_none() => {
                 // An empty file: nothing was written, so create it now.
                 finish(&dir.create_new(name)?)?;
             }
-            None if target.is_none() => {
+            None if known.is_some() || target.is_none() => {
                 return Err(refused(&format!(
                     "{part} disappeared before it could be committed; is something else writing here?"
                 )));

@@ -58,6 +58,12 @@ impl Sending {
         args
     }
 
+    /// Stops a sender whose receiver was refused (it would wait for another).
+    pub(crate) fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub(crate) fn finish(mut self) -> (i32, String) {
         let status = wait(&mut self.child, Duration::from_secs(120));
         let mut stderr = String::new();
@@ -152,5 +158,186 @@ pub(crate) fn assert_same_tree(a: &Path, b: &Path) {
                 pb.display()
             );
         }
+    }
+}
+
+/// A sender that speaks the protocol by hand over a real socket on loopback: to try the
+/// real receiver with what a real sender never sends.
+pub(crate) struct Hostile {
+    /// What to give `ferry receive`: `--pod --port N 127.0.0.1:TOKEN`.
+    pub(crate) receive_args: Vec<String>,
+    script: std::thread::JoinHandle<()>,
+}
+
+impl Hostile {
+    /// Waits for the script to end.
+    pub(crate) fn join(self) {
+        self.script.join().unwrap();
+    }
+}
+
+/// Starts `script` against the first receiver that connects. `keepalive` is how often the
+/// script's channel sends keepalives while it waits.
+pub(crate) fn hostile_sender(
+    keepalive: Duration,
+    script: impl FnOnce(&mut Link) + Send + 'static,
+) -> Hostile {
+    use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut entropy = SeededEntropy::new(3);
+    let token = Token::generate(&mut entropy);
+    let receive_args = vec![
+        "receive".to_owned(),
+        "--pod".to_owned(),
+        "--port".to_owned(),
+        port.to_string(),
+        format!("127.0.0.1:{token}"),
+    ];
+    let script = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let config = Config {
+            keepalive_interval: keepalive,
+            ..Config::default()
+        };
+        let channel =
+            Channel::new(Role::Sender, token, config, &mut entropy, Timestamp::ZERO).unwrap();
+        let mut link = Link {
+            stream,
+            channel,
+            started: Instant::now(),
+        };
+        link.handshake();
+        script(&mut link);
+    });
+    Hostile {
+        receive_args,
+        script,
+    }
+}
+
+/// The scripted sender's end of the connection.
+pub(crate) struct Link {
+    stream: std::net::TcpStream,
+    channel: ferry_core::Channel,
+    started: Instant,
+}
+
+/// One manifest entry as a hostile sender offers it.
+pub(crate) struct Offered<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) size: u64,
+    pub(crate) mode: u32,
+}
+
+impl Link {
+    fn now(&self) -> ferry_core::Timestamp {
+        ferry_core::Timestamp::from_micros(self.started.elapsed().as_micros() as u64)
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write;
+        let out = self.channel.poll_transmit().to_vec();
+        self.channel.advance_transmit(out.len());
+        let _ = self.stream.write_all(&out);
+    }
+
+    /// Reads for at most `wait` and feeds the channel; false once the receiver is gone.
+    fn read_some(&mut self, wait: Duration) -> bool {
+        let mut buf = vec![0u8; 65536];
+        self.stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .unwrap();
+        match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                let mut at = 0;
+                while at < n {
+                    match self.channel.handle_input(self.now(), &buf[at..n]) {
+                        Ok(used) => at += used,
+                        Err(_) => return false,
+                    }
+                    let _ = self.channel.take_message();
+                }
+                while self.channel.poll_event().is_some() {}
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let _ = self.channel.handle_timeout(self.now());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn handshake(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.channel.is_established() && Instant::now() < deadline {
+            self.flush();
+            if !self.read_some(Duration::from_millis(100)) {
+                return;
+            }
+        }
+        self.flush();
+    }
+
+    /// Sends one transfer message (kind byte, body).
+    pub(crate) fn send(&mut self, message: &[u8]) {
+        let _ = self.channel.send_message(message);
+        self.flush();
+    }
+
+    /// Offers a batch: MANIFEST_BEGIN and one MANIFEST_ENTRIES, as PROTOCOL.md §6 lays
+    /// them out, files only and without hashes.
+    pub(crate) fn offer(&mut self, entries: &[Offered<'_>]) {
+        let path_bytes: usize = entries.iter().map(|e| e.path.len()).sum();
+        let total = entries
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size));
+        let mut begin = vec![0x01];
+        rmp::encode::write_array_len(&mut begin, 4).unwrap();
+        for v in [entries.len() as u64, path_bytes as u64, total, 64 << 10] {
+            rmp::encode::write_uint(&mut begin, v).unwrap();
+        }
+        self.send(&begin);
+        let mut list = vec![0x02];
+        rmp::encode::write_array_len(&mut list, entries.len() as u32).unwrap();
+        for entry in entries {
+            rmp::encode::write_array_len(&mut list, 6).unwrap();
+            rmp::encode::write_str(&mut list, entry.path).unwrap();
+            for v in [0u64, entry.size, u64::from(entry.mode)] {
+                rmp::encode::write_uint(&mut list, v).unwrap();
+            }
+            rmp::encode::write_sint(&mut list, 0).unwrap();
+            rmp::encode::write_nil(&mut list).unwrap();
+        }
+        self.send(&list);
+    }
+
+    /// Sends CANCEL with `reason` and closes.
+    pub(crate) fn cancel(&mut self, reason: &[u8]) {
+        let mut message = vec![0x22];
+        message.extend_from_slice(reason);
+        self.send(&message);
+        let _ = self.channel.close();
+        self.flush();
+    }
+
+    /// Keeps the connection alive (keepalives, nothing else) until the receiver leaves
+    /// or `limit` passes; returns how long that took.
+    pub(crate) fn idle_until_gone(&mut self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            self.flush();
+            if !self.read_some(Duration::from_millis(100)) {
+                break;
+            }
+        }
+        start.elapsed()
     }
 }

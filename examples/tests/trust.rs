@@ -1,0 +1,389 @@
+//! What the receiver promises about its output folder, tried the way a careless or hostile
+//! user would: two receives into one folder, links planted at every name the receiver
+//! creates (and one swapped in mid-transfer), modes a peer should not set, escape
+//! sequences in a peer's words, a sender that never answers, a batch that cannot fit.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Waits until `path` exists and holds at least `bytes`, failing if `child` ends first.
+fn wait_for_data(child: &mut std::process::Child, path: &Path, bytes: u64, log: &Path) {
+    let start = Instant::now();
+    while fs::symlink_metadata(path).map_or(0, |m| m.len()) < bytes {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the receive ended ({status}) before {} held {bytes} bytes:\n{}",
+                path.display(),
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never got going"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn spawn_receive(args: &[String], out: &Path, log: &Path) -> std::process::Child {
+    Command::new(FERRY)
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_second_receive_into_the_same_folder_fails_at_once_and_the_first_is_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a/x"), dir.path().join("b/x"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    random_file(&a.join("big.bin"), 200 << 20, 1);
+    random_file(&b.join("big.bin"), 200 << 20, 2);
+    let sending_a = send(&["--pod"], &[&a], None);
+    let sending_b = send(&["--pod"], &[&b], None);
+    let out = dir.path().join("out");
+    let log = dir.path().join("a.log");
+    let mut first = spawn_receive(&sending_a.receive_args(None), &out, &log);
+    wait_for_data(&mut first, &out.join("x/big.bin.part"), 1 << 20, &log);
+
+    let started = Instant::now();
+    let second = receive(&sending_b.receive_args(None), &out, None);
+    assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("is in use by another ferry receive"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "not at once");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first receive ended before the second was refused; the test proves nothing"
+    );
+
+    assert_eq!(
+        wait(&mut first, Duration::from_secs(120)),
+        0,
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(sending_a.finish().0, 0);
+    assert!(fs::read(a.join("big.bin")).unwrap() == fs::read(out.join("x/big.bin")).unwrap());
+    sending_b.abandon();
+}
+
+/// A file outside the output folder that a planted link points at; it must never change.
+struct Victim {
+    path: PathBuf,
+}
+
+impl Victim {
+    const CONTENT: &'static [u8] = b"the victim's own content";
+
+    fn new(dir: &Path) -> Self {
+        let path = dir.join("victim");
+        fs::write(&path, Self::CONTENT).unwrap();
+        Victim { path }
+    }
+
+    fn assert_untouched(&self) {
+        assert_eq!(
+            fs::read(&self.path).unwrap(),
+            Self::CONTENT,
+            "the victim changed"
+        );
+    }
+}
+
+/// Receives `source` into `out`, in which `plant` has put something first; the receive
+/// must fail with a clear error naming a link and leave the victim alone.
+fn refused_because_of(name: &str, plant: impl FnOnce(&Path, &Victim)) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("data.bin");
+    random_file(&source, 3 << 20, 5);
+    let victim = Victim::new(dir.path());
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    plant(&out, &victim);
+    let sending = send(&["--pod"], &[&source], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(6), "{name}: {log}");
+    assert!(log.contains("symbolic link"), "{name}: {log}");
+    victim.assert_untouched();
+    assert!(!out.join("data.bin").exists(), "{name}: committed anyway");
+    sending.abandon();
+}
+
+#[test]
+fn a_link_planted_at_any_name_the_receiver_creates_is_refused_never_followed() {
+    refused_because_of(".part", |out, victim| {
+        symlink(&victim.path, out.join("data.bin.part")).unwrap()
+    });
+    refused_because_of("the lock file", |out, victim| {
+        symlink(&victim.path, out.join(".transfer_lock.json")).unwrap()
+    });
+    refused_because_of("the lock's temporary file", |out, victim| {
+        symlink(&victim.path, out.join(".transfer_lock.json.tmp")).unwrap()
+    });
+}
+
+#[test]
+fn a_link_planted_as_an_output_directory_is_refused_never_followed() {
+    // At the top of the batch, and deep inside it.
+    for (planted, shown) in [
+        ("tree", "out/tree: is"),
+        ("tree/deep/er", "tree/deep/er: is"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("deep/er")).unwrap();
+        fs::write(tree.join("deep/er/file"), b"payload").unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let out = dir.path().join("out");
+        let link = out.join(planted);
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        symlink(&outside, &link).unwrap();
+        let sending = send(&["--pod"], &[&tree], None);
+        let received = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&received);
+        assert_eq!(received.status.code(), Some(6), "{planted}: {log}");
+        assert!(
+            log.contains(&format!("{shown} a symbolic link")),
+            "{planted}: {log}"
+        );
+        assert!(
+            fs::read_dir(&outside).unwrap().next().is_none(),
+            "{planted}: written through the link"
+        );
+        sending.abandon();
+    }
+}
+
+#[test]
+fn a_part_file_swapped_for_a_link_mid_transfer_is_never_renamed_or_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 256 << 20, 9);
+    let victim = Victim::new(dir.path());
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    let part = out.join("big.bin.part");
+    wait_for_data(&mut child, &part, 4 << 20, &log);
+    // Another user of the folder moves the .part away and puts a link in its place.
+    fs::rename(&part, out.join("moved")).unwrap();
+    symlink(&victim.path, &part).unwrap();
+    let status = wait(&mut child, Duration::from_secs(120));
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 6, "{log}");
+    assert!(log.contains("big.bin.part was replaced"), "{log}");
+    victim.assert_untouched();
+    assert!(
+        !out.join("big.bin").exists(),
+        "something was committed under the final name"
+    );
+    sending.abandon();
+}
+
+#[test]
+fn a_peer_cannot_set_special_bits_and_the_receivers_umask_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("shared")).unwrap();
+    let mode = |path: &Path, bits: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(bits)).unwrap()
+    };
+    fs::write(tree.join("tool"), b"#!/bin/sh\n").unwrap();
+    mode(&tree.join("tool"), 0o4755);
+    mode(&tree.join("shared"), 0o1777);
+    fs::write(tree.join("open"), b"world-writable").unwrap();
+    mode(&tree.join("open"), 0o666);
+    assert_eq!(
+        fs::metadata(tree.join("tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o4755,
+        "the source could not be given its setuid bit"
+    );
+    let got = |out: &Path, name: &str| {
+        fs::metadata(out.join("tree").join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+
+    let under_umask = |umask: &str| {
+        let sending = send(&["--pod"], &[&tree], None);
+        let out = dir.path().join(format!("out-{umask}"));
+        let received = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(FERRY)
+            .args(sending.receive_args(None))
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+        assert_eq!(sending.finish().0, 0);
+        out
+    };
+    let out = under_umask("022");
+    assert_eq!(got(&out, "tool"), 0o755, "setuid kept");
+    assert_eq!(got(&out, "shared"), 0o755, "sticky kept");
+    assert_eq!(got(&out, "open"), 0o644, "umask 022 ignored");
+    let out = under_umask("077");
+    assert_eq!(got(&out, "open"), 0o600, "umask 077 ignored");
+    assert_eq!(got(&out, "tool"), 0o700);
+    assert_eq!(got(&out, "shared"), 0o700);
+}
+
+#[test]
+fn escape_sequences_in_a_peers_reason_never_reach_the_terminal() {
+    let hostile = hostile_sender(Duration::from_secs(15), |link| {
+        link.cancel(
+            b"\x1b[31mred\x1b[0m \x07bell \x1b]0;new window title\x07 \xc2\x9b2J \xe2\x80\xaeevil",
+        );
+        link.idle_until_gone(Duration::from_secs(10));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(FERRY)
+        .args(&hostile.receive_args)
+        .arg("-o")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    hostile.join();
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    assert!(
+        !output.stderr.iter().any(|&b| b == 0x1b || b == 0x07),
+        "{:?}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains('\u{9b}') && !stderr(&output).contains('\u{202e}'),
+        "{:?}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("\\x1b[31mred"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_sender_that_never_answers_the_plan_is_given_up_on_within_the_timeout() {
+    // Keepalives every 200 ms: the connection never looks idle, only the stall bound can
+    // end the wait.
+    let hostile = hostile_sender(Duration::from_millis(200), |link| {
+        link.offer(&[Offered {
+            path: "file",
+            size: 1000,
+            mode: 0o644,
+        }]);
+        link.idle_until_gone(Duration::from_secs(30));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = Command::new(FERRY)
+        .args(&hostile.receive_args)
+        .args(["--timeout", "3", "-o"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    hostile.join();
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("stopped making progress"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "gave up after {took:?}"
+    );
+}
+
+/// Free bytes on the file system holding `path`, as `df` shows them.
+fn free_bytes(path: &Path) -> u64 {
+    let output = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df printed the free space")
+}
+
+#[test]
+fn a_batch_larger_than_the_free_space_is_refused_before_any_data_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    // A sparse file: large on paper, nothing on disk.
+    let free = free_bytes(&out);
+    let size = free + (64 << 30);
+    let source = dir.path().join("huge.img");
+    fs::File::create(&source).unwrap().set_len(size).unwrap();
+    let sending = send(&["--pod"], &[&source], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(6), "{log}");
+    assert!(log.contains("not enough space"), "{log}");
+    assert!(log.contains(&format!("({size} bytes) more")), "{log}");
+    assert!(log.contains("bytes) are free"), "{log}");
+    assert!(!out.join("huge.img.part").exists(), "data moved");
+    sending.abandon();
+}
+
+#[test]
+fn a_file_larger_than_the_file_system_can_hold_is_refused_before_any_data_moves() {
+    let hostile = hostile_sender(Duration::from_secs(15), |link| {
+        link.offer(&[Offered {
+            path: "impossible",
+            size: 1 << 63,
+            mode: 0o644,
+        }]);
+        link.idle_until_gone(Duration::from_secs(10));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(FERRY)
+        .args(&hostile.receive_args)
+        .arg("-o")
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    hostile.join();
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(6), "{log}");
+    assert!(
+        log.contains(&format!(
+            "impossible is 8388608.00 TiB ({} bytes)",
+            1u64 << 63
+        )),
+        "{log}"
+    );
+    assert!(!out.path().join("impossible.part").exists());
+}
