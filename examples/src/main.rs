@@ -225,6 +225,11 @@ fn serve_many(sender: &mut Sender, receivers: usize, display: &mut Display) -> P
 
 fn run() -> ProcessExit {
     let cli = Cli::parse();
+    if let Err(error) = ferry_std::stop::install() {
+        eprintln!(
+            "ferry: cannot handle Ctrl-C ({error}); it will end the process without a cancel"
+        );
+    }
     let mut display = Display::new();
     match cli.command {
         Command::Send {

@@ -87,25 +87,6 @@ fn a_wrong_token_is_refused_and_the_sender_serves_the_right_receiver() {
     assert_same_tree(&tree, &out.join("tree"));
 }
 
-fn wire_bytes(sender_log: &str) -> u64 {
-    sender_log
-        .lines()
-        .find_map(|l| l.strip_prefix("wire bytes: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn bytes_already_here(receiver_log: &str) -> u64 {
-    receiver_log
-        .lines()
-        .find_map(|l| l.strip_prefix("resumed: "))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|l| l.split_whitespace().next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 /// Starts a receive of a 512 MiB file and kills it with SIGKILL once its first checkpoint
 /// is published (a lock file exists) and at least 64 MiB are in its `.part` file.
 fn crash_midway(dir: &Path) -> (Sending, PathBuf, PathBuf) {

@@ -13,35 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Waits until `path` exists and holds at least `bytes`, failing if `child` ends first.
-fn wait_for_data(child: &mut std::process::Child, path: &Path, bytes: u64, log: &Path) {
-    let start = Instant::now();
-    while fs::symlink_metadata(path).map_or(0, |m| m.len()) < bytes {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the receive ended ({status}) before {} held {bytes} bytes:\n{}",
-                path.display(),
-                fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "never got going"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn spawn_receive(args: &[String], out: &Path, log: &Path) -> std::process::Child {
-    Command::new(FERRY)
-        .args(args)
-        .arg("-o")
-        .arg(out)
-        .stderr(fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn a_second_receive_into_the_same_folder_fails_at_once_and_the_first_is_intact() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,7 +26,9 @@ fn a_second_receive_into_the_same_folder_fails_at_once_and_the_first_is_intact()
     let out = dir.path().join("out");
     let log = dir.path().join("a.log");
     let mut first = spawn_receive(&sending_a.receive_args(None), &out, &log);
-    wait_for_data(&mut first, &out.join("x/big.bin.part"), 1 << 20, &log);
+    wait_until(&mut first, &log, || {
+        part_len(&out.join("x/big.bin.part")) >= 1 << 20
+    });
 
     let started = Instant::now();
     let second = receive(&sending_b.receive_args(None), &out, None);
@@ -182,7 +155,7 @@ fn a_part_file_swapped_for_a_link_mid_transfer_is_never_renamed_or_written_throu
     let log = dir.path().join("receive.log");
     let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
     let part = out.join("big.bin.part");
-    wait_for_data(&mut child, &part, 4 << 20, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= 4 << 20);
     // Another user of the folder moves the .part away and puts a link in its place.
     fs::rename(&part, out.join("moved")).unwrap();
     symlink(&victim.path, &part).unwrap();

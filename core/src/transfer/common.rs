@@ -350,6 +350,10 @@ pub(crate) trait Engine {
     fn deadline(&self) -> Option<Timestamp>;
     /// How long it waits (for the error message).
     fn stall_timeout(&self) -> core::time::Duration;
+    /// When the engine has something of its own to do (a checkpoint), if it does.
+    fn wake_at(&self) -> Option<Timestamp> {
+        None
+    }
     /// The batch is finished: a close from the peer is expected now.
     fn finished(&self) -> bool;
     /// The session is ending early: cancel every Resource in flight (ICL from the
@@ -569,12 +573,14 @@ impl<E: Engine> Shell<E> {
         if self.failed.is_some() {
             return None;
         }
-        let engine = self.engine.deadline();
-        let channel = self.channel.poll_timeout();
-        let next = match (engine, channel) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        next.map(|at| at.max(self.now))
+        [
+            self.engine.deadline(),
+            self.engine.wake_at(),
+            self.channel.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.max(self.now))
     }
 }

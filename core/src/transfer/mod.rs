@@ -54,8 +54,11 @@ pub struct TransferConfig {
     pub map_hashes_per_message: usize,
     /// Sender: try bz2 on each segment, sending it compressed only when smaller.
     pub compress: bool,
-    /// Receiver: ask the driver to persist resume state after this many bytes.
+    /// Receiver: ask the driver to persist resume state after this many bytes...
     pub checkpoint_bytes: u64,
+    /// ...or this long after the first byte written since the last checkpoint, whichever
+    /// comes first: a crash loses at most this much time's work.
+    pub checkpoint_interval: Duration,
     /// Attempts per file before it is reported as failed (the first one counts).
     pub max_attempts: u8,
     /// Waiting longer than this for the peer's next transfer message ends the session.
@@ -82,6 +85,7 @@ impl Default for TransferConfig {
             map_hashes_per_message: 74,
             compress: false,
             checkpoint_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(2),
             max_attempts: 3,
             stall_timeout: Duration::from_secs(120),
             initial_window: 256 << 10,
@@ -171,8 +175,8 @@ impl TransferConfig {
         if self.max_attempts == 0 {
             return invalid("max_attempts must be at least 1");
         }
-        if self.stall_timeout.is_zero() {
-            return invalid("stall_timeout must be greater than zero");
+        if self.stall_timeout.is_zero() || self.checkpoint_interval.is_zero() {
+            return invalid("stall_timeout and checkpoint_interval must be greater than zero");
         }
         if self.initial_window < self.part_size {
             return invalid("initial_window must hold at least one part");

@@ -187,6 +187,10 @@ pub(crate) struct ReceiverEngine {
     failed: u64,
     bytes_done: u64,
     since_checkpoint: u64,
+    /// When the bytes written since the last checkpoint must be checkpointed.
+    checkpoint_due: Option<Timestamp>,
+    /// The time of the latest input, for what happens outside a timed call.
+    last_now: Timestamp,
     changed: Option<core::ops::Range<usize>>,
     done_sent: bool,
     stall: Option<Timestamp>,
@@ -253,6 +257,8 @@ impl ReceiverSession {
             failed: 0,
             bytes_done: 0,
             since_checkpoint: 0,
+            checkpoint_due: None,
+            last_now: now,
             changed: None,
             done_sent: false,
             stall: None,
@@ -1150,6 +1156,10 @@ impl ReceiverEngine {
         });
         self.bytes_done += slot.len as u64;
         self.since_checkpoint += slot.len as u64;
+        self.checkpoint_due.get_or_insert(
+            self.last_now
+                .saturating_add(self.config.checkpoint_interval),
+        );
         self.out.event(TransferEvent::Progress {
             bytes: self.bytes_done,
         });
@@ -1165,6 +1175,7 @@ impl ReceiverEngine {
             self.out.disk(DiskCommand::Checkpoint { changed });
         }
         self.since_checkpoint = 0;
+        self.checkpoint_due = None;
     }
 
     fn pump_control(&mut self, channel: &mut Channel) {
@@ -1331,6 +1342,10 @@ impl Engine for ReceiverEngine {
     }
 
     fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError> {
+        self.last_now = now;
+        if self.checkpoint_due.is_some_and(|due| due <= now) && self.out.disk_room() > 0 {
+            self.checkpoint();
+        }
         match self.phase {
             Phase::Verifying => self.pump_verify(),
             Phase::Settling => self.pump_settle(),
@@ -1354,6 +1369,10 @@ impl Engine for ReceiverEngine {
 
     fn deadline(&self) -> Option<Timestamp> {
         self.stall
+    }
+
+    fn wake_at(&self) -> Option<Timestamp> {
+        self.checkpoint_due
     }
 
     fn stall_timeout(&self) -> core::time::Duration {

@@ -235,6 +235,9 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
     /// up (`Ok(true)`).
     fn advance(&mut self, clock: &Clock, reporter: &mut dyn Reporter) -> Result<bool, DriverError> {
         let now = clock.now();
+        if ferry_std::stop::requested() {
+            return Err(DriverError::Transfer(self.session.interrupt(now)));
+        }
         if self.session.poll_timeout().is_some_and(|at| at <= now) {
             self.session.handle_timeout(now)?;
         }
@@ -374,6 +377,7 @@ impl<S: Session, W: Work<S>> Loop<S, W> {
                 .flatten()
                 .filter_map(|c| c.next_deadline(&self.clock))
                 .chain(also)
+                .chain(ferry_std::stop::installed().then_some(ferry_std::stop::CHECK_EVERY))
                 .min()
                 // Whole milliseconds, rounded up: a timer is never polled for early.
                 .map(|d| Duration::from_millis(d.as_micros().div_ceil(1000) as u64))
@@ -417,6 +421,14 @@ impl<S: Session, W: Work<S>> Loop<S, W> {
     }
 }
 
+/// The error of a loop its user stopped (Ctrl-C) with no session left to cancel.
+fn interrupted() -> DriverError {
+    DriverError::Transfer(TransferError::Cancelled {
+        by_peer: false,
+        reason: ferry_std::stop::REASON.to_owned(),
+    })
+}
+
 /// What [`serve`] delivered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServeSummary {
@@ -449,6 +461,9 @@ pub fn serve(
     let mut summary = ServeSummary::default();
     let mut pending_accepts = true;
     while summary.delivered.len() < receivers {
+        if ferry_std::stop::requested() && event_loop.active() == 0 {
+            return Err(interrupted());
+        }
         // Accept only while there is room (the rest wait in the kernel's backlog), with a
         // few spare places so that clients stuck in their handshake cannot keep the
         // receivers still to come waiting until they time out.

@@ -4,25 +4,36 @@
 //! temporary file as the lock. Receiving continues while the disk catches up.
 
 use std::fs::File;
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::DriverError;
-use crate::lock::LockFile;
+use crate::lock;
 use crate::os::dir::Dir;
 use crate::os::sync::sync_filesystem;
+
+/// Writes the lock as it is now.
+pub type LockWriter<'a> = dyn FnMut(&mut dyn Write) -> std::io::Result<()> + 'a;
 
 /// The checkpoint worker of one receive.
 pub struct Checkpointer {
     dir: Dir,
-    jobs: Option<SyncSender<File>>,
+    jobs: Option<SyncSender<(File, u64)>>,
+    /// Disk to reserve for the next temporary lock (0: none).
+    spare: u64,
     /// True from handing the worker a temporary lock until it has published it; the
     /// temporary file is not touched meanwhile.
     busy: Arc<AtomicBool>,
-    /// A checkpoint came while the worker was busy: the next one (or `finish`) covers it.
+    /// A checkpoint was skipped: the next one (or [`Checkpointer::save_now`]) covers it.
     behind: bool,
+    /// When the last temporary lock was written, and how long that took: a lock that is
+    /// slow to write (a batch of a million files) is written less often, so that writing
+    /// it never takes more than a fifth of the transfer's time.
+    last_write: Option<(Instant, Duration)>,
     worker: Option<JoinHandle<Result<(), DriverError>>>,
 }
 
@@ -30,11 +41,16 @@ fn lock_error(e: &std::io::Error) -> DriverError {
     DriverError::Disk(format!("cannot write the lock file: {e}"))
 }
 
-fn run(dir: Dir, jobs: Receiver<File>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
-    for temporary in jobs {
+fn run(dir: Dir, jobs: Receiver<(File, u64)>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
+    for (temporary, spare) in jobs {
         let published = sync_filesystem(&dir)
-            .and_then(|()| LockFile::publish(&dir, temporary))
+            .and_then(|()| lock::publish(&dir, temporary))
             .map_err(|e| lock_error(&e));
+        if published.is_ok() && spare > 0 {
+            // Without a spare the next checkpoint allocates as it writes: fine until the
+            // disk is full, so a failure here is no reason to stop.
+            let _ = lock::prepare_spare(&dir, spare);
+        }
         busy.store(false, Ordering::Release);
         published?;
     }
@@ -60,58 +76,81 @@ impl Checkpointer {
         Ok(Checkpointer {
             dir: cloned()?,
             jobs: worker.is_some().then_some(jobs),
+            spare: 0,
             busy,
             behind: false,
+            last_write: None,
             worker,
         })
     }
 
-    /// Records `lock` as it is now, to be published once everything written so far is
-    /// durable. If the previous checkpoint is still being made durable, this one is folded
-    /// into the next.
-    pub fn checkpoint(&mut self, lock: &mut LockFile) -> Result<(), DriverError> {
-        if self.jobs.is_none() || self.busy.load(Ordering::Acquire) {
+    /// Records the lock as `write` writes it now, to be published once everything written
+    /// so far is durable. If the previous checkpoint is still being made durable (or the
+    /// lock is slow to write and was written recently), this one is skipped: the next
+    /// covers it.
+    pub fn checkpoint(&mut self, write: &mut LockWriter<'_>) -> Result<(), DriverError> {
+        let recently = self
+            .last_write
+            .is_some_and(|(at, took)| at.elapsed() < 4 * took);
+        if self.jobs.is_none() || self.busy.load(Ordering::Acquire) || recently {
             self.behind = true;
             return Ok(());
         }
-        let temporary = lock
-            .write_temporary(&self.dir)
-            .map_err(|e| lock_error(&e))?;
+        let started = Instant::now();
+        let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
+        self.last_write = Some((Instant::now(), started.elapsed()));
         self.busy.store(true, Ordering::Release);
         let sent = self
             .jobs
             .as_ref()
-            .is_some_and(|jobs| jobs.send(temporary).is_ok());
+            .is_some_and(|jobs| jobs.send((temporary, self.spare)).is_ok());
         if !sent {
             // The worker stopped on an error; `finish` reports it.
-            return self.finish(None);
+            return self.finish();
         }
         self.behind = false;
         Ok(())
     }
 
-    /// Stops the worker and reports its error, if any. A checkpoint that was folded away
-    /// is made now, synchronously, from `lock`.
-    pub fn finish(&mut self, lock: Option<&mut LockFile>) -> Result<(), DriverError> {
+    /// Keeps `len` bytes of disk reserved for the next lock from now on, so that the last
+    /// checkpoint of a receive that filled the disk can still be written.
+    /// A disk too full for the reserve just has none: checkpoints then allocate as
+    /// they write, and any real problem shows when they do.
+    pub fn reserve(&mut self, len: u64) {
+        self.spare = len;
+        if !self.busy.load(Ordering::Acquire) {
+            let _ = lock::prepare_spare(&self.dir, len);
+        }
+    }
+
+    /// True if a checkpoint was skipped since the last one made.
+    pub fn is_behind(&self) -> bool {
+        self.behind
+    }
+
+    /// Stops the worker, once it has published what it was given, and reports its error.
+    pub fn finish(&mut self) -> Result<(), DriverError> {
         self.jobs = None;
         match self.worker.take().map(JoinHandle::join) {
-            Some(Ok(Err(error))) => return Err(error),
-            Some(Err(_)) => {
-                return Err(DriverError::Disk("the checkpoint writer panicked".into()));
-            }
-            _ => {}
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(DriverError::Disk("the checkpoint writer panicked".into())),
+            _ => Ok(()),
         }
-        if let (true, Some(lock)) = (self.behind, lock) {
-            self.behind = false;
-            sync_filesystem(&self.dir).map_err(|e| lock_error(&e))?;
-            lock.save(&self.dir).map_err(|e| lock_error(&e))?;
-        }
+    }
+
+    /// Makes everything written so far durable and publishes the lock as `write` writes
+    /// it, now, on this thread (the worker must have finished).
+    pub fn save_now(&mut self, write: &mut LockWriter<'_>) -> Result<(), DriverError> {
+        sync_filesystem(&self.dir).map_err(|e| lock_error(&e))?;
+        let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
+        lock::publish(&self.dir, temporary).map_err(|e| lock_error(&e))?;
+        self.behind = false;
         Ok(())
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        let _ = self.finish(None);
+        let _ = self.finish();
     }
 }

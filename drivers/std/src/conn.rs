@@ -28,11 +28,17 @@ pub trait Session {
     fn is_finished(&self) -> bool;
     /// The error the session ended with.
     fn error(&self) -> Option<&TransferError>;
+    /// Cancels the session because its user interrupted it ([`crate::stop`]).
+    fn interrupt(&mut self, now: Timestamp) -> TransferError;
 }
 
 macro_rules! session_impl {
-    ($t:ty) => {
+    ($t:ty, |$session:ident, $now:ident| $interrupt:expr) => {
         impl Session for $t {
+            fn interrupt(&mut self, now: Timestamp) -> TransferError {
+                let ($session, $now) = (self, now);
+                $interrupt
+            }
             fn handle_input(
                 &mut self,
                 now: Timestamp,
@@ -64,8 +70,10 @@ macro_rules! session_impl {
         }
     };
 }
-session_impl!(SenderSession);
-session_impl!(ReceiverSession);
+session_impl!(SenderSession, |session, now| session
+    .cancel(now, crate::stop::REASON));
+session_impl!(ReceiverSession, |session, _now| session
+    .cancel(crate::stop::REASON));
 
 /// Bytes that crossed the socket during one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,6 +96,9 @@ pub fn drive<S: Session>(
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; 256 << 10];
     let result = (|| loop {
+        if crate::stop::requested() {
+            return Err(DriverError::Transfer(session.interrupt(clock.now())));
+        }
         work(session)?;
         flush(stream, session, traffic, &mut work)?;
         if let Some(error) = session.error() {
@@ -96,9 +107,12 @@ pub fn drive<S: Session>(
         if session.is_finished() {
             return Ok(());
         }
-        let wait = session
+        let mut wait = session
             .poll_timeout()
             .map_or(Duration::from_secs(1), |at| clock.until(at));
+        if crate::stop::installed() {
+            wait = wait.min(crate::stop::CHECK_EVERY);
+        }
         stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         match stream.read(&mut buf) {
             Ok(0) => {

@@ -75,6 +75,16 @@ pub enum DriverError {
     /// The transfer failed.
     #[error("{0}")]
     Transfer(#[from] TransferError),
+    /// The transfer failed, and what it had verified could not be saved for a rerun.
+    #[error(
+        "{error} (the resume state could not be saved: {why}; a rerun starts over what was not yet in place)"
+    )]
+    Unsaved {
+        /// Why the transfer failed.
+        error: Box<DriverError>,
+        /// Why saving failed.
+        why: String,
+    },
     /// Some files could not be verified.
     #[error("{failed} file(s) could not be verified after every attempt: {names}")]
     Unverified {
@@ -105,6 +115,7 @@ impl DriverError {
                 ExitCode::Disk
             }
             DriverError::Unverified { .. } => ExitCode::Integrity,
+            DriverError::Unsaved { error, .. } => error.exit_code(),
             DriverError::Transfer(error) => match error {
                 T::Channel(Error::AuthenticationFailed) => ExitCode::Authentication,
                 T::Channel(_) | T::Stalled(_) | T::PeerEnded => ExitCode::Network,

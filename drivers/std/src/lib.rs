@@ -18,6 +18,7 @@ pub mod receive;
 pub mod send;
 pub mod sink;
 pub mod source;
+pub mod stop;
 
 pub use clock::Clock;
 pub use error::{DriverError, ExitCode};

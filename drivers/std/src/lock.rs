@@ -1,17 +1,24 @@
 //! `.transfer_lock.json`: what the receiver holds, so a later session can resume. Its
-//! schema is the seed's (version, session_id, timestamp, sender_ip, totals, files), plus
-//! a `batch` fingerprint so a lock is never applied to a different batch.
+//! schema is the seed's (version, session_id, timestamp, sender_ip, totals, files by
+//! path), with each file's `mtime` beside its size: a file's resume state applies to a
+//! later batch only if the path, size and mtime all still match, whatever else in the
+//! batch changed.
+//!
+//! The lock is never held in memory: a checkpoint streams it from the session's own
+//! progress, and loading keeps only what resuming needs (which paths the lock lists, and
+//! the verified length of each partial file).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_core::transfer::{EntryKind, FileProgress, FileStatus, Manifest};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::os::dir::{Dir, Kind, refused};
+use crate::os::dir::{Dir, Kind, owned_alone, refused};
+use crate::os::sync::preallocate;
 
 /// The lock file's name in the output directory.
 pub const LOCK_NAME: &str = ".transfer_lock.json";
@@ -30,23 +37,6 @@ pub enum LockProblem {
     Refused(std::io::Error),
 }
 
-/// One file's resume state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockEntry {
-    /// Whether the file is complete.
-    pub status: LockStatus,
-    /// The file's full size.
-    pub size: u64,
-    /// Bytes at the start of the `.part` file that are verified and durable.
-    pub transferred_bytes: u64,
-    /// The file's SHA-256 once complete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original_hash: Option<HexHash>,
-    /// SHA-256 of the first `transferred_bytes` bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partial_hash: Option<HexHash>,
-}
-
 /// A file's state in the lock, written as the seed's strings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,8 +47,7 @@ pub enum LockStatus {
     InProgress,
 }
 
-/// A SHA-256 digest, kept as bytes and written as lowercase hex. Kept as bytes so that a
-/// lock for 10,000 files costs no per-file string allocations between checkpoints.
+/// A SHA-256 digest written as lowercase hex.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HexHash(pub [u8; 32]);
 
@@ -81,36 +70,57 @@ impl<'de> Deserialize<'de> for HexHash {
     }
 }
 
-/// The whole lock file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockFile {
-    /// Schema version.
-    pub version: String,
-    /// Identifies the session that last wrote it.
-    pub session_id: String,
-    /// When it was last written (UTC, RFC 3339).
-    pub timestamp: String,
-    /// The sender's address.
-    pub sender_ip: String,
-    /// Files in the batch.
-    pub total_files: u64,
-    /// Bytes in the batch.
-    pub total_size: u64,
-    /// Fingerprint of the batch (paths, kinds, sizes).
-    pub batch: String,
-    /// Per file, by path.
-    pub files: BTreeMap<String, LockEntry>,
+/// One file's resume state, as the lock writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockEntry {
+    /// Whether the file is complete.
+    pub status: LockStatus,
+    /// The file's size in the batch.
+    pub size: u64,
+    /// The file's modification time in the batch (seconds); absent in older locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+    /// Bytes at the start of the `.part` file that are verified and durable.
+    pub transferred_bytes: u64,
+    /// The file's SHA-256 once complete, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_hash: Option<HexHash>,
+    /// SHA-256 of the first `transferred_bytes` bytes, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_hash: Option<HexHash>,
 }
 
-/// The batch fingerprint: SHA-256 over every entry's path, kind and size.
-pub fn fingerprint(manifest: &Manifest) -> String {
-    let mut hasher = Sha256::new();
-    for entry in manifest.iter() {
-        hasher.update(entry.path.as_bytes());
-        hasher.update([0, matches!(entry.kind, EntryKind::Directory) as u8]);
-        hasher.update(entry.size.to_be_bytes());
+impl LockEntry {
+    /// The entry for `progress` of a file of `size` bytes and `mtime`; `None` when there
+    /// is nothing to remember (no verified byte yet).
+    pub fn of(progress: &FileProgress, size: u64, mtime: i64) -> Option<LockEntry> {
+        let completed = progress.status == FileStatus::Completed;
+        if !completed && progress.verified_bytes == 0 {
+            return None;
+        }
+        let hash = progress.sha256.map(HexHash);
+        Some(LockEntry {
+            status: if completed {
+                LockStatus::Completed
+            } else {
+                LockStatus::InProgress
+            },
+            size,
+            mtime: Some(mtime),
+            transferred_bytes: progress.verified_bytes,
+            original_hash: if completed { hash } else { None },
+            partial_hash: hash,
+        })
     }
-    hex::encode(hasher.finalize())
+}
+
+/// Who wrote a lock: the top of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockHeader {
+    /// Identifies the session that wrote it.
+    pub session_id: String,
+    /// The sender's address.
+    pub sender_ip: String,
 }
 
 /// The time now as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -137,58 +147,89 @@ pub fn utc_now() -> String {
     )
 }
 
-impl LockFile {
-    /// A fresh lock for `manifest`.
-    pub fn new(manifest: &Manifest, session_id: String, sender_ip: String) -> Self {
-        let files = manifest
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .map(|e| {
-                let entry = LockEntry {
-                    status: LockStatus::InProgress,
-                    size: e.size,
-                    transferred_bytes: 0,
-                    original_hash: None,
-                    partial_hash: None,
-                };
-                (e.path.to_owned(), entry)
-            })
-            .collect();
-        LockFile {
-            version: "1.0".into(),
-            session_id,
-            timestamp: utc_now(),
-            sender_ip,
-            total_files: manifest
-                .iter()
-                .filter(|e| e.kind == EntryKind::File)
-                .count() as u64,
-            total_size: manifest.total_bytes(),
-            batch: fingerprint(manifest),
-            files,
+/// Writes the lock for a session in the seed's schema: `progress(entry)` is each file's
+/// state now. Files with nothing verified yet are left out (there is nothing to resume).
+pub fn write_lock(
+    out: &mut dyn Write,
+    header: &LockHeader,
+    manifest: &Manifest,
+    progress: impl Fn(usize) -> Option<FileProgress>,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct Top<'a> {
+        version: &'a str,
+        session_id: &'a str,
+        timestamp: &'a str,
+        sender_ip: &'a str,
+        total_files: u64,
+        total_size: u64,
+    }
+    let files = manifest
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .count() as u64;
+    let top = serde_json::to_string(&Top {
+        version: "1.0",
+        session_id: &header.session_id,
+        timestamp: &utc_now(),
+        sender_ip: &header.sender_ip,
+        total_files: files,
+        total_size: manifest.total_bytes(),
+    })?;
+    // The header's closing brace gives way to the files.
+    out.write_all(&top.as_bytes()[..top.len() - 1])?;
+    out.write_all(b",\"files\":{")?;
+    let mut first = true;
+    for (index, entry) in manifest.iter().enumerate() {
+        if entry.kind != EntryKind::File {
+            continue;
         }
+        let Some(state) = progress(index).and_then(|p| LockEntry::of(&p, entry.size, entry.mtime))
+        else {
+            continue;
+        };
+        if !first {
+            out.write_all(b",")?;
+        }
+        first = false;
+        serde_json::to_writer(&mut *out, entry.path)?;
+        out.write_all(b":")?;
+        serde_json::to_writer(&mut *out, &state)?;
+    }
+    out.write_all(b"}}")
+}
+
+/// What an earlier run's lock says about this batch: only what resuming needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Previous {
+    /// Per manifest entry: the lock lists its path (a file there was ours).
+    listed: Vec<bool>,
+    /// Verified, durable lengths of `.part` files whose size and mtime still match.
+    partial: HashMap<u32, u64>,
+    /// Files of this batch the lock describes with the same size and mtime.
+    pub matching: usize,
+    /// Files the lock describes at all.
+    pub described: usize,
+}
+
+impl Previous {
+    /// True if the lock listed `entry`'s path: a final file there was written by us.
+    pub fn listed(&self, entry: usize) -> bool {
+        self.listed.get(entry).copied().unwrap_or(false)
     }
 
-    /// Records an entry's progress as the core reports it.
-    pub fn update(&mut self, path: &str, progress: &FileProgress) {
-        if let Some(entry) = self.files.get_mut(path) {
-            entry.status = match progress.status {
-                FileStatus::Completed => LockStatus::Completed,
-                FileStatus::InProgress | FileStatus::Failed => LockStatus::InProgress,
-            };
-            entry.transferred_bytes = progress.verified_bytes;
-            let hash = progress.sha256.map(HexHash);
-            if progress.status == FileStatus::Completed {
-                entry.original_hash = hash;
-            }
-            entry.partial_hash = hash;
-        }
+    /// Bytes at the start of `entry`'s `.part` that the lock says are verified and durable.
+    pub fn verified(&self, entry: usize) -> u64 {
+        u32::try_from(entry)
+            .ok()
+            .and_then(|e| self.partial.get(&e).copied())
+            .unwrap_or(0)
     }
 
-    /// Reads the lock in `dir`: `Ok(None)` if there is none. A lock that cannot be used
-    /// is [`LockProblem::Unusable`] (the receive goes on without it); a link planted at
-    /// its name is [`LockProblem::Refused`] (never followed).
-    pub fn load(dir: &Dir) -> Result<Option<LockFile>, LockProblem> {
+    /// Reads the lock in `dir` against `manifest`: `Ok(None)` if there is none. A lock
+    /// that cannot be used is [`LockProblem::Unusable`] (the receive goes on without it);
+    /// a link planted at its name is [`LockProblem::Refused`] (never followed).
+    pub fn load(dir: &Dir, manifest: &Manifest) -> Result<Option<Previous>, LockProblem> {
         let file = match dir.open_file(LOCK_NAME, false) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -201,57 +242,212 @@ impl LockFile {
                 )));
             }
         };
-        serde_json::from_reader(BufReader::with_capacity(64 << 10, file))
-            .map(Some)
-            .map_err(|e| LockProblem::Unusable(format!("the lock file is corrupt ({e})")))
-    }
-
-    /// Removes a temporary lock a killed run left behind; a link planted at its name is
-    /// refused.
-    pub fn remove_stale_temporary(dir: &Dir) -> std::io::Result<()> {
-        match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
-            Some(Kind::File { .. }) => dir.remove_file(TEMPORARY_NAME),
-            Some(Kind::Link) => Err(refused(&format!(
-                "{TEMPORARY_NAME} is a symbolic link; not following it"
-            ))),
-            Some(_) => Err(refused(&format!(
-                "{TEMPORARY_NAME} exists and is not a regular file"
-            ))),
-            None => Ok(()),
+        // Paths in sorted order, to find each path the lock names (4 bytes an entry, for
+        // as long as the lock is read).
+        let mut order: Vec<u32> = (0..manifest.len() as u32).collect();
+        let path = |i: u32| manifest.get(i as usize).map_or("", |e| e.path);
+        order.sort_unstable_by(|&a, &b| path(a).cmp(path(b)));
+        let mut previous = Previous {
+            listed: vec![false; manifest.len()],
+            ..Previous::default()
+        };
+        let mut reader =
+            serde_json::Deserializer::from_reader(BufReader::with_capacity(64 << 10, file));
+        LockSeed {
+            manifest,
+            order: &order,
+            previous: &mut previous,
         }
+        .deserialize(&mut reader)
+        .and_then(|()| reader.end())
+        .map_err(|e| LockProblem::Unusable(format!("the lock file is corrupt ({e})")))?;
+        Ok(Some(previous))
     }
+}
 
-    /// Writes the lock as it is now to a new temporary file beside the real one (created
-    /// exclusively, never through a link), streaming the JSON: a batch of 10,000 files
-    /// makes about 2 MiB that is never held in memory. It takes effect only through
-    /// [`LockFile::publish`].
-    pub fn write_temporary(&mut self, dir: &Dir) -> std::io::Result<File> {
-        self.timestamp = utc_now();
-        LockFile::remove_stale_temporary(dir)?;
-        let file = dir.create_new(TEMPORARY_NAME)?;
-        let mut out = BufWriter::with_capacity(64 << 10, file);
-        serde_json::to_writer(&mut out, self)?;
-        out.flush()?;
-        out.into_inner().map_err(|e| e.into_error())
-    }
+/// Reads the lock's top level, skipping all but `files`.
+struct LockSeed<'a> {
+    manifest: &'a Manifest,
+    order: &'a [u32],
+    previous: &'a mut Previous,
+}
 
-    /// Replaces the lock with the temporary `file` atomically: fsync, rename, fsync of the
-    /// directory. Call it only once the data the temporary file claims is durable.
-    pub fn publish(dir: &Dir, file: File) -> std::io::Result<()> {
-        file.sync_all()?;
-        dir.rename(TEMPORARY_NAME, LOCK_NAME)?;
-        dir.sync()
+impl<'de> DeserializeSeed<'de> for LockSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
     }
+}
 
-    /// Writes the lock atomically now. Call it only after the data it claims is durable.
-    pub fn save(&mut self, dir: &Dir) -> std::io::Result<()> {
-        let file = self.write_temporary(dir)?;
-        LockFile::publish(dir, file)
+impl<'de> Visitor<'de> for LockSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a lock file object")
     }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut files = false;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "files" {
+                files = true;
+                map.next_value_seed(FilesSeed {
+                    manifest: self.manifest,
+                    order: self.order,
+                    previous: &mut *self.previous,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if !files {
+            return Err(serde::de::Error::missing_field("files"));
+        }
+        Ok(())
+    }
+}
 
-    /// Removes the lock (the batch is complete).
-    pub fn remove(dir: &Dir) -> std::io::Result<()> {
-        dir.remove_file(LOCK_NAME)?;
-        dir.sync()
+/// Reads `files`, keeping what concerns this batch.
+struct FilesSeed<'a> {
+    manifest: &'a Manifest,
+    order: &'a [u32],
+    previous: &'a mut Previous,
+}
+
+impl<'de> DeserializeSeed<'de> for FilesSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
     }
+}
+
+impl<'de> Visitor<'de> for FilesSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("files by path")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(path) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let state: LockEntry = map.next_value()?;
+            self.previous.described += 1;
+            let found = self
+                .order
+                .binary_search_by(|&i| {
+                    self.manifest
+                        .get(i as usize)
+                        .map_or("", |e| e.path)
+                        .cmp(&path)
+                })
+                .ok()
+                .map(|at| self.order[at]);
+            let Some(index) = found else {
+                continue;
+            };
+            let Some(entry) = self.manifest.get(index as usize) else {
+                continue;
+            };
+            self.previous.listed[index as usize] = true;
+            let same = entry.kind == EntryKind::File
+                && entry.size == state.size
+                && state.mtime.is_none_or(|m| m == entry.mtime);
+            if !same {
+                continue;
+            }
+            self.previous.matching += 1;
+            let held = state.transferred_bytes.min(entry.size);
+            if state.status == LockStatus::InProgress && held > 0 {
+                self.previous.partial.insert(index, held);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a temporary lock a killed run left behind; a link planted at its name is
+/// refused.
+pub fn remove_stale_temporary(dir: &Dir) -> std::io::Result<()> {
+    match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
+        Some(Kind::File { .. }) => dir.remove_file(TEMPORARY_NAME),
+        Some(Kind::Link) => Err(refused(&format!(
+            "{TEMPORARY_NAME} is a symbolic link; not following it"
+        ))),
+        Some(_) => Err(refused(&format!(
+            "{TEMPORARY_NAME} exists and is not a regular file"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The disk space a lock for `manifest` may need: room for every file's entry.
+pub fn size_estimate(manifest: &Manifest) -> u64 {
+    let files = manifest
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .count() as u64;
+    (1 << 12) + manifest.path_bytes() as u64 + 256 * files
+}
+
+/// The most disk a spare temporary lock reserves (a lock for about 60,000 files).
+pub const MAX_SPARE: u64 = 16 << 20;
+
+/// Creates the next temporary lock now, with `len` bytes of disk reserved for it (at most
+/// [`MAX_SPARE`]): the checkpoint that a full disk forces can still be written.
+pub fn prepare_spare(dir: &Dir, len: u64) -> std::io::Result<()> {
+    remove_stale_temporary(dir)?;
+    let file = dir.create_new(TEMPORARY_NAME)?;
+    preallocate(&file, len.min(MAX_SPARE))
+}
+
+/// Writes the temporary lock beside the real one with `write`, streaming: a batch of
+/// 10,000 files makes about 2 MiB that is never held in memory. The spare made by
+/// [`prepare_spare`] is written into if it is there and still ours (a regular file of
+/// this user with no other name); otherwise one is created exclusively. Never through a
+/// link. It takes effect only through [`publish`].
+pub fn write_temporary(
+    dir: &Dir,
+    write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<File> {
+    let file = match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
+        Some(Kind::File { .. }) => {
+            let file = dir.open_file(TEMPORARY_NAME, true)?;
+            if !owned_alone(&file)? {
+                return Err(refused(&format!(
+                    "{TEMPORARY_NAME} is not this user's own file; not writing into it"
+                )));
+            }
+            file
+        }
+        None => dir.create_new(TEMPORARY_NAME)?,
+        Some(Kind::Link) => {
+            return Err(refused(&format!(
+                "{TEMPORARY_NAME} is a symbolic link; not following it"
+            )));
+        }
+        Some(_) => {
+            return Err(refused(&format!(
+                "{TEMPORARY_NAME} exists and is not a regular file"
+            )));
+        }
+    };
+    let mut out = BufWriter::with_capacity(64 << 10, file);
+    write(&mut out)?;
+    out.flush()?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    // What the spare reserved beyond the lock goes back.
+    let written = std::io::Seek::stream_position(&mut &file)?;
+    file.set_len(written)?;
+    Ok(file)
+}
+
+/// Replaces the lock with the temporary `file` atomically: fsync, rename, fsync of the
+/// directory. Call it only once the data the temporary file claims is durable.
+pub fn publish(dir: &Dir, file: File) -> std::io::Result<()> {
+    file.sync_all()?;
+    dir.rename(TEMPORARY_NAME, LOCK_NAME)?;
+    dir.sync()
+}
+
+/// Removes the lock and any temporary one (the batch is complete).
+pub fn remove(dir: &Dir) -> std::io::Result<()> {
+    dir.remove_file(LOCK_NAME)?;
+    dir.remove_file(TEMPORARY_NAME)?;
+    dir.sync()
 }

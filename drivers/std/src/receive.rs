@@ -1,13 +1,12 @@
 //! `ferry receive`: fetch a batch into a directory, resuming from what is there.
 
-use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferry_core::transfer::{
-    DiskCommand, EntryKind, FileFailure, FileStatus, Manifest, ReceiverSession, TransferConfig,
-    TransferError, TransferEvent,
+    DiskCommand, EntryKind, FileFailure, Manifest, ReceiverSession, TransferConfig, TransferError,
+    TransferEvent,
 };
 use ferry_core::{ConnectionString, Timestamp};
 
@@ -15,7 +14,7 @@ use crate::checkpoint::Checkpointer;
 use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
-use crate::lock::{LockFile, LockProblem, fingerprint};
+use crate::lock::{self, LockHeader, LockProblem, Previous, write_lock};
 use crate::os::meta::{free_space, max_file_size};
 use crate::peer::PeerPolicy;
 use crate::sink::Sink;
@@ -124,13 +123,15 @@ fn new_session(
 /// file and its checkpoints, and the session's events turned into reports.
 pub struct ReceiveWork {
     sink: Sink,
-    lock: Option<LockFile>,
+    /// Who writes the lock; set once a batch is offered (there is nothing to resume
+    /// before).
+    lock: Option<LockHeader>,
     checkpoints: Checkpointer,
     summary: ReceiveSummary,
     failures: Vec<String>,
     files_done: usize,
-    /// Files found complete here before the batch, claimed as such.
-    claimed_final: BTreeSet<usize>,
+    /// Per entry: found complete here before the batch, and claimed as such.
+    claimed_final: Vec<bool>,
     overwrite: bool,
     sender_ip: String,
     started: Instant,
@@ -141,7 +142,7 @@ impl ReceiveWork {
     /// `target`; a temporary lock file a killed run left there is removed.
     pub fn open(target: &ConnectionString, options: &ReceiveOptions) -> Result<Self, DriverError> {
         let sink = Sink::new(&options.out_dir)?;
-        LockFile::remove_stale_temporary(sink.dir())
+        lock::remove_stale_temporary(sink.dir())
             .map_err(|e| DriverError::Disk(format!("{}: {e}", sink.root().display())))?;
         Ok(ReceiveWork {
             checkpoints: Checkpointer::new(sink.dir())?,
@@ -150,7 +151,7 @@ impl ReceiveWork {
             summary: ReceiveSummary::default(),
             failures: Vec::new(),
             files_done: 0,
-            claimed_final: BTreeSet::new(),
+            claimed_final: Vec::new(),
             overwrite: options.overwrite,
             sender_ip: target.ip.to_string(),
             started: Instant::now(),
@@ -238,19 +239,15 @@ impl ReceiveWork {
                             }
                         })?;
                     }
-                    DiskCommand::Checkpoint { changed } => {
+                    DiskCommand::Checkpoint { .. } => {
                         // The snapshot claims only writes already done; the checkpoint
-                        // thread makes them durable (syncfs) before it writes the lock,
-                        // so the transfer goes on while the disk catches up.
-                        if let Some(lock) = self.lock.as_mut() {
-                            for entry in changed {
-                                if let (Some(item), Some(progress)) =
-                                    (session.manifest().get(entry), session.progress(entry))
-                                {
-                                    lock.update(item.path, &progress);
-                                }
-                            }
-                            self.checkpoints.checkpoint(lock)?;
+                        // thread makes them durable before it publishes the lock, so the
+                        // transfer goes on while the disk catches up.
+                        if let Some(header) = &self.lock {
+                            let session = &*session;
+                            self.checkpoints.checkpoint(&mut |out| {
+                                write_lock(out, header, session.manifest(), |i| session.progress(i))
+                            })?;
                         }
                     }
                     _ => {}
@@ -260,7 +257,7 @@ impl ReceiveWork {
                 worked = true;
                 match event {
                     TransferEvent::BatchOffered { .. } => {
-                        let offered = offer(
+                        offer(
                             session,
                             &mut self.sink,
                             self.overwrite,
@@ -268,9 +265,12 @@ impl ReceiveWork {
                             &mut self.claimed_final,
                             now,
                         )?;
-                        self.lock = Some(offered.unwrap_or_else(|| {
-                            LockFile::new(session.manifest(), hex_id(), self.sender_ip.clone())
-                        }));
+                        self.checkpoints
+                            .reserve(lock::size_estimate(session.manifest()));
+                        self.lock = Some(LockHeader {
+                            session_id: hex_id(),
+                            sender_ip: self.sender_ip.clone(),
+                        });
                     }
                     TransferEvent::PlanSettled {
                         skipped,
@@ -285,15 +285,16 @@ impl ReceiveWork {
                         reporter.info(&crate::plan_line(skipped, resumed, fresh));
                         // A file that was already here complete but differs from the
                         // sender's would be replaced: only with --overwrite, or if ours.
-                        let refused: Vec<&str> = self
-                            .claimed_final
-                            .iter()
-                            .filter(|e| {
-                                session
-                                    .progress(**e)
-                                    .is_some_and(|p| p.status != FileStatus::Completed)
+                        // (Judged by what the plan settled for each file: the core marks
+                        // files complete later, as its disk queue allows.)
+                        let manifest = session.manifest();
+                        let refused: Vec<&str> = (0..manifest.len())
+                            .filter(|&e| self.claimed_final.get(e).copied().unwrap_or(false))
+                            .filter_map(|e| {
+                                let item = manifest.get(e)?;
+                                let settled = session.progress(e)?.verified_bytes;
+                                (settled != item.size).then_some(item.path)
                             })
-                            .filter_map(|e| session.manifest().get(*e).map(|i| i.path))
                             .collect();
                         if !refused.is_empty() && !self.overwrite {
                             let names = refused
@@ -311,6 +312,12 @@ impl ReceiveWork {
                         if let Err(error) = check_space(session, &mut self.sink, bytes_to_send) {
                             session.cancel("the receiver does not have the space for this batch");
                             return Err(error);
+                        }
+                        if bytes_to_send == 0 && skipped > 0 {
+                            reporter.info(&format!(
+                                "All {skipped} {} already here; nothing to send",
+                                if skipped == 1 { "file is" } else { "files are" }
+                            ));
                         }
                         reporter.start(skipped + resumed + fresh, bytes_to_send);
                     }
@@ -347,39 +354,63 @@ impl ReceiveWork {
         }
     }
 
-    /// Ends the receive: persists what a later session needs if it failed (`result` is
-    /// the loop's outcome); otherwise checks that everything is verified and in place and
-    /// removes the lock.
+    /// Ends the receive (`result` is the loop's outcome). If anything is left to do, a
+    /// last checkpoint records exactly what was verified, whatever went wrong, so that a
+    /// rerun redoes nothing; otherwise the lock is removed.
     pub fn finish(
         mut self,
         session: &ReceiverSession,
         result: Result<(), DriverError>,
     ) -> Result<ReceiveSummary, DriverError> {
-        let persisted = self.checkpoints.finish(self.lock.as_mut());
-        result?;
-        persisted?;
-        if !session.is_finished() {
-            return Err(DriverError::Transfer(
-                session.error().cloned().unwrap_or(TransferError::PeerEnded),
-            ));
+        let stopped = self.checkpoints.finish();
+        let outcome = result.and(stopped).and_then(|()| {
+            if !session.is_finished() {
+                return Err(DriverError::Transfer(
+                    session.error().cloned().unwrap_or(TransferError::PeerEnded),
+                ));
+            }
+            self.sink.finish(session.manifest())?;
+            if !self.failures.is_empty() {
+                return Err(DriverError::Unverified {
+                    failed: self.failures.len() as u64,
+                    names: self
+                        .failures
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            Ok(())
+        });
+        let Some(header) = self.lock.take() else {
+            // No batch was offered: there is nothing to resume.
+            return outcome.map(|()| self.summary);
+        };
+        if outcome.is_ok() {
+            lock::remove(self.sink.dir())
+                .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
+            self.summary.elapsed = self.started.elapsed();
+            return Ok(self.summary);
         }
-        self.sink.finish(session.manifest())?;
-        if !self.failures.is_empty() {
-            return Err(DriverError::Unverified {
-                failed: self.failures.len() as u64,
-                names: self
-                    .failures
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+        let kept = self
+            .sink
+            .trim_open(|entry| session.progress(entry).map_or(0, |p| p.verified_bytes))
+            .map_err(|e| DriverError::Disk(e.to_string()))
+            .and_then(|()| {
+                self.checkpoints.save_now(&mut |out| {
+                    write_lock(out, &header, session.manifest(), |i| session.progress(i))
+                })
             });
+        match (outcome, kept) {
+            (Err(error), Err(unsaved)) => Err(DriverError::Unsaved {
+                error: Box::new(error),
+                why: unsaved.to_string(),
+            }),
+            (Err(error), Ok(())) => Err(error),
+            (Ok(()), _) => Ok(self.summary),
         }
-        LockFile::remove(self.sink.dir())
-            .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
-        self.summary.elapsed = self.started.elapsed();
-        Ok(self.summary)
     }
 }
 
@@ -451,9 +482,9 @@ fn offer(
     sink: &mut Sink,
     overwrite: bool,
     reporter: &mut dyn Reporter,
-    claimed_final: &mut BTreeSet<usize>,
+    claimed_final: &mut Vec<bool>,
     now: ferry_core::Timestamp,
-) -> Result<Option<LockFile>, DriverError> {
+) -> Result<(), DriverError> {
     let manifest = session.manifest().clone();
     if let Err(error) = check_file_sizes(&manifest, sink) {
         session.cancel("the receiver's file system cannot hold a file this large");
@@ -475,53 +506,49 @@ fn offer(
         session.cancel(&reason);
         return Err(DriverError::Disk(reason));
     }
-    let lock = match LockFile::load(sink.dir()) {
-        Ok(Some(lock)) if lock.batch == fingerprint(&manifest) => Some(lock),
-        Ok(Some(_)) => {
-            reporter.info("Ignoring the lock file: it belongs to another batch");
-            None
+    let previous = match Previous::load(sink.dir(), &manifest) {
+        Ok(Some(previous)) if previous.described > 0 && previous.matching == 0 => {
+            reporter.info("Ignoring the lock file: nothing in it matches this batch");
+            previous
         }
-        Ok(None) => None,
+        Ok(previous) => previous.unwrap_or_default(),
         Err(LockProblem::Unusable(reason)) => {
             reporter.info(&format!("Ignoring the lock file: {reason}"));
-            None
+            Previous::default()
         }
         Err(LockProblem::Refused(why)) => {
             let reason = format!(
                 "{}: {why}; remove it and run the command again",
-                sink.root().join(crate::lock::LOCK_NAME).display()
+                sink.root().join(lock::LOCK_NAME).display()
             );
             session.cancel("the receiver cannot use its output directory");
             return Err(DriverError::Disk(reason));
         }
     };
+    *claimed_final = vec![false; manifest.len()];
     let mut local = Vec::new();
     for (index, entry) in manifest.iter().enumerate() {
         if entry.kind != EntryKind::File {
             continue;
         }
-        let ours = lock.as_ref().and_then(|l| l.files.get(entry.path));
-        if ours.is_some() || overwrite {
+        if previous.listed(index) || overwrite {
             sink.allow_replace(index);
         }
         match sink.local(&entry) {
             // A partial file counts only as far as the lock says it is durable and verified.
             Some((len, true)) => {
-                let durable = ours
-                    .map_or(0, |l| l.transferred_bytes)
-                    .min(len)
-                    .min(entry.size);
+                let durable = previous.verified(index).min(len).min(entry.size);
                 if durable > 0 {
                     local.push((index, durable));
                 }
             }
             Some((len, false)) if len == entry.size && entry.size > 0 => {
                 local.push((index, len));
-                claimed_final.insert(index);
+                claimed_final[index] = true;
             }
             _ => {}
         }
     }
     session.accept(now, &local)?;
-    Ok(lock)
+    Ok(())
 }

@@ -87,7 +87,12 @@ impl Sender {
     pub fn serve(&mut self, reporter: &mut dyn Reporter) -> Result<SendSummary, DriverError> {
         let mut failed_sessions = 0;
         loop {
-            let (mut stream, address) = self.listener.accept()?;
+            let Some((mut stream, address)) = self.accept()? else {
+                return Err(DriverError::Transfer(TransferError::Cancelled {
+                    by_peer: false,
+                    reason: crate::stop::REASON.to_owned(),
+                }));
+            };
             if let Err(refusal) = self.policy.check(address.ip()) {
                 reporter.info(&format!(
                     "refused a connection from {}: {refusal}",
@@ -114,6 +119,25 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Waits for the next connection; `None` if the user asked to stop meanwhile.
+    fn accept(&self) -> Result<Option<(std::net::TcpStream, std::net::SocketAddr)>, DriverError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        while crate::stop::installed() {
+            if crate::stop::requested() {
+                return Ok(None);
+            }
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            let wait = PollTimeout::try_from(crate::stop::CHECK_EVERY).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, wait) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => break,
+                Err(errno) => return Err(std::io::Error::from_raw_os_error(errno as i32).into()),
+            }
+        }
+        Ok(Some(self.listener.accept()?))
     }
 
     /// The listening socket (the mio driver polls a clone of it).

@@ -441,6 +441,22 @@ impl Sink {
         Ok(())
     }
 
+    /// Cuts the `.part` file being written back to what `verified(entry)` says is
+    /// verified: a write that failed midway (a full disk) leaves nothing unverified behind,
+    /// and the space it took is free again for the last checkpoint.
+    pub fn trim_open(&mut self, verified: impl Fn(usize) -> u64) -> io::Result<()> {
+        match &self.open {
+            Some((entry, file)) => {
+                let keep = verified(*entry);
+                if file.metadata()?.len() > keep {
+                    file.set_len(keep)?;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Makes everything written and renamed so far durable: one sync for the whole file
     /// system rather than one per file.
     pub fn sync(&mut self) -> Result<(), DriverError> {

@@ -1,21 +1,23 @@
-//! The lock file: the seed's schema on disk, and checkpoints that publish it only through
-//! an atomic rename.
+//! The lock file: the seed's schema on disk, resume state per file (path, size, mtime),
+//! and checkpoints that publish it only through an atomic rename.
+
+use std::collections::HashMap;
 
 use ferry_core::transfer::{
     EntryKind, FileProgress, FileStatus, Manifest, ManifestEntry, ManifestLimits,
 };
 use ferry_std::checkpoint::Checkpointer;
-use ferry_std::lock::{HexHash, LOCK_NAME, LockFile, LockStatus};
+use ferry_std::lock::{LOCK_NAME, LockHeader, Previous, write_lock};
 use ferry_std::os::dir::Dir;
 
-fn manifest(files: usize) -> Manifest {
+fn manifest_with(files: usize, mtime: i64) -> Manifest {
     let entries: Vec<ManifestEntry> = (0..files)
         .map(|i| ManifestEntry {
             path: format!("f{i:05}"),
             kind: EntryKind::File,
             size: 4096,
             mode: 0o644,
-            mtime: 0,
+            mtime,
             sha256: None,
         })
         .collect();
@@ -30,27 +32,56 @@ fn read_json(root: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(root.join(LOCK_NAME)).unwrap()).unwrap()
 }
 
+fn header() -> LockHeader {
+    LockHeader {
+        session_id: "abc".into(),
+        sender_ip: "127.0.0.1".into(),
+    }
+}
+
+/// Saves a lock for `manifest` in which the given entries have the given progress.
+fn save(dir: &std::path::Path, manifest: &Manifest, progress: &HashMap<usize, FileProgress>) {
+    let mut checkpoints = Checkpointer::new(&open(dir)).unwrap();
+    checkpoints.finish().unwrap();
+    checkpoints
+        .save_now(&mut |out| write_lock(out, &header(), manifest, |i| progress.get(&i).copied()))
+        .unwrap();
+}
+
+fn progress() -> HashMap<usize, FileProgress> {
+    HashMap::from([
+        (
+            0,
+            FileProgress {
+                status: FileStatus::Completed,
+                verified_bytes: 4096,
+                sha256: Some([0xab; 32]),
+            },
+        ),
+        (
+            1,
+            FileProgress {
+                status: FileStatus::InProgress,
+                verified_bytes: 1000,
+                sha256: Some([0x01; 32]),
+            },
+        ),
+        (
+            2,
+            FileProgress {
+                status: FileStatus::InProgress,
+                verified_bytes: 0,
+                sha256: None,
+            },
+        ),
+    ])
+}
+
 #[test]
-fn the_lock_is_written_in_the_seed_schema_and_read_back() {
+fn the_lock_is_written_in_the_seed_schema_and_read_back_per_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lock = LockFile::new(&manifest(3), "abc".into(), "127.0.0.1".into());
-    lock.update(
-        "f00000",
-        &FileProgress {
-            status: FileStatus::Completed,
-            verified_bytes: 4096,
-            sha256: Some([0xab; 32]),
-        },
-    );
-    lock.update(
-        "f00001",
-        &FileProgress {
-            status: FileStatus::InProgress,
-            verified_bytes: 1000,
-            sha256: Some([0x01; 32]),
-        },
-    );
-    lock.save(&open(dir.path())).unwrap();
+    let manifest = manifest_with(3, 1_700_000_000);
+    save(dir.path(), &manifest, &progress());
     let json = read_json(dir.path());
     for field in [
         "version",
@@ -62,57 +93,110 @@ fn the_lock_is_written_in_the_seed_schema_and_read_back() {
     ] {
         assert!(json.get(field).is_some(), "{field} missing: {json}");
     }
+    assert_eq!(json["total_files"], 3);
     let done = &json["files"]["f00000"];
     assert_eq!(done["status"], "completed");
     assert_eq!(done["original_hash"], "ab".repeat(32));
-    assert_eq!(done["partial_hash"], "ab".repeat(32));
+    assert_eq!(done["mtime"], 1_700_000_000);
     let partial = &json["files"]["f00001"];
     assert_eq!(partial["status"], "in_progress");
     assert_eq!(partial["transferred_bytes"], 1000);
+    assert_eq!(partial["partial_hash"], "01".repeat(32));
     assert!(partial.get("original_hash").is_none());
-    assert_eq!(json["files"]["f00002"]["transferred_bytes"], 0);
+    assert!(
+        json["files"].get("f00002").is_none(),
+        "a file with nothing verified has nothing to resume"
+    );
 
-    let loaded = LockFile::load(&open(dir.path())).unwrap().unwrap();
-    assert_eq!(loaded, lock);
-    let entry = loaded.files["f00001"];
-    assert_eq!(entry.status, LockStatus::InProgress);
-    assert_eq!(entry.partial_hash, Some(HexHash([0x01; 32])));
+    let previous = Previous::load(&open(dir.path()), &manifest)
+        .unwrap()
+        .unwrap();
+    assert_eq!((previous.described, previous.matching), (2, 2));
+    assert!(previous.listed(0) && previous.listed(1) && !previous.listed(2));
+    assert_eq!(previous.verified(1), 1000);
+    assert_eq!(
+        previous.verified(0),
+        0,
+        "a completed file resumes from its final file"
+    );
+}
+
+#[test]
+fn resume_state_applies_only_to_files_whose_path_size_and_mtime_still_match() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), &manifest_with(3, 1_700_000_000), &progress());
+    // The sender's batch now has another file in front and one file touched since.
+    let entries: Vec<ManifestEntry> = [
+        ("a-new-file", 4096, 5),
+        ("f00000", 4096, 1_700_000_000),
+        ("f00001", 4096, 1_700_000_001),
+    ]
+    .iter()
+    .map(|&(path, size, mtime)| ManifestEntry {
+        path: path.into(),
+        kind: EntryKind::File,
+        size,
+        mode: 0o644,
+        mtime,
+        sha256: None,
+    })
+    .collect();
+    let manifest = Manifest::from_entries(&entries, &ManifestLimits::default()).unwrap();
+    let previous = Previous::load(&open(dir.path()), &manifest)
+        .unwrap()
+        .unwrap();
+    assert_eq!((previous.described, previous.matching), (2, 1));
+    assert!(!previous.listed(0));
+    assert!(previous.listed(1) && previous.listed(2), "both were ours");
+    assert_eq!(previous.verified(2), 0, "f00001 changed since: not resumed");
 }
 
 #[test]
 fn a_lock_with_a_malformed_hash_is_reported_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lock = LockFile::new(&manifest(1), "abc".into(), "127.0.0.1".into());
-    lock.save(&open(dir.path())).unwrap();
+    let manifest = manifest_with(3, 0);
+    save(dir.path(), &manifest, &progress());
     let text = std::fs::read_to_string(dir.path().join(LOCK_NAME)).unwrap();
-    let broken = text.replace(
-        "\"transferred_bytes\":0",
-        "\"transferred_bytes\":0,\"partial_hash\":\"not-hex\"",
-    );
+    let broken = text.replace(&"01".repeat(32), "not-hex");
     assert_ne!(broken, text);
     std::fs::write(dir.path().join(LOCK_NAME), broken).unwrap();
-    let error = LockFile::load(&open(dir.path())).unwrap_err();
+    let error = Previous::load(&open(dir.path()), &manifest).unwrap_err();
     assert!(error.to_string().contains("corrupt"), "{error}");
 }
 
 #[test]
 fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lock = LockFile::new(&manifest(2), "abc".into(), "127.0.0.1".into());
+    let manifest = manifest_with(2, 0);
     let mut checkpoints = Checkpointer::new(&open(dir.path())).unwrap();
+    let mut last = 0;
     for verified_bytes in [1024, 2048, 4096] {
-        lock.update(
-            "f00000",
-            &FileProgress {
-                status: FileStatus::InProgress,
-                verified_bytes,
-                sha256: Some([7; 32]),
-            },
-        );
-        // Back to back: some of these find the worker busy and are folded into the next.
-        checkpoints.checkpoint(&mut lock).unwrap();
+        last = verified_bytes;
+        let state = FileProgress {
+            status: FileStatus::InProgress,
+            verified_bytes,
+            sha256: Some([7; 32]),
+        };
+        // Back to back: some of these find the worker busy and are skipped.
+        checkpoints
+            .checkpoint(&mut |out| {
+                write_lock(out, &header(), &manifest, |i| (i == 0).then_some(state))
+            })
+            .unwrap();
     }
-    checkpoints.finish(Some(&mut lock)).unwrap();
+    checkpoints.finish().unwrap();
+    if checkpoints.is_behind() {
+        let state = FileProgress {
+            status: FileStatus::InProgress,
+            verified_bytes: last,
+            sha256: Some([7; 32]),
+        };
+        checkpoints
+            .save_now(&mut |out| {
+                write_lock(out, &header(), &manifest, |i| (i == 0).then_some(state))
+            })
+            .unwrap();
+    }
     assert_eq!(
         read_json(dir.path())["files"]["f00000"]["transferred_bytes"],
         4096

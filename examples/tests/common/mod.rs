@@ -107,6 +107,38 @@ pub(crate) fn receive(args: &[String], out: &Path, path_env: Option<&Path>) -> O
     command.output().unwrap()
 }
 
+/// Bytes the sender wrote to the socket in its last session, from its log.
+pub(crate) fn wire_bytes(sender_log: &str) -> u64 {
+    sender_log
+        .lines()
+        .find_map(|l| l.strip_prefix("wire bytes: "))
+        .unwrap_or_else(|| panic!("no wire bytes in {sender_log}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Bytes the receiver found already here and verified, from its log (0 if it resumed
+/// nothing).
+pub(crate) fn bytes_already_here(receiver_log: &str) -> u64 {
+    receiver_log
+        .lines()
+        .find_map(|l| l.strip_prefix("resumed: "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Sends a signal to a child process (`kill -SIG`).
+pub(crate) fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
 pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -340,4 +372,38 @@ impl Link {
         }
         start.elapsed()
     }
+}
+
+/// Starts `ferry receive ARGS -o OUT` with its stderr in `log`.
+pub(crate) fn spawn_receive(args: &[String], out: &Path, log: &Path) -> Child {
+    Command::new(FERRY)
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `ready()` holds, failing if `child` ends first.
+pub(crate) fn wait_until(child: &mut Child, log: &Path, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the receive ended ({status}) before it could be stopped:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never got going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The length of the file at `path`, 0 if there is none.
+pub(crate) fn part_len(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
 }

@@ -235,6 +235,14 @@ impl Dir {
     }
 }
 
+/// True if `file` belongs to the user running this process and has no other name: a
+/// file that someone else planted, or that is linked elsewhere, is not ours to write.
+pub fn owned_alone(file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok(meta.uid() == nix::unistd::geteuid().as_raw() && meta.nlink() == 1)
+}
+
 /// Which file an open handle refers to.
 pub fn file_id(file: &File) -> io::Result<FileId> {
     use std::os::unix::fs::MetadataExt;

@@ -11,6 +11,18 @@ pub fn sync_filesystem(dir: &Dir) -> io::Result<()> {
     nix::unistd::syncfs(dir.as_file()).map_err(|errno| io::Error::from_raw_os_error(errno as i32))
 }
 
+/// Reserves `len` bytes of disk for `file` without writing them, where the system can: a
+/// later write into them cannot fail for want of space. Elsewhere this does nothing.
+pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    match nix::fcntl::posix_fallocate(file, 0, len) {
+        Ok(()) => Ok(()),
+        // A file system that cannot preallocate just gets no reserve.
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL) => Ok(()),
+        Err(errno) => Err(io::Error::from_raw_os_error(errno as i32)),
+    }
+}
+
 /// How far behind the newest write a large file's pages are handed to the disk.
 pub const WRITE_BEHIND: u64 = 4 << 20;
 

@@ -1,0 +1,280 @@
+//! "Interrupt the receiver at any point and run the same command again", tried as a user
+//! would: `kill -9` among thousands of small files, a full disk, Ctrl-C, a cut
+//! connection, a sender restarted with more files. Each rerun sends only what was not
+//! yet verified here, and a run with everything already here sends nothing.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferry_core::transfer::TransferConfig;
+
+/// Bytes a rerun may send beyond what is missing: the segments that were in flight when
+/// the first run stopped, the manifest (`entries` of them), and record framing.
+fn allowance(missing: u64, entries: u64) -> u64 {
+    let config = TransferConfig::default();
+    (config.segments_in_flight * config.segment_size) as u64 + entries * 64 + missing / 500
+}
+
+fn small_files(root: &Path, count: usize) -> PathBuf {
+    let src = root.join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..count {
+        random_file(&src.join(format!("f{i:05}")), 1024, i as u64);
+    }
+    src
+}
+
+fn lock_json(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(out.join(".transfer_lock.json")).expect("a lock file"))
+        .unwrap()
+}
+
+/// Reruns the receive against a new sender of `source`; asserts it completes, sending at
+/// most what was missing plus the allowance, and returns (bytes already here, receiver
+/// log, sender log).
+fn rerun(source: &Path, out: &Path, total: u64, entries: u64) -> (u64, String, String) {
+    let sending = send(&["--pod"], &[source], None);
+    let again = receive(&sending.receive_args(None), out, None);
+    let log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    let present = bytes_already_here(&log);
+    let missing = total - present;
+    let sent = wire_bytes(&sender_log);
+    assert!(
+        sent <= missing + allowance(missing, entries),
+        "sent {sent} bytes for {missing} missing:\n{log}"
+    );
+    assert!(
+        !out.join(".transfer_lock.json").exists(),
+        "lock left behind"
+    );
+    assert!(
+        !out.join(".transfer_lock.json.tmp").exists(),
+        "temporary lock left behind"
+    );
+    (present, log, sender_log)
+}
+
+#[test]
+fn thousands_of_small_files_resume_after_kill_9_and_a_third_run_sends_nothing() {
+    for count in [5_000, 20_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = small_files(dir.path(), count);
+        let out = dir.path().join("out");
+        let sending = send(&["--pod"], &[&src], None);
+        let log = dir.path().join("first.log");
+        let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+        // Kill once about half the files are in place.
+        wait_until(&mut child, &log, || {
+            fs::read_dir(out.join("src")).map_or(0, |d| d.count()) >= count / 2
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        sending.abandon();
+
+        let total = count as u64 * 1024;
+        let (present, log, _) = rerun(&src, &out, total, count as u64 + 1);
+        assert!(present >= total / 3, "{count}: little was resumed:\n{log}");
+        assert_same_tree(&src, &out.join("src"));
+
+        // Everything is here now: a third run sends no file data at all.
+        let sending = send(&["--pod"], &[&src], None);
+        let started = Instant::now();
+        let third = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&third);
+        assert_eq!(third.status.code(), Some(0), "{log}");
+        assert!(
+            log.contains(&format!("All {count} files are already here")),
+            "{log}"
+        );
+        let (status, sender_log) = sending.finish();
+        assert_eq!(status, 0, "{sender_log}");
+        assert!(sender_log.contains(" 0 B in "), "{sender_log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_and_a_cut_connection_keep_exactly_what_was_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    let total = 256u64 << 20;
+    random_file(&source, total as usize, 11);
+    let out = dir.path().join("out");
+    let part = out.join("big.bin.part");
+
+    // Ctrl-C: the receiver cancels, tells the sender, and writes a last checkpoint.
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("interrupted.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= 32 << 20);
+    signal(&child, "INT");
+    let status = wait(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 8, "{text}");
+    let (_, sender_log) = {
+        let mut sending = sending;
+        signal(&sending.child, "INT");
+        let status = wait(&mut sending.child, Duration::from_secs(60));
+        assert_eq!(status, 8, "the sender ends as cancelled too");
+        (status, String::new())
+    };
+    let _ = sender_log;
+    let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        kept >= 32 << 20,
+        "the last checkpoint kept only {kept} bytes"
+    );
+    assert_eq!(
+        kept,
+        part_len(&part),
+        "the .part holds more than was verified"
+    );
+
+    // The connection cut (the sender dies): the same, from the receiver's side.
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("cut.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= kept + (64 << 20));
+    let mut sending = sending;
+    sending.child.kill().unwrap();
+    sending.child.wait().unwrap();
+    let status = wait(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 4, "{text}");
+    let kept_after_cut = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(kept_after_cut >= kept + (64 << 20), "{kept_after_cut}");
+    assert_eq!(kept_after_cut, part_len(&part));
+
+    let (present, _, _) = rerun(&source, &out, total, 1);
+    assert_eq!(present, kept_after_cut);
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}
+
+#[test]
+fn a_sender_restarted_with_one_more_file_sends_only_it_and_the_unverified_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        random_file(&src.join(format!("part-{i}.bin")), 40 << 20, 30 + i);
+    }
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&src], None);
+    let log = dir.path().join("first.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || {
+        part_len(&out.join("src/part-1.bin.part")) >= 8 << 20
+    });
+    signal(&child, "INT");
+    assert_eq!(wait(&mut child, Duration::from_secs(60)), 8);
+    sending.abandon();
+
+    // The sender's list grows by one file; everything already verified still counts.
+    random_file(&src.join("added.bin"), 10 << 20, 99);
+    let total = 130u64 << 20;
+    let (present, log, _) = rerun(&src, &out, total, 5);
+    assert!(!log.contains("Ignoring the lock file"), "{log}");
+    assert!(present >= 48 << 20, "{present} resumed:\n{log}");
+    assert_same_tree(&src, &out.join("src"));
+}
+
+/// A small file system of its own for `out`, removed again when dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` (saying why) unless this runs as root: only root may mount.
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: mounting a small tmpfs needs root");
+            return None;
+        }
+        fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "root could not mount a tmpfs");
+        Some(Tmpfs {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    let total = 50u64 << 20;
+    random_file(&source, total as usize, 12);
+    let out = dir.path().join("out");
+    let Some(_disk) = Tmpfs::mount(&out, "64m") else {
+        return;
+    };
+    let part = out.join("big.bin.part");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("full.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= 20 << 20);
+    // Something else fills the disk.
+    let filler = out.join("filler");
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 100000000 /dev/zero > {}",
+            filler.display()
+        ))
+        .stderr(Stdio::null())
+        .status();
+    let status = wait(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 6, "{text}");
+    assert!(text.contains("no space left"), "{text}");
+    let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(kept >= 20 << 20, "only {kept} bytes kept");
+    sending.abandon();
+
+    // The disk has room again.
+    fs::remove_file(&filler).unwrap();
+    let (present, _, _) = rerun(&source, &out, total, 1);
+    assert_eq!(present, kept);
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}
+
+#[test]
+fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = small_files(dir.path(), 300);
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    // What a run killed in the middle of a checkpoint leaves.
+    fs::write(out.join(".transfer_lock.json.tmp"), b"{\"half\":").unwrap();
+    rerun(&src, &out, 300 * 1024, 301);
+    assert_same_tree(&src, &out.join("src"));
+}
