@@ -366,6 +366,16 @@ fn bytes_that_differ_from_the_manifest_hash_are_never_committed_however_the_send
     let streamed = [8u8; 100];
     let mut script = receiver_awaiting_a_segment(Some(Sha256::digest(promised_by_manifest).into()));
     for attempt in 1..=3 {
+        if attempt > 1 {
+            // Every later attempt is announced: the same size and mtime, claiming the
+            // file has not changed.
+            let mut update = vec![0x23];
+            update.extend_from_slice(&0u32.to_be_bytes());
+            update.push(attempt);
+            update.extend_from_slice(&100u64.to_be_bytes());
+            update.extend_from_slice(&0i64.to_be_bytes());
+            script.sender.send_message(&update).unwrap();
+        }
         let error = send_segment(&mut script, attempt, &streamed, &streamed);
         assert!(error.is_none(), "attempt {attempt}: {error:?}");
     }

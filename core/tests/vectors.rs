@@ -151,8 +151,8 @@ fn generate() -> Value {
     tampered[tamper_at] ^= 0x40;
     let mut zero_key_hello = sender_hello.clone();
     zero_key_hello[HELLO_LEN - 32..].fill(0);
-    let mut version_2_hello = sender_hello.clone();
-    version_2_hello[5..7].copy_from_slice(&2u16.to_be_bytes());
+    let mut other_version_hello = sender_hello.clone();
+    other_version_hello[5..7].copy_from_slice(&(handshake::VERSION + 1).to_be_bytes());
 
     json!({
         "about": "Ferry handshake and record-layer vectors; see vectors/README.md",
@@ -180,7 +180,7 @@ fn generate() -> Value {
             negative("wrong token", Role::Receiver, receiver_secret, &wrong_token, &s2r),
             negative("tampered data record", Role::Receiver, receiver_secret, &token, &tampered),
             negative("all-zero public key", Role::Receiver, receiver_secret, &token, &zero_key_hello),
-            negative("other protocol version", Role::Receiver, receiver_secret, &token, &version_2_hello),
+            negative("other protocol version", Role::Receiver, receiver_secret, &token, &other_version_hello),
             negative("not a Ferry peer", Role::Receiver, receiver_secret, &token, b"SSH-2.0-OpenSSH_9.2\r\n"),
         ],
     })

@@ -206,6 +206,10 @@ fn main() -> ProcessExit {
 fn serve_many(sender: &mut Sender, receivers: usize, display: &mut Display) -> ProcessExit {
     let stats = ferry_mio::LoopStats::default();
     match ferry_mio::serve(sender, receivers, display, &stats) {
+        Ok(summary) if summary.delivered.iter().any(|(_, s)| s.failed > 0) => {
+            eprintln!("Some receivers could not get every file (see above)");
+            ProcessExit::from(ferry_std::ExitCode::Integrity as u8)
+        }
         Ok(summary) => {
             let bytes: u64 = summary.delivered.iter().map(|(_, s)| s.bytes).sum();
             let wire: u64 = summary.delivered.iter().map(|(_, s)| s.wire_bytes).sum();
@@ -270,6 +274,14 @@ fn run() -> ProcessExit {
                 return serve_many(&mut sender, receivers as usize, &mut display);
             }
             match sender.serve(&mut display) {
+                Ok(summary) if summary.failed > 0 => {
+                    display.done();
+                    eprintln!(
+                        "Sent all but {} of the files; those could not be delivered (see above)",
+                        summary.failed
+                    );
+                    ProcessExit::from(ferry_std::ExitCode::Integrity as u8)
+                }
                 Ok(summary) => {
                     display.done();
                     eprintln!(

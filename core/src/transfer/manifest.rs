@@ -126,6 +126,12 @@ impl PathRule {
     }
 }
 
+impl core::fmt::Display for PathRule {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// A manifest problem, naming the entry and the rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -303,6 +309,38 @@ impl Manifest {
             mtime: entry.mtime,
             sha256: entry.sha256,
         });
+        Ok(())
+    }
+
+    /// A file entry as its sender finds it on reopening. If its size or mtime changed, the
+    /// hash goes: it described the file as it was.
+    pub(crate) fn set_file_meta(
+        &mut self,
+        index: usize,
+        size: u64,
+        mtime: i64,
+    ) -> Result<(), ManifestError> {
+        let stored = self
+            .entries
+            .get_mut(index)
+            .filter(|e| e.kind == EntryKind::File)
+            .ok_or(ManifestError::Malformed {
+                index,
+                why: "an update for an entry that is not a file",
+            })?;
+        let total =
+            (self.total_bytes - stored.size)
+                .checked_add(size)
+                .ok_or(ManifestError::Malformed {
+                    index,
+                    why: "sizes overflow 64 bits",
+                })?;
+        if (stored.size, stored.mtime) != (size, mtime) {
+            stored.sha256 = None;
+        }
+        stored.size = size;
+        stored.mtime = mtime;
+        self.total_bytes = total;
         Ok(())
     }
 

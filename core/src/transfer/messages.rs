@@ -5,8 +5,8 @@ use std::io::Write;
 
 use crate::msgpack::{self, DecodeError, Reader};
 use crate::resource::wire::RESOURCE_HASH_LEN;
-use crate::transfer::TransferError;
 use crate::transfer::manifest::{Entry, EntryKind};
+use crate::transfer::{TransferError, Unreadable};
 
 /// Message kinds.
 pub(crate) mod kind {
@@ -26,6 +26,8 @@ pub(crate) mod kind {
     pub(crate) const RETRY: u8 = 0x20;
     pub(crate) const DONE: u8 = 0x21;
     pub(crate) const CANCEL: u8 = 0x22;
+    pub(crate) const UPDATE: u8 = 0x23;
+    pub(crate) const ABANDON: u8 = 0x24;
 }
 
 /// Kind, resource hash and part index in front of a part's data.
@@ -442,6 +444,100 @@ pub(crate) fn decode_retry(body: &[u8]) -> Result<(u32, u8), TransferError> {
 pub(crate) fn encode_retry(entry: u32, attempt: u8) -> [u8; 5] {
     let e = entry.to_be_bytes();
     [e[0], e[1], e[2], e[3], attempt]
+}
+
+/// `UPDATE`: a file about to be sent again, as the sender now finds it (PROTOCOL.md §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Update {
+    pub(crate) entry: u32,
+    pub(crate) attempt: u8,
+    pub(crate) size: u64,
+    pub(crate) mtime: i64,
+}
+
+impl Update {
+    pub(crate) const LEN: usize = 4 + 1 + 8 + 8;
+
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..4].copy_from_slice(&self.entry.to_be_bytes());
+        out[4] = self.attempt;
+        out[5..13].copy_from_slice(&self.size.to_be_bytes());
+        out[13..].copy_from_slice(&self.mtime.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, TransferError> {
+        const WHY: &str = "an update is not 21 bytes";
+        if body.len() != Self::LEN {
+            return Err(protocol(WHY));
+        }
+        Ok(Update {
+            entry: u32::from_be_bytes(be::<4>(body, 0, WHY)?),
+            attempt: body[4],
+            size: u64::from_be_bytes(be::<8>(body, 5, WHY)?),
+            mtime: i64::from_be_bytes(be::<8>(body, 13, WHY)?),
+        })
+    }
+}
+
+/// Why the sender stopped sending an attempt before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trouble {
+    /// The file changed while it was read: the receiver asks for it again.
+    Changed,
+    /// The sender cannot read it: the file fails now.
+    Unreadable(Unreadable),
+}
+
+impl Trouble {
+    fn code(self) -> u8 {
+        match self {
+            Trouble::Changed => 0,
+            Trouble::Unreadable(Unreadable::Gone) => 1,
+            Trouble::Unreadable(Unreadable::PermissionDenied) => 2,
+            Trouble::Unreadable(_) => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Trouble::Changed,
+            1 => Trouble::Unreadable(Unreadable::Gone),
+            2 => Trouble::Unreadable(Unreadable::PermissionDenied),
+            3 => Trouble::Unreadable(Unreadable::ReadError),
+            _ => return None,
+        })
+    }
+}
+
+/// `ABANDON`: the sender ends an attempt before its end (PROTOCOL.md §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Abandon {
+    pub(crate) entry: u32,
+    pub(crate) attempt: u8,
+    pub(crate) trouble: Trouble,
+}
+
+impl Abandon {
+    pub(crate) const LEN: usize = 4 + 1 + 1;
+
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
+        let e = self.entry.to_be_bytes();
+        [e[0], e[1], e[2], e[3], self.attempt, self.trouble.code()]
+    }
+
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, TransferError> {
+        if body.len() != Self::LEN {
+            return Err(protocol("an abandon is not 6 bytes"));
+        }
+        Ok(Abandon {
+            entry: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+            attempt: body[4],
+            trouble: Trouble::from_code(body[5])
+                .ok_or(protocol("an abandon with an unknown cause"))?,
+        })
+    }
 }
 
 /// `DONE`: committed and failed counts.

@@ -235,12 +235,53 @@ pub enum DiskCommand {
         /// Manifest index.
         entry: usize,
     },
+    /// Sender: the entry is about to be sent again. Look at its file afresh (it may have
+    /// changed since the manifest was made) and report its size and modification time
+    /// with `handle_reopen_done`; reads of this attempt are judged against those.
+    Reopen {
+        /// Manifest index.
+        entry: usize,
+    },
     /// Receiver: make every write reported done so far durable, then persist resume state
     /// (`progress(entry)`) for the entries in `changed`.
     Checkpoint {
         /// Entries whose progress changed since the previous checkpoint.
         changed: core::ops::Range<usize>,
     },
+}
+
+/// A file's size and modification time, as the sender's driver finds it on reopening.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Bytes.
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+/// Why the sender cannot read a file (PROTOCOL.md §6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreadable {
+    /// The file is gone.
+    #[error("it is gone")]
+    Gone,
+    /// Permission denied.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// Reading it failed.
+    #[error("a read error")]
+    ReadError,
+}
+
+impl From<DiskErrorKind> for Unreadable {
+    fn from(kind: DiskErrorKind) -> Self {
+        match kind {
+            DiskErrorKind::NotFound => Unreadable::Gone,
+            DiskErrorKind::PermissionDenied => Unreadable::PermissionDenied,
+            _ => Unreadable::ReadError,
+        }
+    }
 }
 
 /// Why a disk operation failed, as the driver reports it.
@@ -275,10 +316,21 @@ pub enum DiskErrorKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FileFailure {
-    /// Every attempt ended with a SHA-256 mismatch (typically: the source kept changing).
+    /// Every attempt ended with a SHA-256 mismatch: the bytes that arrived are not the
+    /// bytes the sender promised.
     HashMismatch {
         /// Attempts made.
         attempts: u8,
+    },
+    /// The file changed at the sender while it was being read, attempt after attempt.
+    KeptChanging {
+        /// Attempts made.
+        attempts: u8,
+    },
+    /// The sender cannot read the file.
+    Unreadable {
+        /// Why.
+        cause: Unreadable,
     },
 }
 

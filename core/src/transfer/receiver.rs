@@ -20,7 +20,9 @@ use crate::transfer::common::short_of_room;
 use crate::transfer::common::{Engine, Outputs, Shell, VERIFY_READ, Verifier, slot_io, split_io};
 use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
-use crate::transfer::messages::{self, Claim, Extent, FileDigest, Layout, ManifestBegin, kind};
+use crate::transfer::messages::{
+    self, Abandon, Claim, Extent, FileDigest, Layout, ManifestBegin, Trouble, Update, kind,
+};
 use crate::transfer::{
     DiskCommand, DiskError, FileFailure, IoId, TransferConfig, TransferError, TransferEvent,
 };
@@ -59,9 +61,8 @@ struct EntryState {
     digest: Option<FileDigest>,
     verified: u64,
     verified_hash: Option<[u8; 32]>,
-    /// The sender reported this file changed since the manifest: its manifest hash no
-    /// longer binds.
-    change_reported: bool,
+    /// The sender announced this attempt with UPDATE (every attempt after the first).
+    updated: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +80,7 @@ enum SlotState {
 enum Outcome {
     Commit,
     Retry,
-    Fail,
+    Fail(FileFailure),
 }
 
 struct RecvSlot {
@@ -486,7 +487,7 @@ impl ReceiverEngine {
                 digest: None,
                 verified: 0,
                 verified_hash: None,
-                change_reported: false,
+                updated: false,
             })
             .collect();
         self.phase = Phase::Offered;
@@ -708,6 +709,9 @@ impl ReceiverEngine {
                 return Err(protocol(
                     "a layout extent out of order, out of range, or for a finished file",
                 ));
+            }
+            if extent.attempt > 1 && !state.updated {
+                return Err(protocol("an attempt sent again without its update"));
             }
             if fill + extent.len as usize > self.config.segment_size {
                 return Err(protocol("a layout larger than the segment size"));
@@ -990,17 +994,29 @@ impl ReceiverEngine {
         let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
         let verified = self.verify_segment(&mut slot);
         if verified.is_ok() {
+            let mut writes = 0;
             for (k, (extent, _)) in slot.extents.iter().enumerate() {
+                // The pieces of an attempt the sender abandoned since (or of a file that
+                // failed) are checked with the segment but never written.
+                if !self.is_current(extent) {
+                    continue;
+                }
                 self.out.disk(DiskCommand::Write {
                     id: slot_io(slot_index, k),
                     entry: extent.entry as usize,
                     offset: extent.offset,
                     len: extent.len as usize,
                 });
+                writes += 1;
             }
-            slot.writes_outstanding = slot.extents.len();
+            slot.writes_outstanding = writes;
             slot.state = SlotState::Writing;
             self.next_process += 1;
+            self.slots[slot_index] = slot;
+            if writes == 0 {
+                self.finish_slot(slot_index);
+            }
+            return Ok(());
         }
         self.slots[slot_index] = slot;
         verified
@@ -1018,21 +1034,18 @@ impl ReceiverEngine {
             let size = self.size(entry);
             let piece = self.hashes.absorb(&mut segment, extent, data, size)?;
             slot.prefixes.push(piece.prefix);
-            if !piece.ends_file {
+            if !piece.ends_file || !self.is_current(extent) {
                 continue;
             }
             let ours = piece.prefix;
-            // A hash the manifest promised binds every attempt until the sender itself
-            // reports the file changed: the batch the user accepted is the batch that
-            // arrives, whatever digest a sender claims for other bytes.
-            let state = &mut self.entries[entry as usize];
-            state.change_reported |= state.digest.is_some_and(|d| d.changed);
-            let as_promised = state.change_reported
-                || self
-                    .manifest
-                    .get(entry as usize)
-                    .and_then(|e| e.sha256)
-                    .is_none_or(|promised| promised == ours);
+            // A hash the manifest promised binds every attempt until the sender announces
+            // the file with another size or mtime (UPDATE): the batch the user accepted is
+            // the batch that arrives, whatever digest a sender claims for other bytes.
+            let as_promised = self
+                .manifest
+                .get(entry as usize)
+                .and_then(|e| e.sha256)
+                .is_none_or(|promised| promised == ours);
             let verdict = match self.entries[entry as usize].digest {
                 _ if self.skip_verification => Outcome::Commit,
                 Some(d)
@@ -1048,7 +1061,11 @@ impl ReceiverEngine {
                 {
                     Outcome::Retry
                 }
-                Some(d) if d.attempt == extent.attempt => Outcome::Fail,
+                Some(d) if d.attempt == extent.attempt => {
+                    Outcome::Fail(FileFailure::HashMismatch {
+                        attempts: extent.attempt,
+                    })
+                }
                 _ => return Err(protocol("a file ended without the sender's digest")),
             };
             slot.results.push((entry, verdict));
@@ -1093,7 +1110,9 @@ impl ReceiverEngine {
         slot.writes_outstanding = slot.writes_outstanding.saturating_sub(1);
         let state = &mut self.entries[ext.entry as usize];
         let end = ext.offset + u64::from(ext.len);
-        if end > state.verified {
+        // A write of an attempt abandoned while it was under way counts for nothing.
+        let current = state.status == FileStatus::InProgress && state.attempt == ext.attempt;
+        if current && end > state.verified {
             state.verified = end;
             state.verified_hash = slot.prefixes.get(extent).copied();
         }
@@ -1108,44 +1127,7 @@ impl ReceiverEngine {
     fn finish_slot(&mut self, slot_index: usize) {
         let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
         for (entry, outcome) in slot.results.drain(..) {
-            let index = entry as usize;
-            self.mark_changed(index);
-            let state = &mut self.entries[index];
-            match outcome {
-                Outcome::Commit => {
-                    state.status = FileStatus::Completed;
-                    self.committed += 1;
-                    self.unresolved -= 1;
-                    self.out.disk(DiskCommand::Commit { entry: index });
-                    self.out.event(TransferEvent::FileDone { entry: index });
-                }
-                Outcome::Retry => {
-                    state.attempt += 1;
-                    state.next_offset = 0;
-                    state.verified = 0;
-                    state.verified_hash = None;
-                    state.digest = None;
-                    self.retries_due.push_back((entry, state.attempt));
-                    self.out.disk(DiskCommand::Discard { entry: index });
-                    self.out.event(TransferEvent::FileRetry {
-                        entry: index,
-                        attempt: state.attempt,
-                    });
-                }
-                Outcome::Fail => {
-                    state.status = FileStatus::Failed;
-                    state.verified = 0;
-                    state.verified_hash = None;
-                    self.failed += 1;
-                    self.unresolved -= 1;
-                    let attempts = state.attempt;
-                    self.out.disk(DiskCommand::Discard { entry: index });
-                    self.out.event(TransferEvent::FileFailed {
-                        entry: index,
-                        reason: FileFailure::HashMismatch { attempts },
-                    });
-                }
-            }
+            self.resolve(entry as usize, outcome);
         }
         for &(extent, _) in &slot.extents {
             self.mark_changed(extent.entry as usize);
@@ -1168,6 +1150,120 @@ impl ReceiverEngine {
         if self.since_checkpoint >= self.config.checkpoint_bytes {
             self.checkpoint();
         }
+    }
+
+    /// True if `extent` belongs to the attempt its file is on now (not one abandoned
+    /// since, nor a file that failed).
+    fn is_current(&self, extent: &Extent) -> bool {
+        self.entries
+            .get(extent.entry as usize)
+            .is_some_and(|s| s.status == FileStatus::InProgress && s.attempt == extent.attempt)
+    }
+
+    /// Carries out the verdict on a file whose attempt ended: commit it, ask for it again,
+    /// or give it up.
+    fn resolve(&mut self, index: usize, outcome: Outcome) {
+        self.mark_changed(index);
+        let state = &mut self.entries[index];
+        match outcome {
+            Outcome::Commit => {
+                state.status = FileStatus::Completed;
+                self.committed += 1;
+                self.unresolved -= 1;
+                self.out.disk(DiskCommand::Commit { entry: index });
+                self.out.event(TransferEvent::FileDone { entry: index });
+            }
+            Outcome::Retry => {
+                state.attempt += 1;
+                state.next_offset = 0;
+                state.verified = 0;
+                state.verified_hash = None;
+                state.digest = None;
+                state.updated = false;
+                self.retries_due.push_back((index as u32, state.attempt));
+                self.out.disk(DiskCommand::Discard { entry: index });
+                self.out.event(TransferEvent::FileRetry {
+                    entry: index,
+                    attempt: state.attempt,
+                });
+            }
+            Outcome::Fail(reason) => {
+                state.status = FileStatus::Failed;
+                state.verified = 0;
+                state.verified_hash = None;
+                self.failed += 1;
+                self.unresolved -= 1;
+                self.out.disk(DiskCommand::Discard { entry: index });
+                self.out.event(TransferEvent::FileFailed {
+                    entry: index,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// UPDATE: a file the sender is about to send again, as it finds it now. The new size
+    /// and mtime replace the manifest's; if either differs, the manifest's hash no longer
+    /// binds.
+    fn on_update(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let update = Update::decode(body)?;
+        let index = update.entry as usize;
+        let state = self
+            .entries
+            .get_mut(index)
+            .ok_or(protocol("an update for an unknown entry"))?;
+        if !matches!(self.phase, Phase::Streaming)
+            || state.status != FileStatus::InProgress
+            || update.attempt < 2
+            || update.attempt != state.attempt
+            || state.updated
+            || state.next_offset != 0
+        {
+            return Err(protocol(
+                "an update that does not answer the retry of a file in progress",
+            ));
+        }
+        state.updated = true;
+        self.manifest
+            .set_file_meta(index, update.size, update.mtime)?;
+        if update.size == 0 {
+            // Nothing of it will be sent: it is complete as it is.
+            self.entries[index].verified_hash = Some(Sha256::digest([]).into());
+            self.resolve(index, Outcome::Commit);
+        }
+        self.arm_stall(now);
+        Ok(())
+    }
+
+    /// ABANDON: the sender ends an attempt early, because the file changed while it was
+    /// read (ask again, while attempts remain) or because it cannot read it (the file
+    /// fails now, with the sender's reason).
+    fn on_abandon(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+        let abandon = Abandon::decode(body)?;
+        let index = abandon.entry as usize;
+        let size = self.size(abandon.entry);
+        let state = self
+            .entries
+            .get(index)
+            .ok_or(protocol("an abandon for an unknown entry"))?;
+        // An attempt whose last piece was laid out is over: there is nothing to abandon.
+        let under_way = state.next_offset < size || (state.next_offset == 0 && size == 0);
+        if !matches!(self.phase, Phase::Streaming)
+            || state.status != FileStatus::InProgress
+            || abandon.attempt != state.attempt
+            || !under_way
+        {
+            return Err(protocol("an abandon for an attempt that is not under way"));
+        }
+        let attempts = state.attempt;
+        let outcome = match abandon.trouble {
+            Trouble::Changed if attempts < self.config.max_attempts => Outcome::Retry,
+            Trouble::Changed => Outcome::Fail(FileFailure::KeptChanging { attempts }),
+            Trouble::Unreadable(cause) => Outcome::Fail(FileFailure::Unreadable { cause }),
+        };
+        self.resolve(index, outcome);
+        self.arm_stall(now);
+        Ok(())
     }
 
     fn checkpoint(&mut self) {
@@ -1328,6 +1424,8 @@ impl Engine for ReceiverEngine {
             kind::ADV => self.on_advertisement(now, body),
             kind::HMU => self.on_hashmap_update(now, body),
             kind::PART => self.on_part(now, body),
+            kind::UPDATE => self.on_update(now, body),
+            kind::ABANDON => self.on_abandon(now, body),
             // The sender cancels a segment only right before CANCEL, which carries the
             // reason; nothing is undone here, so no state can be corrupted by it.
             kind::ICL => crate::resource::wire::decode_cancel(body)
@@ -1364,7 +1462,9 @@ impl Engine for ReceiverEngine {
     }
 
     fn input_blocked(&self, channel: &Channel) -> bool {
-        short_of_room(channel) || self.out.event_room() < self.config.max_extents_per_segment + 4
+        short_of_room(channel)
+            || self.out.event_room() < self.config.max_extents_per_segment + 4
+            || self.out.disk_room() < 2
     }
 
     fn deadline(&self) -> Option<Timestamp> {

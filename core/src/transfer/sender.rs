@@ -21,8 +21,13 @@ use crate::transfer::common::{
 };
 use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
-use crate::transfer::messages::{self, Claim, Extent, FileDigest, ManifestBegin, kind};
-use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
+use crate::transfer::messages::{
+    self, Abandon, Claim, Extent, FileDigest, ManifestBegin, Trouble, Update, kind,
+};
+use crate::transfer::{
+    DiskCommand, DiskError, FileMeta, IoId, TransferConfig, TransferError, TransferEvent,
+    Unreadable,
+};
 
 /// Per-entry state on the sender.
 #[derive(Clone, Debug, Default)]
@@ -31,12 +36,22 @@ struct EntryState {
     attempt: u8,
     /// Where this file's data starts in the stream (the verified resume offset).
     start: u64,
-    /// The digest of the previous attempt: the reference for the next.
-    last_digest: Option<[u8; 32]>,
-    /// A read of this attempt came back short or failed.
-    read_trouble: bool,
+    /// A read of this attempt came back short (the file changed) or failed: the rest of
+    /// the attempt is not sent, and ABANDON tells the receiver why.
+    trouble: Option<Trouble>,
+    /// The ABANDON for this attempt is queued.
+    abandoned: bool,
+    /// Waiting for the driver to reopen the file for this attempt.
+    reopening: bool,
     /// A resume claim was received for this entry.
     claimed: bool,
+}
+
+/// A message about one file that must reach the receiver in its place in the stream.
+#[derive(Clone, Copy, Debug)]
+enum Notice {
+    Update(Update),
+    Abandon(Abandon),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,8 +157,15 @@ pub(crate) struct SenderEngine {
     // stream
     slots: Vec<SendSlot>,
     next_entry: usize,
-    current: Option<(u32, u64)>,
+    /// Where the next piece starts: entry, attempt and offset.
+    current: Option<(u32, u8, u64)>,
     retry_queue: VecDeque<u32>,
+    /// Retried files whose reopen is still to be asked of the driver.
+    reopens: VecDeque<u32>,
+    /// Notices to send, each once every segment numbered below its tag has been
+    /// advertised (an ABANDON follows the last layout that carried its attempt; an
+    /// UPDATE, tagged 0, goes before any layout that follows it).
+    notices: VecDeque<(u64, Notice)>,
     next_seq: u64,
     next_finish: u64,
     first_hash: Option<[u8; 32]>,
@@ -211,6 +233,8 @@ impl SenderSession {
             next_entry: 0,
             current: None,
             retry_queue: VecDeque::with_capacity(manifest.len()),
+            reopens: VecDeque::new(),
+            notices: VecDeque::new(),
             next_seq: 1,
             next_finish: 1,
             first_hash: None,
@@ -244,6 +268,18 @@ impl SenderSession {
         result: Result<usize, DiskError>,
     ) -> Result<(), TransferError> {
         let done = self.shell.engine.read_done(id, result);
+        self.shell.after(now, done)
+    }
+
+    /// The driver reopened `entry` for its next attempt ([`DiskCommand::Reopen`]): the
+    /// file as it is now, or why it cannot be read.
+    pub fn handle_reopen_done(
+        &mut self,
+        now: Timestamp,
+        entry: usize,
+        result: Result<FileMeta, DiskError>,
+    ) -> Result<(), TransferError> {
+        let done = self.shell.engine.reopen_done(entry, result);
         self.shell.after(now, done)
     }
 
@@ -339,7 +375,7 @@ impl SenderEngine {
         let Some(slot) = self.slots.get_mut(slot_index) else {
             return Err(TransferError::Protocol("driver reported an unknown read"));
         };
-        let Some(&(ext, at)) = slot.extents.get(extent) else {
+        let Some(&(ext, _)) = slot.extents.get(extent) else {
             return Err(TransferError::Protocol("driver reported an unknown read"));
         };
         let wanted = ext.len as usize;
@@ -348,10 +384,17 @@ impl SenderEngine {
             Err(_) => 0,
         };
         if got < wanted {
-            // The file shrank or vanished: send zeros and mark the attempt as changed, so
-            // the receiver asks again (and reports it by name if it keeps happening).
-            slot.buf[at + got..at + wanted].fill(0);
-            self.entries[ext.entry as usize].read_trouble = true;
+            // The file changed (a short read) or cannot be read: the attempt ends here.
+            // Its pieces from this segment on are dropped before they are hashed, and
+            // ABANDON tells the receiver why.
+            let state = &mut self.entries[ext.entry as usize];
+            let trouble = match &result {
+                Ok(_) => Trouble::Changed,
+                Err(error) => Trouble::Unreadable(error.kind.into()),
+            };
+            if ext.attempt == state.attempt && state.trouble.is_none() {
+                state.trouble = Some(trouble);
+            }
             if let Err(error) = result
                 && self.out.event_room() > 0
             {
@@ -528,14 +571,11 @@ impl SenderEngine {
     }
 
     fn accept_claim(&mut self, claim: Claim, size: u64, hasher: Option<Sha256>) {
-        let state = &mut self.entries[claim.entry as usize];
-        state.start = claim.offset;
-        if claim.offset < size {
-            if let Some(hasher) = hasher {
-                self.hashes.resume_from(claim.entry, hasher);
-            }
-        } else {
-            state.last_digest = Some(claim.prefix);
+        self.entries[claim.entry as usize].start = claim.offset;
+        if claim.offset < size
+            && let Some(hasher) = hasher
+        {
+            self.hashes.resume_from(claim.entry, hasher);
         }
     }
 
@@ -577,16 +617,18 @@ impl SenderEngine {
     /// The next piece of file data for a segment: `(entry, attempt, offset, len_available)`.
     fn next_piece(&mut self) -> Option<(u32, u8, u64, u64)> {
         loop {
-            if let Some((entry, offset)) = self.current {
+            if let Some((entry, attempt, offset)) = self.current {
                 let size = self.size(entry);
-                if offset < size {
-                    let attempt = self.entries[entry as usize].attempt;
+                let state = &self.entries[entry as usize];
+                // An attempt in trouble, or abandoned and retried since, sends nothing
+                // more.
+                if offset < size && state.trouble.is_none() && state.attempt == attempt {
                     return Some((entry, attempt, offset, size - offset));
                 }
                 self.current = None;
             }
             if let Some(entry) = self.retry_queue.pop_front() {
-                self.current = Some((entry, 0));
+                self.current = Some((entry, self.entries[entry as usize].attempt, 0));
                 continue;
             }
             while self.next_entry < self.manifest.len() {
@@ -595,7 +637,7 @@ impl SenderEngine {
                 let entry = self.manifest.get(index)?;
                 let start = self.entries[index].start;
                 if entry.kind == EntryKind::File && start < entry.size {
-                    self.current = Some((index as u32, start));
+                    self.current = Some((index as u32, self.entries[index].attempt, start));
                     break;
                 }
             }
@@ -636,7 +678,7 @@ impl SenderEngine {
                     len: len as usize,
                 });
                 fill += len as usize;
-                self.current = Some((entry, offset + u64::from(len)));
+                self.current = Some((entry, attempt, offset + u64::from(len)));
             }
             let slot = &mut self.slots[slot_index];
             if extents.is_empty() {
@@ -664,11 +706,57 @@ impl SenderEngine {
                 return Ok(());
             };
             let mut slot = core::mem::replace(&mut self.slots[slot_index], SendSlot::placeholder());
-            let result = self.finish_segment(&mut slot);
+            self.drop_troubled(&mut slot);
+            let result = if slot.extents.is_empty() {
+                // Nothing of it is left to send.
+                slot.state = SlotState::Free;
+                Ok(())
+            } else {
+                self.finish_segment(&mut slot)
+            };
             self.slots[slot_index] = slot;
             result?;
             self.next_finish += 1;
         }
+    }
+
+    /// Removes from a segment whose reads are in the pieces of attempts in trouble (and of
+    /// attempts already abandoned), closing the gaps, and queues each such attempt's
+    /// ABANDON to go before this segment's layout.
+    fn drop_troubled(&mut self, slot: &mut SendSlot) {
+        let mut kept = 0;
+        let mut fill = 0;
+        for index in 0..slot.extents.len() {
+            let (extent, at) = slot.extents[index];
+            let state = &mut self.entries[extent.entry as usize];
+            if extent.attempt != state.attempt {
+                // An attempt abandoned, and already retried, since this piece was read.
+                continue;
+            }
+            if let Some(trouble) = state.trouble {
+                if !state.abandoned {
+                    state.abandoned = true;
+                    self.notices.push_back((
+                        slot.seq,
+                        Notice::Abandon(Abandon {
+                            entry: extent.entry,
+                            attempt: extent.attempt,
+                            trouble,
+                        }),
+                    ));
+                }
+                continue;
+            }
+            let len = extent.len as usize;
+            if at != fill {
+                slot.buf.copy_within(at..at + len, fill);
+            }
+            slot.extents[kept] = (extent, fill);
+            kept += 1;
+            fill += len;
+        }
+        slot.extents.truncate(kept);
+        slot.len = fill;
     }
 
     fn finish_segment(&mut self, slot: &mut SendSlot) -> Result<(), TransferError> {
@@ -681,15 +769,14 @@ impl SenderEngine {
             let piece = self.hashes.absorb(&mut segment, extent, data, size)?;
             if piece.ends_file {
                 let digest = piece.prefix;
-                let state = &mut self.entries[entry as usize];
-                let reference = if extent.attempt == 1 {
-                    self.manifest.get(entry as usize).and_then(|e| e.sha256)
-                } else {
-                    state.last_digest
-                };
-                let changed = state.read_trouble || reference.is_some_and(|r| r != digest);
-                state.last_digest = Some(digest);
-                state.read_trouble = false;
+                // Reads that found the file changed dropped their attempt above; what is
+                // left to compare is the manifest's hash, where there is one (a reopened
+                // file has none).
+                let changed = self
+                    .manifest
+                    .get(entry as usize)
+                    .and_then(|e| e.sha256)
+                    .is_some_and(|promised| promised != digest);
                 slot.digests.push(FileDigest {
                     entry,
                     attempt: extent.attempt,
@@ -745,6 +832,9 @@ impl SenderEngine {
             else {
                 return;
             };
+            if self.notice_before(self.slots[slot_index].seq) {
+                return;
+            }
             let slot = &self.slots[slot_index];
             let per_message = self.config.map_hashes_per_message.min(slot.hashmap.len());
             let hashmap = slot.hashmap[..per_message].as_flattened();
@@ -929,9 +1019,10 @@ impl SenderEngine {
             return Err(protocol("a retry out of order or beyond the attempt limit"));
         }
         state.attempt = attempt;
-        state.read_trouble = false;
-        self.stream_total += manifest_entry.size;
-        self.retry_queue.push_back(entry);
+        state.trouble = None;
+        state.abandoned = false;
+        state.reopening = true;
+        self.reopens.push_back(entry);
         if self.out.event_room() > 1 {
             self.out.event(TransferEvent::FileRetry {
                 entry: entry as usize,
@@ -939,6 +1030,126 @@ impl SenderEngine {
             });
         }
         Ok(())
+    }
+
+    /// Asks the driver to reopen retried files, as disk room allows.
+    fn pump_reopens(&mut self) {
+        while self.out.disk_room() > 0 {
+            let Some(entry) = self.reopens.pop_front() else {
+                return;
+            };
+            self.out.disk(DiskCommand::Reopen {
+                entry: entry as usize,
+            });
+        }
+    }
+
+    /// The file of a retried entry as the driver now finds it: the new attempt starts
+    /// with an UPDATE, or, if it cannot be read, the file ends with an ABANDON.
+    fn reopen_done(
+        &mut self,
+        entry: usize,
+        result: Result<FileMeta, DiskError>,
+    ) -> Result<(), TransferError> {
+        let state = self
+            .entries
+            .get_mut(entry)
+            .filter(|s| s.reopening)
+            .ok_or(protocol("driver reported an unknown reopen"))?;
+        state.reopening = false;
+        let attempt = state.attempt;
+        let entry_id = entry as u32;
+        if let Err(error) = &result
+            && self.out.event_room() > 0
+        {
+            self.out.event(TransferEvent::ReadFailed {
+                entry,
+                error: error.clone(),
+            });
+        }
+        let meta = result.map_err(|error| Trouble::Unreadable(error.kind.into()));
+        let meta = meta.and_then(|meta| {
+            self.manifest
+                .set_file_meta(entry, meta.size, meta.mtime)
+                .map(|()| meta)
+                .map_err(|_| Trouble::Unreadable(Unreadable::ReadError))
+        });
+        match meta {
+            Ok(meta) => {
+                self.stream_total += meta.size;
+                self.notices.push_back((
+                    0,
+                    Notice::Update(Update {
+                        entry: entry_id,
+                        attempt,
+                        size: meta.size,
+                        mtime: meta.mtime,
+                    }),
+                ));
+                self.retry_queue.push_back(entry_id);
+            }
+            Err(trouble) => {
+                let state = &mut self.entries[entry];
+                state.trouble = Some(trouble);
+                state.abandoned = true;
+                self.notices.push_back((
+                    0,
+                    Notice::Abandon(Abandon {
+                        entry: entry_id,
+                        attempt,
+                        trouble,
+                    }),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest segment not yet advertised, if any: notices tagged above it wait.
+    fn oldest_unadvertised(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Reading | SlotState::Ready))
+            .map(|s| s.seq)
+            .min()
+    }
+
+    /// Sends the notices whose place in the stream has come.
+    fn pump_notices(&mut self, channel: &mut Channel) {
+        let oldest = self.oldest_unadvertised();
+        let mut index = 0;
+        while index < self.notices.len() {
+            let (tag, notice) = self.notices[index];
+            if oldest.is_some_and(|seq| seq < tag) {
+                index += 1;
+                continue;
+            }
+            let sent = match notice {
+                Notice::Update(update) => {
+                    let body = update.encode();
+                    channel.send_with(1 + body.len(), |buf| {
+                        buf[0] = kind::UPDATE;
+                        buf[1..].copy_from_slice(&body);
+                    })
+                }
+                Notice::Abandon(abandon) => {
+                    let body = abandon.encode();
+                    channel.send_with(1 + body.len(), |buf| {
+                        buf[0] = kind::ABANDON;
+                        buf[1..].copy_from_slice(&body);
+                    })
+                }
+            };
+            if sent.is_err() {
+                return;
+            }
+            self.notices.remove(index);
+        }
+    }
+
+    /// True while a notice must still go out before the segment numbered `seq`.
+    fn notice_before(&self, seq: u64) -> bool {
+        self.notices.iter().any(|(tag, _)| *tag <= seq)
     }
 
     /// True if two parts share a map hash.
@@ -1062,7 +1273,9 @@ impl Engine for SenderEngine {
                 Phase::Streaming => {
                     self.pump_plan_result(channel);
                     if self.result_done {
+                        self.pump_reopens();
                         self.finish_segments()?;
+                        self.pump_notices(channel);
                         self.advertise(channel);
                         self.pump_parts(channel);
                         self.prepare_segments();

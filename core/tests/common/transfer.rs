@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_core::transfer::{
-    DiskCommand, EntryKind, Manifest, ManifestEntry, ReceiverSession, SenderSession,
+    DiskCommand, EntryKind, FileMeta, Manifest, ManifestEntry, ReceiverSession, SenderSession,
     TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{SeededEntropy, Timestamp, Token};
@@ -89,6 +89,11 @@ pub struct World {
     pub checkpoints: usize,
     pub source_hook: Option<SourceHook>,
     reads: Vec<usize>,
+    /// Per entry: how many times its source changed, and that count when its current
+    /// attempt began (a driver's size-and-mtime check: a read that finds the file changed
+    /// since comes back short).
+    versions: Vec<u64>,
+    baseline: Vec<u64>,
     /// The sender's bytes stop reaching the receiver after this many (a dead link).
     pub cut_after: Option<u64>,
     /// Decline instead of accepting.
@@ -129,6 +134,8 @@ impl World {
             checkpoints: 0,
             source_hook: None,
             reads: vec![0; items.len()],
+            versions: vec![0; items.len()],
+            baseline: vec![0; items.len()],
             cut_after: None,
             decline: false,
             hang_reads_after: None,
@@ -144,14 +151,26 @@ impl World {
         let mut worked = false;
         while let Some(command) = self.sender.poll_disk() {
             worked = true;
-            let DiskCommand::Read {
-                id,
-                entry,
-                offset,
-                len,
-            } = command
-            else {
-                panic!("the sender asked for {command:?}");
+            let (id, entry, offset, len) = match command {
+                DiskCommand::Read {
+                    id,
+                    entry,
+                    offset,
+                    len,
+                } => (id, entry, offset, len),
+                DiskCommand::Reopen { entry } => {
+                    self.baseline[entry] = self.versions[entry];
+                    let meta = FileMeta {
+                        size: self.source[entry].as_ref().map_or(0, |d| d.len() as u64),
+                        mtime: self.versions[entry] as i64,
+                    };
+                    if let Err(error) = self.sender.handle_reopen_done(self.now, entry, Ok(meta)) {
+                        self.sender_error.get_or_insert(error);
+                        return worked;
+                    }
+                    continue;
+                }
+                other => panic!("the sender asked for {other:?}"),
             };
             self.reads[entry] += 1;
             let count = self.reads[entry];
@@ -164,13 +183,18 @@ impl World {
             if let (Some(hook), Some(data)) =
                 (self.source_hook.as_mut(), self.source[entry].as_mut())
             {
+                let before = data.clone();
                 hook(entry, offset, len, count, data);
+                if *data != before {
+                    self.versions[entry] += 1;
+                }
             }
             let data = self.source[entry].as_deref().unwrap_or(&[]);
             let start = (offset as usize).min(data.len());
             let end = (start + len).min(data.len());
-            let n = end - start;
-            self.sender.read_buffer(id)[..n].copy_from_slice(&data[start..end]);
+            let changed = self.versions[entry] != self.baseline[entry];
+            let n = if changed { 0 } else { end - start };
+            self.sender.read_buffer(id)[..n].copy_from_slice(&data[start..start + n]);
             if let Err(error) = self.sender.handle_read_done(self.now, id, Ok(n)) {
                 self.sender_error.get_or_insert(error);
                 return worked;

@@ -515,8 +515,12 @@ pub fn serve(
                 Ok(mut delivered) => {
                     delivered.wire_bytes = conn.traffic.sent;
                     delivered.elapsed = since;
+                    let missing = match delivered.failed {
+                        0 => String::new(),
+                        n => format!(", all but {n} files that could not be delivered"),
+                    };
                     reporter.info(&format!(
-                        "{peer}: received the whole batch ({} bytes in {:.1} s)",
+                        "{peer}: received the batch ({} bytes in {:.1} s{missing})",
                         delivered.bytes,
                         since.as_secs_f64()
                     ));

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
 use ferry_core::transfer::{
-    DiskCommand, DiskError, DiskErrorKind, EntryKind, FileStatus, Manifest, ManifestEntry,
-    ReceiverSession, SenderSession, TransferConfig, TransferEvent,
+    DiskCommand, DiskError, DiskErrorKind, EntryKind, FileMeta, FileStatus, Manifest,
+    ManifestEntry, ReceiverSession, SenderSession, TransferConfig, TransferEvent,
 };
 use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
@@ -458,6 +458,15 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
     let manifest = world.manifest();
     // The files as they are now at the sender (a SourceChanges fault alters them).
     let mut source: Vec<Option<Vec<u8>>> = world.items.iter().map(|(_, d)| d.clone()).collect();
+    // Every content each file has had, oldest first: what may be committed.
+    let mut history: Vec<Vec<Vec<u8>>> = world
+        .items
+        .iter()
+        .map(|(_, d)| d.iter().cloned().collect())
+        .collect();
+    // Changes a driver can see (size or mtime moved), per file; a quiet change (content
+    // only, as `touch -r` leaves it) is not counted and only the manifest hash catches it.
+    let mut visible_changes: Vec<usize> = vec![0; world.items.len()];
     let changes_expected = world.faults.iter().any(|(_, f)| *f == Fault::SourceChanges);
     let mut disk = Disk::default();
     let mut faults: VecDeque<(u64, Fault)> = {
@@ -471,6 +480,9 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let mut entropy = SeededEntropy::new(rng.next_u64());
         let token = Token::generate(&mut entropy);
         let _ = writeln!(trace, "session {session} at {} µs", now.as_micros());
+        // A new sender serves the manifest as it was listed: each file's first attempt is
+        // judged against the file as it was then.
+        let mut attempt_began: Vec<usize> = vec![0; history.len()];
         let mut sender = as_endpoint(SENDER, || {
             SenderSession::new(
                 world.config.clone(),
@@ -523,21 +535,34 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         let mut steps_without_time = 0u32;
         loop {
             settle(&mut receiver, &mut disk, now, trace)?;
-            // The sender's disk.
+            // The sender's disk. A read of a file that changed since its attempt began
+            // comes back short, as the std driver's size-and-mtime check makes it.
             while let Some(command) = sender.poll_disk() {
-                if let DiskCommand::Read {
-                    id,
-                    entry,
-                    offset,
-                    len,
-                } = command
-                {
-                    let data = source.get(entry).and_then(|d| d.as_deref()).unwrap_or(&[]);
-                    let start = (offset as usize).min(data.len());
-                    let end = (start + len).min(data.len());
-                    sender.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
-                    let _ =
-                        as_endpoint(SENDER, || sender.handle_read_done(now, id, Ok(end - start)));
+                match command {
+                    DiskCommand::Read {
+                        id,
+                        entry,
+                        offset,
+                        len,
+                    } => {
+                        let data = source.get(entry).and_then(|d| d.as_deref()).unwrap_or(&[]);
+                        let start = (offset as usize).min(data.len());
+                        let end = (start + len).min(data.len());
+                        let changed = visible_changes[entry] != attempt_began[entry];
+                        let n = if changed { 0 } else { end - start };
+                        sender.read_buffer(id)[..n].copy_from_slice(&data[start..start + n]);
+                        let _ = as_endpoint(SENDER, || sender.handle_read_done(now, id, Ok(n)));
+                    }
+                    DiskCommand::Reopen { entry } => {
+                        attempt_began[entry] = visible_changes[entry];
+                        let meta = FileMeta {
+                            size: source[entry].as_ref().map_or(0, |d| d.len() as u64),
+                            mtime: visible_changes[entry] as i64,
+                        };
+                        let _ =
+                            as_endpoint(SENDER, || sender.handle_reopen_done(now, entry, Ok(meta)));
+                    }
+                    _ => {}
                 }
             }
             while sender.poll_event().is_some() {}
@@ -619,6 +644,10 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
                                     let last = data.len() - 1;
                                     data[0] ^= 0x5a;
                                     data[last] ^= 0xa5;
+                                    history[file].push(data.clone());
+                                    if rng.range(0, 2) == 0 {
+                                        visible_changes[file] += 1;
+                                    }
                                 }
                             }
                         }
@@ -709,7 +738,7 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         }
         // The operator frees space or restores permissions before running it again.
         disk.failing = None;
-        check_committed(world, &source, &disk)?;
+        check_committed(world, &history, &disk)?;
         if finished {
             for (entry, data) in source.iter().enumerate().filter(|(_, d)| d.is_some()) {
                 if disk.committed.get(&entry) != data.as_ref() && !changes_expected {
@@ -901,12 +930,12 @@ fn apply(
     Ok(())
 }
 
-/// Nothing committed may differ from its source: its content now, or the one it had when
-/// the batch was listed (a file changed afterwards may legitimately arrive either way).
-fn check_committed(world: &World, source: &[Option<Vec<u8>>], disk: &Disk) -> Result<(), String> {
+/// Nothing committed may differ from its source: it must be a content the file had (as it
+/// was when the attempt that delivered it began), never a mix of two.
+fn check_committed(world: &World, history: &[Vec<Vec<u8>>], disk: &Disk) -> Result<(), String> {
     for (entry, data) in &disk.committed {
-        let (path, original) = &world.items[*entry];
-        if source[*entry].as_ref() != Some(data) && original.as_ref() != Some(data) {
+        let (path, _) = &world.items[*entry];
+        if !history[*entry].contains(data) {
             return Err(format!(
                 "{path} was committed with content that differs from the source"
             ));

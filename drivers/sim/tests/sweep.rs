@@ -129,7 +129,12 @@ fn seeded_worlds_hold_every_invariant() {
         check(seed);
         return;
     }
-    for seed in 0..2000 {
+    // SIM_SEEDS=100000 runs a longer sweep (a few minutes in release mode).
+    let seeds = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000u64);
+    for seed in 0..seeds {
         check(seed);
     }
 }

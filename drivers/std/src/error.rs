@@ -85,8 +85,8 @@ pub enum DriverError {
         /// Why saving failed.
         why: String,
     },
-    /// Some files could not be verified.
-    #[error("{failed} file(s) could not be verified after every attempt: {names}")]
+    /// Some files could not be delivered (each was reported on its own line).
+    #[error("{failed} file(s) could not be delivered: {names}")]
     Unverified {
         /// How many.
         failed: u64,

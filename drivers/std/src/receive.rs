@@ -329,19 +329,27 @@ impl ReceiveWork {
                     TransferEvent::FileRetry { entry, attempt } => {
                         let path = session.manifest().get(entry).map_or("?", |e| e.path);
                         reporter.info(&format!(
-                            "{path} failed verification; fetching it again (attempt {attempt})"
+                            "{path} changed at the sender, or arrived other than promised; fetching it again (attempt {attempt})"
                         ));
                     }
-                    TransferEvent::FileFailed {
-                        entry,
-                        reason: FileFailure::HashMismatch { attempts },
-                    } => {
+                    TransferEvent::FileFailed { entry, reason } => {
                         let path = session
                             .manifest()
                             .get(entry)
                             .map_or("?", |e| e.path)
                             .to_owned();
-                        reporter.info(&format!("{path} could not be verified after {attempts} attempts (it keeps changing at the sender?)"));
+                        reporter.info(&match reason {
+                            FileFailure::Unreadable { cause } => {
+                                format!("the sender cannot read {path}: {cause}")
+                            }
+                            FileFailure::KeptChanging { attempts } => format!(
+                                "{path} kept changing at the sender; gave up after {attempts} attempts"
+                            ),
+                            FileFailure::HashMismatch { attempts } => format!(
+                                "{path} could not be verified after {attempts} attempts: what arrived is not what the sender promised"
+                            ),
+                            _ => format!("{path} could not be delivered"),
+                        });
                         self.failures.push(path);
                     }
                     TransferEvent::Finished { committed, .. } => self.summary.committed = committed,

@@ -20,6 +20,8 @@ use crate::{OsEntropy, Reporter};
 pub struct SendSummary {
     /// Files and directories the receiver confirmed.
     pub committed: u64,
+    /// Files the receiver could not get (each reported on its own line as it failed).
+    pub failed: u64,
     /// Bytes sent as file data in the last session (after resume).
     pub bytes: u64,
     /// Bytes the receiver already had.
@@ -219,17 +221,23 @@ impl SendWork {
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError> {
         while let Some(command) = session.poll_disk() {
-            if let DiskCommand::Read {
-                id,
-                entry,
-                offset,
-                len,
-            } = command
-            {
-                let result = self
-                    .reader
-                    .read(entry, offset, &mut session.read_buffer(id)[..len]);
-                session.handle_read_done(now, id, result)?;
+            match command {
+                DiskCommand::Read {
+                    id,
+                    entry,
+                    offset,
+                    len,
+                } => {
+                    let result =
+                        self.reader
+                            .read(entry, offset, &mut session.read_buffer(id)[..len]);
+                    session.handle_read_done(now, id, result)?;
+                }
+                DiskCommand::Reopen { entry } => {
+                    let result = self.reader.reopen(entry);
+                    session.handle_reopen_done(now, entry, result)?;
+                }
+                _ => {}
             }
         }
         while let Some(event) = session.poll_event() {
@@ -255,17 +263,15 @@ impl SendWork {
                 }
                 TransferEvent::ReadFailed { entry, error } => {
                     let path = session.manifest().get(entry).map_or("?", |e| e.path);
-                    reporter.info(&format!("cannot read {path}: {error}"));
+                    reporter.info(&format!(
+                        "cannot read {path}: {}; the other files go on",
+                        error.kind
+                    ));
                 }
                 TransferEvent::FileDone { .. } => self.files_done += 1,
                 TransferEvent::Finished { committed, failed } => {
                     self.summary.committed = committed;
-                    if failed > 0 {
-                        return Err(DriverError::Unverified {
-                            failed,
-                            names: "see the receiver's report".into(),
-                        });
-                    }
+                    self.summary.failed = failed;
                 }
                 _ => {}
             }

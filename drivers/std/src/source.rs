@@ -4,7 +4,9 @@ use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ferry_core::transfer::{DiskError, EntryKind, Manifest, ManifestEntry, ManifestLimits};
+use ferry_core::transfer::{
+    DiskError, EntryKind, FileMeta, Manifest, ManifestEntry, ManifestLimits, manifest::check_path,
+};
 
 use crate::error::{DriverError, disk_error};
 
@@ -51,7 +53,14 @@ impl SourceTree {
                     path: root.display().to_string(),
                     why: "it has no file name to send it under".into(),
                 })?;
-            let name = utf8(&PathBuf::from(name), root)?;
+            let Some(name) = name.to_str().map(ToOwned::to_owned) else {
+                skipped.push(refused_name(root, "its name is not valid UTF-8"));
+                continue;
+            };
+            if let Err(rule) = check_path(&name, limits) {
+                skipped.push(refused_name(root, &rule.to_string()));
+                continue;
+            }
             let meta = if meta.file_type().is_symlink() {
                 fs::metadata(root).map_err(|e| DriverError::Source {
                     path: root.display().to_string(),
@@ -64,10 +73,13 @@ impl SourceTree {
                 root,
                 &name,
                 &meta,
-                &mut entries,
-                &mut paths,
-                &mut scanned,
-                &mut skipped,
+                limits,
+                &mut Found {
+                    entries: &mut entries,
+                    paths: &mut paths,
+                    scanned: &mut scanned,
+                    skipped: &mut skipped,
+                },
             )?;
         }
         let manifest = Manifest::from_entries(&entries, limits)?;
@@ -80,25 +92,36 @@ impl SourceTree {
     }
 }
 
-fn utf8(name: &Path, full: &Path) -> Result<String, DriverError> {
-    name.to_str()
-        .map(ToOwned::to_owned)
-        .ok_or_else(|| DriverError::Source {
-            path: full.display().to_string(),
-            why: "its name is not valid UTF-8".into(),
-        })
+/// The warning for a file whose name the protocol cannot carry (PROTOCOL.md §6.1): it is
+/// left out, and the rest is sent. The path is shown escaped (a name may hold a newline).
+fn refused_name(path: &Path, why: &str) -> String {
+    format!(
+        "{}: {why}; a name the protocol cannot carry",
+        ferry_core::text::shown(&path.to_string_lossy())
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a scan has found so far.
+struct Found<'a> {
+    entries: &'a mut Vec<ManifestEntry>,
+    paths: &'a mut Vec<PathBuf>,
+    scanned: &'a mut Vec<i128>,
+    skipped: &'a mut Vec<String>,
+}
+
 fn walk(
     path: &Path,
     relative: &str,
     meta: &fs::Metadata,
-    entries: &mut Vec<ManifestEntry>,
-    paths: &mut Vec<PathBuf>,
-    scanned: &mut Vec<i128>,
-    skipped: &mut Vec<String>,
+    limits: &ManifestLimits,
+    found: &mut Found<'_>,
 ) -> Result<(), DriverError> {
+    let Found {
+        entries,
+        paths,
+        scanned,
+        skipped,
+    } = found;
     let source_error = |e: std::io::Error| DriverError::Source {
         path: path.display().to_string(),
         why: e.to_string(),
@@ -144,15 +167,26 @@ fn walk(
                 ));
                 continue;
             }
-            let name = utf8(Path::new(&child.file_name()), &child_path)?;
+            let Some(name) = child.file_name().to_str().map(ToOwned::to_owned) else {
+                skipped.push(refused_name(&child_path, "its name is not valid UTF-8"));
+                continue;
+            };
+            let child_relative = format!("{relative}/{name}");
+            if let Err(rule) = check_path(&child_relative, limits) {
+                skipped.push(refused_name(&child_path, &rule.to_string()));
+                continue;
+            }
             walk(
                 &child_path,
-                &format!("{relative}/{name}"),
+                &child_relative,
                 &child_meta,
-                entries,
-                paths,
-                scanned,
-                skipped,
+                limits,
+                &mut Found {
+                    entries,
+                    paths,
+                    scanned,
+                    skipped,
+                },
             )?;
         }
     }
@@ -160,23 +194,55 @@ fn walk(
 }
 
 /// Reads source files for the core, keeping the current file open, and reports a file
-/// that changed since its attempt began as a short read, so the core retries it.
+/// that changed since its attempt began as a short read, so the core ends that attempt
+/// and the receiver asks for the file again.
 #[derive(Debug)]
 pub struct SourceReader {
     tree: SourceTree,
     open: Option<(usize, File)>,
-    baseline: Vec<i128>,
+    /// Per entry: the size and mtime (ns) its current attempt began with: the scan's for
+    /// the first attempt, the reopen's for a later one.
+    expected: Vec<(u64, i128)>,
 }
 
 impl SourceReader {
     /// A reader over `tree`.
     pub fn new(tree: SourceTree) -> Self {
-        let baseline = tree.scanned.clone();
+        let expected = tree
+            .manifest
+            .iter()
+            .zip(&tree.scanned)
+            .map(|(entry, mtime)| (entry.size, *mtime))
+            .collect();
         SourceReader {
             tree,
             open: None,
-            baseline,
+            expected,
         }
+    }
+
+    /// Looks at `entry`'s file afresh for its next attempt: its size and mtime now, which
+    /// that attempt's reads are judged against.
+    pub fn reopen(&mut self, entry: usize) -> Result<FileMeta, DiskError> {
+        self.open = None;
+        let path = self
+            .tree
+            .paths
+            .get(entry)
+            .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))?;
+        let file = File::open(path).map_err(|e| disk_error(&e))?;
+        let meta = file.metadata().map_err(|e| disk_error(&e))?;
+        if !meta.is_file() {
+            return Err(disk_error(&std::io::Error::other(
+                "it is no longer a regular file",
+            )));
+        }
+        self.expected[entry] = (meta.len(), mtime_ns(&meta));
+        self.open = Some((entry, file));
+        Ok(FileMeta {
+            size: meta.len(),
+            mtime: meta.mtime(),
+        })
     }
 
     /// The tree being served.
@@ -199,13 +265,9 @@ impl SourceReader {
         let Some((_, file)) = self.open.as_ref() else {
             return Ok(0);
         };
-        let before = file.metadata().map_err(|e| disk_error(&e))?;
-        if offset == 0 {
-            // A new attempt at this file begins: today's content is the reference.
-            self.baseline[entry] = mtime_ns(&before);
-        }
-        let expected = self.tree.manifest.get(entry).map_or(0, |e| e.size);
-        if before.len() != expected || mtime_ns(&before) != self.baseline[entry] {
+        let expected = self.expected[entry];
+        let unchanged = |meta: &fs::Metadata| (meta.len(), mtime_ns(meta)) == expected;
+        if !unchanged(&file.metadata().map_err(|e| disk_error(&e))?) {
             return Ok(0);
         }
         let mut filled = 0;
@@ -217,8 +279,7 @@ impl SourceReader {
                 Err(e) => return Err(disk_error(&e)),
             }
         }
-        let after = file.metadata().map_err(|e| disk_error(&e))?;
-        if mtime_ns(&after) != self.baseline[entry] || after.len() != expected {
+        if !unchanged(&file.metadata().map_err(|e| disk_error(&e))?) {
             return Ok(0);
         }
         Ok(filled)

@@ -18,11 +18,6 @@ pub(crate) struct Sending {
 
 pub(crate) fn send(args: &[&str], paths: &[&Path], path_env: Option<&Path>) -> Sending {
     let mut command = Command::new(FERRY);
-    command
-        .arg("send")
-        .args(args)
-        .args(["--port", "0"])
-        .args(paths);
     if let Some(dir) = path_env {
         command.env(
             "PATH",
@@ -33,6 +28,17 @@ pub(crate) fn send(args: &[&str], paths: &[&Path], path_env: Option<&Path>) -> S
             ),
         );
     }
+    send_with(command, args, paths)
+}
+
+/// Starts `ferry send ARGS --port 0 PATHS` from `command` (set up as the caller needs:
+/// another user, another PATH) and reads the receive command it prints.
+pub(crate) fn send_with(mut command: Command, args: &[&str], paths: &[&Path]) -> Sending {
+    command
+        .arg("send")
+        .args(args)
+        .args(["--port", "0"])
+        .args(paths);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

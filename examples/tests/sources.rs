@@ -1,0 +1,161 @@
+//! Sources that do not hold still: files appended to, truncated and rewritten while they
+//! are sent, a file the sender cannot read, names the protocol cannot carry. Each ends
+//! the way a user of scp or rsync would expect, and costs no more than it must.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const SIZE: usize = 300 << 20;
+
+/// Sends a 300 MiB file and, once the receiver holds 64 MiB of it, lets `change` alter
+/// it at the sender. The receiver must end with the file as it is after the change, and
+/// at most two sends of it may cross the wire.
+fn changed_mid_send(what: &str, change: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, SIZE, 40);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || {
+        part_len(&out.join("big.bin.part")) >= 64 << 20
+    });
+    change(&source);
+    let status = wait(&mut child, Duration::from_secs(120));
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 0, "{what}: {log}");
+    assert!(
+        log.contains("fetching it again (attempt 2)"),
+        "{what}: {log}"
+    );
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{what}: {sender_log}");
+    let now = fs::read(&source).unwrap();
+    assert!(
+        now == fs::read(out.join("big.bin")).unwrap(),
+        "{what}: the file did not arrive as it is now"
+    );
+    let sent = wire_bytes(&sender_log);
+    let bound = (SIZE + now.len()) as u64 * 1002 / 1000;
+    assert!(
+        sent <= bound,
+        "{what}: {sent} bytes on the wire for a {} byte file",
+        now.len()
+    );
+}
+
+#[test]
+fn a_file_appended_to_mid_send_arrives_whole_in_at_most_two_sends() {
+    changed_mid_send("append", |source| {
+        let mut file = OpenOptions::new().append(true).open(source).unwrap();
+        file.write_all(&[0x42; 1 << 20]).unwrap();
+    });
+}
+
+#[test]
+fn a_file_truncated_mid_send_arrives_as_it_is_now() {
+    changed_mid_send("truncate", |source| {
+        OpenOptions::new()
+            .write(true)
+            .open(source)
+            .unwrap()
+            .set_len(200 << 20)
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_file_rewritten_in_place_mid_send_arrives_with_the_new_bytes() {
+    changed_mid_send("rewrite", |source| {
+        // The first MiB, long since sent, changes in place: same size, new content.
+        use std::os::unix::fs::FileExt;
+        let file = OpenOptions::new().write(true).open(source).unwrap();
+        file.write_all_at(&[0x17; 1 << 20], 0).unwrap();
+    });
+}
+
+#[test]
+fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("first.bin"), 3 << 20, 1);
+    random_file(&src.join("locked.bin"), 2 << 20, 2);
+    random_file(&src.join("last.bin"), 3 << 20, 3);
+    fs::set_permissions(src.join("locked.bin"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything: the sender then runs as nobody, as the user it would be.
+    let mut command = Command::new(FERRY);
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        command.uid(65534).gid(65534);
+    }
+    let sending = send_with(command, &["--pod"], &[&src]);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(5), "{log}");
+    assert!(
+        log.contains("the sender cannot read src/locked.bin: permission denied"),
+        "{log}"
+    );
+    assert!(!log.contains("fetching it again"), "retried: {log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 5, "{sender_log}");
+    assert!(
+        sender_log.contains("cannot read src/locked.bin: permission denied"),
+        "{sender_log}"
+    );
+    for name in ["first.bin", "last.bin"] {
+        assert!(fs::read(src.join(name)).unwrap() == fs::read(out.join("src").join(name)).unwrap());
+    }
+    assert!(!out.join("src/locked.bin").exists());
+    assert!(!out.join("src/locked.bin.part").exists());
+}
+
+#[test]
+fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("plain.txt"), b"plain").unwrap();
+    fs::write(src.join("sub/also.txt"), b"also").unwrap();
+    fs::write(src.join("back\\slash"), b"x").unwrap();
+    fs::write(src.join("new\nline"), b"x").unwrap();
+    fs::write(
+        src.join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff")),
+        b"x",
+    )
+    .unwrap();
+    let sending = send(&["--pod"], &[&src], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    for warning in [
+        "back\\slash: backslashes are not allowed",
+        "new\\x0aline: NUL and control characters are not allowed",
+        "its name is not valid UTF-8",
+    ] {
+        assert!(sender_log.contains(warning), "{warning}: {sender_log}");
+    }
+    assert_eq!(fs::read(out.join("src/plain.txt")).unwrap(), b"plain");
+    assert_eq!(fs::read(out.join("src/sub/also.txt")).unwrap(), b"also");
+    let mut names: Vec<_> = fs::read_dir(out.join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["plain.txt", "sub"]);
+}
