@@ -467,3 +467,89 @@ fn a_sender_that_never_answers_the_plan_is_ended_within_the_documented_bound() {
         "after {ended:?}, bound {bound:?}"
     );
 }
+
+fn abandon(entry: u32, attempt: u8, cause: u8) -> Vec<u8> {
+    let mut message = vec![0x24];
+    message.extend_from_slice(&entry.to_be_bytes());
+    message.extend_from_slice(&[attempt, cause]);
+    message
+}
+
+#[test]
+fn a_file_the_sender_cannot_read_fails_at_once_with_the_senders_reason() {
+    let mut script = receiver_awaiting_a_segment(None);
+    script.sender.send_message(&abandon(0, 1, 2)).unwrap();
+    assert!(script.exchange().is_none());
+    assert!(
+        script.events.contains(&TransferEvent::FileFailed {
+            entry: 0,
+            reason: FileFailure::Unreadable {
+                cause: ferry_core::transfer::Unreadable::PermissionDenied
+            }
+        }),
+        "{:?}",
+        script.events
+    );
+    assert!(
+        !script
+            .events
+            .iter()
+            .any(|e| matches!(e, TransferEvent::FileRetry { .. })),
+        "retried"
+    );
+    assert!(
+        script.events.contains(&TransferEvent::Finished {
+            committed: 0,
+            failed: 1
+        }),
+        "{:?}",
+        script.events
+    );
+}
+
+#[test]
+fn a_changed_file_is_asked_for_again_and_its_next_attempt_must_be_announced() {
+    let content = [7u8; 100];
+    let mut script = receiver_awaiting_a_segment(None);
+    script.sender.send_message(&abandon(0, 1, 0)).unwrap();
+    assert!(script.exchange().is_none());
+    assert!(
+        script.events.contains(&TransferEvent::FileRetry {
+            entry: 0,
+            attempt: 2
+        }),
+        "{:?}",
+        script.events
+    );
+    // Attempt 2 without its UPDATE is refused.
+    let hash = segment_hash(&content, &[2, 2, 3, 4], 2);
+    script
+        .sender
+        .send_message(&layout(&hash, &Sha256::digest(content).into(), 2))
+        .unwrap();
+    assert_eq!(
+        script.exchange(),
+        Some(TransferError::Protocol(
+            "an attempt sent again without its update"
+        ))
+    );
+}
+
+#[test]
+fn an_abandon_for_an_attempt_whose_last_piece_was_laid_out_is_refused() {
+    let content = [7u8; 100];
+    let mut script = receiver_awaiting_a_segment(None);
+    let random = [1, 2, 3, 4];
+    let hash = segment_hash(&content, &random, 1);
+    script
+        .sender
+        .send_message(&layout(&hash, &Sha256::digest(content).into(), 1))
+        .unwrap();
+    script.sender.send_message(&abandon(0, 1, 0)).unwrap();
+    assert_eq!(
+        script.exchange(),
+        Some(TransferError::Protocol(
+            "an abandon for an attempt that is not under way"
+        ))
+    );
+}
