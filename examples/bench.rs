@@ -5,7 +5,9 @@
 //!     cargo build --release && cargo run --release -p ferry-examples --example bench [DIR]
 //!
 //! Payloads: (a) a 1 GiB random file, (b) 10,000 files of 4 KiB, (c) 100 MiB of log text.
-//! Every figure is the median of 3 runs, interleaved with its ceiling.
+//! Every figure is the median of 3 runs, interleaved with its ceiling. Then memory and time
+//! per entry: (d) 100,000 empty files, (e) a million entries with 130-byte paths (the trees
+//! are made once in DIR and kept; the first run takes a few minutes to make them).
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -350,8 +352,96 @@ fn main() {
         big.bytes as f64 / 1e6 / m,
         100.0 * b / m
     );
+    entries(&ferry, &dir, &outputs);
     let _ = fs::remove_dir_all(&outputs);
     let _ = fs::write(dir.join(CLEANED_MARK), b"");
+}
+
+/// A tree of `dirs` × `per_dir` empty files whose relative paths (as sent, from the root
+/// `name`) are `path_len` bytes long; made once and kept. Returns its root and the bytes
+/// of all its paths.
+fn empty_tree(
+    dir: &Path,
+    name: &str,
+    dirs: usize,
+    per_dir: usize,
+    path_len: usize,
+) -> (PathBuf, u64) {
+    let root = dir.join(name);
+    // name/<dir>/<sub>/<file>: the three components share what is left of path_len.
+    let left = path_len - name.len() - 3;
+    let (d, sub) = (left / 3, left / 3);
+    let file = left - d - sub;
+    let mut path_bytes = name.len() as u64;
+    let done = root.join(".complete");
+    for i in 0..dirs {
+        let a = format!("{:a>width$}{i:05}", "", width = d - 5);
+        let b = format!("{:b>width$}", "", width = sub);
+        let folder = root.join(&a).join(&b);
+        path_bytes +=
+            (name.len() + 1 + a.len()) as u64 + (name.len() + 2 + a.len() + b.len()) as u64;
+        if !done.exists() {
+            fs::create_dir_all(&folder).unwrap();
+        }
+        for j in 0..per_dir {
+            let f = format!("{:f>width$}{j:05}", "", width = file - 5);
+            path_bytes += (name.len() + 3 + a.len() + b.len() + f.len()) as u64;
+            if !done.exists() {
+                File::create(folder.join(&f)).unwrap();
+            }
+        }
+    }
+    let _ = File::create(&done);
+    // The marker file is sent too.
+    path_bytes += (name.len() + 1 + ".complete".len()) as u64;
+    (root, path_bytes)
+}
+
+/// Memory and time per entry: (d) 100,000 empty files, against 24 MiB per side and 3 s;
+/// (e) a million entries with 130-byte paths, the receiver against 16 MiB + the paths'
+/// bytes + 64 bytes per entry.
+fn entries(ferry: &Path, dir: &Path, outputs: &Path) {
+    let mib = |kib: f64| kib / 1024.0;
+    let (root, _) = empty_tree(dir, "d-empty", 100, 1000, 40);
+    let payload = Payload {
+        name: "(d) 100,000 empty files",
+        root,
+        files: Vec::new(),
+        bytes: 0,
+    };
+    let (mut seconds, mut sender, mut receiver) = (vec![], 0f64, 0f64);
+    for run in 0..3 {
+        let (s, a, b) = ferry_run(ferry, &payload, &outputs.join(format!("d-{run}")), &[]);
+        seconds.push(s);
+        sender = sender.max(a.rss_kib);
+        receiver = receiver.max(b.rss_kib);
+    }
+    println!(
+        "{:<28} {:.2} s (target 3 s), peak RSS sender {:.1} MiB, receiver {:.1} MiB (target 24 MiB each)",
+        payload.name,
+        median(seconds),
+        mib(sender),
+        mib(receiver)
+    );
+    let entries = 998 * 1000 + 2 * 998 + 2;
+    let (root, path_bytes) = empty_tree(dir, "e-million", 998, 1000, 130);
+    let payload = Payload {
+        name: "(e) 1,000,000 entries",
+        root,
+        files: Vec::new(),
+        bytes: 0,
+    };
+    let (s, a, b) = ferry_run(ferry, &payload, &outputs.join("e"), &[]);
+    let budget = 16.0 + (path_bytes as f64 + 64.0 * entries as f64) / (1 << 20) as f64;
+    println!(
+        "{:<28} {:.1} s, peak RSS sender {:.1} MiB, receiver {:.1} MiB against 16 MiB + {:.1} MiB of paths + 64 B × {entries} = {budget:.1} MiB ({:.0}%)",
+        payload.name,
+        s,
+        mib(a.rss_kib),
+        mib(b.rss_kib),
+        path_bytes as f64 / (1 << 20) as f64,
+        100.0 * mib(b.rss_kib) / budget
+    );
 }
 
 /// Written when a run has removed its outputs.

@@ -370,3 +370,32 @@ fn a_complete_local_file_that_differs_from_the_manifest_is_sent_again() {
         "the differing file is fresh"
     );
 }
+
+#[test]
+fn the_check_of_what_is_already_here_shows_its_progress_on_both_sides() {
+    let items = items();
+    let held = 3usize << 20;
+    let complete = items[2].data.as_ref().unwrap().len();
+    let world = resume(&[(0, held, None)], &[2]);
+    // The receiver re-reads all it holds; the sender only the partial file (the complete
+    // one's hash equals the manifest's, which decides it without reading).
+    for (side, events, total) in [
+        ("receiver", &world.receiver_events, (held + complete) as u64),
+        ("sender", &world.sender_events, held as u64),
+    ] {
+        let checks: Vec<(u64, u64)> = events
+            .iter()
+            .filter_map(|e| match *e {
+                TransferEvent::ResumeCheck { checked, total } => Some((checked, total)),
+                _ => None,
+            })
+            .collect();
+        assert!(checks.len() >= 2, "{side}: {checks:?}");
+        assert!(
+            checks.windows(2).all(|w| w[0].0 < w[1].0),
+            "{side}: not rising: {checks:?}"
+        );
+        assert!(checks.iter().all(|c| c.1 == total), "{side}: {checks:?}");
+        assert_eq!(checks.last(), Some(&(total, total)), "{side}");
+    }
+}

@@ -89,6 +89,10 @@ enum Command {
 /// Progress on stderr: a bar on a terminal, a line every few seconds otherwise.
 struct Display {
     bar: Option<ProgressBar>,
+    /// The bar of the check of what is already here, before a resume.
+    check: Option<ProgressBar>,
+    /// When the last line of that check was printed (not on a terminal).
+    check_line: Option<Instant>,
     files: usize,
     total: u64,
     started: Instant,
@@ -99,6 +103,8 @@ impl Display {
     fn new() -> Self {
         Display {
             bar: None,
+            check: None,
+            check_line: None,
             files: 0,
             total: 0,
             started: Instant::now(),
@@ -119,7 +125,37 @@ impl Reporter for Display {
         }
     }
 
+    fn checking(&mut self, checked: u64, total: u64) {
+        if std::io::stderr().is_terminal() {
+            let bar = self.check.get_or_insert_with(|| {
+                let bar = ProgressBar::new(total);
+                if let Ok(style) = ProgressStyle::with_template(
+                    "checking what is already here: {bytes}/{total_bytes} {bar:30} ETA {eta}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar
+            });
+            bar.set_position(checked);
+            return;
+        }
+        let due = self
+            .check_line
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(2));
+        if due {
+            self.check_line = Some(Instant::now());
+            eprintln!(
+                "checking what is already here: {} of {}",
+                size(checked),
+                size(total)
+            );
+        }
+    }
+
     fn start(&mut self, files: usize, bytes: u64) {
+        if let Some(check) = self.check.take() {
+            check.finish_and_clear();
+        }
         self.files = files;
         self.total = bytes;
         self.started = Instant::now();

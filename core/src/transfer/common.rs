@@ -89,6 +89,9 @@ pub(crate) struct Verifier {
     job: Option<(u32, u64, u64, Sha256)>,
     reading: Option<usize>,
     failed: bool,
+    /// Bytes read and hashed so far, and to read in all (for progress).
+    checked: u64,
+    total: u64,
 }
 
 impl Verifier {
@@ -98,6 +101,21 @@ impl Verifier {
             job: None,
             reading: None,
             failed: false,
+            checked: 0,
+            total: 0,
+        }
+    }
+
+    /// Sets how many bytes all the checks to come will read.
+    pub(crate) fn expect(&mut self, total: u64) {
+        self.total = total;
+    }
+
+    /// The progress event for the checks so far.
+    pub(crate) fn progress(&self) -> TransferEvent {
+        TransferEvent::ResumeCheck {
+            checked: self.checked,
+            total: self.total.max(self.checked),
         }
     }
 
@@ -161,6 +179,7 @@ impl Verifier {
             Ok(n) if n == wanted => {
                 hasher.update(&self.buf[..n]);
                 *done += n as u64;
+                self.checked += n as u64;
             }
             _ => self.failed = true,
         }

@@ -1,8 +1,6 @@
 //! The batch's table of contents (the seed's "batch metadata") and the rules every path
 //! must pass before the receiver acts on any of it.
 
-use core::ops::Range;
-
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
@@ -47,14 +45,16 @@ pub struct Entry<'a> {
     pub sha256: Option<[u8; 32]>,
 }
 
-#[derive(Clone, Debug)]
+/// An entry as stored: 24 bytes, its path's end in the shared path text (it starts where
+/// the previous entry's ends), and its hash, if any, kept apart, because a batch may hold
+/// a million entries and few senders hash files up front.
+#[derive(Clone, Copy, Debug)]
 struct Stored {
-    path: Range<usize>,
-    kind: EntryKind,
     size: u64,
-    mode: u32,
     mtime: i64,
-    sha256: Option<[u8; 32]>,
+    path_end: u32,
+    mode: u16,
+    kind: EntryKind,
 }
 
 /// Limits on a manifest; part of [`crate::transfer::TransferConfig`].
@@ -198,6 +198,27 @@ pub fn check_path(path: &str, limits: &ManifestLimits) -> Result<(), PathRule> {
     Ok(())
 }
 
+/// Refuses a batch of `entries` entries with `path_bytes` bytes of paths beyond `limits`
+/// (and beyond what a manifest can index), before anything is allocated for it.
+fn check_size(entries: u64, path_bytes: u64, limits: &ManifestLimits) -> Result<(), ManifestError> {
+    if entries > limits.max_entries as u64 {
+        return Err(ManifestError::TooLarge {
+            what: "the number of entries",
+            found: entries,
+            max: limits.max_entries as u64,
+        });
+    }
+    let max_path_bytes = limits.max_path_bytes.min(u32::MAX as usize) as u64;
+    if path_bytes > max_path_bytes {
+        return Err(ManifestError::TooLarge {
+            what: "the total length of all paths",
+            found: path_bytes,
+            max: max_path_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Orders paths so that a path's descendants come right after it: `/` sorts below
 /// every other byte.
 fn tree_order(a: &str, b: &str) -> core::cmp::Ordering {
@@ -205,11 +226,14 @@ fn tree_order(a: &str, b: &str) -> core::cmp::Ordering {
     a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
-/// A validated list of entries, stored in two allocations sized up front.
+/// A validated list of entries, stored in allocations sized up front: 24 bytes an entry
+/// besides its path.
 #[derive(Clone, Debug, Default)]
 pub struct Manifest {
     entries: Vec<Stored>,
     paths: String,
+    /// The SHA-256 of the entries that have one, by index, in index order.
+    hashes: Vec<(u32, [u8; 32])>,
     total_bytes: u64,
 }
 
@@ -221,23 +245,11 @@ impl Manifest {
         path_bytes: u64,
         limits: &ManifestLimits,
     ) -> Result<Self, ManifestError> {
-        if entries > limits.max_entries as u64 {
-            return Err(ManifestError::TooLarge {
-                what: "the number of entries",
-                found: entries,
-                max: limits.max_entries as u64,
-            });
-        }
-        if path_bytes > limits.max_path_bytes as u64 {
-            return Err(ManifestError::TooLarge {
-                what: "the total length of all paths",
-                found: path_bytes,
-                max: limits.max_path_bytes as u64,
-            });
-        }
+        check_size(entries, path_bytes, limits)?;
         Ok(Manifest {
             entries: Vec::with_capacity(entries as usize),
             paths: String::with_capacity(path_bytes as usize),
+            hashes: Vec::new(),
             total_bytes: 0,
         })
     }
@@ -247,14 +259,11 @@ impl Manifest {
         entries: &[ManifestEntry],
         limits: &ManifestLimits,
     ) -> Result<Self, ManifestError> {
-        let path_bytes: usize = entries.iter().map(|e| e.path.len()).sum();
-        let mut manifest =
-            Manifest::with_capacity(entries.len() as u64, path_bytes as u64, limits)?;
+        let mut builder = ManifestBuilder::new(*limits);
         for entry in entries {
-            manifest.push(entry.as_entry(), limits)?;
+            builder.push(entry.as_entry())?;
         }
-        manifest.check_tree()?;
-        Ok(manifest)
+        builder.finish()
     }
 
     /// Adds one entry after checking its path and fields; never grows past the capacity
@@ -299,15 +308,17 @@ impl Manifest {
                     index,
                     why: "sizes overflow 64 bits",
                 })?;
-        let start = self.paths.len();
         self.paths.push_str(entry.path);
+        if let Some(hash) = entry.sha256 {
+            self.hashes.push((index as u32, hash));
+        }
         self.entries.push(Stored {
-            path: start..self.paths.len(),
-            kind: entry.kind,
             size: entry.size,
-            mode: entry.mode,
             mtime: entry.mtime,
-            sha256: entry.sha256,
+            // Within u32: `with_capacity` refused more path bytes than that.
+            path_end: self.paths.len() as u32,
+            mode: entry.mode as u16,
+            kind: entry.kind,
         });
         Ok(())
     }
@@ -335,11 +346,12 @@ impl Manifest {
                     index,
                     why: "sizes overflow 64 bits",
                 })?;
-        if (stored.size, stored.mtime) != (size, mtime) {
-            stored.sha256 = None;
-        }
+        let changed = (stored.size, stored.mtime) != (size, mtime);
         stored.size = size;
         stored.mtime = mtime;
+        if changed {
+            self.hashes.retain(|(i, _)| *i as usize != index);
+        }
         self.total_bytes = total;
         Ok(())
     }
@@ -373,8 +385,23 @@ impl Manifest {
         Ok(())
     }
 
+    fn path_range(&self, index: usize) -> core::ops::Range<usize> {
+        let start = index
+            .checked_sub(1)
+            .map_or(0, |before| self.entries[before].path_end as usize);
+        start..self.entries[index].path_end as usize
+    }
+
     fn path(&self, index: usize) -> &str {
-        &self.paths[self.entries[index].path.clone()]
+        &self.paths[self.path_range(index)]
+    }
+
+    fn hash(&self, index: usize) -> Option<[u8; 32]> {
+        let index = u32::try_from(index).ok()?;
+        self.hashes
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|at| self.hashes[at].1)
     }
 
     /// The number of entries.
@@ -406,18 +433,80 @@ impl Manifest {
     pub fn get(&self, index: usize) -> Option<Entry<'_>> {
         let stored = self.entries.get(index)?;
         Some(Entry {
-            path: &self.paths[stored.path.clone()],
+            path: self.path(index),
             kind: stored.kind,
             size: stored.size,
-            mode: stored.mode,
+            mode: u32::from(stored.mode),
             mtime: stored.mtime,
-            sha256: stored.sha256,
+            sha256: self.hash(index),
         })
     }
 
     /// All entries in order.
     pub fn iter(&self) -> impl Iterator<Item = Entry<'_>> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+/// Builds a manifest entry by entry, growing as it goes: for a sender, which does not know
+/// the size of its batch until it has walked it (a receiver sizes its manifest from the
+/// announced header instead, and never grows it).
+#[derive(Debug)]
+pub struct ManifestBuilder {
+    manifest: Manifest,
+    limits: ManifestLimits,
+}
+
+impl ManifestBuilder {
+    /// An empty builder that refuses to grow past `limits`.
+    pub fn new(limits: ManifestLimits) -> Self {
+        ManifestBuilder {
+            manifest: Manifest::default(),
+            limits,
+        }
+    }
+
+    /// Adds one entry after checking its path and fields.
+    pub fn push(&mut self, entry: Entry<'_>) -> Result<(), ManifestError> {
+        let manifest = &mut self.manifest;
+        let entries = manifest.entries.len() as u64 + 1;
+        let path_bytes = (manifest.paths.len() + entry.path.len()) as u64;
+        if manifest.entries.len() == manifest.entries.capacity()
+            || manifest.paths.len() + entry.path.len() > manifest.paths.capacity()
+        {
+            // Check the limits before making room, then grow as a Vec would.
+            check_size(entries, path_bytes, &self.limits)?;
+            let room_entries = (manifest.entries.capacity() * 2).max(64);
+            let room_paths = (manifest.paths.capacity() * 2).max(4096);
+            manifest
+                .entries
+                .reserve(room_entries.min(self.limits.max_entries) - manifest.entries.len());
+            manifest.paths.reserve(
+                room_paths
+                    .min(self.limits.max_path_bytes.min(u32::MAX as usize))
+                    .max(path_bytes as usize)
+                    - manifest.paths.len(),
+            );
+        }
+        manifest.push(entry, &self.limits)
+    }
+
+    /// The number of entries so far.
+    pub fn len(&self) -> usize {
+        self.manifest.len()
+    }
+
+    /// True when no entry was added.
+    pub fn is_empty(&self) -> bool {
+        self.manifest.is_empty()
+    }
+
+    /// The manifest, once the rules involving several entries hold.
+    pub fn finish(mut self) -> Result<Manifest, ManifestError> {
+        self.manifest.check_tree()?;
+        self.manifest.entries.shrink_to_fit();
+        self.manifest.paths.shrink_to_fit();
+        Ok(self.manifest)
     }
 }
 

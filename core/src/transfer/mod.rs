@@ -28,7 +28,8 @@ mod sender;
 
 pub use common::SLOWEST_REREAD;
 pub use manifest::{
-    Entry, EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, PathRule,
+    Entry, EntryKind, Manifest, ManifestBuilder, ManifestEntry, ManifestError, ManifestLimits,
+    PathRule,
 };
 pub use receiver::{FileProgress, FileStatus, ReceiverSession};
 pub use sender::SenderSession;
@@ -359,6 +360,14 @@ pub enum TransferEvent {
         bytes_present: u64,
         /// Bytes still to send.
         bytes_to_send: u64,
+    },
+    /// Files already here are being re-read and hashed for a resume plan (the receiver
+    /// its own, the sender what the receiver claims): bytes checked so far, of all.
+    ResumeCheck {
+        /// Bytes checked so far.
+        checked: u64,
+        /// Bytes to check in all.
+        total: u64,
     },
     /// Bytes of file data moved so far (sent and proven, or received and verified).
     Progress {

@@ -2,7 +2,7 @@
 //! disk, requests the rest as Resources, verifies every segment and file, and tells the
 //! driver what to write and commit.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 
@@ -46,23 +46,36 @@ pub struct FileProgress {
     /// Bytes at the start of the partial file that are written, verified and (after the
     /// checkpoint that reports them) durable.
     pub verified_bytes: u64,
-    /// SHA-256 of those bytes.
+    /// SHA-256 of those bytes, for a file in progress (a complete file is hashed again
+    /// when a later run finds it).
     pub sha256: Option<[u8; 32]>,
 }
 
-#[derive(Clone, Debug)]
+/// Where one entry stands on the receiver, in 16 bytes: a batch may hold a million.
+///
+/// The offset a file's next piece must start at is `verified` until its first piece is
+/// laid out (the start the plan settled, or 0 for a new attempt); from then on the
+/// engine's layout cursor holds it, as a file's pieces come one after another.
+#[derive(Clone, Copy, Debug)]
 struct EntryState {
-    attempt: u8,
-    /// The offset the next extent of this file must start at.
-    next_offset: u64,
-    /// The resume offset the plan settled on.
-    start: u64,
-    status: FileStatus,
-    digest: Option<FileDigest>,
+    /// Bytes at the start of the partial file that are written and verified.
     verified: u64,
-    verified_hash: Option<[u8; 32]>,
+    attempt: u8,
+    status: FileStatus,
+    /// The attempt's last piece has been laid out: its verdict is on its way.
+    ended: bool,
     /// The sender announced this attempt with UPDATE (every attempt after the first).
     updated: bool,
+}
+
+impl EntryState {
+    const NEW: EntryState = EntryState {
+        verified: 0,
+        attempt: 1,
+        status: FileStatus::InProgress,
+        ended: false,
+        updated: false,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +118,8 @@ struct RecvSlot {
     waiting_hmu: bool,
     writes_outstanding: usize,
     results: Vec<(u32, Outcome)>,
+    /// The sender's digests of the files that end in this segment (from its layout).
+    digests: Vec<FileDigest>,
     /// Per extent: the SHA-256 of its file up to the extent's end, which becomes the
     /// file's verified hash once the extent is written.
     prefixes: Vec<[u8; 32]>,
@@ -133,6 +148,7 @@ impl RecvSlot {
             waiting_hmu: false,
             writes_outstanding: 0,
             results: Vec::with_capacity(config.max_extents_per_segment),
+            digests: Vec::with_capacity(config.max_extents_per_segment),
             prefixes: Vec::with_capacity(config.max_extents_per_segment),
         }
     }
@@ -164,6 +180,11 @@ pub(crate) struct ReceiverEngine {
     expected_entries: u64,
     part_size: usize,
     entries: Vec<EntryState>,
+    /// The file whose pieces the layouts are in the middle of: entry, attempt, and the
+    /// offset its next piece must start at.
+    cursor: Option<(u32, u8, u64)>,
+    /// The SHA-256 of the verified bytes of each file in progress that has some.
+    partial_hashes: HashMap<u32, [u8; 32]>,
     // resume
     local: Vec<(u32, u64)>,
     verify_next: usize,
@@ -237,6 +258,8 @@ impl ReceiverSession {
             expected_entries: 0,
             part_size: config.part_size,
             entries: Vec::new(),
+            cursor: None,
+            partial_hashes: HashMap::new(),
             local: Vec::new(),
             verify_next: 0,
             verifier: Verifier::new(config.segment_size),
@@ -324,8 +347,13 @@ impl ReceiverSession {
         id: IoId,
         result: Result<usize, DiskError>,
     ) -> Result<(), TransferError> {
+        let engine = &mut self.shell.engine;
         let done = if id == VERIFY_READ {
-            self.shell.engine.verifier.read_done(result)
+            engine.verifier.read_done(result).map(|()| {
+                if engine.out.event_room() > 0 {
+                    engine.out.event(engine.verifier.progress());
+                }
+            })
         } else {
             Err(protocol("driver reported an unknown read"))
         };
@@ -476,20 +504,7 @@ impl ReceiverEngine {
             return Ok(());
         }
         self.manifest.check_tree()?;
-        self.entries = self
-            .manifest
-            .iter()
-            .map(|_| EntryState {
-                attempt: 1,
-                next_offset: 0,
-                start: 0,
-                status: FileStatus::InProgress,
-                digest: None,
-                verified: 0,
-                verified_hash: None,
-                updated: false,
-            })
-            .collect();
+        self.entries = vec![EntryState::NEW; self.manifest.len()];
         self.phase = Phase::Offered;
         self.stall = None;
         self.out.event(TransferEvent::BatchOffered {
@@ -510,14 +525,15 @@ impl ReceiverEngine {
             let Some(item) = self.manifest.get(entry) else {
                 continue;
             };
-            if item.kind == EntryKind::File
-                && bytes > 0
-                && bytes <= item.size
-                && !self.local.iter().any(|(e, _)| *e as usize == entry)
-            {
+            if item.kind == EntryKind::File && bytes > 0 && bytes <= item.size {
                 self.local.push((entry as u32, bytes));
             }
         }
+        // In entry order, once each: claims are then found by binary search.
+        self.local.sort_unstable_by_key(|(entry, _)| *entry);
+        self.local.dedup_by_key(|(entry, _)| *entry);
+        self.verifier
+            .expect(self.local.iter().map(|(_, bytes)| bytes).sum());
         self.claims = Vec::with_capacity(self.local.len());
         self.phase = Phase::Verifying;
         Ok(())
@@ -593,31 +609,33 @@ impl ReceiverEngine {
         let claims = &mut self.claims;
         let hashes = &mut self.hashes;
         let last = messages::decode_plan_result(body, |entry| {
+            // Claims are in entry order; a rejected one keeps its place with nothing held.
             let at = claims
-                .iter()
-                .position(|c| c.entry == entry)
+                .binary_search_by_key(&entry, |c| c.entry)
+                .ok()
+                .filter(|&at| claims[at].offset > 0)
                 .ok_or(protocol("the sender rejected a claim that was never made"))?;
-            claims.swap_remove(at);
+            claims[at].offset = 0;
             hashes.drop_resumed(entry);
             Ok(())
         })?;
         if !last {
             return Ok(());
         }
-        for claim in &self.claims {
-            let state = &mut self.entries[claim.entry as usize];
-            state.start = claim.offset;
-            state.next_offset = claim.offset;
-            state.verified = claim.offset;
-            state.verified_hash = Some(claim.prefix);
+        for claim in self.claims.iter().filter(|c| c.offset > 0) {
+            self.entries[claim.entry as usize].verified = claim.offset;
+            if claim.offset < self.size(claim.entry) {
+                self.partial_hashes.insert(claim.entry, claim.prefix);
+            }
         }
+        self.claims = Vec::new();
         self.unresolved = self
             .manifest
             .iter()
             .zip(&self.entries)
-            .filter(|(entry, state)| entry.kind == EntryKind::File && state.start < entry.size)
+            .filter(|(entry, state)| entry.kind == EntryKind::File && state.verified < entry.size)
             .count();
-        let settled = plan_settled(&self.manifest, |i| self.entries[i].start);
+        let settled = plan_settled(&self.manifest, |i| self.entries[i].verified);
         self.out.event(settled);
         self.phase = Phase::Settling;
         self.arm_stall(now);
@@ -642,16 +660,12 @@ impl ReceiverEngine {
                     self.entries[index].status = FileStatus::Completed;
                     self.committed += 1;
                 }
-                EntryKind::File if self.entries[index].start == entry.size => {
+                EntryKind::File if self.entries[index].verified == entry.size => {
                     // Complete here and accepted by the sender (an empty file is trivially
                     // complete, unless the manifest promises other content).
                     let state = &mut self.entries[index];
-                    let digest = if entry.size == 0 {
-                        Sha256::digest([]).into()
-                    } else {
-                        state.verified_hash.unwrap_or([0; 32])
-                    };
-                    if entry.size == 0 && entry.sha256.is_some_and(|h| h != digest) {
+                    let empty: [u8; 32] = Sha256::digest([]).into();
+                    if entry.size == 0 && entry.sha256.is_some_and(|h| h != empty) {
                         state.status = FileStatus::Failed;
                         self.failed += 1;
                         self.out.event(TransferEvent::FileFailed {
@@ -661,8 +675,6 @@ impl ReceiverEngine {
                         continue;
                     }
                     state.status = FileStatus::Completed;
-                    state.verified = entry.size;
-                    state.verified_hash = Some(digest);
                     self.committed += 1;
                     self.out.disk(DiskCommand::Commit { entry: index });
                     self.out.event(TransferEvent::FileDone { entry: index });
@@ -688,6 +700,7 @@ impl ReceiverEngine {
             .ok_or(protocol("more segments in flight than agreed"))?;
         let mut slot = std::mem::take(&mut self.slots[slot_index].extents);
         slot.clear();
+        self.slots[slot_index].digests.clear();
         let mut fill = 0usize;
         for extent in layout.extents() {
             let entry = self
@@ -699,10 +712,15 @@ impl ReceiverEngine {
                 .offset
                 .checked_add(u64::from(extent.len))
                 .ok_or(protocol("a layout extent overflows"))?;
+            let expected = match self.cursor {
+                Some((e, a, next)) if e == extent.entry && a == extent.attempt => next,
+                _ => state.verified,
+            };
             if entry.kind != EntryKind::File
                 || state.status != FileStatus::InProgress
+                || state.ended
                 || extent.attempt != state.attempt
-                || extent.offset != state.next_offset
+                || extent.offset != expected
                 || extent.len == 0
                 || end > entry.size
             {
@@ -716,7 +734,8 @@ impl ReceiverEngine {
             if fill + extent.len as usize > self.config.segment_size {
                 return Err(protocol("a layout larger than the segment size"));
             }
-            state.next_offset = end;
+            self.cursor = Some((extent.entry, extent.attempt, end));
+            state.ended = end == entry.size;
             slot.push((extent, fill));
             fill += extent.len as usize;
         }
@@ -731,7 +750,7 @@ impl ReceiverEngine {
                     "a file digest in a segment where that file does not end",
                 ));
             }
-            self.entries[digest.entry as usize].digest = Some(digest);
+            self.slots[slot_index].digests.push(digest);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -1046,7 +1065,12 @@ impl ReceiverEngine {
                 .get(entry as usize)
                 .and_then(|e| e.sha256)
                 .is_none_or(|promised| promised == ours);
-            let verdict = match self.entries[entry as usize].digest {
+            let digest = slot
+                .digests
+                .iter()
+                .find(|d| d.entry == entry && d.attempt == extent.attempt)
+                .copied();
+            let verdict = match digest {
                 _ if self.skip_verification => Outcome::Commit,
                 Some(d)
                     if d.attempt == extent.attempt
@@ -1114,7 +1138,9 @@ impl ReceiverEngine {
         let current = state.status == FileStatus::InProgress && state.attempt == ext.attempt;
         if current && end > state.verified {
             state.verified = end;
-            state.verified_hash = slot.prefixes.get(extent).copied();
+            if let Some(prefix) = slot.prefixes.get(extent) {
+                self.partial_hashes.insert(ext.entry, *prefix);
+            }
         }
         if slot.writes_outstanding == 0 {
             self.finish_slot(slot_index);
@@ -1164,6 +1190,10 @@ impl ReceiverEngine {
     /// or give it up.
     fn resolve(&mut self, index: usize, outcome: Outcome) {
         self.mark_changed(index);
+        self.partial_hashes.remove(&(index as u32));
+        if self.cursor.is_some_and(|(e, _, _)| e as usize == index) {
+            self.cursor = None;
+        }
         let state = &mut self.entries[index];
         match outcome {
             Outcome::Commit => {
@@ -1175,10 +1205,8 @@ impl ReceiverEngine {
             }
             Outcome::Retry => {
                 state.attempt += 1;
-                state.next_offset = 0;
                 state.verified = 0;
-                state.verified_hash = None;
-                state.digest = None;
+                state.ended = false;
                 state.updated = false;
                 self.retries_due.push_back((index as u32, state.attempt));
                 self.out.disk(DiskCommand::Discard { entry: index });
@@ -1190,7 +1218,6 @@ impl ReceiverEngine {
             Outcome::Fail(reason) => {
                 state.status = FileStatus::Failed;
                 state.verified = 0;
-                state.verified_hash = None;
                 self.failed += 1;
                 self.unresolved -= 1;
                 self.out.disk(DiskCommand::Discard { entry: index });
@@ -1212,12 +1239,16 @@ impl ReceiverEngine {
             .entries
             .get_mut(index)
             .ok_or(protocol("an update for an unknown entry"))?;
+        let started = self
+            .cursor
+            .is_some_and(|(e, a, _)| e == update.entry && a == update.attempt);
         if !matches!(self.phase, Phase::Streaming)
             || state.status != FileStatus::InProgress
             || update.attempt < 2
             || update.attempt != state.attempt
             || state.updated
-            || state.next_offset != 0
+            || state.verified != 0
+            || started
         {
             return Err(protocol(
                 "an update that does not answer the retry of a file in progress",
@@ -1228,7 +1259,6 @@ impl ReceiverEngine {
             .set_file_meta(index, update.size, update.mtime)?;
         if update.size == 0 {
             // Nothing of it will be sent: it is complete as it is.
-            self.entries[index].verified_hash = Some(Sha256::digest([]).into());
             self.resolve(index, Outcome::Commit);
         }
         self.arm_stall(now);
@@ -1241,17 +1271,15 @@ impl ReceiverEngine {
     fn on_abandon(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
         let abandon = Abandon::decode(body)?;
         let index = abandon.entry as usize;
-        let size = self.size(abandon.entry);
         let state = self
             .entries
             .get(index)
             .ok_or(protocol("an abandon for an unknown entry"))?;
         // An attempt whose last piece was laid out is over: there is nothing to abandon.
-        let under_way = state.next_offset < size || (state.next_offset == 0 && size == 0);
         if !matches!(self.phase, Phase::Streaming)
             || state.status != FileStatus::InProgress
             || abandon.attempt != state.attempt
-            || !under_way
+            || state.ended
         {
             return Err(protocol("an abandon for an attempt that is not under way"));
         }
@@ -1343,7 +1371,11 @@ impl ReceiverEngine {
         Some(FileProgress {
             status: state.status,
             verified_bytes: state.verified,
-            sha256: state.verified_hash,
+            sha256: if state.status == FileStatus::InProgress {
+                self.partial_hashes.get(&(entry as u32)).copied()
+            } else {
+                None
+            },
         })
     }
 }
@@ -1371,6 +1403,7 @@ impl RecvSlot {
             waiting_hmu: false,
             writes_outstanding: 0,
             results: Vec::new(),
+            digests: Vec::new(),
             prefixes: Vec::new(),
         }
     }

@@ -2,6 +2,7 @@
 //! bytes still needed into segments and serves each as a Resource.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use sha2::Sha256;
 
@@ -133,7 +134,9 @@ enum Phase {
 /// The sender's engine; see [`SenderSession`].
 pub(crate) struct SenderEngine {
     config: TransferConfig,
-    manifest: Manifest,
+    /// Shared with the driver (and other sessions of the same batch) until a file is
+    /// reopened with another size: a batch may hold a million entries.
+    manifest: Arc<Manifest>,
     entries: Vec<EntryState>,
     phase: Phase,
     out: Outputs,
@@ -188,15 +191,17 @@ impl SenderSession {
     session_verbs!();
 
     /// A session serving `manifest` to the receiver that holds `token`. The manifest's
-    /// entries are read with [`DiskCommand::Read`] by index.
+    /// entries are read with [`DiskCommand::Read`] by index. It is shared, not copied
+    /// (`Arc<Manifest>`; a `Manifest` converts), until a retried file is found changed.
     pub fn new(
         config: TransferConfig,
         token: Token,
-        manifest: Manifest,
+        manifest: impl Into<Arc<Manifest>>,
         entropy: &mut dyn Entropy,
         now: Timestamp,
     ) -> Result<Self, TransferError> {
         config.validate()?;
+        let manifest: Arc<Manifest> = manifest.into();
         manifest.check_tree()?;
         let channel = Channel::new(Role::Sender, token, config.channel.clone(), entropy, now)
             .map_err(|e| TransferError::Config(e.into()))?;
@@ -232,7 +237,7 @@ impl SenderSession {
             slots,
             next_entry: 0,
             current: None,
-            retry_queue: VecDeque::with_capacity(manifest.len()),
+            retry_queue: VecDeque::new(),
             reopens: VecDeque::new(),
             notices: VecDeque::new(),
             next_seq: 1,
@@ -367,7 +372,11 @@ impl SenderEngine {
         result: Result<usize, DiskError>,
     ) -> Result<(), TransferError> {
         if id == VERIFY_READ {
-            return self.verifier.read_done(result);
+            self.verifier.read_done(result)?;
+            if self.out.event_room() > 1 {
+                self.out.event(self.verifier.progress());
+            }
+            return Ok(());
         }
         let Some((slot_index, extent)) = split_io(id) else {
             return Err(TransferError::Protocol("driver reported an unknown read"));
@@ -522,6 +531,20 @@ impl SenderEngine {
                 .max_extents_per_segment
                 .min(fit(limits.max_extents));
             self.segment_size = self.config.segment_size.min(fit(limits.segment_size));
+            // What will be re-read: every claim but the complete files the manifest's
+            // hash decides without reading.
+            let manifest = &self.manifest;
+            let to_read = self
+                .claims
+                .iter()
+                .filter(|claim| {
+                    manifest
+                        .get(claim.entry as usize)
+                        .is_none_or(|e| e.sha256.is_none() || claim.offset < e.size)
+                })
+                .map(|claim| claim.offset)
+                .sum();
+            self.verifier.expect(to_read);
             self.phase = Phase::Verifying;
         }
         Ok(())
@@ -1069,7 +1092,7 @@ impl SenderEngine {
         }
         let meta = result.map_err(|error| Trouble::Unreadable(error.kind.into()));
         let meta = meta.and_then(|meta| {
-            self.manifest
+            Arc::make_mut(&mut self.manifest)
                 .set_file_meta(entry, meta.size, meta.mtime)
                 .map(|()| meta)
                 .map_err(|_| Trouble::Unreadable(Unreadable::ReadError))

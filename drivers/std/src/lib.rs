@@ -74,6 +74,10 @@ pub trait Reporter {
     fn start(&mut self, files: usize, bytes_to_move: u64);
     /// Bytes moved so far in this session, and files finished.
     fn progress(&mut self, bytes: u64, files: usize);
+    /// Files already here are being re-read for a resume: `checked` of `total` bytes.
+    fn checking(&mut self, checked: u64, total: u64) {
+        let _ = (checked, total);
+    }
 }
 
 /// A reporter that stays silent.

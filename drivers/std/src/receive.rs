@@ -321,6 +321,9 @@ impl ReceiveWork {
                         }
                         reporter.start(skipped + resumed + fresh, bytes_to_send);
                     }
+                    TransferEvent::ResumeCheck { checked, total } => {
+                        reporter.checking(checked, total);
+                    }
                     TransferEvent::Progress { bytes } => {
                         self.summary.bytes = bytes;
                         reporter.progress(bytes, self.files_done);
@@ -493,28 +496,36 @@ fn offer(
     claimed_final: &mut Vec<bool>,
     now: ferry_core::Timestamp,
 ) -> Result<(), DriverError> {
-    let manifest = session.manifest().clone();
-    if let Err(error) = check_file_sizes(&manifest, sink) {
-        session.cancel("the receiver's file system cannot hold a file this large");
-        return Err(error);
+    match survey(session.manifest(), sink, overwrite, reporter, claimed_final) {
+        Ok(local) => {
+            session.accept(now, &local)?;
+            Ok(())
+        }
+        Err((told, error)) => {
+            // Cancel rather than decline: the sender keeps waiting, so the same command
+            // (with --overwrite, another -o, more space) can follow.
+            session.cancel(&told);
+            Err(error)
+        }
     }
-    let conflicts = sink.conflicts(&manifest);
-    if !conflicts.is_empty() && !overwrite {
-        let names = conflicts
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        let reason = format!(
-            "{names} already exist(s) in the output directory with another size; not overwriting (use --overwrite, or another -o directory)"
-        );
-        // Cancel rather than decline: the sender keeps waiting, so the same command with
-        // --overwrite (or another -o) can follow.
-        session.cancel(&reason);
-        return Err(DriverError::Disk(reason));
+}
+
+/// What of `manifest` is already here: the claims to make, or why the batch cannot be
+/// received here (what to tell the sender, and the local error).
+fn survey(
+    manifest: &Manifest,
+    sink: &mut Sink,
+    overwrite: bool,
+    reporter: &mut dyn Reporter,
+    claimed_final: &mut Vec<bool>,
+) -> Result<Vec<(usize, u64)>, (String, DriverError)> {
+    if let Err(error) = check_file_sizes(manifest, sink) {
+        return Err((
+            "the receiver's file system cannot hold a file this large".into(),
+            error,
+        ));
     }
-    let previous = match Previous::load(sink.dir(), &manifest) {
+    let previous = match Previous::load(sink.dir(), manifest) {
         Ok(Some(previous)) if previous.described > 0 && previous.matching == 0 => {
             reporter.info("Ignoring the lock file: nothing in it matches this batch");
             previous
@@ -529,12 +540,16 @@ fn offer(
                 "{}: {why}; remove it and run the command again",
                 sink.root().join(lock::LOCK_NAME).display()
             );
-            session.cancel("the receiver cannot use its output directory");
-            return Err(DriverError::Disk(reason));
+            return Err((
+                "the receiver cannot use its output directory".into(),
+                DriverError::Disk(reason),
+            ));
         }
     };
     *claimed_final = vec![false; manifest.len()];
     let mut local = Vec::new();
+    // Files already here with another size would be overwritten by this batch.
+    let mut conflicts = Vec::new();
     for (index, entry) in manifest.iter().enumerate() {
         if entry.kind != EntryKind::File {
             continue;
@@ -542,7 +557,11 @@ fn offer(
         if previous.listed(index) || overwrite {
             sink.allow_replace(index);
         }
-        match sink.local(&entry) {
+        let found = sink.local(&entry);
+        if matches!(found, Some((len, false)) if len != entry.size) && conflicts.len() < 5 {
+            conflicts.push(entry.path.to_owned());
+        }
+        match found {
             // A partial file counts only as far as the lock says it is durable and verified.
             Some((len, true)) => {
                 let durable = previous.verified(index).min(len).min(entry.size);
@@ -557,6 +576,12 @@ fn offer(
             _ => {}
         }
     }
-    session.accept(now, &local)?;
-    Ok(())
+    if !conflicts.is_empty() && !overwrite {
+        let reason = format!(
+            "{} already exist(s) in the output directory with another size; not overwriting (use --overwrite, or another -o directory)",
+            conflicts.join(", ")
+        );
+        return Err((reason.clone(), DriverError::Disk(reason)));
+    }
+    Ok(local)
 }

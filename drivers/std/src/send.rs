@@ -255,6 +255,7 @@ impl SendWork {
                     reporter.start(skipped + resumed + fresh, bytes_to_send);
                 }
                 TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
+                TransferEvent::ResumeCheck { checked, total } => reporter.checking(checked, total),
                 TransferEvent::FileRetry { entry, attempt } => {
                     let path = session.manifest().get(entry).map_or("?", |e| e.path);
                     reporter.info(&format!(

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use ferry_core::transfer::{DiskError, Entry, EntryKind, Manifest};
+use ferry_core::transfer::{DiskError, Entry, Manifest};
 
 use crate::error::{DriverError, disk_error};
 use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, refused};
@@ -32,8 +32,12 @@ pub struct Sink {
     root_path: PathBuf,
     _exclusive: DirLock,
     umask: u32,
-    /// The parent directory of the entry touched last, by its path relative to the root.
-    parent: Option<(String, Dir)>,
+    /// The parent directory of the entry touched last, by its path relative to the root:
+    /// `None` inside when it does not exist, and whether this run created it (then
+    /// nothing else can be in it, which saves looking).
+    parent: Option<(String, Option<Dir>, bool)>,
+    /// This run created the output directory itself.
+    root_fresh: bool,
     /// The `.part` file being written.
     open: Option<(usize, File)>,
     /// The local copy being read for the resume check.
@@ -63,6 +67,7 @@ impl Sink {
     /// A sink writing under `root`, which is created if missing, and held exclusively
     /// until the sink is dropped: a second receive into the same directory fails at once.
     pub fn new(root: &Path) -> Result<Self, DriverError> {
+        let root_fresh = !root.exists();
         std::fs::create_dir_all(root)
             .map_err(|e| DriverError::Disk(format!("cannot create {}: {e}", root.display())))?;
         let dir = Dir::open_path(root)
@@ -82,6 +87,7 @@ impl Sink {
             _exclusive: exclusive,
             umask: umask(),
             parent: None,
+            root_fresh,
             open: None,
             reading: None,
             known: HashMap::new(),
@@ -119,30 +125,56 @@ impl Sink {
         if parent.is_empty() {
             return Ok(Some(&self.root));
         }
-        if self.parent.as_ref().is_none_or(|(p, _)| p != parent) {
+        let cached = self
+            .parent
+            .as_ref()
+            .filter(|(p, dir, _)| p == parent && (dir.is_some() || !create));
+        if cached.is_none() {
             self.parent = None;
             let mut at: Option<Dir> = None;
+            let mut created = false;
             let mut walked = 0;
             for name in parent.split('/') {
                 walked += name.len() + usize::from(walked > 0);
                 let here = at.as_ref().unwrap_or(&self.root);
+                created = false;
                 let next = match here.open_dir(name) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                         match here.make_dir(name) {
-                            Ok(()) => self.dirty = true,
+                            Ok(()) => {
+                                self.dirty = true;
+                                created = true;
+                            }
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                             Err(e) => return Err(self.about(&parent[..walked], e)),
                         }
                         here.open_dir(name)
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // Remembered: a fresh receive asks about thousands of files in
+                        // folders that are not there yet.
+                        self.parent = Some((parent.to_owned(), None, false));
+                        return Ok(None);
+                    }
                     other => other,
                 };
                 at = Some(next.map_err(|e| self.about(&parent[..walked], e))?);
             }
-            self.parent = at.map(|dir| (parent.to_owned(), dir));
+            self.parent = Some((parent.to_owned(), at, created));
         }
-        Ok(self.parent.as_ref().map(|(_, dir)| dir))
+        Ok(self.parent.as_ref().and_then(|(_, dir, _)| dir.as_ref()))
+    }
+
+    /// True if the directory holding `path` was created by this run: nothing was in it
+    /// before. Call after [`Sink::parent`] for the same path.
+    fn fresh(&self, path: &str) -> bool {
+        match split(path) {
+            ("", _) => self.root_fresh,
+            (parent, _) => self
+                .parent
+                .as_ref()
+                .is_some_and(|(p, dir, fresh)| p == parent && dir.is_some() && *fresh),
+        }
     }
 
     /// What exists locally for `entry`: `(bytes, is_partial)` of its `.part` file, or of its
@@ -320,19 +352,35 @@ impl Sink {
         let part = part_name(name);
         let known = self.known.remove(&index);
         let replaceable = self.may_replace(index);
-        let umask = self.umask;
+        let mode = allowed_mode(entry.mode, self.umask);
+        self.parent(entry.path, true)?;
+        let fresh = self.fresh(entry.path);
         let dir = self
             .parent(entry.path, true)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let finish = |file: &File| -> io::Result<()> {
+        let times = |file: &File| -> io::Result<()> {
             let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
-            file.set_modified(when)?;
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(allowed_mode(
-                entry.mode, umask,
-            )))
+            file.set_modified(when)
         };
-        let target = dir.stat(name)?.map(|f| f.kind);
+        let finish = |file: &File| -> io::Result<()> {
+            times(file)?;
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+        };
+        if fresh && entry.size == 0 {
+            // A folder this run made holds nothing else: create the file with its mode.
+            match dir.create_new_with_mode(name, mode) {
+                Ok(file) => return times(&file),
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                Err(_) => {}
+            }
+        }
+        // In a folder this run made, nothing was in the way before.
+        let target = if fresh && known.is_some() {
+            None
+        } else {
+            dir.stat(name)?.map(|f| f.kind)
+        };
         match target {
             Some(Kind::Link) => return Err(refused("is a symbolic link; not replacing it")),
             Some(Kind::Dir) => return Err(refused("exists as a directory")),
@@ -500,16 +548,5 @@ impl Sink {
         }
         self.dirty = true;
         self.sync()
-    }
-
-    /// Entries of `manifest` whose final file exists with another size: they would be
-    /// overwritten by this batch.
-    pub fn conflicts(&mut self, manifest: &Manifest) -> Vec<String> {
-        manifest
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .filter(|e| matches!(self.local(e), Some((n, false)) if n != e.size))
-            .map(|e| e.path.to_owned())
-            .collect()
     }
 }

@@ -1,26 +1,32 @@
 //! The sender's files: turning command-line paths into a manifest, and reading them.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use ferry_core::transfer::manifest::check_path;
 use ferry_core::transfer::{
-    DiskError, EntryKind, FileMeta, Manifest, ManifestEntry, ManifestLimits, manifest::check_path,
+    DiskError, Entry, EntryKind, FileMeta, Manifest, ManifestBuilder, ManifestLimits,
 };
 
 use crate::error::{DriverError, disk_error};
 
-/// What the sender serves: the manifest and where each entry lives on disk.
+/// What the sender serves: the manifest and where each entry lives on disk. Kept small
+/// (a few bytes an entry besides the manifest): a batch may hold a million files.
 #[derive(Clone, Debug)]
 pub struct SourceTree {
-    /// The batch as the receiver will see it.
-    pub manifest: Manifest,
-    /// Local path of each entry, by manifest index.
-    pub paths: Vec<PathBuf>,
-    /// Modification time (ns) of each file when scanned: a read that finds another one
-    /// means the file changed under us.
-    pub scanned: Vec<i128>,
-    /// Things that were left out, with why (symlinks, sockets, ...).
+    /// The batch as the receiver will see it (shared with the sessions that serve it).
+    pub manifest: Arc<Manifest>,
+    /// Each root as given on the command line, with the index of its first entry: an
+    /// entry's local path is its root followed by the rest of its relative path.
+    roots: Vec<(PathBuf, usize)>,
+    /// The nanoseconds of each entry's mtime when scanned (the seconds are in the
+    /// manifest): a read that finds another mtime means the file changed under us.
+    nanos: Vec<u32>,
+    /// Things that were left out, with why (symlinks, sockets, names the protocol cannot
+    /// carry).
     pub skipped: Vec<String>,
 }
 
@@ -32,15 +38,19 @@ impl SourceTree {
     /// Walks `roots` like `scp -r`: each root is sent under its own name; directories
     /// are recursed in name order and sent as entries too, so empty ones arrive.
     pub fn scan(roots: &[PathBuf], limits: &ManifestLimits) -> Result<Self, DriverError> {
-        let mut entries = Vec::new();
-        let mut paths = Vec::new();
-        let mut scanned = Vec::new();
-        let mut skipped = Vec::new();
+        let mut scan = Scan {
+            builder: ManifestBuilder::new(*limits),
+            limits: *limits,
+            nanos: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let mut scanned_roots = Vec::new();
         for root in roots {
-            let meta = fs::symlink_metadata(root).map_err(|e| DriverError::Source {
+            let source_error = |e: std::io::Error| DriverError::Source {
                 path: root.display().to_string(),
                 why: e.to_string(),
-            })?;
+            };
+            let meta = fs::symlink_metadata(root).map_err(source_error)?;
             let name = root
                 .file_name()
                 .map(ToOwned::to_owned)
@@ -54,41 +64,48 @@ impl SourceTree {
                     why: "it has no file name to send it under".into(),
                 })?;
             let Some(name) = name.to_str().map(ToOwned::to_owned) else {
-                skipped.push(refused_name(root, "its name is not valid UTF-8"));
+                scan.skipped
+                    .push(refused_name(root, "its name is not valid UTF-8"));
                 continue;
             };
             if let Err(rule) = check_path(&name, limits) {
-                skipped.push(refused_name(root, &rule.to_string()));
+                scan.skipped.push(refused_name(root, &rule.to_string()));
                 continue;
             }
+            // A root that is a link is the user's choice: it is followed.
             let meta = if meta.file_type().is_symlink() {
-                fs::metadata(root).map_err(|e| DriverError::Source {
-                    path: root.display().to_string(),
-                    why: e.to_string(),
-                })?
+                fs::metadata(root).map_err(source_error)?
             } else {
                 meta
             };
-            walk(
-                root,
-                &name,
-                &meta,
-                limits,
-                &mut Found {
-                    entries: &mut entries,
-                    paths: &mut paths,
-                    scanned: &mut scanned,
-                    skipped: &mut skipped,
-                },
-            )?;
+            scanned_roots.push((root.clone(), scan.builder.len()));
+            scan.walk(root, &name, &meta)?;
         }
-        let manifest = Manifest::from_entries(&entries, limits)?;
         Ok(SourceTree {
-            manifest,
-            paths,
-            scanned,
-            skipped,
+            manifest: Arc::new(scan.builder.finish()?),
+            roots: scanned_roots,
+            nanos: scan.nanos,
+            skipped: scan.skipped,
         })
+    }
+
+    /// Where `entry` lives on this machine.
+    pub fn local_path(&self, entry: usize) -> Option<PathBuf> {
+        let relative = self.manifest.get(entry)?.path;
+        let at = self.roots.partition_point(|(_, first)| *first <= entry);
+        let (root, _) = self.roots.get(at.checked_sub(1)?)?;
+        // The relative path is the root's name, then the rest below it.
+        Some(match relative.split_once('/') {
+            Some((_, rest)) => root.join(rest),
+            None => root.clone(),
+        })
+    }
+
+    /// The size and mtime (ns) `entry` had when it was scanned.
+    fn scanned(&self, entry: usize) -> Option<(u64, i128)> {
+        let item = self.manifest.get(entry)?;
+        let nanos = i128::from(*self.nanos.get(entry)?);
+        Some((item.size, i128::from(item.mtime) * 1_000_000_000 + nanos))
     }
 }
 
@@ -101,96 +118,82 @@ fn refused_name(path: &Path, why: &str) -> String {
     )
 }
 
-/// What a scan has found so far.
-struct Found<'a> {
-    entries: &'a mut Vec<ManifestEntry>,
-    paths: &'a mut Vec<PathBuf>,
-    scanned: &'a mut Vec<i128>,
-    skipped: &'a mut Vec<String>,
+/// A scan in progress.
+struct Scan {
+    builder: ManifestBuilder,
+    limits: ManifestLimits,
+    nanos: Vec<u32>,
+    skipped: Vec<String>,
 }
 
-fn walk(
-    path: &Path,
-    relative: &str,
-    meta: &fs::Metadata,
-    limits: &ManifestLimits,
-    found: &mut Found<'_>,
-) -> Result<(), DriverError> {
-    let Found {
-        entries,
-        paths,
-        scanned,
-        skipped,
-    } = found;
-    let source_error = |e: std::io::Error| DriverError::Source {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    };
-    let kind = if meta.is_dir() {
-        EntryKind::Directory
-    } else if meta.is_file() {
-        EntryKind::File
-    } else {
-        skipped.push(format!(
-            "{}: not a regular file or directory",
-            path.display()
-        ));
-        return Ok(());
-    };
-    entries.push(ManifestEntry {
-        path: relative.to_owned(),
-        kind,
-        size: if kind == EntryKind::File {
-            meta.len()
+impl Scan {
+    fn walk(
+        &mut self,
+        path: &Path,
+        relative: &str,
+        meta: &fs::Metadata,
+    ) -> Result<(), DriverError> {
+        let source_error = |e: std::io::Error| DriverError::Source {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        };
+        let kind = if meta.is_dir() {
+            EntryKind::Directory
+        } else if meta.is_file() {
+            EntryKind::File
         } else {
-            0
-        },
-        mode: meta.permissions().mode() & 0o7777,
-        mtime: meta.mtime(),
-        sha256: None,
-    });
-    paths.push(path.to_owned());
-    scanned.push(mtime_ns(meta));
-    if kind == EntryKind::Directory {
-        let mut children: Vec<_> = fs::read_dir(path)
-            .map_err(source_error)?
-            .collect::<Result<_, _>>()
-            .map_err(source_error)?;
-        children.sort_by_key(|c| c.file_name());
-        for child in children {
-            let child_path = child.path();
-            let child_meta = fs::symlink_metadata(&child_path).map_err(source_error)?;
-            if child_meta.file_type().is_symlink() {
-                skipped.push(format!(
-                    "{}: a symbolic link (not followed)",
-                    child_path.display()
-                ));
-                continue;
+            self.skipped.push(format!(
+                "{}: not a regular file or directory",
+                path.display()
+            ));
+            return Ok(());
+        };
+        self.builder.push(Entry {
+            path: relative,
+            kind,
+            size: if kind == EntryKind::File {
+                meta.len()
+            } else {
+                0
+            },
+            mode: meta.permissions().mode() & 0o7777,
+            mtime: meta.mtime(),
+            sha256: None,
+        })?;
+        self.nanos
+            .push(meta.mtime_nsec().clamp(0, 999_999_999) as u32);
+        if kind == EntryKind::Directory {
+            let mut children: Vec<_> = fs::read_dir(path)
+                .map_err(source_error)?
+                .collect::<Result<_, _>>()
+                .map_err(source_error)?;
+            children.sort_by_key(|c| c.file_name());
+            for child in children {
+                let child_path = child.path();
+                let child_meta = fs::symlink_metadata(&child_path).map_err(source_error)?;
+                if child_meta.file_type().is_symlink() {
+                    self.skipped.push(format!(
+                        "{}: a symbolic link (not followed)",
+                        child_path.display()
+                    ));
+                    continue;
+                }
+                let Some(name) = child.file_name().to_str().map(ToOwned::to_owned) else {
+                    self.skipped
+                        .push(refused_name(&child_path, "its name is not valid UTF-8"));
+                    continue;
+                };
+                let child_relative = format!("{relative}/{name}");
+                if let Err(rule) = check_path(&child_relative, &self.limits) {
+                    self.skipped
+                        .push(refused_name(&child_path, &rule.to_string()));
+                    continue;
+                }
+                self.walk(&child_path, &child_relative, &child_meta)?;
             }
-            let Some(name) = child.file_name().to_str().map(ToOwned::to_owned) else {
-                skipped.push(refused_name(&child_path, "its name is not valid UTF-8"));
-                continue;
-            };
-            let child_relative = format!("{relative}/{name}");
-            if let Err(rule) = check_path(&child_relative, limits) {
-                skipped.push(refused_name(&child_path, &rule.to_string()));
-                continue;
-            }
-            walk(
-                &child_path,
-                &child_relative,
-                &child_meta,
-                limits,
-                &mut Found {
-                    entries,
-                    paths,
-                    scanned,
-                    skipped,
-                },
-            )?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Reads source files for the core, keeping the current file open, and reports a file
@@ -200,49 +203,19 @@ fn walk(
 pub struct SourceReader {
     tree: SourceTree,
     open: Option<(usize, File)>,
-    /// Per entry: the size and mtime (ns) its current attempt began with: the scan's for
-    /// the first attempt, the reopen's for a later one.
-    expected: Vec<(u64, i128)>,
+    /// The size and mtime (ns) of the files reopened for a later attempt; the others are
+    /// judged against their scan.
+    reopened: HashMap<usize, (u64, i128)>,
 }
 
 impl SourceReader {
     /// A reader over `tree`.
     pub fn new(tree: SourceTree) -> Self {
-        let expected = tree
-            .manifest
-            .iter()
-            .zip(&tree.scanned)
-            .map(|(entry, mtime)| (entry.size, *mtime))
-            .collect();
         SourceReader {
             tree,
             open: None,
-            expected,
+            reopened: HashMap::new(),
         }
-    }
-
-    /// Looks at `entry`'s file afresh for its next attempt: its size and mtime now, which
-    /// that attempt's reads are judged against.
-    pub fn reopen(&mut self, entry: usize) -> Result<FileMeta, DiskError> {
-        self.open = None;
-        let path = self
-            .tree
-            .paths
-            .get(entry)
-            .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))?;
-        let file = File::open(path).map_err(|e| disk_error(&e))?;
-        let meta = file.metadata().map_err(|e| disk_error(&e))?;
-        if !meta.is_file() {
-            return Err(disk_error(&std::io::Error::other(
-                "it is no longer a regular file",
-            )));
-        }
-        self.expected[entry] = (meta.len(), mtime_ns(&meta));
-        self.open = Some((entry, file));
-        Ok(FileMeta {
-            size: meta.len(),
-            mtime: meta.mtime(),
-        })
     }
 
     /// The tree being served.
@@ -250,22 +223,48 @@ impl SourceReader {
         &self.tree
     }
 
+    fn path(&self, entry: usize) -> Result<PathBuf, DiskError> {
+        self.tree
+            .local_path(entry)
+            .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))
+    }
+
+    /// Looks at `entry`'s file afresh for its next attempt: its size and mtime now, which
+    /// that attempt's reads are judged against.
+    pub fn reopen(&mut self, entry: usize) -> Result<FileMeta, DiskError> {
+        self.open = None;
+        let file = File::open(self.path(entry)?).map_err(|e| disk_error(&e))?;
+        let meta = file.metadata().map_err(|e| disk_error(&e))?;
+        if !meta.is_file() {
+            return Err(disk_error(&std::io::Error::other(
+                "it is no longer a regular file",
+            )));
+        }
+        self.reopened.insert(entry, (meta.len(), mtime_ns(&meta)));
+        self.open = Some((entry, file));
+        Ok(FileMeta {
+            size: meta.len(),
+            mtime: meta.mtime(),
+        })
+    }
+
     /// Fills `buf` from `entry` at `offset`; returns the bytes read, fewer when the file
-    /// is shorter or changed.
+    /// is shorter or changed since its attempt began.
     pub fn read(&mut self, entry: usize, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
-        let path = self
-            .tree
-            .paths
-            .get(entry)
-            .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))?;
         if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
-            let file = File::open(path).map_err(|e| disk_error(&e))?;
+            let file = File::open(self.path(entry)?).map_err(|e| disk_error(&e))?;
             self.open = Some((entry, file));
         }
         let Some((_, file)) = self.open.as_ref() else {
             return Ok(0);
         };
-        let expected = self.expected[entry];
+        let expected = match self.reopened.get(&entry) {
+            Some(expected) => *expected,
+            None => self
+                .tree
+                .scanned(entry)
+                .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))?,
+        };
         let unchanged = |meta: &fs::Metadata| (meta.len(), mtime_ns(meta)) == expected;
         if !unchanged(&file.metadata().map_err(|e| disk_error(&e))?) {
             return Ok(0);

@@ -173,6 +173,18 @@ impl Dir {
             .map_err(io_error)
     }
 
+    /// Creates a new file `name` with permission bits `mode` (the process's umask applies
+    /// too); fails if anything has that name already.
+    pub fn create_new_with_mode(&self, name: &str, mode: u32) -> io::Result<File> {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        #[allow(clippy::useless_conversion)] // mode_t is narrower on some systems
+        let mode = Mode::from_bits_truncate((mode & 0o777).try_into().unwrap_or(0o600));
+        openat(&self.file, name, flags, mode)
+            .map(File::from)
+            .map_err(io_error)
+    }
+
     /// Opens the existing regular file `name`, refusing a link or anything else that is
     /// not a regular file.
     pub fn open_file(&self, name: &str, write: bool) -> io::Result<File> {
