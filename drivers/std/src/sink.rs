@@ -8,7 +8,7 @@
 //! only through the handle this run created or verified, and it is renamed into place
 //! only if the name still refers to that same file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -38,6 +38,8 @@ pub struct Sink {
     parent: Option<(String, Option<Dir>, bool)>,
     /// This run created the output directory itself.
     root_fresh: bool,
+    /// Directories this run created (relative paths): nothing else was in them.
+    fresh_dirs: HashSet<String>,
     /// The `.part` file being written.
     open: Option<(usize, File)>,
     /// The local copy being read for the resume check.
@@ -88,6 +90,7 @@ impl Sink {
             umask: umask(),
             parent: None,
             root_fresh,
+            fresh_dirs: HashSet::new(),
             open: None,
             reading: None,
             known: HashMap::new(),
@@ -170,10 +173,13 @@ impl Sink {
     fn fresh(&self, path: &str) -> bool {
         match split(path) {
             ("", _) => self.root_fresh,
-            (parent, _) => self
-                .parent
-                .as_ref()
-                .is_some_and(|(p, dir, fresh)| p == parent && dir.is_some() && *fresh),
+            (parent, _) => {
+                self.fresh_dirs.contains(parent)
+                    || self
+                        .parent
+                        .as_ref()
+                        .is_some_and(|(p, dir, fresh)| p == parent && dir.is_some() && *fresh)
+            }
         }
     }
 
@@ -469,10 +475,14 @@ impl Sink {
     /// read-only directory can still be filled.
     pub fn create_dir(&mut self, index: usize, entry: &Entry<'_>) -> Result<(), DiskError> {
         let (_, name) = split(entry.path);
+        let mut created = false;
         let result = self.parent(entry.path, true).and_then(|dir| {
             let dir = dir.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
             match dir.make_dir(name) {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    created = true;
+                    Ok(())
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     match dir.stat(name)?.map(|f| f.kind) {
                         Some(Kind::Dir) => Ok(()),
@@ -485,6 +495,9 @@ impl Sink {
         });
         self.dirty = true;
         result.map_err(|e| disk_error(&self.about(entry.path, e)))?;
+        if created {
+            self.fresh_dirs.insert(entry.path.to_owned());
+        }
         self.dirs.push(index);
         Ok(())
     }
