@@ -146,8 +146,29 @@ impl Side {
     }
 }
 
-/// One Ferry transfer of `payload`: (seconds, sender, receiver).
+/// One Ferry transfer of `payload`, `extra` given to the sender: (seconds, sender,
+/// receiver).
 fn ferry_run(ferry: &Path, payload: &Payload, out: &Path, extra: &[&str]) -> (f64, Side, Side) {
+    transfer(ferry, payload, out, extra, &[])
+}
+
+/// As [`ferry_run`], with `extra` given to the receiver.
+fn ferry_run_receiving(
+    ferry: &Path,
+    payload: &Payload,
+    out: &Path,
+    extra: &[&str],
+) -> (f64, Side, Side) {
+    transfer(ferry, payload, out, &[], extra)
+}
+
+fn transfer(
+    ferry: &Path,
+    payload: &Payload,
+    out: &Path,
+    extra: &[&str],
+    receiver_extra: &[&str],
+) -> (f64, Side, Side) {
     let mut sender = Command::new(ferry)
         .args(["send", "--pod", "--port", "0"])
         .args(extra)
@@ -165,6 +186,7 @@ fn ferry_run(ferry: &Path, payload: &Payload, out: &Path, extra: &[&str]) -> (f6
     let start = Instant::now();
     let receiver = Command::new(ferry)
         .args(&args)
+        .args(receiver_extra)
         .arg("-o")
         .arg(out)
         .env("FERRY_REPORT_RSS", "1")
@@ -352,6 +374,24 @@ fn main() {
         big.bytes as f64 / 1e6 / m,
         100.0 * b / m
     );
+    // What saving the resume state costs: the default (every 2 s and every 64 MiB)
+    // against saving it only at the end, interleaved.
+    for payload in &payloads[..2] {
+        let (mut with, mut without) = (vec![], vec![]);
+        for run in 0..3 {
+            let out = |name: &str| outputs.join(format!("{name}-{run}"));
+            with.push(ferry_run(&ferry, payload, &out("ckpt"), &[]).0);
+            without.push(
+                ferry_run_receiving(&ferry, payload, &out("nockpt"), &["--checkpoint", "0"]).0,
+            );
+        }
+        let (w, n) = (median(with), median(without));
+        println!(
+            "{:<28} checkpoints every 2 s / 64 MiB: {w:.2} s, only at the end: {n:.2} s; they cost {:.1}%",
+            payload.name,
+            100.0 * (w - n) / n
+        );
+    }
     entries(&ferry, &dir, &outputs);
     let _ = fs::remove_dir_all(&outputs);
     let _ = fs::write(dir.join(CLEANED_MARK), b"");

@@ -81,6 +81,10 @@ enum Command {
         /// allows more while the sender re-reads what is already here).
         #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
+        /// Save the resume state at least this often while data flows (and every 64 MiB);
+        /// 0 saves it only when the receive ends. A crash loses at most this much work.
+        #[arg(long, value_name = "SECS", default_value_t = 2)]
+        checkpoint: u64,
         /// The sender's IP:TOKEN, as `ferry send` printed it.
         connection: String,
     },
@@ -340,6 +344,7 @@ fn run() -> ProcessExit {
             output,
             overwrite,
             timeout,
+            checkpoint,
             connection,
         } => {
             let target: ConnectionString = match connection.parse() {
@@ -354,6 +359,14 @@ fn run() -> ProcessExit {
                 overwrite,
                 config: TransferConfig {
                     stall_timeout: Duration::from_secs(timeout),
+                    checkpoint_interval: match checkpoint {
+                        0 => Duration::MAX,
+                        secs => Duration::from_secs(secs),
+                    },
+                    checkpoint_bytes: match checkpoint {
+                        0 => u64::MAX,
+                        _ => TransferConfig::default().checkpoint_bytes,
+                    },
                     ..TransferConfig::default()
                 },
             };
