@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::DriverError;
 use crate::lock;
 use crate::os::dir::Dir;
-use crate::os::sync::sync_filesystem;
+use crate::os::sync::{Written, sync_filesystem};
 
 /// Writes the lock as it is now.
 pub type LockWriter<'a> = dyn FnMut(&mut dyn Write) -> std::io::Result<()> + 'a;
@@ -22,7 +22,9 @@ pub type LockWriter<'a> = dyn FnMut(&mut dyn Write) -> std::io::Result<()> + 'a;
 /// The checkpoint worker of one receive.
 pub struct Checkpointer {
     dir: Dir,
-    jobs: Option<SyncSender<(File, u64)>>,
+    jobs: Option<SyncSender<Job>>,
+    /// What was written since the last checkpoint handed to the worker.
+    pending: Written,
     /// Disk to reserve for the next temporary lock (0: none).
     spare: u64,
     /// True from handing the worker a temporary lock until it has published it; the
@@ -41,9 +43,13 @@ fn lock_error(e: &std::io::Error) -> DriverError {
     DriverError::Disk(format!("cannot write the lock file: {e}"))
 }
 
-fn run(dir: Dir, jobs: Receiver<(File, u64)>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
-    for (temporary, spare) in jobs {
-        let published = sync_filesystem(&dir)
+/// One checkpoint for the worker: the temporary lock, the disk to reserve for the next,
+/// and what must be made durable before the lock is published.
+type Job = (File, u64, Written);
+
+fn run(dir: Dir, jobs: Receiver<Job>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
+    for (temporary, spare, written) in jobs {
+        let published = sync_filesystem(&dir, &written)
             .and_then(|()| lock::publish(&dir, temporary))
             .map_err(|e| lock_error(&e));
         if published.is_ok() && spare > 0 {
@@ -76,6 +82,7 @@ impl Checkpointer {
         Ok(Checkpointer {
             dir: cloned()?,
             jobs: worker.is_some().then_some(jobs),
+            pending: Written::default(),
             spare: 0,
             busy,
             behind: false,
@@ -88,7 +95,12 @@ impl Checkpointer {
     /// so far is durable. If the previous checkpoint is still being made durable (or the
     /// lock is slow to write and was written recently), this one is skipped: the next
     /// covers it.
-    pub fn checkpoint(&mut self, write: &mut LockWriter<'_>) -> Result<(), DriverError> {
+    pub fn checkpoint(
+        &mut self,
+        written: Written,
+        write: &mut LockWriter<'_>,
+    ) -> Result<(), DriverError> {
+        merge(&mut self.pending, written);
         let recently = self
             .last_write
             .is_some_and(|(at, took)| at.elapsed() < 4 * took);
@@ -100,10 +112,10 @@ impl Checkpointer {
         let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
         self.last_write = Some((Instant::now(), started.elapsed()));
         self.busy.store(true, Ordering::Release);
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send((temporary, self.spare)).is_ok());
+        let sent = self.jobs.as_ref().is_some_and(|jobs| {
+            let written = std::mem::take(&mut self.pending);
+            jobs.send((temporary, self.spare, written)).is_ok()
+        });
         if !sent {
             // The worker stopped on an error; `finish` reports it.
             return self.finish();
@@ -140,13 +152,25 @@ impl Checkpointer {
 
     /// Makes everything written so far durable and publishes the lock as `write` writes
     /// it, now, on this thread (the worker must have finished).
-    pub fn save_now(&mut self, write: &mut LockWriter<'_>) -> Result<(), DriverError> {
-        sync_filesystem(&self.dir).map_err(|e| lock_error(&e))?;
+    pub fn save_now(
+        &mut self,
+        written: Written,
+        write: &mut LockWriter<'_>,
+    ) -> Result<(), DriverError> {
+        merge(&mut self.pending, written);
+        let written = std::mem::take(&mut self.pending);
+        sync_filesystem(&self.dir, &written).map_err(|e| lock_error(&e))?;
         let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
         lock::publish(&self.dir, temporary).map_err(|e| lock_error(&e))?;
         self.behind = false;
         Ok(())
     }
+}
+
+/// Adds what was written to what is still to be made durable.
+fn merge(into: &mut Written, from: Written) {
+    into.files.extend(from.files);
+    into.dirs.extend(from.dirs);
 }
 
 impl Drop for Checkpointer {

@@ -68,16 +68,27 @@ impl TailscaleCache {
 }
 
 fn run_tailscale(args: &[&str]) -> Result<Vec<u8>, DriverError> {
-    let output = Command::new("tailscale")
-        .args(args)
-        .output()
-        .map_err(|error| {
-            if error.kind() == std::io::ErrorKind::NotFound {
-                DriverError::Tailscale("the tailscale command is not on PATH".into())
-            } else {
-                DriverError::Tailscale(format!("running tailscale failed: {error}"))
+    // `tailscale` on PATH first, then where the system's installer puts it.
+    let mut output = Err(DriverError::Tailscale(
+        "the tailscale command is not on PATH".into(),
+    ));
+    for program in crate::os::programs::tailscale_candidates() {
+        match Command::new(&program).args(args).output() {
+            Ok(ran) => {
+                output = Ok(ran);
+                break;
             }
-        })?;
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                output = Err(DriverError::Tailscale(format!(
+                    "running {} failed: {error}",
+                    program.display()
+                )));
+                break;
+            }
+        }
+    }
+    let output = output?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(DriverError::Tailscale(format!(

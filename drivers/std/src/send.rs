@@ -125,21 +125,14 @@ impl Sender {
 
     /// Waits for the next connection; `None` if the user asked to stop meanwhile.
     fn accept(&self) -> Result<Option<(std::net::TcpStream, std::net::SocketAddr)>, DriverError> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
-        while crate::stop::installed() {
-            if crate::stop::requested() {
-                return Ok(None);
-            }
-            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-            let wait = PollTimeout::try_from(crate::stop::CHECK_EVERY).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, wait) {
-                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-                Ok(_) => break,
-                Err(errno) => return Err(std::io::Error::from_raw_os_error(errno as i32).into()),
-            }
+        if !crate::stop::installed() {
+            return Ok(Some(self.listener.accept()?));
         }
-        Ok(Some(self.listener.accept()?))
+        Ok(crate::os::net::accept_unless(
+            &self.listener,
+            crate::stop::CHECK_EVERY,
+            crate::stop::requested,
+        )?)
     }
 
     /// The listening socket (the mio driver polls a clone of it).

@@ -11,7 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,8 +18,9 @@ use ferry_core::transfer::{DiskError, Entry, Manifest};
 
 use crate::error::{DriverError, disk_error};
 use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, refused};
-use crate::os::meta::{allowed_mode, umask};
-use crate::os::sync::{WRITE_BEHIND, sync_filesystem, write_behind};
+use crate::os::io::{read_full_at, write_all_at};
+use crate::os::meta::{allowed_mode, apply_mode, other_links, umask};
+use crate::os::sync::{PER_FILE, WRITE_BEHIND, Written, sync_filesystem, write_behind};
 
 /// The suffix of a file still being received.
 pub const PART_SUFFIX: &str = ".part";
@@ -40,6 +40,8 @@ pub struct Sink {
     root_fresh: bool,
     /// Directories this run created (relative paths): nothing else was in them.
     fresh_dirs: HashSet<String>,
+    /// What was written since the last sync, where each file must be synced on its own.
+    written: Written,
     /// The `.part` file being written.
     open: Option<(usize, File)>,
     /// The local copy being read for the resume check.
@@ -91,6 +93,7 @@ impl Sink {
             parent: None,
             root_fresh,
             fresh_dirs: HashSet::new(),
+            written: Written::default(),
             open: None,
             reading: None,
             known: HashMap::new(),
@@ -109,6 +112,28 @@ impl Sink {
     /// A handle on the directory everything goes into.
     pub fn dir(&self) -> &Dir {
         &self.root
+    }
+
+    /// Records a file whose data changed, and the directory holding it, for a sync
+    /// where files are synced one by one.
+    fn wrote(&mut self, relative: &str) {
+        if PER_FILE {
+            self.written.files.insert(relative.to_owned());
+            self.changed_dir(relative);
+        }
+    }
+
+    /// Records that the directory holding `relative` changed (a name added or removed).
+    fn changed_dir(&mut self, relative: &str) {
+        if PER_FILE {
+            self.written.dirs.insert(split(relative).0.to_owned());
+        }
+    }
+
+    /// Hands over what was written since the last sync (empty where one sync covers the
+    /// whole file system): the checkpoint that makes it durable.
+    pub fn take_written(&mut self) -> Written {
+        std::mem::take(&mut self.written)
     }
 
     /// `relative` (a path inside the root) with the root in front, for messages.
@@ -147,6 +172,12 @@ impl Sink {
                             Ok(()) => {
                                 self.dirty = true;
                                 created = true;
+                                if PER_FILE {
+                                    // The new directory, and the one that holds it.
+                                    let made = &parent[..walked];
+                                    self.written.dirs.insert(made.to_owned());
+                                    self.written.dirs.insert(split(made).0.to_owned());
+                                }
                             }
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                             Err(e) => return Err(self.about(&parent[..walked], e)),
@@ -262,13 +293,14 @@ impl Sink {
             let file = self
                 .open_part(index, entry.path, offset)
                 .map_err(|e| disk_error(&self.about(&part_name(entry.path), e)))?;
+            self.wrote(&part_name(entry.path));
             self.open = Some((index, file));
             self.behind_mark = WRITE_BEHIND;
         }
         let Some((_, file)) = &self.open else {
             return Err(disk_error(&io::Error::other("no open file")));
         };
-        file.write_all_at(data, offset)
+        write_all_at(file, data, offset)
             .map_err(|e| disk_error(&self.about(&part_name(entry.path), e)))?;
         let end = offset + data.len() as u64;
         if end >= self.behind_mark {
@@ -298,16 +330,7 @@ impl Sink {
         let Some((_, file)) = &self.reading else {
             return Err(disk_error(&io::Error::other("no open file")));
         };
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(disk_error(&self.about(entry.path, e))),
-            }
-        }
-        Ok(filled)
+        read_full_at(file, buf, offset).map_err(|e| disk_error(&self.about(entry.path, e)))
     }
 
     fn open_local(&mut self, index: usize, path: &str) -> io::Result<File> {
@@ -318,8 +341,7 @@ impl Sink {
         match dir.open_file(&part_name(name), false) {
             Ok(file) => {
                 // A .part with other names could be written through them: not ours.
-                use std::os::unix::fs::MetadataExt;
-                if file.metadata()?.nlink() > 1 {
+                if other_links(&file.metadata()?) {
                     return Err(refused("has other names (hard links); not resuming it"));
                 }
                 self.known.insert(index, file_id(&file)?);
@@ -344,6 +366,7 @@ impl Sink {
             self.reading = None;
         }
         self.dirty = true;
+        self.wrote(entry.path);
         self.commit_file(index, entry, open)
             .map_err(|e| disk_error(&self.about(entry.path, e)))
     }
@@ -370,8 +393,7 @@ impl Sink {
         };
         let finish = |file: &File| -> io::Result<()> {
             times(file)?;
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
+            apply_mode(file, mode)
         };
         if fresh && entry.size == 0 {
             // A folder this run made holds nothing else: create the file with its mode.
@@ -461,6 +483,7 @@ impl Sink {
             self.reading = None;
         }
         self.known.remove(&index);
+        self.changed_dir(entry.path);
         let (_, name) = split(entry.path);
         let removed = match self.parent(entry.path, false) {
             Ok(Some(dir)) => dir.remove_file(&part_name(name)),
@@ -497,6 +520,7 @@ impl Sink {
         result.map_err(|e| disk_error(&self.about(entry.path, e)))?;
         if created {
             self.fresh_dirs.insert(entry.path.to_owned());
+            self.changed_dir(entry.path);
         }
         self.dirs.push(index);
         Ok(())
@@ -524,7 +548,8 @@ impl Sink {
         if !self.dirty {
             return Ok(());
         }
-        sync_filesystem(&self.root).map_err(|e| {
+        let written = self.take_written();
+        sync_filesystem(&self.root, &written).map_err(|e| {
             DriverError::Disk(format!("cannot sync {}: {e}", self.root_path.display()))
         })?;
         self.dirty = false;
@@ -548,9 +573,7 @@ impl Sink {
                 let dir = parent
                     .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
                     .open_dir(name)?;
-                use std::os::unix::fs::PermissionsExt;
-                dir.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(mode))
+                apply_mode(dir.as_file(), mode)
             });
             applied.map_err(|e| {
                 DriverError::Disk(format!(

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,8 @@ use ferry_core::transfer::{
 };
 
 use crate::error::{DriverError, disk_error};
+use crate::os::io::read_full_at;
+use crate::os::meta::{mode_of, mtime_of};
 
 /// What the sender serves: the manifest and where each entry lives on disk. Kept small
 /// (a few bytes an entry besides the manifest): a batch may hold a million files.
@@ -31,7 +32,8 @@ pub struct SourceTree {
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i128 {
-    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+    let (secs, nanos) = mtime_of(meta);
+    i128::from(secs) * 1_000_000_000 + i128::from(nanos)
 }
 
 impl SourceTree {
@@ -156,12 +158,11 @@ impl Scan {
             } else {
                 0
             },
-            mode: meta.permissions().mode() & 0o7777,
-            mtime: meta.mtime(),
+            mode: mode_of(meta),
+            mtime: mtime_of(meta).0,
             sha256: None,
         })?;
-        self.nanos
-            .push(meta.mtime_nsec().clamp(0, 999_999_999) as u32);
+        self.nanos.push(mtime_of(meta).1);
         if kind == EntryKind::Directory {
             let mut children: Vec<_> = fs::read_dir(path)
                 .map_err(source_error)?
@@ -244,7 +245,7 @@ impl SourceReader {
         self.open = Some((entry, file));
         Ok(FileMeta {
             size: meta.len(),
-            mtime: meta.mtime(),
+            mtime: mtime_of(&meta).0,
         })
     }
 
@@ -269,15 +270,7 @@ impl SourceReader {
         if !unchanged(&file.metadata().map_err(|e| disk_error(&e))?) {
             return Ok(0);
         }
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(disk_error(&e)),
-            }
-        }
+        let filled = read_full_at(file, buf, offset).map_err(|e| disk_error(&e))?;
         if !unchanged(&file.metadata().map_err(|e| disk_error(&e))?) {
             return Ok(0);
         }

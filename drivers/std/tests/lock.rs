@@ -44,7 +44,9 @@ fn save(dir: &std::path::Path, manifest: &Manifest, progress: &HashMap<usize, Fi
     let mut checkpoints = Checkpointer::new(&open(dir)).unwrap();
     checkpoints.finish().unwrap();
     checkpoints
-        .save_now(&mut |out| write_lock(out, &header(), manifest, |i| progress.get(&i).copied()))
+        .save_now(Default::default(), &mut |out| {
+            write_lock(out, &header(), manifest, |i| progress.get(&i).copied())
+        })
         .unwrap();
 }
 
@@ -179,7 +181,7 @@ fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
         };
         // Back to back: some of these find the worker busy and are skipped.
         checkpoints
-            .checkpoint(&mut |out| {
+            .checkpoint(Default::default(), &mut |out| {
                 write_lock(out, &header(), &manifest, |i| (i == 0).then_some(state))
             })
             .unwrap();
@@ -192,7 +194,7 @@ fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
             sha256: Some([7; 32]),
         };
         checkpoints
-            .save_now(&mut |out| {
+            .save_now(Default::default(), &mut |out| {
                 write_lock(out, &header(), &manifest, |i| (i == 0).then_some(state))
             })
             .unwrap();

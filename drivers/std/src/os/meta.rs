@@ -1,5 +1,7 @@
-//! Permission bits, free space and file size limits of the file system being written.
+//! Permission bits, times, free space and file size limits: what files carry besides their
+//! bytes, and what the file system being written can hold.
 
+use std::fs::{File, Metadata};
 use std::io;
 
 use super::dir::Dir;
@@ -11,47 +13,134 @@ pub fn allowed_mode(mode: u32, umask: u32) -> u32 {
     mode & 0o777 & !umask
 }
 
-/// The process's umask, read without changing it where the system allows.
-pub fn umask() -> u32 {
-    // Linux shows it in /proc (since 4.7); reading it elsewhere means setting it, which
-    // briefly affects other threads, so that is only the fallback.
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
-        && let Some(value) = status
-            .lines()
-            .find_map(|line| line.strip_prefix("Umask:"))
-            .and_then(|value| u32::from_str_radix(value.trim(), 8).ok())
+/// Gives an open file or directory the permission bits `mode` (Unix; Windows keeps no
+/// such bits, and the README says so).
+pub fn apply_mode(file: &File, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
     {
-        return value;
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
     }
-    use nix::sys::stat::{Mode, umask};
-    let old = umask(Mode::from_bits_truncate(0o077));
-    umask(old);
-    #[allow(clippy::useless_conversion)] // mode_t is narrower on some systems
-    u32::from(old.bits())
+    #[cfg(windows)]
+    {
+        let _ = (file, mode);
+        Ok(())
+    }
 }
 
-/// Bytes an unprivileged writer can still store on the file system holding `dir`.
-pub fn free_space(dir: &Dir) -> io::Result<u64> {
-    let stat = nix::sys::statvfs::fstatvfs(dir.as_file())
-        .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
-    #[allow(clippy::useless_conversion)] // the field types differ between systems
-    let (blocks, size) = (
-        u64::from(stat.blocks_available()),
-        u64::from(stat.fragment_size()),
-    );
-    Ok(blocks.saturating_mul(size))
+/// The permission bits to send for a file or directory (Windows: the usual 0644 / 0755).
+pub fn mode_of(meta: &Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o7777
+    }
+    #[cfg(windows)]
+    {
+        if meta.is_dir() { 0o755 } else { 0o644 }
+    }
+}
+
+/// A file's modification time as seconds and nanoseconds since the Unix epoch.
+pub fn mtime_of(meta: &Metadata) -> (i64, u32) {
+    match meta
+        .modified()
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH))
+    {
+        Ok(Ok(since)) => (
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            since.subsec_nanos(),
+        ),
+        // Before 1970: whole seconds are enough.
+        Ok(Err(before)) => (
+            -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+            0,
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+/// True if the file has other names (hard links) besides the one it was opened by.
+pub fn other_links(meta: &Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.nlink() > 1
+    }
+    #[cfg(windows)]
+    {
+        let _ = meta;
+        false
+    }
+}
+
+/// The process's umask, read without changing it where the system allows (0 on Windows).
+pub fn umask() -> u32 {
+    #[cfg(unix)]
+    {
+        // Linux shows it in /proc (since 4.7); reading it elsewhere means setting it,
+        // which briefly affects other threads, so that is only the fallback.
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+            && let Some(value) = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Umask:"))
+                .and_then(|value| u32::from_str_radix(value.trim(), 8).ok())
+        {
+            return value;
+        }
+        use nix::sys::stat::{Mode, umask};
+        let old = umask(Mode::from_bits_truncate(0o077));
+        umask(old);
+        #[allow(clippy::useless_conversion)] // mode_t is narrower on some systems
+        u32::from(old.bits())
+    }
+    #[cfg(windows)]
+    0
+}
+
+/// Bytes an unprivileged writer can still store on the file system holding `dir`;
+/// `None` where the system does not say (Windows, without its own API here).
+pub fn free_space(dir: &Dir) -> io::Result<Option<u64>> {
+    #[cfg(unix)]
+    {
+        let stat = nix::sys::statvfs::fstatvfs(dir.as_file())
+            .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
+        #[allow(clippy::useless_conversion)] // the field types differ between systems
+        let (blocks, size) = (
+            u64::from(stat.blocks_available()),
+            u64::from(stat.fragment_size()),
+        );
+        Ok(Some(blocks.saturating_mul(size)))
+    }
+    #[cfg(windows)]
+    {
+        let _ = dir;
+        Ok(None)
+    }
 }
 
 /// The largest file the file system holding `dir` can store, if it says (FAT's 4 GiB,
 /// say); `None` when there is no practical limit or it cannot be told.
 pub fn max_file_size(dir: &Dir) -> Option<u64> {
-    use nix::unistd::{PathconfVar, fpathconf};
-    let bits = fpathconf(dir.as_file(), PathconfVar::FILESIZEBITS).ok()??;
-    max_size_for_bits(u32::try_from(bits).ok()?)
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use nix::unistd::{PathconfVar, fpathconf};
+        let bits = fpathconf(dir.as_file(), PathconfVar::FILESIZEBITS).ok()??;
+        max_size_for_bits(u32::try_from(bits).ok()?)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = dir;
+        None
+    }
 }
 
 /// The largest size a file system stores in `bits` bits of file size (signed offsets
 /// from 64 bits up, as POSIX `off_t`).
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
+    allow(dead_code)
+)]
 fn max_size_for_bits(bits: u32) -> Option<u64> {
     match bits {
         0 => None,

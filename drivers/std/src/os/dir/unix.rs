@@ -1,11 +1,4 @@
-//! Files and directories reached relative to a directory handle, never through a link.
-//!
-//! A receiver's output folder may be shared with other users and programs. Every file and
-//! directory Ferry creates, opens, renames or removes inside it is named relative to a
-//! handle of its parent directory, and that handle was itself opened without following
-//! a link. A link planted, or swapped in, at any name is then refused rather than
-//! followed; new files are created exclusively, so nothing that appeared meanwhile is
-//! ever written through.
+//! Unix: `openat` and its family on directory handles, `O_NOFOLLOW`, `flock`.
 
 use std::fs::File;
 use std::io;
@@ -17,44 +10,12 @@ use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
+use super::{FileId, Found, Kind, refused};
+
 /// An open directory. Names given to its methods are single components (no `/`).
 #[derive(Debug)]
 pub struct Dir {
     file: File,
-}
-
-/// What a name in a directory is, found without following it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A regular file of this many bytes.
-    File {
-        /// Its length.
-        len: u64,
-        /// Other names (hard links) it has besides this one.
-        other_links: bool,
-    },
-    /// A directory.
-    Dir,
-    /// A symbolic link.
-    Link,
-    /// Anything else: a FIFO, a socket, a device.
-    Other,
-}
-
-/// Which file an open handle or a name refers to: equal ids, the same file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileId {
-    device: u64,
-    inode: u64,
-}
-
-/// A name found in a directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Found {
-    /// What it is.
-    pub kind: Kind,
-    /// Which file it is.
-    pub id: FileId,
 }
 
 /// An exclusive lock on a directory, held until dropped (or the process ends, even by
@@ -66,11 +27,6 @@ pub struct DirLock {
 
 fn io_error(errno: Errno) -> io::Error {
     io::Error::from_raw_os_error(errno as i32)
-}
-
-/// Why a name cannot be used, as an error that says so in words.
-pub fn refused(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, why.to_owned())
 }
 
 impl Dir {
@@ -120,11 +76,9 @@ impl Dir {
         } else {
             Kind::Other
         };
-        #[allow(clippy::useless_conversion)] // the field types differ between systems
-        let id = FileId {
-            device: u64::from(stat.st_dev),
-            inode: u64::from(stat.st_ino),
-        };
+        // The field types differ between systems (macOS: a signed st_dev).
+        #[allow(clippy::unnecessary_cast)]
+        let id = FileId::new(stat.st_dev as u64, stat.st_ino as u64);
         Ok(Some(Found { kind, id }))
     }
 
@@ -259,8 +213,5 @@ pub fn owned_alone(file: &File) -> io::Result<bool> {
 pub fn file_id(file: &File) -> io::Result<FileId> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata()?;
-    Ok(FileId {
-        device: meta.dev(),
-        inode: meta.ino(),
-    })
+    Ok(FileId::new(meta.dev(), meta.ino()))
 }
