@@ -69,34 +69,6 @@ pub fn sync_each(dir: &Dir, written: &Written) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_file_and_folder_written_is_synced_and_a_link_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("sub")).unwrap();
-        std::fs::write(root.path().join("sub/data"), b"bytes").unwrap();
-        let dir = Dir::open_path(root.path()).unwrap();
-        let mut written = Written::default();
-        written.files.insert("sub/data".into());
-        written.files.insert("sub/renamed-since".into());
-        written.dirs.insert("sub".into());
-        written.dirs.insert(String::new());
-        sync_each(&dir, &written).unwrap();
-
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::symlink("/etc/hostname", root.path().join("sub/link")).unwrap();
-            let mut linked = Written::default();
-            linked.files.insert("sub/link".into());
-            let refused = sync_each(&dir, &linked).unwrap_err();
-            assert!(refused.to_string().contains("symbolic link"), "{refused}");
-        }
-    }
-}
-
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn syncfs(dir: &Dir) -> io::Result<()> {
     nix::unistd::syncfs(dir.as_file()).map_err(|errno| io::Error::from_raw_os_error(errno as i32))
@@ -152,3 +124,31 @@ pub fn write_behind(file: &File, mark: u64) {
 /// Write-behind where the system offers it; not here.
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 pub fn write_behind(_file: &File, _mark: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_file_and_folder_written_is_synced_and_a_link_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("sub")).unwrap();
+        std::fs::write(root.path().join("sub/data"), b"bytes").unwrap();
+        let dir = Dir::open_path(root.path()).unwrap();
+        let mut written = Written::default();
+        written.files.insert("sub/data".into());
+        written.files.insert("sub/renamed-since".into());
+        written.dirs.insert("sub".into());
+        written.dirs.insert(String::new());
+        sync_each(&dir, &written).unwrap();
+
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/etc/hostname", root.path().join("sub/link")).unwrap();
+            let mut linked = Written::default();
+            linked.files.insert("sub/link".into());
+            let refused = sync_each(&dir, &linked).unwrap_err();
+            assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        }
+    }
+}
