@@ -380,6 +380,10 @@ fn run() -> ProcessExit {
                         summary.elapsed.as_secs_f64(),
                         mb(summary.bytes, summary.elapsed)
                     );
+                    if std::env::var_os("FERRY_REPORT_RSS").is_some() {
+                        let (made, spent) = summary.checkpoints;
+                        eprintln!("checkpoints: {made} in {:.1} ms", spent.as_secs_f64() * 1e3);
+                    }
                     if summary.skipped + summary.resumed > 0 {
                         eprintln!(
                             "resumed: {} files skipped, {} bytes already here",

@@ -36,6 +36,10 @@ pub struct Checkpointer {
     /// slow to write (a batch of a million files) is written less often, so that writing
     /// it never takes more than a fifth of the transfer's time.
     last_write: Option<(Instant, Duration)>,
+    /// Checkpoints made, and the time the transfer's thread spent writing their locks:
+    /// what checkpoints cost the data path (the syncing is the worker's).
+    made: u32,
+    spent: Duration,
     worker: Option<JoinHandle<Result<(), DriverError>>>,
 }
 
@@ -87,6 +91,8 @@ impl Checkpointer {
             busy,
             behind: false,
             last_write: None,
+            made: 0,
+            spent: Duration::ZERO,
             worker,
         })
     }
@@ -111,6 +117,8 @@ impl Checkpointer {
         let started = Instant::now();
         let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
         self.last_write = Some((Instant::now(), started.elapsed()));
+        self.made += 1;
+        self.spent += started.elapsed();
         self.busy.store(true, Ordering::Release);
         let sent = self.jobs.as_ref().is_some_and(|jobs| {
             let written = std::mem::take(&mut self.pending);
@@ -133,6 +141,11 @@ impl Checkpointer {
         if !self.busy.load(Ordering::Acquire) {
             let _ = lock::prepare_spare(&self.dir, len);
         }
+    }
+
+    /// Checkpoints made so far, and the time the transfer's thread spent on them.
+    pub fn cost(&self) -> (u32, Duration) {
+        (self.made, self.spent)
     }
 
     /// True if a checkpoint was skipped since the last one made.

@@ -52,6 +52,9 @@ pub struct ReceiveSummary {
     pub bytes: u64,
     /// How long it took.
     pub elapsed: Duration,
+    /// Checkpoints made while data flowed, and the time the receive's thread spent writing
+    /// them (the syncs run beside it).
+    pub checkpoints: (u32, Duration),
 }
 
 /// Connects to the sender and receives its batch into `options.out_dir`.
@@ -375,6 +378,7 @@ impl ReceiveWork {
         result: Result<(), DriverError>,
     ) -> Result<ReceiveSummary, DriverError> {
         let stopped = self.checkpoints.finish();
+        self.summary.checkpoints = self.checkpoints.cost();
         let outcome = result.and(stopped).and_then(|()| {
             if !session.is_finished() {
                 return Err(DriverError::Transfer(
