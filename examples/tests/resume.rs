@@ -264,10 +264,18 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
     assert!(kept >= 20 << 20, "only {kept} bytes kept");
     sending.abandon();
 
-    // The disk has room again.
+    // The disk has room again: the rerun sends what was not verified, and no more than
+    // one segment's worth besides (plus record framing).
     fs::remove_file(&filler).unwrap();
-    let (present, _, _) = rerun(&source, &out, total, 1);
+    let (present, _, sender_log) = rerun(&source, &out, total, 1);
     assert_eq!(present, kept);
+    let segment = TransferConfig::default().segment_size as u64;
+    let missing = total - kept;
+    let sent = wire_bytes(&sender_log);
+    assert!(
+        sent <= missing + segment + missing / 500,
+        "sent {sent} bytes for {missing} missing"
+    );
     assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
 }
 
