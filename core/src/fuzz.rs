@@ -154,7 +154,7 @@ pub fn manifest_entries(data: &[u8]) -> Outcome {
     let Ok(mut manifest) = Manifest::with_capacity(64, 4096, &limits) else {
         return Outcome::default();
     };
-    let decoded = crate::transfer::messages::decode_entries(data, |entry| {
+    let decoded = crate::transfer::wire::Entries::received(data).for_each(|entry| {
         manifest
             .push(entry, &limits)
             .map_err(crate::transfer::TransferError::from)

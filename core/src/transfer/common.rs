@@ -10,7 +10,8 @@ use crate::record::sealed_len;
 use crate::resource::SegmentHasher;
 use crate::time::Timestamp;
 use crate::transfer::manifest::{EntryKind, Manifest};
-use crate::transfer::messages::{self, Extent, kind};
+use crate::transfer::wire::bodies::{EXTENT_LEN, encode_extent};
+use crate::transfer::wire::{self, Extent, Limits, Message};
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferError, TransferEvent};
 
 /// An I/O id for the prefix-verification read (one at a time per session).
@@ -290,9 +291,9 @@ impl FileHashes {
             self.current = Some((entry, attempt, hasher));
             prefix
         };
-        let mut piece = [0u8; messages::EXTENT_LEN + 32];
-        messages::encode_extent(&mut piece[..messages::EXTENT_LEN], extent);
-        piece[messages::EXTENT_LEN..].copy_from_slice(&prefix);
+        let mut piece = [0u8; EXTENT_LEN + 32];
+        encode_extent(&mut piece[..EXTENT_LEN], extent);
+        piece[EXTENT_LEN..].copy_from_slice(&prefix);
         segment.update(&piece);
         Ok(PieceDigest { prefix, ends_file })
     }
@@ -360,7 +361,9 @@ pub(crate) trait Engine {
     /// The handshake completed.
     fn established(&mut self, now: Timestamp) -> Result<(), TransferError>;
     /// One transfer message arrived.
-    fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError>;
+    fn message(&mut self, now: Timestamp, message: Message<'_>) -> Result<(), TransferError>;
+    /// What a message to this engine may hold at most.
+    fn limits(&self) -> Limits;
     /// Sends whatever is due, as far as the channel has room.
     fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError>;
     /// True when the engine cannot take another message until the driver drains it.
@@ -380,17 +383,14 @@ pub(crate) trait Engine {
     fn cancel_resources(&mut self, channel: &mut Channel);
 }
 
-/// Sends `kind ‖ resource_hash` for each hash: the ICL / RCL cancels.
+/// Sends one cancel (ICL or RCL, as `cancel` makes it) for each resource hash.
 pub(crate) fn send_cancels<'a>(
     channel: &mut Channel,
-    kind: u8,
+    cancel: fn([u8; 32]) -> Message<'static>,
     hashes: impl Iterator<Item = &'a [u8; 32]>,
 ) {
     for hash in hashes {
-        let _ = channel.send_with(33, |buf| {
-            buf[0] = kind;
-            buf[1..].copy_from_slice(hash);
-        });
+        let _ = wire::send(channel, &cancel(*hash));
     }
 }
 
@@ -447,11 +447,7 @@ impl<E: Engine> Shell<E> {
         {
             self.engine.cancel_resources(&mut self.channel);
             let text = error.to_string();
-            let reason = messages::reason_bytes(&text);
-            let _ = self.channel.send_with(1 + reason.len(), |buf| {
-                buf[0] = kind::CANCEL;
-                buf[1..].copy_from_slice(reason);
-            });
+            let _ = wire::send(&mut self.channel, &Message::Cancel(wire::reason(&text)));
             let _ = self.channel.close();
         }
         self.failed.get_or_insert(error).clone()
@@ -479,12 +475,11 @@ impl<E: Engine> Shell<E> {
             let n = self.channel.handle_input(self.now, &input[*consumed..])?;
             *consumed += n;
             self.channel_events()?;
+            let limits = self.engine.limits();
             match self.channel.take_message() {
-                Some(message) => {
-                    let (&kind, body) = message
-                        .split_first()
-                        .ok_or(TransferError::Protocol("an empty message"))?;
-                    self.engine.message(self.now, kind, body)?;
+                Some(record) => {
+                    let message = Message::decode(record, limits)?;
+                    self.engine.message(self.now, message)?;
                 }
                 None if n == 0 => return Ok(()),
                 None => {}

@@ -22,9 +22,9 @@ use crate::resource::WireError;
 
 mod common;
 pub mod manifest;
-pub(crate) mod messages;
 mod receiver;
 mod sender;
+pub(crate) mod wire;
 
 pub use common::SLOWEST_REREAD;
 pub use manifest::{
@@ -143,7 +143,7 @@ impl TransferConfig {
         self.channel.validate()?;
         let max_message = self.channel.max_record_payload;
         let invalid = |why| Err(TransferConfigError::Invalid(why));
-        if self.part_size < 1024 || self.part_size + messages::PART_HEADER_LEN > max_message {
+        if self.part_size < 1024 || self.part_size + wire::PART_HEADER_LEN > max_message {
             return invalid(
                 "part_size must be at least 1 KiB and fit in one record with its header",
             );
@@ -161,7 +161,7 @@ impl TransferConfig {
             return invalid("segments_in_flight must be between 1 and 256");
         }
         if self.max_extents_per_segment == 0
-            || messages::layout_len(self.max_extents_per_segment, self.max_extents_per_segment)
+            || wire::bodies::layout_len(self.max_extents_per_segment, self.max_extents_per_segment)
                 > max_message
         {
             return invalid(
@@ -169,7 +169,7 @@ impl TransferConfig {
             );
         }
         if self.map_hashes_per_message == 0
-            || self.map_hashes_per_message * 4 + messages::ADV_OVERHEAD > max_message
+            || self.map_hashes_per_message * 4 + wire::ADV_OVERHEAD > max_message
         {
             return invalid("map_hashes_per_message must be at least 1 and fit in one record");
         }

@@ -20,8 +20,10 @@ use crate::transfer::common::short_of_room;
 use crate::transfer::common::{Engine, Outputs, Shell, VERIFY_READ, Verifier, slot_io, split_io};
 use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
-use crate::transfer::messages::{
-    self, Abandon, Claim, Extent, FileDigest, Layout, ManifestBegin, Trouble, Update, kind,
+use crate::transfer::wire::bodies::CLAIM_MAX_LEN;
+use crate::transfer::wire::{
+    self, Abandon, Claim, Entries, Extent, FileDigest, Layout, Limits, ManifestBegin, Message,
+    Plan, PlanResult, ReceiverLimits, Trouble, Update,
 };
 use crate::transfer::{
     DiskCommand, DiskError, FileFailure, IoId, TransferConfig, TransferError, TransferEvent,
@@ -313,11 +315,10 @@ impl ReceiverSession {
                 "decline is only possible while a batch is offered",
             ));
         }
-        let reason = messages::reason_bytes(reason);
-        let _ = self.shell.channel.send_with(1 + reason.len(), |buf| {
-            buf[0] = kind::DECLINE;
-            buf[1..].copy_from_slice(reason);
-        });
+        let _ = wire::send(
+            &mut self.shell.channel,
+            &Message::Decline(wire::reason(reason)),
+        );
         let _ = self.shell.channel.close();
         engine.phase = Phase::Finished;
         engine.stall = None;
@@ -455,13 +456,16 @@ impl ReceiverEngine {
 
     // ------------------------------------------------------------ manifest
 
-    fn on_manifest_begin(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+    fn on_manifest_begin(
+        &mut self,
+        now: Timestamp,
+        begin: ManifestBegin,
+    ) -> Result<(), TransferError> {
         self.arm_stall(now);
         if self.phase != Phase::Manifest || self.expected_entries != 0 || !self.manifest.is_empty()
         {
             return Err(protocol("a second manifest header"));
         }
-        let begin = ManifestBegin::decode(body)?;
         let part_size = usize::try_from(begin.part_size).unwrap_or(usize::MAX);
         if part_size < 1024 || part_size > self.config.part_size.max(1024) {
             return Err(protocol(
@@ -481,7 +485,11 @@ impl ReceiverEngine {
         self.offer_if_complete()
     }
 
-    fn on_manifest_entries(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+    fn on_manifest_entries(
+        &mut self,
+        now: Timestamp,
+        entries: &Entries<'_>,
+    ) -> Result<(), TransferError> {
         self.arm_stall(now);
         if self.phase != Phase::Manifest || self.expected_entries == 0 {
             return Err(protocol(
@@ -490,7 +498,7 @@ impl ReceiverEngine {
         }
         let manifest = &mut self.manifest;
         let limits = self.config.manifest;
-        messages::decode_entries(body, |entry| {
+        entries.for_each(|entry| {
             if manifest.remaining_capacity() == 0 {
                 return Err(protocol("more manifest entries than the header announced"));
             }
@@ -568,25 +576,23 @@ impl ReceiverEngine {
     fn pump_plan(&mut self, channel: &mut Channel, now: Timestamp) {
         while self.phase == Phase::Planning {
             let room = channel.send_capacity().min(channel.max_message_len());
-            let fits = room.saturating_sub(32) / messages::CLAIM_MAX_LEN;
+            let fits = room.saturating_sub(32) / CLAIM_MAX_LEN;
             let rest = &self.claims[self.claims_sent..];
             let count = rest.len().min(fits);
             let last = count == rest.len();
             if count == 0 && !last {
                 return;
             }
-            let batch = &rest[..count];
-            let len = 1 + 32 + count * messages::CLAIM_MAX_LEN;
-            let limits = messages::ReceiverLimits {
-                segments_in_flight: self.config.segments_in_flight as u64,
-                max_extents: self.config.max_extents_per_segment as u64,
-                segment_size: self.config.segment_size as u64,
-            };
-            let sent = channel.send_up_to(len.min(room), |buf| {
-                buf[0] = kind::PLAN;
-                1 + messages::encode_plan(&mut buf[1..], last, limits, batch)
+            let plan = Message::Plan(Plan::Claims {
+                last,
+                limits: ReceiverLimits {
+                    segments_in_flight: self.config.segments_in_flight as u64,
+                    max_extents: self.config.max_extents_per_segment as u64,
+                    segment_size: self.config.segment_size as u64,
+                },
+                claims: &rest[..count],
             });
-            if sent.is_err() {
+            if wire::send(channel, &plan).is_err() {
                 return;
             }
             self.claims_sent += count;
@@ -602,13 +608,17 @@ impl ReceiverEngine {
         }
     }
 
-    fn on_plan_result(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+    fn on_plan_result(
+        &mut self,
+        now: Timestamp,
+        result: &PlanResult<'_>,
+    ) -> Result<(), TransferError> {
         if self.phase != Phase::AwaitingResult {
             return Err(protocol("a plan result the receiver did not ask for"));
         }
         let claims = &mut self.claims;
         let hashes = &mut self.hashes;
-        let last = messages::decode_plan_result(body, |entry| {
+        let last = result.read(|entry| {
             // Claims are in entry order; a rejected one keeps its place with nothing held.
             let at = claims
                 .binary_search_by_key(&entry, |c| c.entry)
@@ -687,12 +697,11 @@ impl ReceiverEngine {
 
     // ------------------------------------------------------------ stream
 
-    fn on_layout(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+    fn on_layout(&mut self, now: Timestamp, layout: &Layout<'_>) -> Result<(), TransferError> {
         if !matches!(self.phase, Phase::Settling | Phase::Streaming) || self.awaiting_adv.is_some()
         {
             return Err(protocol("a segment layout out of order"));
         }
-        let layout = Layout::decode(body, self.config.max_extents_per_segment)?;
         let slot_index = self
             .slots
             .iter()
@@ -765,13 +774,16 @@ impl ReceiverEngine {
         Ok(())
     }
 
-    fn on_advertisement(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
+    fn on_advertisement(
+        &mut self,
+        now: Timestamp,
+        adv: &Advertisement<'_>,
+    ) -> Result<(), TransferError> {
         let slot_index = self
             .awaiting_adv
             .take()
             .ok_or(protocol("an advertisement without a layout"))?;
         let max_parts = self.config.segment_size.div_ceil(self.part_size);
-        let adv = Advertisement::decode(body, max_parts)?;
         let slot = &mut self.slots[slot_index];
         let transfer = usize::try_from(adv.transfer_size).unwrap_or(usize::MAX);
         if adv.hash != slot.hash {
@@ -821,9 +833,11 @@ impl ReceiverEngine {
         Ok(())
     }
 
-    fn on_hashmap_update(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
-        let update =
-            HashmapUpdate::decode(body, self.config.segment_size.div_ceil(self.part_size))?;
+    fn on_hashmap_update(
+        &mut self,
+        now: Timestamp,
+        update: &HashmapUpdate<'_>,
+    ) -> Result<(), TransferError> {
         let slot = self
             .slots
             .iter_mut()
@@ -855,8 +869,13 @@ impl ReceiverEngine {
         Ok(())
     }
 
-    fn on_part(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
-        let (hash, index, data) = messages::decode_part(body)?;
+    fn on_part(
+        &mut self,
+        now: Timestamp,
+        hash: [u8; 32],
+        index: u32,
+        data: &[u8],
+    ) -> Result<(), TransferError> {
         let part_size = self.part_size;
         let slot = self
             .slots
@@ -966,16 +985,9 @@ impl ReceiverEngine {
                 resource_hash: slot.hash,
                 map_hashes: &self.request_buf,
             };
-            let len = 1 + request.encoded_len();
-            if channel.send_capacity() < sealed_len(len) {
-                return;
-            }
-            if channel
-                .send_with(len, |buf| {
-                    buf[0] = kind::REQ;
-                    let _ = request.encode(&mut buf[1..]);
-                })
-                .is_err()
+            let request = Message::Req(request);
+            if channel.send_capacity() < sealed_len(request.encoded_len())
+                || wire::send(channel, &request).is_err()
             {
                 return;
             }
@@ -1232,8 +1244,7 @@ impl ReceiverEngine {
     /// UPDATE: a file the sender is about to send again, as it finds it now. The new size
     /// and mtime replace the manifest's; if either differs, the manifest's hash no longer
     /// binds.
-    fn on_update(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
-        let update = Update::decode(body)?;
+    fn on_update(&mut self, now: Timestamp, update: Update) -> Result<(), TransferError> {
         let index = update.entry as usize;
         let state = self
             .entries
@@ -1268,8 +1279,7 @@ impl ReceiverEngine {
     /// ABANDON: the sender ends an attempt early, because the file changed while it was
     /// read (ask again, while attempts remain) or because it cannot read it (the file
     /// fails now, with the sender's reason).
-    fn on_abandon(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
-        let abandon = Abandon::decode(body)?;
+    fn on_abandon(&mut self, now: Timestamp, abandon: Abandon) -> Result<(), TransferError> {
         let index = abandon.entry as usize;
         let state = self
             .entries
@@ -1304,30 +1314,16 @@ impl ReceiverEngine {
 
     fn pump_control(&mut self, channel: &mut Channel) {
         while let Some(&proof) = self.proofs_due.front() {
-            let bytes = proof.to_bytes();
-            if channel.send_capacity() < sealed_len(1 + bytes.len()) {
-                return;
-            }
-            if channel
-                .send_with(1 + bytes.len(), |buf| {
-                    buf[0] = kind::PRF;
-                    buf[1..].copy_from_slice(&bytes);
-                })
-                .is_err()
+            let proof = Message::Prf(proof);
+            if channel.send_capacity() < sealed_len(proof.encoded_len())
+                || wire::send(channel, &proof).is_err()
             {
                 return;
             }
             self.proofs_due.pop_front();
         }
         while let Some(&(entry, attempt)) = self.retries_due.front() {
-            let body = messages::encode_retry(entry, attempt);
-            if channel
-                .send_with(1 + body.len(), |buf| {
-                    buf[0] = kind::RETRY;
-                    buf[1..].copy_from_slice(&body);
-                })
-                .is_err()
-            {
+            if wire::send(channel, &Message::Retry { entry, attempt }).is_err() {
                 return;
             }
             self.retries_due.pop_front();
@@ -1345,14 +1341,11 @@ impl ReceiverEngine {
         {
             return;
         }
-        let body = messages::encode_done(self.committed, self.failed);
-        if channel
-            .send_with(1 + body.len(), |buf| {
-                buf[0] = kind::DONE;
-                buf[1..].copy_from_slice(&body);
-            })
-            .is_err()
-        {
+        let done = Message::Done {
+            committed: self.committed,
+            failed: self.failed,
+        };
+        if wire::send(channel, &done).is_err() {
             return;
         }
         self.done_sent = true;
@@ -1448,27 +1441,32 @@ impl Engine for ReceiverEngine {
         Ok(())
     }
 
-    fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError> {
-        match kind {
-            kind::MANIFEST_BEGIN => self.on_manifest_begin(now, body),
-            kind::MANIFEST_ENTRIES => self.on_manifest_entries(now, body),
-            kind::PLAN_RESULT => self.on_plan_result(now, body),
-            kind::LAYOUT => self.on_layout(now, body),
-            kind::ADV => self.on_advertisement(now, body),
-            kind::HMU => self.on_hashmap_update(now, body),
-            kind::PART => self.on_part(now, body),
-            kind::UPDATE => self.on_update(now, body),
-            kind::ABANDON => self.on_abandon(now, body),
+    fn message(&mut self, now: Timestamp, message: Message<'_>) -> Result<(), TransferError> {
+        match message {
+            Message::ManifestBegin(begin) => self.on_manifest_begin(now, begin),
+            Message::ManifestEntries(entries) => self.on_manifest_entries(now, &entries),
+            Message::PlanResult(result) => self.on_plan_result(now, &result),
+            Message::Layout(layout) => self.on_layout(now, &layout),
+            Message::Adv(adv) => self.on_advertisement(now, &adv),
+            Message::Hmu(update) => self.on_hashmap_update(now, &update),
+            Message::Part { hash, index, data } => self.on_part(now, hash, index, data),
+            Message::Update(update) => self.on_update(now, update),
+            Message::Abandon(abandon) => self.on_abandon(now, abandon),
             // The sender cancels a segment only right before CANCEL, which carries the
             // reason; nothing is undone here, so no state can be corrupted by it.
-            kind::ICL => crate::resource::wire::decode_cancel(body)
-                .map(drop)
-                .map_err(TransferError::from),
-            kind::CANCEL => Err(TransferError::Cancelled {
+            Message::Icl(_) => Ok(()),
+            Message::Cancel(reason) => Err(TransferError::Cancelled {
                 by_peer: true,
-                reason: messages::decode_reason(body),
+                reason: wire::shown_reason(reason),
             }),
             _ => Err(protocol("a message the receiver does not expect here")),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_extents: self.config.max_extents_per_segment,
+            max_parts: self.config.segment_size.div_ceil(self.part_size),
         }
     }
 
@@ -1522,6 +1520,6 @@ impl Engine for ReceiverEngine {
             .iter()
             .filter(|s| matches!(s.state, SlotState::Receiving | SlotState::Complete))
             .map(|s| &s.hash);
-        send_cancels(channel, kind::RCL, receiving);
+        send_cancels(channel, Message::Rcl, receiving);
     }
 }

@@ -22,8 +22,10 @@ use crate::transfer::common::{
 };
 use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
-use crate::transfer::messages::{
-    self, Abandon, Claim, Extent, FileDigest, ManifestBegin, Trouble, Update, kind,
+use crate::transfer::wire::bodies::{REJECTION_MAX_LEN, entry_len};
+use crate::transfer::wire::{
+    self, Abandon, Claim, Entries, Extent, FileDigest, Layout, Limits, ManifestBegin, Message,
+    Plan, PlanResult, Trouble, Update,
 };
 use crate::transfer::{
     DiskCommand, DiskError, FileMeta, IoId, TransferConfig, TransferError, TransferEvent,
@@ -428,15 +430,9 @@ impl SenderEngine {
                 total_bytes: self.manifest.total_bytes(),
                 part_size: self.config.part_size as u64,
             };
-            let len = 1 + begin.encoded_len();
-            if channel.send_capacity() < len {
-                return;
-            }
-            let sent = channel.send_with(len, |buf| {
-                buf[0] = kind::MANIFEST_BEGIN;
-                begin.encode(&mut buf[1..]);
-            });
-            if sent.is_err() {
+            let begin = Message::ManifestBegin(begin);
+            if channel.send_capacity() < begin.encoded_len() || wire::send(channel, &begin).is_err()
+            {
                 return;
             }
             self.manifest_begun = true;
@@ -447,7 +443,7 @@ impl SenderEngine {
             let mut size = 1 + 5;
             let mut count = 0;
             for entry in self.manifest.iter().skip(self.manifest_next) {
-                let len = messages::entry_len(&entry);
+                let len = entry_len(&entry);
                 if size + len > room {
                     break;
                 }
@@ -458,13 +454,8 @@ impl SenderEngine {
                 return;
             }
             let start = self.manifest_next;
-            let manifest = &self.manifest;
-            let entries = (start..start + count).filter_map(|i| manifest.get(i));
-            let sent = channel.send_up_to(size, |buf| {
-                buf[0] = kind::MANIFEST_ENTRIES;
-                1 + messages::encode_entries(&mut buf[1..], entries, count)
-            });
-            if sent.is_err() {
+            let entries = Entries::listed(&self.manifest, start..start + count);
+            if wire::send(channel, &Message::ManifestEntries(entries)).is_err() {
                 return;
             }
             self.manifest_next += count;
@@ -486,14 +477,14 @@ impl SenderEngine {
 
     // ------------------------------------------------------------ plan
 
-    fn on_plan(&mut self, body: &[u8]) -> Result<(), TransferError> {
+    fn on_plan(&mut self, plan: &Plan<'_>) -> Result<(), TransferError> {
         if self.phase != Phase::AwaitingPlan {
             return Err(protocol("a resume plan outside the planning phase"));
         }
         let manifest = &self.manifest;
         let entries = &mut self.entries;
         let claims = &mut self.claims;
-        let (last, limits) = messages::decode_plan(body, |claim| {
+        let (last, limits) = plan.read(|claim| {
             let entry = manifest
                 .get(claim.entry as usize)
                 .ok_or(protocol("a claim names an entry that does not exist"))?;
@@ -614,20 +605,18 @@ impl SenderEngine {
     fn pump_plan_result(&mut self, channel: &mut Channel) {
         while !self.result_done {
             let room = channel.send_capacity().min(channel.max_message_len());
-            let fits = room.saturating_sub(16) / messages::REJECTION_MAX_LEN;
+            let fits = room.saturating_sub(16) / REJECTION_MAX_LEN;
             if fits == 0 {
                 return;
             }
             let rest = &self.rejected[self.rejected_sent..];
             let count = rest.len().min(fits);
             let last = count == rest.len();
-            let batch = &rest[..count];
-            let len = 1 + 16 + count * messages::REJECTION_MAX_LEN;
-            let sent = channel.send_up_to(len.min(room), |buf| {
-                buf[0] = kind::PLAN_RESULT;
-                1 + messages::encode_plan_result(&mut buf[1..], last, batch)
+            let result = Message::PlanResult(PlanResult::Rejected {
+                last,
+                rejected: &rest[..count],
             });
-            if sent.is_err() {
+            if wire::send(channel, &result).is_err() {
                 return;
             }
             self.rejected_sent += count;
@@ -882,22 +871,14 @@ impl SenderEngine {
                 }) | (if estimated > 1 { flags::SPLIT } else { 0 }),
                 hashmap,
             };
-            let layout_len = messages::layout_len(slot.extents.len(), slot.digests.len());
-            let adv_len = 1 + adv.encoded_len();
-            if channel.send_room() < sealed_len(layout_len) + sealed_len(adv_len) {
+            let layout = Message::Layout(Layout::sending(slot.hash, &slot.extents, &slot.digests));
+            let adv = Message::Adv(adv);
+            if channel.send_room()
+                < sealed_len(layout.encoded_len()) + sealed_len(adv.encoded_len())
+            {
                 return;
             }
-            let sent = channel
-                .send_with(layout_len, |buf| {
-                    buf[0] = kind::LAYOUT;
-                    encode_layout_from_slot(&mut buf[1..], slot);
-                })
-                .and_then(|()| {
-                    channel.send_with(adv_len, |buf| {
-                        buf[0] = kind::ADV;
-                        let _ = adv.encode(&mut buf[1..]);
-                    })
-                });
+            let sent = wire::send(channel, &layout).and_then(|()| wire::send(channel, &adv));
             if sent.is_err() {
                 return;
             }
@@ -905,8 +886,7 @@ impl SenderEngine {
         }
     }
 
-    fn on_request(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
-        let request = Request::decode(body, self.config.parts_per_segment())?;
+    fn on_request(&mut self, now: Timestamp, request: &Request<'_>) -> Result<(), TransferError> {
         let slot = self
             .slots
             .iter_mut()
@@ -966,16 +946,9 @@ impl SenderEngine {
                     segment,
                     hashmap: slot.hashmap[start..end].as_flattened(),
                 };
-                let len = 1 + update.encoded_len();
-                if channel.send_capacity() < sealed_len(len) {
-                    return;
-                }
-                if channel
-                    .send_with(len, |buf| {
-                        buf[0] = kind::HMU;
-                        let _ = update.encode(&mut buf[1..]);
-                    })
-                    .is_err()
+                let update = Message::Hmu(update);
+                if channel.send_capacity() < sealed_len(update.encoded_len())
+                    || wire::send(channel, &update).is_err()
                 {
                     return;
                 }
@@ -984,20 +957,13 @@ impl SenderEngine {
             }
             while let Some(&index) = slot.send_queue.front() {
                 let range = slot.part_range(index as usize, part_size);
-                let len = messages::PART_HEADER_LEN + range.len();
-                if channel.send_room() < sealed_len(len) + reserve {
-                    return;
-                }
-                let hash = slot.hash;
-                let data = &slot.buf[range];
-                if channel
-                    .send_with(len, |buf| {
-                        buf[0] = kind::PART;
-                        buf[1..33].copy_from_slice(&hash);
-                        buf[33..37].copy_from_slice(&index.to_be_bytes());
-                        buf[37..].copy_from_slice(data);
-                    })
-                    .is_err()
+                let part = Message::Part {
+                    hash: slot.hash,
+                    index,
+                    data: &slot.buf[range],
+                };
+                if channel.send_room() < sealed_len(part.encoded_len()) + reserve
+                    || wire::send(channel, &part).is_err()
                 {
                     return;
                 }
@@ -1006,8 +972,7 @@ impl SenderEngine {
         }
     }
 
-    fn on_proof(&mut self, now: Timestamp, body: &[u8]) -> Result<(), TransferError> {
-        let proof = Proof::decode(body)?;
+    fn on_proof(&mut self, now: Timestamp, proof: Proof) -> Result<(), TransferError> {
         let slot = self
             .slots
             .iter_mut()
@@ -1027,8 +992,7 @@ impl SenderEngine {
         Ok(())
     }
 
-    fn on_retry(&mut self, body: &[u8]) -> Result<(), TransferError> {
-        let (entry, attempt) = messages::decode_retry(body)?;
+    fn on_retry(&mut self, entry: u32, attempt: u8) -> Result<(), TransferError> {
         let max = self.config.max_attempts;
         let manifest_entry = self
             .manifest
@@ -1147,22 +1111,13 @@ impl SenderEngine {
                 index += 1;
                 continue;
             }
-            let sent = match notice {
-                Notice::Update(update) => {
-                    let body = update.encode();
-                    channel.send_with(1 + body.len(), |buf| {
-                        buf[0] = kind::UPDATE;
-                        buf[1..].copy_from_slice(&body);
-                    })
-                }
-                Notice::Abandon(abandon) => {
-                    let body = abandon.encode();
-                    channel.send_with(1 + body.len(), |buf| {
-                        buf[0] = kind::ABANDON;
-                        buf[1..].copy_from_slice(&body);
-                    })
-                }
-            };
+            let sent = wire::send(
+                channel,
+                &match notice {
+                    Notice::Update(update) => Message::Update(update),
+                    Notice::Abandon(abandon) => Message::Abandon(abandon),
+                },
+            );
             if sent.is_err() {
                 return;
             }
@@ -1214,23 +1169,6 @@ impl SendSlot {
     }
 }
 
-fn encode_layout_from_slot(out: &mut [u8], slot: &SendSlot) {
-    // Extents are stored with their buffer offsets; the wire needs only the extents.
-    let mut at = 36;
-    out[..32].copy_from_slice(&slot.hash);
-    out[32..36].copy_from_slice(&(slot.extents.len() as u32).to_be_bytes());
-    for (extent, _) in &slot.extents {
-        messages::encode_extent(&mut out[at..at + messages::EXTENT_LEN], extent);
-        at += messages::EXTENT_LEN;
-    }
-    out[at..at + 4].copy_from_slice(&(slot.digests.len() as u32).to_be_bytes());
-    at += 4;
-    for digest in &slot.digests {
-        messages::encode_digest(&mut out[at..at + messages::DIGEST_LEN], digest);
-        at += messages::DIGEST_LEN;
-    }
-}
-
 /// bz2 of `data` into `out`, or `None` unless strictly smaller.
 fn compress(data: &[u8], out: &mut [u8]) -> Option<usize> {
     use bzip2::{Action, Compress, Compression, Status};
@@ -1250,20 +1188,18 @@ impl Engine for SenderEngine {
         Ok(())
     }
 
-    fn message(&mut self, now: Timestamp, kind: u8, body: &[u8]) -> Result<(), TransferError> {
-        match kind {
-            kind::PLAN => self.on_plan(body),
-            kind::DECLINE => Err(TransferError::Declined(messages::decode_reason(body))),
-            kind::REQ if self.phase == Phase::Streaming => self.on_request(now, body),
-            kind::PRF if self.phase == Phase::Streaming => self.on_proof(now, body),
-            kind::RETRY if self.phase == Phase::Streaming => self.on_retry(body),
+    fn message(&mut self, now: Timestamp, message: Message<'_>) -> Result<(), TransferError> {
+        let streaming = self.phase == Phase::Streaming;
+        match message {
+            Message::Plan(plan) => self.on_plan(&plan),
+            Message::Decline(reason) => Err(TransferError::Declined(wire::shown_reason(reason))),
+            Message::Req(request) if streaming => self.on_request(now, &request),
+            Message::Prf(proof) if streaming => self.on_proof(now, proof),
+            Message::Retry { entry, attempt } if streaming => self.on_retry(entry, attempt),
             // The receiver rejects a segment only right before CANCEL, which carries the
             // reason; nothing is undone here.
-            kind::RCL => crate::resource::wire::decode_cancel(body)
-                .map(drop)
-                .map_err(TransferError::from),
-            kind::DONE if self.phase == Phase::Streaming => {
-                let (committed, failed) = messages::decode_done(body)?;
+            Message::Rcl(_) => Ok(()),
+            Message::Done { committed, failed } if streaming => {
                 if self.in_flight() || !self.retry_queue.is_empty() {
                     return Err(protocol("done while segments are still in flight"));
                 }
@@ -1273,11 +1209,18 @@ impl Engine for SenderEngine {
                     .event(TransferEvent::Finished { committed, failed });
                 Ok(())
             }
-            kind::CANCEL => Err(TransferError::Cancelled {
+            Message::Cancel(reason) => Err(TransferError::Cancelled {
                 by_peer: true,
-                reason: messages::decode_reason(body),
+                reason: wire::shown_reason(reason),
             }),
             _ => Err(protocol("a message the sender does not expect here")),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_extents: self.config.max_extents_per_segment,
+            max_parts: self.config.parts_per_segment(),
         }
     }
 
@@ -1346,6 +1289,6 @@ impl Engine for SenderEngine {
             .iter()
             .filter(|s| s.state == SlotState::Advertised)
             .map(|s| &s.hash);
-        send_cancels(channel, kind::ICL, advertised);
+        send_cancels(channel, Message::Icl, advertised);
     }
 }

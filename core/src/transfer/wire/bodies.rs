@@ -1,39 +1,16 @@
-//! Ferry's transfer messages (PROTOCOL.md §6): one kind byte, then the body. The RNS
-//! Resource messages keep their RNS bytes after the kind byte.
+//! The bodies of Ferry's own transfer messages (PROTOCOL.md §6), after the kind byte.
+//! The batch messages (entries, plan, plan result, layout) are views: of a received body,
+//! read as they are walked (nothing is allocated for them), or of the state they are sent
+//! from.
 
+use core::ops::Range;
 use std::io::Write;
 
 use crate::msgpack::{self, DecodeError, Reader};
 use crate::resource::wire::RESOURCE_HASH_LEN;
-use crate::transfer::manifest::{Entry, EntryKind};
+use crate::transfer::manifest::{Entry, EntryKind, Manifest};
 use crate::transfer::{TransferError, Unreadable};
 
-/// Message kinds.
-pub(crate) mod kind {
-    pub(crate) const MANIFEST_BEGIN: u8 = 0x01;
-    pub(crate) const MANIFEST_ENTRIES: u8 = 0x02;
-    pub(crate) const PLAN: u8 = 0x03;
-    pub(crate) const PLAN_RESULT: u8 = 0x04;
-    pub(crate) const DECLINE: u8 = 0x05;
-    pub(crate) const LAYOUT: u8 = 0x10;
-    pub(crate) const ADV: u8 = 0x11;
-    pub(crate) const REQ: u8 = 0x12;
-    pub(crate) const PART: u8 = 0x13;
-    pub(crate) const HMU: u8 = 0x14;
-    pub(crate) const PRF: u8 = 0x15;
-    pub(crate) const ICL: u8 = 0x16;
-    pub(crate) const RCL: u8 = 0x17;
-    pub(crate) const RETRY: u8 = 0x20;
-    pub(crate) const DONE: u8 = 0x21;
-    pub(crate) const CANCEL: u8 = 0x22;
-    pub(crate) const UPDATE: u8 = 0x23;
-    pub(crate) const ABANDON: u8 = 0x24;
-}
-
-/// Kind, resource hash and part index in front of a part's data.
-pub(crate) const PART_HEADER_LEN: usize = 1 + RESOURCE_HASH_LEN + 4;
-/// Room an advertisement needs besides its hashmap (kind byte, keys, fixed fields).
-pub(crate) const ADV_OVERHEAD: usize = 160;
 /// Bytes per extent in a layout.
 pub(crate) const EXTENT_LEN: usize = 4 + 1 + 8 + 4;
 /// Bytes per digest in a layout.
@@ -128,7 +105,7 @@ pub(crate) fn entry_len(entry: &Entry<'_>) -> usize {
 }
 
 /// Writes `MANIFEST_ENTRIES` body: an array of entries.
-pub(crate) fn encode_entries<'a>(
+fn encode_entries<'a>(
     out: &mut [u8],
     entries: impl Iterator<Item = Entry<'a>> + Clone,
     count: usize,
@@ -144,7 +121,7 @@ pub(crate) fn encode_entries<'a>(
 }
 
 /// Reads a `MANIFEST_ENTRIES` body, handing each entry to `each`.
-pub(crate) fn decode_entries(
+fn decode_entries(
     body: &[u8],
     mut each: impl FnMut(Entry<'_>) -> Result<(), TransferError>,
 ) -> Result<(), TransferError> {
@@ -187,6 +164,59 @@ pub(crate) fn decode_entries(
     Ok(())
 }
 
+/// `MANIFEST_ENTRIES`: received (read as walked), or entries of a manifest to send.
+#[derive(Clone, Debug)]
+pub(crate) enum Entries<'a> {
+    Received(&'a [u8]),
+    Listed {
+        manifest: &'a Manifest,
+        range: Range<usize>,
+    },
+}
+
+impl<'a> Entries<'a> {
+    pub(crate) fn received(body: &'a [u8]) -> Self {
+        Entries::Received(body)
+    }
+
+    /// Entries `range` of `manifest`, to send.
+    pub(crate) fn listed(manifest: &'a Manifest, range: Range<usize>) -> Self {
+        Entries::Listed { manifest, range }
+    }
+
+    fn listed_entries(&self) -> impl Iterator<Item = Entry<'a>> + Clone + 'a {
+        let (manifest, range) = match self {
+            Entries::Listed { manifest, range } => (Some(*manifest), range.clone()),
+            Entries::Received(_) => (None, 0..0),
+        };
+        range.filter_map(move |i| manifest?.get(i))
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        let count = self.listed_entries().count();
+        msgpack::encoded_len(|mut out| {
+            rmp::encode::write_array_len(&mut out, count as u32)?;
+            Ok(())
+        }) + self.listed_entries().map(|e| entry_len(&e)).sum::<usize>()
+    }
+
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        let count = self.listed_entries().count();
+        encode_entries(out, self.listed_entries(), count);
+    }
+
+    /// Hands each received entry to `each`.
+    pub(crate) fn for_each(
+        &self,
+        each: impl FnMut(Entry<'_>) -> Result<(), TransferError>,
+    ) -> Result<(), TransferError> {
+        match self {
+            Entries::Received(body) => decode_entries(body, each),
+            Entries::Listed { .. } => Ok(()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- plan
 
 /// One resume claim: the receiver holds `offset` bytes of the entry whose SHA-256 is
@@ -209,35 +239,9 @@ pub(crate) struct ReceiverLimits {
     pub(crate) segment_size: u64,
 }
 
-/// `PLAN` body: `[final, segments_in_flight, max_extents, segment_size, [[entry, offset,
-/// prefix], ...]]`.
-pub(crate) fn encode_plan(
-    out: &mut [u8],
-    last: bool,
-    limits: ReceiverLimits,
-    claims: &[Claim],
-) -> usize {
-    msgpack::encode_into(out, |mut w| {
-        rmp::encode::write_array_len(&mut w, 5)?;
-        rmp::encode::write_bool(&mut w, last)?;
-        rmp::encode::write_uint(&mut w, limits.segments_in_flight)?;
-        rmp::encode::write_uint(&mut w, limits.max_extents)?;
-        rmp::encode::write_uint(&mut w, limits.segment_size)?;
-        rmp::encode::write_array_len(&mut w, claims.len() as u32)?;
-        for claim in claims {
-            rmp::encode::write_array_len(&mut w, 3)?;
-            rmp::encode::write_uint(&mut w, u64::from(claim.entry))?;
-            rmp::encode::write_uint(&mut w, claim.offset)?;
-            rmp::encode::write_bin(&mut w, &claim.prefix)?;
-        }
-        Ok(())
-    })
-    .unwrap_or(0)
-}
-
 /// Reads a `PLAN` body: returns `final` and the receiver's limits, and hands each claim
 /// to `each`.
-pub(crate) fn decode_plan(
+fn decode_plan(
     body: &[u8],
     mut each: impl FnMut(Claim) -> Result<(), TransferError>,
 ) -> Result<(bool, ReceiverLimits), TransferError> {
@@ -277,25 +281,71 @@ pub(crate) fn decode_plan(
     Ok((last, limits))
 }
 
+/// `PLAN`: received (read as walked), or claims to send.
+#[derive(Clone, Debug)]
+pub(crate) enum Plan<'a> {
+    Received(&'a [u8]),
+    Claims {
+        last: bool,
+        limits: ReceiverLimits,
+        claims: &'a [Claim],
+    },
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn received(body: &'a [u8]) -> Self {
+        Plan::Received(body)
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        msgpack::encoded_len(|out| self.write(out))
+    }
+
+    fn write(&self, mut out: &mut dyn Write) -> std::io::Result<()> {
+        if let Plan::Claims {
+            last,
+            limits,
+            claims,
+        } = self
+        {
+            rmp::encode::write_array_len(&mut out, 5)?;
+            rmp::encode::write_bool(&mut out, *last)?;
+            rmp::encode::write_uint(&mut out, limits.segments_in_flight)?;
+            rmp::encode::write_uint(&mut out, limits.max_extents)?;
+            rmp::encode::write_uint(&mut out, limits.segment_size)?;
+            rmp::encode::write_array_len(&mut out, claims.len() as u32)?;
+            for claim in *claims {
+                rmp::encode::write_array_len(&mut out, 3)?;
+                rmp::encode::write_uint(&mut out, u64::from(claim.entry))?;
+                rmp::encode::write_uint(&mut out, claim.offset)?;
+                rmp::encode::write_bin(&mut out, &claim.prefix)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        let _ = msgpack::encode_into(out, |w| self.write(w));
+    }
+
+    /// Reads a received plan: returns `final` and the receiver's limits, and hands each
+    /// claim to `each`.
+    pub(crate) fn read(
+        &self,
+        each: impl FnMut(Claim) -> Result<(), TransferError>,
+    ) -> Result<(bool, ReceiverLimits), TransferError> {
+        match self {
+            Plan::Received(body) => decode_plan(body, each),
+            Plan::Claims { last, limits, .. } => Ok((*last, *limits)),
+        }
+    }
+}
+
 /// Bytes one rejected entry takes in a `PLAN_RESULT` message (at most).
 pub(crate) const REJECTION_MAX_LEN: usize = 5;
 
-/// `PLAN_RESULT` body: `[final, [rejected entry, ...]]`.
-pub(crate) fn encode_plan_result(out: &mut [u8], last: bool, rejected: &[u32]) -> usize {
-    msgpack::encode_into(out, |mut w| {
-        rmp::encode::write_array_len(&mut w, 2)?;
-        rmp::encode::write_bool(&mut w, last)?;
-        rmp::encode::write_array_len(&mut w, rejected.len() as u32)?;
-        for &entry in rejected {
-            rmp::encode::write_uint(&mut w, u64::from(entry))?;
-        }
-        Ok(())
-    })
-    .unwrap_or(0)
-}
-
 /// Reads a `PLAN_RESULT` body; hands each rejected entry to `each`; returns `final`.
-pub(crate) fn decode_plan_result(
+fn decode_plan_result(
     body: &[u8],
     mut each: impl FnMut(u32) -> Result<(), TransferError>,
 ) -> Result<bool, TransferError> {
@@ -315,6 +365,55 @@ pub(crate) fn decode_plan_result(
         return Err(protocol("trailing bytes after the plan result"));
     }
     Ok(last)
+}
+
+/// `PLAN_RESULT`: received (read as walked), or rejected claims to send.
+#[derive(Clone, Debug)]
+pub(crate) enum PlanResult<'a> {
+    Received(&'a [u8]),
+    Rejected { last: bool, rejected: &'a [u32] },
+}
+
+impl<'a> PlanResult<'a> {
+    pub(crate) fn received(body: &'a [u8]) -> Self {
+        PlanResult::Received(body)
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            PlanResult::Rejected { last, rejected } => {
+                msgpack::encoded_len(|out| write_plan_result(out, *last, rejected))
+            }
+            PlanResult::Received(body) => body.len(),
+        }
+    }
+
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        if let PlanResult::Rejected { last, rejected } = self {
+            let _ = msgpack::encode_into(out, |w| write_plan_result(w, *last, rejected));
+        }
+    }
+
+    /// Reads a received result: hands each rejected entry to `each`; returns `final`.
+    pub(crate) fn read(
+        &self,
+        each: impl FnMut(u32) -> Result<(), TransferError>,
+    ) -> Result<bool, TransferError> {
+        match self {
+            PlanResult::Received(body) => decode_plan_result(body, each),
+            PlanResult::Rejected { last, .. } => Ok(*last),
+        }
+    }
+}
+
+fn write_plan_result(mut w: &mut dyn Write, last: bool, rejected: &[u32]) -> std::io::Result<()> {
+    rmp::encode::write_array_len(&mut w, 2)?;
+    rmp::encode::write_bool(&mut w, last)?;
+    rmp::encode::write_array_len(&mut w, rejected.len() as u32)?;
+    for &entry in rejected {
+        rmp::encode::write_uint(&mut w, u64::from(entry))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- layout
@@ -354,21 +453,47 @@ pub(crate) fn encode_extent(out: &mut [u8], extent: &Extent) {
 }
 
 /// Writes one digest (`DIGEST_LEN` bytes) of a `LAYOUT` body.
-pub(crate) fn encode_digest(out: &mut [u8], digest: &FileDigest) {
+fn encode_digest(out: &mut [u8], digest: &FileDigest) {
     out[..4].copy_from_slice(&digest.entry.to_be_bytes());
     out[4] = digest.attempt;
     out[5] = u8::from(digest.changed);
     out[6..38].copy_from_slice(&digest.sha256);
 }
 
-/// A `LAYOUT` body whose counts have been checked against the bytes present.
+/// A `LAYOUT` body: received (its counts checked against the bytes present), or a
+/// segment's pieces and digests to send.
+#[derive(Clone, Debug)]
 pub(crate) struct Layout<'a> {
     pub(crate) hash: [u8; 32],
-    extents: &'a [u8],
-    digests: &'a [u8],
+    pieces: Pieces<'a>,
+}
+
+#[derive(Clone, Debug)]
+enum Pieces<'a> {
+    Received {
+        extents: &'a [u8],
+        digests: &'a [u8],
+    },
+    /// Extents with their place in the segment's buffer (not sent), and digests.
+    Sending {
+        extents: &'a [(Extent, usize)],
+        digests: &'a [FileDigest],
+    },
 }
 
 impl<'a> Layout<'a> {
+    /// A segment's layout to send.
+    pub(crate) fn sending(
+        hash: [u8; 32],
+        extents: &'a [(Extent, usize)],
+        digests: &'a [FileDigest],
+    ) -> Self {
+        Layout {
+            hash,
+            pieces: Pieces::Sending { extents, digests },
+        }
+    }
+
     pub(crate) fn decode(body: &'a [u8], max_extents: usize) -> Result<Self, TransferError> {
         let hash = be::<32>(body, 0, "layout too short for its resource hash")?;
         let extents =
@@ -393,31 +518,78 @@ impl<'a> Layout<'a> {
         }
         Ok(Layout {
             hash,
-            extents: &body[36..digests_at],
-            digests: &body[digests_at + 4..],
+            pieces: Pieces::Received {
+                extents: &body[36..digests_at],
+                digests: &body[digests_at + 4..],
+            },
         })
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        match &self.pieces {
+            Pieces::Received { extents, digests } => {
+                (extents.len() / EXTENT_LEN, digests.len() / DIGEST_LEN)
+            }
+            Pieces::Sending { extents, digests } => (extents.len(), digests.len()),
+        }
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        let (extents, digests) = self.counts();
+        layout_len(extents, digests) - 1
+    }
+
+    pub(crate) fn encode(&self, out: &mut [u8]) {
+        let (count, digest_count) = self.counts();
+        out[..32].copy_from_slice(&self.hash);
+        out[32..36].copy_from_slice(&(count as u32).to_be_bytes());
+        let mut at = 36;
+        for extent in self.extents() {
+            encode_extent(&mut out[at..at + EXTENT_LEN], &extent);
+            at += EXTENT_LEN;
+        }
+        out[at..at + 4].copy_from_slice(&(digest_count as u32).to_be_bytes());
+        at += 4;
+        for digest in self.digests() {
+            encode_digest(&mut out[at..at + DIGEST_LEN], &digest);
+            at += DIGEST_LEN;
+        }
     }
 
     pub(crate) fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.extents.chunks_exact(EXTENT_LEN).map(|b| Extent {
-            entry: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            attempt: b[4],
-            offset: u64::from_be_bytes([b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12]]),
-            len: u32::from_be_bytes([b[13], b[14], b[15], b[16]]),
-        })
+        let (received, sending): (&[u8], &[(Extent, usize)]) = match &self.pieces {
+            Pieces::Received { extents, .. } => (extents, &[]),
+            Pieces::Sending { extents, .. } => (&[], extents),
+        };
+        received
+            .chunks_exact(EXTENT_LEN)
+            .map(|b| Extent {
+                entry: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                attempt: b[4],
+                offset: u64::from_be_bytes([b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12]]),
+                len: u32::from_be_bytes([b[13], b[14], b[15], b[16]]),
+            })
+            .chain(sending.iter().map(|(extent, _)| *extent))
     }
 
     pub(crate) fn digests(&self) -> impl Iterator<Item = FileDigest> + '_ {
-        self.digests.chunks_exact(DIGEST_LEN).map(|b| {
-            let mut sha256 = [0u8; 32];
-            sha256.copy_from_slice(&b[6..38]);
-            FileDigest {
-                entry: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                attempt: b[4],
-                changed: b[5] != 0,
-                sha256,
-            }
-        })
+        let (received, sending): (&[u8], &[FileDigest]) = match &self.pieces {
+            Pieces::Received { digests, .. } => (digests, &[]),
+            Pieces::Sending { digests, .. } => (&[], digests),
+        };
+        received
+            .chunks_exact(DIGEST_LEN)
+            .map(|b| {
+                let mut sha256 = [0u8; 32];
+                sha256.copy_from_slice(&b[6..38]);
+                FileDigest {
+                    entry: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                    attempt: b[4],
+                    changed: b[5] != 0,
+                    sha256,
+                }
+            })
+            .chain(sending.iter().copied())
     }
 }
 
@@ -439,11 +611,6 @@ pub(crate) fn decode_retry(body: &[u8]) -> Result<(u32, u8), TransferError> {
         u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
         body[4],
     ))
-}
-
-pub(crate) fn encode_retry(entry: u32, attempt: u8) -> [u8; 5] {
-    let e = entry.to_be_bytes();
-    [e[0], e[1], e[2], e[3], attempt]
 }
 
 /// `UPDATE`: a file about to be sent again, as the sender now finds it (PROTOCOL.md §6.4).
@@ -550,25 +717,7 @@ pub(crate) fn decode_done(body: &[u8]) -> Result<(u64, u64), TransferError> {
     Ok((committed, failed))
 }
 
-pub(crate) fn encode_done(committed: u64, failed: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&committed.to_be_bytes());
-    out[8..].copy_from_slice(&failed.to_be_bytes());
-    out
-}
-
-/// A reason text (`CANCEL`, `DECLINE`), cut to `MAX_REASON_LEN` on a character boundary.
-pub(crate) fn reason_bytes(reason: &str) -> &[u8] {
-    let mut end = reason.len().min(MAX_REASON_LEN);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason.as_bytes()[..end]
-}
-
-/// A reason text from the peer, made safe to show ([`crate::text::shown`]).
-pub(crate) fn decode_reason(body: &[u8]) -> String {
-    crate::text::shown(&String::from_utf8_lossy(
-        &body[..body.len().min(MAX_REASON_LEN)],
-    ))
+/// A reason text (`CANCEL`, `DECLINE`) as received: at most `MAX_REASON_LEN` bytes of it.
+pub(crate) fn reason(body: &[u8]) -> &[u8] {
+    &body[..body.len().min(MAX_REASON_LEN)]
 }
