@@ -8,9 +8,10 @@
 //!   1. bytes from the socket go to `handle_input` (it may take only part when busy);
 //!   2. bytes from `poll_transmit` go to the socket, then `advance_transmit`;
 //!   3. sleep no longer than `poll_timeout`, and call `handle_timeout` once it passes;
-//!   4. carry out `poll_disk` commands and act on `poll_event` events. Here the std
-//!      driver's `ReceiveWork` does that (`.part` files, lock file, checkpoints); write
-//!      your own if your files live elsewhere.
+//!   4. take `poll_output` until it says `Timeout`: carry out each disk command with
+//!      `carry_out` against a `Storage`, and act on each event. Here the std driver's
+//!      `Receiving` gives both (`.part` files, lock file, checkpoints; resume decisions);
+//!      implement `Storage` yourself if your files live elsewhere.
 //!
 //! For demonstration the sender runs in a thread on the blocking driver.
 
@@ -20,7 +21,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_core::transfer::TransferConfig;
+use ferry_core::transfer::{Output, Session, TransferConfig};
 use ferry_std::receive::{ReceiveOptions, start_session};
 use ferry_std::send::Sender;
 use ferry_std::source::SourceTree;
@@ -70,8 +71,18 @@ fn main() -> Result<(), DriverError> {
     let (mut start, mut end) = (0, 0);
     let result = (|| -> Result<(), DriverError> {
         loop {
-            // 4. Disk commands and events (after every input: finishing queues the last).
-            work.pump(&mut session, clock.now(), &mut Print)?;
+            // 4. Disk commands and events, until the session waits.
+            loop {
+                match session.poll_output() {
+                    Output::Disk(command) => {
+                        session.carry_out(clock.now(), command, work.storage())?
+                    }
+                    Output::Event(event) => {
+                        work.handle_event(&mut session, event, clock.now(), &mut Print)?
+                    }
+                    Output::Timeout(_) => break,
+                }
+            }
             if session.is_finished() {
                 return Ok(());
             }
@@ -128,7 +139,7 @@ fn main() -> Result<(), DriverError> {
     })();
     // Whatever happened, the session's last words (its close, or a cancel and why) go
     // out before the socket is dropped.
-    let _ = work.pump(&mut session, clock.now(), &mut Print);
+    let _ = work.drain(&mut session, clock.now(), &mut Print);
     let rest = session.poll_transmit().len();
     if stream.set_nonblocking(false).is_ok() && stream.write_all(session.poll_transmit()).is_ok() {
         session.advance_transmit(rest);

@@ -225,7 +225,8 @@ pub fn resource_messages(data: &[u8]) -> Outcome {
 /// real sender channel: reaches every message handler with the real crypto suite.
 /// `data` is a sequence of `len (u16 BE) ‖ message` pieces.
 pub fn receiver_session(data: &[u8]) -> Outcome {
-    use crate::transfer::{ReceiverSession, TransferConfig, TransferEvent};
+    use crate::testing::{MemoryDisk, drain};
+    use crate::transfer::{ReceiverSession, Session, TransferConfig, TransferEvent};
     let mut entropy = SeededEntropy::new(3);
     let token = Token::generate(&mut entropy);
     let now = Timestamp::ZERO;
@@ -251,7 +252,10 @@ pub fn receiver_session(data: &[u8]) -> Outcome {
     };
     let mut outcome = Outcome::default();
     let mut pieces = data;
-    let step = |sender: &mut Channel, receiver: &mut ReceiverSession| -> bool {
+    // A small disk: the fuzzer's manifest may name files of any size.
+    let mut disk = MemoryDisk::default();
+    disk.capacity = Some(4 << 20);
+    let mut step = |sender: &mut Channel, receiver: &mut ReceiverSession| -> bool {
         let bytes = sender.poll_transmit().to_vec();
         sender.advance_transmit(bytes.len());
         let mut at = 0;
@@ -260,20 +264,12 @@ pub fn receiver_session(data: &[u8]) -> Outcome {
                 Ok(n) => at += n,
                 Err(_) => return false,
             }
-            while let Some(command) = receiver.poll_disk() {
-                if let crate::transfer::DiskCommand::Write { id, .. } = command {
-                    let _ = receiver.write_data(id);
-                    if receiver.handle_write_done(now, id, Ok(())).is_err() {
-                        return false;
-                    }
-                }
-            }
-            while let Some(event) = receiver.poll_event() {
-                if let TransferEvent::BatchOffered { .. } = event
-                    && receiver.accept(now, &[]).is_err()
-                {
-                    return false;
-                }
+            let drained = drain(receiver, now, &mut disk, |receiver, event| match event {
+                TransferEvent::BatchOffered { .. } => receiver.accept(now, &[]),
+                _ => Ok(()),
+            });
+            if drained.is_err() {
+                return false;
             }
             if let Some(at_time) = receiver.poll_timeout() {
                 assert!(at_time >= now, "timeout in the past");

@@ -7,8 +7,10 @@ use std::io::Write;
 use ferry_core::resource::{Advertisement, map_hash};
 use std::time::Duration;
 
+use ferry_core::testing::MemoryDisk;
 use ferry_core::transfer::{
-    DiskCommand, FileFailure, ReceiverSession, TransferConfig, TransferError, TransferEvent,
+    DiskCommand, FileFailure, Output, ReceiverSession, Session, TransferConfig, TransferError,
+    TransferEvent,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
@@ -21,6 +23,8 @@ struct Script {
     receiver: ReceiverSession,
     commands: Vec<DiskCommand>,
     events: Vec<TransferEvent>,
+    /// The receiver's disk: what it holds of the file is `local_byte` repeated.
+    disk: MemoryDisk,
     /// What the receiver claims it holds when the batch is offered.
     local: Vec<(usize, u64)>,
     now: Timestamp,
@@ -63,30 +67,18 @@ impl Script {
     fn drain(&mut self) -> Result<(), TransferError> {
         let now = self.now;
         loop {
-            let mut worked = false;
-            while let Some(command) = self.receiver.poll_disk() {
-                worked = true;
-                match command {
-                    DiskCommand::Write { id, .. } => {
-                        self.receiver.handle_write_done(now, id, Ok(()))?
-                    }
-                    DiskCommand::Read { id, len, .. } => {
-                        self.receiver.read_buffer(id)[..len].fill(LOCAL_BYTE);
-                        self.receiver.handle_read_done(now, id, Ok(len))?;
-                    }
-                    _ => {}
+            match self.receiver.poll_output() {
+                Output::Disk(command) => {
+                    self.commands.push(command.clone());
+                    self.receiver.carry_out(now, command, &mut self.disk)?;
                 }
-                self.commands.push(command);
-            }
-            while let Some(event) = self.receiver.poll_event() {
-                worked = true;
-                if let TransferEvent::BatchOffered { .. } = event {
-                    self.receiver.accept(now, &self.local)?;
+                Output::Event(event) => {
+                    if let TransferEvent::BatchOffered { .. } = event {
+                        self.receiver.accept(now, &self.local)?;
+                    }
+                    self.events.push(event);
                 }
-                self.events.push(event);
-            }
-            if !worked {
-                return Ok(());
+                Output::Timeout(_) => return Ok(()),
             }
         }
     }
@@ -127,9 +119,14 @@ fn receiver_that_planned(
         receiver,
         commands: Vec::new(),
         events: Vec::new(),
+        disk: MemoryDisk::default(),
         local: if local > 0 { vec![(0, local)] } else { vec![] },
         now,
     };
+    if local > 0 {
+        let held = vec![LOCAL_BYTE; local as usize];
+        script.disk.partial.insert(0, held);
+    }
     assert!(script.exchange().is_none());
     assert!(script.sender.is_established());
     script

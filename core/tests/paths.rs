@@ -5,8 +5,8 @@ mod common;
 use common::{Pair, Seen, drain_events, feed};
 use ferry_core::transfer::manifest::check_path;
 use ferry_core::transfer::{
-    EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, PathRule, ReceiverSession,
-    TransferConfig, TransferError,
+    EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, Output, PathRule,
+    ReceiverSession, Session, TransferConfig, TransferError,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
 
@@ -241,11 +241,10 @@ fn a_hostile_sender_cannot_offer_paths_outside_the_output_directory() {
         );
         // Refused before anything was offered to the user or written.
         assert_eq!(
-            receiver.poll_event(),
-            Some(ferry_core::transfer::TransferEvent::Connected)
+            receiver.poll_output(),
+            Output::Event(ferry_core::transfer::TransferEvent::Connected)
         );
-        assert_eq!(receiver.poll_event(), None);
-        assert_eq!(receiver.poll_disk(), None);
+        assert_eq!(receiver.poll_output(), Output::Timeout(None));
     }
     // A "symlink trick" at the manifest level: a file that is also a directory.
     let (error, _) = offer(&[("link", 0, 1), ("link/passwd", 0, 1)], None);

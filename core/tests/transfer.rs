@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::transfer::{Item, World, bytes, dir, file};
-use ferry_core::transfer::{TransferConfig, TransferEvent};
+use ferry_core::testing::{Item, Pair, bytes, dir, file};
+use ferry_core::transfer::{Session, TransferConfig, TransferEvent};
 
 /// Small parts and segments, so that boundaries are cheap to reach; few map hashes per
 /// message, so every segment needs hashmap updates.
@@ -55,11 +55,11 @@ fn a_small_tree_arrives_identical() {
         file("a/zero", Vec::new()),
         file("top.txt", b"hello".to_vec()),
     ];
-    let mut world = World::with(&items, small(), 1);
-    world.run();
-    world.assert_delivered(&items);
-    assert_eq!(finished(&world.receiver_events), Some((6, 0)));
-    assert_eq!(finished(&world.sender_events), Some((6, 0)));
+    let mut pair = Pair::with(&items, small(), 1);
+    pair.run();
+    pair.assert_delivered(&items);
+    assert_eq!(finished(&pair.receiver_events), Some((6, 0)));
+    assert_eq!(finished(&pair.sender_events), Some((6, 0)));
 }
 
 /// Sizes at and around every part and segment boundary.
@@ -78,9 +78,9 @@ fn every_boundary_size_arrives_alone_and_together_with_and_without_compression()
         // Each size as a batch of its own: "exactly N segments", "N segments + 1 byte".
         for (i, size) in boundary_sizes().into_iter().enumerate() {
             let items = vec![file("f", bytes(i as u64, size))];
-            let mut world = World::with(&items, config.clone(), i as u64);
-            world.run();
-            world.assert_delivered(&items);
+            let mut pair = Pair::with(&items, config.clone(), i as u64);
+            pair.run();
+            pair.assert_delivered(&items);
         }
         // All sizes in one batch, so files start and end at every offset of a segment;
         // half compressible, half not.
@@ -97,9 +97,9 @@ fn every_boundary_size_arrives_alone_and_together_with_and_without_compression()
             })
             .chain([dir("dir"), dir("dir/empty")])
             .collect();
-        let mut world = World::with(&items, config.clone(), 99);
-        world.run();
-        world.assert_delivered(&items);
+        let mut pair = Pair::with(&items, config.clone(), 99);
+        pair.run();
+        pair.assert_delivered(&items);
     }
 }
 
@@ -110,19 +110,19 @@ fn compression_is_used_only_when_it_shrinks_the_segment() {
         file("noise.bin", bytes(5, 50_000)),
     ];
     let plain = {
-        let mut world = World::with(&items, small(), 3);
-        world.run();
-        world.assert_delivered(&items);
-        world.sender_wire
+        let mut pair = Pair::with(&items, small(), 3);
+        pair.run();
+        pair.assert_delivered(&items);
+        pair.sender_wire
     };
-    let mut world = World::with(&items, compressing(small()), 3);
-    world.run();
-    world.assert_delivered(&items);
+    let mut pair = Pair::with(&items, compressing(small()), 3);
+    pair.run();
+    pair.assert_delivered(&items);
     // The log shrinks well; the noise is sent as it is, so the saving comes from the log.
     assert!(
-        world.sender_wire < plain - 150_000,
+        pair.sender_wire < plain - 150_000,
         "{} vs {plain}",
-        world.sender_wire
+        pair.sender_wire
     );
 }
 
@@ -141,10 +141,10 @@ fn ten_thousand_small_files_arrive() {
         TransferConfig::default(),
         compressing(TransferConfig::default()),
     ] {
-        let mut world = World::with(&items, config, 4);
-        world.run();
-        world.assert_delivered(&items);
-        assert_eq!(finished(&world.receiver_events), Some((10_100, 0)));
+        let mut pair = Pair::with(&items, config, 4);
+        pair.run();
+        pair.assert_delivered(&items);
+        assert_eq!(finished(&pair.receiver_events), Some((10_100, 0)));
     }
 }
 
@@ -159,10 +159,10 @@ fn default_sizes_move_a_multi_segment_file_with_hashmap_updates() {
     };
     let size = (5 << 20) + 1;
     let items = vec![file("big.bin", bytes(6, size))];
-    let mut world = World::with(&items, config.clone(), 6);
-    world.run();
-    world.assert_delivered(&items);
-    let progress = world
+    let mut pair = Pair::with(&items, config.clone(), 6);
+    pair.run();
+    pair.assert_delivered(&items);
+    let progress = pair
         .receiver_events
         .iter()
         .filter(|e| matches!(e, TransferEvent::Progress { .. }))
@@ -186,9 +186,9 @@ fn a_receiver_with_smaller_limits_constrains_the_sender() {
         segments_in_flight: 8,
         ..small()
     };
-    let mut world = World::new(&items, receiver, sender, 7, true);
-    world.run();
-    world.assert_delivered(&items);
+    let mut pair = Pair::new(&items, receiver, sender, 7, true);
+    pair.run();
+    pair.assert_delivered(&items);
 }
 
 #[test]
@@ -199,23 +199,23 @@ fn a_sender_with_larger_parts_than_the_receiver_allows_is_refused_by_name() {
         initial_window: 8192,
         ..small()
     };
-    let mut world = World::new(&items, small(), sender, 8, true);
-    world.run();
-    let error = world.receiver_error.expect("refused").to_string();
+    let mut pair = Pair::new(&items, small(), sender, 8, true);
+    pair.run();
+    let error = pair.receiver_error.expect("refused").to_string();
     assert!(error.contains("part size"), "{error}");
-    assert!(world.committed.is_empty());
+    assert!(pair.disk.committed.is_empty());
 }
 
 #[test]
 fn declining_ends_both_sides_with_the_reason() {
     let items = vec![file("f", bytes(9, 1000))];
-    let mut world = World::with(&items, small(), 9);
-    world.decline = true;
-    world.run();
-    assert!(world.receiver.is_finished());
-    let error = world.sender_error.expect("sender told").to_string();
+    let mut pair = Pair::with(&items, small(), 9);
+    pair.decline = true;
+    pair.run();
+    assert!(pair.receiver.is_finished());
+    let error = pair.sender_error.expect("sender told").to_string();
     assert_eq!(error, "the receiver declined the batch: not today");
-    assert!(world.committed.is_empty() && world.partial.is_empty());
+    assert!(pair.disk.committed.is_empty() && pair.disk.partial.is_empty());
 }
 
 #[test]
@@ -231,9 +231,9 @@ fn files_of_identical_parts_arrive() {
         file("tail", bytes(11, 3000)),
     ];
     for config in [small(), compressing(small()), TransferConfig::default()] {
-        let mut world = World::with(&items, config, 10);
-        world.run();
-        world.assert_delivered(&items);
+        let mut pair = Pair::with(&items, config, 10);
+        pair.run();
+        pair.assert_delivered(&items);
     }
 }
 
@@ -255,10 +255,10 @@ fn small_record_limits_on_either_side_still_move_data() {
     };
     // Both small, and a large sender against a small receiver (the hello negotiates the
     // record limit; the receiver refuses parts that do not fit its records).
-    let mut world = World::new(&items, tiny.clone(), tiny.clone(), 12, true);
-    world.run();
-    world.assert_delivered(&items);
-    let mut world = World::new(
+    let mut pair = Pair::new(&items, tiny.clone(), tiny.clone(), 12, true);
+    pair.run();
+    pair.assert_delivered(&items);
+    let mut pair = Pair::new(
         &items,
         tiny.clone(),
         TransferConfig {
@@ -269,8 +269,8 @@ fn small_record_limits_on_either_side_still_move_data() {
         13,
         true,
     );
-    world.run();
-    world.assert_delivered(&items);
+    pair.run();
+    pair.assert_delivered(&items);
 }
 
 #[test]
@@ -285,9 +285,9 @@ fn a_receiver_with_smaller_segments_than_the_sender_gets_them_cut_to_fit() {
         max_extents_per_segment: 64,
         ..small()
     };
-    let mut world = World::new(&items, receiver, sender, 14, true);
-    world.run();
-    world.assert_delivered(&items);
+    let mut pair = Pair::new(&items, receiver, sender, 14, true);
+    pair.run();
+    pair.assert_delivered(&items);
 }
 
 #[test]
@@ -301,9 +301,71 @@ fn more_directories_and_empty_files_than_the_disk_queue_holds() {
         })
         .chain([file("last", bytes(15, 10_000))])
         .collect();
-    let mut world = World::with(&items, TransferConfig::default(), 15);
-    world.run();
-    world.assert_delivered(&items);
+    let mut pair = Pair::with(&items, TransferConfig::default(), 15);
+    pair.run();
+    pair.assert_delivered(&items);
     // Nothing waited for a timer: the session never needed the clock to move.
-    assert_eq!(world.now, ferry_core::Timestamp::ZERO);
+    assert_eq!(pair.now, ferry_core::Timestamp::ZERO);
+}
+
+/// A sender whose driver looks at its outputs only now and then, so that its queues fill
+/// up in between, while every file changes on its first read and is sent again: not one of
+/// its retry or progress events is lost.
+#[test]
+fn a_slow_driver_loses_none_of_the_senders_retry_or_progress_events() {
+    let items: Vec<Item> = (0..150)
+        .map(|i| file(&format!("f{i}"), bytes(i, 3000 + 17 * i as usize)))
+        .collect();
+    let mut pair = Pair::with(&items, small(), 21);
+    pair.sender_drains_every = Some(50);
+    pair.source.on_read = Some(Box::new(|_, _, _, reads, data| {
+        if reads == 1 {
+            data[0] ^= 1;
+        }
+    }));
+    pair.run();
+    assert_eq!(pair.sender_error, None);
+    assert_eq!(pair.receiver_error, None);
+    assert_eq!(finished(&pair.sender_events), Some((150, 0)));
+
+    let retries = |events: &[TransferEvent]| -> Vec<(usize, u8)> {
+        let mut retries: Vec<(usize, u8)> = events
+            .iter()
+            .filter_map(|e| match *e {
+                TransferEvent::FileRetry { entry, attempt } => Some((entry, attempt)),
+                _ => None,
+            })
+            .collect();
+        retries.sort_unstable();
+        retries
+    };
+    let every_file_twice: Vec<(usize, u8)> = (0..150).map(|entry| (entry, 2)).collect();
+    assert_eq!(retries(&pair.receiver_events), every_file_twice);
+    assert_eq!(
+        retries(&pair.sender_events),
+        every_file_twice,
+        "sender retries lost"
+    );
+
+    let progress: Vec<u64> = pair
+        .sender_events
+        .iter()
+        .filter_map(|e| match *e {
+            TransferEvent::Progress { bytes } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let batch: u64 = items
+        .iter()
+        .map(|i| i.data.as_ref().map_or(0, Vec::len) as u64)
+        .sum();
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert_eq!(
+        progress.last(),
+        Some(&batch),
+        "the last progress is the whole batch"
+    );
+    for (index, data) in pair.source.files.iter().enumerate() {
+        assert_eq!(pair.disk.committed.get(&index), data.as_ref(), "f{index}");
+    }
 }

@@ -5,9 +5,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use std::ops::Range;
+
 use ferry_core::transfer::{
-    DiskCommand, EntryKind, Manifest, ManifestEntry, ReceiverSession, SenderSession,
-    TransferConfig, TransferEvent,
+    DiskError, EntryKind, Manifest, ManifestEntry, Output, ReceiverSession, SenderSession, Session,
+    Storage, Target, TransferConfig, TransferEvent,
 };
 use ferry_core::{SeededEntropy, Timestamp, Token};
 
@@ -76,10 +78,73 @@ fn fill(offset: u64, buf: &mut [u8]) {
     }
 }
 
+/// The sender's file, computed from the offset.
+struct Generated;
+
+impl Storage for Generated {
+    fn read(&mut self, _: Target<'_>, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
+        fill(offset, buf);
+        Ok(buf.len())
+    }
+}
+
+/// The receiver's disk, which only counts what is written.
+#[derive(Default)]
+struct Counted {
+    written: u64,
+}
+
+impl Storage for Counted {
+    fn read(&mut self, _: Target<'_>, _: u64, _: &mut [u8]) -> Result<usize, DiskError> {
+        Ok(0)
+    }
+    fn write(&mut self, _: Target<'_>, _: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.written += data.len() as u64;
+        Ok(())
+    }
+    fn commit(&mut self, _: Target<'_>) -> Result<(), DiskError> {
+        Ok(())
+    }
+    fn checkpoint(&mut self, _: Range<usize>, _: &ReceiverSession) -> Result<(), DiskError> {
+        Ok(())
+    }
+}
+
 struct Measure {
     allocations: [u64; 3],
     peak: [i64; 3],
     bound: usize,
+}
+
+/// Carries out the receiver's outputs; returns whether there were any.
+fn receiver_outputs(
+    receiver: &mut ReceiverSession,
+    sink: &mut Counted,
+    finished: &mut bool,
+) -> bool {
+    let now = Timestamp::ZERO;
+    let mut worked = false;
+    loop {
+        match as_(RECEIVER, || receiver.poll_output()) {
+            Output::Timeout(_) => return worked,
+            Output::Disk(command) => {
+                as_(RECEIVER, || receiver.carry_out(now, command, sink)).unwrap()
+            }
+            Output::Event(TransferEvent::BatchOffered { .. }) => {
+                as_(RECEIVER, || receiver.accept(now, &[])).unwrap();
+            }
+            Output::Event(event) => {
+                *finished |= matches!(
+                    event,
+                    TransferEvent::Finished {
+                        committed: 1,
+                        failed: 0
+                    }
+                );
+            }
+        }
+        worked = true;
+    }
 }
 
 /// Transfers one file of `size` bytes; returns the allocation counts and peaks measured
@@ -112,45 +177,21 @@ fn transfer(size: u64) -> Measure {
     let counts_before = [0, 1, 2].map(|i| COUNT[i].load(Ordering::SeqCst));
     let mut wire = vec![0u8; 4 << 20];
     let mut finished = false;
-    let mut written = 0u64;
+    let mut source = Generated;
+    let mut sink = Counted::default();
     for _ in 0..100_000_000u64 {
         let mut worked = false;
-        while let Some(command) = as_(SENDER, || sender.poll_disk()) {
-            worked = true;
-            let DiskCommand::Read {
-                id, offset, len, ..
-            } = command
-            else {
-                panic!("{command:?}")
-            };
-            as_(SENDER, || fill(offset, &mut sender.read_buffer(id)[..len]));
-            as_(SENDER, || sender.handle_read_done(now, id, Ok(len))).unwrap();
-        }
-        while let Some(command) = as_(RECEIVER, || receiver.poll_disk()) {
-            worked = true;
-            if let DiskCommand::Write { id, len, .. } = command {
-                assert_eq!(receiver.write_data(id).len(), len);
-                written += len as u64;
-                as_(RECEIVER, || receiver.handle_write_done(now, id, Ok(()))).unwrap();
-            }
-        }
-        while let Some(event) = as_(SENDER, || sender.poll_event()) {
-            worked = true;
-            let _ = event;
-        }
-        while let Some(event) = as_(RECEIVER, || receiver.poll_event()) {
-            worked = true;
-            if let TransferEvent::BatchOffered { .. } = event {
-                as_(RECEIVER, || receiver.accept(now, &[])).unwrap();
-            }
-            finished |= matches!(
-                event,
-                TransferEvent::Finished {
-                    committed: 1,
-                    failed: 0
+        loop {
+            match as_(SENDER, || sender.poll_output()) {
+                Output::Timeout(_) => break,
+                Output::Disk(command) => {
+                    as_(SENDER, || sender.carry_out(now, command, &mut source)).unwrap()
                 }
-            );
+                Output::Event(_) => {}
+            }
+            worked = true;
         }
+        worked |= receiver_outputs(&mut receiver, &mut sink, &mut finished);
         let n = as_(SENDER, || {
             let pending = sender.poll_transmit();
             let n = pending.len().min(wire.len());
@@ -161,12 +202,7 @@ fn transfer(size: u64) -> Measure {
         let mut at = 0;
         while at < n {
             at += as_(RECEIVER, || receiver.handle_input(now, &wire[at..n])).unwrap();
-            while let Some(DiskCommand::Write { id, len, .. }) =
-                as_(RECEIVER, || receiver.poll_disk())
-            {
-                written += len as u64;
-                as_(RECEIVER, || receiver.handle_write_done(now, id, Ok(()))).unwrap();
-            }
+            receiver_outputs(&mut receiver, &mut sink, &mut finished);
         }
         let m = as_(RECEIVER, || {
             let pending = receiver.poll_transmit();
@@ -185,7 +221,8 @@ fn transfer(size: u64) -> Measure {
         }
         if !worked {
             panic!(
-                "stuck after {written} bytes written: {:?} {:?}\n{}\n{}",
+                "stuck after {} bytes written: {:?} {:?}\n{}\n{}",
+                sink.written,
                 sender.error(),
                 receiver.error(),
                 sender.describe(),
@@ -194,7 +231,7 @@ fn transfer(size: u64) -> Measure {
         }
     }
     assert!(finished && sender.is_finished());
-    assert_eq!(written, size);
+    assert_eq!(sink.written, size);
     Measure {
         allocations: [0, 1, 2].map(|i| COUNT[i].load(Ordering::SeqCst) - counts_before[i]),
         peak: [0, 1, 2].map(|i| PEAK[i].load(Ordering::SeqCst)),

@@ -10,6 +10,7 @@ use crate::record::sealed_len;
 use crate::resource::SegmentHasher;
 use crate::time::Timestamp;
 use crate::transfer::manifest::{EntryKind, Manifest};
+use crate::transfer::session::Output;
 use crate::transfer::wire::bodies::{EXTENT_LEN, encode_extent};
 use crate::transfer::wire::{self, Extent, Limits, Message};
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferError, TransferEvent};
@@ -27,11 +28,18 @@ pub(crate) fn split_io(id: IoId) -> Option<(usize, usize)> {
     (id.0 & VERIFY_READ.0 == 0).then_some(((id.0 >> 20) as usize, (id.0 & 0xf_ffff) as usize))
 }
 
-/// Events and disk commands for the driver, in queues whose capacity is fixed when the
-/// session is built; engines check `room` before producing more.
+/// Events and disk commands for the driver, in queues whose capacities are fixed when the
+/// session is built. No event is ever dropped: work that produces output first asks
+/// [`Outputs::has_room`] (the one place room is reserved), which also keeps room for the
+/// event each disk command given out may bring when it completes. Progress events
+/// replace the one queued just before them rather than taking more room.
 pub(crate) struct Outputs {
     events: VecDeque<TransferEvent>,
     disk: VecDeque<DiskCommand>,
+    event_capacity: usize,
+    disk_capacity: usize,
+    /// Disk commands given out and not yet completed: each may bring one event.
+    pending: usize,
 }
 
 impl Outputs {
@@ -39,12 +47,32 @@ impl Outputs {
         Outputs {
             events: VecDeque::with_capacity(events),
             disk: VecDeque::with_capacity(disk),
+            event_capacity: events,
+            disk_capacity: disk,
+            pending: 0,
         }
     }
 
+    /// True if `disk` more commands and `events` more events fit, beside the events the
+    /// commands already given out may bring.
+    pub(crate) fn has_room(&self, disk: usize, events: usize) -> bool {
+        self.disk.len() + disk <= self.disk_capacity
+            && self.events.len() + self.pending + events <= self.event_capacity
+    }
+
     pub(crate) fn event(&mut self, event: TransferEvent) {
+        use TransferEvent::{Progress, ResumeCheck};
+        if let Some(last) = self.events.back_mut()
+            && matches!(
+                (&*last, &event),
+                (Progress { .. }, Progress { .. }) | (ResumeCheck { .. }, ResumeCheck { .. })
+            )
+        {
+            *last = event;
+            return;
+        }
         debug_assert!(
-            self.events.len() < self.events.capacity(),
+            self.events.len() < self.event_capacity,
             "event queue over its bound"
         );
         self.events.push_back(event);
@@ -52,18 +80,21 @@ impl Outputs {
 
     pub(crate) fn disk(&mut self, command: DiskCommand) {
         debug_assert!(
-            self.disk.len() < self.disk.capacity(),
+            self.disk.len() < self.disk_capacity,
             "disk queue over its bound"
         );
+        if brings_event(&command) {
+            self.pending += 1;
+        }
         self.disk.push_back(command);
     }
 
-    pub(crate) fn disk_room(&self) -> usize {
-        self.disk.capacity() - self.disk.len()
-    }
-
-    pub(crate) fn event_room(&self) -> usize {
-        self.events.capacity() - self.events.len()
+    /// A disk command given out has been carried out: the room kept for its event is
+    /// free for the event, if it brings one.
+    pub(crate) fn completed(&mut self, command: &DiskCommand) {
+        if brings_event(command) {
+            self.pending = self.pending.saturating_sub(1);
+        }
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<TransferEvent> {
@@ -73,6 +104,15 @@ impl Outputs {
     pub(crate) fn poll_disk(&mut self) -> Option<DiskCommand> {
         self.disk.pop_front()
     }
+}
+
+/// True for the disk commands whose completion may bring an event (a read's progress or
+/// failure, a write that finishes a segment, a reopen that fails).
+fn brings_event(command: &DiskCommand) -> bool {
+    matches!(
+        command,
+        DiskCommand::Read { .. } | DiskCommand::Write { .. } | DiskCommand::Reopen { .. }
+    )
 }
 
 /// A finished prefix check: the entry, the bytes checked, and the hash state after them
@@ -148,7 +188,7 @@ impl Verifier {
                 result,
             });
         }
-        if self.reading.is_none() && out.disk_room() > 0 {
+        if self.reading.is_none() && out.has_room(1, 1) {
             let len = (target - done).min(self.buf.len() as u64) as usize;
             self.reading = Some(len);
             out.disk(DiskCommand::Read {
@@ -299,63 +339,6 @@ impl FileHashes {
     }
 }
 
-/// The driver verbs both sessions share, all forwarded to their [`Shell`]: written once
-/// here rather than in each session type.
-macro_rules! session_verbs {
-    () => {
-        /// Feeds bytes from the socket; returns how many were consumed. Fewer than given
-        /// means its output queues are full: drain them, then offer the rest again.
-        pub fn handle_input(
-            &mut self,
-            now: Timestamp,
-            input: &[u8],
-        ) -> Result<usize, TransferError> {
-            self.shell.handle_input(now, input)
-        }
-
-        /// Fires the timers due at `now`.
-        pub fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
-            self.shell.handle_timeout(now)
-        }
-
-        /// The socket reached end of stream.
-        pub fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
-            self.shell.handle_eof(now)
-        }
-
-        /// The next event.
-        pub fn poll_event(&mut self) -> Option<TransferEvent> {
-            self.shell.poll_event(|engine| engine.out.poll_event())
-        }
-
-        /// The next disk command.
-        pub fn poll_disk(&mut self) -> Option<DiskCommand> {
-            self.shell.poll_disk(|engine| engine.out.poll_disk())
-        }
-
-        /// Bytes for the socket.
-        pub fn poll_transmit(&self) -> &[u8] {
-            self.shell.channel.poll_transmit()
-        }
-
-        /// `n` bytes of `poll_transmit` were written; the freed room is refilled at once.
-        pub fn advance_transmit(&mut self, n: usize) {
-            self.shell.advance_transmit(n);
-        }
-
-        /// When to call `handle_timeout`.
-        pub fn poll_timeout(&self) -> Option<Timestamp> {
-            self.shell.poll_timeout()
-        }
-
-        /// The error the session ended with, if it failed.
-        pub fn error(&self) -> Option<&TransferError> {
-            self.shell.error()
-        }
-    };
-}
-pub(crate) use session_verbs;
-
 /// The role-specific half of a session.
 pub(crate) trait Engine {
     /// The handshake completed.
@@ -381,6 +364,8 @@ pub(crate) trait Engine {
     /// The session is ending early: cancel every Resource in flight (ICL from the
     /// sender, RCL from the receiver), as RNS does.
     fn cancel_resources(&mut self, channel: &mut Channel);
+    /// The engine's output queues.
+    fn outputs(&mut self) -> &mut Outputs;
 }
 
 /// Sends one cancel (ICL or RCL, as `cancel` makes it) for each resource hash.
@@ -561,26 +546,50 @@ impl<E: Engine> Shell<E> {
         }
     }
 
-    pub(crate) fn poll_event(
-        &mut self,
-        pop: impl FnOnce(&mut E) -> Option<TransferEvent>,
-    ) -> Option<TransferEvent> {
-        let event = pop(&mut self.engine);
-        if event.is_none() {
-            self.drained();
+    /// The next output: events first (so that progress shows while disk work goes on),
+    /// then disk commands; once both queues are empty, work that waited for room in them
+    /// goes on, and if that brings nothing, the timeout.
+    pub(crate) fn poll_output(&mut self) -> Output {
+        let next = |engine: &mut E| {
+            let out = engine.outputs();
+            out.poll_event()
+                .map(Output::Event)
+                .or_else(|| out.poll_disk().map(Output::Disk))
+        };
+        if let Some(output) = next(&mut self.engine) {
+            return output;
         }
-        event
+        self.drained();
+        next(&mut self.engine).unwrap_or_else(|| Output::Timeout(self.poll_timeout()))
     }
 
-    pub(crate) fn poll_disk(
+    /// Gives up at the user's request: the peer is told why.
+    pub(crate) fn cancel(&mut self, now: Timestamp, reason: &str) -> TransferError {
+        self.now = self.now.max(now);
+        self.fail(TransferError::Cancelled {
+            by_peer: false,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// True once the batch is finished.
+    pub(crate) fn finished(&self) -> bool {
+        self.engine.finished()
+    }
+
+    /// Records a disk failure the driver reported for a command the session gave, and
+    /// ends the session with it (the peer is told).
+    pub(crate) fn disk_failed(
         &mut self,
-        pop: impl FnOnce(&mut E) -> Option<DiskCommand>,
-    ) -> Option<DiskCommand> {
-        let command = pop(&mut self.engine);
-        if command.is_none() {
-            self.drained();
-        }
-        command
+        op: &'static str,
+        path: &str,
+        error: DiskError,
+    ) -> TransferError {
+        self.fail(TransferError::Disk {
+            op,
+            path: path.to_owned(),
+            error,
+        })
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {

@@ -1,17 +1,16 @@
 //! The transfer engine: moves a batch of files over a [`crate::Channel`] as Reticulum-style
 //! Resources, and tells the driver what to read and write instead of touching files.
 //!
-//! Two session types, [`SenderSession`] and [`ReceiverSession`], each own a channel. A
-//! driver feeds them bytes, timer ticks and disk completions, and after every call drains:
-//! 1. `poll_event()` until `None`;
-//! 2. `poll_disk()` until `None`, carrying out each command (reads and writes may finish
-//!    in any order; report each with `handle_read_done` / `handle_write_done`);
-//! 3. `poll_transmit()` / `advance_transmit(n)`, until `poll_transmit()` is empty or the
-//!    socket is full: `advance_transmit` refills the buffer with whatever is waiting;
-//! 4. `poll_timeout()`.
+//! Two session types, [`SenderSession`] and [`ReceiverSession`], each own a channel and
+//! share one surface, the [`Session`] trait: a driver feeds them bytes, timer ticks and
+//! disk completions, and after every input drains [`Session::poll_output`] until it says
+//! [`Output::Timeout`], carrying out each disk command against its [`Storage`] with
+//! [`Session::carry_out`]; then it writes [`Session::poll_transmit`] to the socket. The
+//! [`session`] module's documentation has the order, and `ferry_core::testing` (feature
+//! `testing`) an in-memory storage and a pair of sessions that run a whole transfer.
 //!
-//! `handle_input` may consume fewer bytes than it was given when its bounded output
-//! queues are full; drain them and offer the rest again.
+//! `handle_input` may take fewer bytes than it was given when its bounded output queues
+//! are full; drain them and offer the rest again.
 
 use core::time::Duration;
 
@@ -24,6 +23,8 @@ mod common;
 pub mod manifest;
 mod receiver;
 mod sender;
+pub mod session;
+mod storage;
 pub(crate) mod wire;
 
 pub use common::SLOWEST_REREAD;
@@ -33,6 +34,8 @@ pub use manifest::{
 };
 pub use receiver::{FileProgress, FileStatus, ReceiverSession};
 pub use sender::SenderSession;
+pub use session::{Output, Session};
+pub use storage::{Storage, Target};
 
 /// Capacities, sizes and timeouts of a transfer. Every buffer is sized from these when a
 /// session is built.
@@ -122,7 +125,11 @@ impl TransferConfig {
         let per_slot = self.segment_size + parts * 16 + extents * 96;
         let channel = self.channel.send_buffer
             + 2 * crate::record::sealed_len(self.channel.max_record_payload);
-        let queues = (4 * extents + 64) * (size_of::<DiskCommand>() + size_of::<TransferEvent>());
+        // The sender's disk queue holds a read per piece of every segment in flight, and its
+        // event queue as many again (a read may bring an event); the receiver's, two
+        // segments' worth of each.
+        let queue = self.segments_in_flight * extents + 2 * extents + 32;
+        let queues = 2 * queue * (size_of::<DiskCommand>() + size_of::<TransferEvent>());
         let per_entry = entries * 320 + 2 * path_bytes;
         // bzip2's own state while a segment is (de)compressed: compressing at level 6
         // takes 400 kB + 8 × 600 kB; decompressing in small mode at most 100 kB + 2.5 ×
@@ -199,9 +206,8 @@ pub enum DiskCommand {
         /// Manifest index.
         entry: usize,
     },
-    /// Read `len` bytes of the entry's file at `offset` into `read_buffer(id)` and report
-    /// with `handle_read_done`. On the receiver this reads the local partial or complete
-    /// file being verified for resume.
+    /// Read `len` bytes of the entry's file at `offset` ([`Storage::read`]). On the
+    /// receiver this reads the local partial or complete file being verified for resume.
     Read {
         /// Completion token.
         id: IoId,
@@ -212,8 +218,8 @@ pub enum DiskCommand {
         /// Bytes wanted.
         len: usize,
     },
-    /// Receiver: write `write_data(id)` to the entry's partial file at `offset` and report
-    /// with `handle_write_done`.
+    /// Receiver: write `len` verified bytes to the entry's partial file at `offset`
+    /// ([`Storage::write`]).
     Write {
         /// Completion token.
         id: IoId,
@@ -238,17 +244,32 @@ pub enum DiskCommand {
     },
     /// Sender: the entry is about to be sent again. Look at its file afresh (it may have
     /// changed since the manifest was made) and report its size and modification time
-    /// with `handle_reopen_done`; reads of this attempt are judged against those.
+    /// ([`Storage::reopen`]); reads of this attempt are judged against those.
     Reopen {
         /// Manifest index.
         entry: usize,
     },
-    /// Receiver: make every write reported done so far durable, then persist resume state
-    /// (`progress(entry)`) for the entries in `changed`.
+    /// Receiver: make every write done so far durable, then persist resume state
+    /// ([`Storage::checkpoint`]) for the entries in `changed`.
     Checkpoint {
         /// Entries whose progress changed since the previous checkpoint.
         changed: core::ops::Range<usize>,
     },
+}
+
+impl DiskCommand {
+    /// The manifest index the command concerns (none for a checkpoint).
+    pub fn entry(&self) -> Option<usize> {
+        match *self {
+            DiskCommand::CreateDir { entry }
+            | DiskCommand::Read { entry, .. }
+            | DiskCommand::Write { entry, .. }
+            | DiskCommand::Commit { entry }
+            | DiskCommand::Discard { entry }
+            | DiskCommand::Reopen { entry } => Some(entry),
+            DiskCommand::Checkpoint { .. } => None,
+        }
+    }
 }
 
 /// A file's size and modification time, as the sender's driver finds it on reopening.

@@ -15,11 +15,12 @@ use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof, R
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
-use crate::transfer::common::session_verbs;
 use crate::transfer::common::short_of_room;
 use crate::transfer::common::{Engine, Outputs, Shell, VERIFY_READ, Verifier, slot_io, split_io};
 use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
+use crate::transfer::session::impl_session;
+use crate::transfer::storage::{Storage, Target};
 use crate::transfer::wire::bodies::CLAIM_MAX_LEN;
 use crate::transfer::wire::{
     self, Abandon, Claim, Entries, Extent, FileDigest, Layout, Limits, ManifestBegin, Message,
@@ -236,9 +237,9 @@ fn protocol(why: &'static str) -> TransferError {
     TransferError::Protocol(why)
 }
 
-impl ReceiverSession {
-    session_verbs!();
+impl_session!(ReceiverSession);
 
+impl ReceiverSession {
     /// A session that will connect with `token` and receive a batch.
     pub fn new(
         config: TransferConfig,
@@ -325,58 +326,6 @@ impl ReceiverSession {
         self.shell.after(now, Ok(()))
     }
 
-    /// Gives up: tells the sender and ends the session.
-    pub fn cancel(&mut self, reason: &str) -> TransferError {
-        self.shell.fail(TransferError::Cancelled {
-            by_peer: false,
-            reason: reason.to_owned(),
-        })
-    }
-
-    /// Where the driver puts the bytes of read `id`.
-    pub fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
-        if id == VERIFY_READ {
-            return self.shell.engine.verifier.buffer();
-        }
-        &mut []
-    }
-
-    /// Read `id` finished: `Ok(n)` bytes were placed at the start of its buffer.
-    pub fn handle_read_done(
-        &mut self,
-        now: Timestamp,
-        id: IoId,
-        result: Result<usize, DiskError>,
-    ) -> Result<(), TransferError> {
-        let engine = &mut self.shell.engine;
-        let done = if id == VERIFY_READ {
-            engine.verifier.read_done(result).map(|()| {
-                if engine.out.event_room() > 0 {
-                    engine.out.event(engine.verifier.progress());
-                }
-            })
-        } else {
-            Err(protocol("driver reported an unknown read"))
-        };
-        self.shell.after(now, done)
-    }
-
-    /// The bytes of write `id`.
-    pub fn write_data(&self, id: IoId) -> &[u8] {
-        self.shell.engine.write_data(id)
-    }
-
-    /// Write `id` finished.
-    pub fn handle_write_done(
-        &mut self,
-        now: Timestamp,
-        id: IoId,
-        result: Result<(), DiskError>,
-    ) -> Result<(), TransferError> {
-        let done = self.shell.engine.write_done(id, result);
-        self.shell.after(now, done)
-    }
-
     /// Breaks the core's central guarantee on purpose: files are committed whatever their
     /// hash. It exists only so that the simulator can show its sweep catches such a bug;
     /// never call it elsewhere.
@@ -390,13 +339,55 @@ impl ReceiverSession {
         self.shell.engine.progress(entry)
     }
 
-    /// True once every entry is committed or failed and the sender was told.
-    pub fn is_finished(&self) -> bool {
-        self.shell.engine.phase == Phase::Finished
+    /// Carries out one disk command against `storage` and takes its completion.
+    fn carry_out_command(
+        &mut self,
+        now: Timestamp,
+        command: DiskCommand,
+        storage: &mut dyn Storage,
+    ) -> Result<(), TransferError> {
+        self.shell.engine.out.completed(&command);
+        if let DiskCommand::Checkpoint { changed } = command {
+            return match storage.checkpoint(changed, self) {
+                Ok(()) => self.shell.after(now, Ok(())),
+                Err(error) => Err(self.shell.disk_failed("saving", "the resume state", error)),
+            };
+        }
+        let engine = &mut self.shell.engine;
+        let Some(target) = Target::of(&engine.manifest, &command) else {
+            return Err(protocol(
+                "a disk command for an entry the batch does not have",
+            ));
+        };
+        let index = target.index;
+        let (op, result) = match command {
+            DiskCommand::Read { id, offset, .. } if id == VERIFY_READ => {
+                let result = storage.read(target, offset, engine.verifier.buffer());
+                let done = engine.verifier.read_done(result).map(|()| {
+                    engine.out.event(engine.verifier.progress());
+                });
+                return self.shell.after(now, done);
+            }
+            DiskCommand::Write { id, offset, .. } => {
+                let result = storage.write(target, offset, write_data(&engine.slots, id));
+                let done = engine.write_done(id, result);
+                return self.shell.after(now, done);
+            }
+            DiskCommand::Commit { .. } => ("committing", storage.commit(target)),
+            DiskCommand::Discard { .. } => ("discarding", storage.discard(target)),
+            DiskCommand::CreateDir { .. } => ("creating", storage.create_dir(target)),
+            _ => return Err(protocol("a disk command the receiver never gives")),
+        };
+        match result {
+            Ok(()) => self.shell.after(now, Ok(())),
+            Err(error) => {
+                let path = self.shell.engine.path(index as u32);
+                Err(self.shell.disk_failed(op, &path, error))
+            }
+        }
     }
 
-    /// A one-line summary of the session's state, for traces and bug reports.
-    pub fn describe(&self) -> String {
+    fn describe_state(&self) -> String {
         let e = &self.shell.engine;
         let slots: Vec<String> = e
             .slots
@@ -425,11 +416,17 @@ impl ReceiverSession {
             slots.join(", ")
         )
     }
+}
 
-    /// The offered manifest (empty until it has arrived).
-    pub fn manifest(&self) -> &Manifest {
-        &self.shell.engine.manifest
-    }
+/// The bytes of write `id`: a piece of a segment's buffer.
+fn write_data(slots: &[RecvSlot], id: IoId) -> &[u8] {
+    split_io(id)
+        .and_then(|(slot, extent)| {
+            let slot = slots.get(slot)?;
+            let (ext, at) = slot.extents.get(extent)?;
+            slot.buf.get(*at..*at + ext.len as usize)
+        })
+        .unwrap_or(&[])
 }
 
 impl ReceiverEngine {
@@ -656,7 +653,7 @@ impl ReceiverEngine {
     /// on disk already, or empty), as disk room allows.
     fn pump_settle(&mut self) {
         while self.settle_next < self.manifest.len() {
-            if self.out.disk_room() < 2 || self.out.event_room() < 2 {
+            if !self.out.has_room(2, 2) {
                 return;
             }
             let index = self.settle_next;
@@ -1019,7 +1016,9 @@ impl ReceiverEngine {
             return Ok(());
         };
         let extents = self.slots[slot_index].extents.len();
-        if self.out.disk_room() < 2 * extents + 2 || self.out.event_room() < extents + 2 {
+        // Room for its writes, the events they may bring, and the verdicts and progress
+        // the last one brings.
+        if !self.out.has_room(2 * extents + 2, 2 * extents + 2) {
             return Ok(());
         }
         let mut slot = core::mem::replace(&mut self.slots[slot_index], RecvSlot::placeholder());
@@ -1112,16 +1111,6 @@ impl ReceiverEngine {
         }
         slot.proof = proof;
         Ok(())
-    }
-
-    fn write_data(&self, id: IoId) -> &[u8] {
-        split_io(id)
-            .and_then(|(slot, extent)| {
-                let slot = self.slots.get(slot)?;
-                let (ext, at) = slot.extents.get(extent)?;
-                slot.buf.get(*at..*at + ext.len as usize)
-            })
-            .unwrap_or(&[])
     }
 
     fn write_done(&mut self, id: IoId, result: Result<(), DiskError>) -> Result<(), TransferError> {
@@ -1337,7 +1326,7 @@ impl ReceiverEngine {
             || !idle
             || self.done_sent
             || !self.proofs_due.is_empty()
-            || self.out.disk_room() < 1
+            || !self.out.has_room(1, 1)
         {
             return;
         }
@@ -1472,7 +1461,7 @@ impl Engine for ReceiverEngine {
 
     fn pump(&mut self, channel: &mut Channel, now: Timestamp) -> Result<(), TransferError> {
         self.last_now = now;
-        if self.checkpoint_due.is_some_and(|due| due <= now) && self.out.disk_room() > 0 {
+        if self.checkpoint_due.is_some_and(|due| due <= now) && self.out.has_room(1, 0) {
             self.checkpoint();
         }
         match self.phase {
@@ -1494,8 +1483,9 @@ impl Engine for ReceiverEngine {
 
     fn input_blocked(&self, channel: &Channel) -> bool {
         short_of_room(channel)
-            || self.out.event_room() < self.config.max_extents_per_segment + 4
-            || self.out.disk_room() < 2
+            || !self
+                .out
+                .has_room(2, self.config.max_extents_per_segment + 4)
     }
 
     fn deadline(&self) -> Option<Timestamp> {
@@ -1512,6 +1502,10 @@ impl Engine for ReceiverEngine {
 
     fn finished(&self) -> bool {
         self.phase == Phase::Finished
+    }
+
+    fn outputs(&mut self) -> &mut Outputs {
+        &mut self.out
     }
 
     fn cancel_resources(&mut self, channel: &mut Channel) {

@@ -15,13 +15,14 @@ use crate::resource::{SegmentHasher, part_map_hash};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::common::send_cancels;
-use crate::transfer::common::session_verbs;
 use crate::transfer::common::short_of_room;
 use crate::transfer::common::{
     Engine, Outputs, Shell, VERIFY_READ, Verifier, control_reserve, slot_io, split_io,
 };
 use crate::transfer::common::{FileHashes, plan_settled, reread_allowance};
 use crate::transfer::manifest::{EntryKind, Manifest};
+use crate::transfer::session::impl_session;
+use crate::transfer::storage::{Storage, Target};
 use crate::transfer::wire::bodies::{REJECTION_MAX_LEN, entry_len};
 use crate::transfer::wire::{
     self, Abandon, Claim, Entries, Extent, FileDigest, Layout, Limits, ManifestBegin, Message,
@@ -189,9 +190,9 @@ pub struct SenderSession {
     shell: Shell<SenderEngine>,
 }
 
-impl SenderSession {
-    session_verbs!();
+impl_session!(SenderSession);
 
+impl SenderSession {
     /// A session serving `manifest` to the receiver that holds `token`. The manifest's
     /// entries are read with [`DiskCommand::Read`] by index. It is shared, not copied
     /// (`Arc<Manifest>`; a `Manifest` converts), until a retried file is found changed.
@@ -222,7 +223,7 @@ impl SenderSession {
                 manifest.len()
             ],
             phase: Phase::Handshake,
-            out: Outputs::new(16, disk),
+            out: Outputs::new(disk + 16, disk),
             rng: SeededEntropy::new(u64::from_be_bytes(seed)),
             manifest_begun: false,
             manifest_next: 0,
@@ -262,54 +263,37 @@ impl SenderSession {
         })
     }
 
-    /// Where the driver puts the bytes of read `id`.
-    pub fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
-        self.shell.engine.read_buffer(id)
-    }
-
-    /// Read `id` finished: `Ok(n)` bytes were placed at the start of its buffer.
-    pub fn handle_read_done(
+    /// Carries out one disk command against `storage` and takes its completion.
+    fn carry_out_command(
         &mut self,
         now: Timestamp,
-        id: IoId,
-        result: Result<usize, DiskError>,
+        command: DiskCommand,
+        storage: &mut dyn Storage,
     ) -> Result<(), TransferError> {
-        let done = self.shell.engine.read_done(id, result);
+        self.shell.engine.out.completed(&command);
+        let engine = &mut self.shell.engine;
+        let Some(target) = Target::of(&engine.manifest, &command) else {
+            return Err(protocol(
+                "a disk command for an entry the batch does not have",
+            ));
+        };
+        let index = target.index;
+        let done = match command {
+            DiskCommand::Read { id, offset, .. } => {
+                let buf = read_buffer(&mut engine.slots, &mut engine.verifier, id);
+                let result = storage.read(target, offset, buf);
+                engine.read_done(id, result)
+            }
+            DiskCommand::Reopen { .. } => {
+                let result = storage.reopen(target);
+                engine.reopen_done(index, result)
+            }
+            _ => Err(protocol("a disk command the sender never gives")),
+        };
         self.shell.after(now, done)
     }
 
-    /// The driver reopened `entry` for its next attempt ([`DiskCommand::Reopen`]): the
-    /// file as it is now, or why it cannot be read.
-    pub fn handle_reopen_done(
-        &mut self,
-        now: Timestamp,
-        entry: usize,
-        result: Result<FileMeta, DiskError>,
-    ) -> Result<(), TransferError> {
-        let done = self.shell.engine.reopen_done(entry, result);
-        self.shell.after(now, done)
-    }
-
-    /// Gives up: tells the receiver and ends the session.
-    pub fn cancel(&mut self, now: Timestamp, reason: &str) -> TransferError {
-        self.shell.fail(TransferError::Cancelled {
-            by_peer: false,
-            reason: reason.to_owned(),
-        });
-        let _ = now;
-        self.shell
-            .error()
-            .cloned()
-            .unwrap_or(TransferError::PeerEnded)
-    }
-
-    /// True once the receiver confirmed the whole batch.
-    pub fn is_finished(&self) -> bool {
-        self.shell.engine.phase == Phase::Finished
-    }
-
-    /// A one-line summary of the session's state, for traces and bug reports.
-    pub fn describe(&self) -> String {
+    fn describe_state(&self) -> String {
         let e = &self.shell.engine;
         let slots: Vec<String> = e
             .slots
@@ -334,10 +318,23 @@ impl SenderSession {
             slots.join(", ")
         )
     }
+}
 
-    /// The manifest being served.
-    pub fn manifest(&self) -> &Manifest {
-        &self.shell.engine.manifest
+/// Where the bytes of read `id` go: the verifier's buffer, or a piece of a segment's.
+fn read_buffer<'a>(
+    slots: &'a mut [SendSlot],
+    verifier: &'a mut Verifier,
+    id: IoId,
+) -> &'a mut [u8] {
+    if id == VERIFY_READ {
+        return verifier.buffer();
+    }
+    match split_io(id).and_then(|(slot, extent)| {
+        let (ext, at) = slots.get(slot)?.extents.get(extent)?;
+        Some((slot, *at, ext.len as usize))
+    }) {
+        Some((slot, at, len)) => &mut slots[slot].buf[at..at + len],
+        None => &mut [],
     }
 }
 
@@ -354,20 +351,6 @@ impl SenderEngine {
         self.stall = Some(now.saturating_add(self.config.stall_timeout));
     }
 
-    fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
-        if id == VERIFY_READ {
-            return self.verifier.buffer();
-        }
-        match split_io(id).and_then(|(slot, extent)| {
-            let slot_ref = self.slots.get(slot)?;
-            let (ext, at) = slot_ref.extents.get(extent)?;
-            Some((slot, *at, ext.len as usize))
-        }) {
-            Some((slot, at, len)) => &mut self.slots[slot].buf[at..at + len],
-            None => &mut [],
-        }
-    }
-
     fn read_done(
         &mut self,
         id: IoId,
@@ -375,9 +358,7 @@ impl SenderEngine {
     ) -> Result<(), TransferError> {
         if id == VERIFY_READ {
             self.verifier.read_done(result)?;
-            if self.out.event_room() > 1 {
-                self.out.event(self.verifier.progress());
-            }
+            self.out.event(self.verifier.progress());
             return Ok(());
         }
         let Some((slot_index, extent)) = split_io(id) else {
@@ -406,9 +387,7 @@ impl SenderEngine {
             if ext.attempt == state.attempt && state.trouble.is_none() {
                 state.trouble = Some(trouble);
             }
-            if let Err(error) = result
-                && self.out.event_room() > 0
-            {
+            if let Err(error) = result {
                 self.out.event(TransferEvent::ReadFailed {
                     entry: ext.entry as usize,
                     error,
@@ -662,7 +641,7 @@ impl SenderEngine {
             if self.slots[slot_index].state != SlotState::Free {
                 continue;
             }
-            if self.out.disk_room() < self.config.max_extents_per_segment {
+            if !self.out.has_room(self.max_extents, self.max_extents) {
                 return;
             }
             let mut fill = 0usize;
@@ -983,11 +962,9 @@ impl SenderEngine {
         }
         slot.state = SlotState::Free;
         self.bytes_proven += slot.len as u64;
-        if self.out.event_room() > 1 {
-            self.out.event(TransferEvent::Progress {
-                bytes: self.bytes_proven,
-            });
-        }
+        self.out.event(TransferEvent::Progress {
+            bytes: self.bytes_proven,
+        });
         self.arm_stall(now);
         Ok(())
     }
@@ -1010,18 +987,16 @@ impl SenderEngine {
         state.abandoned = false;
         state.reopening = true;
         self.reopens.push_back(entry);
-        if self.out.event_room() > 1 {
-            self.out.event(TransferEvent::FileRetry {
-                entry: entry as usize,
-                attempt,
-            });
-        }
+        self.out.event(TransferEvent::FileRetry {
+            entry: entry as usize,
+            attempt,
+        });
         Ok(())
     }
 
     /// Asks the driver to reopen retried files, as disk room allows.
     fn pump_reopens(&mut self) {
-        while self.out.disk_room() > 0 {
+        while self.out.has_room(1, 1) {
             let Some(entry) = self.reopens.pop_front() else {
                 return;
             };
@@ -1046,9 +1021,7 @@ impl SenderEngine {
         state.reopening = false;
         let attempt = state.attempt;
         let entry_id = entry as u32;
-        if let Err(error) = &result
-            && self.out.event_room() > 0
-        {
+        if let Err(error) = &result {
             self.out.event(TransferEvent::ReadFailed {
                 entry,
                 error: error.clone(),
@@ -1268,7 +1241,7 @@ impl Engine for SenderEngine {
     }
 
     fn input_blocked(&self, channel: &Channel) -> bool {
-        short_of_room(channel) || self.out.event_room() < 4
+        short_of_room(channel) || !self.out.has_room(0, 4)
     }
 
     fn deadline(&self) -> Option<Timestamp> {
@@ -1281,6 +1254,10 @@ impl Engine for SenderEngine {
 
     fn finished(&self) -> bool {
         self.phase == Phase::Finished
+    }
+
+    fn outputs(&mut self) -> &mut Outputs {
+        &mut self.out
     }
 
     fn cancel_resources(&mut self, channel: &mut Channel) {

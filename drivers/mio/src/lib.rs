@@ -1,7 +1,7 @@
 //! mio event-loop driver for Ferry: many sessions on one `mio::Poll`.
 //!
 //! Each connection owns its session and the std driver's per-session work
-//! ([`SendWork`], [`ReceiveWork`]): the same source reads, `.part` files, lock file, and
+//! ([`Sending`], [`Receiving`]): the same source reads, `.part` files, lock file, and
 //! peer check, nothing copied. File reads and writes run inline on the loop: they hit the
 //! page cache, and durability (`syncfs` and the lock) already happens on the std
 //! driver's checkpoint thread; `cargo run --release --example bench` puts one receiver
@@ -20,12 +20,12 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_core::transfer::{ReceiverSession, SenderSession, TransferError};
+use ferry_core::transfer::{ReceiverSession, SenderSession, Session, TransferError};
 use ferry_core::{ConnectionString, Timestamp};
-use ferry_std::conn::{Session, Traffic};
+use ferry_std::conn::Traffic;
 use ferry_std::peer::PeerPolicy;
-use ferry_std::receive::{ReceiveOptions, ReceiveSummary, ReceiveWork, connect_error};
-use ferry_std::send::{SendSummary, SendWork, Sender, failure};
+use ferry_std::receive::{ReceiveOptions, ReceiveSummary, Receiving, connect_error};
+use ferry_std::send::{SendSummary, Sender, Sending, failure};
 use ferry_std::{Clock, DriverError, Reporter};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -37,10 +37,11 @@ pub struct LoopStats {
     pub wakeups: AtomicU64,
 }
 
-/// A session's work outside the socket, as the loop drives it.
-pub trait Work<S> {
-    /// Carries out the session's pending disk commands and reports its events.
-    fn pump(
+/// What a connection does outside its socket: carry out its session's outputs (disk
+/// commands against its files, events as reports) until the session waits.
+pub trait Drain<S> {
+    /// See [`Sending::drain`] and [`Receiving::drain`].
+    fn drain(
         &mut self,
         session: &mut S,
         now: Timestamp,
@@ -48,25 +49,25 @@ pub trait Work<S> {
     ) -> Result<(), DriverError>;
 }
 
-impl Work<SenderSession> for SendWork {
-    fn pump(
+impl Drain<SenderSession> for Sending {
+    fn drain(
         &mut self,
         session: &mut SenderSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError> {
-        SendWork::pump(self, session, now, reporter)
+        Sending::drain(self, session, now, reporter)
     }
 }
 
-impl Work<ReceiverSession> for ReceiveWork {
-    fn pump(
+impl Drain<ReceiverSession> for Receiving {
+    fn drain(
         &mut self,
         session: &mut ReceiverSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError> {
-        ReceiveWork::pump(self, session, now, reporter)
+        Receiving::drain(self, session, now, reporter)
     }
 }
 
@@ -129,7 +130,7 @@ enum Turn {
     Over(Result<(), DriverError>),
 }
 
-impl<S: Session, W: Work<S>> Conn<S, W> {
+impl<S: Session, W: Drain<S>> Conn<S, W> {
     fn new(stream: TcpStream, peer: SocketAddr, session: S, work: W) -> Self {
         Conn {
             stream,
@@ -236,14 +237,16 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
     fn advance(&mut self, clock: &Clock, reporter: &mut dyn Reporter) -> Result<bool, DriverError> {
         let now = clock.now();
         if ferry_std::stop::requested() {
-            return Err(DriverError::Transfer(self.session.interrupt(now)));
+            return Err(DriverError::Transfer(
+                self.session.cancel(now, ferry_std::stop::REASON),
+            ));
         }
         if self.session.poll_timeout().is_some_and(|at| at <= now) {
             self.session.handle_timeout(now)?;
         }
         for _ in 0..TURN {
             let now = clock.now();
-            self.work.pump(&mut self.session, now, reporter)?;
+            self.work.drain(&mut self.session, now, reporter)?;
             let mut moved = false;
             while self.writable {
                 let pending = self.session.poll_transmit();
@@ -259,7 +262,7 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
                     Ok(n) => {
                         self.traffic.sent += n as u64;
                         self.session.advance_transmit(n);
-                        self.work.pump(&mut self.session, now, reporter)?;
+                        self.work.drain(&mut self.session, now, reporter)?;
                         moved = true;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
@@ -278,7 +281,7 @@ impl<S: Session, W: Work<S>> Conn<S, W> {
                     Ok(0) => {
                         self.eof = true;
                         self.session.handle_eof(now)?;
-                        self.work.pump(&mut self.session, now, reporter)?;
+                        self.work.drain(&mut self.session, now, reporter)?;
                     }
                     Ok(n) => {
                         self.traffic.received += n as u64;
@@ -328,7 +331,7 @@ struct Loop<S, W> {
     trace: bool,
 }
 
-impl<S: Session, W: Work<S>> Loop<S, W> {
+impl<S: Session, W: Drain<S>> Loop<S, W> {
     fn new() -> Result<Self, DriverError> {
         Ok(Loop {
             poll: Poll::new()?,
@@ -453,7 +456,7 @@ pub fn serve(
     let std_listener = sender.listener().try_clone()?;
     std_listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(std_listener);
-    let mut event_loop: Loop<SenderSession, SendWork> = Loop::new()?;
+    let mut event_loop: Loop<SenderSession, Sending> = Loop::new()?;
     event_loop
         .poll
         .registry()
@@ -557,7 +560,7 @@ pub fn receive_all(
 ) -> Vec<Result<ReceiveSummary, DriverError>> {
     let mut outcomes: Vec<Option<Result<ReceiveSummary, DriverError>>> =
         (0..targets.len()).map(|_| None).collect();
-    let mut event_loop: Loop<ReceiverSession, ReceiveWork> = match Loop::new() {
+    let mut event_loop: Loop<ReceiverSession, Receiving> = match Loop::new() {
         Ok(event_loop) => event_loop,
         Err(error) => {
             let why = error.to_string();

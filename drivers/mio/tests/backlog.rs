@@ -62,7 +62,7 @@ fn a_receiver_in_the_backlog_is_served_when_stuck_clients_leave() {
         &mut session,
         &clock,
         &mut Traffic::default(),
-        |s| work.pump(s, clock.now(), &mut Quiet),
+        |s| work.drain(s, clock.now(), &mut Quiet),
     );
     let summary = work.finish(&session, result);
     assert!(summary.is_ok(), "{:?}", summary.err());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ferry_core::transfer::{ReceiverSession, TransferConfig, TransferEvent};
+use ferry_core::transfer::{Output, ReceiverSession, Session, TransferConfig, TransferEvent};
 use ferry_mio::{LoopStats, serve};
 use ferry_std::send::Sender;
 use ferry_std::source::SourceTree;
@@ -31,7 +31,7 @@ fn receiver_until_offered(address: (std::net::IpAddr, u16), token: ferry_core::T
             stream.write_all(session.poll_transmit()).unwrap();
             session.advance_transmit(pending);
         }
-        while let Some(event) = session.poll_event() {
+        while let Output::Event(event) = session.poll_output() {
             if matches!(event, TransferEvent::BatchOffered { .. }) {
                 return stream;
             }

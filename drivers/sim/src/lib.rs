@@ -6,17 +6,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::ops::Range;
 
+pub use ferry_core::testing::Rng;
+use ferry_core::testing::{MemoryDisk, MemorySource, drain};
 use ferry_core::transfer::{
-    DiskCommand, DiskError, DiskErrorKind, EntryKind, FileMeta, FileStatus, Manifest,
-    ManifestEntry, ReceiverSession, SenderSession, TransferConfig, TransferEvent,
+    DiskError, DiskErrorKind, EntryKind, FileMeta, Manifest, ManifestEntry, ReceiverSession,
+    SenderSession, Session, Storage, Target, TransferConfig, TransferEvent,
 };
-use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
+use ferry_core::{SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
 
-/// Random choices, all from the seed.
 /// Who is running: nobody (the simulator itself), the sender or the receiver. A test's
 /// counting allocator reads it with [`current_endpoint`] to charge each allocation to the
 /// endpoint that made it.
@@ -43,37 +45,6 @@ fn as_endpoint<T>(who: usize, f: impl FnOnce() -> T) -> T {
     let result = f();
     ENDPOINT.with(|e| e.set(before));
     result
-}
-
-/// A seeded source of simulation choices.
-pub struct Rng(SeededEntropy);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(SeededEntropy::new(seed))
-    }
-
-    /// A uniformly random `u64`.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut bytes = [0u8; 8];
-        self.0.fill(&mut bytes);
-        u64::from_le_bytes(bytes)
-    }
-
-    /// A value in `low..high` (`low` if empty).
-    pub fn range(&mut self, low: u64, high: u64) -> u64 {
-        if high <= low {
-            low
-        } else {
-            low + self.next_u64() % (high - low)
-        }
-    }
-
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
 }
 
 /// Something that goes wrong, at a point in the sender-to-receiver byte stream.
@@ -165,7 +136,7 @@ impl World {
                 _ => rng.range(0, 200_000),
             } as usize;
             let mut data = vec![0u8; size];
-            rng.0.fill(&mut data);
+            rng.fill(&mut data);
             let dir = if f % 2 == 0 && !items.is_empty() {
                 "dir0/".to_owned()
             } else {
@@ -262,102 +233,6 @@ impl World {
     }
 }
 
-/// The receiver's disk: what is written, what is durable, and the durable resume state.
-///
-/// Durability is kept as lengths, so that a sync costs nothing per byte: the first
-/// `durable_len` bytes of a `.part` file are on disk. A file rewritten below that length
-/// or removed before the next sync keeps its durable content aside (`before_sync`), as
-/// that is what a crash brings back.
-#[derive(Default, Debug)]
-struct Disk {
-    /// `.part` files as written.
-    current: BTreeMap<usize, Vec<u8>>,
-    /// How much of each `.part` file is durable.
-    durable_len: BTreeMap<usize, usize>,
-    /// The durable content of files overwritten or removed since the last sync.
-    before_sync: BTreeMap<usize, Vec<u8>>,
-    /// Committed files, and the ones whose rename is durable.
-    committed: BTreeMap<usize, Vec<u8>>,
-    committed_durable: BTreeSet<usize>,
-    /// The lock file: verified bytes per entry, written only after a sync.
-    lock: BTreeMap<usize, u64>,
-    /// Writes fail with this until the session ends (disk full, permission lost).
-    failing: Option<DiskErrorKind>,
-}
-
-impl Disk {
-    fn sync(&mut self) {
-        self.durable_len = self.current.iter().map(|(e, d)| (*e, d.len())).collect();
-        self.before_sync.clear();
-        self.committed_durable = self.committed.keys().copied().collect();
-    }
-
-    /// About to change `entry` below `from` (or remove it): keep its durable content.
-    fn preserve(&mut self, entry: usize, from: usize) {
-        let durable = self.durable_len.get(&entry).copied().unwrap_or(0);
-        if from < durable && !self.before_sync.contains_key(&entry) {
-            let file = self
-                .current
-                .get(&entry)
-                .map_or(&[][..], |d| &d[..durable.min(d.len())]);
-            self.before_sync.insert(entry, file.to_vec());
-            self.durable_len.insert(entry, 0);
-        }
-    }
-
-    fn write(&mut self, entry: usize, offset: usize, data: &[u8]) {
-        self.preserve(entry, offset);
-        let file = self.current.entry(entry).or_default();
-        let end = offset + data.len();
-        if file.len() < end {
-            file.resize(end, 0);
-        }
-        file[offset..end].copy_from_slice(data);
-    }
-
-    fn remove(&mut self, entry: usize) -> Option<Vec<u8>> {
-        self.preserve(entry, 0);
-        self.durable_len.remove(&entry);
-        self.current.remove(&entry)
-    }
-
-    /// A crash: what was not yet synced is lost or torn. A torn file keeps a random
-    /// part of its unsynced tail, sometimes with a hole where a block never reached the
-    /// disk; the lock never claims those bytes, so a resume must not trust them.
-    fn crash(&mut self, rng: &mut Rng) {
-        let mut after = core::mem::take(&mut self.before_sync);
-        for (entry, written) in &self.current {
-            if after.contains_key(entry) {
-                continue;
-            }
-            let durable = self.durable_len.get(entry).copied().unwrap_or(0);
-            let mut kept = durable;
-            if written.len() > durable && !rng.chance(30) {
-                kept = rng.range(durable as u64, written.len() as u64 + 1) as usize;
-            }
-            if kept == 0 && durable == 0 && !self.durable_len.contains_key(entry) {
-                continue;
-            }
-            let mut torn = written[..kept].to_vec();
-            if kept > durable && rng.chance(50) {
-                let hole = rng.range(durable as u64, kept as u64) as usize;
-                let end = (hole + rng.range(1, 8192) as usize).min(kept);
-                torn[hole..end].fill(0);
-            }
-            after.insert(*entry, torn);
-        }
-        self.current = after;
-        self.sync_lengths_after_crash();
-        let durable = &self.committed_durable;
-        self.committed.retain(|e, _| durable.contains(e));
-    }
-
-    /// After a crash, everything left on disk is durable.
-    fn sync_lengths_after_crash(&mut self) {
-        self.durable_len = self.current.iter().map(|(e, d)| (*e, d.len())).collect();
-    }
-}
-
 /// How a simulated transfer ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -440,54 +315,154 @@ impl Link {
 
 /// Runs `world` to the end and checks the invariants.
 pub fn run(world: &World) -> Outcome {
-    let mut trace = String::new();
-    let mut clock = Timestamp::ZERO;
-    let result = simulate(world, &mut trace, &mut clock);
+    let mut sim = Sim::new(world);
+    let result = sim.simulate();
+    let mut trace = sim.trace;
     let sessions = trace.matches("session ").count();
     let _ = writeln!(trace, "result: {result:?}");
     Outcome {
         sessions,
         trace,
         result,
-        virtual_micros: clock.as_micros(),
+        virtual_micros: sim.now.as_micros(),
     }
 }
 
-fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<(), String> {
-    let mut rng = Rng::new(world.seed ^ 0xd15c);
-    let manifest = world.manifest();
-    // The files as they are now at the sender (a SourceChanges fault alters them).
-    let mut source: Vec<Option<Vec<u8>>> = world.items.iter().map(|(_, d)| d.clone()).collect();
-    // Every content each file has had, oldest first: what may be committed.
-    let mut history: Vec<Vec<Vec<u8>>> = world
-        .items
-        .iter()
-        .map(|(_, d)| d.iter().cloned().collect())
-        .collect();
-    // Changes a driver can see (size or mtime moved), per file; a quiet change (content
-    // only, as `touch -r` leaves it) is not counted and only the manifest hash catches it.
-    let mut visible_changes: Vec<usize> = vec![0; world.items.len()];
-    let changes_expected = world.faults.iter().any(|(_, f)| *f == Fault::SourceChanges);
-    let mut disk = Disk::default();
-    let mut faults: VecDeque<(u64, Fault)> = {
-        let mut f = world.faults.clone();
-        f.sort_by_key(|(at, _)| *at);
-        f.into()
-    };
-    let max_sessions = world.faults.len() + 2;
-    let mut now = Timestamp::ZERO;
-    for session in 1..=max_sessions {
-        let mut entropy = SeededEntropy::new(rng.next_u64());
+/// A storage whose work is charged to the simulator, not to the session that asked for
+/// it: an endpoint's heap is its own, the disk's is the machine's.
+struct Charged<'a, S>(&'a mut S);
+
+impl<S: Storage> Storage for Charged<'_, S> {
+    fn read(
+        &mut self,
+        target: Target<'_>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, DiskError> {
+        as_endpoint(SIMULATOR, || self.0.read(target, offset, buf))
+    }
+    fn write(&mut self, target: Target<'_>, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        as_endpoint(SIMULATOR, || self.0.write(target, offset, data))
+    }
+    fn commit(&mut self, target: Target<'_>) -> Result<(), DiskError> {
+        as_endpoint(SIMULATOR, || self.0.commit(target))
+    }
+    fn discard(&mut self, target: Target<'_>) -> Result<(), DiskError> {
+        as_endpoint(SIMULATOR, || self.0.discard(target))
+    }
+    fn create_dir(&mut self, target: Target<'_>) -> Result<(), DiskError> {
+        as_endpoint(SIMULATOR, || self.0.create_dir(target))
+    }
+    fn checkpoint(
+        &mut self,
+        changed: Range<usize>,
+        session: &ReceiverSession,
+    ) -> Result<(), DiskError> {
+        as_endpoint(SIMULATOR, || self.0.checkpoint(changed, session))
+    }
+    fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
+        as_endpoint(SIMULATOR, || self.0.reopen(target))
+    }
+}
+
+/// What lasts across the sessions of one world: the files at both ends, the faults still
+/// to come, the clock and the trace.
+struct Sim<'w> {
+    world: &'w World,
+    rng: Rng,
+    manifest: Manifest,
+    /// The files as they are now at the sender (a SourceChanges fault alters them).
+    source: MemorySource,
+    /// Every content each file has had, oldest first: what may be committed.
+    history: Vec<Vec<Vec<u8>>>,
+    changes_expected: bool,
+    disk: MemoryDisk,
+    faults: VecDeque<(u64, Fault)>,
+    now: Timestamp,
+    trace: String,
+}
+
+/// One session's two ends and the links between them.
+struct Round {
+    sender: SenderSession,
+    receiver: ReceiverSession,
+    forward: Link,
+    backward: Link,
+    /// What the receiver finds on its disk to resume from.
+    local: Vec<(usize, u64)>,
+}
+
+/// What a fault leaves of the session.
+enum Flow {
+    /// The session goes on.
+    Goes,
+    /// The session is over (a broken connection, a crash).
+    Ends,
+}
+
+impl<'w> Sim<'w> {
+    fn new(world: &'w World) -> Self {
+        let mut faults = world.faults.clone();
+        faults.sort_by_key(|(at, _)| *at);
+        Sim {
+            world,
+            rng: Rng::new(world.seed ^ 0xd15c),
+            manifest: world.manifest(),
+            source: MemorySource::new(world.items.iter().map(|(_, d)| d.clone()).collect()),
+            history: world
+                .items
+                .iter()
+                .map(|(_, d)| d.iter().cloned().collect())
+                .collect(),
+            changes_expected: world.faults.iter().any(|(_, f)| *f == Fault::SourceChanges),
+            disk: MemoryDisk::default(),
+            faults: faults.into(),
+            now: Timestamp::ZERO,
+            trace: String::new(),
+        }
+    }
+
+    fn simulate(&mut self) -> Result<(), String> {
+        let max_sessions = self.world.faults.len() + 2;
+        for session in 1..=max_sessions {
+            let finished = self.session(session)?;
+            // The operator frees space or restores permissions before running it again.
+            self.disk.failing = None;
+            check_committed(self.world, &self.history, &self.disk)?;
+            if finished {
+                for (entry, data) in self.source.files.iter().enumerate() {
+                    if data.is_some()
+                        && self.disk.committed.get(&entry) != data.as_ref()
+                        && !self.changes_expected
+                    {
+                        return Err(format!(
+                            "{} is not in place after the batch finished",
+                            self.world.items[entry].0
+                        ));
+                    }
+                }
+                return Ok(());
+            }
+        }
+        Err(format!("not finished after {max_sessions} sessions"))
+    }
+
+    /// Starts both ends of session `number` with a new token and keys; the receiver
+    /// resumes from what survived on its disk.
+    fn start(&mut self, number: usize) -> Result<Round, String> {
+        let mut entropy = SeededEntropy::new(self.rng.next_u64());
         let token = Token::generate(&mut entropy);
-        let _ = writeln!(trace, "session {session} at {} µs", now.as_micros());
+        let (world, now) = (self.world, self.now);
+        let _ = writeln!(self.trace, "session {number} at {} µs", now.as_micros());
         // A new sender serves the manifest as it was listed: each file's first attempt is
         // judged against the file as it was then.
-        let mut attempt_began: Vec<usize> = vec![0; history.len()];
-        let mut sender = as_endpoint(SENDER, || {
+        self.source.relisted();
+        let manifest = self.manifest.clone();
+        let sender = as_endpoint(SENDER, || {
             SenderSession::new(
                 world.config.clone(),
                 token.clone(),
-                manifest.clone(),
+                manifest,
                 &mut entropy,
                 now,
             )
@@ -500,298 +475,284 @@ fn simulate(world: &World, trace: &mut String, clock: &mut Timestamp) -> Result<
         if world.broken_verification {
             receiver.skip_verification_for_testing();
         }
-        // What survived: durable partial files as far as the lock says, complete files.
-        let mut local: Vec<(usize, u64)> = disk
-            .lock
-            .iter()
-            .map(|(e, n)| (*e, *n))
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        local.extend(
-            disk.committed
-                .iter()
-                .map(|(e, d)| (*e, d.len() as u64))
-                .filter(|(_, n)| *n > 0),
-        );
-        let mut forward = Link::new();
-        let mut backward = Link::new();
-        let fault_here = faults.front().copied();
+        Ok(Round {
+            sender,
+            receiver,
+            forward: Link::new(),
+            backward: Link::new(),
+            local: self.disk.local(),
+        })
+    }
+
+    /// Runs one session until it finishes (true), or a fault or failure ends it.
+    fn session(&mut self, number: usize) -> Result<bool, String> {
+        let world = self.world;
+        let mut round = self.start(number)?;
+        let fault_here = self.faults.front().copied();
         let mut fired = false;
-        let mut finished = false;
-        // The receiver's disk and events, with what stays fixed for this session.
-        let settle = |receiver: &mut ReceiverSession, disk: &mut Disk, now, trace: &mut String| {
-            receiver_work(
-                receiver,
-                disk,
-                &local,
-                now,
-                &manifest,
-                trace,
-                changes_expected,
-            )
-        };
         // Steps in a row in which no virtual time passed: a session that keeps stepping
         // without time passing is spinning, which is a failure of its own.
         let mut steps_without_time = 0u32;
-        loop {
-            settle(&mut receiver, &mut disk, now, trace)?;
-            // The sender's disk. A read of a file that changed since its attempt began
-            // comes back short, as the std driver's size-and-mtime check makes it.
-            while let Some(command) = sender.poll_disk() {
-                match command {
-                    DiskCommand::Read {
-                        id,
-                        entry,
-                        offset,
-                        len,
-                    } => {
-                        let data = source.get(entry).and_then(|d| d.as_deref()).unwrap_or(&[]);
-                        let start = (offset as usize).min(data.len());
-                        let end = (start + len).min(data.len());
-                        let changed = visible_changes[entry] != attempt_began[entry];
-                        let n = if changed { 0 } else { end - start };
-                        sender.read_buffer(id)[..n].copy_from_slice(&data[start..start + n]);
-                        let _ = as_endpoint(SENDER, || sender.handle_read_done(now, id, Ok(n)));
-                    }
-                    DiskCommand::Reopen { entry } => {
-                        attempt_began[entry] = visible_changes[entry];
-                        let meta = FileMeta {
-                            size: source[entry].as_ref().map_or(0, |d| d.len() as u64),
-                            mtime: visible_changes[entry] as i64,
-                        };
-                        let _ =
-                            as_endpoint(SENDER, || sender.handle_reopen_done(now, entry, Ok(meta)));
-                    }
-                    _ => {}
-                }
-            }
-            while sender.poll_event().is_some() {}
+        let finished = loop {
+            self.receiver_work(&mut round)?;
+            self.sender_work(&mut round.sender);
             // The wire, with the fault of this session: as much as the socket takes.
-            let take = forward.take(now, world, sender.poll_transmit());
+            let sender = &mut round.sender;
+            let take = round.forward.take(self.now, world, sender.poll_transmit());
             let mut out = sender.poll_transmit()[..take].to_vec();
             sender.advance_transmit(take);
             if let Some((at, fault)) = fault_here.filter(|_| !fired) {
-                let end = forward.sent + out.len() as u64;
-                if at < end && at >= forward.sent {
-                    let offset = (at - forward.sent) as usize;
+                let end = round.forward.sent + out.len() as u64;
+                if at < end && at >= round.forward.sent {
                     fired = true;
-                    let _ = writeln!(trace, "  fault {fault:?} at byte {at}");
-                    match fault {
-                        Fault::Disconnect | Fault::CrashReceiver => {
-                            forward.send(now, &out[..offset], world, &mut rng);
-                            if fault == Fault::CrashReceiver {
-                                disk.crash(&mut rng);
-                            }
-                            break;
-                        }
-                        Fault::CrashSender => {
-                            // What the sender wrote still arrives, then the end of the
-                            // stream; the receiver keeps what it can.
-                            forward.send(now, &out[..offset], world, &mut rng);
-                            while let Some((at, bytes)) = forward.queue.pop_front() {
-                                now = now.max(at);
-                                let mut taken = 0;
-                                while taken < bytes.len() {
-                                    let more = feed_receiver(&mut receiver, now, &bytes[taken..]);
-                                    settle(&mut receiver, &mut disk, now, trace)?;
-                                    // Its answers go nowhere now; a receiver that can take
-                                    // no more has what it can get.
-                                    let back = receiver.poll_transmit().len();
-                                    receiver.advance_transmit(back);
-                                    if more == 0 && back == 0 {
-                                        break;
-                                    }
-                                    taken += more;
-                                }
-                            }
-                            *clock = now;
-                            let _ = as_endpoint(RECEIVER, || receiver.handle_eof(now));
-                            settle(&mut receiver, &mut disk, now, trace)?;
-                            let _ =
-                                writeln!(trace, "  receiver after the end: {:?}", receiver.error());
-                            break;
-                        }
-                        Fault::DiskFull | Fault::PermissionDenied => {
-                            disk.failing = Some(if fault == Fault::DiskFull {
-                                DiskErrorKind::NoSpace
-                            } else {
-                                DiskErrorKind::PermissionDenied
-                            });
-                        }
-                        Fault::FlipBit => out[offset] ^= 1 << (rng.next_u64() % 8),
-                        Fault::DropChunk => {
-                            let cut = (offset + rng.range(1, 500) as usize).min(out.len());
-                            out.drain(offset..cut);
-                        }
-                        Fault::DuplicateChunk => {
-                            let cut = (offset + rng.range(1, 500) as usize).min(out.len());
-                            let copy = out[offset..cut].to_vec();
-                            out.splice(offset..offset, copy);
-                        }
-                        Fault::Stall => {
-                            forward.free_at_ns = u128::from(now.as_micros() + 200_000_000) * 1000;
-                        }
-                        Fault::SourceChanges => {
-                            let files: Vec<usize> = (0..source.len())
-                                .filter(|i| source[*i].as_ref().is_some_and(|d| !d.is_empty()))
-                                .collect();
-                            if let Some(&file) =
-                                files.get(rng.range(0, files.len() as u64) as usize)
-                            {
-                                // Both ends change: a file read across this moment is torn
-                                // (old start, new end), a content that never existed.
-                                if let Some(data) = source[file].as_mut() {
-                                    let last = data.len() - 1;
-                                    data[0] ^= 0x5a;
-                                    data[last] ^= 0xa5;
-                                    history[file].push(data.clone());
-                                    if rng.range(0, 2) == 0 {
-                                        visible_changes[file] += 1;
-                                    }
-                                }
-                            }
-                        }
+                    let offset = (at - round.forward.sent) as usize;
+                    let _ = writeln!(self.trace, "  fault {fault:?} at byte {at}");
+                    if let Flow::Ends = self.inject(fault, offset, &mut out, &mut round)? {
+                        break false;
                     }
                 }
             }
-            forward.send(now, &out, world, &mut rng);
-            let take = backward.take(now, world, receiver.poll_transmit());
+            round.forward.send(self.now, &out, world, &mut self.rng);
+            let receiver = &mut round.receiver;
+            let take = round
+                .backward
+                .take(self.now, world, receiver.poll_transmit());
             let back = receiver.poll_transmit()[..take].to_vec();
             receiver.advance_transmit(take);
-            backward.send(now, &back, world, &mut rng);
+            round.backward.send(self.now, &back, world, &mut self.rng);
 
+            let Round {
+                sender, receiver, ..
+            } = &round;
             if sender.is_finished() && receiver.is_finished() {
-                finished = true;
-                break;
+                break true;
             }
             if sender.error().is_some() || receiver.error().is_some() {
                 let _ = writeln!(
-                    trace,
+                    self.trace,
                     "  ended: sender {:?}, receiver {:?}",
                     sender.error(),
                     receiver.error()
                 );
-                break;
+                break false;
             }
-            // Advance to the next delivery or timer.
-            let arrival = |link: &Link| {
-                link.queue
-                    .front()
-                    .filter(|_| !link.blocked)
-                    .map(|(at, _)| *at)
-            };
-            let next = [
-                arrival(&forward),
-                arrival(&backward),
-                sender.poll_timeout(),
-                receiver.poll_timeout(),
-                (!sender.poll_transmit().is_empty()).then(|| forward.room_at(world)),
-                (!receiver.poll_transmit().is_empty()).then(|| backward.room_at(world)),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(next) = next else {
-                return Err("nothing left to happen, and not finished".into());
-            };
-            for timeout in [sender.poll_timeout(), receiver.poll_timeout()]
-                .into_iter()
-                .flatten()
-            {
-                if timeout < now {
-                    return Err("a timeout in the past".into());
-                }
-            }
-            if std::env::var_os("SIM_DEBUG").is_some() {
-                let _ = writeln!(
-                    trace,
-                    "  {} µs: {}\n    {}",
-                    now.as_micros(),
-                    sender.describe(),
-                    receiver.describe()
-                );
-            }
-            if next <= now {
+            let next = self.next_moment(&round)?;
+            if next <= self.now {
                 steps_without_time += 1;
                 if steps_without_time > 100_000 {
                     return Err(format!(
-                        "session {session} spins: {steps_without_time} steps without time passing at {} µs",
-                        now.as_micros()
+                        "session {number} spins: {steps_without_time} steps without time passing at {} µs",
+                        self.now.as_micros()
                     ));
                 }
             } else {
                 steps_without_time = 0;
             }
-            now = now.max(next);
-            *clock = now;
-            deliver(&mut forward, now, |bytes| {
-                feed_receiver(&mut receiver, now, bytes)
-            });
-            deliver(&mut backward, now, |bytes| {
-                feed_sender(&mut sender, now, bytes)
-            });
+            self.now = self.now.max(next);
+            let now = self.now;
+            let Round {
+                sender,
+                receiver,
+                forward,
+                backward,
+                ..
+            } = &mut round;
+            deliver(forward, now, |bytes| feed(RECEIVER, receiver, now, bytes));
+            deliver(backward, now, |bytes| feed(SENDER, sender, now, bytes));
             let _ = as_endpoint(SENDER, || sender.handle_timeout(now));
             let _ = as_endpoint(RECEIVER, || receiver.handle_timeout(now));
-        }
+        };
         if fired {
-            faults.pop_front();
+            self.faults.pop_front();
         }
-        // The operator frees space or restores permissions before running it again.
-        disk.failing = None;
-        check_committed(world, &history, &disk)?;
-        if finished {
-            for (entry, data) in source.iter().enumerate().filter(|(_, d)| d.is_some()) {
-                if disk.committed.get(&entry) != data.as_ref() && !changes_expected {
-                    return Err(format!(
-                        "{} is not in place after the batch finished",
-                        world.items[entry].0
-                    ));
-                }
+        Ok(finished)
+    }
+
+    /// The next delivery or timer.
+    fn next_moment(&mut self, round: &Round) -> Result<Timestamp, String> {
+        let Round {
+            sender,
+            receiver,
+            forward,
+            backward,
+            ..
+        } = round;
+        let arrival = |link: &Link| {
+            link.queue
+                .front()
+                .filter(|_| !link.blocked)
+                .map(|(at, _)| *at)
+        };
+        let world = self.world;
+        let next = [
+            arrival(forward),
+            arrival(backward),
+            sender.poll_timeout(),
+            receiver.poll_timeout(),
+            (!sender.poll_transmit().is_empty()).then(|| forward.room_at(world)),
+            (!receiver.poll_transmit().is_empty()).then(|| backward.room_at(world)),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            return Err("nothing left to happen, and not finished".into());
+        };
+        for timeout in [sender.poll_timeout(), receiver.poll_timeout()]
+            .into_iter()
+            .flatten()
+        {
+            if timeout < self.now {
+                return Err("a timeout in the past".into());
             }
-            return Ok(());
+        }
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            let _ = writeln!(
+                self.trace,
+                "  {} µs: {}\n    {}",
+                self.now.as_micros(),
+                sender.describe(),
+                receiver.describe()
+            );
+        }
+        Ok(next)
+    }
+
+    /// Makes `fault` happen `offset` bytes into `out`, the bytes the sender is about to
+    /// put on the link.
+    fn inject(
+        &mut self,
+        fault: Fault,
+        offset: usize,
+        out: &mut Vec<u8>,
+        round: &mut Round,
+    ) -> Result<Flow, String> {
+        let (world, rng) = (self.world, &mut self.rng);
+        match fault {
+            Fault::Disconnect | Fault::CrashReceiver => {
+                round.forward.send(self.now, &out[..offset], world, rng);
+                if fault == Fault::CrashReceiver {
+                    self.disk.crash(rng);
+                }
+                return Ok(Flow::Ends);
+            }
+            Fault::CrashSender => {
+                round.forward.send(self.now, &out[..offset], world, rng);
+                self.sender_died(round)?;
+                return Ok(Flow::Ends);
+            }
+            Fault::DiskFull => self.disk.failing = Some(DiskErrorKind::NoSpace),
+            Fault::PermissionDenied => self.disk.failing = Some(DiskErrorKind::PermissionDenied),
+            Fault::FlipBit => out[offset] ^= 1 << (rng.next_u64() % 8),
+            Fault::DropChunk => {
+                let cut = (offset + rng.range(1, 500) as usize).min(out.len());
+                out.drain(offset..cut);
+            }
+            Fault::DuplicateChunk => {
+                let cut = (offset + rng.range(1, 500) as usize).min(out.len());
+                let copy = out[offset..cut].to_vec();
+                out.splice(offset..offset, copy);
+            }
+            Fault::Stall => {
+                round.forward.free_at_ns = u128::from(self.now.as_micros() + 200_000_000) * 1000;
+            }
+            Fault::SourceChanges => self.change_a_source(),
+        }
+        Ok(Flow::Goes)
+    }
+
+    /// A source file changes at both ends: a file read across this moment is torn (old
+    /// start, new end), a content that never existed. Half the time the change shows in
+    /// its size or mtime.
+    fn change_a_source(&mut self) {
+        let files: Vec<usize> = (0..self.source.files.len())
+            .filter(|&i| self.source.files[i].as_ref().is_some_and(|d| !d.is_empty()))
+            .collect();
+        let Some(&file) = files.get(self.rng.range(0, files.len() as u64) as usize) else {
+            return;
+        };
+        let visible = self.rng.range(0, 2) == 0;
+        self.source.change(file, visible, |data| {
+            let last = data.len() - 1;
+            data[0] ^= 0x5a;
+            data[last] ^= 0xa5;
+        });
+        if let Some(Some(data)) = self.source.files.get(file) {
+            self.history[file].push(data.clone());
         }
     }
-    Err(format!("not finished after {max_sessions} sessions"))
-}
 
-/// The receiver's disk and events, until neither yields more work (accepting a batch
-/// queues reads, a finished read queues the next): only then may time pass.
-fn receiver_work(
-    receiver: &mut ReceiverSession,
-    disk: &mut Disk,
-    local: &[(usize, u64)],
-    now: Timestamp,
-    manifest: &Manifest,
-    trace: &mut String,
-    changes_expected: bool,
-) -> Result<(), String> {
-    loop {
-        let mut worked = false;
-        while let Some(command) = receiver.poll_disk() {
-            worked = true;
-            apply(disk, receiver, command, now, manifest)?;
-        }
-        while let Some(event) = receiver.poll_event() {
-            worked = true;
-            match event {
-                // A failing session is the fault doing its work; the loop ends it below.
-                TransferEvent::BatchOffered { .. } => {
-                    drop(as_endpoint(RECEIVER, || receiver.accept(now, local)))
+    /// The sender's process died: what it wrote still arrives, then the end of the
+    /// stream; the receiver keeps what it can.
+    fn sender_died(&mut self, round: &mut Round) -> Result<(), String> {
+        while let Some((at, bytes)) = round.forward.queue.pop_front() {
+            self.now = self.now.max(at);
+            let mut taken = 0;
+            while taken < bytes.len() {
+                let more = feed(RECEIVER, &mut round.receiver, self.now, &bytes[taken..]);
+                self.receiver_work(round)?;
+                // Its answers go nowhere now; a receiver that can take no more has what
+                // it can get.
+                let back = round.receiver.poll_transmit().len();
+                round.receiver.advance_transmit(back);
+                if more == 0 && back == 0 {
+                    break;
                 }
-                TransferEvent::FileFailed { entry, .. } if !changes_expected => {
-                    return Err(format!(
-                        "entry {entry} failed although the source never changed"
-                    ));
-                }
-                TransferEvent::Finished { committed, failed } => {
-                    let _ = writeln!(trace, "  finished: {committed} committed, {failed} failed");
-                }
-                _ => {}
+                taken += more;
             }
         }
-        if !worked {
-            return Ok(());
+        let now = self.now;
+        let _ = as_endpoint(RECEIVER, || round.receiver.handle_eof(now));
+        self.receiver_work(round)?;
+        let error = round.receiver.error();
+        let _ = writeln!(self.trace, "  receiver after the end: {error:?}");
+        Ok(())
+    }
+
+    /// The receiver's outputs, until it has none: only then may time pass. A failing
+    /// session is the fault doing its work; the loop ends it.
+    fn receiver_work(&mut self, round: &mut Round) -> Result<(), String> {
+        let (now, local, changes_expected) = (self.now, &round.local, self.changes_expected);
+        let trace = &mut self.trace;
+        let mut wrong = None;
+        let drained = as_endpoint(RECEIVER, || {
+            drain(
+                &mut round.receiver,
+                now,
+                &mut Charged(&mut self.disk),
+                |receiver, event| {
+                    match event {
+                        TransferEvent::BatchOffered { .. } => return receiver.accept(now, local),
+                        TransferEvent::FileFailed { entry, .. } if !changes_expected => {
+                            wrong.get_or_insert(format!(
+                                "entry {entry} failed although the source never changed"
+                            ));
+                        }
+                        TransferEvent::Finished { committed, failed } => {
+                            let _ = writeln!(
+                                trace,
+                                "  finished: {committed} committed, {failed} failed"
+                            );
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                },
+            )
+        });
+        drop(drained);
+        match (wrong, self.disk.violations.first()) {
+            (Some(wrong), _) => Err(wrong),
+            (None, Some(violation)) => Err(violation.clone()),
+            (None, None) => Ok(()),
         }
+    }
+
+    /// The sender's outputs: its reads of the source, its events (not checked here).
+    fn sender_work(&mut self, sender: &mut SenderSession) {
+        let now = self.now;
+        let source = &mut Charged(&mut self.source);
+        let _ = as_endpoint(SENDER, || drain(sender, now, source, |_, _| Ok(())));
     }
 }
 
@@ -812,127 +773,29 @@ fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8]) -> usize) 
     }
 }
 
-/// Offers `bytes` to the receiver; returns how many it took. It takes fewer when its
-/// queues or send buffer are full: the rest stays on the link, as in a socket's receive
-/// buffer, until the next step has drained them. A failed session takes everything.
-fn feed_receiver(receiver: &mut ReceiverSession, now: Timestamp, bytes: &[u8]) -> usize {
+/// Offers `bytes` to endpoint `who`'s session; returns how many it took. It takes fewer
+/// when its queues or send buffer are full: the rest stays on the link, as in a socket's
+/// receive buffer, until the next step has drained them. A failed session takes
+/// everything.
+fn feed(who: usize, session: &mut impl Session, now: Timestamp, bytes: &[u8]) -> usize {
     let mut at = 0;
     while at < bytes.len() {
-        match as_endpoint(RECEIVER, || receiver.handle_input(now, &bytes[at..])) {
+        match as_endpoint(who, || session.handle_input(now, &bytes[at..])) {
             Ok(0) => return at,
             Ok(n) => at += n,
             Err(_) => return bytes.len(),
         }
     }
     at
-}
-
-/// As [`feed_receiver`], for the sender.
-fn feed_sender(sender: &mut SenderSession, now: Timestamp, bytes: &[u8]) -> usize {
-    let mut at = 0;
-    while at < bytes.len() {
-        match as_endpoint(SENDER, || sender.handle_input(now, &bytes[at..])) {
-            Ok(0) => return at,
-            Ok(n) => at += n,
-            Err(_) => return bytes.len(),
-        }
-    }
-    at
-}
-
-/// Carries out one disk command; a session that fails on the completion ends the session.
-/// Fails if a checkpoint would put a hash in the lock that is not the SHA-256 of the
-/// bytes it claims.
-fn apply(
-    disk: &mut Disk,
-    receiver: &mut ReceiverSession,
-    command: DiskCommand,
-    now: Timestamp,
-    manifest: &Manifest,
-) -> Result<(), String> {
-    match command {
-        DiskCommand::Read {
-            id,
-            entry,
-            offset,
-            len,
-        } => {
-            let data = disk
-                .current
-                .get(&entry)
-                .or(disk.committed.get(&entry))
-                .map_or(&[][..], Vec::as_slice);
-            let start = (offset as usize).min(data.len());
-            let end = (start + len).min(data.len());
-            receiver.read_buffer(id)[..end - start].copy_from_slice(&data[start..end]);
-            let _ = as_endpoint(RECEIVER, || {
-                receiver.handle_read_done(now, id, Ok(end - start))
-            });
-        }
-        DiskCommand::Write {
-            id,
-            entry,
-            offset,
-            len,
-        } => {
-            if let Some(kind) = disk.failing {
-                let error = DiskError {
-                    kind,
-                    detail: "simulated".into(),
-                };
-                let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Err(error)));
-                return Ok(());
-            }
-            disk.write(entry, offset as usize, &receiver.write_data(id)[..len]);
-            let _ = as_endpoint(RECEIVER, || receiver.handle_write_done(now, id, Ok(())));
-        }
-        DiskCommand::Commit { entry } => {
-            let size = manifest.get(entry).map_or(0, |e| e.size) as usize;
-            let mut data = disk
-                .remove(entry)
-                .or_else(|| disk.committed.get(&entry).cloned())
-                .unwrap_or_default();
-            data.truncate(size);
-            disk.committed.insert(entry, data);
-            disk.lock.remove(&entry);
-        }
-        DiskCommand::Discard { entry } => {
-            disk.remove(entry);
-            disk.lock.remove(&entry);
-        }
-        DiskCommand::Checkpoint { changed } => {
-            // Durable first, then claimed.
-            disk.sync();
-            for entry in changed {
-                let Some(progress) = receiver.progress(entry) else {
-                    continue;
-                };
-                if progress.status != FileStatus::InProgress {
-                    disk.lock.remove(&entry);
-                    continue;
-                }
-                let verified = progress.verified_bytes as usize;
-                let data = disk.current.get(&entry).map_or(&[][..], Vec::as_slice);
-                let claimed = data
-                    .get(..verified)
-                    .map(|d| <[u8; 32]>::from(Sha256::digest(d)));
-                if verified > 0 && progress.sha256 != claimed {
-                    return Err(format!(
-                        "the checkpoint of entry {entry} reports a hash that is not the SHA-256 \
-                         of its {verified} verified bytes"
-                    ));
-                }
-                disk.lock.insert(entry, progress.verified_bytes);
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Nothing committed may differ from its source: it must be a content the file had (as it
 /// was when the attempt that delivered it began), never a mix of two.
-fn check_committed(world: &World, history: &[Vec<Vec<u8>>], disk: &Disk) -> Result<(), String> {
+fn check_committed(
+    world: &World,
+    history: &[Vec<Vec<u8>>],
+    disk: &MemoryDisk,
+) -> Result<(), String> {
     for (entry, data) in &disk.committed {
         let (path, _) = &world.items[*entry];
         if !history[*entry].contains(data) {

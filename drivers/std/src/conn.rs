@@ -4,76 +4,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use ferry_core::Timestamp;
-use ferry_core::transfer::{ReceiverSession, SenderSession, TransferError};
+use ferry_core::transfer::Session;
 
 use crate::clock::Clock;
 use crate::error::DriverError;
-
-/// What the loop needs from either session.
-pub trait Session {
-    /// See `SenderSession::handle_input`.
-    fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, TransferError>;
-    /// See `SenderSession::handle_timeout`.
-    fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError>;
-    /// See `SenderSession::handle_eof`.
-    fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError>;
-    /// See `SenderSession::poll_transmit`.
-    fn poll_transmit(&self) -> &[u8];
-    /// See `SenderSession::advance_transmit`.
-    fn advance_transmit(&mut self, n: usize);
-    /// See `SenderSession::poll_timeout`.
-    fn poll_timeout(&self) -> Option<Timestamp>;
-    /// True once the batch is finished.
-    fn is_finished(&self) -> bool;
-    /// The error the session ended with.
-    fn error(&self) -> Option<&TransferError>;
-    /// Cancels the session because its user interrupted it ([`crate::stop`]).
-    fn interrupt(&mut self, now: Timestamp) -> TransferError;
-}
-
-macro_rules! session_impl {
-    ($t:ty, |$session:ident, $now:ident| $interrupt:expr) => {
-        impl Session for $t {
-            fn interrupt(&mut self, now: Timestamp) -> TransferError {
-                let ($session, $now) = (self, now);
-                $interrupt
-            }
-            fn handle_input(
-                &mut self,
-                now: Timestamp,
-                input: &[u8],
-            ) -> Result<usize, TransferError> {
-                <$t>::handle_input(self, now, input)
-            }
-            fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError> {
-                <$t>::handle_timeout(self, now)
-            }
-            fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError> {
-                <$t>::handle_eof(self, now)
-            }
-            fn poll_transmit(&self) -> &[u8] {
-                <$t>::poll_transmit(self)
-            }
-            fn advance_transmit(&mut self, n: usize) {
-                <$t>::advance_transmit(self, n)
-            }
-            fn poll_timeout(&self) -> Option<Timestamp> {
-                <$t>::poll_timeout(self)
-            }
-            fn is_finished(&self) -> bool {
-                <$t>::is_finished(self)
-            }
-            fn error(&self) -> Option<&TransferError> {
-                <$t>::error(self)
-            }
-        }
-    };
-}
-session_impl!(SenderSession, |session, now| session
-    .cancel(now, crate::stop::REASON));
-session_impl!(ReceiverSession, |session, _now| session
-    .cancel(crate::stop::REASON));
 
 /// Bytes that crossed the socket during one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +31,9 @@ pub fn drive<S: Session>(
     let mut buf = vec![0u8; 256 << 10];
     let result = (|| loop {
         if crate::stop::requested() {
-            return Err(DriverError::Transfer(session.interrupt(clock.now())));
+            return Err(DriverError::Transfer(
+                session.cancel(clock.now(), crate::stop::REASON),
+            ));
         }
         work(session)?;
         flush(stream, session, traffic, &mut work)?;

@@ -4,9 +4,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::ops::Range;
+
 use ferry_core::transfer::{
-    DiskCommand, EntryKind, FileFailure, Manifest, ReceiverSession, TransferConfig, TransferError,
-    TransferEvent,
+    DiskError, DiskErrorKind, EntryKind, FileFailure, Manifest, Output, ReceiverSession, Session,
+    Storage, Target, TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{ConnectionString, Timestamp};
 
@@ -66,7 +68,7 @@ pub fn receive(
     PeerPolicy::new(options.pod).check(target.ip)?;
     // The output directory is taken first: a second receive into it fails before it
     // connects to anyone.
-    let mut work = ReceiveWork::open(target, options)?;
+    let mut work = Receiving::open(target, options)?;
     let address = SocketAddr::new(target.ip, options.port);
     let mut stream = connect(address, options.connect_timeout)?;
     let _ = stream.set_nodelay(true);
@@ -74,7 +76,7 @@ pub fn receive(
     let mut session = new_session(target, options, &clock)?;
     let mut traffic = Traffic::default();
     let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
-        work.pump(session, clock.now(), reporter)
+        work.drain(session, clock.now(), reporter)
     });
     work.finish(&session, result)
 }
@@ -104,8 +106,8 @@ pub fn start_session(
     target: &ConnectionString,
     options: &ReceiveOptions,
     clock: &Clock,
-) -> Result<(ReceiverSession, ReceiveWork), DriverError> {
-    let work = ReceiveWork::open(target, options)?;
+) -> Result<(ReceiverSession, Receiving), DriverError> {
+    let work = Receiving::open(target, options)?;
     Ok((new_session(target, options, clock)?, work))
 }
 
@@ -122,14 +124,10 @@ fn new_session(
     )?)
 }
 
-/// The receiver's side of one session outside the socket: the output directory, the lock
-/// file and its checkpoints, and the session's events turned into reports.
-pub struct ReceiveWork {
-    sink: Sink,
-    /// Who writes the lock; set once a batch is offered (there is nothing to resume
-    /// before).
-    lock: Option<LockHeader>,
-    checkpoints: Checkpointer,
+/// The receiver's side of one session outside the socket: the output directory and its
+/// lock file, and the session's events turned into reports.
+pub struct Receiving {
+    destination: Destination,
     summary: ReceiveSummary,
     failures: Vec<String>,
     files_done: usize,
@@ -140,17 +138,77 @@ pub struct ReceiveWork {
     started: Instant,
 }
 
-impl ReceiveWork {
+/// The receiver's storage: the output directory, and the lock file its checkpoints write.
+struct Destination {
+    sink: Sink,
+    /// Who writes the lock; set once a batch is offered (there is nothing to resume
+    /// before).
+    lock: Option<LockHeader>,
+    checkpoints: Checkpointer,
+}
+
+impl Storage for Destination {
+    fn read(
+        &mut self,
+        target: Target<'_>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, DiskError> {
+        self.sink.read(target.index, &target.entry, offset, buf)
+    }
+
+    fn write(&mut self, target: Target<'_>, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.sink.write(target.index, &target.entry, offset, data)
+    }
+
+    fn commit(&mut self, target: Target<'_>) -> Result<(), DiskError> {
+        self.sink.commit(target.index, &target.entry)
+    }
+
+    fn discard(&mut self, target: Target<'_>) -> Result<(), DiskError> {
+        self.sink.discard(target.index, &target.entry)
+    }
+
+    fn create_dir(&mut self, target: Target<'_>) -> Result<(), DiskError> {
+        self.sink.create_dir(target.index, &target.entry)
+    }
+
+    /// The lock claims only writes already done; the checkpoint thread makes them
+    /// durable before it publishes the lock, so the transfer goes on while the disk
+    /// catches up.
+    fn checkpoint(
+        &mut self,
+        _changed: Range<usize>,
+        session: &ReceiverSession,
+    ) -> Result<(), DiskError> {
+        let Some(header) = &self.lock else {
+            return Ok(());
+        };
+        let written = self.sink.take_written();
+        self.checkpoints
+            .checkpoint(written, &mut |out| {
+                write_lock(out, header, session.manifest(), |i| session.progress(i))
+            })
+            .map_err(|e| DiskError {
+                kind: DiskErrorKind::Other,
+                detail: e.to_string(),
+            })
+    }
+}
+
+impl Receiving {
     /// Opens (creating it if needed) and takes the output directory for a receive from
     /// `target`; a temporary lock file a killed run left there is removed.
     pub fn open(target: &ConnectionString, options: &ReceiveOptions) -> Result<Self, DriverError> {
         let sink = Sink::new(&options.out_dir)?;
         lock::remove_stale_temporary(sink.dir())
             .map_err(|e| DriverError::Disk(format!("{}: {e}", sink.root().display())))?;
-        Ok(ReceiveWork {
-            checkpoints: Checkpointer::new(sink.dir())?,
-            sink,
-            lock: None,
+        Ok(Receiving {
+            destination: Destination {
+                checkpoints: Checkpointer::new(sink.dir())?,
+                sink,
+                lock: None,
+            },
             summary: ReceiveSummary::default(),
             failures: Vec::new(),
             files_done: 0,
@@ -161,212 +219,143 @@ impl ReceiveWork {
         })
     }
 
-    /// Carries out every pending disk command of `session` and reports its events.
-    pub fn pump(
+    /// Carries out `session`'s outputs until it waits: its disk commands against the
+    /// output directory, its events as reports and decisions.
+    pub fn drain(
         &mut self,
         session: &mut ReceiverSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError> {
         loop {
-            let mut worked = false;
-            while let Some(command) = session.poll_disk() {
-                worked = true;
-                let manifest = session.manifest();
-                let path_of = |entry: usize| {
-                    manifest
-                        .get(entry)
-                        .map_or_else(String::new, |e| e.path.to_owned())
-                };
-                match command {
-                    DiskCommand::Read {
-                        id,
-                        entry,
-                        offset,
-                        len,
-                    } => {
-                        let Some(item) = session.manifest().get(entry) else {
-                            continue;
-                        };
-                        let mut buf = vec![0u8; len];
-                        let result = self.sink.read(entry, &item, offset, &mut buf);
-                        if let Ok(n) = &result {
-                            session.read_buffer(id)[..*n].copy_from_slice(&buf[..*n]);
-                        }
-                        session.handle_read_done(now, id, result)?;
-                    }
-                    DiskCommand::Write {
-                        id, entry, offset, ..
-                    } => {
-                        let Some(item) = manifest.get(entry) else {
-                            continue;
-                        };
-                        let result = self
-                            .sink
-                            .write(entry, &item, offset, session.write_data(id));
-                        session.handle_write_done(now, id, result)?;
-                    }
-                    DiskCommand::Commit { entry } => {
-                        let Some(item) = manifest.get(entry) else {
-                            continue;
-                        };
-                        self.sink
-                            .commit(entry, &item)
-                            .map_err(|error| TransferError::Disk {
-                                op: "writing",
-                                path: path_of(entry),
-                                error,
-                            })?;
-                    }
-                    DiskCommand::Discard { entry } => {
-                        let Some(item) = manifest.get(entry) else {
-                            continue;
-                        };
-                        self.sink
-                            .discard(entry, &item)
-                            .map_err(|error| TransferError::Disk {
-                                op: "writing",
-                                path: path_of(entry),
-                                error,
-                            })?;
-                    }
-                    DiskCommand::CreateDir { entry } => {
-                        let Some(item) = manifest.get(entry) else {
-                            continue;
-                        };
-                        self.sink.create_dir(entry, &item).map_err(|error| {
-                            TransferError::Disk {
-                                op: "writing",
-                                path: path_of(entry),
-                                error,
-                            }
-                        })?;
-                    }
-                    DiskCommand::Checkpoint { .. } => {
-                        // The snapshot claims only writes already done; the checkpoint
-                        // thread makes them durable before it publishes the lock, so the
-                        // transfer goes on while the disk catches up.
-                        if let Some(header) = &self.lock {
-                            let session = &*session;
-                            let written = self.sink.take_written();
-                            self.checkpoints.checkpoint(written, &mut |out| {
-                                write_lock(out, header, session.manifest(), |i| session.progress(i))
-                            })?;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            while let Some(event) = session.poll_event() {
-                worked = true;
-                match event {
-                    TransferEvent::BatchOffered { .. } => {
-                        offer(
-                            session,
-                            &mut self.sink,
-                            self.overwrite,
-                            reporter,
-                            &mut self.claimed_final,
-                            now,
-                        )?;
-                        self.checkpoints
-                            .reserve(lock::size_estimate(session.manifest()));
-                        self.lock = Some(LockHeader {
-                            session_id: hex_id(),
-                            sender_ip: self.sender_ip.clone(),
-                        });
-                    }
-                    TransferEvent::PlanSettled {
-                        skipped,
-                        resumed,
-                        fresh,
-                        bytes_present,
-                        bytes_to_send,
-                    } => {
-                        self.summary.skipped = skipped;
-                        self.summary.resumed = resumed;
-                        self.summary.bytes_present = bytes_present;
-                        reporter.info(&crate::plan_line(skipped, resumed, fresh));
-                        // A file that was already here complete but differs from the
-                        // sender's would be replaced: only with --overwrite, or if ours.
-                        // (Judged by what the plan settled for each file: the core marks
-                        // files complete later, as its disk queue allows.)
-                        let manifest = session.manifest();
-                        let refused: Vec<&str> = (0..manifest.len())
-                            .filter(|&e| self.claimed_final.get(e).copied().unwrap_or(false))
-                            .filter_map(|e| {
-                                let item = manifest.get(e)?;
-                                let settled = session.progress(e)?.verified_bytes;
-                                (settled != item.size).then_some(item.path)
-                            })
-                            .collect();
-                        if !refused.is_empty() && !self.overwrite {
-                            let names = refused
-                                .iter()
-                                .take(5)
-                                .copied()
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            let reason = format!(
-                                "{names} already exist(s) in the output directory with other content; not overwriting (use --overwrite, or another -o directory)"
-                            );
-                            session.cancel(&reason);
-                            return Err(DriverError::Disk(reason));
-                        }
-                        if let Err(error) = check_space(session, &mut self.sink, bytes_to_send) {
-                            session.cancel("the receiver does not have the space for this batch");
-                            return Err(error);
-                        }
-                        if bytes_to_send == 0 && skipped > 0 {
-                            reporter.info(&format!(
-                                "All {skipped} {} already here; nothing to send",
-                                if skipped == 1 { "file is" } else { "files are" }
-                            ));
-                        }
-                        reporter.start(skipped + resumed + fresh, bytes_to_send);
-                    }
-                    TransferEvent::ResumeCheck { checked, total } => {
-                        reporter.checking(checked, total);
-                    }
-                    TransferEvent::Progress { bytes } => {
-                        self.summary.bytes = bytes;
-                        reporter.progress(bytes, self.files_done);
-                    }
-                    TransferEvent::FileDone { .. } => self.files_done += 1,
-                    TransferEvent::FileRetry { entry, attempt } => {
-                        let path = session.manifest().get(entry).map_or("?", |e| e.path);
-                        reporter.info(&format!(
-                            "{path} changed at the sender, or arrived other than promised; fetching it again (attempt {attempt})"
-                        ));
-                    }
-                    TransferEvent::FileFailed { entry, reason } => {
-                        let path = session
-                            .manifest()
-                            .get(entry)
-                            .map_or("?", |e| e.path)
-                            .to_owned();
-                        reporter.info(&match reason {
-                            FileFailure::Unreadable { cause } => {
-                                format!("the sender cannot read {path}: {cause}")
-                            }
-                            FileFailure::KeptChanging { attempts } => format!(
-                                "{path} kept changing at the sender; gave up after {attempts} attempts"
-                            ),
-                            FileFailure::HashMismatch { attempts } => format!(
-                                "{path} could not be verified after {attempts} attempts: what arrived is not what the sender promised"
-                            ),
-                            _ => format!("{path} could not be delivered"),
-                        });
-                        self.failures.push(path);
-                    }
-                    TransferEvent::Finished { committed, .. } => self.summary.committed = committed,
-                    _ => {}
-                }
-            }
-            if !worked {
-                return Ok(());
+            match session.poll_output() {
+                Output::Disk(command) => session.carry_out(now, command, self.storage())?,
+                Output::Event(event) => self.handle_event(session, event, now, reporter)?,
+                Output::Timeout(_) => return Ok(()),
             }
         }
+    }
+
+    /// The output directory, as the session's storage: `.part` files, commits, the lock
+    /// file and its checkpoints.
+    pub fn storage(&mut self) -> &mut dyn Storage {
+        &mut self.destination
+    }
+
+    /// Acts on one event of the session: decides what is already here when a batch is
+    /// offered (and accepts it, or refuses what would overwrite), checks the space once
+    /// the plan is settled, and reports the rest.
+    pub fn handle_event(
+        &mut self,
+        session: &mut ReceiverSession,
+        event: TransferEvent,
+        now: Timestamp,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), DriverError> {
+        let destination = &mut self.destination;
+        match event {
+            TransferEvent::BatchOffered { .. } => {
+                offer(
+                    session,
+                    &mut destination.sink,
+                    self.overwrite,
+                    reporter,
+                    &mut self.claimed_final,
+                    now,
+                )?;
+                destination
+                    .checkpoints
+                    .reserve(lock::size_estimate(session.manifest()));
+                destination.lock = Some(LockHeader {
+                    session_id: hex_id(),
+                    sender_ip: self.sender_ip.clone(),
+                });
+            }
+            TransferEvent::PlanSettled {
+                skipped,
+                resumed,
+                fresh,
+                bytes_present,
+                bytes_to_send,
+            } => {
+                self.summary.skipped = skipped;
+                self.summary.resumed = resumed;
+                self.summary.bytes_present = bytes_present;
+                reporter.info(&crate::plan_line(skipped, resumed, fresh));
+                // A file that was already here complete but differs from the sender's
+                // would be replaced: only with --overwrite, or if ours. (Judged by what the
+                // plan settled for each file: the core marks files complete later, as its
+                // disk queue allows.)
+                let manifest = session.manifest();
+                let refused: Vec<&str> = (0..manifest.len())
+                    .filter(|&e| self.claimed_final.get(e).copied().unwrap_or(false))
+                    .filter_map(|e| {
+                        let item = manifest.get(e)?;
+                        let settled = session.progress(e)?.verified_bytes;
+                        (settled != item.size).then_some(item.path)
+                    })
+                    .collect();
+                if !refused.is_empty() && !self.overwrite {
+                    let names = refused
+                        .iter()
+                        .take(5)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let reason = format!(
+                        "{names} already exist(s) in the output directory with other content; not overwriting (use --overwrite, or another -o directory)"
+                    );
+                    session.cancel(now, &reason);
+                    return Err(DriverError::Disk(reason));
+                }
+                if let Err(error) = check_space(session, &mut destination.sink, bytes_to_send) {
+                    session.cancel(now, "the receiver does not have the space for this batch");
+                    return Err(error);
+                }
+                if bytes_to_send == 0 && skipped > 0 {
+                    reporter.info(&format!(
+                        "All {skipped} {} already here; nothing to send",
+                        if skipped == 1 { "file is" } else { "files are" }
+                    ));
+                }
+                reporter.start(skipped + resumed + fresh, bytes_to_send);
+            }
+            TransferEvent::ResumeCheck { checked, total } => reporter.checking(checked, total),
+            TransferEvent::Progress { bytes } => {
+                self.summary.bytes = bytes;
+                reporter.progress(bytes, self.files_done);
+            }
+            TransferEvent::FileDone { .. } => self.files_done += 1,
+            TransferEvent::FileRetry { entry, attempt } => {
+                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                reporter.info(&format!(
+                    "{path} changed at the sender, or arrived other than promised; fetching it again (attempt {attempt})"
+                ));
+            }
+            TransferEvent::FileFailed { entry, reason } => {
+                let path = session
+                    .manifest()
+                    .get(entry)
+                    .map_or("?", |e| e.path)
+                    .to_owned();
+                reporter.info(&match reason {
+                    FileFailure::Unreadable { cause } => {
+                        format!("the sender cannot read {path}: {cause}")
+                    }
+                    FileFailure::KeptChanging { attempts } => format!(
+                        "{path} kept changing at the sender; gave up after {attempts} attempts"
+                    ),
+                    FileFailure::HashMismatch { attempts } => format!(
+                        "{path} could not be verified after {attempts} attempts: what arrived is not what the sender promised"
+                    ),
+                    _ => format!("{path} could not be delivered"),
+                });
+                self.failures.push(path);
+            }
+            TransferEvent::Finished { committed, .. } => self.summary.committed = committed,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Ends the receive (`result` is the loop's outcome). If anything is left to do, a
@@ -377,15 +366,16 @@ impl ReceiveWork {
         session: &ReceiverSession,
         result: Result<(), DriverError>,
     ) -> Result<ReceiveSummary, DriverError> {
-        let stopped = self.checkpoints.finish();
-        self.summary.checkpoints = self.checkpoints.cost();
+        let destination = &mut self.destination;
+        let stopped = destination.checkpoints.finish();
+        self.summary.checkpoints = destination.checkpoints.cost();
         let outcome = result.and(stopped).and_then(|()| {
             if !session.is_finished() {
                 return Err(DriverError::Transfer(
                     session.error().cloned().unwrap_or(TransferError::PeerEnded),
                 ));
             }
-            self.sink.finish(session.manifest())?;
+            destination.sink.finish(session.manifest())?;
             if !self.failures.is_empty() {
                 return Err(DriverError::Unverified {
                     failed: self.failures.len() as u64,
@@ -400,23 +390,23 @@ impl ReceiveWork {
             }
             Ok(())
         });
-        let Some(header) = self.lock.take() else {
+        let Some(header) = destination.lock.take() else {
             // No batch was offered: there is nothing to resume.
             return outcome.map(|()| self.summary);
         };
         if outcome.is_ok() {
-            lock::remove(self.sink.dir())
+            lock::remove(destination.sink.dir())
                 .map_err(|e| DriverError::Disk(format!("cannot remove the lock file: {e}")))?;
             self.summary.elapsed = self.started.elapsed();
             return Ok(self.summary);
         }
-        let kept = self
+        let kept = destination
             .sink
             .trim_open(|entry| session.progress(entry).map_or(0, |p| p.verified_bytes))
             .map_err(|e| DriverError::Disk(e.to_string()))
             .and_then(|()| {
-                let written = self.sink.take_written();
-                self.checkpoints.save_now(written, &mut |out| {
+                let written = destination.sink.take_written();
+                destination.checkpoints.save_now(written, &mut |out| {
                     write_lock(out, &header, session.manifest(), |i| session.progress(i))
                 })
             });
@@ -514,7 +504,7 @@ fn offer(
         Err((told, error)) => {
             // Cancel rather than decline: the sender keeps waiting, so the same command
             // (with --overwrite, another -o, more space) can follow.
-            session.cancel(&told);
+            session.cancel(now, &told);
             Err(error)
         }
     }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use ferry_core::transfer::{
-    DiskCommand, SenderSession, TransferConfig, TransferError, TransferEvent,
+    Output, SenderSession, Session, TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{ConnectionString, Error, Timestamp, Token};
 
@@ -147,7 +147,7 @@ impl Sender {
     }
 
     /// A new session for one receiver, and the work that serves its disk reads.
-    pub fn start_session(&self, clock: &Clock) -> Result<(SenderSession, SendWork), DriverError> {
+    pub fn start_session(&self, clock: &Clock) -> Result<(SenderSession, Sending), DriverError> {
         let session = SenderSession::new(
             self.config.clone(),
             self.token.clone(),
@@ -155,7 +155,7 @@ impl Sender {
             &mut OsEntropy,
             clock.now(),
         )?;
-        Ok((session, SendWork::new(self.tree.clone())))
+        Ok((session, Sending::new(self.tree.clone())))
     }
 
     fn serve_one(
@@ -168,7 +168,7 @@ impl Sender {
         let (mut session, mut work) = self.start_session(&clock)?;
         let mut traffic = Traffic::default();
         drive(stream, &mut session, &clock, &mut traffic, |session| {
-            work.pump(session, clock.now(), reporter)
+            work.drain(session, clock.now(), reporter)
         })?;
         let mut summary = work.finish(&session)?;
         summary.wire_bytes = traffic.sent;
@@ -190,87 +190,80 @@ pub fn failure(error: &DriverError) -> String {
 
 /// The sender's side of one session outside the socket: reads the source for the
 /// session's disk commands and turns its events into reports. Every driver uses it.
-pub struct SendWork {
+pub struct Sending {
     reader: SourceReader,
     summary: SendSummary,
     files_done: usize,
 }
 
-impl SendWork {
+impl Sending {
     /// Work that reads from `tree`.
     pub fn new(tree: SourceTree) -> Self {
-        SendWork {
+        Sending {
             reader: SourceReader::new(tree),
             summary: SendSummary::default(),
             files_done: 0,
         }
     }
 
-    /// Serves every pending disk read and event of `session`.
-    pub fn pump(
+    /// Carries out `session`'s outputs until it waits: reads the source for its disk
+    /// commands and turns its events into reports.
+    pub fn drain(
         &mut self,
         session: &mut SenderSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError> {
-        while let Some(command) = session.poll_disk() {
-            match command {
-                DiskCommand::Read {
-                    id,
-                    entry,
-                    offset,
-                    len,
-                } => {
-                    let result =
-                        self.reader
-                            .read(entry, offset, &mut session.read_buffer(id)[..len]);
-                    session.handle_read_done(now, id, result)?;
-                }
-                DiskCommand::Reopen { entry } => {
-                    let result = self.reader.reopen(entry);
-                    session.handle_reopen_done(now, entry, result)?;
-                }
-                _ => {}
+        loop {
+            match session.poll_output() {
+                Output::Disk(command) => session.carry_out(now, command, &mut self.reader)?,
+                Output::Event(event) => self.report(session, event, reporter),
+                Output::Timeout(_) => return Ok(()),
             }
         }
-        while let Some(event) = session.poll_event() {
-            match event {
-                TransferEvent::PlanSettled {
-                    skipped,
-                    resumed,
-                    fresh,
-                    bytes_present,
-                    bytes_to_send,
-                } => {
-                    self.summary.bytes_present = bytes_present;
-                    self.summary.bytes = bytes_to_send;
-                    reporter.info(&crate::plan_line(skipped, resumed, fresh));
-                    reporter.start(skipped + resumed + fresh, bytes_to_send);
-                }
-                TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
-                TransferEvent::ResumeCheck { checked, total } => reporter.checking(checked, total),
-                TransferEvent::FileRetry { entry, attempt } => {
-                    let path = session.manifest().get(entry).map_or("?", |e| e.path);
-                    reporter.info(&format!(
-                        "{path} changed while being sent; sending it again (attempt {attempt})"
-                    ));
-                }
-                TransferEvent::ReadFailed { entry, error } => {
-                    let path = session.manifest().get(entry).map_or("?", |e| e.path);
-                    reporter.info(&format!(
-                        "cannot read {path}: {}; the other files go on",
-                        error.kind
-                    ));
-                }
-                TransferEvent::FileDone { .. } => self.files_done += 1,
-                TransferEvent::Finished { committed, failed } => {
-                    self.summary.committed = committed;
-                    self.summary.failed = failed;
-                }
-                _ => {}
+    }
+
+    fn report(
+        &mut self,
+        session: &SenderSession,
+        event: TransferEvent,
+        reporter: &mut dyn Reporter,
+    ) {
+        match event {
+            TransferEvent::PlanSettled {
+                skipped,
+                resumed,
+                fresh,
+                bytes_present,
+                bytes_to_send,
+            } => {
+                self.summary.bytes_present = bytes_present;
+                self.summary.bytes = bytes_to_send;
+                reporter.info(&crate::plan_line(skipped, resumed, fresh));
+                reporter.start(skipped + resumed + fresh, bytes_to_send);
             }
+            TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
+            TransferEvent::ResumeCheck { checked, total } => reporter.checking(checked, total),
+            TransferEvent::FileRetry { entry, attempt } => {
+                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                reporter.info(&format!(
+                    "{path} changed while being sent; sending it again (attempt {attempt})"
+                ));
+            }
+            TransferEvent::ReadFailed { entry, error } => {
+                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                reporter.info(&format!(
+                    "cannot read {path}: {}; the other files go on",
+                    error.kind
+                ));
+            }
+            TransferEvent::FileDone { .. } => self.files_done += 1,
+            TransferEvent::Finished { committed, failed } => {
+                self.summary.committed = committed;
+                self.summary.failed = failed;
+            }
+            _ => {}
         }
-        Ok(())
     }
 
     /// What the session delivered, once it has ended; its error if it did not finish.

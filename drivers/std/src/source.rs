@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use ferry_core::transfer::manifest::check_path;
 use ferry_core::transfer::{
-    DiskError, Entry, EntryKind, FileMeta, Manifest, ManifestBuilder, ManifestLimits,
+    DiskError, Entry, EntryKind, FileMeta, Manifest, ManifestBuilder, ManifestLimits, Storage,
+    Target,
 };
 
 use crate::error::{DriverError, disk_error};
@@ -229,10 +230,14 @@ impl SourceReader {
             .local_path(entry)
             .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))
     }
+}
 
-    /// Looks at `entry`'s file afresh for its next attempt: its size and mtime now, which
-    /// that attempt's reads are judged against.
-    pub fn reopen(&mut self, entry: usize) -> Result<FileMeta, DiskError> {
+/// The sender's storage: the source files.
+impl Storage for SourceReader {
+    /// Looks at the file afresh for its next attempt: its size and mtime now, which that
+    /// attempt's reads are judged against.
+    fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
+        let entry = target.index;
         self.open = None;
         let file = File::open(self.path(entry)?).map_err(|e| disk_error(&e))?;
         let meta = file.metadata().map_err(|e| disk_error(&e))?;
@@ -249,9 +254,15 @@ impl SourceReader {
         })
     }
 
-    /// Fills `buf` from `entry` at `offset`; returns the bytes read, fewer when the file
-    /// is shorter or changed since its attempt began.
-    pub fn read(&mut self, entry: usize, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
+    /// Fills `buf` from the file at `offset`; returns the bytes read, fewer when the
+    /// file is shorter or changed since its attempt began.
+    fn read(
+        &mut self,
+        target: Target<'_>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, DiskError> {
+        let entry = target.index;
         if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
             let file = File::open(self.path(entry)?).map_err(|e| disk_error(&e))?;
             self.open = Some((entry, file));

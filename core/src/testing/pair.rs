@@ -1,0 +1,277 @@
+//! Two sessions joined in memory.
+
+use super::{Item, MemoryDisk, MemorySource, drain, manifest_of};
+use crate::entropy::SeededEntropy;
+use crate::time::Timestamp;
+use crate::token::Token;
+use crate::transfer::{
+    DiskCommand, Output, ReceiverSession, SenderSession, Session, TransferConfig, TransferError,
+    TransferEvent,
+};
+
+pub use super::storage::SourceHook;
+
+/// Called after every exchange of bytes with the sender's wire count: to cancel, say.
+pub type StepHook = Box<dyn FnMut(&mut SenderSession, &mut ReceiverSession, u64)>;
+
+/// A sender and a receiver joined in memory, each with its in-memory storage, and what
+/// each reported. Time stands still until nothing moves; then it jumps to the next timer.
+pub struct Pair {
+    /// The sending session.
+    pub sender: SenderSession,
+    /// The receiving session.
+    pub receiver: ReceiverSession,
+    /// The sender's files.
+    pub source: MemorySource,
+    /// The receiver's disk.
+    pub disk: MemoryDisk,
+    /// The time both sessions are at.
+    pub now: Timestamp,
+    /// What the receiver tells its session it holds when the batch is offered.
+    pub local: Vec<(usize, u64)>,
+    /// Every event of each side, in order.
+    pub sender_events: Vec<TransferEvent>,
+    /// See `sender_events`.
+    pub receiver_events: Vec<TransferEvent>,
+    /// The error each side ended with.
+    pub sender_error: Option<TransferError>,
+    /// See `sender_error`.
+    pub receiver_error: Option<TransferError>,
+    /// Bytes the sender put on the wire.
+    pub sender_wire: u64,
+    /// The sender's bytes stop reaching the receiver after this many (a dead link).
+    pub cut_after: Option<u64>,
+    /// Decline the batch instead of accepting it.
+    pub decline: bool,
+    /// Sender reads after this many are never carried out (a hung disk).
+    pub hang_reads_after: Option<usize>,
+    /// The sender's driver looks at its session's outputs only one time in this many (a
+    /// slow one): its queues fill up in between.
+    pub sender_drains_every: Option<u64>,
+    /// Runs after every exchange of bytes.
+    pub on_step: Option<StepHook>,
+    sender_turns: u64,
+}
+
+impl Pair {
+    /// A pair moving `items`, the receiver with `config` and the sender with
+    /// `sender_config`; keys and tokens from `seed`; the manifest carries file hashes if
+    /// `with_hashes`.
+    pub fn new(
+        items: &[Item],
+        config: TransferConfig,
+        sender_config: TransferConfig,
+        seed: u64,
+        with_hashes: bool,
+    ) -> Self {
+        let mut entropy = SeededEntropy::new(seed);
+        let token = Token::generate(&mut entropy);
+        let manifest = manifest_of(items, with_hashes);
+        let now = Timestamp::ZERO;
+        let sender = SenderSession::new(sender_config, token.clone(), manifest, &mut entropy, now);
+        let receiver = ReceiverSession::new(config, token, &mut entropy, now);
+        let (Ok(sender), Ok(receiver)) = (sender, receiver) else {
+            panic!("a test pair needs a valid configuration");
+        };
+        Pair {
+            sender,
+            receiver,
+            source: MemorySource::new(items.iter().map(|i| i.data.clone()).collect()),
+            disk: MemoryDisk::default(),
+            now,
+            local: Vec::new(),
+            sender_events: Vec::new(),
+            receiver_events: Vec::new(),
+            sender_error: None,
+            receiver_error: None,
+            sender_wire: 0,
+            cut_after: None,
+            decline: false,
+            hang_reads_after: None,
+            sender_drains_every: None,
+            sender_turns: 0,
+            on_step: None,
+        }
+    }
+
+    /// A pair with one configuration for both sides and file hashes in the manifest.
+    pub fn with(items: &[Item], config: TransferConfig, seed: u64) -> Self {
+        Pair::new(items, config.clone(), config, seed, true)
+    }
+
+    fn sender_outputs(&mut self) -> bool {
+        self.sender_turns += 1;
+        if let Some(every) = self.sender_drains_every
+            && !self.sender_turns.is_multiple_of(every)
+        {
+            // Not looking now is not idleness: time must not pass for it.
+            return true;
+        }
+        let mut worked = false;
+        loop {
+            match self.sender.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Event(event) => self.sender_events.push(event),
+                Output::Disk(DiskCommand::Read { .. })
+                    if self
+                        .hang_reads_after
+                        .is_some_and(|after| self.source.total_reads() >= after) => {}
+                Output::Disk(command) => {
+                    if let Err(error) = self.sender.carry_out(self.now, command, &mut self.source) {
+                        self.sender_error.get_or_insert(error);
+                        return true;
+                    }
+                }
+            }
+            worked = true;
+        }
+        worked
+    }
+
+    fn receiver_outputs(&mut self) -> bool {
+        let (now, decline, local) = (self.now, self.decline, &self.local);
+        let events = &mut self.receiver_events;
+        let drained = drain(
+            &mut self.receiver,
+            now,
+            &mut self.disk,
+            |receiver, event| {
+                let answer = match event {
+                    TransferEvent::BatchOffered { .. } if decline => {
+                        receiver.decline(now, "not today")
+                    }
+                    TransferEvent::BatchOffered { .. } => receiver.accept(now, local),
+                    _ => Ok(()),
+                };
+                events.push(event);
+                answer
+            },
+        );
+        drained.unwrap_or_else(|error| {
+            self.receiver_error.get_or_insert(error);
+            true
+        })
+    }
+
+    fn outputs(&mut self) -> bool {
+        let sender = self.sender_outputs();
+        self.receiver_outputs() | sender
+    }
+
+    fn wire(&mut self) -> bool {
+        let mut worked = false;
+        if self.sender_error.is_none() || !self.sender.poll_transmit().is_empty() {
+            let mut bytes = self.sender.poll_transmit().to_vec();
+            if let Some(cut) = self.cut_after {
+                bytes.truncate(cut.saturating_sub(self.sender_wire) as usize);
+            }
+            self.sender.advance_transmit(bytes.len());
+            self.sender_wire += bytes.len() as u64;
+            worked |= !bytes.is_empty();
+            let mut at = 0;
+            while at < bytes.len() && self.receiver_error.is_none() {
+                match self.receiver.handle_input(self.now, &bytes[at..]) {
+                    Ok(n) => at += n,
+                    Err(error) => self.receiver_error = Some(error),
+                }
+                self.outputs();
+            }
+        }
+        let bytes = self.receiver.poll_transmit().to_vec();
+        self.receiver.advance_transmit(bytes.len());
+        worked |= !bytes.is_empty();
+        let mut at = 0;
+        while at < bytes.len() && self.sender_error.is_none() {
+            match self.sender.handle_input(self.now, &bytes[at..]) {
+                Ok(n) => at += n,
+                Err(error) => self.sender_error = Some(error),
+            }
+            self.outputs();
+        }
+        worked
+    }
+
+    /// Runs until both sides are finished, failed, or stuck.
+    pub fn run(&mut self) {
+        for step in 0..10_000_000u64 {
+            if step == 200_000 {
+                eprintln!(
+                    "stuck? {}\n{}\nerrors {:?} / {:?}, wire {}",
+                    self.sender.describe(),
+                    self.receiver.describe(),
+                    self.sender_error,
+                    self.receiver_error,
+                    self.sender_wire,
+                );
+            }
+            let mut worked = self.outputs();
+            worked |= self.wire();
+            if let Some(step) = self.on_step.as_mut() {
+                step(&mut self.sender, &mut self.receiver, self.sender_wire);
+            }
+            if let Some(e) = self.sender.error() {
+                self.sender_error.get_or_insert(e.clone());
+            }
+            if let Some(e) = self.receiver.error() {
+                self.receiver_error.get_or_insert(e.clone());
+            }
+            let done = (self.sender.is_finished() || self.sender_error.is_some())
+                && (self.receiver.is_finished() || self.receiver_error.is_some());
+            if done && !worked {
+                return;
+            }
+            if !worked {
+                // Nothing moves: let time pass to the next timer (a stall shows up here).
+                let next = [self.sender.poll_timeout(), self.receiver.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next else { return };
+                assert!(next >= self.now, "a timer in the past");
+                self.now = next;
+                if let Err(e) = self.sender.handle_timeout(self.now) {
+                    self.sender_error.get_or_insert(e);
+                }
+                if let Err(e) = self.receiver.handle_timeout(self.now) {
+                    self.receiver_error.get_or_insert(e);
+                }
+            }
+        }
+        panic!("the transfer did not settle");
+    }
+
+    /// Asserts that the batch arrived complete and identical, with nothing left over.
+    pub fn assert_delivered(&self, items: &[Item]) {
+        assert_eq!(self.sender_error, None, "sender failed");
+        assert_eq!(self.receiver_error, None, "receiver failed");
+        assert!(self.sender.is_finished() && self.receiver.is_finished());
+        for (index, item) in items.iter().enumerate() {
+            match &item.data {
+                Some(data) => {
+                    let got = self
+                        .disk
+                        .committed
+                        .get(&index)
+                        .unwrap_or_else(|| panic!("{} was not committed", item.path));
+                    assert!(
+                        got == data,
+                        "{} differs ({} vs {} bytes)",
+                        item.path,
+                        got.len(),
+                        data.len()
+                    );
+                }
+                None => assert!(
+                    self.disk.dirs.contains(&index),
+                    "{} was not created",
+                    item.path
+                ),
+            }
+        }
+        assert!(
+            self.disk.partial.is_empty(),
+            "partial files left: {:?}",
+            self.disk.partial.keys()
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The one surface both roles share: a driver feeds a session bytes, timer ticks and disk
+//! completions, and drains it with [`Session::poll_output`] until that says to wait.
+//!
+//! The drain order is the session's: after every input, call `poll_output` until it
+//! returns [`Output::Timeout`], carrying out each [`Output::Disk`] command (with
+//! [`Session::carry_out`] against the driver's [`Storage`]) and handling each
+//! [`Output::Event`]; then write [`Session::poll_transmit`] to the socket, calling
+//! [`Session::advance_transmit`] for what it took (the freed room is refilled at once);
+//! then wait for input or the timeout. Bytes never go through `poll_output`: they stay in
+//! the session's send buffer until the socket takes them.
+
+use crate::time::Timestamp;
+use crate::transfer::manifest::Manifest;
+use crate::transfer::storage::Storage;
+use crate::transfer::{DiskCommand, TransferError, TransferEvent};
+
+/// What a session has for its driver, next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Something to do on disk: carry it out ([`Session::carry_out`]).
+    Disk(DiskCommand),
+    /// Something the application should know.
+    Event(TransferEvent),
+    /// Nothing more for now: transmit, then call [`Session::handle_timeout`] at this time
+    /// (if any) unless input comes first.
+    Timeout(Option<Timestamp>),
+}
+
+/// The verbs of a transfer session, sender or receiver. The verbs only one role has
+/// (accepting or declining a batch) are that role's own.
+pub trait Session {
+    /// Feeds bytes from the socket; returns how many were taken. Fewer than given means
+    /// the session's outputs are full: drain them, then offer the rest again.
+    fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, TransferError>;
+
+    /// Fires the timers due at `now`.
+    fn handle_timeout(&mut self, now: Timestamp) -> Result<(), TransferError>;
+
+    /// The socket reached end of stream.
+    fn handle_eof(&mut self, now: Timestamp) -> Result<(), TransferError>;
+
+    /// The next thing for the driver to do (see the module documentation for the order).
+    fn poll_output(&mut self) -> Output;
+
+    /// Carries out one disk command `poll_output` gave, against `storage`, and takes its
+    /// completion. A failure that ends the session is returned (and told to the peer).
+    fn carry_out(
+        &mut self,
+        now: Timestamp,
+        command: DiskCommand,
+        storage: &mut dyn Storage,
+    ) -> Result<(), TransferError>;
+
+    /// Bytes for the socket.
+    fn poll_transmit(&self) -> &[u8];
+
+    /// `n` bytes of `poll_transmit` were written; the freed room is refilled at once.
+    fn advance_transmit(&mut self, n: usize);
+
+    /// When to call `handle_timeout` (also what `Output::Timeout` says).
+    fn poll_timeout(&self) -> Option<Timestamp>;
+
+    /// Gives up: tells the peer why and ends the session; returns the error it ends with.
+    fn cancel(&mut self, now: Timestamp, reason: &str) -> TransferError;
+
+    /// True once the batch is finished (every entry committed or failed, and agreed).
+    fn is_finished(&self) -> bool;
+
+    /// The error the session ended with, if it failed.
+    fn error(&self) -> Option<&TransferError>;
+
+    /// The batch (empty on a receiver until it has arrived).
+    fn manifest(&self) -> &Manifest;
+
+    /// A one-line summary of the session's state, for traces and bug reports.
+    fn describe(&self) -> String;
+}
+
+/// Implements [`Session`] for a role's session type by forwarding to its shell and to
+/// the role's own `carry_out_command` and `describe_state`: the one place the surface is
+/// written.
+macro_rules! impl_session {
+    ($session:ty) => {
+        impl $crate::transfer::Session for $session {
+            fn handle_input(
+                &mut self,
+                now: $crate::Timestamp,
+                input: &[u8],
+            ) -> Result<usize, $crate::transfer::TransferError> {
+                self.shell.handle_input(now, input)
+            }
+
+            fn handle_timeout(
+                &mut self,
+                now: $crate::Timestamp,
+            ) -> Result<(), $crate::transfer::TransferError> {
+                self.shell.handle_timeout(now)
+            }
+
+            fn handle_eof(
+                &mut self,
+                now: $crate::Timestamp,
+            ) -> Result<(), $crate::transfer::TransferError> {
+                self.shell.handle_eof(now)
+            }
+
+            fn poll_output(&mut self) -> $crate::transfer::Output {
+                self.shell.poll_output()
+            }
+
+            fn carry_out(
+                &mut self,
+                now: $crate::Timestamp,
+                command: $crate::transfer::DiskCommand,
+                storage: &mut dyn $crate::transfer::Storage,
+            ) -> Result<(), $crate::transfer::TransferError> {
+                self.carry_out_command(now, command, storage)
+            }
+
+            fn poll_transmit(&self) -> &[u8] {
+                self.shell.channel.poll_transmit()
+            }
+
+            fn advance_transmit(&mut self, n: usize) {
+                self.shell.advance_transmit(n);
+            }
+
+            fn poll_timeout(&self) -> Option<$crate::Timestamp> {
+                self.shell.poll_timeout()
+            }
+
+            fn cancel(
+                &mut self,
+                now: $crate::Timestamp,
+                reason: &str,
+            ) -> $crate::transfer::TransferError {
+                self.shell.cancel(now, reason)
+            }
+
+            fn is_finished(&self) -> bool {
+                self.shell.finished()
+            }
+
+            fn error(&self) -> Option<&$crate::transfer::TransferError> {
+                self.shell.error()
+            }
+
+            fn manifest(&self) -> &$crate::transfer::Manifest {
+                &self.shell.engine.manifest
+            }
+
+            fn describe(&self) -> String {
+                self.describe_state()
+            }
+        }
+    };
+}
+pub(crate) use impl_session;
