@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_core::testing::MemoryDisk;
 use ferry_core::transfer::{
     DiskCommand, FileFailure, Output, ReceiverSession, Session, TransferConfig, TransferError,
-    TransferEvent,
+    TransferEvent, Violation,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
@@ -526,9 +526,9 @@ fn a_changed_file_is_asked_for_again_and_its_next_attempt_must_be_announced() {
         .unwrap();
     assert_eq!(
         script.exchange(),
-        Some(TransferError::Protocol(
+        Some(TransferError::Protocol(Violation::File(
             "an attempt sent again without its update"
-        ))
+        )))
     );
 }
 
@@ -545,8 +545,8 @@ fn an_abandon_for_an_attempt_whose_last_piece_was_laid_out_is_refused() {
     script.sender.send_message(&abandon(0, 1, 0)).unwrap();
     assert_eq!(
         script.exchange(),
-        Some(TransferError::Protocol(
+        Some(TransferError::Protocol(Violation::File(
             "an abandon for an attempt that is not under way"
-        ))
+        )))
     );
 }

@@ -6,7 +6,7 @@ use common::{Pair, Seen, drain_events, feed};
 use ferry_core::transfer::manifest::check_path;
 use ferry_core::transfer::{
     EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, Output, PathRule,
-    ReceiverSession, Session, TransferConfig, TransferError,
+    ReceiverSession, Session, TransferConfig, TransferError, Violation,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
 
@@ -270,7 +270,9 @@ fn a_hostile_manifest_header_is_refused_before_allocation() {
     let (error, _) = offer(&[("a", 0, 1), ("b", 0, 1)], Some([1, 2, 0, 64 << 10]));
     assert_eq!(
         error,
-        TransferError::Protocol("more manifest entries than the header announced")
+        TransferError::Protocol(Violation::Manifest(
+            "more manifest entries than the header announced"
+        ))
     );
     let (error, _) = offer(&[("a", 0, 1)], Some([1, 1, 0, 1 << 30]));
     assert!(error.to_string().contains("part size"), "{error}");

@@ -3,8 +3,8 @@
 
 mod common;
 
-use ferry_core::testing::{Item, Pair, bytes, dir, file};
-use ferry_core::transfer::{Session, TransferConfig, TransferEvent};
+use ferry_core::testing::{Item, MemoryDisk, Pair, bytes, dir, file};
+use ferry_core::transfer::{DiskCommand, Session, TransferConfig, TransferError, TransferEvent};
 
 /// Small parts and segments, so that boundaries are cheap to reach; few map hashes per
 /// message, so every segment needs hashmap updates.
@@ -368,4 +368,32 @@ fn a_slow_driver_loses_none_of_the_senders_retry_or_progress_events() {
     for (index, data) in pair.source.files.iter().enumerate() {
         assert_eq!(pair.disk.committed.get(&index), data.as_ref(), "f{index}");
     }
+}
+
+/// A driver that calls its session out of order gets an error of its own; the session
+/// is not failed, the peer hears nothing of it, and the transfer goes on.
+#[test]
+fn a_drivers_mistake_is_its_own_error_and_never_reaches_the_peer() {
+    let items = vec![file("a", bytes(30, 50_000)), file("b", bytes(31, 10))];
+    let mut pair = Pair::with(&items, small(), 32);
+    let now = pair.now;
+    // Nothing is offered yet; and a disk command the session never gave.
+    let early = pair.receiver.accept(now, &[]);
+    assert!(matches!(early, Err(TransferError::Misuse(_))), "{early:?}");
+    let made_up = DiskCommand::Commit { entry: 7 };
+    let completion = pair
+        .receiver
+        .carry_out(now, made_up, &mut MemoryDisk::default());
+    assert!(
+        matches!(completion, Err(TransferError::Misuse(_))),
+        "{completion:?}"
+    );
+    let decline = pair.receiver.decline(now, "not offered");
+    assert!(
+        matches!(decline, Err(TransferError::Misuse(_))),
+        "{decline:?}"
+    );
+    assert_eq!(pair.receiver.error(), None);
+    pair.run();
+    pair.assert_delivered(&items);
 }

@@ -19,23 +19,28 @@ use crate::error::Error;
 use crate::msgpack::DecodeError;
 use crate::resource::WireError;
 
-mod common;
+mod connection;
+mod hashes;
 pub mod manifest;
+mod outputs;
 mod receiver;
+mod resume;
 mod sender;
 pub mod session;
 mod storage;
+mod violation;
 pub(crate) mod wire;
 
-pub use common::SLOWEST_REREAD;
 pub use manifest::{
     Entry, EntryKind, Manifest, ManifestBuilder, ManifestEntry, ManifestError, ManifestLimits,
     PathRule,
 };
 pub use receiver::{FileProgress, FileStatus, ReceiverSession};
+pub use resume::SLOWEST_REREAD;
 pub use sender::SenderSession;
 pub use session::{Output, Session};
 pub use storage::{Storage, Target};
+pub use violation::Violation;
 
 /// Capacities, sizes and timeouts of a transfer. Every buffer is sized from these when a
 /// session is built.
@@ -457,7 +462,12 @@ pub enum TransferError {
     },
     /// The peer broke the protocol.
     #[error("protocol violation by the peer: {0}")]
-    Protocol(&'static str),
+    Protocol(Violation),
+    /// The driver called the session out of order (a disk completion it was not asked
+    /// for, an accept with no batch offered). The session goes on as it was, and the
+    /// peer is not told: the mistake is the caller's.
+    #[error("the session was called out of order: {0}")]
+    Misuse(&'static str),
     /// A disk operation failed.
     #[error("{op} {path}: {error}")]
     Disk {

@@ -77,7 +77,7 @@ pub trait Session {
     fn describe(&self) -> String;
 }
 
-/// Implements [`Session`] for a role's session type by forwarding to its shell and to
+/// Implements [`Session`] for a role's session type by forwarding to its connection and to
 /// the role's own `carry_out_command` and `describe_state`: the one place the surface is
 /// written.
 macro_rules! impl_session {
@@ -88,25 +88,25 @@ macro_rules! impl_session {
                 now: $crate::Timestamp,
                 input: &[u8],
             ) -> Result<usize, $crate::transfer::TransferError> {
-                self.shell.handle_input(now, input)
+                self.connection.handle_input(now, input)
             }
 
             fn handle_timeout(
                 &mut self,
                 now: $crate::Timestamp,
             ) -> Result<(), $crate::transfer::TransferError> {
-                self.shell.handle_timeout(now)
+                self.connection.handle_timeout(now)
             }
 
             fn handle_eof(
                 &mut self,
                 now: $crate::Timestamp,
             ) -> Result<(), $crate::transfer::TransferError> {
-                self.shell.handle_eof(now)
+                self.connection.handle_eof(now)
             }
 
             fn poll_output(&mut self) -> $crate::transfer::Output {
-                self.shell.poll_output()
+                self.connection.poll_output()
             }
 
             fn carry_out(
@@ -119,15 +119,15 @@ macro_rules! impl_session {
             }
 
             fn poll_transmit(&self) -> &[u8] {
-                self.shell.channel.poll_transmit()
+                self.connection.channel.poll_transmit()
             }
 
             fn advance_transmit(&mut self, n: usize) {
-                self.shell.advance_transmit(n);
+                self.connection.advance_transmit(n);
             }
 
             fn poll_timeout(&self) -> Option<$crate::Timestamp> {
-                self.shell.poll_timeout()
+                self.connection.poll_timeout()
             }
 
             fn cancel(
@@ -135,19 +135,19 @@ macro_rules! impl_session {
                 now: $crate::Timestamp,
                 reason: &str,
             ) -> $crate::transfer::TransferError {
-                self.shell.cancel(now, reason)
+                self.connection.cancel(now, reason)
             }
 
             fn is_finished(&self) -> bool {
-                self.shell.finished()
+                self.connection.finished()
             }
 
             fn error(&self) -> Option<&$crate::transfer::TransferError> {
-                self.shell.error()
+                self.connection.error()
             }
 
             fn manifest(&self) -> &$crate::transfer::Manifest {
-                &self.shell.engine.manifest
+                &self.connection.side.manifest
             }
 
             fn describe(&self) -> String {

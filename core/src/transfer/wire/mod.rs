@@ -9,6 +9,7 @@ pub(crate) mod bodies;
 use crate::channel::{Channel, SendError};
 use crate::resource::wire::{Advertisement, HashmapUpdate, Proof, RESOURCE_HASH_LEN, Request};
 use crate::transfer::TransferError;
+use crate::transfer::violation::malformed;
 
 pub(crate) use bodies::{
     Abandon, Claim, Entries, Extent, FileDigest, Layout, ManifestBegin, Plan, PlanResult,
@@ -94,9 +95,7 @@ impl<'a> Message<'a> {
     /// Reads one message (a data record's plaintext), refusing one that breaks its
     /// format or exceeds `limits`.
     pub(crate) fn decode(record: &'a [u8], limits: Limits) -> Result<Self, TransferError> {
-        let (&kind, body) = record
-            .split_first()
-            .ok_or(TransferError::Protocol("an empty message"))?;
+        let (&kind, body) = record.split_first().ok_or(malformed("an empty message"))?;
         let wire = TransferError::from;
         Ok(match kind {
             kind::MANIFEST_BEGIN => Message::ManifestBegin(ManifestBegin::decode(body)?),
@@ -126,7 +125,7 @@ impl<'a> Message<'a> {
             kind::CANCEL => Message::Cancel(bodies::reason(body)),
             kind::UPDATE => Message::Update(Update::decode(body)?),
             kind::ABANDON => Message::Abandon(Abandon::decode(body)?),
-            _ => return Err(TransferError::Protocol("a message of an unknown kind")),
+            _ => return Err(malformed("a message of an unknown kind")),
         })
     }
 

@@ -1,0 +1,199 @@
+//! Segments in stream order: checked against their hash, written, and the files that end
+//! in them committed, retried or failed.
+
+use crate::resource::SegmentHasher;
+use crate::resource::wire::Proof;
+use crate::time::Timestamp;
+use crate::transfer::manifest::Manifest;
+use crate::transfer::outputs::{Outputs, slot_io, split_io};
+use crate::transfer::violation::{file_rule, misuse};
+use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
+
+use super::ledger::{Ledger, Verdict};
+use super::slot::{RecvSlot, SlotState};
+use super::stream::Stream;
+
+/// What checking and writing a segment needs besides the stream.
+pub(super) struct Books<'a> {
+    pub(super) manifest: &'a Manifest,
+    pub(super) ledger: &'a mut Ledger,
+    pub(super) out: &'a mut Outputs,
+    pub(super) config: &'a TransferConfig,
+    pub(super) now: Timestamp,
+    /// See `ReceiverSession::skip_verification_for_testing`.
+    pub(super) skip_verification: bool,
+}
+
+impl Stream {
+    /// Checks and writes the oldest complete segment, in stream order, one segment at a
+    /// time: file hashes advance with the data, the segment hash is checked over them
+    /// before anything of the segment is written, and each file's verdict is known when
+    /// its last extent is written.
+    pub(super) fn process(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
+        if self.slots.iter().any(|s| s.state == SlotState::Writing) {
+            return Ok(());
+        }
+        let Some(index) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Complete && s.seq == self.next_process)
+        else {
+            return Ok(());
+        };
+        let extents = self.slots[index].extents.len();
+        // Room for its writes, the events they may bring, and the verdicts and progress
+        // the last one brings.
+        if !books.out.has_room(2 * extents + 2, 2 * extents + 2) {
+            return Ok(());
+        }
+        let slot = &mut self.slots[index];
+        verify(slot, &mut self.hashes, books)?;
+        let mut writes = 0;
+        for (k, (extent, _)) in slot.extents.iter().enumerate() {
+            // The pieces of an attempt the sender abandoned since (or of a file that
+            // failed) are checked with the segment but never written.
+            if !books.ledger.is_current(extent) {
+                continue;
+            }
+            books.out.disk(DiskCommand::Write {
+                id: slot_io(index, k),
+                entry: extent.entry as usize,
+                offset: extent.offset,
+                len: extent.len as usize,
+            });
+            writes += 1;
+        }
+        slot.writes_outstanding = writes;
+        slot.state = SlotState::Writing;
+        self.next_process += 1;
+        if writes == 0 {
+            self.finish(index, books);
+        }
+        Ok(())
+    }
+
+    /// The bytes of write `id`: a piece of a segment's buffer.
+    pub(super) fn write_data(&self, id: IoId) -> &[u8] {
+        split_io(id)
+            .and_then(|(slot, extent)| {
+                let slot = self.slots.get(slot)?;
+                let (ext, at) = slot.extents.get(extent)?;
+                slot.buf.get(*at..*at + ext.len as usize)
+            })
+            .unwrap_or(&[])
+    }
+
+    /// Write `id` is done (or failed, which ends the session).
+    pub(super) fn write_done(
+        &mut self,
+        id: IoId,
+        result: Result<(), DiskError>,
+        books: &mut Books<'_>,
+    ) -> Result<(), TransferError> {
+        let (index, extent) = split_io(id).ok_or(misuse("driver reported an unknown write"))?;
+        let slot = self
+            .slots
+            .get_mut(index)
+            .filter(|s| s.state == SlotState::Writing)
+            .ok_or(misuse("driver reported an unknown write"))?;
+        let (ext, _) = *slot
+            .extents
+            .get(extent)
+            .ok_or(misuse("driver reported an unknown write"))?;
+        if let Err(error) = result {
+            return Err(TransferError::Disk {
+                op: "writing",
+                path: books
+                    .manifest
+                    .get(ext.entry as usize)
+                    .map_or_else(String::new, |e| e.path.to_owned()),
+                error,
+            });
+        }
+        slot.writes_outstanding = slot.writes_outstanding.saturating_sub(1);
+        books
+            .ledger
+            .written(&ext, slot.prefixes.get(extent).copied());
+        if slot.writes_outstanding == 0 {
+            self.finish(index, books);
+        }
+        Ok(())
+    }
+
+    /// A segment is on disk: commit, retry or fail the files that ended in it, prove it,
+    /// and checkpoint when enough has been written.
+    fn finish(&mut self, index: usize, books: &mut Books<'_>) {
+        let slot = &mut self.slots[index];
+        for (entry, verdict) in slot.verdicts.drain(..) {
+            books.ledger.resolve(entry as usize, verdict, books.out);
+        }
+        for &(extent, _) in &slot.extents {
+            books.ledger.mark_changed(extent.entry as usize);
+        }
+        self.proofs_due.push_back(Proof {
+            resource_hash: slot.hash,
+            proof: slot.proof,
+        });
+        self.bytes_done += slot.len as u64;
+        books.out.event(TransferEvent::Progress {
+            bytes: self.bytes_done,
+        });
+        slot.state = SlotState::Free;
+        if books.ledger.wrote(slot.len as u64, books.now, books.config) {
+            books.ledger.checkpoint(books.out);
+        }
+    }
+}
+
+/// Passes a segment's pieces through the file hashes, checks its hash `h` and keeps its
+/// proof, and decides each file that ends in it.
+fn verify(
+    slot: &mut RecvSlot,
+    hashes: &mut crate::transfer::hashes::FileHashes,
+    books: &Books<'_>,
+) -> Result<(), TransferError> {
+    let mut segment = SegmentHasher::new();
+    slot.verdicts.clear();
+    slot.prefixes.clear();
+    for (extent, at) in &slot.extents {
+        let data = &slot.buf[*at..*at + extent.len as usize];
+        let entry = extent.entry;
+        let size = books.manifest.get(entry as usize).map_or(0, |e| e.size);
+        let piece = hashes.absorb(&mut segment, extent, data, size)?;
+        slot.prefixes.push(piece.prefix);
+        if !piece.ends_file || !books.ledger.is_current(extent) {
+            continue;
+        }
+        let ours = piece.prefix;
+        // A hash the manifest promised binds every attempt until the sender announces
+        // the file with another size or mtime (UPDATE): the batch the user accepted is
+        // the batch that arrives, whatever digest a sender claims for other bytes.
+        let as_promised = books
+            .manifest
+            .get(entry as usize)
+            .and_then(|e| e.sha256)
+            .is_none_or(|promised| promised == ours);
+        let digest = slot
+            .digests
+            .iter()
+            .find(|d| d.entry == entry && d.attempt == extent.attempt)
+            .copied();
+        let max_attempts = books.config.max_attempts;
+        let verdict = match digest {
+            _ if books.skip_verification => Verdict::Commit,
+            Some(d) if !d.changed && d.sha256 == ours && as_promised => Verdict::Commit,
+            Some(_) if extent.attempt < max_attempts => Verdict::Retry,
+            Some(_) => Verdict::Fail(crate::transfer::FileFailure::HashMismatch {
+                attempts: extent.attempt,
+            }),
+            None => return Err(file_rule("a file ended without the sender's digest")),
+        };
+        slot.verdicts.push((entry, verdict));
+    }
+    let (hash, proof) = segment.finish(&slot.random);
+    if hash != slot.hash {
+        return Err(TransferError::SegmentCorrupt(slot.segment_index));
+    }
+    slot.proof = proof;
+    Ok(())
+}

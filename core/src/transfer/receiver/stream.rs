@@ -1,0 +1,263 @@
+//! The streaming phase: segments laid out, advertised and requested within the window,
+//! then proven; and the end of the batch.
+
+use std::collections::VecDeque;
+
+use sha2::{Digest, Sha256};
+
+use crate::channel::Channel;
+use crate::record::sealed_len;
+use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof};
+use crate::transfer::hashes::FileHashes;
+use crate::transfer::manifest::{EntryKind, Manifest};
+use crate::transfer::outputs::Outputs;
+use crate::transfer::violation::{out_of_order, segment_rule};
+use crate::transfer::wire::{self, Layout, Message};
+use crate::transfer::{DiskCommand, FileFailure, TransferConfig, TransferError, TransferEvent};
+
+use super::ledger::Ledger;
+use super::slot::{RecvSlot, SlotState};
+use super::window::Window;
+
+/// The streaming phase's data: the segments in flight and what is owed to the sender.
+pub(super) struct Stream {
+    /// The sender's part size.
+    pub(super) part_size: usize,
+    pub(super) slots: Vec<RecvSlot>,
+    /// The slot whose layout came and whose advertisement is next.
+    awaiting_adv: Option<usize>,
+    next_seq: u64,
+    /// The next segment to check and write, in stream order.
+    pub(super) next_process: u64,
+    pub(super) window: Window,
+    pub(super) proofs_due: VecDeque<Proof>,
+    /// Decompression space, one segment.
+    scratch: Vec<u8>,
+    request_buf: Vec<u8>,
+    /// Per-file SHA-256 as the stream passes (and resumed prefixes waiting).
+    pub(super) hashes: FileHashes,
+    /// The next entry to settle before data flows (folders, files already complete).
+    settle_next: usize,
+    pub(super) bytes_done: u64,
+}
+
+impl Stream {
+    pub(super) fn new(config: &TransferConfig, part_size: usize, hashes: FileHashes) -> Self {
+        Stream {
+            part_size,
+            slots: (0..config.segments_in_flight)
+                .map(|_| RecvSlot::new(config, part_size))
+                .collect(),
+            awaiting_adv: None,
+            next_seq: 0,
+            next_process: 0,
+            window: Window::new(
+                config.initial_window,
+                config.segments_in_flight * config.segment_size,
+            ),
+            proofs_due: VecDeque::with_capacity(config.segments_in_flight),
+            scratch: vec![0; config.segment_size],
+            request_buf: Vec::with_capacity(config.channel.max_record_payload),
+            hashes,
+            settle_next: 0,
+            bytes_done: 0,
+        }
+    }
+
+    /// True once every entry that needs no data is settled: segments may then be
+    /// written.
+    pub(super) fn is_settled(&self, manifest: &Manifest) -> bool {
+        self.settle_next >= manifest.len()
+    }
+
+    /// Creates the folders and commits the files that need no data (complete here
+    /// already, or empty), as the output queues have room.
+    pub(super) fn settle(&mut self, manifest: &Manifest, ledger: &mut Ledger, out: &mut Outputs) {
+        while self.settle_next < manifest.len() {
+            if !out.has_room(2, 2) {
+                return;
+            }
+            let index = self.settle_next;
+            self.settle_next += 1;
+            let Some(entry) = manifest.get(index) else {
+                return;
+            };
+            match entry.kind {
+                EntryKind::Directory => {
+                    out.disk(DiskCommand::CreateDir { entry: index });
+                    ledger.complete_at_once(index);
+                }
+                EntryKind::File if ledger.verified(index) == entry.size => {
+                    // Complete here and accepted by the sender (an empty file is trivially
+                    // complete, unless the manifest promises other content).
+                    let empty: [u8; 32] = Sha256::digest([]).into();
+                    if entry.size == 0 && entry.sha256.is_some_and(|h| h != empty) {
+                        ledger.fail_at_once(index);
+                        out.event(TransferEvent::FileFailed {
+                            entry: index,
+                            reason: FileFailure::HashMismatch { attempts: 1 },
+                        });
+                        continue;
+                    }
+                    ledger.complete_at_once(index);
+                    out.disk(DiskCommand::Commit { entry: index });
+                    out.event(TransferEvent::FileDone { entry: index });
+                }
+                EntryKind::File => {}
+            }
+        }
+    }
+
+    pub(super) fn on_layout(
+        &mut self,
+        layout: &Layout<'_>,
+        ledger: &mut Ledger,
+        manifest: &Manifest,
+        segment_size: usize,
+    ) -> Result<(), TransferError> {
+        if self.awaiting_adv.is_some() {
+            return Err(out_of_order("a segment layout out of order"));
+        }
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Free)
+            .ok_or(segment_rule("more segments in flight than agreed"))?;
+        self.slots[index].on_layout(layout, self.next_seq, ledger, manifest, segment_size)?;
+        self.next_seq += 1;
+        self.awaiting_adv = Some(index);
+        Ok(())
+    }
+
+    pub(super) fn on_advertisement(
+        &mut self,
+        adv: &Advertisement<'_>,
+        segment_size: usize,
+    ) -> Result<(), TransferError> {
+        let index = self
+            .awaiting_adv
+            .take()
+            .ok_or(out_of_order("an advertisement without a layout"))?;
+        let max_parts = segment_size.div_ceil(self.part_size);
+        self.slots[index].on_advertisement(adv, self.part_size, max_parts)
+    }
+
+    /// The slot receiving the Resource `hash`.
+    fn receiving(&mut self, hash: &[u8; 32]) -> Option<&mut RecvSlot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Receiving && s.hash == *hash)
+    }
+
+    pub(super) fn on_hashmap_update(
+        &mut self,
+        update: &HashmapUpdate<'_>,
+    ) -> Result<(), TransferError> {
+        self.receiving(&update.resource_hash)
+            .ok_or(out_of_order("a hashmap update for an unknown resource"))?
+            .on_hashmap_update(update)
+    }
+
+    pub(super) fn on_part(
+        &mut self,
+        hash: [u8; 32],
+        index: u32,
+        data: &[u8],
+    ) -> Result<(), TransferError> {
+        let part_size = self.part_size;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.state == SlotState::Receiving && s.hash == hash)
+            .ok_or(out_of_order(
+                "a part for a resource that is not being received",
+            ))?;
+        let whole = slot.on_part(index, data, part_size)?;
+        // Slow start: each part received lets one more part's worth be in flight.
+        self.window.arrived(data.len());
+        if whole {
+            slot.complete(&mut self.scratch)?;
+        }
+        Ok(())
+    }
+
+    /// Asks for parts, oldest segment first, as far as the window and the channel allow.
+    pub(super) fn send_requests(&mut self, channel: &mut Channel) {
+        let part_size = self.part_size;
+        let max_hashes = (channel.max_message_len().saturating_sub(64) / MAP_HASH_LEN).max(1);
+        loop {
+            let Some(slot) = self
+                .slots
+                .iter_mut()
+                .filter(|s| s.wants_parts())
+                .min_by_key(|s| s.seq)
+            else {
+                return;
+            };
+            let Some(next) =
+                slot.next_request(&self.window, &mut self.request_buf, max_hashes, part_size)
+            else {
+                return;
+            };
+            let request = Message::Req(slot.request(&next, &self.request_buf));
+            if channel.send_capacity() < sealed_len(request.encoded_len())
+                || wire::send(channel, &request).is_err()
+            {
+                return;
+            }
+            slot.asked(&next);
+            self.window.asked(next.bytes);
+            if next.window_full(slot.parts) {
+                return;
+            }
+        }
+    }
+
+    /// Sends the proofs of the segments written, then the retries asked for.
+    pub(super) fn send_control(&mut self, channel: &mut Channel, ledger: &mut Ledger) {
+        while let Some(&proof) = self.proofs_due.front() {
+            let proof = Message::Prf(proof);
+            if channel.send_capacity() < sealed_len(proof.encoded_len())
+                || wire::send(channel, &proof).is_err()
+            {
+                return;
+            }
+            self.proofs_due.pop_front();
+        }
+        while let Some(&(entry, attempt)) = ledger.retries_due.front() {
+            if wire::send(channel, &Message::Retry { entry, attempt }).is_err() {
+                return;
+            }
+            ledger.retries_due.pop_front();
+        }
+    }
+
+    /// True once the batch is done here: every file resolved, every segment written and
+    /// proven.
+    pub(super) fn is_done(&self, ledger: &Ledger) -> bool {
+        ledger.unresolved == 0
+            && self.proofs_due.is_empty()
+            && self.slots.iter().all(|s| s.state == SlotState::Free)
+    }
+
+    /// The Resources to cancel if the session ends now.
+    pub(super) fn in_flight(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Receiving | SlotState::Complete))
+            .map(|s| &s.hash)
+    }
+
+    /// One line for traces.
+    pub(super) fn describe(&self) -> String {
+        let slots: Vec<String> = self.slots.iter().map(RecvSlot::describe).collect();
+        format!(
+            "next_process {} window {} outstanding {} done {} slots [{}]",
+            self.next_process,
+            self.window.size(),
+            self.window.outstanding(),
+            self.bytes_done,
+            slots.join(", ")
+        )
+    }
+}

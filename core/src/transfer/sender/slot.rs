@@ -1,0 +1,263 @@
+//! One segment being prepared and served as a Resource: read, hashed (and maybe
+//! compressed), advertised with its layout, and its parts sent as they are requested.
+
+use std::collections::VecDeque;
+
+use crate::entropy::{Entropy, SeededEntropy};
+use crate::resource::wire::{Advertisement, MAP_HASH_LEN, Request, flags};
+use crate::resource::{SegmentHasher, part_map_hash};
+use crate::transfer::hashes::FileHashes;
+use crate::transfer::manifest::Manifest;
+use crate::transfer::violation::segment_rule;
+use crate::transfer::wire::{Extent, FileDigest, Layout, Message};
+use crate::transfer::{TransferConfig, TransferError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SlotState {
+    Free,
+    Reading,
+    /// Hashed, waiting to be advertised.
+    Ready,
+    Advertised,
+}
+
+pub(super) struct SendSlot {
+    pub(super) state: SlotState,
+    /// Its place in the stream.
+    pub(super) seq: u64,
+    pub(super) buf: Vec<u8>,
+    /// Uncompressed bytes in the segment.
+    pub(super) len: usize,
+    /// Bytes sent (compressed or not).
+    transfer_len: usize,
+    compressed: bool,
+    /// The file pieces it holds, each with its place in `buf`.
+    pub(super) extents: Vec<(Extent, usize)>,
+    pub(super) reads_outstanding: usize,
+    digests: Vec<FileDigest>,
+    pub(super) hash: [u8; 32],
+    pub(super) proof: [u8; 32],
+    random: [u8; 4],
+    hashmap: Vec<[u8; MAP_HASH_LEN]>,
+    /// Per part: queued for sending.
+    queued: Vec<bool>,
+    pub(super) send_queue: VecDeque<u32>,
+    /// The hashmap segment the receiver asked for next, if it ran out.
+    pub(super) hmu_due: Option<u64>,
+    /// Hashmap segments the receiver has (the advertisement's counts as the first).
+    hashmap_segments_sent: u64,
+    search_hint: usize,
+}
+
+impl SendSlot {
+    pub(super) fn new(config: &TransferConfig) -> Self {
+        let parts = config.parts_per_segment();
+        SendSlot {
+            state: SlotState::Free,
+            seq: 0,
+            buf: vec![0; config.segment_size],
+            len: 0,
+            transfer_len: 0,
+            compressed: false,
+            extents: Vec::with_capacity(config.max_extents_per_segment),
+            reads_outstanding: 0,
+            digests: Vec::with_capacity(config.max_extents_per_segment),
+            hash: [0; 32],
+            proof: [0; 32],
+            random: [0; 4],
+            hashmap: Vec::with_capacity(parts),
+            queued: Vec::with_capacity(parts),
+            send_queue: VecDeque::with_capacity(parts),
+            hmu_due: None,
+            hashmap_segments_sent: 1,
+            search_hint: 0,
+        }
+    }
+
+    /// The bytes of part `index`.
+    pub(super) fn part(&self, index: usize, part_size: usize) -> &[u8] {
+        let start = index * part_size;
+        &self.buf[start..(start + part_size).min(self.transfer_len)]
+    }
+
+    /// The segment's reads are in and its pieces final: hashes it in one pass (the file
+    /// digests, the segment hash and proof), compresses it if asked and smaller, and
+    /// draws the map hashes.
+    pub(super) fn seal(
+        &mut self,
+        hashes: &mut FileHashes,
+        manifest: &Manifest,
+        config: &TransferConfig,
+        scratch: &mut [u8],
+        rng: &mut SeededEntropy,
+        guard: &mut Vec<[u8; MAP_HASH_LEN]>,
+    ) -> Result<(), TransferError> {
+        let mut segment = SegmentHasher::new();
+        self.digests.clear();
+        for (extent, at) in &self.extents {
+            let data = &self.buf[*at..*at + extent.len as usize];
+            let entry = manifest.get(extent.entry as usize);
+            let size = entry.map_or(0, |e| e.size);
+            let piece = hashes.absorb(&mut segment, extent, data, size)?;
+            if piece.ends_file {
+                let digest = piece.prefix;
+                // Reads that found the file changed dropped their attempt before this;
+                // what is left to compare is the manifest's hash, where there is one (a
+                // reopened file has none).
+                let changed = entry
+                    .and_then(|e| e.sha256)
+                    .is_some_and(|promised| promised != digest);
+                self.digests.push(FileDigest {
+                    entry: extent.entry,
+                    attempt: extent.attempt,
+                    changed,
+                    sha256: digest,
+                });
+            }
+        }
+        self.transfer_len = self.len;
+        self.compressed = false;
+        if config.compress
+            && let Some(len) = compress(&self.buf[..self.len], scratch)
+        {
+            self.buf[..len].copy_from_slice(&scratch[..len]);
+            self.transfer_len = len;
+            self.compressed = true;
+        }
+        let parts = self.transfer_len.div_ceil(config.part_size);
+        // The collision guard: two parts sharing a map hash would make a request
+        // ambiguous, so draw a new random hash until they are all distinct.
+        for _ in 0..16 {
+            rng.fill(&mut self.random);
+            self.hashmap.clear();
+            self.hashmap
+                .extend((0..parts as u32).map(|index| part_map_hash(index, &self.random)));
+            guard.clear();
+            guard.extend_from_slice(&self.hashmap);
+            guard.sort_unstable();
+            if !guard.windows(2).any(|pair| pair[0] == pair[1]) {
+                break;
+            }
+        }
+        let (hash, proof) = segment.finish(&self.random);
+        self.hash = hash;
+        self.proof = proof;
+        self.queued.clear();
+        self.queued.resize(parts, false);
+        self.send_queue.clear();
+        self.hmu_due = None;
+        self.hashmap_segments_sent = 1;
+        self.search_hint = 0;
+        self.state = SlotState::Ready;
+        Ok(())
+    }
+
+    /// The LAYOUT that goes before the advertisement: the pieces and file digests.
+    pub(super) fn layout(&self) -> Message<'_> {
+        Message::Layout(Layout::sending(self.hash, &self.extents, &self.digests))
+    }
+
+    /// The ADV: the segment as a Resource of the batch stream, with its first map hashes.
+    pub(super) fn advertisement(
+        &self,
+        per_message: usize,
+        stream_total: u64,
+        segment_size: usize,
+        first_hash: [u8; 32],
+    ) -> Message<'_> {
+        let per_message = per_message.min(self.hashmap.len());
+        let estimated = stream_total.div_ceil(segment_size as u64).max(self.seq);
+        Message::Adv(Advertisement {
+            transfer_size: self.transfer_len as u64,
+            data_size: stream_total,
+            parts: self.hashmap.len() as u64,
+            hash: self.hash,
+            random_hash: self.random,
+            original_hash: first_hash,
+            segment_index: self.seq,
+            total_segments: estimated,
+            request_id: None,
+            flags: (if self.compressed {
+                flags::COMPRESSED
+            } else {
+                0
+            }) | (if estimated > 1 { flags::SPLIT } else { 0 }),
+            hashmap: self.hashmap[..per_message].as_flattened(),
+        })
+    }
+
+    /// REQ: queues the parts asked for; a request that says the hashmap ran out asks for
+    /// the next hashmap segment.
+    pub(super) fn on_request(
+        &mut self,
+        request: &Request<'_>,
+        per_message: usize,
+    ) -> Result<(), TransferError> {
+        for wanted in request.map_hashes.chunks_exact(MAP_HASH_LEN) {
+            let parts = self.hashmap.len();
+            let index = (0..parts)
+                .map(|i| (self.search_hint + i) % parts)
+                .find(|&i| self.hashmap[i] == wanted)
+                .ok_or(segment_rule("a request for a part that does not exist"))?;
+            self.search_hint = index + 1;
+            if !self.queued[index] {
+                self.queued[index] = true;
+                self.send_queue.push_back(index as u32);
+            }
+        }
+        if let Some(last) = request.exhausted {
+            // The receiver holds the hashmap segments sent so far; its last map hash is
+            // the last of those.
+            let known = self.hashmap_segments_sent as usize * per_message;
+            if known >= self.hashmap.len()
+                || self.hashmap[known - 1] != last
+                || self.hmu_due.is_some()
+            {
+                return Err(segment_rule(
+                    "a hashmap request that does not follow the hashmap sent",
+                ));
+            }
+            self.hmu_due = Some(self.hashmap_segments_sent);
+        }
+        Ok(())
+    }
+
+    /// The hashmap segment asked for, as it goes on the wire.
+    pub(super) fn hashmap_update(&self, segment: u64, per_message: usize) -> Message<'_> {
+        let start = segment as usize * per_message;
+        let end = (start + per_message).min(self.hashmap.len());
+        Message::Hmu(crate::resource::wire::HashmapUpdate {
+            resource_hash: self.hash,
+            segment,
+            hashmap: self.hashmap[start..end].as_flattened(),
+        })
+    }
+
+    /// The hashmap update went out.
+    pub(super) fn hashmap_update_sent(&mut self) {
+        self.hmu_due = None;
+        self.hashmap_segments_sent += 1;
+    }
+
+    /// One line for traces.
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{:?}#{} q{} reads{}",
+            self.state,
+            self.seq,
+            self.send_queue.len(),
+            self.reads_outstanding
+        )
+    }
+}
+
+/// bz2 of `data` into `out`, or `None` unless strictly smaller.
+fn compress(data: &[u8], out: &mut [u8]) -> Option<usize> {
+    use bzip2::{Action, Compress, Compression, Status};
+    let limit = data.len().saturating_sub(1).min(out.len());
+    let mut compressor = Compress::new(Compression::new(6), 30);
+    match compressor.compress(data, &mut out[..limit], Action::Finish) {
+        Ok(Status::StreamEnd) => Some(compressor.total_out() as usize),
+        _ => None,
+    }
+}
