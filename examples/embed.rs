@@ -35,9 +35,7 @@ impl Reporter for Print {
     fn info(&mut self, line: &str) {
         println!("{line}");
     }
-    fn start(&mut self, files: usize, bytes: u64) {
-        println!("receiving {files} files, {bytes} bytes");
-    }
+    fn start(&mut self, _files: usize, _bytes: u64) {}
     fn progress(&mut self, _bytes: u64, _files: usize) {}
 }
 
@@ -72,14 +70,11 @@ fn main() -> Result<(), DriverError> {
     let result = (|| -> Result<(), DriverError> {
         loop {
             // 4. Disk commands and events, until the session waits.
+            let now = clock.now();
             loop {
                 match session.poll_output() {
-                    Output::Disk(command) => {
-                        session.carry_out(clock.now(), command, work.storage())?
-                    }
-                    Output::Event(event) => {
-                        work.handle_event(&mut session, event, clock.now(), &mut Print)?
-                    }
+                    Output::Disk(command) => session.carry_out(now, command, work.storage())?,
+                    Output::Event(e) => work.handle_event(&mut session, e, now, &mut Print)?,
                     Output::Timeout(_) => break,
                 }
             }
@@ -145,11 +140,10 @@ fn main() -> Result<(), DriverError> {
         session.advance_transmit(rest);
     }
     let summary = work.finish(&session, result)?;
+    let seconds = summary.elapsed.as_secs_f64();
     println!(
-        "done: {} entries in {} in {:.2} s",
-        summary.committed,
-        options.out_dir.display(),
-        summary.elapsed.as_secs_f64()
+        "done: {} entries in embed-out in {seconds:.2} s",
+        summary.committed
     );
     Ok(())
 }

@@ -19,7 +19,7 @@
 //! let mut receiver = Channel::new(Role::Receiver, token, Config::default(), &mut entropy, now).unwrap();
 //!
 //! // Shuttle bytes until both sides are quiet (a driver would use a socket).
-//! fn pump(from: &mut Channel, to: &mut Channel) -> bool {
+//! fn shuttle(from: &mut Channel, to: &mut Channel) -> bool {
 //!     let bytes = from.poll_transmit().to_vec();
 //!     from.advance_transmit(bytes.len());
 //!     let mut offset = 0;
@@ -31,12 +31,12 @@
 //!     }
 //!     !bytes.is_empty()
 //! }
-//! while pump(&mut sender, &mut receiver) | pump(&mut receiver, &mut sender) {}
+//! while shuttle(&mut sender, &mut receiver) | shuttle(&mut receiver, &mut sender) {}
 //!
 //! assert_eq!(sender.poll_event(), Some(Event::HandshakeComplete));
 //! assert_eq!(receiver.poll_event(), Some(Event::HandshakeComplete));
 //! sender.send_message(b"hello, receiver").unwrap();
-//! pump(&mut sender, &mut receiver);
+//! shuttle(&mut sender, &mut receiver);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

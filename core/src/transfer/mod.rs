@@ -2,15 +2,79 @@
 //! Resources, and tells the driver what to read and write instead of touching files.
 //!
 //! Two session types, [`SenderSession`] and [`ReceiverSession`], each own a channel and
-//! share one surface, the [`Session`] trait: a driver feeds them bytes, timer ticks and
-//! disk completions, and after every input drains [`Session::poll_output`] until it says
+//! share one surface, the [`Session`] trait: a driver feeds them bytes and timer ticks,
+//! and after every input takes [`Session::poll_output`] until it says
 //! [`Output::Timeout`], carrying out each disk command against its [`Storage`] with
-//! [`Session::carry_out`]; then it writes [`Session::poll_transmit`] to the socket. The
-//! [`session`] module's documentation has the order, and `ferry_core::testing` (feature
-//! `testing`) an in-memory storage and a pair of sessions that run a whole transfer.
+//! [`Session::carry_out`] and acting on each event; then it writes
+//! [`Session::poll_transmit`] to the socket. `handle_input` may take fewer bytes than it
+//! was given when the session's bounded queues are full: drain them and offer the rest
+//! again.
 //!
-//! `handle_input` may take fewer bytes than it was given when its bounded output queues
-//! are full; drain them and offer the rest again.
+//! # A whole transfer in memory
+//! Two sessions, their bytes shuttled by hand, their files in the in-memory storage of
+//! [`crate::testing`] (feature `testing`; a real driver implements [`Storage`] over its
+//! files):
+//! ```
+//! use ferry_core::testing::{MemoryDisk, MemorySource, bytes, file, manifest_of};
+//! use ferry_core::transfer::{
+//!     Output, ReceiverSession, SenderSession, Session, Storage, TransferConfig, TransferError,
+//!     TransferEvent,
+//! };
+//! use ferry_core::{SeededEntropy, Timestamp, Token};
+//!
+//! let batch = [file("notes.txt", bytes(1, 5_000)), file("photo.jpg", bytes(2, 700_000))];
+//! let mut entropy = SeededEntropy::new(7);
+//! let token = Token::generate(&mut entropy);
+//! let now = Timestamp::ZERO;
+//! let config = TransferConfig::default();
+//! let manifest = manifest_of(&batch, true);
+//! let mut sender = SenderSession::new(config.clone(), token.clone(), manifest, &mut entropy, now)?;
+//! let mut receiver = ReceiverSession::new(config, token, &mut entropy, now)?;
+//! let mut source = MemorySource::new(batch.iter().map(|f| f.data.clone()).collect());
+//! let mut disk = MemoryDisk::default();
+//!
+//! type Accept<'a, S> = &'a mut dyn FnMut(&mut S) -> Result<(), TransferError>;
+//!
+//! /// Takes a session's outputs until it waits: disk commands against its storage,
+//! /// events (a batch offered is answered by `accept`).
+//! fn drain<S: Session>(s: &mut S, disk: &mut dyn Storage, accept: Accept<S>) -> Result<(), TransferError> {
+//!     loop {
+//!         match s.poll_output() {
+//!             Output::Disk(command) => s.carry_out(Timestamp::ZERO, command, disk)?,
+//!             Output::Event(TransferEvent::BatchOffered { .. }) => accept(s)?,
+//!             Output::Event(_) => {}
+//!             Output::Timeout(_) => return Ok(()),
+//!         }
+//!     }
+//! }
+//!
+//! /// Gives `to` the bytes `from` has to send, draining `to` whenever it takes no more.
+//! fn shuttle<F: Session, S: Session>(
+//!     from: &mut F,
+//!     to: &mut S,
+//!     disk: &mut dyn Storage,
+//!     accept: Accept<S>,
+//! ) -> Result<bool, TransferError> {
+//!     let bytes = from.poll_transmit().to_vec();
+//!     from.advance_transmit(bytes.len());
+//!     let mut taken = 0;
+//!     while taken < bytes.len() {
+//!         taken += to.handle_input(Timestamp::ZERO, &bytes[taken..])?;
+//!         drain(to, disk, &mut *accept)?;
+//!     }
+//!     Ok(!bytes.is_empty())
+//! }
+//!
+//! let (mut ignore, mut take) = (|_: &mut SenderSession| Ok(()), |r: &mut ReceiverSession| r.accept(now, &[]));
+//! while !(sender.is_finished() && receiver.is_finished()) {
+//!     drain(&mut sender, &mut source, &mut ignore)?;
+//!     let forward = shuttle(&mut sender, &mut receiver, &mut disk, &mut take)?;
+//!     let back = shuttle(&mut receiver, &mut sender, &mut source, &mut ignore)?;
+//!     assert!(forward || back || sender.is_finished(), "stuck: {}", receiver.describe());
+//! }
+//! assert_eq!(disk.committed.get(&1), batch[1].data.as_ref());
+//! # Ok::<(), TransferError>(())
+//! ```
 
 use core::time::Duration;
 
