@@ -4,6 +4,12 @@
 //!
 //!     cargo build --release && cargo run --release -p ferry-examples --example bench [DIR]
 //!
+//!     ... --example bench DIR --against OTHER_FERRY
+//!
+//! compares this build with another `ferry` binary (an older commit's, say) on the same
+//! payloads, their runs interleaved so that both see the same machine, and prints the
+//! ratio of each payload's median time.
+//!
 //! Payloads: (a) a 1 GiB random file, (b) 10,000 files of 4 KiB, (c) 100 MiB of log text.
 //! Every figure is the median of 3 runs, interleaved with its ceiling. Then memory and time
 //! per entry: (d) 100,000 empty files, (e) a million entries with 130-byte paths (the trees
@@ -291,6 +297,12 @@ fn main() {
     let ferry = ferry_binary();
     eprintln!("preparing payloads in {} ...", dir.display());
     let payloads = payloads(&dir);
+    if let Some(other) = std::env::args()
+        .nth(3)
+        .filter(|_| std::env::args().nth(2).as_deref() == Some("--against"))
+    {
+        return against(&ferry, Path::new(&other), &payloads, &dir);
+    }
     let mut data = random_bytes(256 << 20, 9);
     let sha = median((0..3).map(|_| sha256_mbs(&data)).collect());
     let aead = median((0..3).map(|_| aead_mbs(&mut data)).collect());
@@ -410,6 +422,30 @@ fn main() {
         );
     }
     entries(&ferry, &dir, &outputs);
+    let _ = fs::remove_dir_all(&outputs);
+    let _ = fs::write(dir.join(CLEANED_MARK), b"");
+}
+
+/// This build against `other` on each payload: 5 runs each, interleaved, and the ratio of
+/// the medians (below 1: this build is faster).
+fn against(ferry: &Path, other: &Path, payloads: &[Payload], dir: &Path) {
+    let outputs = dir.join("outputs");
+    let _ = fs::remove_dir_all(&outputs);
+    wait_out_recent_deletions(dir);
+    println!(
+        "{:<28} {:>9} {:>9} {:>7}",
+        "payload", "this s", "other s", "ratio"
+    );
+    for (p, payload) in payloads.iter().enumerate() {
+        let (mut this, mut that) = (vec![], vec![]);
+        for run in 0..5 {
+            let out = |name: &str| outputs.join(format!("{name}-{p}-{run}"));
+            this.push(ferry_run(ferry, payload, &out("this"), &[]).0);
+            that.push(ferry_run(other, payload, &out("other"), &[]).0);
+        }
+        let (a, b) = (median(this), median(that));
+        println!("{:<28} {a:>9.3} {b:>9.3} {:>7.3}", payload.name, a / b);
+    }
     let _ = fs::remove_dir_all(&outputs);
     let _ = fs::write(dir.join(CLEANED_MARK), b"");
 }

@@ -47,3 +47,24 @@ fn the_embedding_example_receives_a_tree_identical() {
     assert!(stdout.contains("done: "), "{stdout}");
     assert_same_tree(&source, &dir.path().join("embed-out/tree"));
 }
+
+/// The template stays short enough to read in one sitting, and uses the one session
+/// surface (outputs drained by `poll_output`, disk commands through `carry_out`).
+#[test]
+fn the_embedding_example_stays_a_short_read_of_the_session_surface() {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/embed.rs")).unwrap();
+    let lines = source.lines().count();
+    assert!(lines < 150, "examples/embed.rs has {lines} lines");
+    for verb in [
+        "poll_output",
+        "carry_out",
+        "poll_transmit",
+        "handle_input",
+        "handle_timeout",
+    ] {
+        assert!(
+            source.contains(verb),
+            "examples/embed.rs does not show {verb}"
+        );
+    }
+}
