@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_core::transfer::TransferConfig;
 
-/// Bytes a rerun may send beyond what is missing: the segments that were in flight when
-/// the first run stopped, the manifest (`entries` of them), and record framing.
+/// Bytes a rerun may send beyond what is missing: what was in flight when the first run
+/// stopped (on loopback the window stays at its floor, and the segments it spans may be
+/// partly written), the manifest (`entries` of them), and record framing.
 fn allowance(missing: u64, entries: u64) -> u64 {
     let config = TransferConfig::default();
-    (config.segments_in_flight * config.segment_size) as u64 + entries * 64 + missing / 500
+    (config.window_floor + 2 * config.segment_size) as u64 + entries * 64 + missing / 500
 }
 
 fn small_files(root: &Path, count: usize) -> PathBuf {

@@ -119,7 +119,9 @@ pub struct TransferConfig {
     pub part_size: usize,
     /// Bytes of the batch stream per segment (one Resource each).
     pub segment_size: usize,
-    /// Segments advertised and not yet proven at once. Both sides use the smaller value.
+    /// The most segments advertised and not yet proven at once. Both sides use the
+    /// smaller value; the receiver grants fewer while its window is smaller
+    /// (PROTOCOL.md §6.3).
     pub segments_in_flight: usize,
     /// Most file pieces one segment may hold (many small files share a segment).
     pub max_extents_per_segment: usize,
@@ -139,8 +141,14 @@ pub struct TransferConfig {
     /// that re-read at [`SLOWEST_REREAD`] bytes per second.
     pub stall_timeout: Duration,
     /// Receiver: bytes requested before the first part arrives; the window then grows by
-    /// each part received (slow start) up to `segments_in_flight × segment_size`.
+    /// each part received (slow start) up to `window_floor`.
     pub initial_window: usize,
+    /// Receiver: the window never shrinks below this once slow start has reached it.
+    /// Beyond it, the window follows the path's bandwidth-delay product, as measured.
+    pub window_floor: usize,
+    /// The most bytes a window may hold, and so the most segment memory either side
+    /// keeps for it.
+    pub max_window: usize,
 }
 
 impl Default for TransferConfig {
@@ -153,7 +161,7 @@ impl Default for TransferConfig {
             // segment's passes (hash, seal or open, write) stay in the L2 cache, and a
             // slot freed by a proof refills sooner. Measured in examples/bench.rs.
             segment_size: 256 << 10,
-            segments_in_flight: 16,
+            segments_in_flight: 256,
             max_extents_per_segment: 512,
             map_hashes_per_message: 74,
             compress: false,
@@ -161,7 +169,12 @@ impl Default for TransferConfig {
             checkpoint_interval: Duration::from_secs(2),
             max_attempts: 3,
             stall_timeout: Duration::from_secs(120),
-            initial_window: 256 << 10,
+            initial_window: 4 << 20,
+            // 16 segments of 256 KiB: what a short path needs at full speed.
+            window_floor: 4 << 20,
+            // With what the window's segments need around it, 64 MiB a side at most:
+            // enough for 1 Gbit/s across a 200 ms round trip.
+            max_window: 40 << 20,
         }
     }
 }
@@ -184,20 +197,28 @@ impl TransferConfig {
         self.segment_size.div_ceil(self.part_size.max(1))
     }
 
+    /// Segment buffers a side keeps at most: enough for the largest window (and the
+    /// segments either side of it), and no more than the segments in flight.
+    pub fn segment_buffers(&self) -> usize {
+        (self.max_window.div_ceil(self.segment_size.max(1)) + 2).min(self.segments_in_flight)
+    }
+
     /// The most heap one session allocates for a batch of `entries` entries whose paths
-    /// total `path_bytes`: the segment buffers, the channel's buffers, the bounded queues
-    /// and the per-entry tables. Nothing grows beyond it while bytes flow.
+    /// total `path_bytes`: the segment buffers, the per-segment tables, the channel's
+    /// buffers, the bounded queues and the per-entry tables. Nothing grows beyond it
+    /// while bytes flow.
     pub fn heap_bound(&self, entries: usize, path_bytes: usize) -> usize {
         use core::mem::size_of;
         let parts = self.parts_per_segment();
         let extents = self.max_extents_per_segment;
-        let per_slot = self.segment_size + parts * 16 + extents * 96;
+        let per_segment = parts * 16 + extents * 128;
+        let segments =
+            self.segments_in_flight * per_segment + self.segment_buffers() * self.segment_size;
         let channel = self.channel.send_buffer
             + 2 * crate::record::sealed_len(self.channel.max_record_payload);
-        // The sender's disk queue holds a read per piece of every segment in flight, and its
-        // event queue as many again (a read may bring an event); the receiver's, two
-        // segments' worth of each.
-        let queue = self.segments_in_flight * extents + 2 * extents + 32;
+        // The disk queues hold the reads or writes of a few segments at a time, the event
+        // queues as many again (each may bring an event): see `Outputs::for_config`.
+        let queue = outputs::Outputs::capacity(self);
         let queues = 2 * queue * (size_of::<DiskCommand>() + size_of::<TransferEvent>());
         let per_entry = entries * 320 + 2 * path_bytes;
         // bzip2's own state while a segment is (de)compressed: compressing at level 6
@@ -205,13 +226,7 @@ impl TransferConfig {
         // 900 kB, whatever block size the peer chose (a receiver takes compressed
         // segments whether or not it compresses itself).
         let bz2 = if self.compress { 5_200_000 } else { 2_350_000 };
-        self.segments_in_flight * per_slot
-            + 2 * self.segment_size
-            + channel
-            + queues
-            + per_entry
-            + bz2
-            + (256 << 10)
+        segments + 2 * self.segment_size + channel + queues + per_entry + bz2 + (256 << 10)
     }
 
     /// Checks that the values are usable together.
@@ -255,8 +270,13 @@ impl TransferConfig {
         if self.stall_timeout.is_zero() || self.checkpoint_interval.is_zero() {
             return invalid("stall_timeout and checkpoint_interval must be greater than zero");
         }
-        if self.initial_window < self.part_size {
-            return invalid("initial_window must hold at least one part");
+        if self.initial_window < self.part_size
+            || self.window_floor < self.initial_window
+            || self.max_window < self.window_floor
+        {
+            return invalid(
+                "the windows must hold a part and grow: initial_window ≤ window_floor ≤ max_window",
+            );
         }
         Ok(())
     }

@@ -32,7 +32,20 @@ pub(crate) struct Outputs {
 }
 
 impl Outputs {
-    pub(crate) fn new(events: usize, disk: usize) -> Self {
+    /// Queues for a session of `config`: disk commands for four segments' pieces at a
+    /// time (a side stops producing when they are full, and goes on once the driver has
+    /// drained them), and room for as many events again, since each may bring one.
+    pub(crate) fn for_config(config: &crate::transfer::TransferConfig) -> Self {
+        let disk = 4 * config.max_extents_per_segment + 8;
+        Outputs::new(disk + 16, disk)
+    }
+
+    /// The longer of the two queues of [`Outputs::for_config`].
+    pub(crate) fn capacity(config: &crate::transfer::TransferConfig) -> usize {
+        4 * config.max_extents_per_segment + 24
+    }
+
+    fn new(events: usize, disk: usize) -> Self {
         Outputs {
             events: VecDeque::with_capacity(events),
             disk: VecDeque::with_capacity(disk),

@@ -3,10 +3,10 @@
 //!
 //!     cargo run --release -p ferry-sim --example wan [FILTER]
 //!
-//! "Ferry" sizes its window for the path: 32 segments of 1 MiB in flight. A segment's slot
-//! is freed by its proof, about two round trips after it is advertised, so the data in
-//! flight must cover twice the bandwidth-delay product of 1 Gbit/s × 100 ms (12.5 MB). "RNS-like" is RNS's default
-//! shape: small parts and one segment in flight, waiting a round trip per segment.
+//! "Ferry" is the default configuration: its window sizes itself for the path (measured
+//! round trip × delivery rate), and the receiver grants the sender the segments that
+//! window needs. "RNS-like" is RNS's default shape: small parts and one segment in flight,
+//! waiting a round trip per segment.
 
 use ferry_core::transfer::TransferConfig;
 use ferry_core::{Entropy, SeededEntropy};
@@ -38,12 +38,7 @@ fn world(
 fn main() {
     let mut data = vec![0u8; 1 << 30];
     SeededEntropy::new(5).fill(&mut data);
-    let ferry = TransferConfig {
-        segment_size: 1 << 20,
-        segments_in_flight: 32,
-        initial_window: 1 << 20,
-        ..TransferConfig::default()
-    };
+    let ferry = TransferConfig::default();
     let rns_like = TransferConfig {
         part_size: 8 << 10,
         segment_size: 1 << 20,
@@ -61,6 +56,20 @@ fn main() {
             "1 Gbit/s x 100 ms, Ferry",
             1_000_000_000u64,
             100u64,
+            ferry.clone(),
+            vec![],
+        ),
+        (
+            "1 Gbit/s x 200 ms, Ferry",
+            1_000_000_000,
+            200,
+            ferry.clone(),
+            vec![],
+        ),
+        (
+            "100 Mbit/s x 100 ms, Ferry",
+            100_000_000,
+            100,
             ferry.clone(),
             vec![],
         ),

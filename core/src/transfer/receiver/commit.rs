@@ -139,7 +139,9 @@ impl Stream {
             bytes: self.bytes_done,
         });
         slot.state = SlotState::Free;
-        if books.ledger.wrote(slot.len as u64, books.now, books.config) {
+        let len = slot.len as u64;
+        self.release(index);
+        if books.ledger.wrote(len, books.now, books.config) {
             books.ledger.checkpoint(books.out);
         }
     }

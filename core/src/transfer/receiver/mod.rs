@@ -103,10 +103,9 @@ impl ReceiverSession {
         config.validate()?;
         let channel = Channel::new(Role::Receiver, token, config.channel.clone(), entropy, now)
             .map_err(|e| TransferError::Config(e.into()))?;
-        let extents = config.max_extents_per_segment;
         let receiver = Receiver {
             phase: Phase::Handshake,
-            out: Outputs::new(2 * extents + 16, 2 * extents + 8),
+            out: Outputs::for_config(&config),
             manifest: Manifest::default(),
             part_size: config.part_size,
             ledger: Ledger::default(),
@@ -351,12 +350,7 @@ impl Side for Receiver {
                 }
             }
             (Message::Layout(layout), Some(stream)) => {
-                stream.on_layout(
-                    &layout,
-                    &mut self.ledger,
-                    &self.manifest,
-                    config.segment_size,
-                )?;
+                stream.on_layout(&layout, &mut self.ledger, &self.manifest, config)?;
                 self.arm_stall(now);
             }
             (Message::Layout(_), None) => {
@@ -377,7 +371,7 @@ impl Side for Receiver {
                 return Err(out_of_order("a hashmap update for an unknown resource"));
             }
             (Message::Part { hash, index, data }, Some(stream)) => {
-                stream.on_part(hash, index, data)?;
+                stream.on_part(hash, index, data, now)?;
                 self.arm_stall(now);
             }
             (Message::Part { .. }, None) => {
@@ -440,7 +434,8 @@ impl Side for Receiver {
                 if !settled {
                     stream.settle(&self.manifest, &mut self.ledger, &mut self.out);
                 }
-                stream.send_requests(channel);
+                stream.send_requests(channel, &self.config, now);
+                stream.send_grant(channel, &self.config);
                 if settled {
                     let mut books = Books {
                         manifest: &self.manifest,

@@ -12,12 +12,16 @@ use crate::transfer::wire::bodies::CLAIM_MAX_LEN;
 use crate::transfer::wire::{self, Claim, Message, Plan, PlanResult, ReceiverLimits};
 use crate::transfer::{DiskError, TransferConfig, TransferError};
 
+use super::stream::grant_for;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     /// Re-reading and hashing what is here.
     Checking,
     /// Sending the claims.
     Claiming,
+    /// The claims are out: granting the sender its first segments.
+    Granting,
     /// Waiting for the sender's answer.
     Answering,
 }
@@ -146,13 +150,24 @@ impl ResumeCheck {
             }
             self.claims_sent += count;
             if last {
-                // The sender now re-reads whatever we claimed, which can take long: the
-                // wait is bounded by the time that re-read takes at the slowest rate we
-                // allow for (PROTOCOL.md §6.5).
-                self.stage = Stage::Answering;
-                let claimed = self.claims.iter().map(|c| c.offset).sum();
-                return Some(now.saturating_add(reread_allowance(config.stall_timeout, claimed)));
+                self.stage = Stage::Granting;
             }
+        }
+        if self.stage == Stage::Granting {
+            // The sender may start with the segments of the window's floor: slow start
+            // reaches it within the first round trips.
+            let grant = Message::Grant {
+                segments: grant_for(config.window_floor, 0, config) as u32,
+            };
+            if wire::send(channel, &grant).is_err() {
+                return None;
+            }
+            // The sender now re-reads whatever we claimed, which can take long: the wait
+            // is bounded by the time that re-read takes at the slowest rate we allow for
+            // (PROTOCOL.md §6.5).
+            self.stage = Stage::Answering;
+            let claimed = self.claims.iter().map(|c| c.offset).sum();
+            return Some(now.saturating_add(reread_allowance(config.stall_timeout, claimed)));
         }
         None
     }
@@ -195,6 +210,7 @@ impl ResumeCheck {
         match self.stage {
             Stage::Checking => "checking",
             Stage::Claiming => "claiming",
+            Stage::Granting => "granting",
             Stage::Answering => "awaiting the plan result",
         }
     }

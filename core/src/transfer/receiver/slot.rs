@@ -28,6 +28,8 @@ pub(super) struct RecvSlot {
     pub(super) seq: u64,
     /// The advertisement's segment index, for error messages.
     pub(super) segment_index: u64,
+    /// The segment's bytes: a buffer from the stream's pool, held from the first request
+    /// until the segment is written (empty otherwise).
     pub(super) buf: Vec<u8>,
     /// Bytes of the segment (after decompression).
     pub(super) len: usize,
@@ -64,7 +66,7 @@ impl RecvSlot {
             state: SlotState::Free,
             seq: 0,
             segment_index: 0,
-            buf: vec![0; config.segment_size],
+            buf: Vec::new(),
             len: 0,
             transfer_len: 0,
             compressed: false,

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::channel::Channel;
 use crate::record::sealed_len;
 use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Proof};
+use crate::time::Timestamp;
 use crate::transfer::hashes::FileHashes;
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::outputs::Outputs;
@@ -18,6 +19,16 @@ use crate::transfer::{DiskCommand, FileFailure, TransferConfig, TransferError, T
 use super::ledger::Ledger;
 use super::slot::{RecvSlot, SlotState};
 use super::window::Window;
+
+/// The segments to grant the sender for a window of `window` bytes on a path whose
+/// bandwidth-delay product is `bdp`: a segment is held from its advertisement until its
+/// proof, so beyond the window's own segments (asked for, not yet arrived) come those
+/// advertised and not yet asked for and those written and not yet proven, about one
+/// bandwidth-delay product; and two for the ones being read and written.
+pub(super) fn grant_for(window: usize, bdp: usize, config: &TransferConfig) -> usize {
+    let segment = config.segment_size.max(1);
+    (window.div_ceil(segment) + bdp.div_ceil(segment) + 2).min(config.segments_in_flight)
+}
 
 /// The streaming phase's data: the segments in flight and what is owed to the sender.
 pub(super) struct Stream {
@@ -31,6 +42,13 @@ pub(super) struct Stream {
     pub(super) next_process: u64,
     pub(super) window: Window,
     pub(super) proofs_due: VecDeque<Proof>,
+    /// Segment buffers not in use, and how many there are in all (at most
+    /// `TransferConfig::segment_buffers`).
+    spare: Vec<Vec<u8>>,
+    buffers: usize,
+    /// Segments granted to the sender: the most it may have advertised and not yet
+    /// proven (PROTOCOL.md §6.3), and whether a new grant is to be sent.
+    granted: usize,
     /// Decompression space, one segment.
     scratch: Vec<u8>,
     request_buf: Vec<u8>,
@@ -45,17 +63,19 @@ impl Stream {
     pub(super) fn new(config: &TransferConfig, part_size: usize, hashes: FileHashes) -> Self {
         Stream {
             part_size,
-            slots: (0..config.segments_in_flight)
-                .map(|_| RecvSlot::new(config, part_size))
-                .collect(),
+            slots: Vec::new(),
             awaiting_adv: None,
             next_seq: 0,
             next_process: 0,
             window: Window::new(
                 config.initial_window,
-                config.segments_in_flight * config.segment_size,
+                config.window_floor,
+                config.max_window,
             ),
-            proofs_due: VecDeque::with_capacity(config.segments_in_flight),
+            proofs_due: VecDeque::new(),
+            spare: Vec::new(),
+            buffers: 0,
+            granted: grant_for(config.window_floor, 0, config),
             scratch: vec![0; config.segment_size],
             request_buf: Vec::with_capacity(config.channel.max_record_payload),
             hashes,
@@ -113,16 +133,21 @@ impl Stream {
         layout: &Layout<'_>,
         ledger: &mut Ledger,
         manifest: &Manifest,
-        segment_size: usize,
+        config: &TransferConfig,
     ) -> Result<(), TransferError> {
+        let segment_size = config.segment_size;
         if self.awaiting_adv.is_some() {
             return Err(out_of_order("a segment layout out of order"));
         }
-        let index = self
-            .slots
-            .iter()
-            .position(|s| s.state == SlotState::Free)
-            .ok_or(segment_rule("more segments in flight than agreed"))?;
+        let free = self.slots.iter().position(|s| s.state == SlotState::Free);
+        let index = match free {
+            Some(index) => index,
+            None if self.slots.len() < config.segments_in_flight => {
+                self.slots.push(RecvSlot::new(config, self.part_size));
+                self.slots.len() - 1
+            }
+            None => return Err(segment_rule("more segments in flight than agreed")),
+        };
         self.slots[index].on_layout(layout, self.next_seq, ledger, manifest, segment_size)?;
         self.next_seq += 1;
         self.awaiting_adv = Some(index);
@@ -163,6 +188,7 @@ impl Stream {
         hash: [u8; 32],
         index: u32,
         data: &[u8],
+        now: Timestamp,
     ) -> Result<(), TransferError> {
         let part_size = self.part_size;
         let slot = self
@@ -173,16 +199,21 @@ impl Stream {
                 "a part for a resource that is not being received",
             ))?;
         let whole = slot.on_part(index, data, part_size)?;
-        // Slow start: each part received lets one more part's worth be in flight.
-        self.window.arrived(data.len());
+        self.window.arrived(data.len(), now);
         if whole {
             slot.complete(&mut self.scratch)?;
         }
         Ok(())
     }
 
-    /// Asks for parts, oldest segment first, as far as the window and the channel allow.
-    pub(super) fn send_requests(&mut self, channel: &mut Channel) {
+    /// Asks for parts, oldest segment first, as far as the window, the segment buffers
+    /// and the channel allow. A segment takes a buffer with its first request.
+    pub(super) fn send_requests(
+        &mut self,
+        channel: &mut Channel,
+        config: &TransferConfig,
+        now: Timestamp,
+    ) {
         let part_size = self.part_size;
         let max_hashes = (channel.max_message_len().saturating_sub(64) / MAP_HASH_LEN).max(1);
         loop {
@@ -199,6 +230,17 @@ impl Stream {
             else {
                 return;
             };
+            if slot.buf.is_empty() {
+                slot.buf = match self.spare.pop() {
+                    Some(buf) => buf,
+                    None if self.buffers < config.segment_buffers() => {
+                        self.buffers += 1;
+                        vec![0; config.segment_size]
+                    }
+                    // Every buffer holds a segment on its way: the next waits for one.
+                    None => return,
+                };
+            }
             let request = Message::Req(slot.request(&next, &self.request_buf));
             if channel.send_capacity() < sealed_len(request.encoded_len())
                 || wire::send(channel, &request).is_err()
@@ -206,10 +248,33 @@ impl Stream {
                 return;
             }
             slot.asked(&next);
-            self.window.asked(next.bytes);
+            self.window.asked(next.bytes, now);
             if next.window_full(slot.parts) {
                 return;
             }
+        }
+    }
+
+    /// A segment is written: its buffer goes back to the pool.
+    pub(super) fn release(&mut self, index: usize) {
+        let buf = core::mem::take(&mut self.slots[index].buf);
+        if !buf.is_empty() {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Tells the sender how many segments it may have in flight, once the window has
+    /// moved enough to change that (by an eighth, or by two segments when it is small).
+    pub(super) fn send_grant(&mut self, channel: &mut Channel, config: &TransferConfig) {
+        let wanted = grant_for(self.window.reach(), self.window.bdp(), config);
+        if wanted.abs_diff(self.granted) < (self.granted / 8).max(2) {
+            return;
+        }
+        let grant = Message::Grant {
+            segments: wanted as u32,
+        };
+        if wire::send(channel, &grant).is_ok() {
+            self.granted = wanted;
         }
     }
 
@@ -252,9 +317,10 @@ impl Stream {
     pub(super) fn describe(&self) -> String {
         let slots: Vec<String> = self.slots.iter().map(RecvSlot::describe).collect();
         format!(
-            "next_process {} window {} outstanding {} done {} slots [{}]",
+            "next_process {} window {} granted {} outstanding {} done {} slots [{}]",
             self.next_process,
             self.window.size(),
+            self.granted,
             self.window.outstanding(),
             self.bytes_done,
             slots.join(", ")

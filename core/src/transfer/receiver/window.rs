@@ -1,21 +1,82 @@
-//! How much the receiver asks for before the parts arrive.
+//! How much the receiver asks for before the parts arrive: a window that sizes itself for
+//! the path.
 
-/// The receive window: bytes requested and not yet arrived are kept within it. It starts
-/// at the configured initial size and grows by every part received (slow start) up to
-/// all the segments in flight.
+use std::collections::VecDeque;
+
+use crate::time::Timestamp;
+
+/// Rate samples kept for the maximum (one per round trip).
+const RATE_ROUNDS: usize = 10;
+/// How long the smallest round trip seen stands before a new one replaces it (a path can
+/// change; a queue that filled must not count).
+const MIN_RTT_LIFETIME_MICROS: u64 = 10_000_000;
+/// The shortest measuring round, so that loopback's tiny round trips still give a rate.
+const MIN_ROUND_MICROS: u64 = 1_000;
+/// The window over the bandwidth-delay product while it is still finding the path's rate
+/// (each round's rate can then be this many times the last), and once it has found it
+/// (room for the rate to rise, and for round trips longer than the shortest).
+const STARTUP_GAIN: u128 = 8;
+const STEADY_GAIN: u128 = 3;
+const GAIN_DIVISOR: u128 = 2;
+/// Startup ends after this many rounds in a row whose rate did not rise by a quarter.
+const FLAT_ROUNDS: u8 = 3;
+
+/// The receive window: bytes requested and not yet arrived are kept within it.
+///
+/// It starts at `initial` and grows by every part received (slow start) up to `floor`.
+/// Beyond that it follows the path: from the round trip of its own requests (until the
+/// first part that answers each) and the rate at which parts arrive, it aims at a gain ×
+/// the bandwidth-delay product (the largest rate of the last rounds × the smallest
+/// round trip), up to `max`. While the window limits the rate, each round's rate is the
+/// gain × the last (4 while it keeps rising by a quarter a round, 1.5 once it stopped),
+/// so it grows until the path, not the window, sets the rate; when the path slows, the
+/// rate samples fall and the window follows them down to the floor.
 #[derive(Debug)]
 pub(super) struct Window {
     size: usize,
+    slow_start: usize,
+    floor: usize,
     max: usize,
     outstanding: usize,
+    /// Requests not wholly answered: when each went out, its bytes still to come, and
+    /// whether a part of it has arrived.
+    requests: VecDeque<Request>,
+    min_rtt: Option<(u64, Timestamp)>,
+    /// The measuring round under way: when it began and the bytes delivered before it.
+    round: Option<(Timestamp, u64)>,
+    delivered: u64,
+    /// Rates of the last rounds, bytes per second.
+    rates: [u64; RATE_ROUNDS],
+    next_rate: usize,
+    /// Startup: the best rate so far and the rounds since it last rose by a quarter; over
+    /// (`None`) once the rate stopped rising.
+    startup: Option<(u64, u8)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    sent: Timestamp,
+    remaining: usize,
+    answered: bool,
 }
 
 impl Window {
-    pub(super) fn new(initial: usize, max: usize) -> Self {
+    pub(super) fn new(initial: usize, floor: usize, max: usize) -> Self {
+        let floor = floor.min(max).max(1);
+        let start = initial.min(floor);
         Window {
-            size: initial,
+            size: start,
+            slow_start: start,
+            floor,
             max,
             outstanding: 0,
+            requests: VecDeque::new(),
+            min_rtt: None,
+            round: None,
+            delivered: 0,
+            rates: [0; RATE_ROUNDS],
+            next_rate: 0,
+            startup: Some((0, 0)),
         }
     }
 
@@ -26,20 +87,107 @@ impl Window {
         self.outstanding + asking + len <= self.size || (asking == 0 && self.outstanding == 0)
     }
 
-    /// A request for `bytes` went out.
-    pub(super) fn asked(&mut self, bytes: usize) {
+    /// A request for `bytes` went out at `now`.
+    pub(super) fn asked(&mut self, bytes: usize, now: Timestamp) {
         self.outstanding += bytes;
+        if bytes > 0 {
+            self.requests.push_back(Request {
+                sent: now,
+                remaining: bytes,
+                answered: false,
+            });
+        }
     }
 
-    /// A part of `len` bytes arrived: it is no longer outstanding, and the window grows
-    /// by it.
-    pub(super) fn arrived(&mut self, len: usize) {
+    /// A part of `len` bytes arrived at `now`. Parts come in the order they were asked
+    /// for, so it answers the oldest request: the first part of each gives a round trip.
+    pub(super) fn arrived(&mut self, len: usize, now: Timestamp) {
         self.outstanding = self.outstanding.saturating_sub(len);
-        self.size = (self.size + len).min(self.max);
+        self.slow_start = (self.slow_start + len).min(self.floor);
+        if let Some(request) = self.requests.front_mut() {
+            if !request.answered {
+                request.answered = true;
+                let rtt = now.as_micros().saturating_sub(request.sent.as_micros());
+                let stale = |(_, at): (u64, Timestamp)| {
+                    now.as_micros().saturating_sub(at.as_micros()) > MIN_RTT_LIFETIME_MICROS
+                };
+                if self.min_rtt.is_none_or(|m| rtt <= m.0 || stale(m)) {
+                    self.min_rtt = Some((rtt, now));
+                }
+            }
+            request.remaining = request.remaining.saturating_sub(len);
+            if request.remaining == 0 {
+                self.requests.pop_front();
+            }
+        }
+        self.delivered += len as u64;
+        self.measure(now);
+        self.resize();
+    }
+
+    /// Ends the measuring round once it has lasted a round trip: its delivery rate is a
+    /// sample.
+    fn measure(&mut self, now: Timestamp) {
+        let Some((started, delivered_before)) = self.round else {
+            self.round = Some((now, self.delivered));
+            return;
+        };
+        let round = self.min_rtt.map_or(0, |(rtt, _)| rtt).max(MIN_ROUND_MICROS);
+        let elapsed = now.as_micros().saturating_sub(started.as_micros());
+        if elapsed < round {
+            return;
+        }
+        let bytes = self.delivered - delivered_before;
+        let rate = u128::from(bytes) * 1_000_000 / u128::from(elapsed);
+        let rate = u64::try_from(rate).unwrap_or(u64::MAX);
+        self.rates[self.next_rate] = rate;
+        self.next_rate = (self.next_rate + 1) % RATE_ROUNDS;
+        self.round = Some((now, self.delivered));
+        if let Some((best, flat)) = self.startup {
+            self.startup = if rate > best.saturating_add(best / 4) {
+                Some((rate, 0))
+            } else if flat + 1 >= FLAT_ROUNDS {
+                None
+            } else {
+                Some((best, flat + 1))
+            };
+        }
+    }
+
+    fn resize(&mut self) {
+        let bdp = self.bdp() as u128;
+        let gain = if self.startup.is_some() {
+            STARTUP_GAIN
+        } else {
+            STEADY_GAIN
+        };
+        let target = usize::try_from(bdp * gain / GAIN_DIVISOR).unwrap_or(usize::MAX);
+        self.size = self.slow_start.max(target.min(self.max));
     }
 
     pub(super) fn size(&self) -> usize {
         self.size
+    }
+
+    /// The path's bandwidth-delay product as measured: the largest rate of the last
+    /// rounds × the smallest round trip.
+    pub(super) fn bdp(&self) -> usize {
+        let rate = self.rates.iter().copied().max().unwrap_or(0);
+        let rtt = self.min_rtt.map_or(0, |(rtt, _)| rtt);
+        usize::try_from(u128::from(rate) * u128::from(rtt) / 1_000_000).unwrap_or(usize::MAX)
+    }
+
+    /// The window it may grow to within the next round trip: while it is still finding
+    /// a path's rate, and the path needs more than the floor, the startup gain over what
+    /// it is now; else what it is. Segments are granted for this, so that a window that
+    /// grows finds them already advertised.
+    pub(super) fn reach(&self) -> usize {
+        if self.startup.is_some() && 2 * self.bdp() >= self.floor {
+            let grown = self.size as u128 * STARTUP_GAIN / GAIN_DIVISOR;
+            usize::try_from(grown).unwrap_or(usize::MAX).min(self.max)
+        } else {
+            self.size
+        }
     }
 
     pub(super) fn outstanding(&self) -> usize {
@@ -50,24 +198,82 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::Window;
+    use crate::time::Timestamp;
+
+    fn at(micros: u64) -> Timestamp {
+        Timestamp::from_micros(micros)
+    }
 
     #[test]
-    fn grows_by_what_arrives_up_to_its_maximum() {
-        let mut window = Window::new(4, 10);
+    fn slow_start_grows_by_what_arrives_up_to_the_floor() {
+        let mut window = Window::new(4, 10, 100);
         assert!(window.admits(0, 4) && !window.admits(4, 1));
-        window.asked(4);
-        window.arrived(4);
+        window.asked(4, at(0));
+        window.arrived(4, at(0));
         assert_eq!((window.size(), window.outstanding()), (8, 0));
-        window.asked(8);
-        window.arrived(8);
-        assert_eq!(window.size(), 10);
+        window.asked(8, at(0));
+        window.arrived(8, at(0));
+        assert_eq!(
+            window.size(),
+            10,
+            "time stood still: no rate, so the floor holds"
+        );
     }
 
     #[test]
     fn a_part_larger_than_the_window_goes_alone() {
-        let mut window = Window::new(4, 100);
+        let mut window = Window::new(4, 4, 100);
         assert!(window.admits(0, 50));
-        window.asked(50);
+        window.asked(50, at(0));
         assert!(!window.admits(0, 1));
+    }
+
+    /// A path of `rate` bytes/s and `rtt` µs, with the receiver asking as the window
+    /// allows, one part of `part` bytes per request; returns the window after `rounds`
+    /// round trips.
+    fn on_a_path(window: &mut Window, rate: u64, rtt: u64, part: usize, rounds: u64) -> usize {
+        let mut now = 0u64;
+        let mut link_free = 0u64;
+        let mut in_flight: std::collections::VecDeque<(u64, usize)> = Default::default();
+        while now < rounds * rtt {
+            while window.admits(0, part) && window.outstanding() + part <= window.size() {
+                window.asked(part, at(now));
+                // Serialised at the rate behind what is already on the link, then a
+                // one-way trip each way.
+                link_free = link_free.max(now + rtt / 2) + part as u64 * 1_000_000 / rate;
+                in_flight.push_back((link_free + rtt / 2, part));
+            }
+            let Some((arrives, len)) = in_flight.pop_front() else {
+                break;
+            };
+            now = now.max(arrives);
+            window.arrived(len, at(now));
+        }
+        window.size()
+    }
+
+    #[test]
+    fn grows_to_the_bandwidth_delay_product_of_a_long_fat_path() {
+        // 125 MB/s × 100 ms: 12.5 MB in flight fill it.
+        let mut window = Window::new(256 << 10, 4 << 20, 64 << 20);
+        let size = on_a_path(&mut window, 125_000_000, 100_000, 64 << 10, 40);
+        assert!(
+            (14_000_000..=24_000_000).contains(&size),
+            "window {size} for a 12.5 MB bandwidth-delay product"
+        );
+    }
+
+    #[test]
+    fn stays_at_its_floor_on_a_short_path_and_within_its_maximum_on_a_long_one() {
+        let mut short = Window::new(256 << 10, 4 << 20, 64 << 20);
+        assert_eq!(
+            on_a_path(&mut short, 1_000_000_000, 200, 64 << 10, 2_000),
+            4 << 20
+        );
+        let mut capped = Window::new(256 << 10, 4 << 20, 8 << 20);
+        assert_eq!(
+            on_a_path(&mut capped, 125_000_000, 200_000, 64 << 10, 40),
+            8 << 20
+        );
     }
 }

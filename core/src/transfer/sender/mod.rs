@@ -83,6 +83,9 @@ pub(crate) struct Sender {
     out: Outputs,
     /// Seeds the random hashes of the segments.
     seed: u64,
+    /// Segments the receiver allows advertised and not yet proven (none until its first
+    /// GRANT).
+    grant: usize,
     /// When the receiver is overdue.
     stall: Option<Timestamp>,
 }
@@ -114,12 +117,12 @@ impl SenderSession {
             .map_err(|e| TransferError::Config(e.into()))?;
         let mut seed = [0u8; 8];
         entropy.fill(&mut seed);
-        let disk = config.segments_in_flight * config.max_extents_per_segment + 4;
         let sender = Sender {
             entries: vec![EntryState::NEW; manifest.len()],
             phase: Phase::Handshake,
-            out: Outputs::new(disk + 16, disk),
+            out: Outputs::for_config(&config),
             seed: u64::from_be_bytes(seed),
+            grant: 0,
             stall: None,
             manifest,
             config,
@@ -225,6 +228,13 @@ impl Side for Sender {
             (Message::Retry { entry, attempt }, Phase::Streaming(stream)) => {
                 stream.on_retry(entry, attempt, &mut books)?;
             }
+            (Message::Grant { segments }, Phase::Streaming(_)) => {
+                self.grant = segments as usize;
+            }
+            (Message::Grant { segments }, Phase::Plan(check)) if check.is_checking() => {
+                self.grant = segments as usize;
+            }
+            (Message::Grant { .. }, _) => return Err(out_of_order("a grant before the plan")),
             // The receiver rejects a segment only right before CANCEL, which carries the
             // reason; nothing is undone here.
             (Message::Rcl(_), _) => {}
@@ -289,6 +299,7 @@ impl Side for Sender {
                 }
                 Phase::Plan(_) => {}
                 Phase::Streaming(stream) => {
+                    let grant = self.grant;
                     stream.send_plan_result(channel);
                     if stream.result_sent {
                         let mut books = books!(self);
@@ -297,7 +308,7 @@ impl Side for Sender {
                         stream.send_notices(channel);
                         stream.advertise(channel, books.config);
                         stream.send_parts(channel, books.config);
-                        stream.prepare(&mut books);
+                        stream.prepare(&mut books, grant);
                         if self.stall.is_none() {
                             self.arm_stall(now);
                         }

@@ -25,6 +25,8 @@ pub(super) struct SendSlot {
     pub(super) state: SlotState,
     /// Its place in the stream.
     pub(super) seq: u64,
+    /// The segment's bytes: a buffer from the stream's pool, held from the moment the
+    /// segment is read until its last part is sent (empty otherwise).
     pub(super) buf: Vec<u8>,
     /// Uncompressed bytes in the segment.
     pub(super) len: usize,
@@ -41,6 +43,8 @@ pub(super) struct SendSlot {
     hashmap: Vec<[u8; MAP_HASH_LEN]>,
     /// Per part: queued for sending.
     queued: Vec<bool>,
+    /// Parts sent: once all are, the buffer is no longer needed.
+    pub(super) parts_sent: usize,
     pub(super) send_queue: VecDeque<u32>,
     /// The hashmap segment the receiver asked for next, if it ran out.
     pub(super) hmu_due: Option<u64>,
@@ -55,7 +59,7 @@ impl SendSlot {
         SendSlot {
             state: SlotState::Free,
             seq: 0,
-            buf: vec![0; config.segment_size],
+            buf: Vec::new(),
             len: 0,
             transfer_len: 0,
             compressed: false,
@@ -67,6 +71,7 @@ impl SendSlot {
             random: [0; 4],
             hashmap: Vec::with_capacity(parts),
             queued: Vec::with_capacity(parts),
+            parts_sent: 0,
             send_queue: VecDeque::with_capacity(parts),
             hmu_due: None,
             hashmap_segments_sent: 1,
@@ -144,6 +149,7 @@ impl SendSlot {
         self.proof = proof;
         self.queued.clear();
         self.queued.resize(parts, false);
+        self.parts_sent = 0;
         self.send_queue.clear();
         self.hmu_due = None;
         self.hashmap_segments_sent = 1;
@@ -220,6 +226,11 @@ impl SendSlot {
             self.hmu_due = Some(self.hashmap_segments_sent);
         }
         Ok(())
+    }
+
+    /// Parts the segment has.
+    pub(super) fn parts(&self) -> usize {
+        self.hashmap.len()
     }
 
     /// The hashmap segment asked for, as it goes on the wire.

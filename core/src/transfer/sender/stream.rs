@@ -51,6 +51,10 @@ pub(super) struct Stream {
     /// The next segment to seal, in stream order.
     next_seal: u64,
     first_hash: Option<[u8; 32]>,
+    /// Segment buffers not in use, and how many there are in all (at most
+    /// `TransferConfig::segment_buffers`).
+    spare: Vec<Vec<u8>>,
+    buffers: usize,
     /// Compression space, one segment (none when not compressing).
     scratch: Vec<u8>,
     /// The map hashes sorted, for the collision guard, sized for a full segment.
@@ -77,9 +81,9 @@ impl Stream {
     ) -> Self {
         Stream {
             agreed: settled.agreed,
-            slots: (0..config.segments_in_flight)
-                .map(|_| SendSlot::new(config))
-                .collect(),
+            slots: Vec::new(),
+            spare: Vec::new(),
+            buffers: 0,
             next_entry: 0,
             current: None,
             retry_queue: VecDeque::new(),
@@ -162,19 +166,42 @@ impl Stream {
         }
     }
 
-    /// Fills free slots with the next pieces and asks the driver to read them.
-    pub(super) fn prepare(&mut self, books: &mut Books<'_>) {
+    /// Reads the next segments, as many as the receiver's grant allows in flight and
+    /// the segment buffers and disk queue have room for.
+    pub(super) fn prepare(&mut self, books: &mut Books<'_>, grant: usize) {
         let Agreed {
             in_flight,
             max_extents,
             segment_size,
         } = self.agreed;
-        for index in 0..in_flight {
-            if self.slots[index].state != SlotState::Free {
-                continue;
-            }
-            if !books.out.has_room(max_extents, max_extents) {
+        let allowed = grant.min(in_flight);
+        loop {
+            let active = self
+                .slots
+                .iter()
+                .filter(|s| s.state != SlotState::Free)
+                .count();
+            if active >= allowed || !books.out.has_room(max_extents, max_extents) {
                 return;
+            }
+            let index = match self.slots.iter().position(|s| s.state == SlotState::Free) {
+                Some(index) => index,
+                None if self.slots.len() < in_flight => {
+                    self.slots.push(SendSlot::new(books.config));
+                    self.slots.len() - 1
+                }
+                None => return,
+            };
+            if self.slots[index].buf.is_empty() {
+                self.slots[index].buf = match self.spare.pop() {
+                    Some(buf) => buf,
+                    None if self.buffers < books.config.segment_buffers() => {
+                        self.buffers += 1;
+                        vec![0; books.config.segment_size]
+                    }
+                    // Every buffer holds a segment not yet sent: the next waits for one.
+                    None => return,
+                };
             }
             let mut fill = 0usize;
             let mut extents = core::mem::take(&mut self.slots[index].extents);
@@ -389,6 +416,11 @@ impl Stream {
                     return;
                 }
                 slot.send_queue.pop_front();
+                slot.parts_sent += 1;
+                if slot.parts_sent == slot.parts() {
+                    // Every part is out: the proof needs only the hashes.
+                    self.spare.push(core::mem::take(&mut slot.buf));
+                }
             }
         }
     }

@@ -31,6 +31,7 @@ mod kind {
     pub(super) const PRF: u8 = 0x15;
     pub(super) const ICL: u8 = 0x16;
     pub(super) const RCL: u8 = 0x17;
+    pub(super) const GRANT: u8 = 0x18;
     pub(super) const RETRY: u8 = 0x20;
     pub(super) const DONE: u8 = 0x21;
     pub(super) const CANCEL: u8 = 0x22;
@@ -78,6 +79,10 @@ pub(crate) enum Message<'a> {
     Icl([u8; RESOURCE_HASH_LEN]),
     /// The receiver rejects a segment (right before CANCEL).
     Rcl([u8; RESOURCE_HASH_LEN]),
+    /// The receiver allows the sender this many segments advertised and not yet proven.
+    Grant {
+        segments: u32,
+    },
     Retry {
         entry: u32,
         attempt: u8,
@@ -114,6 +119,9 @@ impl<'a> Message<'a> {
             kind::PRF => Message::Prf(Proof::decode(body).map_err(wire)?),
             kind::ICL => Message::Icl(crate::resource::wire::decode_cancel(body).map_err(wire)?),
             kind::RCL => Message::Rcl(crate::resource::wire::decode_cancel(body).map_err(wire)?),
+            kind::GRANT => Message::Grant {
+                segments: bodies::decode_grant(body)?,
+            },
             kind::RETRY => {
                 let (entry, attempt) = bodies::decode_retry(body)?;
                 Message::Retry { entry, attempt }
@@ -145,6 +153,7 @@ impl<'a> Message<'a> {
             Message::Prf(_) => kind::PRF,
             Message::Icl(_) => kind::ICL,
             Message::Rcl(_) => kind::RCL,
+            Message::Grant { .. } => kind::GRANT,
             Message::Retry { .. } => kind::RETRY,
             Message::Done { .. } => kind::DONE,
             Message::Cancel(_) => kind::CANCEL,
@@ -169,6 +178,7 @@ impl<'a> Message<'a> {
             Message::Prf(_) => Proof::LEN,
             Message::Icl(_) | Message::Rcl(_) => RESOURCE_HASH_LEN,
             Message::Retry { .. } => 5,
+            Message::Grant { .. } => 4,
             Message::Done { .. } => 16,
             Message::Update(_) => Update::LEN,
             Message::Abandon(_) => Abandon::LEN,
@@ -208,6 +218,7 @@ impl<'a> Message<'a> {
                 body[..4].copy_from_slice(&entry.to_be_bytes());
                 body[4] = *attempt;
             }
+            Message::Grant { segments } => body.copy_from_slice(&segments.to_be_bytes()),
             Message::Done { committed, failed } => {
                 body[..8].copy_from_slice(&committed.to_be_bytes());
                 body[8..].copy_from_slice(&failed.to_be_bytes());

@@ -56,6 +56,17 @@ pub(crate) fn decode_retry(body: &[u8]) -> Result<(u32, u8), TransferError> {
     ))
 }
 
+/// `GRANT`: the segments the sender may have advertised and not yet proven; at least one.
+pub(crate) fn decode_grant(body: &[u8]) -> Result<u32, TransferError> {
+    let segments: [u8; 4] = body
+        .try_into()
+        .map_err(|_| malformed("a grant is not 4 bytes"))?;
+    match u32::from_be_bytes(segments) {
+        0 => Err(malformed("a grant of no segments")),
+        segments => Ok(segments),
+    }
+}
+
 /// `UPDATE`: a file about to be sent again, as the sender now finds it (PROTOCOL.md §6.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Update {
