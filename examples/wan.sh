@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Ferry, scp and rsync over emulated wide-area links, in the same run: the figures behind
+# the README's long-path table.
+#
+#   bash examples/wan.sh [SIZE_MIB]        # default 512; about 15 minutes at 512
+#
+# It drives the project's link emulator, `wanrelay` (a user-space TCP relay with a one-way
+# delay, a rate and a bottleneck queue; this machine's kernel has no netem), through its
+# `run.sh`, which times each tool's client command and checks every copy with `cmp`.
+# WAN_BENCH names the folder that holds them (default: ../shared/bench/wan beside the
+# repository). Two passes: the links as they are, then with the relay's `--window 4MiB`,
+# which caps each TCP connection at 4 MiB not yet acknowledged, as an untuned Linux host's
+# `tcp_wmem` does. The first pass also cuts the 1 Gbit/s × 100 ms link once the receiver
+# holds 40% and reruns the receive. Results go to $WAN_WORK (default /tmp/wan-work).
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WAN=${WAN_BENCH:-$ROOT/../shared/bench/wan}
+SIZE=${1:-512}
+[ -f "$WAN/run.sh" ] || { echo "no link emulator at $WAN (set WAN_BENCH)" >&2; exit 2; }
+(cd "$ROOT" && cargo build --release -q -p ferry-examples --bin ferry)
+export FERRY=$ROOT/target/release/ferry
+STAMP=$(date +%Y%m%d-%H%M%S)
+WORK=${WAN_WORK:-/tmp/wan-work}
+bash "$WAN/run.sh" -s "$SIZE" -r 1 -l "100mbit:20 100mbit:100 1gbit:100 1gbit:200" \
+    -R 1gbit:100 -o "$WORK/open-$STAMP"
+bash "$WAN/run.sh" -s "$SIZE" -r 1 -l "1gbit:100 1gbit:200" -w 4MiB -o "$WORK/window-$STAMP"
+echo
+echo "## $SIZE MiB, links as they are"
+cat "$WORK/open-$STAMP/table.md"
+cat "$WORK/open-$STAMP/resume.txt"
+echo
+echo "## $SIZE MiB, each TCP connection capped at 4 MiB in flight (--window 4MiB)"
+cat "$WORK/window-$STAMP/table.md"
