@@ -129,7 +129,7 @@ fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
         kind: EntryKind::File,
         size,
         mode: 0o644,
-        mtime: 0,
+        mtime_ns: 0,
         sha256: None,
     }];
     let manifest = Manifest::from_entries(&entries, &Default::default()).expect("manifest");

@@ -7,8 +7,9 @@ use core::time::Duration;
 
 /// The largest record payload any configuration may allow (16 MiB).
 pub const MAX_RECORD_PAYLOAD_LIMIT: usize = 16 << 20;
-/// The smallest record payload a configuration may set (1 KiB).
-pub const MIN_RECORD_PAYLOAD: usize = 1 << 10;
+/// The smallest record payload a configuration may set (2 KiB: a part of the smallest
+/// size, 1 KiB, with its header, must fit in one record).
+pub const MIN_RECORD_PAYLOAD: usize = 2 << 10;
 
 /// Capacities and timeouts of one endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]

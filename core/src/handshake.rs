@@ -105,7 +105,7 @@ pub(crate) fn check_hello_prefix(prefix: &[u8], our_role: Role) -> Result<(), Er
     if prefix.len() >= PUBLIC_KEY_AT {
         let limit = hello_record_limit(prefix);
         if !(MIN_RECORD_PAYLOAD..=MAX_RECORD_PAYLOAD_LIMIT).contains(&limit) {
-            return Err(Error::MalformedHello("record limit outside 1 KiB..16 MiB"));
+            return Err(Error::MalformedHello("record limit outside 2 KiB..16 MiB"));
         }
     }
     Ok(())

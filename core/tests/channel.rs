@@ -650,7 +650,7 @@ fn receiver_given(records: &[(u8, &[u8])]) -> common::Seen {
 }
 
 #[test]
-fn record_order_and_content_rules_hold_for_authentic_records() {
+fn s4_record_order_and_content_rules_hold_for_authentic_records() {
     let (_, _, _, transcript) = keyed_receiver();
     let confirm: (u8, &[u8]) = (0, &transcript);
     let unexpected = |record, why| Some(Error::UnexpectedRecord { record, why });
@@ -774,4 +774,19 @@ fn both_sides_send_within_the_smaller_record_limit() {
     pair.sender.send_message(&[1; 4096]).unwrap();
     pair.drive();
     assert_eq!(pair.receiver_seen.messages, vec![vec![1; 4096]]);
+}
+
+#[test]
+fn s2_a_record_limit_below_2_kib_or_above_16_mib_is_refused() {
+    let with_limit = |limit: u32| {
+        let mut hello = hello_with(1, VERSION, [9; 32]);
+        hello[8..12].copy_from_slice(&limit.to_be_bytes());
+        receiver_fed(&hello)
+    };
+    let outside = Some(Error::MalformedHello("record limit outside 2 KiB..16 MiB"));
+    assert_eq!(with_limit(2047), outside);
+    assert_eq!(with_limit((16 << 20) + 1), outside);
+    // At the bounds the hello is fine: what follows is the key exchange's business.
+    assert_ne!(with_limit(2048), outside);
+    assert_ne!(with_limit(16 << 20), outside);
 }

@@ -28,6 +28,9 @@ struct Script {
     /// What the receiver claims it holds when the batch is offered.
     local: Vec<(usize, u64)>,
     now: Timestamp,
+    /// Segments advertised so far, and the first one's hash (ADV's `i` and `o`).
+    segments_sent: u64,
+    first_hash: Option<[u8; 32]>,
 }
 
 impl Script {
@@ -102,13 +105,29 @@ fn receiver_that_planned(
     promised: Option<[u8; 32]>,
     local: u64,
 ) -> Script {
+    let mut script = connected(config, Config::default(), local);
+    let begin = [1, 1, size, 64 << 10];
+    let f = ManifestItem {
+        path: "f",
+        kind: 0,
+        size,
+        mode: 0o644,
+        hash: promised,
+    };
+    assert!(script.offer(begin, &[f]).is_none());
+    script
+}
+
+/// A scripted sender (its channel configured by `sender_channel`) and a receiver that
+/// completed the handshake, holding `local` bytes of entry 0.
+fn connected(config: TransferConfig, sender_channel: Config, local: u64) -> Script {
     let mut entropy = SeededEntropy::new(5);
     let token = Token::generate(&mut entropy);
     let now = Timestamp::ZERO;
     let sender = Channel::new(
         Role::Sender,
         token.clone(),
-        Config::default(),
+        sender_channel,
         &mut entropy,
         now,
     )
@@ -122,6 +141,8 @@ fn receiver_that_planned(
         disk: MemoryDisk::default(),
         local: if local > 0 { vec![(0, local)] } else { vec![] },
         now,
+        segments_sent: 0,
+        first_hash: None,
     };
     if local > 0 {
         let held = vec![LOCAL_BYTE; local as usize];
@@ -130,51 +151,73 @@ fn receiver_that_planned(
     assert!(script.exchange().is_none());
     assert!(script.sender.is_established());
     script
-        .sender
-        .send_message(&msgpack(|m| {
-            m.push(0x01);
-            rmp::encode::write_array_len(m, 4).unwrap();
-            for v in [1u64, 1, size, 64 << 10] {
-                rmp::encode::write_uint(m, v).unwrap();
-            }
-        }))
-        .unwrap();
-    script
-        .sender
-        .send_message(&msgpack(|m| {
-            m.push(0x02);
-            rmp::encode::write_array_len(m, 1).unwrap();
-            rmp::encode::write_array_len(m, 6).unwrap();
-            rmp::encode::write_str(m, "f").unwrap();
-            for v in [0u64, size, 0o644] {
-                rmp::encode::write_uint(m, v).unwrap();
-            }
-            rmp::encode::write_sint(m, 0).unwrap();
-            match promised {
-                Some(hash) => rmp::encode::write_bin(m, &hash).unwrap(),
-                None => rmp::encode::write_nil(m).unwrap(),
-            }
-        }))
-        .unwrap();
-    assert!(script.exchange().is_none());
-    script
+}
+
+/// One entry of a manifest as a script sends it.
+#[derive(Clone, Copy)]
+struct ManifestItem {
+    path: &'static str,
+    kind: u64,
+    size: u64,
+    mode: u64,
+    hash: Option<[u8; 32]>,
+}
+
+impl Script {
+    /// Sends MANIFEST_BEGIN `[entries, path_bytes, total_bytes, part_size]` and the
+    /// entries (mtime 0), exactly as given; returns the receiver's error, if any.
+    fn offer(&mut self, begin: [u64; 4], items: &[ManifestItem]) -> Option<TransferError> {
+        self.sender
+            .send_message(&msgpack(|m| {
+                m.push(0x01);
+                rmp::encode::write_array_len(m, 4).unwrap();
+                for v in begin {
+                    rmp::encode::write_uint(m, v).unwrap();
+                }
+            }))
+            .unwrap();
+        self.sender
+            .send_message(&msgpack(|m| {
+                m.push(0x02);
+                rmp::encode::write_array_len(m, items.len() as u32).unwrap();
+                for item in items {
+                    rmp::encode::write_array_len(m, 6).unwrap();
+                    rmp::encode::write_str(m, item.path).unwrap();
+                    for v in [item.kind, item.size, item.mode] {
+                        rmp::encode::write_uint(m, v).unwrap();
+                    }
+                    rmp::encode::write_sint(m, 0).unwrap();
+                    match item.hash {
+                        Some(hash) => rmp::encode::write_bin(m, &hash).unwrap(),
+                        None => rmp::encode::write_nil(m).unwrap(),
+                    }
+                }
+            }))
+            .unwrap();
+        self.exchange()
+    }
 }
 
 /// A receiver of one 100-byte file `f` (with the manifest hash `promised`, if any) that
 /// has settled its plan: the next thing it expects is a segment.
 fn receiver_awaiting_a_segment(promised: Option<[u8; 32]>) -> Script {
     let mut script = receiver_that_planned(TransferConfig::default(), 100, promised, 0);
-    // The receiver planned; settle with no rejections.
+    script.settle_plan();
     script
-        .sender
-        .send_message(&msgpack(|m| {
-            m.push(0x04);
-            rmp::encode::write_array_len(m, 2).unwrap();
-            rmp::encode::write_bool(m, true).unwrap();
-            rmp::encode::write_array_len(m, 0).unwrap();
-        }))
-        .unwrap();
-    script
+}
+
+impl Script {
+    /// Answers the receiver's plan: nothing rejected.
+    fn settle_plan(&mut self) {
+        self.sender
+            .send_message(&msgpack(|m| {
+                m.push(0x04);
+                rmp::encode::write_array_len(m, 2).unwrap();
+                rmp::encode::write_bool(m, true).unwrap();
+                rmp::encode::write_array_len(m, 0).unwrap();
+            }))
+            .unwrap();
+    }
 }
 
 /// LAYOUT for one piece: all 100 bytes of entry 0, `attempt`, ending the file with the
@@ -194,20 +237,38 @@ fn layout(hash: &[u8; 32], digest: &[u8; 32], attempt: u8) -> Vec<u8> {
     layout
 }
 
-/// ADV for a one-part segment of `wire` bytes.
+/// ADV for a one-part segment of `wire` bytes, the stream's first.
 fn advertisement(hash: [u8; 32], random: [u8; 4], wire: &[u8], flags: u8) -> Vec<u8> {
+    advertisement_at(hash, random, wire, flags, 1, hash)
+}
+
+/// ADV for a one-part segment of `wire` bytes, the stream's `index`th (from 1), whose
+/// first segment's hash is `first`.
+fn advertisement_at(
+    hash: [u8; 32],
+    random: [u8; 4],
+    wire: &[u8],
+    flags: u8,
+    index: u64,
+    first: [u8; 32],
+) -> Vec<u8> {
     let map = map_hash(&0u32.to_be_bytes(), &random);
+    let split = if index > 1 {
+        ferry_core::resource::wire::flags::SPLIT
+    } else {
+        0
+    };
     let adv = Advertisement {
         transfer_size: wire.len() as u64,
         data_size: 100,
         parts: 1,
         hash,
         random_hash: random,
-        original_hash: hash,
-        segment_index: 1,
-        total_segments: 1,
+        original_hash: first,
+        segment_index: index,
+        total_segments: index,
         request_id: None,
-        flags,
+        flags: flags | split,
         hashmap: &map,
     };
     let mut message = vec![0x11; 1 + adv.encoded_len()];
@@ -261,12 +322,39 @@ fn send_segment(
         .sender
         .send_message(&layout(&hash, &Sha256::digest(promised).into(), attempt))
         .unwrap();
+    let index = script.segments_sent + 1;
+    let first = *script.first_hash.get_or_insert(hash);
     script
         .sender
-        .send_message(&advertisement(hash, random, sent, 0))
+        .send_message(&advertisement_at(hash, random, sent, 0, index, first))
         .unwrap();
+    script.segments_sent = index;
     assert!(script.exchange().is_none());
     script.sender.send_message(&part(&hash, sent)).unwrap();
+    script.exchange()
+}
+
+/// Sends the first segment, `h` = `hash`, laid out as all 100 bytes of the file with
+/// `digest`, compressed on the wire as `wire` in one part; returns the receiver's error.
+fn send_compressed(
+    script: &mut Script,
+    hash: [u8; 32],
+    digest: [u8; 32],
+    random: [u8; 4],
+    wire: &[u8],
+) -> Option<TransferError> {
+    let compressed = ferry_core::resource::wire::flags::COMPRESSED;
+    script
+        .sender
+        .send_message(&layout(&hash, &digest, 1))
+        .unwrap();
+    script
+        .sender
+        .send_message(&advertisement(hash, random, wire, compressed))
+        .unwrap();
+    assert!(script.exchange().is_none());
+    // The receiver asked for the part; here it comes.
+    script.sender.send_message(&part(&hash, wire)).unwrap();
     script.exchange()
 }
 
@@ -312,24 +400,8 @@ fn a_decompression_bomb_fails_cleanly_naming_the_segment_and_writes_nothing() {
     assert!(bomb.len() < 100);
     let hash = [0x42u8; 32];
     let random = [1, 2, 3, 4];
-    script
-        .sender
-        .send_message(&layout(&hash, &[0u8; 32], 1))
-        .unwrap();
-    script
-        .sender
-        .send_message(&advertisement(
-            hash,
-            random,
-            &bomb,
-            ferry_core::resource::wire::flags::COMPRESSED,
-        ))
-        .unwrap();
-    assert!(script.exchange().is_none());
-
-    // The receiver asked for the part; here it comes.
-    script.sender.send_message(&part(&hash, &bomb)).unwrap();
-    let error = script.exchange().expect("the bomb is refused");
+    let error =
+        send_compressed(&mut script, hash, [0; 32], random, &bomb).expect("the bomb is refused");
     assert_eq!(
         error,
         TransferError::DecompressionBomb {
@@ -549,4 +621,265 @@ fn an_abandon_for_an_attempt_whose_last_piece_was_laid_out_is_refused() {
             "an abandon for an attempt that is not under way"
         )))
     );
+}
+
+// Rules of PROTOCOL.md, one test per section's rules, named after the section.
+
+fn file(path: &'static str, size: u64) -> ManifestItem {
+    ManifestItem {
+        path,
+        kind: 0,
+        size,
+        mode: 0o644,
+        hash: None,
+    }
+}
+
+/// What a fresh receiver (default configuration) says to `begin` and `items` from a
+/// sender whose channel is `sender_channel`.
+fn offered(sender_channel: Config, begin: [u64; 4], items: &[ManifestItem]) -> Option<String> {
+    let mut script = connected(TransferConfig::default(), sender_channel, 0);
+    script.offer(begin, items).map(|e| match e {
+        TransferError::Protocol(violation) => violation.to_string(),
+        other => other.to_string(),
+    })
+}
+
+#[test]
+fn s6_1_a_part_size_outside_1_to_64_kib_or_beyond_the_smaller_record_limit_is_refused() {
+    let f = [file("f", 10)];
+    let with_part = |part_size, channel| offered(channel, [1, 1, 10, part_size], &f);
+    let outside = "the sender's part size is not within 1 KiB..64 KiB";
+    assert_eq!(with_part(1023, Config::default()).as_deref(), Some(outside));
+    assert_eq!(
+        with_part(65_537, Config::default()).as_deref(),
+        Some(outside)
+    );
+    assert_eq!(with_part(1024, Config::default()), None);
+    assert_eq!(with_part(65_536, Config::default()), None);
+    // A sender whose own records hold 2 KiB: the smaller limit is the one that counts.
+    let small = Config {
+        max_record_payload: 2048,
+        ..Config::default()
+    };
+    assert_eq!(
+        with_part(2048, small.clone()).as_deref(),
+        Some("the sender's part size does not fit in one record of the smaller record limit")
+    );
+    assert_eq!(with_part(2048 - 37, small), None);
+}
+
+#[test]
+fn s6_1_the_headers_totals_must_add_up_to_the_entries() {
+    let f = [file("f", 10)];
+    assert_eq!(
+        offered(Config::default(), [1, 1, 11, 1024], &f).as_deref(),
+        Some("the files' sizes do not add up to the header's total_bytes")
+    );
+    assert_eq!(
+        offered(Config::default(), [1, 2, 10, 1024], &f).as_deref(),
+        Some("the paths' lengths do not add up to the header's path_bytes")
+    );
+    assert_eq!(offered(Config::default(), [1, 1, 10, 1024], &f), None);
+}
+
+#[test]
+fn s6_1_modes_kinds_and_directories_are_held_to_their_rules() {
+    let refusal = |item: ManifestItem| {
+        let begin = [1, item.path.len() as u64, item.size, 1024];
+        offered(Config::default(), begin, &[item]).unwrap_or_default()
+    };
+    let full_st_mode = ManifestItem {
+        mode: 0o100_644,
+        ..file("f", 1)
+    };
+    assert!(refusal(full_st_mode).contains("mode has bits beyond 0o7777"));
+    let sized_dir = ManifestItem {
+        kind: 1,
+        ..file("d", 3)
+    };
+    assert!(refusal(sized_dir).contains("a directory has a size or hash"));
+    let unknown_kind = ManifestItem {
+        kind: 2,
+        ..file("x", 0)
+    };
+    assert!(refusal(unknown_kind).contains("unknown kind"));
+    // A child may come before its directory, whose entry may be left out altogether.
+    let child_first = [
+        file("d/e/f", 4),
+        ManifestItem {
+            kind: 1,
+            ..file("d", 0)
+        },
+    ];
+    assert_eq!(
+        offered(Config::default(), [2, 6, 4, 1024], &child_first),
+        None
+    );
+}
+
+#[test]
+fn s6_3_an_empty_file_is_committed_with_the_plan_and_never_has_a_piece() {
+    let mut script = connected(TransferConfig::default(), Config::default(), 0);
+    let items = [file("empty", 0), file("f", 100)];
+    assert!(script.offer([2, 6, 100, 1024], &items).is_none());
+    script.settle_plan();
+    assert!(script.exchange().is_none());
+    assert!(
+        script
+            .commands
+            .iter()
+            .any(|c| matches!(c, DiskCommand::Commit { entry: 0 })),
+        "the empty file is committed once the plan settles: {:?}",
+        script.commands
+    );
+    // A piece of it is refused.
+    let mut empty_piece = vec![0x10];
+    empty_piece.extend_from_slice(&[9u8; 32]);
+    empty_piece.extend_from_slice(&1u32.to_be_bytes());
+    empty_piece.extend_from_slice(&0u32.to_be_bytes()); // entry 0
+    empty_piece.push(1); // attempt
+    empty_piece.extend_from_slice(&0u64.to_be_bytes());
+    empty_piece.extend_from_slice(&0u32.to_be_bytes()); // len 0
+    empty_piece.extend_from_slice(&0u32.to_be_bytes()); // no digests
+    script.sender.send_message(&empty_piece).unwrap();
+    let error = script
+        .exchange()
+        .expect("a piece of an empty file is refused");
+    assert!(
+        matches!(error, TransferError::Protocol(Violation::Segment(_))),
+        "{error}"
+    );
+}
+
+#[test]
+fn s6_3_compressed_data_must_be_one_bz2_stream_and_nothing_after_it() {
+    let content = [7u8; 100];
+    let mut compressed = Vec::new();
+    let mut encoder = bzip2::write::BzEncoder::new(&mut compressed, bzip2::Compression::best());
+    encoder.write_all(&content).unwrap();
+    encoder.finish().unwrap();
+    assert!(compressed.len() < 100, "{} bytes", compressed.len());
+    for (trailer, accepted) in [(&[][..], true), (&[0u8][..], false)] {
+        let mut wire = compressed.clone();
+        wire.extend_from_slice(trailer);
+        let mut script = receiver_awaiting_a_segment(None);
+        let random = [1, 2, 3, 4];
+        let hash = segment_hash(&content, &random, 1);
+        let digest: [u8; 32] = Sha256::digest(content).into();
+        let error = send_compressed(&mut script, hash, digest, random, &wire);
+        if accepted {
+            assert!(error.is_none(), "{error:?}");
+        } else {
+            assert!(
+                matches!(error, Some(TransferError::SegmentCorrupt(1))),
+                "{error:?}"
+            );
+            assert!(wrote_nothing(&script.commands));
+        }
+    }
+}
+
+#[test]
+fn s7_an_advertisement_is_held_to_its_layout_and_its_place_in_the_stream() {
+    let content = [7u8; 100];
+    let random = [1, 2, 3, 4];
+    let hash = segment_hash(&content, &random, 1);
+    let digest: [u8; 32] = Sha256::digest(content).into();
+    let map = map_hash(&0u32.to_be_bytes(), &random);
+    let base = Advertisement {
+        transfer_size: 100,
+        data_size: 100,
+        parts: 1,
+        hash,
+        random_hash: random,
+        original_hash: hash,
+        segment_index: 1,
+        total_segments: 1,
+        request_id: None,
+        flags: 0,
+        hashmap: &map,
+    };
+    let try_adv = |adv: Advertisement<'_>| {
+        let mut script = receiver_awaiting_a_segment(None);
+        script
+            .sender
+            .send_message(&layout(&hash, &digest, 1))
+            .unwrap();
+        let mut message = vec![0x11; 1 + adv.encoded_len()];
+        adv.encode(&mut message[1..]).unwrap();
+        script.sender.send_message(&message).unwrap();
+        script.exchange().map(|e| e.to_string())
+    };
+    assert_eq!(try_adv(base), None);
+    let informational_d = Advertisement {
+        data_size: 12_345,
+        ..base
+    };
+    assert_eq!(try_adv(informational_d), None, "d is not checked");
+    let split = ferry_core::resource::wire::flags::SPLIT;
+    for (what, adv) in [
+        ("encrypted", Advertisement { flags: 1, ..base }),
+        (
+            "metadata",
+            Advertisement {
+                flags: 1 << 5,
+                ..base
+            },
+        ),
+        (
+            "index 2 for the first segment",
+            Advertisement {
+                segment_index: 2,
+                total_segments: 2,
+                flags: split,
+                ..base
+            },
+        ),
+        (
+            "total below the index",
+            Advertisement {
+                total_segments: 0,
+                ..base
+            },
+        ),
+        (
+            "split with one segment",
+            Advertisement {
+                flags: split,
+                ..base
+            },
+        ),
+        (
+            "two segments, not split",
+            Advertisement {
+                total_segments: 2,
+                ..base
+            },
+        ),
+        (
+            "another original hash",
+            Advertisement {
+                original_hash: [1; 32],
+                ..base
+            },
+        ),
+        (
+            "a request id",
+            Advertisement {
+                request_id: Some(&[1, 2]),
+                ..base
+            },
+        ),
+        (
+            "no map hashes",
+            Advertisement {
+                hashmap: &[],
+                ..base
+            },
+        ),
+    ] {
+        let refusal = try_adv(adv).unwrap_or_else(|| panic!("{what} was accepted"));
+        assert!(refusal.contains("advertisement"), "{what}: {refusal}");
+    }
 }

@@ -16,7 +16,7 @@ fn entry(path: &str, kind: EntryKind) -> ManifestEntry {
         kind,
         size: 0,
         mode: 0o644,
-        mtime: 0,
+        mtime_ns: 0,
         sha256: None,
     }
 }
@@ -189,8 +189,9 @@ fn offer(
     }
     assert!(sender.is_established());
     let path_bytes: u64 = entries.iter().map(|e| e.0.len() as u64).sum();
+    let total_bytes: u64 = entries.iter().map(|e| e.2).sum();
     let [count, paths, total, part] =
-        header.unwrap_or([entries.len() as u64, path_bytes, 0, 64 << 10]);
+        header.unwrap_or([entries.len() as u64, path_bytes, total_bytes, 64 << 10]);
     let mut begin = vec![0x01];
     rmp::encode::write_array_len(&mut begin, 4).unwrap();
     for value in [count, paths, total, part] {

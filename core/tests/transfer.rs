@@ -192,14 +192,18 @@ fn a_receiver_with_smaller_limits_constrains_the_sender() {
 }
 
 #[test]
-fn a_sender_with_larger_parts_than_the_receiver_allows_is_refused_by_name() {
+fn s6_1_a_sender_whose_parts_do_not_fit_the_receivers_records_is_refused_by_name() {
     let items = vec![file("f", bytes(8, 10_000))];
     let sender = TransferConfig {
         part_size: 4096,
         initial_window: 8192,
         ..small()
     };
-    let mut pair = Pair::new(&items, small(), sender, 8, true);
+    // The receiver's records hold 4 KiB: a 4 KiB part with its header does not fit.
+    let mut receiver = small();
+    receiver.channel.max_record_payload = 4096;
+    receiver.max_extents_per_segment = 16;
+    let mut pair = Pair::new(&items, receiver, sender, 8, true);
     pair.run();
     let error = pair.receiver_error.expect("refused").to_string();
     assert!(error.contains("part size"), "{error}");

@@ -156,7 +156,7 @@ fn transfer(size: u64) -> Measure {
         kind: EntryKind::File,
         size,
         mode: 0o644,
-        mtime: 0,
+        mtime_ns: 0,
         sha256: None,
     }];
     let manifest = Manifest::from_entries(&entries, &Default::default()).unwrap();

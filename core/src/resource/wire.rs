@@ -102,7 +102,7 @@ fn check_hashmap(hashmap: &[u8], max: usize, message: &'static str) -> Result<()
 }
 
 /// A resource advertisement (`RESOURCE_ADV`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Advertisement<'a> {
     /// `t`: bytes transferred (after compression).
     pub transfer_size: u64,

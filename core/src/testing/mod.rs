@@ -73,7 +73,7 @@ pub fn manifest_of(items: &[Item], with_hashes: bool) -> Manifest {
             },
             size: item.data.as_ref().map_or(0, |d| d.len() as u64),
             mode: if item.data.is_some() { 0o644 } else { 0o755 },
-            mtime: 1_700_000_000,
+            mtime_ns: 1_700_000_000_000_000_000,
             sha256: item
                 .data
                 .as_ref()

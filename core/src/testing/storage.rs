@@ -102,7 +102,7 @@ impl Storage for MemorySource {
         self.attempt_began[entry] = self.visible_changes[entry];
         Ok(FileMeta {
             size: data.len() as u64,
-            mtime: self.visible_changes[entry] as i64,
+            mtime_ns: self.visible_changes[entry] as i64,
         })
     }
 }

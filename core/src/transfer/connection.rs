@@ -13,7 +13,7 @@ use crate::transfer::{DiskError, TransferError};
 /// transfer, driven by a [`Connection`].
 pub(crate) trait Side {
     /// The handshake completed.
-    fn established(&mut self, now: Timestamp) -> Result<(), TransferError>;
+    fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError>;
     /// One transfer message arrived.
     fn message(&mut self, now: Timestamp, message: Message<'_>) -> Result<(), TransferError>;
     /// What a message to this side may hold at most.
@@ -118,7 +118,7 @@ impl<S: Side> Connection<S> {
     fn channel_events(&mut self) -> Result<(), TransferError> {
         while let Some(event) = self.channel.poll_event() {
             match event {
-                Event::HandshakeComplete => self.side.established(self.now)?,
+                Event::HandshakeComplete => self.side.established(&self.channel, self.now)?,
                 Event::PeerClosed if !self.side.finished() => {
                     return Err(TransferError::PeerEnded);
                 }

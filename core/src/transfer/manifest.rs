@@ -21,8 +21,9 @@ pub struct ManifestEntry {
     pub size: u64,
     /// Unix permission bits (`0o7777` at most).
     pub mode: u32,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime: i64,
+    /// Modification time, nanoseconds since the Unix epoch (years 1677 to 2262; a sender
+    /// clamps a time outside them).
+    pub mtime_ns: i64,
     /// The file's SHA-256 if the sender computed it before sending. With it, a source that
     /// changes after the manifest was made is caught and retried.
     pub sha256: Option<[u8; 32]>,
@@ -39,8 +40,8 @@ pub struct Entry<'a> {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
-    /// Modification time.
-    pub mtime: i64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
     /// The sender's SHA-256, if it had one.
     pub sha256: Option<[u8; 32]>,
 }
@@ -51,7 +52,7 @@ pub struct Entry<'a> {
 #[derive(Clone, Copy, Debug)]
 struct Stored {
     size: u64,
-    mtime: i64,
+    mtime_ns: i64,
     path_end: u32,
     mode: u16,
     kind: EntryKind,
@@ -314,7 +315,7 @@ impl Manifest {
         }
         self.entries.push(Stored {
             size: entry.size,
-            mtime: entry.mtime,
+            mtime_ns: entry.mtime_ns,
             // Within u32: `with_capacity` refused more path bytes than that.
             path_end: self.paths.len() as u32,
             mode: entry.mode as u16,
@@ -329,7 +330,7 @@ impl Manifest {
         &mut self,
         index: usize,
         size: u64,
-        mtime: i64,
+        mtime_ns: i64,
     ) -> Result<(), ManifestError> {
         let stored = self
             .entries
@@ -346,9 +347,9 @@ impl Manifest {
                     index,
                     why: "sizes overflow 64 bits",
                 })?;
-        let changed = (stored.size, stored.mtime) != (size, mtime);
+        let changed = (stored.size, stored.mtime_ns) != (size, mtime_ns);
         stored.size = size;
-        stored.mtime = mtime;
+        stored.mtime_ns = mtime_ns;
         if changed {
             self.hashes.retain(|(i, _)| *i as usize != index);
         }
@@ -437,7 +438,7 @@ impl Manifest {
             kind: stored.kind,
             size: stored.size,
             mode: u32::from(stored.mode),
-            mtime: stored.mtime,
+            mtime_ns: stored.mtime_ns,
             sha256: self.hash(index),
         })
     }
@@ -518,7 +519,7 @@ impl ManifestEntry {
             kind: self.kind,
             size: self.size,
             mode: self.mode,
-            mtime: self.mtime,
+            mtime_ns: self.mtime_ns,
             sha256: self.sha256,
         }
     }

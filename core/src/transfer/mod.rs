@@ -106,6 +106,12 @@ pub use session::{Output, Session};
 pub use storage::{Storage, Target};
 pub use violation::Violation;
 
+/// The smallest part a sender may choose (PROTOCOL.md §6.1).
+pub const MIN_PART_SIZE: usize = 1 << 10;
+/// The largest part a sender may choose; a receiver takes any part size from
+/// [`MIN_PART_SIZE`] to this that fits in one record of the smaller record limit.
+pub const MAX_PART_SIZE: usize = 64 << 10;
+
 /// Capacities, sizes and timeouts of a transfer. Every buffer is sized from these when a
 /// session is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,9 +240,11 @@ impl TransferConfig {
         self.channel.validate()?;
         let max_message = self.channel.max_record_payload;
         let invalid = |why| Err(TransferConfigError::Invalid(why));
-        if self.part_size < 1024 || self.part_size + wire::PART_HEADER_LEN > max_message {
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size)
+            || self.part_size + wire::PART_HEADER_LEN > max_message
+        {
             return invalid(
-                "part_size must be at least 1 KiB and fit in one record with its header",
+                "part_size must be within 1 KiB..64 KiB and fit in one record with its header",
             );
         }
         if self.channel.send_buffer < 2 * crate::record::sealed_len(max_message) {
@@ -366,8 +374,8 @@ impl DiskCommand {
 pub struct FileMeta {
     /// Bytes.
     pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime: i64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
 }
 
 /// Why the sender cannot read a file (PROTOCOL.md §6.4).

@@ -225,7 +225,7 @@ impl World {
                 },
                 size: data.as_ref().map_or(0, |d| d.len() as u64),
                 mode: 0o644,
-                mtime: 0,
+                mtime_ns: 0,
                 sha256: data.as_ref().map(|d| Sha256::digest(d).into()),
             })
             .collect();

@@ -77,9 +77,10 @@ pub struct LockEntry {
     pub status: LockStatus,
     /// The file's size in the batch.
     pub size: u64,
-    /// The file's modification time in the batch (seconds); absent in older locks.
+    /// The file's modification time in the batch (nanoseconds since the epoch); absent in
+    /// older locks (which kept seconds under `mtime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtime: Option<i64>,
+    pub mtime_ns: Option<i64>,
     /// Bytes at the start of the `.part` file that are verified and durable.
     pub transferred_bytes: u64,
     /// The file's SHA-256 once complete, where known.
@@ -91,9 +92,9 @@ pub struct LockEntry {
 }
 
 impl LockEntry {
-    /// The entry for `progress` of a file of `size` bytes and `mtime`; `None` when there
-    /// is nothing to remember (no verified byte yet).
-    pub fn of(progress: &FileProgress, size: u64, mtime: i64) -> Option<LockEntry> {
+    /// The entry for `progress` of a file of `size` bytes and `mtime_ns`; `None` when
+    /// there is nothing to remember (no verified byte yet).
+    pub fn of(progress: &FileProgress, size: u64, mtime_ns: i64) -> Option<LockEntry> {
         let completed = progress.status == FileStatus::Completed;
         if !completed && progress.verified_bytes == 0 {
             return None;
@@ -106,7 +107,7 @@ impl LockEntry {
                 LockStatus::InProgress
             },
             size,
-            mtime: Some(mtime),
+            mtime_ns: Some(mtime_ns),
             transferred_bytes: progress.verified_bytes,
             original_hash: if completed { hash } else { None },
             partial_hash: hash,
@@ -184,7 +185,8 @@ pub fn write_lock(
         if entry.kind != EntryKind::File {
             continue;
         }
-        let Some(state) = progress(index).and_then(|p| LockEntry::of(&p, entry.size, entry.mtime))
+        let Some(state) =
+            progress(index).and_then(|p| LockEntry::of(&p, entry.size, entry.mtime_ns))
         else {
             continue;
         };
@@ -347,7 +349,7 @@ impl<'de> Visitor<'de> for FilesSeed<'_> {
             self.previous.listed[index as usize] = true;
             let same = entry.kind == EntryKind::File
                 && entry.size == state.size
-                && state.mtime.is_none_or(|m| m == entry.mtime);
+                && state.mtime_ns.is_none_or(|m| m == entry.mtime_ns);
             if !same {
                 continue;
             }

@@ -12,14 +12,17 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
 
 use ferry_core::transfer::{DiskError, Entry, Manifest};
 
 use crate::error::{DriverError, disk_error};
 use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, refused};
 use crate::os::io::{read_full_at, write_all_at};
-use crate::os::meta::{allowed_mode, apply_mode, other_links, umask};
+use crate::os::meta::{
+    allowed_mode, apply_dir_mtime, apply_mode, other_links, time_from_ns, umask,
+};
 use crate::os::sync::{PER_FILE, WRITE_BEHIND, Written, sync_filesystem, write_behind};
 
 /// The suffix of a file still being received.
@@ -63,8 +66,37 @@ fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
 }
 
-fn part_name(name: &str) -> String {
-    format!("{name}{PART_SUFFIX}")
+/// The longest file name most file systems take (ext4, XFS, APFS, NTFS in UTF-16 units).
+const NAME_MAX: usize = 255;
+/// Hex digits of the name's hash in a shortened `.part` name.
+const SHORT_HASH_HEX: usize = 16;
+
+/// The `.part` name of a file called `name`: `NAME.part`, unless that would pass the
+/// file system's name limit (a legal name of 251–255 bytes); then `NAME` is cut at a
+/// character boundary and 64 bits of its SHA-256 keep the name apart from the others
+/// that share the cut: `PREFIX~0123456789abcdef.part`, 255 bytes at most.
+pub fn part_name(name: &str) -> String {
+    if name.len() + PART_SUFFIX.len() <= NAME_MAX {
+        return format!("{name}{PART_SUFFIX}");
+    }
+    let digest = hex::encode(Sha256::digest(name.as_bytes()));
+    let mut keep = NAME_MAX - PART_SUFFIX.len() - 1 - SHORT_HASH_HEX;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(
+        "{}~{}{PART_SUFFIX}",
+        &name[..keep],
+        &digest[..SHORT_HASH_HEX]
+    )
+}
+
+/// The `.part` path of the entry at `path` (relative), for messages.
+fn part_path(path: &str) -> String {
+    match split(path) {
+        ("", name) => part_name(name),
+        (parent, name) => format!("{parent}/{}", part_name(name)),
+    }
 }
 
 impl Sink {
@@ -292,8 +324,8 @@ impl Sink {
         if self.open.as_ref().is_none_or(|(e, _)| *e != index) {
             let file = self
                 .open_part(index, entry.path, offset)
-                .map_err(|e| disk_error(&self.about(&part_name(entry.path), e)))?;
-            self.wrote(&part_name(entry.path));
+                .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
+            self.wrote(&part_path(entry.path));
             self.open = Some((index, file));
             self.behind_mark = WRITE_BEHIND;
         }
@@ -301,7 +333,7 @@ impl Sink {
             return Err(disk_error(&io::Error::other("no open file")));
         };
         write_all_at(file, data, offset)
-            .map_err(|e| disk_error(&self.about(&part_name(entry.path), e)))?;
+            .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
         let end = offset + data.len() as u64;
         if end >= self.behind_mark {
             write_behind(file, self.behind_mark);
@@ -387,10 +419,8 @@ impl Sink {
         let dir = self
             .parent(entry.path, true)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let times = |file: &File| -> io::Result<()> {
-            let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(entry.mtime).unwrap_or(0));
-            file.set_modified(when)
-        };
+        let times =
+            |file: &File| -> io::Result<()> { file.set_modified(time_from_ns(entry.mtime_ns)) };
         let finish = |file: &File| -> io::Result<()> {
             times(file)?;
             apply_mode(file, mode)
@@ -556,7 +586,8 @@ impl Sink {
         Ok(())
     }
 
-    /// Applies directory modes, deepest first, once the batch is in place.
+    /// Applies directory modes and modification times, deepest first, once the batch
+    /// is in place.
     pub fn finish(&mut self, manifest: &Manifest) -> Result<(), DriverError> {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by(|a, b| {
@@ -573,11 +604,12 @@ impl Sink {
                 let dir = parent
                     .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
                     .open_dir(name)?;
+                apply_dir_mtime(dir.as_file(), entry.mtime_ns)?;
                 apply_mode(dir.as_file(), mode)
             });
             applied.map_err(|e| {
                 DriverError::Disk(format!(
-                    "cannot set the mode of {}: {e}",
+                    "cannot set the mode and time of {}: {e}",
                     self.shown(entry.path)
                 ))
             })?;

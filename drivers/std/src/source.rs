@@ -1,6 +1,7 @@
 //! The sender's files: turning command-line paths into a manifest, and reading them.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use ferry_core::transfer::{
 };
 
 use crate::error::{DriverError, disk_error};
+use crate::os::dir::{Dir, Kind, LONG_PATH, open_long_file};
 use crate::os::io::read_full_at;
-use crate::os::meta::{mode_of, mtime_of};
+use crate::os::meta::{mode_of, mtime_ns};
 
 /// What the sender serves: the manifest and where each entry lives on disk. Kept small
 /// (a few bytes an entry besides the manifest): a batch may hold a million files.
@@ -24,17 +26,9 @@ pub struct SourceTree {
     /// Each root as given on the command line, with the index of its first entry: an
     /// entry's local path is its root followed by the rest of its relative path.
     roots: Vec<(PathBuf, usize)>,
-    /// The nanoseconds of each entry's mtime when scanned (the seconds are in the
-    /// manifest): a read that finds another mtime means the file changed under us.
-    nanos: Vec<u32>,
     /// Things that were left out, with why (symlinks, sockets, names the protocol cannot
     /// carry).
     pub skipped: Vec<String>,
-}
-
-fn mtime_ns(meta: &fs::Metadata) -> i128 {
-    let (secs, nanos) = mtime_of(meta);
-    i128::from(secs) * 1_000_000_000 + i128::from(nanos)
 }
 
 impl SourceTree {
@@ -44,7 +38,6 @@ impl SourceTree {
         let mut scan = Scan {
             builder: ManifestBuilder::new(*limits),
             limits: *limits,
-            nanos: Vec::new(),
             skipped: Vec::new(),
         };
         let mut scanned_roots = Vec::new();
@@ -87,7 +80,6 @@ impl SourceTree {
         Ok(SourceTree {
             manifest: Arc::new(scan.builder.finish()?),
             roots: scanned_roots,
-            nanos: scan.nanos,
             skipped: scan.skipped,
         })
     }
@@ -104,11 +96,11 @@ impl SourceTree {
         })
     }
 
-    /// The size and mtime (ns) `entry` had when it was scanned.
-    fn scanned(&self, entry: usize) -> Option<(u64, i128)> {
+    /// The size and mtime `entry` had when it was scanned: a read that finds another
+    /// means the file changed under us.
+    fn scanned(&self, entry: usize) -> Option<(u64, i64)> {
         let item = self.manifest.get(entry)?;
-        let nanos = i128::from(*self.nanos.get(entry)?);
-        Some((item.size, i128::from(item.mtime) * 1_000_000_000 + nanos))
+        Some((item.size, item.mtime_ns))
     }
 }
 
@@ -121,11 +113,58 @@ fn refused_name(path: &Path, why: &str) -> String {
     )
 }
 
+/// A name in a directory being scanned, as found without following it.
+// Kept only while one directory is listed; boxing the metadata would cost an allocation
+// per file of a million-file scan.
+#[allow(clippy::large_enum_variant)]
+enum Child {
+    Link,
+    /// A FIFO, a socket, a device: not sent.
+    Other,
+    Found(fs::Metadata),
+}
+
+/// The names in the directory at `path` and what each is. A path too long for the
+/// system to take whole is listed through directory handles (a relative path the
+/// protocol allows may be 4,096 bytes long by itself).
+fn list(path: &Path) -> std::io::Result<Vec<(OsString, Child)>> {
+    if path.as_os_str().len() < LONG_PATH {
+        return fs::read_dir(path)?
+            .map(|child| {
+                let child = child?;
+                let meta = fs::symlink_metadata(child.path())?;
+                let found = if meta.file_type().is_symlink() {
+                    Child::Link
+                } else {
+                    Child::Found(meta)
+                };
+                Ok((child.file_name(), found))
+            })
+            .collect();
+    }
+    let dir = Dir::open_long(path)?;
+    let mut children = Vec::new();
+    for name in dir.names()? {
+        // Names that are not UTF-8 are refused by the caller, by name; none is opened.
+        let found = match name.to_str() {
+            None => Child::Other,
+            Some(text) => match dir.stat(text)?.map(|f| f.kind) {
+                None => continue,
+                Some(Kind::Link) => Child::Link,
+                Some(Kind::Other) => Child::Other,
+                Some(Kind::Dir) => Child::Found(dir.open_dir(text)?.as_file().metadata()?),
+                Some(Kind::File { .. }) => Child::Found(dir.open_file(text, false)?.metadata()?),
+            },
+        };
+        children.push((name, found));
+    }
+    Ok(children)
+}
+
 /// A scan in progress.
 struct Scan {
     builder: ManifestBuilder,
     limits: ManifestLimits,
-    nanos: Vec<u32>,
     skipped: Vec<String>,
 }
 
@@ -160,27 +199,32 @@ impl Scan {
                 0
             },
             mode: mode_of(meta),
-            mtime: mtime_of(meta).0,
+            mtime_ns: mtime_ns(meta),
             sha256: None,
         })?;
-        self.nanos.push(mtime_of(meta).1);
         if kind == EntryKind::Directory {
-            let mut children: Vec<_> = fs::read_dir(path)
-                .map_err(source_error)?
-                .collect::<Result<_, _>>()
-                .map_err(source_error)?;
-            children.sort_by_key(|c| c.file_name());
-            for child in children {
-                let child_path = child.path();
-                let child_meta = fs::symlink_metadata(&child_path).map_err(source_error)?;
-                if child_meta.file_type().is_symlink() {
-                    self.skipped.push(format!(
-                        "{}: a symbolic link (not followed)",
-                        child_path.display()
-                    ));
-                    continue;
-                }
-                let Some(name) = child.file_name().to_str().map(ToOwned::to_owned) else {
+            let mut children = list(path).map_err(source_error)?;
+            children.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, child) in children {
+                let child_path = path.join(&name);
+                let child_meta = match child {
+                    Child::Link => {
+                        self.skipped.push(format!(
+                            "{}: a symbolic link (not followed)",
+                            child_path.display()
+                        ));
+                        continue;
+                    }
+                    Child::Other => {
+                        self.skipped.push(format!(
+                            "{}: not a regular file or directory",
+                            child_path.display()
+                        ));
+                        continue;
+                    }
+                    Child::Found(meta) => meta,
+                };
+                let Some(name) = name.to_str().map(ToOwned::to_owned) else {
                     self.skipped
                         .push(refused_name(&child_path, "its name is not valid UTF-8"));
                     continue;
@@ -207,7 +251,7 @@ pub struct SourceReader {
     open: Option<(usize, File)>,
     /// The size and mtime (ns) of the files reopened for a later attempt; the others are
     /// judged against their scan.
-    reopened: HashMap<usize, (u64, i128)>,
+    reopened: HashMap<usize, (u64, i64)>,
 }
 
 impl SourceReader {
@@ -239,7 +283,7 @@ impl Storage for SourceReader {
     fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
         let entry = target.index;
         self.open = None;
-        let file = File::open(self.path(entry)?).map_err(|e| disk_error(&e))?;
+        let file = open_long_file(&self.path(entry)?).map_err(|e| disk_error(&e))?;
         let meta = file.metadata().map_err(|e| disk_error(&e))?;
         if !meta.is_file() {
             return Err(disk_error(&std::io::Error::other(
@@ -250,7 +294,7 @@ impl Storage for SourceReader {
         self.open = Some((entry, file));
         Ok(FileMeta {
             size: meta.len(),
-            mtime: mtime_of(&meta).0,
+            mtime_ns: mtime_ns(&meta),
         })
     }
 
@@ -264,7 +308,7 @@ impl Storage for SourceReader {
     ) -> Result<usize, DiskError> {
         let entry = target.index;
         if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
-            let file = File::open(self.path(entry)?).map_err(|e| disk_error(&e))?;
+            let file = open_long_file(&self.path(entry)?).map_err(|e| disk_error(&e))?;
             self.open = Some((entry, file));
         }
         let Some((_, file)) = self.open.as_ref() else {

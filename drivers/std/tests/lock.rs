@@ -17,7 +17,7 @@ fn manifest_with(files: usize, mtime: i64) -> Manifest {
             kind: EntryKind::File,
             size: 4096,
             mode: 0o644,
-            mtime,
+            mtime_ns: mtime,
             sha256: None,
         })
         .collect();
@@ -99,7 +99,7 @@ fn the_lock_is_written_in_the_seed_schema_and_read_back_per_file() {
     let done = &json["files"]["f00000"];
     assert_eq!(done["status"], "completed");
     assert_eq!(done["original_hash"], "ab".repeat(32));
-    assert_eq!(done["mtime"], 1_700_000_000);
+    assert_eq!(done["mtime_ns"], 1_700_000_000);
     let partial = &json["files"]["f00001"];
     assert_eq!(partial["status"], "in_progress");
     assert_eq!(partial["transferred_bytes"], 1000);
@@ -139,7 +139,7 @@ fn resume_state_applies_only_to_files_whose_path_size_and_mtime_still_match() {
         kind: EntryKind::File,
         size,
         mode: 0o644,
-        mtime,
+        mtime_ns: mtime,
         sha256: None,
     })
     .collect();

@@ -2,16 +2,29 @@
 
 use crate::transfer::manifest::Manifest;
 use crate::transfer::violation::{manifest_rule, out_of_order};
-use crate::transfer::wire::{Entries, ManifestBegin};
-use crate::transfer::{TransferConfig, TransferError};
+use crate::transfer::wire::{Entries, ManifestBegin, PART_HEADER_LEN};
+use crate::transfer::{MAX_PART_SIZE, MIN_PART_SIZE, TransferConfig, TransferError};
 
-/// The manifest being received: how many entries its header announced.
-#[derive(Default)]
+/// The manifest being received: what its header announced.
 pub(super) struct Intake {
+    /// The largest message either side may send on this connection (the smaller of
+    /// the two record limits): a part must fit in one.
+    message_limit: usize,
     expected: u64,
+    path_bytes: u64,
+    total_bytes: u64,
 }
 
 impl Intake {
+    pub(super) fn new(message_limit: usize) -> Self {
+        Intake {
+            message_limit,
+            expected: 0,
+            path_bytes: 0,
+            total_bytes: 0,
+        }
+    }
+
     /// The header: sizes the manifest (within this receiver's limits) and returns the
     /// sender's part size.
     pub(super) fn begin(
@@ -24,13 +37,20 @@ impl Intake {
             return Err(out_of_order("a second manifest header"));
         }
         let part_size = usize::try_from(begin.part_size).unwrap_or(usize::MAX);
-        if part_size < 1024 || part_size > config.part_size.max(1024) {
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
             return Err(manifest_rule(
-                "the sender's part size is below 1 KiB or above this receiver's limit",
+                "the sender's part size is not within 1 KiB..64 KiB",
+            ));
+        }
+        if part_size + PART_HEADER_LEN > self.message_limit {
+            return Err(manifest_rule(
+                "the sender's part size does not fit in one record of the smaller record limit",
             ));
         }
         *manifest = Manifest::with_capacity(begin.entries, begin.path_bytes, &config.manifest)?;
         self.expected = begin.entries;
+        self.path_bytes = begin.path_bytes;
+        self.total_bytes = begin.total_bytes;
         Ok(part_size)
     }
 
@@ -62,6 +82,16 @@ impl Intake {
     pub(super) fn is_complete(&self, manifest: &Manifest) -> Result<bool, TransferError> {
         if (manifest.len() as u64) < self.expected {
             return Ok(false);
+        }
+        if manifest.path_bytes() as u64 != self.path_bytes {
+            return Err(manifest_rule(
+                "the paths' lengths do not add up to the header's path_bytes",
+            ));
+        }
+        if manifest.total_bytes() != self.total_bytes {
+            return Err(manifest_rule(
+                "the files' sizes do not add up to the header's total_bytes",
+            ));
         }
         manifest.check_tree()?;
         Ok(true)

@@ -285,7 +285,7 @@ impl Ledger {
             ));
         }
         state.updated = true;
-        manifest.set_file_meta(index, update.size, update.mtime)?;
+        manifest.set_file_meta(index, update.size, update.mtime_ns)?;
         if update.size == 0 {
             // Nothing of it will be sent: it is complete as it is.
             self.resolve(index, Verdict::Commit, out);

@@ -39,14 +39,15 @@ use ledger::Ledger;
 use plan::ResumeCheck;
 use stream::Stream;
 
-/// Where the receiver is, with what that phase needs.
+/// Where the receiver is, with what that phase needs (the large phases boxed: one
+/// allocation each per session keeps the enum small).
 enum Phase {
     Handshake,
     Manifest(Intake),
     /// The whole manifest is here: the driver accepts or declines it.
     Offered,
-    Resume(ResumeCheck),
-    Streaming(Stream),
+    Resume(Box<ResumeCheck>),
+    Streaming(Box<Stream>),
     Finished,
 }
 
@@ -128,7 +129,7 @@ impl ReceiverSession {
             return Err(misuse("accept is only possible while a batch is offered"));
         }
         let check = ResumeCheck::new(&receiver.manifest, local, &receiver.config);
-        receiver.phase = Phase::Resume(check);
+        receiver.phase = Phase::Resume(Box::new(check));
         self.connection.after(now, Ok(()))
     }
 
@@ -277,7 +278,11 @@ impl Receiver {
         let ledger = &self.ledger;
         self.out
             .event(plan_settled(&self.manifest, |i| ledger.verified(i)));
-        self.phase = Phase::Streaming(Stream::new(&self.config, self.part_size, settled.hashes));
+        self.phase = Phase::Streaming(Box::new(Stream::new(
+            &self.config,
+            self.part_size,
+            settled.hashes,
+        )));
         self.arm_stall(now);
     }
 
@@ -303,8 +308,8 @@ impl Receiver {
 }
 
 impl Side for Receiver {
-    fn established(&mut self, now: Timestamp) -> Result<(), TransferError> {
-        self.phase = Phase::Manifest(Intake::default());
+    fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError> {
+        self.phase = Phase::Manifest(Intake::new(channel.max_message_len()));
         self.out.event(TransferEvent::Connected);
         self.arm_stall(now);
         Ok(())

@@ -1,7 +1,7 @@
 //! One segment being received as a Resource: its layout, advertisement, hashmap and
 //! parts, up to the moment it is whole.
 
-use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Request};
+use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Request, flags};
 use crate::transfer::manifest::Manifest;
 use crate::transfer::violation::segment_rule;
 use crate::transfer::wire::{Extent, FileDigest, Layout};
@@ -135,16 +135,39 @@ impl RecvSlot {
     }
 
     /// ADV: the Resource that carries the laid-out segment.
+    /// ADV: checked against the layout and the stream (PROTOCOL.md §7). `first_hash` is
+    /// the hash of the stream's first segment (this one's, if it is the first).
     pub(super) fn on_advertisement(
         &mut self,
         adv: &Advertisement<'_>,
         part_size: usize,
         max_parts: usize,
+        first_hash: [u8; 32],
     ) -> Result<(), TransferError> {
         let transfer = usize::try_from(adv.transfer_size).unwrap_or(usize::MAX);
         if adv.hash != self.hash {
             return Err(segment_rule(
                 "an advertisement for another resource than its layout",
+            ));
+        }
+        if adv.flags & !(flags::COMPRESSED | flags::SPLIT) != 0 {
+            return Err(segment_rule(
+                "an advertisement with a flag Ferry does not use (encrypted, request, response or metadata)",
+            ));
+        }
+        if adv.segment_index != self.seq + 1 || adv.total_segments < adv.segment_index {
+            return Err(segment_rule(
+                "an advertisement whose segment index is not its place in the stream, or above its total",
+            ));
+        }
+        if (adv.flags & flags::SPLIT != 0) != (adv.total_segments > 1) {
+            return Err(segment_rule(
+                "an advertisement whose split flag disagrees with its total segments",
+            ));
+        }
+        if adv.original_hash != first_hash || adv.request_id.is_some() {
+            return Err(segment_rule(
+                "an advertisement whose original hash is not the first segment's, or with a request id",
             ));
         }
         if (adv.is_compressed() && transfer >= self.len)
@@ -362,16 +385,25 @@ enum Decompressed {
 fn decompress(data: &[u8], out: &mut [u8]) -> Decompressed {
     use bzip2::{Decompress, Status};
     let mut decompressor = Decompress::new(true);
+    // One bz2 stream that ends exactly at the data's end (PROTOCOL.md §6.3): a second
+    // stream, or bytes after the first, are refused like any other corruption.
+    let whole = |d: &Decompress| d.total_in() as usize == data.len();
     match decompressor.decompress(data, out) {
         Ok(Status::StreamEnd) if decompressor.total_out() as usize == out.len() => {
-            Decompressed::Exactly
+            if whole(&decompressor) {
+                Decompressed::Exactly
+            } else {
+                Decompressed::Invalid
+            }
         }
         Ok(Status::StreamEnd) => Decompressed::Invalid,
         Ok(_) if decompressor.total_out() as usize == out.len() => {
             // The output is full but the stream has not ended: it wants to produce more.
             let mut probe = [0u8; 1];
             match decompressor.decompress(&data[decompressor.total_in() as usize..], &mut probe) {
-                Ok(Status::StreamEnd) if decompressor.total_out() as usize == out.len() => {
+                Ok(Status::StreamEnd)
+                    if decompressor.total_out() as usize == out.len() && whole(&decompressor) =>
+                {
                     Decompressed::Exactly
                 }
                 Ok(_) if decompressor.total_out() as usize > out.len() => Decompressed::TooMuch,

@@ -42,6 +42,8 @@ pub(super) struct Stream {
     pub(super) next_process: u64,
     pub(super) window: Window,
     pub(super) proofs_due: VecDeque<Proof>,
+    /// The hash of the stream's first segment: every ADV names it (`o`).
+    first_hash: Option<[u8; 32]>,
     /// Segment buffers not in use, and how many there are in all (at most
     /// `TransferConfig::segment_buffers`).
     spare: Vec<Vec<u8>>,
@@ -73,6 +75,7 @@ impl Stream {
                 config.max_window,
             ),
             proofs_due: VecDeque::new(),
+            first_hash: None,
             spare: Vec::new(),
             buffers: 0,
             granted: grant_for(config.window_floor, 0, config),
@@ -164,7 +167,11 @@ impl Stream {
             .take()
             .ok_or(out_of_order("an advertisement without a layout"))?;
         let max_parts = segment_size.div_ceil(self.part_size);
-        self.slots[index].on_advertisement(adv, self.part_size, max_parts)
+        if self.slots[index].seq == 0 {
+            self.first_hash = Some(adv.hash);
+        }
+        let first = self.first_hash.unwrap_or(adv.hash);
+        self.slots[index].on_advertisement(adv, self.part_size, max_parts, first)
     }
 
     /// The slot receiving the Resource `hash`.

@@ -198,7 +198,7 @@ impl Sender {
 }
 
 impl Side for Sender {
-    fn established(&mut self, now: Timestamp) -> Result<(), TransferError> {
+    fn established(&mut self, _: &Channel, now: Timestamp) -> Result<(), TransferError> {
         self.phase = Phase::Manifest(Offering::default());
         self.out.event(TransferEvent::Connected);
         self.arm_stall(now);

@@ -86,7 +86,7 @@ impl Stream {
         let meta = result.map_err(|error| Trouble::Unreadable(error.kind.into()));
         let meta = meta.and_then(|meta| {
             Arc::make_mut(books.manifest)
-                .set_file_meta(entry, meta.size, meta.mtime)
+                .set_file_meta(entry, meta.size, meta.mtime_ns)
                 .map(|()| meta)
                 .map_err(|_| Trouble::Unreadable(Unreadable::ReadError))
         });
@@ -99,7 +99,7 @@ impl Stream {
                         entry: entry_id,
                         attempt,
                         size: meta.size,
-                        mtime: meta.mtime,
+                        mtime_ns: meta.mtime_ns,
                     }),
                 ));
                 self.retry_queue.push_back(entry_id);

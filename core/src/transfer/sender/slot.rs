@@ -170,9 +170,10 @@ impl SendSlot {
         stream_total: u64,
         segment_size: usize,
         first_hash: [u8; 32],
+        index: u64,
     ) -> Message<'_> {
         let per_message = per_message.min(self.hashmap.len());
-        let estimated = stream_total.div_ceil(segment_size as u64).max(self.seq);
+        let estimated = stream_total.div_ceil(segment_size as u64).max(index);
         Message::Adv(Advertisement {
             transfer_size: self.transfer_len as u64,
             data_size: stream_total,
@@ -180,7 +181,7 @@ impl SendSlot {
             hash: self.hash,
             random_hash: self.random,
             original_hash: first_hash,
-            segment_index: self.seq,
+            segment_index: index,
             total_segments: estimated,
             request_id: None,
             flags: (if self.compressed {

@@ -50,6 +50,9 @@ pub(super) struct Stream {
     next_seq: u64,
     /// The next segment to seal, in stream order.
     next_seal: u64,
+    /// Segments advertised so far: an ADV's `i` is its place among them (a segment
+    /// whose every piece was dropped before it was sealed is never advertised).
+    advertised_count: u64,
     first_hash: Option<[u8; 32]>,
     /// Segment buffers not in use, and how many there are in all (at most
     /// `TransferConfig::segment_buffers`).
@@ -92,6 +95,7 @@ impl Stream {
             next_seq: 1,
             next_seal: 1,
             first_hash: None,
+            advertised_count: 0,
             scratch: if config.compress {
                 vec![0; config.segment_size]
             } else {
@@ -346,6 +350,7 @@ impl Stream {
                 self.stream_total,
                 self.agreed.segment_size,
                 self.first_hash.unwrap_or(slot.hash),
+                self.advertised_count + 1,
             );
             if channel.send_room()
                 < sealed_len(layout.encoded_len()) + sealed_len(adv.encoded_len())
@@ -359,6 +364,7 @@ impl Stream {
                 return;
             }
             self.slots[index].state = SlotState::Advertised;
+            self.advertised_count += 1;
         }
     }
 

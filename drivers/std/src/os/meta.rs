@@ -3,6 +3,7 @@
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dir::Dir;
 
@@ -28,6 +29,14 @@ pub fn apply_mode(file: &File, mode: u32) -> io::Result<()> {
     }
 }
 
+/// Gives a directory the modification time its sender had: once everything inside it is
+/// in place, or the names created in it would move the time again. (Windows: best
+/// effort; a directory handle opened for reading may not set times.)
+pub fn apply_dir_mtime(dir: &File, mtime_ns: i64) -> io::Result<()> {
+    let set = dir.set_modified(time_from_ns(mtime_ns));
+    if cfg!(windows) { Ok(()) } else { set }
+}
+
 /// The permission bits to send for a file or directory (Windows: the usual 0644 / 0755).
 pub fn mode_of(meta: &Metadata) -> u32 {
     #[cfg(unix)]
@@ -41,22 +50,27 @@ pub fn mode_of(meta: &Metadata) -> u32 {
     }
 }
 
-/// A file's modification time as seconds and nanoseconds since the Unix epoch.
-pub fn mtime_of(meta: &Metadata) -> (i64, u32) {
+/// A file's modification time in nanoseconds since the Unix epoch, as the manifest
+/// carries it: clamped to the years 1677–2262 that 64 bits of nanoseconds hold.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    let clamp = |ns: u128| i64::try_from(ns).unwrap_or(i64::MAX);
     match meta
         .modified()
         .map(|t| t.duration_since(std::time::UNIX_EPOCH))
     {
-        Ok(Ok(since)) => (
-            i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            since.subsec_nanos(),
-        ),
-        // Before 1970: whole seconds are enough.
-        Ok(Err(before)) => (
-            -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-            0,
-        ),
-        Err(_) => (0, 0),
+        Ok(Ok(since)) => clamp(since.as_nanos()),
+        Ok(Err(before)) => -clamp(before.duration().as_nanos()),
+        Err(_) => 0,
+    }
+}
+
+/// The time `ns` nanoseconds after (or, negative, before) the Unix epoch.
+pub fn time_from_ns(ns: i64) -> SystemTime {
+    let span = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + span
+    } else {
+        UNIX_EPOCH - span
     }
 }
 

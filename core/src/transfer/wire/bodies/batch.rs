@@ -64,7 +64,7 @@ fn write_entry(mut out: &mut dyn Write, entry: &Entry<'_>) -> std::io::Result<()
     rmp::encode::write_uint(&mut out, matches!(entry.kind, EntryKind::Directory) as u64)?;
     rmp::encode::write_uint(&mut out, entry.size)?;
     rmp::encode::write_uint(&mut out, u64::from(entry.mode))?;
-    rmp::encode::write_sint(&mut out, entry.mtime)?;
+    rmp::encode::write_sint(&mut out, entry.mtime_ns)?;
     match &entry.sha256 {
         Some(hash) => rmp::encode::write_bin(&mut out, hash)?,
         None => rmp::encode::write_nil(&mut out)?,
@@ -114,7 +114,7 @@ fn decode_entries(
         let size = reader.uint().map_err(&err)?;
         let mode = u32::try_from(reader.uint().map_err(&err)?)
             .map_err(|_| malformed("a manifest entry's mode does not fit 32 bits"))?;
-        let mtime = reader.sint().map_err(&err)?;
+        let mtime_ns = reader.sint().map_err(&err)?;
         let sha256 = match reader.optional_bin().map_err(&err)? {
             None => None,
             Some(hash) => Some(
@@ -127,7 +127,7 @@ fn decode_entries(
             kind,
             size,
             mode,
-            mtime,
+            mtime_ns,
             sha256,
         })?;
     }

@@ -73,7 +73,7 @@ pub(crate) struct Update {
     pub(crate) entry: u32,
     pub(crate) attempt: u8,
     pub(crate) size: u64,
-    pub(crate) mtime: i64,
+    pub(crate) mtime_ns: i64,
 }
 
 impl Update {
@@ -84,7 +84,7 @@ impl Update {
         out[..4].copy_from_slice(&self.entry.to_be_bytes());
         out[4] = self.attempt;
         out[5..13].copy_from_slice(&self.size.to_be_bytes());
-        out[13..].copy_from_slice(&self.mtime.to_be_bytes());
+        out[13..].copy_from_slice(&self.mtime_ns.to_be_bytes());
         out
     }
 
@@ -97,7 +97,7 @@ impl Update {
             entry: u32::from_be_bytes(be::<4>(body, 0, WHY)?),
             attempt: body[4],
             size: u64::from_be_bytes(be::<8>(body, 5, WHY)?),
-            mtime: i64::from_be_bytes(be::<8>(body, 13, WHY)?),
+            mtime_ns: i64::from_be_bytes(be::<8>(body, 13, WHY)?),
         })
     }
 }

@@ -10,6 +10,12 @@
 //! symbolic link or a junction) and opens files without following one.
 
 use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Paths at least this long are opened a component at a time through directory handles:
+/// the system refuses a path of `PATH_MAX` (4,096 bytes on Linux) or more, and a relative
+/// path the protocol allows may be that long by itself.
+pub const LONG_PATH: usize = 3072;
 
 #[cfg(unix)]
 mod unix;
@@ -88,4 +94,44 @@ impl Dir {
             None => self.open_file(path, write),
         }
     }
+
+    /// Opens the directory at `path` however long it is: the part of it the system takes
+    /// whole, following links there as any path does, then the rest a component at a time
+    /// without following links.
+    pub fn open_long(path: &Path) -> io::Result<Dir> {
+        let mut head = PathBuf::new();
+        let mut rest = Vec::new();
+        for component in path.components() {
+            let room = head.as_os_str().len() + component.as_os_str().len() < LONG_PATH;
+            match component {
+                Component::Normal(name) if !room || !rest.is_empty() => rest.push(name),
+                _ if !rest.is_empty() => return Err(refused("`..` deep in a long path")),
+                other => head.push(other),
+            }
+        }
+        let mut dir = Dir::open_path(&head)?;
+        for name in rest {
+            let name = name
+                .to_str()
+                .ok_or_else(|| refused("a name deep in a long path is not UTF-8"))?;
+            dir = dir.open_dir(name)?;
+        }
+        Ok(dir)
+    }
+}
+
+/// Opens the regular file at `path` for reading, through directory handles when the path
+/// is too long for the system to take whole.
+pub fn open_long_file(path: &Path) -> io::Result<std::fs::File> {
+    if path.as_os_str().len() < LONG_PATH {
+        return std::fs::File::open(path);
+    }
+    let parent = path
+        .parent()
+        .ok_or_else(|| refused("has no parent folder"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| refused("a name deep in a long path is not UTF-8"))?;
+    Dir::open_long(parent)?.open_file(name, false)
 }

@@ -1,8 +1,10 @@
 //! Unix: `openat` and its family on directory handles, `O_NOFOLLOW`, `flock`.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -182,6 +184,21 @@ impl Dir {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(errno) => Err(io_error(errno)),
         }
+    }
+
+    /// The names in this directory (without `.` and `..`), in no particular order.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut listing =
+            nix::dir::Dir::openat(&self.file, ".", flags, Mode::empty()).map_err(io_error)?;
+        let mut names = Vec::new();
+        for item in listing.iter() {
+            let name = item.map_err(io_error)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name));
+            }
+        }
+        Ok(names)
     }
 
     /// Makes the directory's entries (creations, renames, removals) durable.

@@ -104,6 +104,13 @@ impl Dir {
         }
     }
 
+    /// The names in this directory, in no particular order.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        fs::read_dir(&self.path)?
+            .map(|item| item.map(|i| i.file_name()))
+            .collect()
+    }
+
     /// Creates the subdirectory `name`. Fails if anything has that name already.
     pub fn make_dir(&self, name: &str) -> io::Result<()> {
         fs::create_dir(self.path.join(name))

@@ -1,0 +1,173 @@
+//! Every name the protocol allows (PROTOCOL.md §6.1: a component of up to 255 bytes, a
+//! relative path of up to 4,096) arrives, through the real binary, with its modification
+//! time to the nanosecond, for files and for directories.
+
+mod common;
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// Runs `script` in bash after `cd`-ing into `base`, then down `components` one at a
+/// time: the way to reach a path longer than the system takes whole.
+fn deep(base: &Path, components: &[String], script: &str) -> String {
+    let mut line = format!("set -e; cd '{}'", base.display());
+    for name in components {
+        line.push_str(&format!("; cd {name}"));
+    }
+    line.push_str("; ");
+    line.push_str(script);
+    let output = Command::new("bash").arg("-c").arg(&line).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Directory names of 250 bytes that, under a root called `src` and with a file of
+/// `file_len` bytes at the bottom, make a relative path of exactly 4,096 bytes.
+fn components_for_4096(file_len: usize) -> Vec<String> {
+    // "src" + 16 × ("/" + 250 bytes) + "/" + the file's name
+    assert_eq!(3 + 16 * 251 + 1 + file_len, 4096);
+    (0..16).map(|i| format!("{:d>248}{i:02}", "")).collect()
+}
+
+#[test]
+fn a_255_byte_name_and_a_4096_byte_path_arrive_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let long_name = "n".repeat(255);
+    random_file(&src.join(&long_name), 300_000, 1);
+    // Another 255-byte name that shares its first 233 bytes: the two `.part` files must
+    // not be one.
+    let twin = format!("{}{}", "n".repeat(233), "t".repeat(22));
+    random_file(&src.join(&twin), 200_000, 2);
+    let file_name = "f".repeat(76);
+    let components = components_for_4096(file_name.len());
+    let mkdirs: Vec<String> = components
+        .iter()
+        .map(|c| format!("mkdir {c} && cd {c}"))
+        .collect();
+    deep(
+        &src,
+        &[],
+        &format!(
+            "{}; head -c 100000 /dev/urandom > {file_name}",
+            mkdirs.join(" && ")
+        ),
+    );
+    let sum = format!("sha256sum {file_name}");
+    let sent_sum = deep(&src, &components, &sum);
+
+    let sending = send(&["--pod"], &[&src], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+
+    for name in [&long_name, &twin] {
+        assert_eq!(
+            fs::read(out.join("src").join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(deep(&out.join("src"), &components, &sum), sent_sum);
+    let leftovers = deep(&out, &[], "find . -name '*.part' | wc -l");
+    assert_eq!(leftovers.trim(), "0", "no .part file is left");
+}
+
+#[test]
+fn a_255_byte_name_resumes_from_its_part_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let long_name = "r".repeat(255);
+    random_file(&src.join(&long_name), 64 << 20, 3);
+    let out = dir.path().join("out");
+    let log_path = dir.path().join("first.log");
+    let sending = send(&["--pod"], &[&src], None);
+    let mut first = spawn_receive(&sending.receive_args(None), &out, &log_path);
+    let part = || {
+        fs::read_dir(out.join("src"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .map(|e| e.path())
+    };
+    wait_until(&mut first, &log_path, || {
+        part().is_some_and(|p| part_len(&p) >= 8 << 20)
+    });
+    let part_file = part().unwrap();
+    assert!(part_file.file_name().unwrap().len() <= 255);
+    signal(&first, "INT");
+    let status = wait(&mut first, Duration::from_secs(60));
+    assert_eq!(status, 8, "{}", fs::read_to_string(&log_path).unwrap());
+    let mut sending = sending;
+    signal(&sending.child, "INT");
+    wait(&mut sending.child, Duration::from_secs(60));
+
+    let sending = send(&["--pod"], &[&src], None);
+    let again = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{log}");
+    let _ = sending.finish();
+    assert!(bytes_already_here(&log) >= 4 << 20, "{log}");
+    assert_eq!(
+        fs::read(out.join("src").join(&long_name)).unwrap(),
+        fs::read(src.join(&long_name)).unwrap()
+    );
+}
+
+fn set_mtime(path: &Path, at: SystemTime) {
+    File::open(path).unwrap().set_modified(at).unwrap();
+}
+
+fn mtime_ns(path: &Path) -> (i64, i64) {
+    let meta = fs::symlink_metadata(path).unwrap();
+    (meta.mtime(), meta.mtime_nsec())
+}
+
+#[test]
+fn files_and_directories_keep_their_modification_times_to_the_nanosecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("inner/deeper")).unwrap();
+    fs::write(src.join("inner/file.txt"), b"contents").unwrap();
+    fs::write(src.join("inner/deeper/other.txt"), b"more").unwrap();
+    let base = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let times = [
+        ("inner/file.txt", base + Duration::from_nanos(123_456_789)),
+        ("inner/deeper/other.txt", base + Duration::from_nanos(1)),
+        ("inner/deeper", base + Duration::from_nanos(987_654_321)),
+        ("inner", base + Duration::from_nanos(555_000_001)),
+        ("", base + Duration::from_nanos(42)),
+    ];
+    for (path, at) in times {
+        set_mtime(&src.join(path), at);
+    }
+    let sending = send(&["--pod"], &[&src], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    for (path, _) in times {
+        assert_eq!(
+            mtime_ns(&out.join("src").join(path)),
+            mtime_ns(&src.join(path)),
+            "mtime of src/{path}"
+        );
+    }
+}
