@@ -50,6 +50,9 @@ pub struct Pair {
     pub sender_drains_every: Option<u64>,
     /// Runs after every exchange of bytes.
     pub on_step: Option<StepHook>,
+    /// When set, every byte each side put on the wire, sender's first: a trace to decode
+    /// (the conformance vectors).
+    pub taps: Option<[Vec<u8>; 2]>,
     sender_turns: u64,
 }
 
@@ -91,6 +94,7 @@ impl Pair {
             sender_drains_every: None,
             sender_turns: 0,
             on_step: None,
+            taps: None,
         }
     }
 
@@ -167,6 +171,9 @@ impl Pair {
             }
             self.sender.advance_transmit(bytes.len());
             self.sender_wire += bytes.len() as u64;
+            if let Some([sent, _]) = self.taps.as_mut() {
+                sent.extend_from_slice(&bytes);
+            }
             worked |= !bytes.is_empty();
             let mut at = 0;
             while at < bytes.len() && self.receiver_error.is_none() {
@@ -180,6 +187,9 @@ impl Pair {
         let bytes = self.receiver.poll_transmit().to_vec();
         self.receiver.advance_transmit(bytes.len());
         worked |= !bytes.is_empty();
+        if let Some([_, sent]) = self.taps.as_mut() {
+            sent.extend_from_slice(&bytes);
+        }
         let mut at = 0;
         while at < bytes.len() && self.sender_error.is_none() {
             match self.sender.handle_input(self.now, &bytes[at..]) {
