@@ -13,11 +13,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use common::split_records;
+use common::{assert_vectors_unchanged, split_records};
 use ferry_core::handshake::{self, HELLO_LEN, Role};
 use ferry_core::record::HEADER_LEN;
 use ferry_core::testing::{Item, Pair, bytes, dir, file, manifest_of};
@@ -26,10 +24,6 @@ use ferry_core::{Entropy, SeededEntropy, Timestamp, Token};
 use serde_json::{Value, json};
 
 const SEED: u64 = 0xC0F0_2026;
-
-fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vectors/conformance.json")
-}
 
 fn config() -> TransferConfig {
     TransferConfig {
@@ -228,24 +222,14 @@ fn generate() -> Value {
     })
 }
 
-fn load() -> Value {
-    let text =
-        std::fs::read_to_string(vectors_path()).expect("vectors/conformance.json is readable");
-    serde_json::from_str(&text).expect("vectors/conformance.json is JSON")
-}
-
 #[test]
 fn the_conformance_trace_replays_unchanged() {
     let fresh = generate();
-    if std::env::var_os("FERRY_BLESS").is_some() {
-        let text = serde_json::to_string_pretty(&fresh).unwrap() + "\n";
-        std::fs::write(vectors_path(), text).unwrap();
-    }
-    assert!(
-        load() == fresh,
-        "vectors/conformance.json no longer matches what the core does with its batch. If the \
-         wire format changed on purpose, run FERRY_BLESS=1 cargo test -p ferry-core --test \
-         conformance, bump the protocol version, and re-run vectors/verify_conformance.py"
+    assert_vectors_unchanged(
+        "conformance.json",
+        &fresh,
+        "conformance",
+        "vectors/verify_conformance.py",
     );
 }
 

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{FixedEntropy, Seen, feed, split_records as split};
+use common::{
+    FixedEntropy, Seen, assert_vectors_unchanged, feed, load_vectors, split_records as split,
+};
 use ferry_core::handshake::{self, HELLO_LEN, Role};
 use ferry_core::record::HEADER_LEN;
 use ferry_core::{Channel, Config, Entropy, Event, SeededEntropy, Timestamp, Token};
@@ -15,10 +15,6 @@ use serde_json::{Value, json};
 
 const SENDER_MESSAGE: &[u8] = b"ferry test vector: sender to receiver";
 const RECEIVER_MESSAGE: &[u8] = b"ferry test vector: receiver to sender";
-
-fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vectors/handshake.json")
-}
 
 fn channel(role: Role, secret: [u8; 32], token: &Token) -> Channel {
     let mut entropy = FixedEntropy(secret.to_vec());
@@ -187,8 +183,7 @@ fn generate() -> Value {
 }
 
 fn load() -> Value {
-    let text = std::fs::read_to_string(vectors_path()).expect("vectors/handshake.json is readable");
-    serde_json::from_str(&text).expect("vectors/handshake.json is JSON")
+    load_vectors("handshake.json")
 }
 
 fn bytes(value: &Value) -> Vec<u8> {
@@ -202,15 +197,11 @@ fn array32(value: &Value) -> [u8; 32] {
 #[test]
 fn vectors_have_not_drifted() {
     let fresh = generate();
-    if std::env::var_os("FERRY_BLESS").is_some() {
-        let text = serde_json::to_string_pretty(&fresh).unwrap() + "\n";
-        std::fs::write(vectors_path(), text).unwrap();
-    }
-    assert!(
-        load() == fresh,
-        "vectors/handshake.json no longer matches what the core produces. If the wire format \
-         changed on purpose, run FERRY_BLESS=1 cargo test -p ferry-core --test vectors, bump \
-         the protocol version in PROTOCOL.md, and re-run vectors/verify_handshake.py"
+    assert_vectors_unchanged(
+        "handshake.json",
+        &fresh,
+        "vectors",
+        "vectors/verify_handshake.py",
     );
 }
 

@@ -207,3 +207,30 @@ pub fn seal_record(key: &[u8; 32], sequence: u64, content_type: u8, payload: &[u
     record.extend(sealed);
     record
 }
+
+/// The vector file `name` in `vectors/`, as JSON.
+pub fn load_vectors(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../vectors")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"))
+}
+
+/// Fails if `vectors/NAME` differs from `fresh`, what the core produces now; with
+/// `FERRY_BLESS` set, rewrites it first (after an intended change to the wire format:
+/// then bump the protocol version and re-run the file's Python check, `check`).
+pub fn assert_vectors_unchanged(name: &str, fresh: &serde_json::Value, test: &str, check: &str) {
+    if std::env::var_os("FERRY_BLESS").is_some() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../vectors")
+            .join(name);
+        std::fs::write(path, serde_json::to_string_pretty(fresh).unwrap() + "\n").unwrap();
+    }
+    assert!(
+        load_vectors(name) == *fresh,
+        "vectors/{name} no longer matches what the core produces. If the wire format changed \
+         on purpose, run FERRY_BLESS=1 cargo test -p ferry-core --test {test}, bump the \
+         protocol version in PROTOCOL.md, and re-run {check}"
+    );
+}
