@@ -30,6 +30,8 @@ struct Script {
     now: Timestamp,
     /// Segments advertised so far, and the first one's hash (ADV's `i` and `o`).
     segments_sent: u64,
+    /// Every message the receiver sent, in order.
+    answers: Vec<Vec<u8>>,
     first_hash: Option<[u8; 32]>,
 }
 
@@ -59,7 +61,9 @@ impl Script {
             let mut at = 0;
             while at < back.len() {
                 at += self.sender.handle_input(now, &back[at..]).unwrap();
-                let _ = self.sender.take_message();
+                if let Some(message) = self.sender.take_message() {
+                    self.answers.push(message.to_vec());
+                }
             }
             while self.sender.poll_event().is_some() {}
         }
@@ -143,6 +147,7 @@ fn connected(config: TransferConfig, sender_channel: Config, local: u64) -> Scri
         now,
         segments_sent: 0,
         first_hash: None,
+        answers: Vec::new(),
     };
     if local > 0 {
         let held = vec![LOCAL_BYTE; local as usize];
@@ -380,14 +385,49 @@ fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
 }
 
 #[test]
-fn data_that_does_not_match_its_segment_hash_is_refused_and_nothing_is_written() {
+fn s6_3_a_segment_that_does_not_match_its_hash_is_rejected_unwritten_and_its_file_sent_again() {
     let promised = [7u8; 100];
     let mut sent = promised;
     sent[99] ^= 1;
     let mut script = receiver_awaiting_a_segment(None);
     let error = send_segment(&mut script, 1, &promised, &sent);
-    assert_eq!(error, Some(TransferError::SegmentCorrupt(1)));
+    assert_eq!(error, None, "the session goes on");
     assert!(wrote_nothing(&script.commands), "{:?}", script.commands);
+    // RCL for the segment (the sender gives it up), then RETRY for the file.
+    let hash = segment_hash(&promised, &[1, 2, 3, 4], 1);
+    let mut rcl = vec![0x17];
+    rcl.extend_from_slice(&hash);
+    let mut retry = vec![0x20];
+    retry.extend_from_slice(&0u32.to_be_bytes());
+    retry.push(2);
+    let at = |m: &Vec<u8>| script.answers.iter().position(|a| a == m);
+    let (rcl_at, retry_at) = (at(&rcl), at(&retry));
+    assert!(
+        rcl_at.is_some() && retry_at.is_some() && rcl_at < retry_at,
+        "{:02x?}",
+        script.answers
+    );
+    assert!(
+        script
+            .events
+            .contains(&TransferEvent::SegmentRejected { segment: 1 })
+    );
+    // Attempt 2, announced and sent as promised, is committed.
+    let mut update = vec![0x23];
+    update.extend_from_slice(&0u32.to_be_bytes());
+    update.push(2);
+    update.extend_from_slice(&100u64.to_be_bytes());
+    update.extend_from_slice(&0i64.to_be_bytes());
+    script.sender.send_message(&update).unwrap();
+    assert_eq!(send_segment(&mut script, 2, &promised, &promised), None);
+    assert!(
+        script
+            .commands
+            .iter()
+            .any(|c| matches!(c, DiskCommand::Commit { entry: 0 })),
+        "{:?}",
+        script.commands
+    );
 }
 
 #[test]

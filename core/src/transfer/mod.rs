@@ -497,6 +497,12 @@ pub enum TransferEvent {
         /// Manifest index.
         entry: usize,
     },
+    /// Receiver: a segment's data did not match its hash (a faulty sender); nothing of
+    /// it was written, and the files with a piece in it will be sent again.
+    SegmentRejected {
+        /// The segment's place in the stream (from 1).
+        segment: u64,
+    },
     /// A file failed verification and is being sent again.
     FileRetry {
         /// Manifest index.

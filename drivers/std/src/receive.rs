@@ -326,6 +326,9 @@ impl Receiving {
                 reporter.progress(bytes, self.files_done);
             }
             TransferEvent::FileDone { .. } => self.files_done += 1,
+            TransferEvent::SegmentRejected { segment } => reporter.info(&format!(
+                "segment {segment} did not match its hash (a faulty sender?); nothing of it was written, and its files will be fetched again"
+            )),
             TransferEvent::FileRetry { entry, attempt } => {
                 let path = session.manifest().get(entry).map_or("?", |e| e.path);
                 reporter.info(&format!(

@@ -11,7 +11,7 @@ use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferErro
 
 use super::ledger::{Ledger, Verdict};
 use super::slot::{RecvSlot, SlotState};
-use super::stream::Stream;
+use super::stream::{Answer, Stream};
 
 /// What checking and writing a segment needs besides the stream.
 pub(super) struct Books<'a> {
@@ -48,6 +48,11 @@ impl Stream {
         }
         let slot = &mut self.slots[index];
         verify(slot, &mut self.hashes, books)?;
+        if slot.corrupt {
+            books.out.event(TransferEvent::SegmentRejected {
+                segment: slot.segment_index,
+            });
+        }
         let mut writes = 0;
         for (k, (extent, _)) in slot.extents.iter().enumerate() {
             // The pieces of an attempt the sender abandoned since (or of a file that
@@ -130,11 +135,15 @@ impl Stream {
         for &(extent, _) in &slot.extents {
             books.ledger.mark_changed(extent.entry as usize);
         }
-        self.proofs_due.push_back(Proof {
-            resource_hash: slot.hash,
-            proof: slot.proof,
+        self.answers_due.push_back(if slot.corrupt {
+            Answer::Reject(slot.hash)
+        } else {
+            self.bytes_done += slot.len as u64;
+            Answer::Proof(Proof {
+                resource_hash: slot.hash,
+                proof: slot.proof,
+            })
         });
-        self.bytes_done += slot.len as u64;
         books.out.event(TransferEvent::Progress {
             bytes: self.bytes_done,
         });
@@ -152,7 +161,7 @@ impl Stream {
 fn verify(
     slot: &mut RecvSlot,
     hashes: &mut crate::transfer::hashes::FileHashes,
-    books: &Books<'_>,
+    books: &mut Books<'_>,
 ) -> Result<(), TransferError> {
     let mut segment = SegmentHasher::new();
     slot.verdicts.clear();
@@ -163,6 +172,11 @@ fn verify(
         let size = books.manifest.get(entry as usize).map_or(0, |e| e.size);
         let piece = hashes.absorb(&mut segment, extent, data, size)?;
         slot.prefixes.push(piece.prefix);
+        if piece.ends_file && books.ledger.is_tainted(extent) {
+            let verdict = Ledger::not_as_sent(extent.attempt, books.config);
+            slot.verdicts.push((entry, verdict));
+            continue;
+        }
         if !piece.ends_file || !books.ledger.is_current(extent) {
             continue;
         }
@@ -193,8 +207,23 @@ fn verify(
         slot.verdicts.push((entry, verdict));
     }
     let (hash, proof) = segment.finish(&slot.random);
-    if hash != slot.hash {
-        return Err(TransferError::SegmentCorrupt(slot.segment_index));
+    slot.corrupt = hash != slot.hash && !books.skip_verification;
+    if slot.corrupt {
+        // Its data is not what the sender hashed: nothing of it is written, and every
+        // file with a piece in it is sent again (the verdicts of those that end here
+        // were reached on that data, so they are replaced).
+        for (extent, _) in &slot.extents {
+            books.ledger.taint(extent);
+        }
+        for (entry, verdict) in &mut slot.verdicts {
+            let attempt = slot
+                .extents
+                .iter()
+                .rev()
+                .find(|(e, _)| e.entry == *entry)
+                .map_or(1, |(e, _)| e.attempt);
+            *verdict = Ledger::not_as_sent(attempt, books.config);
+        }
     }
     slot.proof = proof;
     Ok(())

@@ -48,6 +48,9 @@ struct EntryState {
     ended: bool,
     /// The sender announced this attempt with UPDATE (every attempt after the first).
     updated: bool,
+    /// A segment with a piece of this attempt did not match its hash: the attempt's
+    /// pieces are checked but never written, and its end brings a retry.
+    tainted: bool,
 }
 
 impl EntryState {
@@ -57,6 +60,7 @@ impl EntryState {
         status: FileStatus::InProgress,
         ended: false,
         updated: false,
+        tainted: false,
     };
 }
 
@@ -152,11 +156,38 @@ impl Ledger {
     }
 
     /// True if `extent` belongs to the attempt its file is on now (not one abandoned
-    /// since, nor a file that failed).
+    /// since, nor a file that failed, nor an attempt a corrupt segment tainted).
     pub(super) fn is_current(&self, extent: &Extent) -> bool {
-        self.entries
-            .get(extent.entry as usize)
-            .is_some_and(|s| s.status == FileStatus::InProgress && s.attempt == extent.attempt)
+        self.entries.get(extent.entry as usize).is_some_and(|s| {
+            s.status == FileStatus::InProgress && s.attempt == extent.attempt && !s.tainted
+        })
+    }
+
+    /// True if `extent` belongs to its file's current attempt and that attempt was
+    /// tainted by a corrupt segment.
+    pub(super) fn is_tainted(&self, extent: &Extent) -> bool {
+        self.entries.get(extent.entry as usize).is_some_and(|s| {
+            s.status == FileStatus::InProgress && s.attempt == extent.attempt && s.tainted
+        })
+    }
+
+    /// A segment holding a piece of `extent`'s attempt did not match its hash: nothing
+    /// more of the attempt is written, and the file is asked for again once the attempt
+    /// ends (PROTOCOL.md §6.3).
+    pub(super) fn taint(&mut self, extent: &Extent) {
+        if self.is_current(extent) {
+            self.entries[extent.entry as usize].tainted = true;
+        }
+    }
+
+    /// The verdict on a file whose attempt `attempt` did not arrive as sent: another
+    /// attempt while any remain, else failure.
+    pub(super) fn not_as_sent(attempt: u8, config: &TransferConfig) -> Verdict {
+        if attempt < config.max_attempts {
+            Verdict::Retry
+        } else {
+            Verdict::Fail(FileFailure::HashMismatch { attempts: attempt })
+        }
     }
 
     /// Checks that `extent` continues its file where the last piece left off, in the
@@ -235,6 +266,7 @@ impl Ledger {
                 state.verified = 0;
                 state.ended = false;
                 state.updated = false;
+                state.tainted = false;
                 self.retries_due.push_back((index as u32, state.attempt));
                 out.disk(DiskCommand::Discard { entry: index });
                 out.event(TransferEvent::FileRetry {

@@ -41,6 +41,8 @@ pub(super) struct RecvSlot {
     pub(super) hash: [u8; 32],
     pub(super) random: [u8; 4],
     pub(super) proof: [u8; 32],
+    /// Its data did not match its hash: rejected rather than written.
+    pub(super) corrupt: bool,
     pub(super) parts: usize,
     per_message: usize,
     hashmap: Vec<[u8; MAP_HASH_LEN]>,
@@ -74,6 +76,7 @@ impl RecvSlot {
             hash: [0; 32],
             random: [0; 4],
             proof: [0; 32],
+            corrupt: false,
             parts: 0,
             per_message: 0,
             hashmap: Vec::with_capacity(parts),
@@ -104,6 +107,7 @@ impl RecvSlot {
     ) -> Result<(), TransferError> {
         self.extents.clear();
         self.digests.clear();
+        self.corrupt = false;
         let mut fill = 0usize;
         for extent in layout.extents() {
             ledger.lay_out(manifest, &extent)?;

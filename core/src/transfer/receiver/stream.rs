@@ -30,6 +30,15 @@ pub(super) fn grant_for(window: usize, bdp: usize, config: &TransferConfig) -> u
     (window.div_ceil(segment) + bdp.div_ceil(segment) + 2).min(config.segments_in_flight)
 }
 
+/// What the receiver owes the sender for a segment it processed.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Answer {
+    /// Written: its proof (PRF).
+    Proof(Proof),
+    /// Its data did not match its hash: rejected (RCL), its files to be sent again.
+    Reject([u8; 32]),
+}
+
 /// The streaming phase's data: the segments in flight and what is owed to the sender.
 pub(super) struct Stream {
     /// The sender's part size.
@@ -41,7 +50,8 @@ pub(super) struct Stream {
     /// The next segment to check and write, in stream order.
     pub(super) next_process: u64,
     pub(super) window: Window,
-    pub(super) proofs_due: VecDeque<Proof>,
+    /// What each segment processed is owed, in order: its proof, or its rejection.
+    pub(super) answers_due: VecDeque<Answer>,
     /// The hash of the stream's first segment: every ADV names it (`o`).
     first_hash: Option<[u8; 32]>,
     /// Segment buffers not in use, and how many there are in all (at most
@@ -74,7 +84,7 @@ impl Stream {
                 config.window_floor,
                 config.max_window,
             ),
-            proofs_due: VecDeque::new(),
+            answers_due: VecDeque::new(),
             first_hash: None,
             spare: Vec::new(),
             buffers: 0,
@@ -287,14 +297,17 @@ impl Stream {
 
     /// Sends the proofs of the segments written, then the retries asked for.
     pub(super) fn send_control(&mut self, channel: &mut Channel, ledger: &mut Ledger) {
-        while let Some(&proof) = self.proofs_due.front() {
-            let proof = Message::Prf(proof);
-            if channel.send_capacity() < sealed_len(proof.encoded_len())
-                || wire::send(channel, &proof).is_err()
+        while let Some(&answer) = self.answers_due.front() {
+            let answer = match answer {
+                Answer::Proof(proof) => Message::Prf(proof),
+                Answer::Reject(hash) => Message::Rcl(hash),
+            };
+            if channel.send_capacity() < sealed_len(answer.encoded_len())
+                || wire::send(channel, &answer).is_err()
             {
                 return;
             }
-            self.proofs_due.pop_front();
+            self.answers_due.pop_front();
         }
         while let Some(&(entry, attempt)) = ledger.retries_due.front() {
             if wire::send(channel, &Message::Retry { entry, attempt }).is_err() {
@@ -308,7 +321,7 @@ impl Stream {
     /// proven.
     pub(super) fn is_done(&self, ledger: &Ledger) -> bool {
         ledger.unresolved == 0
-            && self.proofs_due.is_empty()
+            && self.answers_due.is_empty()
             && self.slots.iter().all(|s| s.state == SlotState::Free)
     }
 

@@ -235,8 +235,9 @@ impl Side for Sender {
                 self.grant = segments as usize;
             }
             (Message::Grant { .. }, _) => return Err(out_of_order("a grant before the plan")),
-            // The receiver rejects a segment only right before CANCEL, which carries the
-            // reason; nothing is undone here.
+            // The receiver rejects a segment whose data did not match its hash (it asks
+            // for the files again), or each one in flight right before CANCEL.
+            (Message::Rcl(hash), Phase::Streaming(stream)) => stream.on_reject(&hash),
             (Message::Rcl(_), _) => {}
             (Message::Done { committed, failed }, Phase::Streaming(stream)) => {
                 if stream.in_flight() || !stream.retry_queue.is_empty() {

@@ -451,6 +451,19 @@ impl Stream {
         Ok(())
     }
 
+    /// RCL: the receiver rejected a segment (its data did not match its hash, or the
+    /// session is ending): the segment is given up; the receiver asks again for its files
+    /// (RETRY). One that is not advertised (already given up) is let be.
+    pub(super) fn on_reject(&mut self, hash: &[u8; 32]) {
+        if let Some(slot) = self.advertised(hash) {
+            slot.state = SlotState::Free;
+            let buf = core::mem::take(&mut slot.buf);
+            if !buf.is_empty() {
+                self.spare.push(buf);
+            }
+        }
+    }
+
     /// True while any segment is being read, sealed or served.
     pub(super) fn in_flight(&self) -> bool {
         self.slots.iter().any(|s| s.state != SlotState::Free)
