@@ -214,11 +214,16 @@ fn receiver_awaiting_a_segment(promised: Option<[u8; 32]>) -> Script {
 impl Script {
     /// Answers the receiver's plan: nothing rejected.
     fn settle_plan(&mut self) {
+        self.plan_result(true);
+    }
+
+    /// One PLAN_RESULT message rejecting nothing, `last` or not.
+    fn plan_result(&mut self, last: bool) {
         self.sender
             .send_message(&msgpack(|m| {
                 m.push(0x04);
                 rmp::encode::write_array_len(m, 2).unwrap();
-                rmp::encode::write_bool(m, true).unwrap();
+                rmp::encode::write_bool(m, last).unwrap();
                 rmp::encode::write_array_len(m, 0).unwrap();
             }))
             .unwrap();
@@ -922,4 +927,22 @@ fn s7_an_advertisement_is_held_to_its_layout_and_its_place_in_the_stream() {
         let refusal = try_adv(adv).unwrap_or_else(|| panic!("{what} was accepted"));
         assert!(refusal.contains("advertisement"), "{what}: {refusal}");
     }
+}
+
+#[test]
+fn s6_2_the_plan_gets_one_answer_in_as_many_results_as_needed_and_no_other() {
+    let content = [7u8; 100];
+    let mut script = receiver_that_planned(TransferConfig::default(), 100, None, 0);
+    // The answer in two messages, the first not final, settles the plan.
+    script.plan_result(false);
+    assert!(script.exchange().is_none());
+    script.plan_result(true);
+    assert_eq!(send_segment(&mut script, 1, &content, &content), None);
+    // A second answer is refused.
+    script.plan_result(true);
+    let error = script.exchange().map(|e| e.to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some("protocol violation by the peer: a plan result the receiver did not ask for")
+    );
 }

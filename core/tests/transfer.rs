@@ -242,7 +242,7 @@ fn files_of_identical_parts_arrive() {
 }
 
 #[test]
-fn small_record_limits_on_either_side_still_move_data() {
+fn s6_small_record_limits_on_either_side_still_move_data() {
     use ferry_core::Config;
     let items = vec![file("f", bytes(12, 50_000)), file("g", bytes(13, 5_000))];
     let tiny = TransferConfig {
@@ -400,4 +400,25 @@ fn a_drivers_mistake_is_its_own_error_and_never_reaches_the_peer() {
     assert_eq!(pair.receiver.error(), None);
     pair.run();
     pair.assert_delivered(&items);
+}
+
+#[test]
+fn s6_5_done_counts_every_entry_folders_and_empty_files_included() {
+    let items = vec![
+        dir("d"),
+        dir("d/empty"),
+        file("d/zero", Vec::new()),
+        file("d/f", bytes(15, 3000)),
+    ];
+    let mut pair = Pair::with(&items, small(), 15);
+    pair.run();
+    pair.assert_delivered(&items);
+    assert!(
+        pair.sender_events.contains(&TransferEvent::Finished {
+            committed: 4,
+            failed: 0
+        }),
+        "{:?}",
+        pair.sender_events
+    );
 }
