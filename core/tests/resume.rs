@@ -287,7 +287,7 @@ fn cancel_from_the_sender_ends_both_sides() {
         pair.receiver_error,
         Some(TransferError::Cancelled {
             by_peer: true,
-            reason: "transfer cancelled by the user: user pressed ctrl-c".to_owned()
+            reason: "user pressed ctrl-c".to_owned()
         })
     );
 }

@@ -13,7 +13,7 @@ use ferry_core::transfer::TransferConfig;
 use ferry_std::receive::{ReceiveOptions, receive};
 use ferry_std::send::Sender;
 use ferry_std::source::SourceTree;
-use ferry_std::{DEFAULT_PORT, DriverError, Reporter, human_size as size};
+use ferry_std::{DEFAULT_PORT, DriverError, Report, Reporter, count, human_size as size};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Seconds without progress before a transfer gives up (`--timeout`).
@@ -35,6 +35,17 @@ const EXIT_CODES: &str = "Exit codes:
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print nothing but errors (the sender still prints the receive command).
+    #[arg(short, long, global = true, conflicts_with = "json")]
+    quiet: bool,
+    /// Print one JSON object per event on stdout, for programs that drive ferry
+    /// (listening, offered, plan, progress, file_done, file_retry, file_failed,
+    /// receiver_lost, info, finished, failed).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Also print details for debugging (bytes on the wire).
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -90,35 +101,62 @@ enum Command {
     },
 }
 
-/// Progress on stderr: a bar on a terminal, a line every few seconds otherwise.
+/// Progress on stderr: a bar on a terminal, a line every few seconds otherwise. Sizes
+/// and rates are in binary units throughout (KiB, MiB/s).
 struct Display {
     bar: Option<ProgressBar>,
     /// The bar of the check of what is already here, before a resume.
     check: Option<ProgressBar>,
     /// When the last line of that check was printed (not on a terminal).
     check_line: Option<Instant>,
-    files: usize,
+    /// Files in this session's plan; `None` on the sender, which learns of files only
+    /// when the whole batch is confirmed.
+    files: Option<usize>,
+    /// Bytes this session moves: the plan's, and each file sent again.
     total: u64,
+    /// Of those, bytes sent again.
+    again: u64,
+    /// When data began to move, and when it last did: the data rate is over that span.
     started: Instant,
+    moved: Option<(Instant, u64)>,
     last_line: Instant,
 }
 
 impl Display {
-    fn new() -> Self {
+    fn new(sender: bool) -> Self {
         Display {
             bar: None,
             check: None,
             check_line: None,
-            files: 0,
+            files: if sender { None } else { Some(0) },
             total: 0,
+            again: 0,
             started: Instant::now(),
+            moved: None,
             last_line: Instant::now(),
+        }
+    }
+
+    /// "12/40 files" on the receiver; nothing on the sender.
+    fn files_part(&self, done: usize) -> String {
+        match self.files {
+            Some(files) => format!(" {done}/{}", count(files as u64, "file", "files")),
+            None => String::new(),
+        }
+    }
+
+    /// The rate data moved at, in MiB/s (not counting the time before the first byte
+    /// and after the last: connecting, checking, verifying).
+    fn data_rate(&self) -> f64 {
+        match self.moved {
+            Some((last, bytes)) => mib_per_s(bytes, last.duration_since(self.started)),
+            None => 0.0,
         }
     }
 }
 
-fn mb(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
+fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64().max(1e-6)
 }
 
 impl Reporter for Display {
@@ -126,6 +164,28 @@ impl Reporter for Display {
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
+        }
+    }
+
+    fn report(&mut self, report: &Report<'_>) {
+        match *report {
+            Report::FileRetry { bytes, .. } => {
+                // The file comes again from its start: there is that much more to move,
+                // so the count never passes the total.
+                self.total += bytes;
+                self.again += bytes;
+                if let Some(bar) = &self.bar {
+                    bar.set_length(self.total);
+                }
+            }
+            Report::ReceiverLost { .. } => {
+                // No stale bar while waiting for the next receiver.
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                self.moved = None;
+            }
+            _ => {}
         }
     }
 
@@ -160,13 +220,17 @@ impl Reporter for Display {
         if let Some(check) = self.check.take() {
             check.finish_and_clear();
         }
-        self.files = files;
+        if self.files.is_some() {
+            self.files = Some(files);
+        }
         self.total = bytes;
+        self.again = 0;
         self.started = Instant::now();
+        self.moved = None;
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(bytes);
             if let Ok(style) = ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}",
+                "{bar:30} {binary_bytes}/{binary_total_bytes}{msg} {binary_bytes_per_sec} ETA {eta}",
             ) {
                 bar.set_style(style);
             }
@@ -175,25 +239,30 @@ impl Reporter for Display {
     }
 
     fn progress(&mut self, bytes: u64, files: usize) {
+        let bytes = bytes.min(self.total);
+        self.moved = Some((Instant::now(), bytes));
+        let again = match self.again {
+            0 => String::new(),
+            n => format!(" ({} sent again)", size(n)),
+        };
         match &self.bar {
             Some(bar) => {
                 bar.set_position(bytes);
-                bar.set_message(format!("{files}/{} files", self.files));
+                bar.set_message(format!("{}{again}", self.files_part(files)));
             }
             None if self.last_line.elapsed() >= Duration::from_secs(2) => {
                 self.last_line = Instant::now();
-                let elapsed = self.started.elapsed();
-                let rate = mb(bytes, elapsed);
+                let rate = mib_per_s(bytes, self.started.elapsed());
                 let eta = if rate > 0.0 {
-                    (self.total.saturating_sub(bytes)) as f64 / 1e6 / rate
+                    (self.total - bytes) as f64 / (1024.0 * 1024.0) / rate
                 } else {
                     0.0
                 };
                 eprintln!(
-                    "{} of {} ({files}/{} files), {rate:.0} MB/s, ETA {eta:.0} s",
+                    "{} of {}{}{again}, {rate:.0} MiB/s, ETA {eta:.0} s",
                     size(bytes),
                     size(self.total),
-                    self.files
+                    self.files_part(files),
                 );
             }
             None => {}
@@ -209,10 +278,211 @@ impl Display {
     }
 }
 
-fn fail(display: &mut Display, error: &DriverError) -> ProcessExit {
-    display.done();
-    eprintln!("ferry: {error}");
-    ProcessExit::from(error.exit_code() as u8)
+/// `--json`: one object per event on stdout, a line each; progress at most 5 times a
+/// second (and always the last).
+struct Json {
+    files: u64,
+    total: u64,
+    last_progress: Option<Instant>,
+}
+
+impl Json {
+    fn emit(&mut self, value: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+}
+
+impl Reporter for Json {
+    fn info(&mut self, line: &str) {
+        self.emit(serde_json::json!({ "event": "info", "message": line }));
+    }
+
+    fn report(&mut self, report: &Report<'_>) {
+        use serde_json::json;
+        let value = match *report {
+            Report::Offered {
+                files,
+                folders,
+                bytes,
+            } => json!({ "event": "offered", "files": files, "folders": folders, "bytes": bytes }),
+            Report::Plan {
+                skipped,
+                resumed,
+                fresh,
+                bytes_present,
+                bytes_to_send,
+            } => json!({
+                "event": "plan",
+                "files_complete": skipped,
+                "files_partial": resumed,
+                "files_fresh": fresh,
+                "bytes_present": bytes_present,
+                "bytes_to_send": bytes_to_send,
+            }),
+            Report::FileDone { path } => json!({ "event": "file_done", "path": path }),
+            Report::FileRetry {
+                path,
+                attempt,
+                bytes,
+            } => {
+                self.total += bytes;
+                json!({ "event": "file_retry", "path": path, "attempt": attempt, "bytes": bytes })
+            }
+            Report::FileFailed { path, reason } => {
+                json!({ "event": "file_failed", "path": path, "reason": reason })
+            }
+            Report::ReceiverLost { reason } => {
+                json!({ "event": "receiver_lost", "reason": reason })
+            }
+            _ => return,
+        };
+        self.emit(value);
+    }
+
+    fn start(&mut self, files: usize, bytes: u64) {
+        self.files = files as u64;
+        self.total = bytes;
+        self.last_progress = None;
+    }
+
+    fn progress(&mut self, bytes: u64, files: usize) {
+        let due = self
+            .last_progress
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(200));
+        if due || bytes >= self.total {
+            self.last_progress = Some(Instant::now());
+            self.emit(serde_json::json!({
+                "event": "progress",
+                "bytes": bytes,
+                "bytes_total": self.total,
+                "files_done": files,
+                "files_total": self.files,
+            }));
+        }
+    }
+}
+
+/// Where the command's output goes: people (`Display`), nobody (`--quiet`), or a
+/// program (`--json`).
+enum Output {
+    Human(Display),
+    Quiet(ferry_std::Quiet),
+    Json(Json),
+}
+
+impl Output {
+    fn reporter(&mut self) -> &mut dyn Reporter {
+        match self {
+            Output::Human(display) => display,
+            Output::Quiet(quiet) => quiet,
+            Output::Json(json) => json,
+        }
+    }
+
+    fn done(&mut self) {
+        if let Output::Human(display) = self {
+            display.done();
+        }
+    }
+
+    /// The last word on a batch that arrived: a line for people, `finished` for programs.
+    fn finished(&mut self, finish: Finished, verbose: bool) {
+        self.done();
+        let rate = match self {
+            Output::Human(display) => display.data_rate(),
+            _ => mib_per_s(finish.bytes, finish.elapsed),
+        };
+        match self {
+            Output::Quiet(_) => {}
+            Output::Json(json) => json.emit(serde_json::json!({
+                "event": "finished",
+                "files": finish.files,
+                "folders": finish.folders,
+                "failed": finish.failed,
+                "bytes": finish.bytes,
+                "bytes_present": finish.bytes_present,
+                "wire_bytes": finish.wire_bytes,
+                "seconds": finish.elapsed.as_secs_f64(),
+                "mib_per_s": rate,
+            })),
+            Output::Human(_) => {
+                let mut what = count(finish.files, "file", "files");
+                if finish.folders > 0 {
+                    what.push_str(&format!(
+                        " and {}",
+                        count(finish.folders, "folder", "folders")
+                    ));
+                }
+                eprintln!(
+                    "{}: {what}, {} in {:.1} s ({rate:.0} MiB/s while data moved)",
+                    finish.verb,
+                    size(finish.bytes),
+                    finish.elapsed.as_secs_f64(),
+                );
+                if finish.bytes_present > 0 || finish.skipped > 0 {
+                    eprintln!(
+                        "Already here: {} ({}), not sent again",
+                        size(finish.bytes_present),
+                        count(finish.skipped as u64, "whole file", "whole files"),
+                    );
+                }
+                if verbose {
+                    eprintln!("bytes already here: {}", finish.bytes_present);
+                    eprintln!("wire bytes: {}", finish.wire_bytes);
+                }
+            }
+        }
+    }
+}
+
+/// What a finished batch comes to, for [`Output::finished`].
+struct Finished {
+    verb: &'static str,
+    files: u64,
+    folders: u64,
+    failed: u64,
+    bytes: u64,
+    bytes_present: u64,
+    skipped: usize,
+    wire_bytes: u64,
+    elapsed: Duration,
+}
+
+/// The other side, as the messages name it: "receiver" when sending, "sender" when
+/// receiving.
+static PEER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The error as a person reads it: a cancel names who cancelled.
+fn describe(error: &DriverError) -> String {
+    use ferry_core::transfer::TransferError;
+    match error {
+        DriverError::Transfer(TransferError::Cancelled { by_peer, reason }) => {
+            let who = if *by_peer {
+                format!("by the {}", PEER.get().copied().unwrap_or("peer"))
+            } else {
+                "here".to_owned()
+            };
+            format!("cancelled {who}: {reason}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn fail(output: &mut Output, error: &DriverError) -> ProcessExit {
+    output.done();
+    let code = error.exit_code() as u8;
+    let message = describe(error);
+    if let Output::Json(json) = output {
+        json.emit(serde_json::json!({
+            "event": "failed",
+            "error": message,
+            "exit_code": code,
+        }));
+    }
+    eprintln!("ferry: {message}");
+    ProcessExit::from(code)
 }
 
 /// With `FERRY_REPORT_RSS=1`, prints the process's peak resident set size and the CPU
@@ -243,27 +513,30 @@ fn main() -> ProcessExit {
 }
 
 /// `ferry send --receivers N`: the mio driver serves N receivers, each on its own line.
-fn serve_many(sender: &mut Sender, receivers: usize, display: &mut Display) -> ProcessExit {
+fn serve_many(sender: &mut Sender, receivers: usize, output: &mut Output) -> ProcessExit {
     let stats = ferry_mio::LoopStats::default();
-    match ferry_mio::serve(sender, receivers, display, &stats) {
+    match ferry_mio::serve(sender, receivers, output.reporter(), &stats) {
         Ok(summary) if summary.delivered.iter().any(|(_, s)| s.failed > 0) => {
+            output.done();
             eprintln!("Some receivers could not get every file (see above)");
             ProcessExit::from(ferry_std::ExitCode::Integrity as u8)
         }
         Ok(summary) => {
+            output.done();
             let bytes: u64 = summary.delivered.iter().map(|(_, s)| s.bytes).sum();
             let wire: u64 = summary.delivered.iter().map(|(_, s)| s.wire_bytes).sum();
-            eprintln!(
-                "Sent to {} receivers: {} in all ({} on the wire); {} failed or refused",
-                summary.delivered.len(),
-                size(bytes),
-                size(wire),
-                summary.failed_sessions
-            );
-            eprintln!("wire bytes: {wire}");
+            if !matches!(output, Output::Quiet(_)) {
+                eprintln!(
+                    "Sent to {}: {} in all ({} on the wire); {} failed or refused",
+                    count(summary.delivered.len() as u64, "receiver", "receivers"),
+                    size(bytes),
+                    size(wire),
+                    summary.failed_sessions
+                );
+            }
             ProcessExit::SUCCESS
         }
-        Err(error) => fail(display, &error),
+        Err(error) => fail(output, &error),
     }
 }
 
@@ -274,7 +547,20 @@ fn run() -> ProcessExit {
             "ferry: cannot handle Ctrl-C ({error}); it will end the process without a cancel"
         );
     }
-    let mut display = Display::new();
+    let sending = matches!(cli.command, Command::Send { .. });
+    let _ = PEER.set(if sending { "receiver" } else { "sender" });
+    let mut output = if cli.json {
+        Output::Json(Json {
+            files: 0,
+            total: 0,
+            last_progress: None,
+        })
+    } else if cli.quiet {
+        Output::Quiet(ferry_std::Quiet)
+    } else {
+        Output::Human(Display::new(sending))
+    };
+    let human = matches!(output, Output::Human(_));
     match cli.command {
         Command::Send {
             pod,
@@ -291,14 +577,26 @@ fn run() -> ProcessExit {
             };
             let tree = match SourceTree::scan(&paths, &config.manifest) {
                 Ok(tree) => tree,
-                Err(error) => return fail(&mut display, &error),
+                Err(error) => return fail(&mut output, &error),
             };
             for skipped in &tree.skipped {
-                eprintln!("skipping {skipped}");
+                output.reporter().info(&format!("skipping {skipped}"));
+            }
+            if tree.manifest.is_empty() {
+                output.done();
+                eprintln!(
+                    "ferry: nothing to send: no file or folder among the paths given{}",
+                    if tree.skipped.is_empty() {
+                        ""
+                    } else {
+                        " could be sent (see above)"
+                    }
+                );
+                return ProcessExit::from(ferry_std::ExitCode::Usage as u8);
             }
             let mut sender = match Sender::bind(tree, config, pod, port) {
                 Ok(sender) => sender,
-                Err(error) => return fail(&mut display, &error),
+                Err(error) => return fail(&mut output, &error),
             };
             let mut command = format!("ferry receive {}", sender.connection_string());
             if pod {
@@ -307,15 +605,29 @@ fn run() -> ProcessExit {
             if sender.port() != DEFAULT_PORT {
                 command.push_str(&format!(" --port {}", sender.port()));
             }
-            println!("{command}");
-            let _ = std::io::stdout().flush();
-            eprintln!("Run the command above on the receiving machine. Waiting...");
-            if let Some(receivers) = receivers {
-                return serve_many(&mut sender, receivers as usize, &mut display);
+            match &mut output {
+                Output::Json(json) => json.emit(serde_json::json!({
+                    "event": "listening",
+                    "command": command,
+                    "connection": sender.connection_string().to_string(),
+                    "port": sender.port(),
+                })),
+                _ => {
+                    println!("{command}");
+                    let _ = std::io::stdout().flush();
+                }
             }
-            match sender.serve(&mut display) {
+            if human {
+                eprintln!(
+                    "Run the command above on the receiving machine. Waiting for a receiver..."
+                );
+            }
+            if let Some(receivers) = receivers {
+                return serve_many(&mut sender, receivers as usize, &mut output);
+            }
+            match sender.serve(output.reporter()) {
                 Ok(summary) if summary.failed > 0 => {
-                    display.done();
+                    output.done();
                     eprintln!(
                         "Sent all but {} of the files; those could not be delivered (see above)",
                         summary.failed
@@ -323,25 +635,29 @@ fn run() -> ProcessExit {
                     ProcessExit::from(ferry_std::ExitCode::Integrity as u8)
                 }
                 Ok(summary) => {
-                    display.done();
-                    eprintln!(
-                        "Sent: {} files, {} in {:.1} s, {:.0} MB/s ({} on the wire)",
-                        summary.committed,
-                        size(summary.bytes),
-                        summary.elapsed.as_secs_f64(),
-                        mb(summary.bytes, summary.elapsed),
-                        size(summary.wire_bytes)
+                    output.finished(
+                        Finished {
+                            verb: "Sent",
+                            files: summary.committed - summary.folders,
+                            folders: summary.folders,
+                            failed: summary.failed,
+                            bytes: summary.bytes,
+                            bytes_present: summary.bytes_present,
+                            skipped: 0,
+                            wire_bytes: summary.wire_bytes,
+                            elapsed: summary.elapsed,
+                        },
+                        cli.verbose,
                     );
-                    eprintln!("wire bytes: {}", summary.wire_bytes);
                     ProcessExit::SUCCESS
                 }
-                Err(error) => fail(&mut display, &error),
+                Err(error) => fail(&mut output, &error),
             }
         }
         Command::Receive {
             pod,
             port,
-            output,
+            output: out_dir,
             overwrite,
             timeout,
             checkpoint,
@@ -349,12 +665,12 @@ fn run() -> ProcessExit {
         } => {
             let target: ConnectionString = match connection.parse() {
                 Ok(target) => target,
-                Err(error) => return fail(&mut display, &DriverError::ConnectionString(error)),
+                Err(error) => return fail(&mut output, &DriverError::ConnectionString(error)),
             };
             let options = ReceiveOptions {
                 pod,
                 port,
-                out_dir: output,
+                out_dir,
                 connect_timeout: Duration::from_secs(30),
                 overwrite,
                 config: TransferConfig {
@@ -370,29 +686,29 @@ fn run() -> ProcessExit {
                     ..TransferConfig::default()
                 },
             };
-            match receive(&target, &options, &mut display) {
+            match receive(&target, &options, output.reporter()) {
                 Ok(summary) => {
-                    display.done();
-                    eprintln!(
-                        "Transfer complete: {} files, {} in {:.1} s, {:.0} MB/s",
-                        summary.committed,
-                        size(summary.bytes),
-                        summary.elapsed.as_secs_f64(),
-                        mb(summary.bytes, summary.elapsed)
+                    output.finished(
+                        Finished {
+                            verb: "Transfer complete",
+                            files: summary.committed - summary.folders,
+                            folders: summary.folders,
+                            failed: 0,
+                            bytes: summary.bytes,
+                            bytes_present: summary.bytes_present,
+                            skipped: summary.skipped,
+                            wire_bytes: 0,
+                            elapsed: summary.elapsed,
+                        },
+                        cli.verbose,
                     );
                     if std::env::var_os("FERRY_REPORT_RSS").is_some() {
                         let (made, spent) = summary.checkpoints;
                         eprintln!("checkpoints: {made} in {:.1} ms", spent.as_secs_f64() * 1e3);
                     }
-                    if summary.skipped + summary.resumed > 0 {
-                        eprintln!(
-                            "resumed: {} files skipped, {} bytes already here",
-                            summary.skipped, summary.bytes_present
-                        );
-                    }
                     ProcessExit::SUCCESS
                 }
-                Err(error) => fail(&mut display, &error),
+                Err(error) => fail(&mut output, &error),
             }
         }
     }

@@ -392,3 +392,63 @@ fn a_stale_longer_part_file_without_a_lock_leaves_no_tail() {
     assert!(fs::read(&file).unwrap() == fs::read(out.join("data.bin")).unwrap());
     assert!(!out.join("data.bin.part").exists());
 }
+
+/// A `tailscale` on PATH whose `status --json` prints `status` and exits `code`, and
+/// whose `ip -4` fails as it does when there is no address.
+fn tailscale_saying(dir: &Path, name: &str, status: &str, code: i32) -> PathBuf {
+    let bin = dir.join(format!("bin-{name}"));
+    fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  ip) echo 'no current Tailscale IPs' >&2; exit 1 ;;\n  status) printf '%s\\n' '{status}'; [ {code} = 0 ] || echo 'failed to connect to local tailscaled; it does not appear to be running' >&2; exit {code} ;;\nesac\n"
+    );
+    let path = bin.join("tailscale");
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn tailscale_not_installed_not_running_and_logged_out_each_say_their_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("note.txt");
+    fs::write(&file, b"x").unwrap();
+    let empty = dir.path().join("empty-bin");
+    fs::create_dir_all(&empty).unwrap();
+    let cases = [
+        (empty, "not installed", "https://tailscale.com/download"),
+        (
+            tailscale_saying(dir.path(), "down", "", 1),
+            "installed but not running",
+            "systemctl start tailscaled",
+        ),
+        (
+            tailscale_saying(dir.path(), "out", r#"{"BackendState":"NeedsLogin"}"#, 0),
+            "logged out",
+            "tailscale up",
+        ),
+        (
+            tailscale_saying(dir.path(), "stopped", r#"{"BackendState":"Stopped"}"#, 0),
+            "stopped",
+            "tailscale up",
+        ),
+    ];
+    for (bin, what, fix) in cases {
+        for side in ["send", "receive"] {
+            let mut command = Command::new(FERRY);
+            command.env("PATH", &bin).arg(side);
+            if side == "send" {
+                command.args(["--port", "0"]).arg(&file);
+            } else {
+                command
+                    .args(["127.0.0.1:00000000000000000000000000", "-o"])
+                    .arg(dir.path().join("x"));
+            }
+            let output = command.output().unwrap();
+            let log = stderr(&output);
+            assert_eq!(output.status.code(), Some(7), "{side}, {what}: {log}");
+            for words in [what, fix, "--pod"] {
+                assert!(log.contains(words), "{side}, {what}: no {words:?} in {log}");
+            }
+        }
+    }
+}

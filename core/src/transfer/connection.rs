@@ -108,7 +108,11 @@ impl<S: Side> Connection<S> {
             )
         {
             self.side.cancel_resources(&mut self.channel);
-            let text = error.to_string();
+            // A cancel says the user's reason as it is; any other failure says what failed.
+            let text = match &error {
+                TransferError::Cancelled { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
             let _ = wire::send(&mut self.channel, &Message::Cancel(wire::reason(&text)));
             let _ = self.channel.close();
         }

@@ -403,9 +403,11 @@ impl From<DiskErrorKind> for Unreadable {
     }
 }
 
-/// Why a disk operation failed, as the driver reports it.
+/// Why a disk operation failed, as the driver reports it. It reads as the driver's
+/// message (which already says what the system said, once), or the class when there is
+/// none.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{kind}: {detail}")]
+#[error("{}", if detail.is_empty() { kind.to_string() } else { detail.clone() })]
 pub struct DiskError {
     /// The class of failure.
     pub kind: DiskErrorKind,

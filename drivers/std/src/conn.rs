@@ -75,7 +75,36 @@ pub fn drive<S: Session>(
     // Whatever happened, let the peer see what was sealed for it (a close, a cancel).
     let _ = flush(stream, session, traffic, &mut |_| Ok(()));
     let _ = stream.shutdown(Shutdown::Write);
+    if result.is_err() {
+        linger(stream);
+    }
     result
+}
+
+/// How long a session that failed (a cancel, say) keeps reading after its last word, so
+/// that the peer reads that word.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the peer still sends until it closes, for at most [`LINGER`]:
+/// closing a socket with unread bytes in it makes the system reset the connection, and
+/// a reset can reach the peer before the cancel it was meant to read.
+fn linger(stream: &mut TcpStream) {
+    let until = std::time::Instant::now() + LINGER;
+    let mut sink = [0u8; 64 << 10];
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        if stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 fn flush<S: Session>(

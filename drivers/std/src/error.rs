@@ -50,10 +50,9 @@ pub enum DriverError {
         /// The refused address.
         address: IpAddr,
     },
-    /// The tailscale command is missing or failed.
-    #[error(
-        "cannot check Tailscale peers: {0}; install Tailscale, or use --pod for a connection on this machine"
-    )]
+    /// Tailscale cannot be used: not installed, not running, logged out; the message
+    /// says which, and what to do.
+    #[error("{0}")]
     Tailscale(String),
     /// Connecting or talking to the peer failed.
     #[error("network error: {0}")]

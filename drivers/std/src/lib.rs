@@ -56,18 +56,124 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// The line both sides print once the resume plan is settled (the seed's wording).
-pub fn plan_line(skipped: usize, resumed: usize, fresh: usize) -> String {
-    if skipped + resumed > 0 {
-        format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh")
-    } else {
-        "Starting fresh transfer".to_owned()
+/// The files and the folders of a batch, and the bytes in its files.
+pub fn batch_counts(manifest: &ferry_core::transfer::Manifest) -> (u64, u64, u64) {
+    let folders = manifest
+        .iter()
+        .filter(|e| e.kind == ferry_core::transfer::EntryKind::Directory)
+        .count() as u64;
+    (
+        manifest.len() as u64 - folders,
+        folders,
+        manifest.total_bytes(),
+    )
+}
+
+/// Reports a file sent again from its start ([`Report::FileRetry`]); returns its path,
+/// for the line about it.
+pub(crate) fn report_retry<'m>(
+    reporter: &mut dyn Reporter,
+    manifest: &'m ferry_core::transfer::Manifest,
+    entry: usize,
+    attempt: u8,
+) -> &'m str {
+    let (path, bytes) = manifest.get(entry).map_or(("?", 0), |e| (e.path, e.size));
+    reporter.report(&Report::FileRetry {
+        path,
+        attempt,
+        bytes,
+    });
+    path
+}
+
+/// "1 file", "2 files", "0 folders": a count and its noun, singular or plural.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+/// Reports the settled plan (a [`Report::Plan`]) and the line both sides print for it
+/// (the seed's wording).
+pub(crate) fn report_plan(reporter: &mut dyn Reporter, plan: Report<'_>) {
+    reporter.report(&plan);
+    if let Report::Plan {
+        skipped,
+        resumed,
+        fresh,
+        ..
+    } = plan
+    {
+        reporter.info(&if skipped + resumed > 0 {
+            format!("Resuming transfer: {skipped} completed, {resumed} partial, {fresh} fresh")
+        } else {
+            "Starting fresh transfer".to_owned()
+        });
     }
+}
+
+/// Something a transfer did, as a program driving `ferry` wants it (`--json`): each
+/// [`Reporter`] also gets these, besides its lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Report<'a> {
+    /// Receiver: the batch offered (`files` and `folders` in it, `bytes` in its files).
+    Offered {
+        /// Files in the batch.
+        files: u64,
+        /// Folders in the batch.
+        folders: u64,
+        /// Bytes in its files.
+        bytes: u64,
+    },
+    /// The resume plan is settled: files already here whole, in part, and not at all;
+    /// bytes already here and bytes to move.
+    Plan {
+        /// Files already here whole.
+        skipped: usize,
+        /// Files already here in part.
+        resumed: usize,
+        /// Files not here at all.
+        fresh: usize,
+        /// Bytes already here.
+        bytes_present: u64,
+        /// Bytes this session moves (retries add to it).
+        bytes_to_send: u64,
+    },
+    /// A file is verified and in place.
+    FileDone {
+        /// Its path in the batch.
+        path: &'a str,
+    },
+    /// A file is sent again from its start: `bytes` more to move.
+    FileRetry {
+        /// Its path in the batch.
+        path: &'a str,
+        /// The attempt now starting.
+        attempt: u8,
+        /// Its size: what this session moves again.
+        bytes: u64,
+    },
+    /// A file could not be delivered; the others go on.
+    FileFailed {
+        /// Its path in the batch.
+        path: &'a str,
+        /// Why, in words.
+        reason: &'a str,
+    },
+    /// Sender: a receiver's session ended without the batch; waiting for the next.
+    ReceiverLost {
+        /// Why, in words.
+        reason: &'a str,
+    },
 }
 
 /// What a transfer tells its user as it goes; the command line implements it with a
 /// progress bar, tests with a log.
 pub trait Reporter {
+    /// Something the transfer did (see [`Report`]); the lines about it come through
+    /// [`Reporter::info`] as well.
+    fn report(&mut self, report: &Report<'_>) {
+        let _ = report;
+    }
     /// A line of information ("Resuming transfer: ...", a warning).
     fn info(&mut self, line: &str);
     /// Total bytes this session will move, once known.

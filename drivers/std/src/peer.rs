@@ -67,11 +67,14 @@ impl TailscaleCache {
     }
 }
 
+/// What to add to every Tailscale problem: the way around it.
+const OR_POD: &str = "or use --pod for a transfer within this machine";
+
 fn run_tailscale(args: &[&str]) -> Result<Vec<u8>, DriverError> {
     // `tailscale` on PATH first, then where the system's installer puts it.
-    let mut output = Err(DriverError::Tailscale(
-        "the tailscale command is not on PATH".into(),
-    ));
+    let mut output = Err(DriverError::Tailscale(format!(
+        "Tailscale is not installed (no tailscale command on PATH or where its installer puts it); install it from https://tailscale.com/download, {OR_POD}"
+    )));
     for program in crate::os::programs::tailscale_candidates() {
         match Command::new(&program).args(args).output() {
             Ok(ran) => {
@@ -81,7 +84,7 @@ fn run_tailscale(args: &[&str]) -> Result<Vec<u8>, DriverError> {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => {
                 output = Err(DriverError::Tailscale(format!(
-                    "running {} failed: {error}",
+                    "running {} failed: {error}; {OR_POD}",
                     program.display()
                 )));
                 break;
@@ -90,21 +93,50 @@ fn run_tailscale(args: &[&str]) -> Result<Vec<u8>, DriverError> {
     }
     let output = output?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        // The command is there but its service is not: it cannot reach tailscaled.
+        if said.contains("tailscaled") || said.contains("connect") {
+            return Err(DriverError::Tailscale(format!(
+                "Tailscale is installed but not running (`tailscale {}`: {said}); start it (`sudo systemctl start tailscaled`, or open the Tailscale app), {OR_POD}",
+                args.join(" ")
+            )));
+        }
         return Err(DriverError::Tailscale(format!(
-            "tailscale {} failed: {}",
-            args.join(" "),
-            stderr.trim()
+            "`tailscale {}` failed: {said}; {OR_POD}",
+            args.join(" ")
         )));
     }
     Ok(output.stdout)
 }
 
+/// The problem `tailscale status --json` shows, if its backend is not running: logged
+/// out, stopped, still starting. A status without a state is taken as running.
+fn backend_problem(status: &serde_json::Value) -> Option<DriverError> {
+    let state = status.get("BackendState")?.as_str()?;
+    let fix = match state {
+        "Running" => return None,
+        "NeedsLogin" | "NeedsMachineAuth" => {
+            "Tailscale is logged out; run `tailscale up` (or `tailscale login`) to log in"
+        }
+        "Stopped" => "Tailscale is stopped; run `tailscale up` to start it",
+        "Starting" => "Tailscale is still starting; try again in a moment",
+        _ => "Tailscale is not connected; run `tailscale up`",
+    };
+    Some(DriverError::Tailscale(format!(
+        "{fix} (state: {state}), {OR_POD}"
+    )))
+}
+
 /// Parses `tailscale status --json`: `Self.TailscaleIPs` and every `Peer[*].TailscaleIPs`.
 pub fn parse_status(json: &[u8]) -> Result<Vec<IpAddr>, DriverError> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
-        DriverError::Tailscale(format!("tailscale status --json printed invalid JSON: {e}"))
+        DriverError::Tailscale(format!(
+            "tailscale status --json printed invalid JSON: {e}; {OR_POD}"
+        ))
     })?;
+    if let Some(problem) = backend_problem(&value) {
+        return Err(problem);
+    }
     let mut addresses = Vec::new();
     let mut collect = |node: &serde_json::Value| {
         if let Some(ips) = node.get("TailscaleIPs").and_then(|v| v.as_array()) {
@@ -129,9 +161,17 @@ fn status_addresses() -> Result<Vec<IpAddr>, DriverError> {
 
 /// This machine's Tailscale IPv4 address (`tailscale ip -4`).
 pub fn own_tailscale_ipv4() -> Result<IpAddr, DriverError> {
-    let output = run_tailscale(&["ip", "-4"])?;
+    let output = match run_tailscale(&["ip", "-4"]) {
+        Ok(output) => output,
+        // Installed, but no address: the status says why (logged out, stopped).
+        Err(error) => return Err(status_addresses().err().unwrap_or(error)),
+    };
     let text = String::from_utf8_lossy(&output);
     text.lines()
         .find_map(|line| line.trim().parse::<IpAddr>().ok())
-        .ok_or_else(|| DriverError::Tailscale("tailscale ip -4 printed no IPv4 address".into()))
+        .ok_or_else(|| {
+            DriverError::Tailscale(format!(
+                "`tailscale ip -4` printed no IPv4 address; {OR_POD}"
+            ))
+        })
 }

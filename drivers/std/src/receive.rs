@@ -20,7 +20,7 @@ use crate::lock::{self, LockHeader, LockProblem, Previous, write_lock};
 use crate::os::meta::{free_space, max_file_size};
 use crate::peer::PeerPolicy;
 use crate::sink::Sink;
-use crate::{OsEntropy, Reporter, human_size};
+use crate::{OsEntropy, Report, Reporter, human_size};
 
 /// How to receive.
 #[derive(Clone, Debug)]
@@ -44,6 +44,8 @@ pub struct ReceiveOptions {
 pub struct ReceiveSummary {
     /// Files and directories in place.
     pub committed: u64,
+    /// Of those, the folders (every folder of the batch: folders never fail).
+    pub folders: u64,
     /// Files that were already complete.
     pub skipped: usize,
     /// Files resumed from a partial copy.
@@ -255,6 +257,12 @@ impl Receiving {
         let destination = &mut self.destination;
         match event {
             TransferEvent::BatchOffered { .. } => {
+                let (files, folders, bytes) = crate::batch_counts(session.manifest());
+                reporter.report(&Report::Offered {
+                    files,
+                    folders,
+                    bytes,
+                });
                 offer(
                     session,
                     &mut destination.sink,
@@ -281,7 +289,16 @@ impl Receiving {
                 self.summary.skipped = skipped;
                 self.summary.resumed = resumed;
                 self.summary.bytes_present = bytes_present;
-                reporter.info(&crate::plan_line(skipped, resumed, fresh));
+                crate::report_plan(
+                    reporter,
+                    Report::Plan {
+                        skipped,
+                        resumed,
+                        fresh,
+                        bytes_present,
+                        bytes_to_send,
+                    },
+                );
                 // A file that was already here complete but differs from the sender's
                 // would be replaced: only with --overwrite, or if ours. (Judged by what the
                 // plan settled for each file: the core marks files complete later, as its
@@ -325,12 +342,16 @@ impl Receiving {
                 self.summary.bytes = bytes;
                 reporter.progress(bytes, self.files_done);
             }
-            TransferEvent::FileDone { .. } => self.files_done += 1,
+            TransferEvent::FileDone { entry } => {
+                self.files_done += 1;
+                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                reporter.report(&Report::FileDone { path });
+            }
             TransferEvent::SegmentRejected { segment } => reporter.info(&format!(
                 "segment {segment} did not match its hash (a faulty sender?); nothing of it was written, and its files will be fetched again"
             )),
             TransferEvent::FileRetry { entry, attempt } => {
-                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                let path = crate::report_retry(reporter, session.manifest(), entry, attempt);
                 reporter.info(&format!(
                     "{path} changed at the sender, or arrived other than promised; fetching it again (attempt {attempt})"
                 ));
@@ -341,7 +362,7 @@ impl Receiving {
                     .get(entry)
                     .map_or("?", |e| e.path)
                     .to_owned();
-                reporter.info(&match reason {
+                let reason = match reason {
                     FileFailure::Unreadable { cause } => {
                         format!("the sender cannot read {path}: {cause}")
                     }
@@ -352,10 +373,18 @@ impl Receiving {
                         "{path} could not be verified after {attempts} attempts: what arrived is not what the sender promised"
                     ),
                     _ => format!("{path} could not be delivered"),
+                };
+                reporter.report(&Report::FileFailed {
+                    path: &path,
+                    reason: &reason,
                 });
+                reporter.info(&reason);
                 self.failures.push(path);
             }
-            TransferEvent::Finished { committed, .. } => self.summary.committed = committed,
+            TransferEvent::Finished { committed, .. } => {
+                self.summary.committed = committed;
+                self.summary.folders = crate::batch_counts(session.manifest()).1;
+            }
             _ => {}
         }
         Ok(())

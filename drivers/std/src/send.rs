@@ -13,13 +13,15 @@ use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
 use crate::peer::PeerPolicy;
 use crate::source::{SourceReader, SourceTree};
-use crate::{OsEntropy, Reporter};
+use crate::{OsEntropy, Report, Reporter};
 
 /// How a batch was delivered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SendSummary {
     /// Files and directories the receiver confirmed.
     pub committed: u64,
+    /// Of those, the folders.
+    pub folders: u64,
     /// Files the receiver could not get (each reported on its own line as it failed).
     pub failed: u64,
     /// Bytes sent as file data in the last session (after resume).
@@ -108,16 +110,25 @@ impl Sender {
                     summary.failed_sessions = failed_sessions;
                     return Ok(summary);
                 }
-                Err(DriverError::Transfer(TransferError::Declined(reason))) => {
-                    return Err(DriverError::Transfer(TransferError::Declined(reason)));
+                // The receiver's user said no, either user stopped: that is the answer. (A
+                // receiver that refuses for a reason of its own, files in the way or no
+                // space, is left to run again once that is put right.)
+                Err(error @ DriverError::Transfer(TransferError::Declined(_))) => {
+                    return Err(error);
+                }
+                Err(DriverError::Transfer(TransferError::Cancelled { by_peer, reason }))
+                    if !by_peer || reason == crate::stop::REASON =>
+                {
+                    return Err(DriverError::Transfer(TransferError::Cancelled {
+                        by_peer,
+                        reason,
+                    }));
                 }
                 Err(error) => {
                     failed_sessions += 1;
-                    reporter.info(&format!(
-                        "a receiver from {} {}; still waiting for the right one",
-                        address.ip(),
-                        failure(&error)
-                    ));
+                    let reason = format!("a receiver from {} {}", address.ip(), failure(&error));
+                    reporter.report(&Report::ReceiverLost { reason: &reason });
+                    reporter.info(&format!("{reason}; waiting for a receiver"));
                 }
             }
         }
@@ -239,13 +250,22 @@ impl Sending {
             } => {
                 self.summary.bytes_present = bytes_present;
                 self.summary.bytes = bytes_to_send;
-                reporter.info(&crate::plan_line(skipped, resumed, fresh));
+                crate::report_plan(
+                    reporter,
+                    Report::Plan {
+                        skipped,
+                        resumed,
+                        fresh,
+                        bytes_present,
+                        bytes_to_send,
+                    },
+                );
                 reporter.start(skipped + resumed + fresh, bytes_to_send);
             }
             TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
             TransferEvent::ResumeCheck { checked, total } => reporter.checking(checked, total),
             TransferEvent::FileRetry { entry, attempt } => {
-                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                let path = crate::report_retry(reporter, session.manifest(), entry, attempt);
                 reporter.info(&format!(
                     "{path} changed while being sent; sending it again (attempt {attempt})"
                 ));
@@ -257,10 +277,15 @@ impl Sending {
                     error.kind
                 ));
             }
-            TransferEvent::FileDone { .. } => self.files_done += 1,
+            TransferEvent::FileDone { entry } => {
+                self.files_done += 1;
+                let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                reporter.report(&Report::FileDone { path });
+            }
             TransferEvent::Finished { committed, failed } => {
                 self.summary.committed = committed;
                 self.summary.failed = failed;
+                self.summary.folders = crate::batch_counts(session.manifest()).1;
             }
             _ => {}
         }

@@ -104,6 +104,12 @@ impl Sink {
     /// until the sink is dropped: a second receive into the same directory fails at once.
     pub fn new(root: &Path) -> Result<Self, DriverError> {
         let root_fresh = !root.exists();
+        if root.exists() && !root.is_dir() {
+            return Err(DriverError::Disk(format!(
+                "{} is not a folder; give -o a folder to receive into (one that does not exist yet is made)",
+                root.display()
+            )));
+        }
         std::fs::create_dir_all(root)
             .map_err(|e| DriverError::Disk(format!("cannot create {}: {e}", root.display())))?;
         let dir = Dir::open_path(root)

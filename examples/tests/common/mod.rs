@@ -34,8 +34,10 @@ pub(crate) fn send(args: &[&str], paths: &[&Path], path_env: Option<&Path>) -> S
 /// Starts `ferry send ARGS --port 0 PATHS` from `command` (set up as the caller needs:
 /// another user, another PATH) and reads the receive command it prints.
 pub(crate) fn send_with(mut command: Command, args: &[&str], paths: &[&Path]) -> Sending {
+    // Verbose: the tests read the exact byte counts it adds.
     command
         .arg("send")
+        .arg("-v")
         .args(args)
         .args(["--port", "0"])
         .args(paths);
@@ -99,7 +101,7 @@ pub(crate) fn wait(child: &mut Child, limit: Duration) -> i32 {
 
 pub(crate) fn receive(args: &[String], out: &Path, path_env: Option<&Path>) -> Output {
     let mut command = Command::new(FERRY);
-    command.args(args).arg("-o").arg(out);
+    command.args(args).arg("-v").arg("-o").arg(out);
     if let Some(dir) = path_env {
         command.env(
             "PATH",
@@ -124,15 +126,15 @@ pub(crate) fn wire_bytes(sender_log: &str) -> u64 {
         .unwrap()
 }
 
-/// Bytes the receiver found already here and verified, from its log (0 if it resumed
-/// nothing).
+/// Bytes the receiver found already here and verified, from its (verbose) log.
 pub(crate) fn bytes_already_here(receiver_log: &str) -> u64 {
     receiver_log
         .lines()
-        .find_map(|l| l.strip_prefix("resumed: "))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|l| l.split_whitespace().next())
-        .map_or(0, |n| n.parse().unwrap())
+        .find_map(|l| l.strip_prefix("bytes already here: "))
+        .unwrap_or_else(|| panic!("no count of bytes already here in {receiver_log}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Sends a signal to a child process (`kill -SIG`).
@@ -384,6 +386,7 @@ impl Link {
 pub(crate) fn spawn_receive(args: &[String], out: &Path, log: &Path) -> Child {
     Command::new(FERRY)
         .args(args)
+        .arg("-v")
         .arg("-o")
         .arg(out)
         .stderr(fs::File::create(log).unwrap())

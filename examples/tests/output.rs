@@ -1,0 +1,419 @@
+//! The `ferry` command as a person and as a program meet it: `--json` events a program
+//! can follow to `finished`, `--quiet` that prints nothing, progress that never passes
+//! its total when a file is sent again, Ctrl-C on either side that both sides call a
+//! cancel, a sender that clears its bar when its receiver drops, and an empty batch
+//! refused before anything listens.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// `ferry send --pod --port 0 ARGS PATHS` with its stdout and stderr piped (no `-v`).
+fn spawn_send(args: &[&str], paths: &[&Path]) -> Child {
+    Command::new(FERRY)
+        .args(["send", "--pod", "--port", "0"])
+        .args(args)
+        .args(paths)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The receive arguments from a `--json` sender's first event.
+fn listening(child: &mut Child) -> (Vec<String>, BufReader<std::process::ChildStdout>) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let event: Value = serde_json::from_str(&line).expect("the first line is JSON");
+    assert_eq!(event["event"], "listening", "{line}");
+    let command = event["command"].as_str().unwrap();
+    let args = command.split_whitespace().skip(1).map(str::to_owned);
+    (args.collect(), stdout)
+}
+
+/// The receive arguments from the command a plain sender prints first.
+fn printed_command(child: &mut Child) -> (Vec<String>, BufReader<std::process::ChildStdout>) {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ferry receive "), "{line}");
+    let args = line.split_whitespace().skip(1).map(str::to_owned);
+    (args.collect(), stdout)
+}
+
+fn events(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn tree(root: &Path) {
+    fs::create_dir_all(root.join("sub")).unwrap();
+    random_file(&root.join("a.bin"), 300_000, 1);
+    random_file(&root.join("sub/b.bin"), 200_000, 2);
+}
+
+/// A folder with two files, one in a subfolder, under a temporary directory.
+fn batch() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    (dir, src)
+}
+
+#[test]
+fn json_events_are_parseable_and_end_with_finished_and_the_right_counts() {
+    let (dir, src) = batch();
+    let mut sender = spawn_send(&["--json"], &[&src]);
+    let (args, mut sender_out) = listening(&mut sender);
+    let out = dir.path().join("out");
+    let received = Command::new(FERRY)
+        .args(&args)
+        .args(["--json", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    assert!(received.stderr.is_empty(), "{}", stderr(&received));
+    let got = events(&String::from_utf8(received.stdout).unwrap());
+    let kinds: Vec<&str> = got.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    for kind in ["offered", "plan", "progress", "file_done", "finished"] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    let offered = &got[kinds.iter().position(|k| *k == "offered").unwrap()];
+    assert_eq!(
+        (offered["files"].as_u64(), offered["folders"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let last = got.last().unwrap();
+    assert_eq!(last["event"], "finished", "{last}");
+    assert_eq!(last["files"], 2, "{last}");
+    assert_eq!(last["folders"], 2, "{last}");
+    assert_eq!(last["failed"], 0, "{last}");
+    assert_eq!(last["bytes"], 500_000, "{last}");
+    let done: Vec<&str> = got
+        .iter()
+        .filter(|e| e["event"] == "file_done")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+
+    let status = wait(&mut sender, Duration::from_secs(60));
+    assert_eq!(status, 0);
+    let mut rest = String::new();
+    sender_out.read_to_string(&mut rest).unwrap();
+    let sent = events(&rest);
+    let last = sent.last().unwrap();
+    assert_eq!(last["event"], "finished", "{last}");
+    assert_eq!(
+        (last["files"].as_u64(), last["folders"].as_u64()),
+        (Some(2), Some(2))
+    );
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_plain_output_has_no_debug_lines() {
+    let (dir, src) = batch();
+    // --quiet: the sender prints only the command to run; the receiver nothing at all.
+    let mut sender = spawn_send(&["--quiet"], &[&src]);
+    let (args, mut stdout) = printed_command(&mut sender);
+    let received = Command::new(FERRY)
+        .args(&args)
+        .args(["--quiet", "-o"])
+        .arg(dir.path().join("quiet"))
+        .output()
+        .unwrap();
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    assert!(received.stdout.is_empty() && received.stderr.is_empty());
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
+    let (mut out, mut err) = (String::new(), String::new());
+    stdout.read_to_string(&mut out).unwrap();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(out.is_empty() && err.is_empty(), "{out}{err}");
+
+    // Plain: a summary in words, no byte counts for debugging.
+    let mut sender = spawn_send(&[], &[&src]);
+    let (args, _stdout) = printed_command(&mut sender);
+    let received = Command::new(FERRY)
+        .args(&args)
+        .arg("-o")
+        .arg(dir.path().join("plain"))
+        .output()
+        .unwrap();
+    let log = stderr(&received);
+    assert!(
+        log.contains("Transfer complete: 2 files and 2 folders"),
+        "{log}"
+    );
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
+    let mut err = String::new();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("Sent: 2 files and 2 folders"), "{err}");
+    assert!(
+        !err.contains("wire bytes") && !log.contains("wire bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_empty_batch_is_refused_at_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for path in [Path::new("/dev/null"), fifo.as_path()] {
+        let output = Command::new(FERRY)
+            .args(["send", "--pod", "--port", "0"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let log = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{log}");
+        assert!(log.contains("nothing to send"), "{log}");
+        assert!(
+            output.stdout.is_empty(),
+            "no receive command for an empty batch"
+        );
+    }
+}
+
+#[test]
+fn progress_never_passes_its_total_when_a_file_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 200 << 20, 7);
+    let mut sender = spawn_send(&["--json"], &[&source]);
+    let (args, _sender_out) = listening(&mut sender);
+    let out = dir.path().join("out");
+    let mut receiver = Command::new(FERRY)
+        .args(&args)
+        .args(["--json", "-o"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part = out.join("big.bin.part");
+    let start = Instant::now();
+    while part_len(&part) < 32 << 20 {
+        assert!(start.elapsed() < Duration::from_secs(60), "never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut file = OpenOptions::new().append(true).open(&source).unwrap();
+    file.write_all(b"one more line\n").unwrap();
+    drop(file);
+    let mut text = String::new();
+    receiver
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(wait(&mut receiver, Duration::from_secs(120)), 0);
+    let got = events(&text);
+    assert!(
+        got.iter().any(|e| e["event"] == "file_retry"),
+        "the file was not sent again: {text}"
+    );
+    let mut totals = Vec::new();
+    for event in got.iter().filter(|e| e["event"] == "progress") {
+        let (bytes, total) = (event["bytes"].as_u64(), event["bytes_total"].as_u64());
+        assert!(bytes <= total, "{event}");
+        totals.push(total.unwrap());
+    }
+    assert!(
+        totals.last() > totals.first(),
+        "the total grew by the file sent again: {totals:?}"
+    );
+    let _ = wait(&mut sender, Duration::from_secs(60));
+}
+
+/// Ctrl-C on `side` mid-transfer: both sides end as cancelled (exit 8), each naming who
+/// cancelled, and the same receive afterwards resumes.
+fn ctrl_c_on(side: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 200 << 20, 9);
+    let mut sender = spawn_send(&[], &[&source]);
+    let (args, _stdout) = printed_command(&mut sender);
+    let out = dir.path().join("out");
+    let log = dir.path().join("receive.log");
+    let mut receiver = spawn_receive(&args, &out, &log);
+    wait_until(&mut receiver, &log, || {
+        part_len(&out.join("big.bin.part")) >= 32 << 20
+    });
+    let (interrupted, other) = if side == "sender" {
+        (&sender, &receiver)
+    } else {
+        (&receiver, &sender)
+    };
+    let _ = other;
+    signal(interrupted, "INT");
+    let receiver_status = wait(&mut receiver, Duration::from_secs(60));
+    let sender_status = wait(&mut sender, Duration::from_secs(60));
+    let receiver_log = fs::read_to_string(&log).unwrap();
+    let mut sender_log = String::new();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut sender_log)
+        .unwrap();
+    assert_eq!(receiver_status, 8, "{receiver_log}");
+    assert_eq!(sender_status, 8, "{sender_log}");
+    let (here, there) = if side == "sender" {
+        (&sender_log, &receiver_log)
+    } else {
+        (&receiver_log, &sender_log)
+    };
+    assert!(here.contains("ferry: cancelled here"), "{here}");
+    let by = if side == "sender" {
+        "by the sender"
+    } else {
+        "by the receiver"
+    };
+    assert!(there.contains(&format!("ferry: cancelled {by}")), "{there}");
+
+    let sending = send(&["--pod"], &[&source], None);
+    let again = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{log}");
+    assert!(bytes_already_here(&log) >= 16 << 20, "{log}");
+    let _ = sending.finish();
+}
+
+#[test]
+fn ctrl_c_on_the_sender_is_a_cancel_on_both_sides_and_a_rerun_resumes() {
+    ctrl_c_on("sender");
+}
+
+#[test]
+fn ctrl_c_on_the_receiver_is_a_cancel_on_both_sides_and_a_rerun_resumes() {
+    ctrl_c_on("receiver");
+}
+
+#[test]
+fn a_sender_whose_receiver_drops_clears_its_bar_and_says_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 300 << 20, 11);
+    // The sender on a pseudo-terminal (`script`), as a person would run it.
+    let screen = dir.path().join("screen");
+    let command = format!("{FERRY} send --pod --port 0 {}", source.display());
+    let mut terminal = Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&screen)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let args = loop {
+        let text = fs::read_to_string(&screen).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.starts_with("ferry receive ")) {
+            break line
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no command: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = dir.path().join("out");
+    let log = dir.path().join("receive.log");
+    let mut receiver = spawn_receive(&args, &out, &log);
+    wait_until(&mut receiver, &log, || {
+        part_len(&out.join("big.bin.part")) >= 64 << 20
+    });
+    // The bar is on the sender's screen; the receiver dies.
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let start = Instant::now();
+    let text = loop {
+        let text = fs::read_to_string(&screen).unwrap_or_default();
+        if text.contains("waiting for a receiver") {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no word of waiting: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let later = fs::read_to_string(&screen).unwrap_or_default();
+    let _ = Command::new("pkill")
+        .args(["-INT", "-f", &source.display().to_string()])
+        .status();
+    let _ = terminal.wait();
+    let before = &text[..text.find("waiting for a receiver").unwrap()];
+    assert!(before.contains("ETA"), "a bar was drawn before: {text:?}");
+    let after = &later[text.find("waiting for a receiver").unwrap()..];
+    assert!(
+        !after.contains("ETA"),
+        "a bar was drawn again after: {after:?}"
+    );
+    // The bar was cleared: the line that says so starts on a line of its own (the
+    // terminal's clear-line sequence precedes it).
+    let line_start = before.rfind(['\n', '\r']).map_or(0, |i| i + 1);
+    let waiting_line = &text[line_start..];
+    assert!(
+        !waiting_line.contains("ETA"),
+        "the waiting line is drawn over a stale bar: {waiting_line:?}"
+    );
+}
+
+#[test]
+fn messages_name_the_path_and_say_the_system_reason_once() {
+    let (dir, src) = batch();
+    // -o naming a file.
+    let afile = dir.path().join("afile");
+    fs::write(&afile, b"x").unwrap();
+    let sending = send(&["--pod"], &[&src], None);
+    let output = receive(&sending.receive_args(None), &afile, None);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(6), "{log}");
+    assert!(log.contains("afile is not a folder"), "{log}");
+    sending.abandon();
+    // A folder the receiver cannot write into: the path, and the reason once.
+    let locked = dir.path().join("locked");
+    fs::create_dir_all(locked.join("src")).unwrap();
+    let mode = |path: &Path, bits| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(bits)).unwrap();
+    };
+    mode(&locked.join("src"), 0o555);
+    let root = nix::unistd::geteuid().is_root();
+    let sending = send(&["--pod"], &[&src], None);
+    let output = receive(&sending.receive_args(None), &locked, None);
+    mode(&locked.join("src"), 0o755);
+    sending.abandon();
+    if root {
+        return; // root writes anywhere: nothing to see
+    }
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(6), "{log}");
+    assert!(log.contains("src/a.bin"), "{log}");
+    assert_eq!(log.matches("ermission denied").count(), 1, "{log}");
+}
