@@ -417,3 +417,22 @@ fn messages_name_the_path_and_say_the_system_reason_once() {
     assert!(log.contains("src/a.bin"), "{log}");
     assert_eq!(log.matches("ermission denied").count(), 1, "{log}");
 }
+
+#[test]
+fn a_folder_where_a_file_goes_is_reported_before_any_data_moves() {
+    let (dir, src) = batch();
+    let out = dir.path().join("out");
+    // Where the batch has the file src/a.bin, a folder; nothing may be sent first.
+    fs::create_dir_all(out.join("src/a.bin")).unwrap();
+    let sending = send(&["--pod"], &[&src], None);
+    let output = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(6), "{log}");
+    assert!(
+        log.contains("src/a.bin cannot be received here: the sender sends a file, and a folder has its name here"),
+        "{log}"
+    );
+    assert!(!log.contains("Starting fresh transfer"), "checked before the plan: {log}");
+    sending.abandon();
+    assert!(!out.join("src/sub").exists(), "nothing was received");
+}

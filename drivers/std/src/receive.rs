@@ -585,6 +585,17 @@ fn survey(
         let reason = format!("{} cannot be created here: {problem}", entry.path);
         return Err((reason.clone(), DriverError::Disk(reason)));
     }
+    // Whatever is in the way is said now, before any data moves.
+    if let Some((entry, why)) = manifest
+        .iter()
+        .find_map(|e| sink.in_the_way(&e).map(|why| (e, why)))
+    {
+        let reason = format!(
+            "{} cannot be received here: {why}; move it away, or receive into another -o folder",
+            entry.path
+        );
+        return Err((reason.clone(), DriverError::Disk(reason)));
+    }
     *claimed_final = vec![false; manifest.len()];
     let mut local = Vec::new();
     // Files already here with another size would be overwritten by this batch.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use ferry_core::transfer::{DiskError, Entry, Manifest};
+use ferry_core::transfer::{DiskError, Entry, EntryKind, Manifest};
 
 use crate::error::{DriverError, disk_error};
 use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, refused};
@@ -249,6 +249,32 @@ impl Sink {
                         .as_ref()
                         .is_some_and(|(p, dir, fresh)| p == parent && dir.is_some() && *fresh)
             }
+        }
+    }
+
+    /// What stands in the way of `entry` here, if anything, in words: a folder where the
+    /// batch has a file, a file or a link where it has a folder, a file where its path
+    /// needs a folder. Known before any data moves (nothing is in a folder this run is
+    /// about to create).
+    pub fn in_the_way(&mut self, entry: &Entry<'_>) -> Option<&'static str> {
+        if self.root_fresh {
+            return None;
+        }
+        let (_, name) = split(entry.path);
+        let dir = match self.parent(entry.path, false) {
+            Err(_) => return Some("a folder on its path is not a folder here"),
+            Ok(None) => return None,
+            Ok(Some(dir)) => dir,
+        };
+        let here = dir.stat(name).ok().flatten()?.kind;
+        match (entry.kind, here) {
+            (EntryKind::File, Kind::Dir) => Some("the sender sends a file, and a folder has its name here"),
+            (EntryKind::Directory, Kind::File { .. } | Kind::Other) => {
+                Some("the sender sends a folder, and a file has its name here")
+            }
+            (_, Kind::Link) => Some("a symbolic link has its name here (never followed)"),
+            (EntryKind::File, Kind::Other) => Some("something that is not a file has its name here"),
+            _ => None,
         }
     }
 
