@@ -1,9 +1,9 @@
 //! The one seam through which every cryptographic operation passes.
 //!
 //! The default build uses X25519, HKDF-SHA256 and ChaCha20Poly1305. The
-//! `insecure-null-crypto` feature swaps the AEAD for a transparent stand-in that provides
-//! NO SECURITY, so fuzzers can reach the state machines behind the record layer (as rustls
-//! and neqo do); nothing else changes.
+//! `insecure-null-crypto` feature swaps the AEAD and X25519 for transparent stand-ins that
+//! provide NO SECURITY, so fuzzers reach the state machines behind the record layer (as
+//! rustls and neqo do) without paying for a key exchange per run; HKDF and the rest stay.
 
 #[cfg(not(feature = "insecure-null-crypto"))]
 use chacha20poly1305::aead::AeadInOut;
@@ -13,6 +13,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key};
 use chacha20poly1305::{Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::Sha256;
+#[cfg(not(feature = "insecure-null-crypto"))]
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::entropy::Entropy;
@@ -26,6 +27,7 @@ pub(crate) const TAG_LEN: usize = 16;
 
 /// An ephemeral X25519 key pair, made from caller-supplied entropy.
 pub(crate) struct EphemeralKey {
+    #[cfg(not(feature = "insecure-null-crypto"))]
     secret: StaticSecret,
     public: [u8; PUBLIC_KEY_LEN],
 }
@@ -37,10 +39,17 @@ impl EphemeralKey {
         Self::from_secret(bytes)
     }
 
+    #[cfg(not(feature = "insecure-null-crypto"))]
     pub(crate) fn from_secret(bytes: [u8; 32]) -> Self {
         let secret = StaticSecret::from(bytes);
         let public = PublicKey::from(&secret).to_bytes();
         EphemeralKey { secret, public }
+    }
+
+    /// NO SECURITY: the public key is the secret.
+    #[cfg(feature = "insecure-null-crypto")]
+    pub(crate) fn from_secret(bytes: [u8; 32]) -> Self {
+        EphemeralKey { public: bytes }
     }
 
     pub(crate) fn public(&self) -> &[u8; PUBLIC_KEY_LEN] {
@@ -49,9 +58,21 @@ impl EphemeralKey {
 
     /// The X25519 shared secret, or `None` when the peer's key has low order: the result
     /// would be all zeros, a value anyone can force without knowing a secret.
+    #[cfg(not(feature = "insecure-null-crypto"))]
     pub(crate) fn agree(&self, peer_public: &[u8; PUBLIC_KEY_LEN]) -> Option<[u8; 32]> {
         let shared = self.secret.diffie_hellman(&PublicKey::from(*peer_public));
         shared.was_contributory().then(|| shared.to_bytes())
+    }
+
+    /// NO SECURITY: both sides get the XOR of the two public keys (all zeros, refused as
+    /// a real low-order key is, when they are equal).
+    #[cfg(feature = "insecure-null-crypto")]
+    pub(crate) fn agree(&self, peer_public: &[u8; PUBLIC_KEY_LEN]) -> Option<[u8; 32]> {
+        let mut shared = [0u8; 32];
+        for (out, (a, b)) in shared.iter_mut().zip(self.public.iter().zip(peer_public)) {
+            *out = a ^ b;
+        }
+        (shared != [0; 32]).then_some(shared)
     }
 }
 

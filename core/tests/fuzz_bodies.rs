@@ -210,6 +210,20 @@ fn write_seed_corpus_when_asked() {
     );
     write("manifest_entries", "three-entries", &manifest_seed());
     write("receiver_session", "manifest-and-plan", &session_seed());
+    // Scripts that reach streaming, some finishing, some not.
+    for (target, focus) in [
+        ("receiver_script", fuzz::Focus::Receiver),
+        ("sender_script", fuzz::Focus::Sender),
+    ] {
+        for (n, script) in random_scripts(focus)
+            .into_iter()
+            .filter(|(_, outcome)| outcome.streamed)
+            .take(8)
+            .enumerate()
+        {
+            write(target, &format!("streaming-{n}"), &script.0);
+        }
+    }
     let vectors: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -237,4 +251,66 @@ fn regressions_found_by_fuzzing() {
     )
     .unwrap();
     assert!(!fuzz::resource_messages(&long_encoding).failed);
+}
+
+/// 400 random inputs to the scripted-session body, with what each came to.
+fn random_scripts(focus: fuzz::Focus) -> Vec<(Vec<u8>, fuzz::ScriptOutcome)> {
+    let mut entropy = SeededEntropy::new(0x5C21);
+    (0..400)
+        .map(|_| {
+            let mut len = [0u8; 2];
+            entropy.fill(&mut len);
+            let mut input = vec![0u8; 16 + usize::from(u16::from_le_bytes(len)) % 512];
+            entropy.fill(&mut input);
+            let outcome = fuzz::session_script(&input, focus);
+            (input, outcome)
+        })
+        .collect()
+}
+
+/// The scripted-session bodies on random scripts: none panics, and most runs reach the
+/// streaming phase (the point of a structured input); prints how many, for the README.
+#[test]
+fn scripted_sessions_reach_streaming_in_most_runs() {
+    for focus in [fuzz::Focus::Receiver, fuzz::Focus::Sender] {
+        let (mut scripts, mut streamed, mut finished) = (0, 0, 0);
+        for (_, outcome) in random_scripts(focus) {
+            if outcome.unused {
+                continue;
+            }
+            scripts += 1;
+            streamed += usize::from(outcome.streamed);
+            finished += usize::from(outcome.finished);
+        }
+        eprintln!(
+            "{focus:?}: {scripts} scripts, {streamed} reached streaming, {finished} finished"
+        );
+        assert!(
+            scripts >= 300,
+            "{focus:?}: only {scripts} inputs made a script"
+        );
+        assert!(
+            streamed * 2 > scripts,
+            "{focus:?}: only {streamed} of {scripts} reached streaming"
+        );
+    }
+}
+
+#[test]
+fn the_connection_string_body_takes_mutations_of_real_strings() {
+    let mut entropy = SeededEntropy::new(0xC5);
+    let token = ferry_core::Token::generate(&mut entropy);
+    let real = format!("100.101.29.44:{token}");
+    fuzz::connection_string(real.as_bytes());
+    for case in 0..3000u32 {
+        let mut input = real.clone().into_bytes();
+        let mut b = [0u8; 4];
+        entropy.fill(&mut b);
+        let at = usize::from(b[0]) % input.len();
+        input[at] = b[1];
+        if case % 2 == 0 {
+            input.truncate(1 + usize::from(b[2]) % input.len());
+        }
+        fuzz::connection_string(&input);
+    }
 }

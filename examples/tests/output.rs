@@ -432,7 +432,10 @@ fn a_folder_where_a_file_goes_is_reported_before_any_data_moves() {
         log.contains("src/a.bin cannot be received here: the sender sends a file, and a folder has its name here"),
         "{log}"
     );
-    assert!(!log.contains("Starting fresh transfer"), "checked before the plan: {log}");
+    assert!(
+        !log.contains("Starting fresh transfer"),
+        "checked before the plan: {log}"
+    );
     sending.abandon();
     assert!(!out.join("src/sub").exists(), "nothing was received");
 }

@@ -11,6 +11,8 @@ pub mod checkpoint;
 pub mod clock;
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lock;
 pub mod os;
 pub mod peer;

@@ -244,6 +244,12 @@ impl Previous {
                 )));
             }
         };
+        Previous::read(BufReader::with_capacity(64 << 10, file), manifest).map(Some)
+    }
+
+    /// Reads a lock's JSON from `reader` against `manifest`, streaming (a lock may name a
+    /// million files); what does not parse is [`LockProblem::Unusable`].
+    pub fn read(reader: impl std::io::Read, manifest: &Manifest) -> Result<Previous, LockProblem> {
         // Paths in sorted order, to find each path the lock names (4 bytes an entry, for
         // as long as the lock is read).
         let mut order: Vec<u32> = (0..manifest.len() as u32).collect();
@@ -253,8 +259,7 @@ impl Previous {
             listed: vec![false; manifest.len()],
             ..Previous::default()
         };
-        let mut reader =
-            serde_json::Deserializer::from_reader(BufReader::with_capacity(64 << 10, file));
+        let mut reader = serde_json::Deserializer::from_reader(reader);
         LockSeed {
             manifest,
             order: &order,
@@ -263,7 +268,7 @@ impl Previous {
         .deserialize(&mut reader)
         .and_then(|()| reader.end())
         .map_err(|e| LockProblem::Unusable(format!("the lock file is corrupt ({e})")))?;
-        Ok(Some(previous))
+        Ok(previous)
     }
 }
 

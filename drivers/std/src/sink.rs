@@ -268,12 +268,16 @@ impl Sink {
         };
         let here = dir.stat(name).ok().flatten()?.kind;
         match (entry.kind, here) {
-            (EntryKind::File, Kind::Dir) => Some("the sender sends a file, and a folder has its name here"),
+            (EntryKind::File, Kind::Dir) => {
+                Some("the sender sends a file, and a folder has its name here")
+            }
             (EntryKind::Directory, Kind::File { .. } | Kind::Other) => {
                 Some("the sender sends a folder, and a file has its name here")
             }
             (_, Kind::Link) => Some("a symbolic link has its name here (never followed)"),
-            (EntryKind::File, Kind::Other) => Some("something that is not a file has its name here"),
+            (EntryKind::File, Kind::Other) => {
+                Some("something that is not a file has its name here")
+            }
             _ => None,
         }
     }

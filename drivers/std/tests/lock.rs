@@ -210,3 +210,31 @@ fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// The lock reader's fuzz body on a real-looking lock and thousands of mutations of it:
+/// never a panic, and the unmutated lock reads as written.
+#[test]
+fn the_lock_reader_takes_any_bytes_and_reads_a_sound_lock_right() {
+    let lock = br#"{"version":"1.0","session_id":"ab","files":{"src/a.bin":{"status":"in_progress","size":100,"mtime_ns":1700000000000000000,"transferred_bytes":50},"src/b.bin":{"status":"completed","size":4096,"transferred_bytes":4096},"elsewhere":{"status":"in_progress","size":7,"transferred_bytes":3}}}"#;
+    let manifest = ferry_std::fuzz::lock_manifest();
+    let previous = ferry_std::lock::Previous::read(&lock[..], &manifest).unwrap();
+    assert_eq!((previous.described, previous.matching), (3, 2));
+    assert_eq!(previous.verified(2), 50, "src/a.bin");
+    ferry_std::fuzz::lock_file(lock);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..5000 {
+        let mut input = lock.to_vec();
+        for _ in 0..(next() % 4) + 1 {
+            let at = (next() as usize) % input.len();
+            input[at] = next() as u8;
+        }
+        input.truncate(1 + (next() as usize) % input.len());
+        ferry_std::fuzz::lock_file(&input);
+    }
+}

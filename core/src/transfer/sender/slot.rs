@@ -263,11 +263,14 @@ impl SendSlot {
     }
 }
 
-/// bz2 of `data` into `out`, or `None` unless strictly smaller.
+/// bz2 of `data` into `out`, or `None` unless strictly smaller. The block size is the
+/// smallest that holds `data` whole (a level counts 100 kB): a larger one compresses no
+/// better and costs its tables' set-up for every segment.
 fn compress(data: &[u8], out: &mut [u8]) -> Option<usize> {
     use bzip2::{Action, Compress, Compression, Status};
     let limit = data.len().saturating_sub(1).min(out.len());
-    let mut compressor = Compress::new(Compression::new(6), 30);
+    let level = data.len().div_ceil(100_000).clamp(1, 9) as u32;
+    let mut compressor = Compress::new(Compression::new(level), 30);
     match compressor.compress(data, &mut out[..limit], Action::Finish) {
         Ok(Status::StreamEnd) => Some(compressor.total_out() as usize),
         _ => None,

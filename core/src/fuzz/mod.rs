@@ -306,3 +306,21 @@ pub fn receiver_session(data: &[u8]) -> Outcome {
     }
     outcome
 }
+
+mod session;
+pub use session::{Focus, ScriptOutcome, session_script};
+
+/// The connection-string parser (`IP:TOKEN`): whatever parses prints as a string that
+/// parses to the same thing.
+pub fn connection_string(data: &[u8]) {
+    let Ok(text) = core::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(parsed) = text.parse::<crate::token::ConnectionString>() {
+        let printed = parsed.to_string();
+        assert_eq!(
+            printed.parse::<crate::token::ConnectionString>().ok(),
+            Some(parsed)
+        );
+    }
+}
