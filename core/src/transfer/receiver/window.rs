@@ -10,8 +10,12 @@ const RATE_ROUNDS: usize = 10;
 /// How long the smallest round trip seen stands before a new one replaces it (a path can
 /// change; a queue that filled must not count).
 const MIN_RTT_LIFETIME_MICROS: u64 = 10_000_000;
-/// The shortest measuring round, so that loopback's tiny round trips still give a rate.
-const MIN_ROUND_MICROS: u64 = 1_000;
+/// The shortest measuring round: loopback's tiny round trips still give a rate, and one
+/// that spans many of a driver's reads (parts arrive in bursts, a read's worth at one
+/// instant). A round of a millisecond caught single bursts as rates of several GB/s, and
+/// the window, sized from the largest rate, grew to its cap on loopback, where the floor
+/// is plenty (and each side then held 40 MiB of segments instead of 10).
+const MIN_ROUND_MICROS: u64 = 10_000;
 /// The window over the bandwidth-delay product while it is still finding the path's rate
 /// (each round's rate can then be this many times the last), and once it has found it
 /// (room for the rate to rise, and for round trips longer than the shortest).
