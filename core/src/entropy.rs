@@ -53,12 +53,16 @@ impl SeededEntropy {
 
 impl Entropy for SeededEntropy {
     fn fill(&mut self, dest: &mut [u8]) {
-        for byte in dest {
+        let mut dest = dest;
+        while !dest.is_empty() {
             if self.used == self.block.len() {
                 self.refill();
             }
-            *byte = self.block[self.used];
-            self.used += 1;
+            let take = dest.len().min(self.block.len() - self.used);
+            let (now, rest) = dest.split_at_mut(take);
+            now.copy_from_slice(&self.block[self.used..self.used + take]);
+            self.used += take;
+            dest = rest;
         }
     }
 }

@@ -182,3 +182,188 @@ pub(crate) fn write_bin_field(
     rmp::encode::write_bin(&mut out, value)?;
     Ok(())
 }
+
+/// The subset against `rmpv`, rmp's generic decoder: for every input, each of the
+/// [`Reader`]'s operations succeeds exactly when `rmpv` reads a value of that kind from the
+/// same bytes, with the same value and the same number of bytes consumed.
+#[cfg(test)]
+mod differential {
+    use super::Reader;
+    use crate::entropy::{Entropy, SeededEntropy};
+    use rmpv::Value;
+
+    /// What `rmpv` reads from the front of `bytes`, and how many bytes that took.
+    /// One difference is by design: `rmpv` reads the byte the spec reserves as "never
+    /// used" (0xc1) as nil; the subset refuses it, as the spec says.
+    fn generic(bytes: &[u8]) -> Option<(Value, usize)> {
+        if bytes.first() == Some(&0xc1) {
+            return None;
+        }
+        let mut rest = bytes;
+        let value = rmpv::decode::read_value_with_max_depth(&mut rest, 8).ok()?;
+        Some((value, bytes.len() - rest.len()))
+    }
+
+    /// Runs one subset operation; returns its result and the bytes it consumed.
+    fn subset<'a, T>(
+        bytes: &'a [u8],
+        op: impl FnOnce(&mut Reader<'a>) -> Result<T, super::DecodeError>,
+    ) -> Option<(T, usize)> {
+        let mut reader = Reader::new(bytes);
+        let value = op(&mut reader).ok()?;
+        Some((value, bytes.len() - reader.rest.len()))
+    }
+
+    /// Binary data only (`rmpv`'s `as_slice` takes strings too).
+    fn binary(value: &Value) -> Option<&[u8]> {
+        match value {
+            Value::Binary(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    fn compare(bytes: &[u8]) {
+        let generic = generic(bytes);
+        let kind = |f: fn(&Value) -> bool| generic.as_ref().filter(|(v, _)| f(v));
+        let int_as = |f: fn(&rmpv::Integer) -> bool| {
+            generic.as_ref().and_then(|(v, n)| match v {
+                Value::Integer(i) if f(i) => Some((*i, *n)),
+                _ => None,
+            })
+        };
+        let hex = hex::encode(bytes);
+        // Integers: as unsigned and as signed, by value.
+        assert_eq!(
+            subset(bytes, Reader::uint),
+            int_as(|i| i.as_u64().is_some()).and_then(|(i, n)| Some((i.as_u64()?, n))),
+            "uint of {hex}"
+        );
+        assert_eq!(
+            subset(bytes, Reader::sint),
+            int_as(|i| i.as_i64().is_some()).and_then(|(i, n)| Some((i.as_i64()?, n))),
+            "sint of {hex}"
+        );
+        assert_eq!(
+            subset(bytes, Reader::bool),
+            kind(Value::is_bool).map(|(v, n)| (v.as_bool() == Some(true), *n)),
+            "bool of {hex}"
+        );
+        assert_eq!(
+            subset(bytes, |r| r.bin().map(<[u8]>::to_vec)),
+            generic
+                .as_ref()
+                .and_then(|(v, n)| Some((binary(v)?.to_vec(), *n))),
+            "bin of {hex}"
+        );
+        assert_eq!(
+            subset(bytes, |r| r.str().map(str::to_owned)),
+            kind(|v| v.as_str().is_some())
+                .map(|(v, n)| (v.as_str().unwrap_or_default().to_owned(), *n)),
+            "str of {hex}"
+        );
+        assert_eq!(
+            subset(bytes, |r| r.optional_bin().map(|b| b.map(<[u8]>::to_vec))),
+            kind(|v| v.is_nil() || binary(v).is_some())
+                .map(|(v, n)| (binary(v).map(<[u8]>::to_vec), *n)),
+            "optional bin of {hex}"
+        );
+        // A scalar of the kinds a message may carry under an unknown key: floats and
+        // extensions are refused, and a string must be text.
+        let scalar = kind(|v| {
+            v.is_nil()
+                || v.is_bool()
+                || v.is_i64()
+                || v.is_u64()
+                || binary(v).is_some()
+                || v.as_str().is_some()
+        });
+        assert_eq!(
+            subset(bytes, Reader::skip_scalar),
+            scalar.map(|(_, n)| ((), *n)),
+            "scalar of {hex}"
+        );
+        // Containers: the subset reads only the header, so where the generic decoder reads
+        // the whole container their lengths must agree.
+        if let Some((Value::Map(entries), _)) = &generic {
+            assert_eq!(
+                subset(bytes, Reader::map_len).map(|(n, _)| n as usize),
+                Some(entries.len()),
+                "map of {hex}"
+            );
+        }
+        if let Some((Value::Array(items), _)) = &generic {
+            assert_eq!(
+                subset(bytes, Reader::array_len).map(|(n, _)| n as usize),
+                Some(items.len()),
+                "array of {hex}"
+            );
+        }
+        if generic.as_ref().is_some_and(|(v, _)| !v.is_map()) {
+            assert!(subset(bytes, Reader::map_len).is_none(), "map of {hex}");
+        }
+        if generic.as_ref().is_some_and(|(v, _)| !v.is_array()) {
+            assert!(subset(bytes, Reader::array_len).is_none(), "array of {hex}");
+        }
+    }
+
+    /// A random value of the kinds msgpack has, written by `rmpv` in whatever form it
+    /// chooses, then cut or flipped now and then.
+    fn random_input(entropy: &mut SeededEntropy) -> Vec<u8> {
+        let mut b = [0u8; 16];
+        entropy.fill(&mut b);
+        let int = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        let len = usize::from(b[9]) % 40;
+        let mut blob = vec![0u8; len];
+        entropy.fill(&mut blob);
+        // Lengths near the format's boundaries: 31 / 32 (fixstr), 255 / 256 (8-bit).
+        let edge = [0usize, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536][usize::from(b[10]) % 10];
+        let value = match b[8] % 12 {
+            0 => Value::Nil,
+            1 => Value::Boolean(int & 1 == 1),
+            2 => Value::from(int >> (b[11] % 64)),
+            3 => Value::from(-((int >> (b[11] % 63 + 1)) as i64) - 1),
+            4 => Value::Binary(blob.clone()),
+            5 => Value::Binary(vec![7; edge]),
+            6 => Value::from(String::from_utf8_lossy(&blob).into_owned()),
+            7 => Value::from("é".repeat(edge / 2)),
+            8 => Value::F64(f64::from_bits(int)),
+            9 => Value::Ext(b[11] as i8, blob.clone()),
+            10 => Value::Map(vec![(Value::from("n"), Value::from(int)); len % 5]),
+            _ => Value::Array(vec![Value::from(int); len % 5]),
+        };
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &value).unwrap_or_default();
+        match b[12] % 8 {
+            0 if !out.is_empty() => out.truncate(usize::from(b[13]) % out.len()),
+            1 if !out.is_empty() => {
+                let at = usize::from(b[13]) % out.len();
+                out[at] ^= b[14] | 1;
+            }
+            2 => {
+                // Raw bytes whose first is any marker.
+                out = blob;
+                out.insert(0, b[13]);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    #[test]
+    fn the_subset_agrees_with_rmps_generic_decoder() {
+        let mut entropy = SeededEntropy::new(0x3C);
+        for _ in 0..20_000 {
+            compare(&random_input(&mut entropy));
+        }
+        // Every marker byte, alone and with what might follow.
+        for marker in 0..=255u8 {
+            compare(&[marker]);
+            compare(&[marker, 0, 0, 0, 1, 0x61, 0x62, 0x63, 0x64, 0, 0]);
+        }
+        // Non-minimal forms the peer may use: a small number as u64, a short bin as bin16.
+        compare(&[0xcf, 0, 0, 0, 0, 0, 0, 0, 5]);
+        compare(&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
+        compare(&[0xc5, 0, 2, 1, 2]);
+        compare(&[0xda, 0, 1, b'x']);
+    }
+}

@@ -310,6 +310,31 @@ pub fn receiver_session(data: &[u8]) -> Outcome {
 mod session;
 pub use session::{Focus, ScriptOutcome, session_script};
 
+/// The real bz2 decoder on a segment a peer could send (the sessions use a stand-in in
+/// fuzz builds, see `transfer::bz2`): the first two bytes give the size the layout
+/// promises (up to 64 KiB), the rest is the compressed data. A segment that decodes
+/// exactly must come back the same through bz2 again. Returns whether it decoded.
+pub fn bz2_segment(data: &[u8]) -> bool {
+    use crate::transfer::bz2::{Decompressed, bz2_compress, bz2_decompress};
+    let Some((&[high, low], compressed)) = data.split_first_chunk::<2>() else {
+        return false;
+    };
+    let mut out = vec![0u8; usize::from(u16::from_be_bytes([high, low]))];
+    if bz2_decompress(compressed, &mut out) != Decompressed::Exactly {
+        return false;
+    }
+    let mut again = vec![0u8; out.len()];
+    if let Some(len) = bz2_compress(&out, &mut again) {
+        let mut back = vec![0u8; out.len()];
+        assert_eq!(
+            bz2_decompress(&again[..len], &mut back),
+            Decompressed::Exactly
+        );
+        assert_eq!(back, out, "bz2 round trip differs");
+    }
+    true
+}
+
 /// The connection-string parser (`IP:TOKEN`): whatever parses prints as a string that
 /// parses to the same thing.
 pub fn connection_string(data: &[u8]) {

@@ -83,6 +83,7 @@ use crate::error::Error;
 use crate::msgpack::DecodeError;
 use crate::resource::WireError;
 
+pub(crate) mod bz2;
 mod connection;
 mod hashes;
 pub mod manifest;

@@ -2,6 +2,7 @@
 //! parts, up to the moment it is whole.
 
 use crate::resource::wire::{Advertisement, HashmapUpdate, MAP_HASH_LEN, Request, flags};
+use crate::transfer::bz2::{Decompressed, decompress};
 use crate::transfer::manifest::Manifest;
 use crate::transfer::violation::segment_rule;
 use crate::transfer::wire::{Extent, FileDigest, Layout};
@@ -375,45 +376,5 @@ impl NextRequest {
     /// True if the request stopped at the window, not at the hashmap or the segment's end.
     pub(super) fn window_full(&self, parts: usize) -> bool {
         self.exhausted.is_none() && self.up_to < parts
-    }
-}
-
-enum Decompressed {
-    Exactly,
-    TooMuch,
-    Invalid,
-}
-
-/// bz2-decompresses `data` into `out`, whose length is the exact size the layout
-/// promises: more output than that is a bomb, less or a broken stream is corruption.
-fn decompress(data: &[u8], out: &mut [u8]) -> Decompressed {
-    use bzip2::{Decompress, Status};
-    let mut decompressor = Decompress::new(true);
-    // One bz2 stream that ends exactly at the data's end (PROTOCOL.md §6.3): a second
-    // stream, or bytes after the first, are refused like any other corruption.
-    let whole = |d: &Decompress| d.total_in() as usize == data.len();
-    match decompressor.decompress(data, out) {
-        Ok(Status::StreamEnd) if decompressor.total_out() as usize == out.len() => {
-            if whole(&decompressor) {
-                Decompressed::Exactly
-            } else {
-                Decompressed::Invalid
-            }
-        }
-        Ok(Status::StreamEnd) => Decompressed::Invalid,
-        Ok(_) if decompressor.total_out() as usize == out.len() => {
-            // The output is full but the stream has not ended: it wants to produce more.
-            let mut probe = [0u8; 1];
-            match decompressor.decompress(&data[decompressor.total_in() as usize..], &mut probe) {
-                Ok(Status::StreamEnd)
-                    if decompressor.total_out() as usize == out.len() && whole(&decompressor) =>
-                {
-                    Decompressed::Exactly
-                }
-                Ok(_) if decompressor.total_out() as usize > out.len() => Decompressed::TooMuch,
-                _ => Decompressed::Invalid,
-            }
-        }
-        _ => Decompressed::Invalid,
     }
 }

@@ -123,7 +123,7 @@ impl SendSlot {
         self.transfer_len = self.len;
         self.compressed = false;
         if config.compress
-            && let Some(len) = compress(&self.buf[..self.len], scratch)
+            && let Some(len) = crate::transfer::bz2::compress(&self.buf[..self.len], scratch)
         {
             self.buf[..len].copy_from_slice(&scratch[..len]);
             self.transfer_len = len;
@@ -260,19 +260,5 @@ impl SendSlot {
             self.send_queue.len(),
             self.reads_outstanding
         )
-    }
-}
-
-/// bz2 of `data` into `out`, or `None` unless strictly smaller. The block size is the
-/// smallest that holds `data` whole (a level counts 100 kB): a larger one compresses no
-/// better and costs its tables' set-up for every segment.
-fn compress(data: &[u8], out: &mut [u8]) -> Option<usize> {
-    use bzip2::{Action, Compress, Compression, Status};
-    let limit = data.len().saturating_sub(1).min(out.len());
-    let level = data.len().div_ceil(100_000).clamp(1, 9) as u32;
-    let mut compressor = Compress::new(Compression::new(level), 30);
-    match compressor.compress(data, &mut out[..limit], Action::Finish) {
-        Ok(Status::StreamEnd) => Some(compressor.total_out() as usize),
-        _ => None,
     }
 }
