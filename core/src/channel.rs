@@ -24,6 +24,7 @@ use crate::crypto::{EphemeralKey, RecordCipher, TAG_LEN};
 use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
+use crate::lane::LaneSecret;
 use crate::record::{ContentType, Direction, HEADER_LEN, RecordReader, TransmitBuffer, sealed_len};
 use crate::time::Timestamp;
 use crate::token::Token;
@@ -105,6 +106,8 @@ struct HelloState {
 
 struct Keyed {
     transcript: [u8; 32],
+    /// What the session's lanes derive their keys and proofs from.
+    lanes: LaneSecret,
     /// The smaller of our record limit and the peer's: what we may send.
     send_limit: usize,
     outgoing: Direction,
@@ -205,6 +208,14 @@ impl Channel {
     pub fn transcript_hash(&self) -> Option<[u8; 32]> {
         match &self.state {
             State::Keyed(keyed) => Some(keyed.transcript),
+            State::Hello(_) => None,
+        }
+    }
+
+    /// The secret the session's lanes derive from, once keyed.
+    pub(crate) fn lane_secret(&self) -> Option<&LaneSecret> {
+        match &self.state {
+            State::Keyed(keyed) => Some(&keyed.lanes),
             State::Hello(_) => None,
         }
     }
@@ -315,6 +326,11 @@ impl Channel {
         };
         self.state = State::Keyed(Keyed {
             transcript: schedule.transcript,
+            lanes: LaneSecret::new(
+                self.token.as_bytes(),
+                &schedule.shared_secret,
+                &schedule.transcript,
+            ),
             send_limit,
             outgoing: Direction::new(RecordCipher::new(ours)),
             incoming: Direction::new(RecordCipher::new(theirs)),

@@ -10,7 +10,7 @@ use crate::token::Token;
 /// The first bytes on the wire in each direction.
 pub const MAGIC: [u8; 5] = *b"FERRY";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Where the version sits in a hello.
 const VERSION_AT: usize = MAGIC.len();
 /// Where the role byte sits.

@@ -60,6 +60,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handshake;
+pub mod lane;
 pub(crate) mod msgpack;
 pub mod record;
 pub mod resource;

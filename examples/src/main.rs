@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ferry_core::ConnectionString;
-use ferry_core::transfer::TransferConfig;
+use ferry_core::transfer::{Connections, TransferConfig};
 use ferry_std::receive::{ReceiveOptions, receive};
 use ferry_std::send::Sender;
 use ferry_std::source::SourceTree;
@@ -96,6 +96,11 @@ enum Command {
         /// 0 saves it only when the receive ends. A crash loses at most this much work.
         #[arg(long, value_name = "SECS", default_value_t = 2)]
         checkpoint: u64,
+        /// Use exactly N connections to the sender (1 to 8). Without it, a path with a
+        /// long round trip gets more connections while they raise the rate (one TCP
+        /// connection carries at most its send buffer per round trip).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+        connections: Option<u8>,
         /// The sender's IP:TOKEN, as `ferry send` printed it.
         connection: String,
     },
@@ -431,6 +436,7 @@ impl Output {
                 if verbose {
                     eprintln!("bytes already here: {}", finish.bytes_present);
                     eprintln!("wire bytes: {}", finish.wire_bytes);
+                    eprintln!("connections: {}", finish.connections);
                 }
             }
         }
@@ -448,6 +454,7 @@ struct Finished {
     skipped: usize,
     wire_bytes: u64,
     elapsed: Duration,
+    connections: usize,
 }
 
 /// The other side, as the messages name it: "receiver" when sending, "sender" when
@@ -645,6 +652,7 @@ fn run() -> ProcessExit {
                             bytes_present: summary.bytes_present,
                             skipped: 0,
                             wire_bytes: summary.wire_bytes,
+                            connections: summary.connections,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,
@@ -661,6 +669,7 @@ fn run() -> ProcessExit {
             overwrite,
             timeout,
             checkpoint,
+            connections,
             connection,
         } => {
             let target: ConnectionString = match connection.parse() {
@@ -683,6 +692,7 @@ fn run() -> ProcessExit {
                         0 => u64::MAX,
                         _ => TransferConfig::default().checkpoint_bytes,
                     },
+                    connections: connections.map_or_else(Connections::default, Connections::Fixed),
                     ..TransferConfig::default()
                 },
             };
@@ -698,6 +708,7 @@ fn run() -> ProcessExit {
                             bytes_present: summary.bytes_present,
                             skipped: summary.skipped,
                             wire_bytes: 0,
+                            connections: summary.connections,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,

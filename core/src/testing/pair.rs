@@ -2,6 +2,7 @@
 
 use super::{Item, MemoryDisk, MemorySource, drain, manifest_of};
 use crate::entropy::SeededEntropy;
+use crate::lane::{LANE_HELLO_LEN, LaneRefused, MAX_LANES};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::{
@@ -53,6 +54,19 @@ pub struct Pair {
     /// When set, every byte each side put on the wire, sender's first: a trace to decode
     /// (the conformance vectors).
     pub taps: Option<[Vec<u8>; 2]>,
+    /// Bytes the sender put on each lane (index 0: its own connection's are in
+    /// `sender_wire`).
+    pub lane_wire: [u64; MAX_LANES],
+    /// Lane `.0` dies once the sender has put `.1` bytes on it: what it wrote after the
+    /// receiver's last read is lost, and both ends see the connection close.
+    pub drop_lane: Option<(u8, u64)>,
+    /// What came of each lane hello at the sender.
+    pub joins: Vec<Result<u8, LaneRefused>>,
+    /// A hostile network: after each lane hello the sender takes, it gets the same hello
+    /// again (a replay) and a copy with one bit of its proof flipped (a forgery); their
+    /// answers go to `joins` too.
+    pub replay_hellos: bool,
+    hellos: [Vec<u8>; MAX_LANES],
     sender_turns: u64,
 }
 
@@ -95,6 +109,11 @@ impl Pair {
             sender_turns: 0,
             on_step: None,
             taps: None,
+            lane_wire: [0; MAX_LANES],
+            drop_lane: None,
+            joins: Vec::new(),
+            replay_hellos: false,
+            hellos: Default::default(),
         }
     }
 
@@ -145,6 +164,7 @@ impl Pair {
                         receiver.decline(now, "not today")
                     }
                     TransferEvent::BatchOffered { .. } => receiver.accept(now, local),
+                    TransferEvent::LaneWanted { lane } => receiver.lane_connected(lane),
                     _ => Ok(()),
                 };
                 events.push(event);
@@ -201,6 +221,65 @@ impl Pair {
         worked
     }
 
+    /// Moves each lane's bytes: the receiver's hello to the sender, the sender's parts
+    /// to the receiver; a lane set to die dies.
+    fn lanes(&mut self) -> bool {
+        let mut worked = false;
+        for lane in 1..MAX_LANES as u8 {
+            let at = usize::from(lane);
+            let hello = self.receiver.poll_lane_transmit(lane).to_vec();
+            if !hello.is_empty() {
+                self.receiver.advance_lane_transmit(lane, hello.len());
+                self.hellos[at].extend_from_slice(&hello);
+                if let Ok(whole) = <[u8; LANE_HELLO_LEN]>::try_from(&self.hellos[at][..]) {
+                    let joined = self.sender.join_lane(&whole);
+                    if joined.is_err() {
+                        self.receiver.lane_closed(self.now, lane);
+                    }
+                    self.joins.push(joined);
+                    if self.replay_hellos {
+                        let mut forged = whole;
+                        forged[LANE_HELLO_LEN - 1] ^= 1;
+                        self.joins.push(self.sender.join_lane(&whole));
+                        self.joins.push(self.sender.join_lane(&forged));
+                    }
+                }
+                worked = true;
+            }
+            let mut bytes = self.sender.poll_lane_transmit(lane).to_vec();
+            let dies = self
+                .drop_lane
+                .filter(|&(l, _)| l == lane)
+                .map(|(_, after)| after.saturating_sub(self.lane_wire[at]) as usize);
+            if let Some(left) = dies
+                && bytes.len() >= left
+            {
+                bytes.truncate(left);
+                self.drop_lane = None;
+                self.sender.lane_closed(self.now, lane);
+                self.receiver.lane_closed(self.now, lane);
+            }
+            if bytes.is_empty() {
+                continue;
+            }
+            self.sender.advance_lane_transmit(lane, bytes.len());
+            self.lane_wire[at] += bytes.len() as u64;
+            worked = true;
+            let mut taken = 0;
+            while taken < bytes.len() && self.receiver_error.is_none() {
+                match self
+                    .receiver
+                    .handle_lane_input(self.now, lane, &bytes[taken..])
+                {
+                    Ok(n) => taken += n,
+                    Err(error) => self.receiver_error = Some(error),
+                }
+                self.outputs();
+            }
+        }
+        worked
+    }
+
     /// Runs until both sides are finished, failed, or stuck.
     pub fn run(&mut self) {
         for step in 0..10_000_000u64 {
@@ -216,6 +295,7 @@ impl Pair {
             }
             let mut worked = self.outputs();
             worked |= self.wire();
+            worked |= self.lanes();
             if let Some(step) = self.on_step.as_mut() {
                 step(&mut self.sender, &mut self.receiver, self.sender_wire);
             }

@@ -2,8 +2,10 @@
 //! driven together, with the failure and the clock they share.
 
 use crate::channel::{Channel, Event};
+use crate::lane::{LANE_HELLO_LEN, LaneRefused};
 use crate::record::sealed_len;
 use crate::time::Timestamp;
+use crate::transfer::lanes::LaneSet;
 use crate::transfer::outputs::Outputs;
 use crate::transfer::session::Output;
 use crate::transfer::wire::{self, Limits, Message};
@@ -38,6 +40,27 @@ pub(crate) trait Side {
     fn cancel_resources(&mut self, channel: &mut Channel);
     /// The side's output queues.
     fn outputs(&mut self) -> &mut Outputs;
+    /// The side's lanes (PROTOCOL.md §8).
+    fn lanes(&self) -> &dyn LaneSet;
+    /// See [`Side::lanes`].
+    fn lanes_mut(&mut self) -> &mut dyn LaneSet;
+    /// Sender: a lane hello arrived; the lane it opens, if it proves it belongs here.
+    fn join_lane(
+        &mut self,
+        channel: &Channel,
+        hello: &[u8; LANE_HELLO_LEN],
+    ) -> Result<u8, LaneRefused>;
+    /// Receiver: the driver connected a lane the side asked for.
+    fn lane_connected(&mut self, lane: u8) -> Result<(), TransferError>;
+    /// Receiver: bytes from a lane's connection, taken up to the first time the outputs
+    /// fill (`consumed` counts them).
+    fn lane_input(
+        &mut self,
+        now: Timestamp,
+        lane: u8,
+        input: &[u8],
+        consumed: &mut usize,
+    ) -> Result<(), TransferError>;
 }
 
 /// Sends one cancel (ICL or RCL, as `cancel` makes it) for each resource hash.
@@ -215,6 +238,46 @@ impl<S: Side> Connection<S> {
     /// parts, pending control messages), so the driver keeps writing while there is more.
     pub(crate) fn advance_transmit(&mut self, n: usize) {
         self.channel.advance_transmit(n);
+        self.drained();
+    }
+
+    /// `n` bytes of a lane's were written: the lane's freed room is refilled at once.
+    pub(crate) fn advance_lane_transmit(&mut self, lane: u8, n: usize) {
+        self.side.lanes_mut().advance(lane, n);
+        self.drained();
+    }
+
+    /// A lane hello arrived: the lane it opens, if the session takes it.
+    pub(crate) fn join_lane(&mut self, hello: &[u8; LANE_HELLO_LEN]) -> Result<u8, LaneRefused> {
+        if self.failed.is_some() || self.side.finished() {
+            return Err(LaneRefused::NotNow);
+        }
+        self.side.join_lane(&self.channel, hello)
+    }
+
+    /// Bytes from a lane's connection; returns how many were taken.
+    pub(crate) fn handle_lane_input(
+        &mut self,
+        now: Timestamp,
+        lane: u8,
+        input: &[u8],
+    ) -> Result<usize, TransferError> {
+        self.check()?;
+        self.now = self.now.max(now);
+        let mut consumed = 0;
+        match self.side.lane_input(self.now, lane, input, &mut consumed) {
+            Ok(()) => {
+                self.drained();
+                Ok(consumed)
+            }
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// A lane's connection is gone: the side sends what it carried again elsewhere.
+    pub(crate) fn lane_closed(&mut self, now: Timestamp, lane: u8) {
+        self.now = self.now.max(now);
+        self.side.lanes_mut().closed(lane);
         self.drained();
     }
 

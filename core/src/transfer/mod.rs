@@ -86,6 +86,7 @@ use crate::resource::WireError;
 pub(crate) mod bz2;
 mod connection;
 mod hashes;
+mod lanes;
 pub mod manifest;
 mod outputs;
 mod receiver;
@@ -96,6 +97,7 @@ mod storage;
 mod violation;
 pub(crate) mod wire;
 
+pub use lanes::Connections;
 pub use manifest::{
     Entry, EntryKind, Manifest, ManifestBuilder, ManifestEntry, ManifestError, ManifestLimits,
     PathRule,
@@ -156,6 +158,8 @@ pub struct TransferConfig {
     /// The most bytes a window may hold, and so the most segment memory either side
     /// keeps for it.
     pub max_window: usize,
+    /// Receiver: how many connections to use (PROTOCOL.md §8).
+    pub connections: Connections,
 }
 
 impl Default for TransferConfig {
@@ -182,6 +186,7 @@ impl Default for TransferConfig {
             // With what the window's segments need around it, 64 MiB a side at most:
             // enough for 1 Gbit/s across a 200 ms round trip.
             max_window: 40 << 20,
+            connections: Connections::default(),
         }
     }
 }
@@ -233,7 +238,15 @@ impl TransferConfig {
         // 900 kB, whatever block size the peer chose (a receiver takes compressed
         // segments whether or not it compresses itself).
         let bz2 = if self.compress { 5_200_000 } else { 2_350_000 };
-        segments + 2 * self.segment_size + channel + queues + per_entry + bz2 + (256 << 10)
+        // Lanes (up to seven besides the session's own): a send buffer each on the
+        // sender, with its log of unproven parts; a record buffer each on the receiver.
+        let lane_buffer = self
+            .channel
+            .send_buffer
+            .max(crate::record::sealed_len(self.channel.max_record_payload));
+        let lanes = (crate::lane::MAX_LANES - 1)
+            * (lane_buffer + self.segment_buffers() * parts * size_of::<(u64, u32)>());
+        segments + 2 * self.segment_size + channel + queues + per_entry + bz2 + lanes + (256 << 10)
     }
 
     /// Checks that the values are usable together.
@@ -278,6 +291,9 @@ impl TransferConfig {
         }
         if self.stall_timeout.is_zero() || self.checkpoint_interval.is_zero() {
             return invalid("stall_timeout and checkpoint_interval must be greater than zero");
+        }
+        if !(1..=crate::lane::MAX_LANES).contains(&self.connections.max()) {
+            return invalid("connections must be between 1 and 8");
         }
         if self.initial_window < self.part_size
             || self.window_floor < self.initial_window
@@ -527,6 +543,15 @@ pub enum TransferEvent {
         entry: usize,
         /// Why.
         reason: FileFailure,
+    },
+    /// Receiver: open another connection to the sender's address for lane `lane`
+    /// (PROTOCOL.md §8), then call [`ReceiverSession::lane_connected`] and feed what comes
+    /// on it to [`ReceiverSession::handle_lane_input`]; if it cannot be opened, call
+    /// [`Session::lane_closed`]. A driver without lanes may ignore this: the transfer goes
+    /// on over the one connection.
+    LaneWanted {
+        /// Its number, 1 to 7.
+        lane: u8,
     },
     /// The batch is finished: every entry is committed or failed.
     Finished {

@@ -61,6 +61,45 @@ pub trait Session {
     /// When to call `handle_timeout` (also what `Output::Timeout` says).
     fn poll_timeout(&self) -> Option<Timestamp>;
 
+    /// Bytes for lane `lane`'s connection (PROTOCOL.md §8): the receiver's lane hello,
+    /// the sender's parts. Empty for a lane that is not open.
+    fn poll_lane_transmit(&self, lane: u8) -> &[u8];
+
+    /// `n` bytes of `poll_lane_transmit(lane)` were written.
+    fn advance_lane_transmit(&mut self, lane: u8, n: usize);
+
+    /// Lane `lane`'s connection closed or failed, or could not be opened. The transfer
+    /// goes on: what the lane still carried is sent again on the others.
+    fn lane_closed(&mut self, now: Timestamp, lane: u8);
+
+    /// True while lane `lane` is in use; a driver closes the lane's connection once it is
+    /// not (the peer gave it up).
+    fn lane_open(&self, lane: u8) -> bool;
+
+    /// Sender: a connection opened with a lane hello ([`crate::lane::is_lane_hello`]):
+    /// the lane it is, if it proves it belongs to this session (a receiver refuses).
+    /// Its bytes then come from [`Session::poll_lane_transmit`].
+    fn join_lane(
+        &mut self,
+        hello: &[u8; crate::lane::LANE_HELLO_LEN],
+    ) -> Result<u8, crate::lane::LaneRefused>;
+
+    /// Receiver: the driver opened the connection for lane `lane`, as
+    /// [`TransferEvent::LaneWanted`](crate::transfer::TransferEvent::LaneWanted) asked;
+    /// its hello is now in [`Session::poll_lane_transmit`]. (One that could not be opened:
+    /// [`Session::lane_closed`].)
+    fn lane_connected(&mut self, lane: u8) -> Result<(), TransferError>;
+
+    /// Receiver: bytes from lane `lane`'s connection; returns how many were taken (fewer
+    /// when the outputs are full: drain them, then offer the rest again). A sender takes
+    /// nothing on lanes.
+    fn handle_lane_input(
+        &mut self,
+        now: Timestamp,
+        lane: u8,
+        input: &[u8],
+    ) -> Result<usize, TransferError>;
+
     /// Gives up: tells the peer why and ends the session; returns the error it ends with.
     fn cancel(&mut self, now: Timestamp, reason: &str) -> TransferError;
 
@@ -128,6 +167,42 @@ macro_rules! impl_session {
 
             fn poll_timeout(&self) -> Option<$crate::Timestamp> {
                 self.connection.poll_timeout()
+            }
+
+            fn poll_lane_transmit(&self, lane: u8) -> &[u8] {
+                self.connection.side.lanes().pending(lane)
+            }
+
+            fn advance_lane_transmit(&mut self, lane: u8, n: usize) {
+                self.connection.advance_lane_transmit(lane, n);
+            }
+
+            fn lane_closed(&mut self, now: $crate::Timestamp, lane: u8) {
+                self.connection.lane_closed(now, lane);
+            }
+
+            fn lane_open(&self, lane: u8) -> bool {
+                self.connection.side.lanes().is_open(lane)
+            }
+
+            fn join_lane(
+                &mut self,
+                hello: &[u8; $crate::lane::LANE_HELLO_LEN],
+            ) -> Result<u8, $crate::lane::LaneRefused> {
+                self.connection.join_lane(hello)
+            }
+
+            fn lane_connected(&mut self, lane: u8) -> Result<(), $crate::transfer::TransferError> {
+                self.connection.side.lane_connected(lane)
+            }
+
+            fn handle_lane_input(
+                &mut self,
+                now: $crate::Timestamp,
+                lane: u8,
+                input: &[u8],
+            ) -> Result<usize, $crate::transfer::TransferError> {
+                self.connection.handle_lane_input(now, lane, input)
             }
 
             fn cancel(

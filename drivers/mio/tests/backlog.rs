@@ -62,7 +62,8 @@ fn a_receiver_in_the_backlog_is_served_when_stuck_clients_leave() {
         &mut session,
         &clock,
         &mut Traffic::default(),
-        |s| work.drain(s, clock.now(), &mut Quiet),
+        &mut ferry_std::lanes::Lanes::none(),
+        |s, _| work.drain(s, clock.now(), &mut Quiet),
     );
     let summary = work.finish(&session, result);
     assert!(summary.is_ok(), "{:?}", summary.err());

@@ -8,6 +8,7 @@ use ferry_core::transfer::Session;
 
 use crate::clock::Clock;
 use crate::error::DriverError;
+use crate::lanes::Lanes;
 
 /// Bytes that crossed the socket during one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,15 +19,17 @@ pub struct Traffic {
     pub received: u64,
 }
 
-/// Drives `session` over `stream` until the batch is finished or something fails.
-/// `work` drains the session's disk commands and events after every step; it may fail
-/// the transfer (a local disk error, say).
+/// Drives `session` over `stream`, and its `lanes`, until the batch is finished or
+/// something fails. `work` drains the session's disk commands and events after every
+/// step (opening the lanes it asks for); it may fail the transfer (a local disk error,
+/// say).
 pub fn drive<S: Session>(
     stream: &mut TcpStream,
     session: &mut S,
     clock: &Clock,
     traffic: &mut Traffic,
-    mut work: impl FnMut(&mut S) -> Result<(), DriverError>,
+    lanes: &mut Lanes,
+    mut work: impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; 256 << 10];
     let result = (|| loop {
@@ -35,8 +38,10 @@ pub fn drive<S: Session>(
                 session.cancel(clock.now(), crate::stop::REASON),
             ));
         }
-        work(session)?;
-        flush(stream, session, traffic, &mut work)?;
+        work(session, lanes)?;
+        flush(stream, session, traffic, lanes, &mut work)?;
+        lanes.service(session, clock, &mut work)?;
+        flush(stream, session, traffic, lanes, &mut work)?;
         if let Some(error) = session.error() {
             return Err(DriverError::Transfer(error.clone()));
         }
@@ -49,11 +54,14 @@ pub fn drive<S: Session>(
         if crate::stop::installed() {
             wait = wait.min(crate::stop::CHECK_EVERY);
         }
+        if lanes.active() {
+            wait = wait.min(crate::lanes::LANE_TICK);
+        }
         stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         match stream.read(&mut buf) {
             Ok(0) => {
                 session.handle_eof(clock.now())?;
-                work(session)?;
+                work(session, lanes)?;
                 return Ok(());
             }
             Ok(n) => {
@@ -61,8 +69,8 @@ pub fn drive<S: Session>(
                 let mut at = 0;
                 while at < n {
                     at += session.handle_input(clock.now(), &buf[at..n])?;
-                    work(session)?;
-                    flush(stream, session, traffic, &mut work)?;
+                    work(session, lanes)?;
+                    flush(stream, session, traffic, lanes, &mut work)?;
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -73,7 +81,7 @@ pub fn drive<S: Session>(
         }
     })();
     // Whatever happened, let the peer see what was sealed for it (a close, a cancel).
-    let _ = flush(stream, session, traffic, &mut |_| Ok(()));
+    let _ = flush(stream, session, traffic, lanes, &mut |_, _| Ok(()));
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
         linger(stream);
@@ -111,7 +119,8 @@ fn flush<S: Session>(
     stream: &mut TcpStream,
     session: &mut S,
     traffic: &mut Traffic,
-    work: &mut impl FnMut(&mut S) -> Result<(), DriverError>,
+    lanes: &mut Lanes,
+    work: &mut impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
 ) -> Result<(), DriverError> {
     loop {
         let pending = session.poll_transmit();
@@ -127,7 +136,7 @@ fn flush<S: Session>(
             Ok(n) => {
                 traffic.sent += n as u64;
                 session.advance_transmit(n);
-                work(session)?;
+                work(session, lanes)?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(DriverError::Network(format!("sending failed: {e}"))),

@@ -16,6 +16,7 @@ use crate::checkpoint::Checkpointer;
 use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
+use crate::lanes::Lanes;
 use crate::lock::{self, LockHeader, LockProblem, Previous, write_lock};
 use crate::os::meta::{free_space, max_file_size};
 use crate::peer::PeerPolicy;
@@ -59,6 +60,8 @@ pub struct ReceiveSummary {
     /// Checkpoints made while data flowed, and the time the receive's thread spent writing
     /// them (the syncs run beside it).
     pub checkpoints: (u32, Duration),
+    /// Connections the last session used (its own and its lanes).
+    pub connections: usize,
 }
 
 /// Connects to the sender and receives its batch into `options.out_dir`.
@@ -77,10 +80,27 @@ pub fn receive(
     let clock = Clock::new();
     let mut session = new_session(target, options, &clock)?;
     let mut traffic = Traffic::default();
-    let result = drive(&mut stream, &mut session, &clock, &mut traffic, |session| {
-        work.drain(session, clock.now(), reporter)
-    });
-    work.finish(&session, result)
+    let mut lanes = Lanes::connecting(address, options.connect_timeout);
+    let result = drive(
+        &mut stream,
+        &mut session,
+        &clock,
+        &mut traffic,
+        &mut lanes,
+        |session, lanes| {
+            work.drain(session, clock.now(), reporter)?;
+            for lane in core::mem::take(&mut work.lanes_wanted) {
+                lanes.connect(session, &clock, lane);
+            }
+            Ok(())
+        },
+    );
+    let connections = lanes.connections();
+    lanes.finish();
+    work.finish(&session, result).map(|summary| ReceiveSummary {
+        connections,
+        ..summary
+    })
 }
 
 /// Connects to `address`, turning the failure into advice.
@@ -138,6 +158,8 @@ pub struct Receiving {
     overwrite: bool,
     sender_ip: String,
     started: Instant,
+    /// Lanes the session asked for and the driver is still to open.
+    pub lanes_wanted: Vec<u8>,
 }
 
 /// The receiver's storage: the output directory, and the lock file its checkpoints write.
@@ -218,6 +240,7 @@ impl Receiving {
             overwrite: options.overwrite,
             sender_ip: target.ip.to_string(),
             started: Instant::now(),
+            lanes_wanted: Vec::new(),
         })
     }
 
@@ -381,6 +404,7 @@ impl Receiving {
                 reporter.info(&reason);
                 self.failures.push(path);
             }
+            TransferEvent::LaneWanted { lane } => self.lanes_wanted.push(lane),
             TransferEvent::Finished { committed, .. } => {
                 self.summary.committed = committed;
                 self.summary.folders = crate::batch_counts(session.manifest()).1;

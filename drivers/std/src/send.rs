@@ -1,6 +1,7 @@
 //! `ferry send`: serve one batch until a receiver has it all, surviving bad peers.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use ferry_core::transfer::{
@@ -11,6 +12,7 @@ use ferry_core::{ConnectionString, Error, Timestamp, Token};
 use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
+use crate::lanes::Lanes;
 use crate::peer::PeerPolicy;
 use crate::source::{SourceReader, SourceTree};
 use crate::{OsEntropy, Report, Reporter};
@@ -34,6 +36,8 @@ pub struct SendSummary {
     pub elapsed: Duration,
     /// Connections that failed before the one that succeeded.
     pub failed_sessions: usize,
+    /// Connections the last session used (its own and its lanes).
+    pub connections: usize,
 }
 
 /// A listening sender: what to print, and the loop that serves.
@@ -44,6 +48,8 @@ pub struct Sender {
     config: TransferConfig,
     policy: PeerPolicy,
     advertised: IpAddr,
+    /// Connections that arrived while a session ran (not its lanes): served next.
+    waiting: VecDeque<(TcpStream, SocketAddr)>,
 }
 
 impl Sender {
@@ -69,6 +75,7 @@ impl Sender {
             config,
             policy: PeerPolicy::new(pod),
             advertised,
+            waiting: VecDeque::new(),
         })
     }
 
@@ -135,7 +142,10 @@ impl Sender {
     }
 
     /// Waits for the next connection; `None` if the user asked to stop meanwhile.
-    fn accept(&self) -> Result<Option<(std::net::TcpStream, std::net::SocketAddr)>, DriverError> {
+    fn accept(&mut self) -> Result<Option<(TcpStream, SocketAddr)>, DriverError> {
+        if let Some(waiting) = self.waiting.pop_front() {
+            return Ok(Some(waiting));
+        }
         if !crate::stop::installed() {
             return Ok(Some(self.listener.accept()?));
         }
@@ -171,17 +181,27 @@ impl Sender {
 
     fn serve_one(
         &mut self,
-        stream: &mut std::net::TcpStream,
+        stream: &mut TcpStream,
         reporter: &mut dyn Reporter,
     ) -> Result<SendSummary, DriverError> {
         let clock = Clock::new();
         let started = Instant::now();
         let (mut session, mut work) = self.start_session(&clock)?;
         let mut traffic = Traffic::default();
-        drive(stream, &mut session, &clock, &mut traffic, |session| {
-            work.drain(session, clock.now(), reporter)
-        })?;
+        let mut lanes = Lanes::accepting(&self.listener, stream.peer_addr()?.ip())?;
+        let driven = drive(
+            stream,
+            &mut session,
+            &clock,
+            &mut traffic,
+            &mut lanes,
+            |session, _| work.drain(session, clock.now(), reporter),
+        );
+        let connections = lanes.connections();
+        self.waiting.extend(lanes.finish());
+        driven?;
         let mut summary = work.finish(&session)?;
+        summary.connections = connections;
         summary.wire_bytes = traffic.sent;
         summary.elapsed = started.elapsed();
         Ok(summary)

@@ -20,10 +20,12 @@ pub use ledger::{FileProgress, FileStatus};
 use crate::channel::Channel;
 use crate::entropy::Entropy;
 use crate::handshake::Role;
+use crate::lane::{LANE_HELLO_LEN, LaneRefused};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::connection::short_of_room;
 use crate::transfer::connection::{Connection, Side, send_cancels};
+use crate::transfer::lanes::{LaneSet, ReceiverLanes};
 use crate::transfer::manifest::Manifest;
 use crate::transfer::outputs::{Outputs, VERIFY_READ};
 use crate::transfer::resume::plan_settled;
@@ -80,6 +82,8 @@ pub(crate) struct Receiver {
     last_now: Timestamp,
     /// See [`ReceiverSession::skip_verification_for_testing`].
     skip_verification: bool,
+    /// The session's other connections, which it asks the driver for (PROTOCOL.md §8).
+    lanes: ReceiverLanes,
 }
 
 /// The receiving end of a transfer session: the core of `ferry receive`.
@@ -113,6 +117,7 @@ impl ReceiverSession {
             stall: Some(now.saturating_add(config.stall_timeout)),
             last_now: now,
             skip_verification: false,
+            lanes: ReceiverLanes::new(config.connections, config.channel.max_record_payload),
             config,
         };
         Ok(ReceiverSession {
@@ -307,6 +312,15 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// True when the output queues have no room for what one more message may bring.
+    fn outputs_full(&self) -> bool {
+        !self
+            .out
+            .has_room(2, self.config.max_extents_per_segment + 4)
+    }
+}
+
 impl Side for Receiver {
     fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError> {
         self.phase = Phase::Manifest(Intake::new(channel.max_message_len()));
@@ -404,6 +418,9 @@ impl Side for Receiver {
             // The sender cancels a segment only right before CANCEL, which carries the
             // reason; nothing is undone here, so no state can be corrupted by it.
             (Message::Icl(_), _) => {}
+            // The sender lost a lane: it is given up here too, and the sender told what
+            // came on it.
+            (Message::LaneDown { lane }, _) => self.lanes.closed(lane),
             (Message::Cancel(reason), _) => {
                 return Err(TransferError::Cancelled {
                     by_peer: true,
@@ -439,8 +456,20 @@ impl Side for Receiver {
                 if !settled {
                     stream.settle(&self.manifest, &mut self.ledger, &mut self.out);
                 }
+                self.lanes.send_notices(channel);
                 stream.send_requests(channel, &self.config, now);
                 stream.send_grant(channel, &self.config);
+                if let Some(secret) = channel.lane_secret()
+                    && self.out.has_room(0, 1)
+                    && let Some(lane) = self.lanes.next_wanted(
+                        secret,
+                        stream.window.rate(),
+                        stream.window.rounds(),
+                        stream.window.min_rtt_micros(),
+                    )
+                {
+                    self.out.event(TransferEvent::LaneWanted { lane });
+                }
                 if settled {
                     let mut books = Books {
                         manifest: &self.manifest,
@@ -463,10 +492,55 @@ impl Side for Receiver {
     }
 
     fn input_blocked(&self, channel: &Channel) -> bool {
-        short_of_room(channel)
-            || !self
-                .out
-                .has_room(2, self.config.max_extents_per_segment + 4)
+        short_of_room(channel) || self.outputs_full()
+    }
+
+    fn lanes(&self) -> &dyn LaneSet {
+        &self.lanes
+    }
+
+    fn lanes_mut(&mut self) -> &mut dyn LaneSet {
+        &mut self.lanes
+    }
+
+    fn join_lane(&mut self, _: &Channel, _: &[u8; LANE_HELLO_LEN]) -> Result<u8, LaneRefused> {
+        Err(LaneRefused::NotNow)
+    }
+
+    fn lane_connected(&mut self, lane: u8) -> Result<(), TransferError> {
+        if self.lanes.connected(lane) {
+            Ok(())
+        } else {
+            Err(misuse("a lane the session did not ask for, or gave up"))
+        }
+    }
+
+    fn lane_input(
+        &mut self,
+        now: Timestamp,
+        lane: u8,
+        input: &[u8],
+        consumed: &mut usize,
+    ) -> Result<(), TransferError> {
+        let limits = self.limits();
+        while *consumed < input.len() && !self.outputs_full() {
+            let (n, record) = self.lanes.push(lane, &input[*consumed..])?;
+            *consumed += n;
+            let Some(record) = record else {
+                if n == 0 {
+                    return Ok(());
+                }
+                continue;
+            };
+            match (Message::decode(record, limits)?, &mut self.phase) {
+                (Message::Part { hash, index, data }, Phase::Streaming(stream)) => {
+                    stream.on_part(hash, index, data, now)?;
+                    self.stall = Some(now.saturating_add(self.config.stall_timeout));
+                }
+                _ => return Err(out_of_order("a lane carries parts only, while streaming")),
+            }
+        }
+        Ok(())
     }
 
     fn deadline(&self) -> Option<Timestamp> {

@@ -52,6 +52,7 @@ pub(super) struct Window {
     /// Rates of the last rounds, bytes per second.
     rates: [u64; RATE_ROUNDS],
     next_rate: usize,
+    rounds: u64,
     /// Startup: the best rate so far and the rounds since it last rose by a quarter; over
     /// (`None`) once the rate stopped rising.
     startup: Option<(u64, u8)>,
@@ -80,6 +81,7 @@ impl Window {
             delivered: 0,
             rates: [0; RATE_ROUNDS],
             next_rate: 0,
+            rounds: 0,
             startup: Some((0, 0)),
         }
     }
@@ -145,6 +147,7 @@ impl Window {
         let rate = u128::from(bytes) * 1_000_000 / u128::from(elapsed);
         let rate = u64::try_from(rate).unwrap_or(u64::MAX);
         self.rates[self.next_rate] = rate;
+        self.rounds += 1;
         self.next_rate = (self.next_rate + 1) % RATE_ROUNDS;
         self.round = Some((now, self.delivered));
         if let Some((best, flat)) = self.startup {
@@ -196,6 +199,21 @@ impl Window {
 
     pub(super) fn outstanding(&self) -> usize {
         self.outstanding
+    }
+
+    /// The delivery rate, bytes per second: the largest of the last rounds'.
+    pub(super) fn rate(&self) -> u64 {
+        self.rates.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Measuring rounds ended so far.
+    pub(super) fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// The shortest round trip seen lately, in microseconds (0 before the first).
+    pub(super) fn min_rtt_micros(&self) -> u64 {
+        self.min_rtt.map_or(0, |(rtt, _)| rtt)
     }
 }
 

@@ -18,10 +18,12 @@ use std::sync::Arc;
 use crate::channel::Channel;
 use crate::entropy::Entropy;
 use crate::handshake::Role;
+use crate::lane::{LANE_HELLO_LEN, LaneRefused};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::connection::short_of_room;
 use crate::transfer::connection::{Connection, Side, send_cancels};
+use crate::transfer::lanes::{LaneSet, SenderLanes};
 use crate::transfer::manifest::Manifest;
 use crate::transfer::outputs::{Outputs, VERIFY_READ};
 use crate::transfer::resume::{plan_settled, reread_allowance};
@@ -88,6 +90,8 @@ pub(crate) struct Sender {
     grant: usize,
     /// When the receiver is overdue.
     stall: Option<Timestamp>,
+    /// The session's other connections, opened by the receiver (PROTOCOL.md §8).
+    lanes: SenderLanes,
 }
 
 /// The sending end of a transfer session: the core of `ferry send`.
@@ -124,6 +128,10 @@ impl SenderSession {
             seed: u64::from_be_bytes(seed),
             grant: 0,
             stall: None,
+            lanes: SenderLanes::new(
+                config.channel.send_buffer,
+                config.segment_buffers() * config.parts_per_segment(),
+            ),
             manifest,
             config,
         };
@@ -223,6 +231,7 @@ impl Side for Sender {
             }
             (Message::Prf(proof), Phase::Streaming(stream)) => {
                 stream.on_proof(proof, books.out)?;
+                self.lanes.trim(|seq| stream.is_advertised(seq));
                 self.arm_stall(now);
             }
             (Message::Retry { entry, attempt }, Phase::Streaming(stream)) => {
@@ -235,9 +244,18 @@ impl Side for Sender {
                 self.grant = segments as usize;
             }
             (Message::Grant { .. }, _) => return Err(out_of_order("a grant before the plan")),
+            (Message::LaneLost { lane, parts }, phase) => {
+                let lost = self.lanes.lost(lane, parts)?;
+                if let Phase::Streaming(stream) = phase {
+                    stream.send_again(lost)?;
+                }
+            }
             // The receiver rejects a segment whose data did not match its hash (it asks
             // for the files again), or each one in flight right before CANCEL.
-            (Message::Rcl(hash), Phase::Streaming(stream)) => stream.on_reject(&hash),
+            (Message::Rcl(hash), Phase::Streaming(stream)) => {
+                stream.on_reject(&hash);
+                self.lanes.trim(|seq| stream.is_advertised(seq));
+            }
             (Message::Rcl(_), _) => {}
             (Message::Done { committed, failed }, Phase::Streaming(stream)) => {
                 if stream.in_flight() || !stream.retry_queue.is_empty() {
@@ -308,7 +326,8 @@ impl Side for Sender {
                         stream.seal_segments(&mut books)?;
                         stream.send_notices(channel);
                         stream.advertise(channel, books.config);
-                        stream.send_parts(channel, books.config);
+                        self.lanes.send_notices(channel);
+                        stream.send_parts(channel, &mut self.lanes, books.config);
                         stream.prepare(&mut books, grant);
                         if self.stall.is_none() {
                             self.arm_stall(now);
@@ -343,6 +362,37 @@ impl Side for Sender {
 
     fn outputs(&mut self) -> &mut Outputs {
         &mut self.out
+    }
+
+    fn lanes(&self) -> &dyn LaneSet {
+        &self.lanes
+    }
+
+    fn lanes_mut(&mut self) -> &mut dyn LaneSet {
+        &mut self.lanes
+    }
+
+    fn join_lane(
+        &mut self,
+        channel: &Channel,
+        hello: &[u8; LANE_HELLO_LEN],
+    ) -> Result<u8, LaneRefused> {
+        let secret = channel.lane_secret().ok_or(LaneRefused::NotNow)?;
+        self.lanes.join(secret, hello)
+    }
+
+    fn lane_connected(&mut self, _: u8) -> Result<(), TransferError> {
+        Err(misuse("a sender opens no lanes; the receiver does"))
+    }
+
+    fn lane_input(
+        &mut self,
+        _: Timestamp,
+        _: u8,
+        _: &[u8],
+        _: &mut usize,
+    ) -> Result<(), TransferError> {
+        Err(misuse("a sender takes no input on lanes"))
     }
 
     fn cancel_resources(&mut self, channel: &mut Channel) {

@@ -229,6 +229,18 @@ impl SendSlot {
         Ok(())
     }
 
+    /// A part sent on a lane that closed before it arrived: it goes out again.
+    pub(super) fn send_again(&mut self, index: u32) -> Result<(), TransferError> {
+        if (index as usize) >= self.parts() || self.buf.is_empty() {
+            return Err(segment_rule(
+                "a lane loss of a part this segment does not hold",
+            ));
+        }
+        self.send_queue.push_back(index);
+        self.parts_sent = self.parts_sent.saturating_sub(1);
+        Ok(())
+    }
+
     /// Parts the segment has.
     pub(super) fn parts(&self) -> usize {
         self.hashmap.len()

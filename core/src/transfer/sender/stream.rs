@@ -8,8 +8,8 @@ use crate::channel::Channel;
 use crate::entropy::SeededEntropy;
 use crate::record::sealed_len;
 use crate::resource::wire::{MAP_HASH_LEN, Proof, Request};
-use crate::transfer::connection::control_reserve;
 use crate::transfer::hashes::FileHashes;
+use crate::transfer::lanes::SenderLanes;
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::outputs::{Outputs, slot_io, split_io};
 use crate::transfer::violation::{misuse, out_of_order};
@@ -388,8 +388,12 @@ impl Stream {
 
     /// Sends hashmap updates and requested parts, oldest segment first, keeping room for
     /// control messages.
-    pub(super) fn send_parts(&mut self, channel: &mut Channel, config: &TransferConfig) {
-        let reserve = control_reserve(channel);
+    pub(super) fn send_parts(
+        &mut self,
+        channel: &mut Channel,
+        lanes: &mut SenderLanes,
+        config: &TransferConfig,
+    ) {
         let mut order: [usize; 256] = [0; 256];
         let mut count = 0;
         for (i, slot) in self.slots.iter().enumerate() {
@@ -416,15 +420,15 @@ impl Stream {
                     index: part,
                     data: slot.part(part as usize, config.part_size),
                 };
-                if channel.send_room() < sealed_len(message.encoded_len()) + reserve
-                    || wire::send(channel, &message).is_err()
-                {
+                if !lanes.send_part(channel, (slot.seq, part), &message) {
                     return;
                 }
                 slot.send_queue.pop_front();
                 slot.parts_sent += 1;
-                if slot.parts_sent == slot.parts() {
-                    // Every part is out: the proof needs only the hashes.
+                if slot.parts_sent == slot.parts() && !lanes.joined {
+                    // Every part is out: the proof needs only the hashes. (With lanes,
+                    // the data stays until the proof: a part lost with a lane goes out
+                    // again.)
                     self.spare.push(core::mem::take(&mut slot.buf));
                 }
             }
@@ -444,7 +448,11 @@ impl Stream {
             return Err(TransferError::SegmentCorrupt(slot.seq));
         }
         slot.state = SlotState::Free;
+        let buf = core::mem::take(&mut slot.buf);
         self.bytes_proven += slot.len as u64;
+        if !buf.is_empty() {
+            self.spare.push(buf);
+        }
         out.event(TransferEvent::Progress {
             bytes: self.bytes_proven,
         });
@@ -462,6 +470,31 @@ impl Stream {
                 self.spare.push(buf);
             }
         }
+    }
+
+    /// `LANE_LOST`: parts that went with a lane go out again, on the connections left.
+    /// Those of segments no longer in flight (given up since) are let be.
+    pub(super) fn send_again(
+        &mut self,
+        lost: impl Iterator<Item = (u64, u32)>,
+    ) -> Result<(), TransferError> {
+        for (seq, index) in lost {
+            if let Some(slot) = self
+                .slots
+                .iter_mut()
+                .find(|s| s.state == SlotState::Advertised && s.seq == seq)
+            {
+                slot.send_again(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True if the segment at `seq` in the stream is advertised and not yet proven.
+    pub(super) fn is_advertised(&self, seq: u64) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.state == SlotState::Advertised && s.seq == seq)
     }
 
     /// True while any segment is being read, sealed or served.

@@ -32,6 +32,8 @@ mod kind {
     pub(super) const ICL: u8 = 0x16;
     pub(super) const RCL: u8 = 0x17;
     pub(super) const GRANT: u8 = 0x18;
+    pub(super) const LANE_LOST: u8 = 0x19;
+    pub(super) const LANE_DOWN: u8 = 0x1a;
     pub(super) const RETRY: u8 = 0x20;
     pub(super) const DONE: u8 = 0x21;
     pub(super) const CANCEL: u8 = 0x22;
@@ -83,6 +85,15 @@ pub(crate) enum Message<'a> {
     Grant {
         segments: u32,
     },
+    /// The receiver's end of a lane closed after it took `parts` parts from it.
+    LaneLost {
+        lane: u8,
+        parts: u64,
+    },
+    /// The sender's end of a lane closed.
+    LaneDown {
+        lane: u8,
+    },
     Retry {
         entry: u32,
         attempt: u8,
@@ -122,6 +133,13 @@ impl<'a> Message<'a> {
             kind::GRANT => Message::Grant {
                 segments: bodies::decode_grant(body)?,
             },
+            kind::LANE_LOST => {
+                let (lane, parts) = bodies::decode_lane_lost(body)?;
+                Message::LaneLost { lane, parts }
+            }
+            kind::LANE_DOWN => Message::LaneDown {
+                lane: bodies::decode_lane_down(body)?,
+            },
             kind::RETRY => {
                 let (entry, attempt) = bodies::decode_retry(body)?;
                 Message::Retry { entry, attempt }
@@ -154,6 +172,8 @@ impl<'a> Message<'a> {
             Message::Icl(_) => kind::ICL,
             Message::Rcl(_) => kind::RCL,
             Message::Grant { .. } => kind::GRANT,
+            Message::LaneLost { .. } => kind::LANE_LOST,
+            Message::LaneDown { .. } => kind::LANE_DOWN,
             Message::Retry { .. } => kind::RETRY,
             Message::Done { .. } => kind::DONE,
             Message::Cancel(_) => kind::CANCEL,
@@ -179,6 +199,8 @@ impl<'a> Message<'a> {
             Message::Icl(_) | Message::Rcl(_) => RESOURCE_HASH_LEN,
             Message::Retry { .. } => 5,
             Message::Grant { .. } => 4,
+            Message::LaneLost { .. } => 9,
+            Message::LaneDown { .. } => 1,
             Message::Done { .. } => 16,
             Message::Update(_) => Update::LEN,
             Message::Abandon(_) => Abandon::LEN,
@@ -219,6 +241,11 @@ impl<'a> Message<'a> {
                 body[4] = *attempt;
             }
             Message::Grant { segments } => body.copy_from_slice(&segments.to_be_bytes()),
+            Message::LaneLost { lane, parts } => {
+                body[0] = *lane;
+                body[1..].copy_from_slice(&parts.to_be_bytes());
+            }
+            Message::LaneDown { lane } => body[0] = *lane,
             Message::Done { committed, failed } => {
                 body[..8].copy_from_slice(&committed.to_be_bytes());
                 body[8..].copy_from_slice(&failed.to_be_bytes());

@@ -67,6 +67,27 @@ pub(crate) fn decode_grant(body: &[u8]) -> Result<u32, TransferError> {
     }
 }
 
+/// `LANE_LOST`: the lane closed at the receiver after it had taken this many parts from
+/// it (PROTOCOL.md §8.3); lanes are numbered 1 to 7.
+pub(crate) fn decode_lane_lost(body: &[u8]) -> Result<(u8, u64), TransferError> {
+    let body: [u8; 9] = body
+        .try_into()
+        .map_err(|_| malformed("a lane loss is not 9 bytes"))?;
+    let [lane, parts @ ..] = body;
+    if !(1..crate::lane::MAX_LANES as u8).contains(&lane) {
+        return Err(malformed("a lane loss names no lane"));
+    }
+    Ok((lane, u64::from_be_bytes(parts)))
+}
+
+/// `LANE_DOWN`: the sender lost this lane (PROTOCOL.md §8.3).
+pub(crate) fn decode_lane_down(body: &[u8]) -> Result<u8, TransferError> {
+    match *body {
+        [lane] if (1..crate::lane::MAX_LANES as u8).contains(&lane) => Ok(lane),
+        _ => Err(malformed("a lane down is not one lane number")),
+    }
+}
+
 /// `UPDATE`: a file about to be sent again, as the sender now finds it (PROTOCOL.md §6.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Update {

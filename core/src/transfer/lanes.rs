@@ -1,0 +1,408 @@
+//! A session's lanes as the transfer sees them (PROTOCOL.md §8): on the sender, which
+//! connection each part goes out on and what went with a lane that closed; on the
+//! receiver, when to ask the driver for another connection and what each one brought.
+//! The keys, hellos and record framing of a lane are [`crate::lane`]'s.
+
+use std::collections::VecDeque;
+
+use crate::channel::Channel;
+use crate::lane::{LANE_HELLO_LEN, LaneIn, LaneOut, LaneRefused, LaneSecret, MAX_LANES};
+use crate::record::sealed_len;
+use crate::transfer::TransferError;
+use crate::transfer::connection::control_reserve;
+use crate::transfer::violation::out_of_order;
+use crate::transfer::wire::{self, Message};
+
+/// How many connections a session uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    /// Start with one and add another while that raises the delivery rate, up to `max`
+    /// (only on paths whose round trip is long enough for one connection's send buffer
+    /// to be the limit: at least [`Connections::LONG_PATH_MICROS`]).
+    Auto {
+        /// The most, the session's own connection included (1 to 8).
+        max: u8,
+    },
+    /// Exactly this many from the start of the stream (1 to 8).
+    Fixed(u8),
+}
+
+impl Connections {
+    /// Below this round trip one connection is not the limit (a 4 MiB send buffer per
+    /// 5 ms is 800 MB/s), so `Auto` keeps to one.
+    pub const LONG_PATH_MICROS: u64 = 5_000;
+
+    /// The most connections it may come to.
+    pub fn max(self) -> usize {
+        usize::from(match self {
+            Connections::Auto { max } | Connections::Fixed(max) => max,
+        })
+    }
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections::Auto {
+            max: MAX_LANES as u8,
+        }
+    }
+}
+
+/// What a driver asks of either side's lanes.
+pub(crate) trait LaneSet {
+    /// Bytes for the lane's connection.
+    fn pending(&self, lane: u8) -> &[u8];
+    /// `n` of them were written.
+    fn advance(&mut self, lane: u8, n: usize);
+    /// The lane's connection closed, failed or could not be opened.
+    fn closed(&mut self, lane: u8);
+    /// True while the lane is in use.
+    fn is_open(&self, lane: u8) -> bool;
+}
+
+/// A part sent on a lane and not yet known to have arrived: its segment's place in the
+/// stream and its index.
+type Sent = (u64, u32);
+
+struct OutLane {
+    out: LaneOut,
+    /// Parts sent on it whose segment is not yet proven, oldest first.
+    log: VecDeque<Sent>,
+    /// Parts dropped from the front of the log (their segments were proven).
+    trimmed: u64,
+    /// False once its connection closed (the log stays until the receiver counts it).
+    open: bool,
+}
+
+/// The sender's lanes.
+pub(crate) struct SenderLanes {
+    lanes: Vec<Option<OutLane>>,
+    /// Lane numbers used so far: each joins once.
+    used: [bool; MAX_LANES],
+    /// True once a lane joined: from then on a segment keeps its data until it is proven,
+    /// so that parts lost with a lane can be sent again.
+    pub(crate) joined: bool,
+    /// Lanes whose closing the receiver is still to be told of (`LANE_DOWN`).
+    down: VecDeque<u8>,
+    buffer: usize,
+    log_capacity: usize,
+}
+
+impl SenderLanes {
+    /// `buffer`: bytes of sealed records a lane may hold; `log_capacity`: parts a lane
+    /// may have unproven (the segments in flight's worth).
+    pub(crate) fn new(buffer: usize, log_capacity: usize) -> Self {
+        SenderLanes {
+            lanes: (0..MAX_LANES).map(|_| None).collect(),
+            used: [false; MAX_LANES],
+            joined: false,
+            down: VecDeque::new(),
+            buffer,
+            log_capacity,
+        }
+    }
+
+    /// A receiver's lane hello: the lane it opens, if it proves it belongs here.
+    pub(crate) fn join(
+        &mut self,
+        secret: &LaneSecret,
+        hello: &[u8; LANE_HELLO_LEN],
+    ) -> Result<u8, LaneRefused> {
+        let lane = secret.check(hello)?;
+        if core::mem::replace(&mut self.used[usize::from(lane)], true) {
+            return Err(LaneRefused::Number(lane));
+        }
+        self.lanes[usize::from(lane)] = Some(OutLane {
+            out: LaneOut::new(secret, lane, self.buffer),
+            log: VecDeque::with_capacity(self.log_capacity),
+            trimmed: 0,
+            open: true,
+        });
+        self.joined = true;
+        Ok(lane)
+    }
+
+    fn lane(&self, lane: u8) -> Option<&OutLane> {
+        self.lanes.get(usize::from(lane)).and_then(Option::as_ref)
+    }
+
+    /// Sends the `LANE_DOWN`s due, as the channel has room.
+    pub(crate) fn send_notices(&mut self, channel: &mut Channel) {
+        while let Some(&lane) = self.down.front() {
+            if wire::send(channel, &Message::LaneDown { lane }).is_err() {
+                return;
+            }
+            self.down.pop_front();
+        }
+    }
+
+    /// `LANE_LOST`: the receiver took `parts` parts from the lane before it closed; the
+    /// ones after them are lost and come back to be sent again.
+    pub(crate) fn lost(
+        &mut self,
+        lane: u8,
+        parts: u64,
+    ) -> Result<impl Iterator<Item = Sent>, TransferError> {
+        let slot = self
+            .lanes
+            .get_mut(usize::from(lane))
+            .ok_or(out_of_order("a lane loss for a lane that never joined"))?;
+        let gone = slot
+            .take()
+            .ok_or(out_of_order("a lane loss for a lane that never joined"))?;
+        let kept = parts
+            .checked_sub(gone.trimmed)
+            .filter(|&k| k <= gone.log.len() as u64)
+            .ok_or(out_of_order(
+                "a lane loss counting parts the lane did not carry",
+            ))?;
+        self.down.retain(|&l| l != lane);
+        Ok(gone.log.into_iter().skip(kept as usize))
+    }
+
+    /// Forgets the logged parts of segments no longer in flight (proven or given up).
+    pub(crate) fn trim(&mut self, in_flight: impl Fn(u64) -> bool) {
+        for lane in self.lanes.iter_mut().flatten() {
+            while lane.log.front().is_some_and(|&(seq, _)| !in_flight(seq)) {
+                lane.log.pop_front();
+                lane.trimmed += 1;
+            }
+        }
+    }
+
+    /// Sends one part: on the open lane with the most room for it, or, while no lane is
+    /// open, on the session's own connection (keeping room for control messages there).
+    /// Once lanes are open the session's own connection carries control messages only:
+    /// a part queued behind it would hold up the requests and proofs, and the round trip
+    /// the receiver measures. False if there is no room now.
+    pub(crate) fn send_part(
+        &mut self,
+        channel: &mut Channel,
+        sent: Sent,
+        message: &Message<'_>,
+    ) -> bool {
+        let len = message.encoded_len();
+        let capacity = self.log_capacity;
+        if !self.lanes.iter().flatten().any(|l| l.open) {
+            return channel.send_room() >= sealed_len(len) + control_reserve(channel)
+                && wire::send(channel, message).is_ok();
+        }
+        let Some(lane) = self
+            .lanes
+            .iter_mut()
+            .flatten()
+            .filter(|l| l.open && l.out.room_for(len) && l.log.len() < capacity)
+            .max_by_key(|l| l.out.free())
+        else {
+            return false;
+        };
+        if !lane.out.send_with(len, |buf| message.encode(buf)) {
+            return false;
+        }
+        lane.log.push_back(sent);
+        true
+    }
+}
+
+impl LaneSet for SenderLanes {
+    fn is_open(&self, lane: u8) -> bool {
+        self.lane(lane).is_some_and(|l| l.open)
+    }
+
+    fn pending(&self, lane: u8) -> &[u8] {
+        match self.lane(lane) {
+            Some(l) if l.open => l.out.pending(),
+            _ => &[],
+        }
+    }
+
+    fn advance(&mut self, lane: u8, n: usize) {
+        if let Some(Some(l)) = self.lanes.get_mut(usize::from(lane)) {
+            l.out.advance(n);
+        }
+    }
+
+    /// The lane's connection closed here: it carries nothing more, and the receiver is
+    /// told, so that it says how many parts it took from it.
+    fn closed(&mut self, lane: u8) {
+        if let Some(Some(l)) = self.lanes.get_mut(usize::from(lane))
+            && core::mem::replace(&mut l.open, false)
+        {
+            self.down.push_back(lane);
+        }
+    }
+}
+
+struct InLane {
+    lane: LaneIn,
+    /// Parts taken from it.
+    parts: u64,
+    /// The driver connected it (its hello may go out).
+    connected: bool,
+    open: bool,
+}
+
+/// The receiver's lanes, and when to ask for another.
+pub(crate) struct ReceiverLanes {
+    lanes: Vec<Option<InLane>>,
+    policy: Connections,
+    /// Lanes asked for so far.
+    asked: u8,
+    /// Auto: the delivery rate and measuring round when the last lane was asked for;
+    /// `None` before the first. Growth stops for good once a lane did not help.
+    probe: Option<(u64, u64)>,
+    stopped: bool,
+    /// `LANE_LOST`s still to send: lane and parts taken from it.
+    lost: VecDeque<(u8, u64)>,
+    max_payload: usize,
+}
+
+/// Measuring rounds a lane gets to show its effect before the next is asked for.
+const PROBE_ROUNDS: u64 = 4;
+
+impl ReceiverLanes {
+    pub(crate) fn new(policy: Connections, max_payload: usize) -> Self {
+        ReceiverLanes {
+            lanes: (0..MAX_LANES).map(|_| None).collect(),
+            policy,
+            asked: 0,
+            probe: None,
+            stopped: false,
+            lost: VecDeque::new(),
+            max_payload,
+        }
+    }
+
+    /// The next lane to ask the driver for, if one is due: `rate` is the delivery rate
+    /// now, `rounds` the measuring rounds so far, `rtt_micros` the shortest round trip.
+    pub(crate) fn next_wanted(
+        &mut self,
+        secret: &LaneSecret,
+        rate: u64,
+        rounds: u64,
+        rtt_micros: u64,
+    ) -> Option<u8> {
+        let lanes_so_far = 1 + usize::from(self.asked);
+        if self.stopped || lanes_so_far >= self.policy.max().min(MAX_LANES) {
+            return None;
+        }
+        if let Connections::Auto { .. } = self.policy {
+            if rtt_micros < Connections::LONG_PATH_MICROS {
+                return None;
+            }
+            match self.probe {
+                None if rounds < PROBE_ROUNDS => return None,
+                None => {}
+                Some((_, at)) if rounds < at + PROBE_ROUNDS => return None,
+                // The last lane raised the rate by an eighth or more: try another.
+                Some((before, _)) if rate > before.saturating_add(before / 8) => {}
+                Some(_) => {
+                    self.stopped = true;
+                    return None;
+                }
+            }
+            self.probe = Some((rate, rounds));
+        }
+        self.asked += 1;
+        let lane = self.asked;
+        self.lanes[usize::from(lane)] = Some(InLane {
+            lane: LaneIn::new(secret, lane, self.max_payload),
+            parts: 0,
+            connected: false,
+            open: true,
+        });
+        Some(lane)
+    }
+
+    fn lane_mut(&mut self, lane: u8) -> Option<&mut InLane> {
+        self.lanes
+            .get_mut(usize::from(lane))
+            .and_then(Option::as_mut)
+    }
+
+    fn lane(&self, lane: u8) -> Option<&InLane> {
+        self.lanes.get(usize::from(lane)).and_then(Option::as_ref)
+    }
+
+    /// The driver connected the lane: its hello goes out.
+    pub(crate) fn connected(&mut self, lane: u8) -> bool {
+        match self.lane_mut(lane) {
+            Some(l) if l.open => {
+                l.connected = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the `LANE_LOST`s due, as the channel has room.
+    pub(crate) fn send_notices(&mut self, channel: &mut Channel) {
+        while let Some(&(lane, parts)) = self.lost.front() {
+            if wire::send(channel, &Message::LaneLost { lane, parts }).is_err() {
+                return;
+            }
+            self.lost.pop_front();
+        }
+    }
+
+    /// Takes bytes from the lane's connection up to the end of its next record; returns
+    /// how many it took and, once a whole record is in, its message (a part, counted).
+    pub(crate) fn push(
+        &mut self,
+        lane: u8,
+        input: &[u8],
+    ) -> Result<(usize, Option<&[u8]>), TransferError> {
+        let Some(l) = self
+            .lanes
+            .get_mut(usize::from(lane))
+            .and_then(Option::as_mut)
+        else {
+            return Err(TransferError::Misuse(
+                "input for a lane the session never asked for",
+            ));
+        };
+        if !l.open {
+            // The lane was given up; what still comes on it is not counted, and the
+            // sender sends it again.
+            return Ok((input.len(), None));
+        }
+        let (taken, record) = l.lane.push(input)?;
+        if record.is_some() {
+            l.parts += 1;
+        }
+        Ok((taken, record))
+    }
+}
+
+impl LaneSet for ReceiverLanes {
+    fn is_open(&self, lane: u8) -> bool {
+        self.lane(lane).is_some_and(|l| l.open)
+    }
+
+    fn pending(&self, lane: u8) -> &[u8] {
+        match self.lane(lane) {
+            Some(l) if l.open && l.connected => l.lane.pending(),
+            _ => &[],
+        }
+    }
+
+    fn advance(&mut self, lane: u8, n: usize) {
+        if let Some(l) = self.lane_mut(lane) {
+            l.lane.advance(n);
+        }
+    }
+
+    /// The lane closed (here, or the sender said so): the sender is told how many parts
+    /// came on it, and sends the rest again on another connection.
+    fn closed(&mut self, lane: u8) {
+        if let Some(l) = self.lane_mut(lane)
+            && core::mem::replace(&mut l.open, false)
+        {
+            let parts = l.parts;
+            // A lane never connected carried nothing; the sender never saw it.
+            if l.connected {
+                self.lost.push_back((lane, parts));
+            }
+        }
+    }
+}

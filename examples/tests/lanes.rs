@@ -1,0 +1,125 @@
+//! Several connections for one transfer (`--connections N`, PROTOCOL.md §8), through the
+//! real binary: the batch arrives intact over all of them, and a connection that claims
+//! to be a lane without knowing the session's secret is shut out while the transfer goes
+//! on.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+fn connections(log: &str) -> usize {
+    log.lines()
+        .find_map(|l| l.strip_prefix("connections: "))
+        .unwrap_or_else(|| panic!("no connection count in {log}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn four_connections_carry_one_batch_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("batch");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    random_file(&source.join("big.bin"), 48 << 20, 71);
+    for i in 0..20 {
+        random_file(
+            &source.join("sub").join(format!("small{i}")),
+            1000 * i,
+            72 + i as u64,
+        );
+    }
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    args.extend(["--connections".into(), "4".into()]);
+    let received = receive(&args, &out, None);
+    let log = stderr(&received);
+    assert!(received.status.success(), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_same_tree(&source, &out.join("batch"));
+    assert_eq!(connections(&log), 4, "{log}");
+    assert_eq!(connections(&sender_log), 4, "{sender_log}");
+}
+
+#[test]
+fn a_short_path_keeps_to_one_connection_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("one.bin");
+    random_file(&source, 8 << 20, 73);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert!(received.status.success(), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_eq!(connections(&log), 1, "{log}");
+    assert_eq!(
+        fs::read(&source).unwrap(),
+        fs::read(out.join("one.bin")).unwrap()
+    );
+}
+
+#[test]
+fn a_forged_lane_is_shut_out_and_the_transfer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 200 << 20, 74);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    args.extend(["--connections".into(), "2".into()]);
+    let port: u16 = args
+        .iter()
+        .skip_while(|a| *a != "--port")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log_path = dir.path().join("receive.log");
+    let mut child = spawn_receive(&args, &out, &log_path);
+    wait_until(&mut child, &log_path, || {
+        part_len(&out.join("big.bin.part")) >= 16 << 20
+    });
+    // A lane hello for lane 2 (the receiver asked for lane 1 only) and lane 1 (already
+    // joined), naming no session it knows, with a proof it cannot have made.
+    for lane in [2u8, 1] {
+        let mut hello = Vec::from(*b"FERRY\x00\x04\x03");
+        hello.extend([0x5a; 16]);
+        hello.push(lane);
+        hello.extend([0xa5; 32]);
+        let mut forger = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        forger.write_all(&hello).unwrap();
+        forger
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let answer = forger.read(&mut byte);
+        assert!(
+            matches!(answer, Ok(0))
+                || answer.is_err()
+                    && !matches!(
+                        answer.as_ref().map_err(std::io::Error::kind),
+                        Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                    ),
+            "a forged lane {lane} was not shut out: {answer:?}"
+        );
+    }
+    let status = wait(&mut child, Duration::from_secs(120));
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status, 0, "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_eq!(connections(&sender_log), 2, "{sender_log}");
+    assert_eq!(
+        fs::read(&source).unwrap(),
+        fs::read(out.join("big.bin")).unwrap()
+    );
+}
