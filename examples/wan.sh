@@ -6,7 +6,9 @@
 #
 # It drives the project's link emulator, `wanrelay` (a user-space TCP relay with a one-way
 # delay, a rate and a bottleneck queue; this machine's kernel has no netem), through its
-# `run.sh`, which times each tool's client command and checks every copy with `cmp`.
+# `run.sh`, which times each tool's client command and checks every copy with `cmp`. The
+# relay it runs is examples/wan/wanrelay.rs: the same, with one bottleneck shared by all
+# connections (Ferry opens several on a long path).
 # WAN_BENCH names the folder that holds them (default: ../shared/bench/wan beside the
 # repository). Two passes: the links as they are, then with the relay's `--window 4MiB`,
 # which caps each TCP connection at 4 MiB not yet acknowledged, as an untuned Linux host's
@@ -17,6 +19,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WAN=${WAN_BENCH:-$ROOT/../shared/bench/wan}
 SIZE=${1:-512}
 [ -f "$WAN/run.sh" ] || { echo "no link emulator at $WAN (set WAN_BENCH)" >&2; exit 2; }
+# A copy of it whose relay has one bottleneck for all connections (examples/wan/wanrelay.rs):
+# Ferry's lanes share the path, as they would on a real one. (With one connection, as
+# scp and rsync use, the two relays are the same.)
+SHARED_LINK=$(mktemp -d /tmp/wan-shared-link.XXXXXX)
+cp -r "$WAN/." "$SHARED_LINK/"
+cp "$ROOT/examples/wan/wanrelay.rs" "$SHARED_LINK/proxy/src/main.rs"
+sed -i 's#/tmp/wan-target#/tmp/wan-target-shared-link#g' "$SHARED_LINK/run.sh"
+WAN=$SHARED_LINK
 (cd "$ROOT" && cargo build --release -q -p ferry-examples --bin ferry)
 export FERRY=$ROOT/target/release/ferry
 STAMP=$(date +%Y%m%d-%H%M%S)

@@ -16,9 +16,9 @@ use crate::transfer::wire::{self, Message};
 /// How many connections a session uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Connections {
-    /// Start with one and add another while that raises the delivery rate, up to `max`
-    /// (only on paths whose round trip is long enough for one connection's send buffer
-    /// to be the limit: at least [`Connections::LONG_PATH_MICROS`]).
+    /// Start with one and double them (2, 4, 8) while that raises the delivery rate, up
+    /// to `max` (only on paths whose round trip is long enough for one connection's send
+    /// buffer to be the limit: at least [`Connections::LONG_PATH_MICROS`]).
     Auto {
         /// The most, the session's own connection included (1 to 8).
         max: u8,
@@ -248,17 +248,23 @@ pub(crate) struct ReceiverLanes {
     policy: Connections,
     /// Lanes asked for so far.
     asked: u8,
-    /// Auto: the delivery rate and measuring round when the last lane was asked for;
+    /// Auto: the delivery rate and measuring round when the last step was asked for;
     /// `None` before the first. Growth stops for good once a lane did not help.
     probe: Option<(u64, u64)>,
+    /// Lanes of the current step still to ask for, and the first of them.
+    step_left: u8,
+    step_first: u8,
     stopped: bool,
     /// `LANE_LOST`s still to send: lane and parts taken from it.
     lost: VecDeque<(u8, u64)>,
     max_payload: usize,
 }
 
-/// Measuring rounds a lane gets to show its effect before the next is asked for.
-const PROBE_ROUNDS: u64 = 4;
+/// Measuring rounds before the first lane, and rounds a step of lanes gets to show its
+/// effect (a new lane needs a round trip to connect, and the window a few rounds to grow
+/// into it) before the next.
+const FIRST_ROUNDS: u64 = 3;
+const PROBE_ROUNDS: u64 = 6;
 
 impl ReceiverLanes {
     pub(crate) fn new(policy: Connections, max_payload: usize) -> Self {
@@ -267,6 +273,8 @@ impl ReceiverLanes {
             policy,
             asked: 0,
             probe: None,
+            step_left: 0,
+            step_first: 1,
             stopped: false,
             lost: VecDeque::new(),
             max_payload,
@@ -274,35 +282,53 @@ impl ReceiverLanes {
     }
 
     /// The next lane to ask the driver for, if one is due: `rate` is the delivery rate
-    /// now, `rounds` the measuring rounds so far, `rtt_micros` the shortest round trip.
+    /// now, `rounds` the measuring rounds so far, `rtt_micros` the shortest round trip,
+    /// `found_rate` whether the window has stopped growing to find the rate. `Auto` tries
+    /// a first step of two lanes once the rate is found (before, the rate rises with the
+    /// window and would credit the lanes), then doubles the connections while each step
+    /// raises the rate by an eighth within its rounds; the lanes of a step that did not
+    /// are closed again.
     pub(crate) fn next_wanted(
         &mut self,
         secret: &LaneSecret,
         rate: u64,
         rounds: u64,
         rtt_micros: u64,
+        found_rate: bool,
     ) -> Option<u8> {
         let lanes_so_far = 1 + usize::from(self.asked);
         if self.stopped || lanes_so_far >= self.policy.max().min(MAX_LANES) {
             return None;
         }
-        if let Connections::Auto { .. } = self.policy {
+        if let Connections::Auto { .. } = self.policy
+            && self.step_left == 0
+        {
             if rtt_micros < Connections::LONG_PATH_MICROS {
                 return None;
             }
             match self.probe {
-                None if rounds < PROBE_ROUNDS => return None,
+                None if rounds < FIRST_ROUNDS || !found_rate => return None,
                 None => {}
                 Some((_, at)) if rounds < at + PROBE_ROUNDS => return None,
-                // The last lane raised the rate by an eighth or more: try another.
+                // The last step raised the rate by an eighth or more: double again.
                 Some((before, _)) if rate > before.saturating_add(before / 8) => {}
+                // It did not: the step's lanes only add queues, so they close (what they
+                // still carried is sent again on the others), and growth stops for good.
                 Some(_) => {
                     self.stopped = true;
+                    for lane in self.step_first..=self.asked {
+                        self.closed(lane);
+                    }
                     return None;
                 }
             }
             self.probe = Some((rate, rounds));
+            // Parts leave the session's own connection once a lane is open, so the first
+            // step opens two lanes (two connections carry data); each step after doubles.
+            self.step_left = (lanes_so_far as u8).max(2);
+            self.step_first = self.asked + 1;
         }
+        self.step_left = self.step_left.saturating_sub(1);
         self.asked += 1;
         let lane = self.asked;
         self.lanes[usize::from(lane)] = Some(InLane {
@@ -404,5 +430,73 @@ impl LaneSet for ReceiverLanes {
                 self.lost.push_back((lane, parts));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> LaneSecret {
+        LaneSecret::new(b"token", &[1; 32], &[2; 32])
+    }
+
+    /// What `next_wanted` asks for over the rounds given, each with its rate.
+    fn asked(lanes: &mut ReceiverLanes, rounds: &[(u64, u64)], rtt: u64) -> Vec<(u64, u8)> {
+        let s = secret();
+        let mut out = Vec::new();
+        for &(round, rate) in rounds {
+            while let Some(lane) = lanes.next_wanted(&s, rate, round, rtt, round >= 3) {
+                out.push((round, lane));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn auto_doubles_while_the_rate_rises_and_stops_when_it_does_not() {
+        let mut lanes = ReceiverLanes::new(Connections::default(), 1024);
+        let rounds = [
+            (1, 40),
+            (2, 40),
+            (3, 40),
+            (8, 60),
+            (9, 80),
+            (14, 80),
+            (15, 150),
+            (20, 400),
+        ];
+        assert_eq!(
+            asked(&mut lanes, &rounds, 100_000),
+            [(3, 1), (3, 2), (9, 3), (9, 4), (9, 5), (15, 6), (15, 7)]
+        );
+        // A step that brings nothing ends the growth for good.
+        let mut flat = ReceiverLanes::new(Connections::default(), 1024);
+        let rounds = [(3, 40), (9, 80), (15, 82), (30, 500)];
+        assert_eq!(
+            asked(&mut flat, &rounds, 100_000),
+            [(3, 1), (3, 2), (9, 3), (9, 4), (9, 5)]
+        );
+        // The step that brought nothing is closed again; the one before stays.
+        let open: Vec<u8> = (1..8).filter(|&l| flat.is_open(l)).collect();
+        assert_eq!(open, [1, 2]);
+    }
+
+    #[test]
+    fn a_short_path_gets_no_lanes_and_a_fixed_number_gets_them_at_once() {
+        let mut auto = ReceiverLanes::new(Connections::default(), 1024);
+        assert!(asked(&mut auto, &[(3, 40), (9, 400)], 4_999).is_empty());
+        let mut finding = ReceiverLanes::new(Connections::default(), 1024);
+        let s = secret();
+        assert_eq!(finding.next_wanted(&s, 40, 5, 100_000, false), None);
+        let mut fixed = ReceiverLanes::new(Connections::Fixed(3), 1024);
+        assert_eq!(asked(&mut fixed, &[(0, 0)], 0), [(0, 1), (0, 2)]);
+        let mut capped = ReceiverLanes::new(Connections::Auto { max: 2 }, 1024);
+        assert_eq!(asked(&mut capped, &[(3, 40), (9, 400)], 100_000), [(3, 1)]);
+        let mut three = ReceiverLanes::new(Connections::Auto { max: 3 }, 1024);
+        assert_eq!(
+            asked(&mut three, &[(3, 40), (9, 400)], 100_000),
+            [(3, 1), (3, 2)]
+        );
     }
 }

@@ -33,6 +33,8 @@ const QUEUED_CHUNKS: usize = 4;
 const QUEUED_EVENTS: usize = 64;
 /// How long an accepted connection may take to show whether it is a lane.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// How often the sender looks for lanes arriving on its listener.
+const ACCEPT_EVERY: Duration = Duration::from_millis(5);
 /// While lanes are open the loop looks at them at least this often.
 pub(crate) const LANE_TICK: Duration = Duration::from_millis(2);
 
@@ -66,6 +68,9 @@ pub struct Lanes {
     others: VecDeque<(TcpStream, SocketAddr)>,
     /// Lanes that opened in all.
     opened: usize,
+    /// When the sender next looks at its listener: a look per loop turn would cost a
+    /// system call for every read of a busy transfer.
+    next_accept: Instant,
 }
 
 impl Lanes {
@@ -79,6 +84,7 @@ impl Lanes {
             arriving: Vec::new(),
             others: VecDeque::new(),
             opened: 0,
+            next_accept: Instant::now(),
         }
     }
 
@@ -187,6 +193,11 @@ impl Lanes {
         let Mode::Accept { listener, peer } = &self.mode else {
             return;
         };
+        let now = Instant::now();
+        if now < self.next_accept {
+            return;
+        }
+        self.next_accept = now + ACCEPT_EVERY;
         let peer = *peer;
         let mut arriving = std::mem::take(&mut self.arriving);
         while let Ok((stream, address)) = listener.accept() {

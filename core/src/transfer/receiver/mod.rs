@@ -466,6 +466,7 @@ impl Side for Receiver {
                         stream.window.rate(),
                         stream.window.rounds(),
                         stream.window.min_rtt_micros(),
+                        stream.window.found_rate(),
                     )
                 {
                     self.out.event(TransferEvent::LaneWanted { lane });

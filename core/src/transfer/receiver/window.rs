@@ -206,6 +206,12 @@ impl Window {
         self.rates.iter().copied().max().unwrap_or(0)
     }
 
+    /// True once the window has found the path's rate (its startup is over): the rate no
+    /// longer rises just because the window grows.
+    pub(super) fn found_rate(&self) -> bool {
+        self.startup.is_none()
+    }
+
     /// Measuring rounds ended so far.
     pub(super) fn rounds(&self) -> u64 {
         self.rounds

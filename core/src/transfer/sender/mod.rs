@@ -328,7 +328,12 @@ impl Side for Sender {
                         stream.advertise(channel, books.config);
                         self.lanes.send_notices(channel);
                         stream.send_parts(channel, &mut self.lanes, books.config);
-                        stream.prepare(&mut books, grant);
+                        let buffers = if self.lanes.joined {
+                            books.config.segment_buffers_with_lanes()
+                        } else {
+                            books.config.segment_buffers()
+                        };
+                        stream.prepare(&mut books, grant, buffers);
                         if self.stall.is_none() {
                             self.arm_stall(now);
                         }

@@ -172,7 +172,8 @@ impl Stream {
 
     /// Reads the next segments, as many as the receiver's grant allows in flight and
     /// the segment buffers and disk queue have room for.
-    pub(super) fn prepare(&mut self, books: &mut Books<'_>, grant: usize) {
+    /// `buffers`: segment buffers it may have in all.
+    pub(super) fn prepare(&mut self, books: &mut Books<'_>, grant: usize, buffers: usize) {
         let Agreed {
             in_flight,
             max_extents,
@@ -199,7 +200,7 @@ impl Stream {
             if self.slots[index].buf.is_empty() {
                 self.slots[index].buf = match self.spare.pop() {
                     Some(buf) => buf,
-                    None if self.buffers < books.config.segment_buffers() => {
+                    None if self.buffers < buffers => {
                         self.buffers += 1;
                         vec![0; books.config.segment_size]
                     }
