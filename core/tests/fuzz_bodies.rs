@@ -145,7 +145,7 @@ fn the_seeds_reach_deep_and_mutations_never_panic() {
             failed: false
         }
     );
-    let session = fuzz::receiver_session(&session_seed());
+    let session = fuzz::receiver_messages(&session_seed());
     assert_eq!(
         session,
         fuzz::Outcome {
@@ -183,7 +183,7 @@ fn the_seeds_reach_deep_and_mutations_never_panic() {
             &mut entropy,
         ));
         if case % 4 == 0 {
-            fuzz::receiver_session(&mutate(&session_seed(), &mut entropy));
+            fuzz::receiver_messages(&mutate(&session_seed(), &mut entropy));
         }
     }
 }
@@ -210,10 +210,10 @@ fn write_seed_corpus_when_asked() {
         &fuzz::after_handshake_sample(),
     );
     write("manifest_entries", "three-entries", &manifest_seed());
-    write("receiver_session", "manifest-and-plan", &session_seed());
+    write("receiver_messages", "manifest-and-plan", &session_seed());
     // Scripts that reach streaming, some finishing, some not.
     for (target, focus) in [
-        ("receiver_script", fuzz::Focus::Receiver),
+        ("receiver_session", fuzz::Focus::Receiver),
         ("sender_script", fuzz::Focus::Sender),
     ] {
         for (n, script) in random_scripts(focus)

@@ -224,7 +224,7 @@ pub fn resource_messages(data: &[u8]) -> Outcome {
 /// A receiver session after a real handshake, fed arbitrary transfer messages sealed by a
 /// real sender channel: reaches every message handler with the real crypto suite.
 /// `data` is a sequence of `len (u16 BE) ‖ message` pieces.
-pub fn receiver_session(data: &[u8]) -> Outcome {
+pub fn receiver_messages(data: &[u8]) -> Outcome {
     use crate::testing::{MemoryDisk, drain};
     use crate::transfer::{ReceiverSession, Session, TransferConfig, TransferEvent};
     let mut entropy = SeededEntropy::new(3);

@@ -20,7 +20,7 @@ use crate::transfer::{
     DiskErrorKind, Output, ReceiverSession, SenderSession, Session, TransferConfig, TransferEvent,
 };
 
-/// Which side's input the script may tamper with: the receiver's (`fuzz/receiver_script`)
+/// Which side's input the script may tamper with: the receiver's (`fuzz/receiver_session`)
 /// or the sender's (`fuzz/sender_script`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Focus {

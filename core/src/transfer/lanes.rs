@@ -79,9 +79,6 @@ pub(crate) struct SenderLanes {
     lanes: Vec<Option<OutLane>>,
     /// Lane numbers used so far: each joins once.
     used: [bool; MAX_LANES],
-    /// True once a lane joined: from then on a segment keeps its data until it is proven,
-    /// so that parts lost with a lane can be sent again.
-    pub(crate) joined: bool,
     /// Lanes whose closing the receiver is still to be told of (`LANE_DOWN`).
     down: VecDeque<u8>,
     buffer: usize,
@@ -95,7 +92,6 @@ impl SenderLanes {
         SenderLanes {
             lanes: (0..MAX_LANES).map(|_| None).collect(),
             used: [false; MAX_LANES],
-            joined: false,
             down: VecDeque::new(),
             buffer,
             log_capacity,
@@ -118,8 +114,15 @@ impl SenderLanes {
             trimmed: 0,
             open: true,
         });
-        self.joined = true;
         Ok(lane)
+    }
+
+    /// True while any lane is joined or still to be counted (`LANE_LOST`): a segment
+    /// then keeps its data until it is proven, so that parts lost with a lane can be sent
+    /// again. Once every lane is gone and counted, buffers go back to being freed as soon
+    /// as their last part is out.
+    pub(crate) fn keep_data(&self) -> bool {
+        self.lanes.iter().any(Option::is_some)
     }
 
     fn lane(&self, lane: u8) -> Option<&OutLane> {

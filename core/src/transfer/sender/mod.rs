@@ -328,7 +328,7 @@ impl Side for Sender {
                         stream.advertise(channel, books.config);
                         self.lanes.send_notices(channel);
                         stream.send_parts(channel, &mut self.lanes, books.config);
-                        let buffers = if self.lanes.joined {
+                        let buffers = if self.lanes.keep_data() {
                             books.config.segment_buffers_with_lanes()
                         } else {
                             books.config.segment_buffers()

@@ -426,7 +426,7 @@ impl Stream {
                 }
                 slot.send_queue.pop_front();
                 slot.parts_sent += 1;
-                if slot.parts_sent == slot.parts() && !lanes.joined {
+                if slot.parts_sent == slot.parts() && !lanes.keep_data() {
                     // Every part is out: the proof needs only the hashes. (With lanes,
                     // the data stays until the proof: a part lost with a lane goes out
                     // again.)
