@@ -119,3 +119,14 @@ fn a_lane_that_cannot_prove_its_session_is_refused() {
         Err(LaneRefused::NotNow)
     );
 }
+
+#[test]
+fn lanes_that_never_reach_the_sender_cost_nothing() {
+    let items = batch();
+    let mut pair = Pair::with(&items, config(Connections::Fixed(4)), 13);
+    pair.refuse_lanes = true;
+    pair.run();
+    pair.assert_delivered(&items);
+    assert!(pair.joins.is_empty());
+    assert_eq!(pair.lane_wire, [0; 8]);
+}

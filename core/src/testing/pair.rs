@@ -66,6 +66,9 @@ pub struct Pair {
     /// again (a replay) and a copy with one bit of its proof flipped (a forgery); their
     /// answers go to `joins` too.
     pub replay_hellos: bool,
+    /// Lane hellos never reach the sender (a firewall, a refusal): the receiver sees each
+    /// lane's connection close.
+    pub refuse_lanes: bool,
     hellos: [Vec<u8>; MAX_LANES],
     sender_turns: u64,
 }
@@ -113,6 +116,7 @@ impl Pair {
             drop_lane: None,
             joins: Vec::new(),
             replay_hellos: false,
+            refuse_lanes: false,
             hellos: Default::default(),
         }
     }
@@ -228,7 +232,11 @@ impl Pair {
         for lane in 1..MAX_LANES as u8 {
             let at = usize::from(lane);
             let hello = self.receiver.poll_lane_transmit(lane).to_vec();
-            if !hello.is_empty() {
+            if !hello.is_empty() && self.refuse_lanes {
+                self.receiver.advance_lane_transmit(lane, hello.len());
+                self.receiver.lane_closed(self.now, lane);
+                worked = true;
+            } else if !hello.is_empty() {
                 self.receiver.advance_lane_transmit(lane, hello.len());
                 self.hellos[at].extend_from_slice(&hello);
                 if let Ok(whole) = <[u8; LANE_HELLO_LEN]>::try_from(&self.hellos[at][..]) {

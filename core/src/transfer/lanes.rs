@@ -140,27 +140,28 @@ impl SenderLanes {
     }
 
     /// `LANE_LOST`: the receiver took `parts` parts from the lane before it closed; the
-    /// ones after them are lost and come back to be sent again.
-    pub(crate) fn lost(
-        &mut self,
-        lane: u8,
-        parts: u64,
-    ) -> Result<impl Iterator<Item = Sent>, TransferError> {
-        let slot = self
-            .lanes
-            .get_mut(usize::from(lane))
-            .ok_or(out_of_order("a lane loss for a lane that never joined"))?;
-        let gone = slot
-            .take()
-            .ok_or(out_of_order("a lane loss for a lane that never joined"))?;
+    /// ones after them are lost and come back to be sent again. A lane that never joined
+    /// here (refused, or its connection never arrived) carried nothing: with 0 parts its
+    /// loss is let be.
+    pub(crate) fn lost(&mut self, lane: u8, parts: u64) -> Result<Vec<Sent>, TransferError> {
+        let gone = self.lanes.get_mut(usize::from(lane)).and_then(Option::take);
+        self.down.retain(|&l| l != lane);
+        let Some(gone) = gone else {
+            return if parts == 0 {
+                Ok(Vec::new())
+            } else {
+                Err(out_of_order(
+                    "a lane loss counting parts on a lane that never joined",
+                ))
+            };
+        };
         let kept = parts
             .checked_sub(gone.trimmed)
             .filter(|&k| k <= gone.log.len() as u64)
             .ok_or(out_of_order(
                 "a lane loss counting parts the lane did not carry",
             ))?;
-        self.down.retain(|&l| l != lane);
-        Ok(gone.log.into_iter().skip(kept as usize))
+        Ok(gone.log.into_iter().skip(kept as usize).collect())
     }
 
     /// Forgets the logged parts of segments no longer in flight (proven or given up).

@@ -33,6 +33,8 @@ const QUEUED_CHUNKS: usize = 4;
 const QUEUED_EVENTS: usize = 64;
 /// How long an accepted connection may take to show whether it is a lane.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
+/// The longest a receiver waits for a lane's connection.
+pub const LANE_CONNECT: Duration = Duration::from_secs(3);
 /// How often the sender looks for lanes arriving on its listener.
 const ACCEPT_EVERY: Duration = Duration::from_millis(5);
 /// While lanes are open the loop looks at them at least this often.
@@ -93,9 +95,14 @@ impl Lanes {
         Lanes::with(Mode::None)
     }
 
-    /// A receiver's lanes, to the sender at `address`.
+    /// A receiver's lanes, to the sender at `address`. A lane gets at most
+    /// [`LANE_CONNECT`] (or `timeout`, if shorter) to connect: the loop waits for it, and
+    /// a lane is an extra, not a reason to hold up the transfer.
     pub fn connecting(address: SocketAddr, timeout: Duration) -> Self {
-        Lanes::with(Mode::Connect { address, timeout })
+        Lanes::with(Mode::Connect {
+            address,
+            timeout: timeout.min(LANE_CONNECT),
+        })
     }
 
     /// A sender's lanes, from `listener` (made non-blocking until [`Lanes::finish`]),

@@ -247,7 +247,7 @@ impl Side for Sender {
             (Message::LaneLost { lane, parts }, phase) => {
                 let lost = self.lanes.lost(lane, parts)?;
                 if let Phase::Streaming(stream) = phase {
-                    stream.send_again(lost)?;
+                    stream.send_again(lost.into_iter())?;
                 }
             }
             // The receiver rejects a segment whose data did not match its hash (it asks
