@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::ops::Range;
 
+use ferry_core::lane::{LANE_HELLO_LEN, MAX_LANES};
 pub use ferry_core::testing::Rng;
 use ferry_core::testing::{MemoryDisk, MemorySource, drain};
 use ferry_core::transfer::{
-    DiskError, DiskErrorKind, EntryKind, FileMeta, Manifest, ManifestEntry, ReceiverSession,
-    SenderSession, Session, Storage, Target, TransferConfig, TransferEvent,
+    Connections, DiskError, DiskErrorKind, EntryKind, FileMeta, Manifest, ManifestEntry,
+    ReceiverSession, SenderSession, Session, Storage, Target, TransferConfig, TransferEvent,
 };
 use ferry_core::{SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
@@ -90,6 +91,10 @@ pub struct World {
     /// Bytes a socket accepts beyond what its link has serialised (the send buffer): a
     /// writer with more must wait, as with a real socket.
     pub send_buffer: usize,
+    /// Bytes a connection may have sent and not yet had acknowledged (a TCP connection
+    /// whose window cannot grow past it, as an untuned Linux host's 4 MiB `tcp_wmem`):
+    /// what makes several connections (lanes) worth opening. `None`: no such cap.
+    pub window: Option<u64>,
     /// Faults, each at a byte offset of a session's sender-to-receiver stream.
     pub faults: Vec<(u64, Fault)>,
     /// The batch: paths and contents (`None` for directories).
@@ -123,6 +128,12 @@ impl World {
             initial_window: 8192,
             checkpoint_bytes: 4096 * rng.range(1, 32),
             compress: rng.chance(10),
+            // A quarter of the worlds run lanes from the start, so that faults meet them.
+            connections: if rng.chance(25) {
+                Connections::Fixed(rng.range(2, 5) as u8)
+            } else {
+                Connections::default()
+            },
             ..TransferConfig::default()
         };
         let mut items = Vec::new();
@@ -176,6 +187,7 @@ impl World {
             bandwidth: rng.range(1_000_000, 200_000_000),
             max_chunk: rng.range(1, 70_000) as usize,
             send_buffer: 1 << rng.range(10, 23),
+            window: rng.chance(20).then(|| 1 << rng.range(12, 20)),
             faults,
             items,
             config,
@@ -197,12 +209,14 @@ impl World {
             })
             .collect();
         format!(
-            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
+            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, window {:?}, connections {:?}, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
             self.latency,
             self.jitter,
             self.bandwidth,
             self.max_chunk,
             self.send_buffer,
+            self.window,
+            self.config.connections,
             self.faults,
             sizes.join(", "),
             self.config.part_size,
@@ -246,71 +260,167 @@ pub struct Outcome {
     pub virtual_micros: u64,
 }
 
+/// One direction of one connection: its socket's send buffer, the bytes on their way,
+/// and (under a window) the acknowledgements on their way back.
+#[derive(Default)]
 struct Link {
     queue: VecDeque<(Timestamp, Vec<u8>)>,
-    /// When the serialiser is free, in nanoseconds (µs would round every small write
-    /// down and make the link faster than its bandwidth).
-    free_at_ns: u128,
-    sent: u64,
+    /// Bytes in `queue`.
+    queued: u64,
+    /// Chunks not yet serialised onto the path: when each will be (ns), and its length.
+    unserialised: VecDeque<(u128, u64)>,
+    /// Their bytes.
+    backlog: u64,
+    /// Bytes delivered whose acknowledgement has not reached the writer: when it will.
+    unacked: VecDeque<(Timestamp, u64)>,
+    /// Their bytes.
+    unacked_bytes: u64,
     /// The reader left bytes behind: the link waits for the reader, not for time.
     blocked: bool,
 }
 
+/// What every connection in one direction shares: the bottleneck's serialiser (one path,
+/// however many connections cross it). When it is free, in nanoseconds (µs would round
+/// every small write down and make the link faster than its bandwidth).
+#[derive(Default)]
+struct Path {
+    free_at_ns: u128,
+}
+
 impl Link {
-    fn new() -> Self {
-        Link {
-            queue: VecDeque::new(),
-            free_at_ns: 0,
-            sent: 0,
-            blocked: false,
+    /// Forgets what is behind `now`: chunks serialised, acknowledgements arrived.
+    fn settle(&mut self, now: Timestamp) {
+        let now_ns = u128::from(now.as_micros()) * 1000;
+        while let Some(&(done, len)) = self.unserialised.front() {
+            if done > now_ns {
+                break;
+            }
+            self.unserialised.pop_front();
+            self.backlog -= len;
+        }
+        while let Some(&(at, len)) = self.unacked.front() {
+            if at > now {
+                break;
+            }
+            self.unacked.pop_front();
+            self.unacked_bytes -= len;
         }
     }
 
-    /// Bytes waiting to be serialised at `now`.
-    fn backlog(&self, now: Timestamp, world: &World) -> u64 {
-        let waiting = self
-            .free_at_ns
-            .saturating_sub(u128::from(now.as_micros()) * 1000);
-        (waiting * u128::from(world.bandwidth) / 1_000_000_000) as u64
+    /// How much a writer may hand over at `now`: the send buffer's free room, within the
+    /// connection's window of bytes sent and not yet acknowledged.
+    fn room(&mut self, now: Timestamp, world: &World) -> usize {
+        self.settle(now);
+        let mut room = (world.send_buffer as u64).saturating_sub(self.backlog);
+        if let Some(window) = world.window {
+            room = room.min(window.saturating_sub(self.queued + self.unacked_bytes));
+        }
+        room as usize
     }
 
-    /// How much a writer may hand over at `now` (the send buffer's free room).
-    fn room(&self, now: Timestamp, world: &World) -> usize {
-        (world.send_buffer as u64).saturating_sub(self.backlog(now, world)) as usize
+    /// When a full link next has room for a useful write: a quarter of its send buffer
+    /// (a socket reports writable only past its low-water mark) and of its window.
+    fn room_at(&mut self, now: Timestamp, world: &World) -> Timestamp {
+        self.settle(now);
+        let keep = |size: u64| size - (size / 4).max(1);
+        let mut at = now;
+        let (buffer, mut left) = (world.send_buffer as u64, self.backlog);
+        for &(done, len) in &self.unserialised {
+            if left <= keep(buffer) {
+                break;
+            }
+            left -= len;
+            at = at.max(Timestamp::from_micros(done.div_ceil(1000) as u64));
+        }
+        if let Some(window) = world.window {
+            let mut left = self.queued + self.unacked_bytes;
+            // Bytes still on the link are acknowledged a one-way trip after they arrive
+            // (or, arrived and not yet read, after they are).
+            let on_link = self
+                .queue
+                .iter()
+                .map(|(arrive, b)| (after(*arrive.max(&now), world.latency), b.len() as u64));
+            for (acked, len) in self.unacked.iter().copied().chain(on_link) {
+                if left <= keep(window.max(1)) {
+                    break;
+                }
+                left -= len;
+                at = at.max(acked);
+            }
+        }
+        at.max(Timestamp::from_micros(now.as_micros() + 1))
     }
 
-    /// When a full send buffer next has room for a useful write (a quarter of it, as a
-    /// socket reports writable only past its low-water mark).
-    fn room_at(&self, world: &World) -> Timestamp {
-        let keep = world.send_buffer as u64 - (world.send_buffer as u64 / 4).max(1);
-        let drain = keep * 1_000_000 / world.bandwidth.max(1);
-        let free_at = (self.free_at_ns / 1000) as u64;
-        Timestamp::from_micros(free_at.saturating_sub(drain) + 1)
-    }
-
-    /// Hands as much of `transmit` to the link as its send buffer takes.
-    fn take(&self, now: Timestamp, world: &World, transmit: &[u8]) -> usize {
+    /// Hands as much of `transmit` to the link as its send buffer and window take.
+    fn take(&mut self, now: Timestamp, world: &World, transmit: &[u8]) -> usize {
         transmit.len().min(self.room(now, world))
     }
 
-    /// Queues `bytes` cut into random chunks; ordered, serialised at the bandwidth.
-    fn send(&mut self, now: Timestamp, mut bytes: &[u8], world: &World, rng: &mut Rng) {
+    /// Queues `bytes` cut into random chunks; ordered, serialised at the bandwidth on
+    /// `path`, which other connections may share.
+    fn send(
+        &mut self,
+        path: &mut Path,
+        now: Timestamp,
+        mut bytes: &[u8],
+        world: &World,
+        rng: &mut Rng,
+    ) {
         while !bytes.is_empty() {
             let len = (rng.range(1, world.max_chunk as u64 + 1) as usize).min(bytes.len());
             let (chunk, rest) = bytes.split_at(len);
-            let start = self.free_at_ns.max(u128::from(now.as_micros()) * 1000);
+            let start = path.free_at_ns.max(u128::from(now.as_micros()) * 1000);
             let busy = len as u128 * 1_000_000_000 / u128::from(world.bandwidth.max(1));
-            self.free_at_ns = start + busy;
-            let done = self.free_at_ns.div_ceil(1000) as u64;
+            path.free_at_ns = start + busy;
+            self.unserialised.push_back((path.free_at_ns, len as u64));
+            self.backlog += len as u64;
+            let done = path.free_at_ns.div_ceil(1000) as u64;
             let delay = world.latency + rng.range(0, world.jitter + 1);
             let at = Timestamp::from_micros(done + delay);
             // In order: never before the chunk ahead of it.
             let at = self.queue.back().map_or(at, |(ahead, _)| at.max(*ahead));
             self.queue.push_back((at, chunk.to_vec()));
-            self.sent += len as u64;
+            self.queued += len as u64;
             bytes = rest;
         }
     }
+
+    /// The next arrival the reader can take.
+    fn arrival(&self) -> Option<Timestamp> {
+        self.queue
+            .front()
+            .filter(|_| !self.blocked)
+            .map(|(at, _)| *at)
+    }
+
+    /// Hands the arrived chunks to `to`, which returns how much it took; what it leaves
+    /// stays first in line, and the link waits until the next step. What is taken is
+    /// acknowledged a one-way trip later.
+    fn deliver(&mut self, now: Timestamp, world: &World, mut to: impl FnMut(&[u8]) -> usize) {
+        self.blocked = false;
+        while self.queue.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((at, bytes)) = self.queue.pop_front() else {
+                return;
+            };
+            let taken = to(&bytes).min(bytes.len());
+            self.queued -= taken as u64;
+            if taken > 0 {
+                let acked = after(now, world.latency);
+                self.unacked.push_back((acked, taken as u64));
+                self.unacked_bytes += taken as u64;
+            }
+            if taken < bytes.len() {
+                self.queue.push_front((at, bytes[taken..].to_vec()));
+                self.blocked = true;
+                return;
+            }
+        }
+    }
+}
+
+/// `micros` after `at`.
+fn after(at: Timestamp, micros: u64) -> Timestamp {
+    Timestamp::from_micros(at.as_micros().saturating_add(micros))
 }
 
 /// Runs `world` to the end and checks the invariants.
@@ -382,20 +492,42 @@ struct Sim<'w> {
     trace: String,
 }
 
-/// One session's two ends and the links between them.
+/// One session's two ends and the connections between them.
 struct Round {
     sender: SenderSession,
     receiver: ReceiverSession,
+    /// The session's own connection.
     forward: Link,
     backward: Link,
+    /// Its lanes (PROTOCOL.md §8), by number; 0 stands for the session's own connection.
+    lanes: Vec<Option<LaneLinks>>,
+    /// Lanes the receiver asked for, and when their connection is up (a TCP handshake:
+    /// one round trip).
+    connecting: Vec<(Timestamp, u8)>,
+    /// The bottleneck each direction's connections share.
+    paths: [Path; 2],
+    /// Bytes the sender handed to all its connections: where faults are placed.
+    sent: u64,
     /// What the receiver finds on its disk to resume from.
     local: Vec<(usize, u64)>,
+}
+
+/// One lane's connection.
+#[derive(Default)]
+struct LaneLinks {
+    forward: Link,
+    backward: Link,
+    /// Its hello, as far as it reached the sender.
+    hello: Vec<u8>,
+    joined: bool,
 }
 
 /// What a fault leaves of the session.
 enum Flow {
     /// The session goes on.
     Goes,
+    /// A lane's connection broke; the session goes on without it.
+    LaneBroke,
     /// The session is over (a broken connection, a crash).
     Ends,
 }
@@ -478,8 +610,12 @@ impl<'w> Sim<'w> {
         Ok(Round {
             sender,
             receiver,
-            forward: Link::new(),
-            backward: Link::new(),
+            forward: Link::default(),
+            backward: Link::default(),
+            lanes: (0..MAX_LANES).map(|_| None).collect(),
+            connecting: Vec::new(),
+            paths: Default::default(),
+            sent: 0,
             local: self.disk.local(),
         })
     }
@@ -488,38 +624,43 @@ impl<'w> Sim<'w> {
     fn session(&mut self, number: usize) -> Result<bool, String> {
         let world = self.world;
         let mut round = self.start(number)?;
-        let fault_here = self.faults.front().copied();
-        let mut fired = false;
+        let mut fault_here = self.faults.front().copied();
         // Steps in a row in which no virtual time passed: a session that keeps stepping
         // without time passing is spinning, which is a failure of its own.
         let mut steps_without_time = 0u32;
-        let finished = loop {
+        let finished = 'steps: loop {
             self.receiver_work(&mut round)?;
             self.sender_work(&mut round.sender);
-            // The wire, with the fault of this session: as much as the socket takes.
-            let sender = &mut round.sender;
-            let take = round.forward.take(self.now, world, sender.poll_transmit());
-            let mut out = sender.poll_transmit()[..take].to_vec();
-            sender.advance_transmit(take);
-            if let Some((at, fault)) = fault_here.filter(|_| !fired) {
-                let end = round.forward.sent + out.len() as u64;
-                if at < end && at >= round.forward.sent {
-                    fired = true;
-                    let offset = (at - round.forward.sent) as usize;
-                    let _ = writeln!(self.trace, "  fault {fault:?} at byte {at}");
-                    if let Flow::Ends = self.inject(fault, offset, &mut out, &mut round)? {
-                        break false;
-                    }
+            self.open_lanes(&mut round);
+            // The wire, with the fault of this session: as much as each socket takes.
+            for lane in 0..MAX_LANES as u8 {
+                if let Flow::Ends = self.transmit(&mut round, lane, &mut fault_here)? {
+                    break 'steps false;
                 }
             }
-            round.forward.send(self.now, &out, world, &mut self.rng);
-            let receiver = &mut round.receiver;
-            let take = round
-                .backward
-                .take(self.now, world, receiver.poll_transmit());
+            let now = self.now;
+            let Round {
+                receiver,
+                backward,
+                lanes,
+                paths,
+                ..
+            } = &mut round;
+            let take = backward.take(now, world, receiver.poll_transmit());
             let back = receiver.poll_transmit()[..take].to_vec();
             receiver.advance_transmit(take);
-            round.backward.send(self.now, &back, world, &mut self.rng);
+            backward.send(&mut paths[1], now, &back, world, &mut self.rng);
+            for (lane, links) in lanes.iter_mut().enumerate() {
+                let Some(links) = links else { continue };
+                let hello = receiver.poll_lane_transmit(lane as u8);
+                let take = links.backward.take(now, world, hello);
+                let hello = hello[..take].to_vec();
+                receiver.advance_lane_transmit(lane as u8, take);
+                links
+                    .backward
+                    .send(&mut paths[1], now, &hello, world, &mut self.rng);
+            }
+            self.close_given_up_lanes(&mut round);
 
             let Round {
                 sender, receiver, ..
@@ -536,7 +677,7 @@ impl<'w> Sim<'w> {
                 );
                 break false;
             }
-            let next = self.next_moment(&round)?;
+            let next = self.next_moment(&mut round)?;
             if next <= self.now {
                 steps_without_time += 1;
                 if steps_without_time > 100_000 {
@@ -549,52 +690,194 @@ impl<'w> Sim<'w> {
                 steps_without_time = 0;
             }
             self.now = self.now.max(next);
-            let now = self.now;
-            let Round {
-                sender,
-                receiver,
-                forward,
-                backward,
-                ..
-            } = &mut round;
-            deliver(forward, now, |bytes| feed(RECEIVER, receiver, now, bytes));
-            deliver(backward, now, |bytes| feed(SENDER, sender, now, bytes));
-            let _ = as_endpoint(SENDER, || sender.handle_timeout(now));
-            let _ = as_endpoint(RECEIVER, || receiver.handle_timeout(now));
+            self.deliver(&mut round);
         };
-        if fired {
+        if fault_here.is_none() {
             self.faults.pop_front();
         }
         Ok(finished)
     }
 
-    /// The next delivery or timer.
-    fn next_moment(&mut self, round: &Round) -> Result<Timestamp, String> {
+    /// Hands what the sender has for connection `lane` (0: the session's own) to it, as
+    /// much as its socket takes; `fault` happens if its byte is among them.
+    fn transmit(
+        &mut self,
+        round: &mut Round,
+        lane: u8,
+        fault: &mut Option<(u64, Fault)>,
+    ) -> Result<Flow, String> {
+        let (world, now) = (self.world, self.now);
+        let sender = &mut round.sender;
+        let (pending, link) = if lane == 0 {
+            (sender.poll_transmit(), &mut round.forward)
+        } else if let Some(links) = round.lanes[usize::from(lane)].as_mut() {
+            (sender.poll_lane_transmit(lane), &mut links.forward)
+        } else {
+            return Ok(Flow::Goes);
+        };
+        let take = link.take(now, world, pending);
+        if take == 0 {
+            return Ok(Flow::Goes);
+        }
+        let mut out = pending[..take].to_vec();
+        if lane == 0 {
+            sender.advance_transmit(take);
+        } else {
+            sender.advance_lane_transmit(lane, take);
+        }
+        let start = round.sent;
+        round.sent += take as u64;
+        if let Some((at, kind)) = *fault
+            && (start..round.sent).contains(&at)
+        {
+            *fault = None;
+            let _ = writeln!(
+                self.trace,
+                "  fault {kind:?} at byte {at} (connection {lane})"
+            );
+            match self.inject(kind, (at - start) as usize, &mut out, round, lane)? {
+                Flow::Goes => {}
+                other => return Ok(other),
+            }
+        }
+        let link = match round.lanes.get_mut(usize::from(lane)) {
+            Some(Some(links)) if lane > 0 => &mut links.forward,
+            _ => &mut round.forward,
+        };
+        link.send(&mut round.paths[0], now, &out, world, &mut self.rng);
+        Ok(Flow::Goes)
+    }
+
+    /// Lanes whose connection is up (the receiver asked a round trip ago): the receiver
+    /// sends its hello on them.
+    fn open_lanes(&mut self, round: &mut Round) {
+        let now = self.now;
+        let (up, still) = round.connecting.iter().partition(|(at, _)| *at <= now);
+        round.connecting = still;
+        for (_, lane) in up {
+            let connected = as_endpoint(RECEIVER, || round.receiver.lane_connected(lane));
+            if connected.is_ok() {
+                round.lanes[usize::from(lane)] = Some(LaneLinks::default());
+                let _ = writeln!(
+                    self.trace,
+                    "  lane {lane} connects at {} µs",
+                    now.as_micros()
+                );
+            }
+        }
+    }
+
+    /// Closes the connection of each lane that either end gave up or refused; the other
+    /// end sees it close.
+    fn close_given_up_lanes(&mut self, round: &mut Round) {
+        let now = self.now;
+        for lane in 1..MAX_LANES as u8 {
+            let Some(links) = round.lanes[usize::from(lane)].as_ref() else {
+                continue;
+            };
+            let sender_gone = links.joined && !round.sender.lane_open(lane);
+            if !sender_gone && round.receiver.lane_open(lane) {
+                continue;
+            }
+            round.lanes[usize::from(lane)] = None;
+            let _ = writeln!(self.trace, "  lane {lane} closes at {} µs", now.as_micros());
+            if round.receiver.lane_open(lane) {
+                as_endpoint(RECEIVER, || round.receiver.lane_closed(now, lane));
+            }
+            if round.sender.lane_open(lane) {
+                as_endpoint(SENDER, || round.sender.lane_closed(now, lane));
+            }
+        }
+    }
+
+    /// Hands every connection's arrived bytes to its reader, then lets the timers fire.
+    fn deliver(&mut self, round: &mut Round) {
+        let (world, now) = (self.world, self.now);
         let Round {
             sender,
             receiver,
             forward,
             backward,
+            lanes,
             ..
         } = round;
-        let arrival = |link: &Link| {
-            link.queue
-                .front()
-                .filter(|_| !link.blocked)
-                .map(|(at, _)| *at)
-        };
-        let world = self.world;
-        let next = [
-            arrival(forward),
-            arrival(backward),
+        forward.deliver(now, world, |bytes| {
+            feed(RECEIVER, bytes, |b| receiver.handle_input(now, b))
+        });
+        backward.deliver(now, world, |bytes| {
+            feed(SENDER, bytes, |b| sender.handle_input(now, b))
+        });
+        for (lane, slot) in lanes.iter_mut().enumerate() {
+            let Some(links) = slot.as_mut() else { continue };
+            let lane = lane as u8;
+            links.forward.deliver(now, world, |bytes| {
+                feed(RECEIVER, bytes, |b| {
+                    receiver.handle_lane_input(now, lane, b)
+                })
+            });
+            let hello = &mut links.hello;
+            links.backward.deliver(now, world, |bytes| {
+                hello.extend_from_slice(bytes);
+                bytes.len()
+            });
+            if links.joined || links.hello.len() < LANE_HELLO_LEN {
+                continue;
+            }
+            let mut whole = [0u8; LANE_HELLO_LEN];
+            whole.copy_from_slice(&links.hello[..LANE_HELLO_LEN]);
+            match as_endpoint(SENDER, || sender.join_lane(&whole)) {
+                Ok(joined) if joined == lane => {
+                    links.joined = true;
+                    let _ = writeln!(self.trace, "  lane {lane} joins at {} µs", now.as_micros());
+                }
+                outcome => {
+                    let _ = writeln!(self.trace, "  lane {lane} refused: {outcome:?}");
+                    *slot = None;
+                    as_endpoint(RECEIVER, || receiver.lane_closed(now, lane));
+                }
+            }
+        }
+        let _ = as_endpoint(SENDER, || sender.handle_timeout(now));
+        let _ = as_endpoint(RECEIVER, || receiver.handle_timeout(now));
+    }
+
+    /// The next delivery, timer, connection or room in a send buffer.
+    fn next_moment(&mut self, round: &mut Round) -> Result<Timestamp, String> {
+        let (world, now) = (self.world, self.now);
+        let Round {
+            sender,
+            receiver,
+            forward,
+            backward,
+            lanes,
+            connecting,
+            ..
+        } = round;
+        let mut next = [
+            forward.arrival(),
+            backward.arrival(),
             sender.poll_timeout(),
             receiver.poll_timeout(),
-            (!sender.poll_transmit().is_empty()).then(|| forward.room_at(world)),
-            (!receiver.poll_transmit().is_empty()).then(|| backward.room_at(world)),
+            (!sender.poll_transmit().is_empty()).then(|| forward.room_at(now, world)),
+            (!receiver.poll_transmit().is_empty()).then(|| backward.room_at(now, world)),
         ]
         .into_iter()
         .flatten()
+        .chain(connecting.iter().map(|(at, _)| *at))
         .min();
+        for (lane, links) in lanes.iter_mut().enumerate() {
+            let Some(links) = links else { continue };
+            let lane = lane as u8;
+            let more = [
+                links.forward.arrival(),
+                links.backward.arrival(),
+                (!sender.poll_lane_transmit(lane).is_empty())
+                    .then(|| links.forward.room_at(now, world)),
+                (!receiver.poll_lane_transmit(lane).is_empty())
+                    .then(|| links.backward.room_at(now, world)),
+            ];
+            next = next.into_iter().chain(more.into_iter().flatten()).min();
+        }
         let Some(next) = next else {
             return Err("nothing left to happen, and not finished".into());
         };
@@ -602,7 +885,7 @@ impl<'w> Sim<'w> {
             .into_iter()
             .flatten()
         {
-            if timeout < self.now {
+            if timeout < now {
                 return Err("a timeout in the past".into());
             }
         }
@@ -610,7 +893,7 @@ impl<'w> Sim<'w> {
             let _ = writeln!(
                 self.trace,
                 "  {} µs: {}\n    {}",
-                self.now.as_micros(),
+                now.as_micros(),
                 sender.describe(),
                 receiver.describe()
             );
@@ -619,25 +902,38 @@ impl<'w> Sim<'w> {
     }
 
     /// Makes `fault` happen `offset` bytes into `out`, the bytes the sender is about to
-    /// put on the link.
+    /// put on connection `lane`.
     fn inject(
         &mut self,
         fault: Fault,
         offset: usize,
         out: &mut Vec<u8>,
         round: &mut Round,
+        lane: u8,
     ) -> Result<Flow, String> {
-        let (world, rng) = (self.world, &mut self.rng);
+        let (world, rng, now) = (self.world, &mut self.rng, self.now);
+        let link = match round.lanes.get_mut(usize::from(lane)) {
+            Some(Some(links)) if lane > 0 => &mut links.forward,
+            _ => &mut round.forward,
+        };
         match fault {
+            // A lane's connection breaks: what it still carried is lost, both ends see
+            // it close, and the session goes on over the others.
+            Fault::Disconnect if lane > 0 => {
+                round.lanes[usize::from(lane)] = None;
+                as_endpoint(RECEIVER, || round.receiver.lane_closed(now, lane));
+                as_endpoint(SENDER, || round.sender.lane_closed(now, lane));
+                return Ok(Flow::LaneBroke);
+            }
             Fault::Disconnect | Fault::CrashReceiver => {
-                round.forward.send(self.now, &out[..offset], world, rng);
+                link.send(&mut round.paths[0], now, &out[..offset], world, rng);
                 if fault == Fault::CrashReceiver {
                     self.disk.crash(rng);
                 }
                 return Ok(Flow::Ends);
             }
             Fault::CrashSender => {
-                round.forward.send(self.now, &out[..offset], world, rng);
+                link.send(&mut round.paths[0], now, &out[..offset], world, rng);
                 self.sender_died(round)?;
                 return Ok(Flow::Ends);
             }
@@ -653,8 +949,9 @@ impl<'w> Sim<'w> {
                 let copy = out[offset..cut].to_vec();
                 out.splice(offset..offset, copy);
             }
+            // The path stalls, for every connection on it.
             Fault::Stall => {
-                round.forward.free_at_ns = u128::from(self.now.as_micros() + 200_000_000) * 1000;
+                round.paths[0].free_at_ns = u128::from(now.as_micros() + 200_000_000) * 1000;
             }
             Fault::SourceChanges => self.change_a_source(),
         }
@@ -689,7 +986,9 @@ impl<'w> Sim<'w> {
             self.now = self.now.max(at);
             let mut taken = 0;
             while taken < bytes.len() {
-                let more = feed(RECEIVER, &mut round.receiver, self.now, &bytes[taken..]);
+                let now = self.now;
+                let receiver = &mut round.receiver;
+                let more = feed(RECEIVER, &bytes[taken..], |b| receiver.handle_input(now, b));
                 self.receiver_work(round)?;
                 // Its answers go nowhere now; a receiver that can take no more has what
                 // it can get.
@@ -715,6 +1014,7 @@ impl<'w> Sim<'w> {
         let (now, local, changes_expected) = (self.now, &round.local, self.changes_expected);
         let trace = &mut self.trace;
         let mut wrong = None;
+        let mut wanted = Vec::new();
         let drained = as_endpoint(RECEIVER, || {
             drain(
                 &mut round.receiver,
@@ -723,6 +1023,7 @@ impl<'w> Sim<'w> {
                 |receiver, event| {
                     match event {
                         TransferEvent::BatchOffered { .. } => return receiver.accept(now, local),
+                        TransferEvent::LaneWanted { lane } => wanted.push(lane),
                         TransferEvent::FileFailed { entry, .. } if !changes_expected => {
                             wrong.get_or_insert(format!(
                                 "entry {entry} failed although the source never changed"
@@ -741,6 +1042,11 @@ impl<'w> Sim<'w> {
             )
         });
         drop(drained);
+        // A lane's connection is up a round trip after the receiver asks for it.
+        let up = after(now, 2 * self.world.latency);
+        round
+            .connecting
+            .extend(wanted.into_iter().map(|lane| (up, lane)));
         match (wrong, self.disk.violations.first()) {
             (Some(wrong), _) => Err(wrong),
             (None, Some(violation)) => Err(violation.clone()),
@@ -756,31 +1062,18 @@ impl<'w> Sim<'w> {
     }
 }
 
-/// Hands the link's arrived chunks to `to`, which returns how much it took; what it
-/// leaves stays first in line, and the link waits until the next step.
-fn deliver(link: &mut Link, now: Timestamp, mut to: impl FnMut(&[u8]) -> usize) {
-    link.blocked = false;
-    while link.queue.front().is_some_and(|(at, _)| *at <= now) {
-        let Some((at, bytes)) = link.queue.pop_front() else {
-            return;
-        };
-        let taken = to(&bytes);
-        if taken < bytes.len() {
-            link.queue.push_front((at, bytes[taken..].to_vec()));
-            link.blocked = true;
-            return;
-        }
-    }
-}
-
-/// Offers `bytes` to endpoint `who`'s session; returns how many it took. It takes fewer
-/// when its queues or send buffer are full: the rest stays on the link, as in a socket's
-/// receive buffer, until the next step has drained them. A failed session takes
-/// everything.
-fn feed(who: usize, session: &mut impl Session, now: Timestamp, bytes: &[u8]) -> usize {
+/// Offers `bytes` to endpoint `who` through `input` (one of its session's input calls);
+/// returns how many it took. It takes fewer when its queues or send buffer are full: the
+/// rest stays on the link, as in a socket's receive buffer, until the next step has
+/// drained them. A failed session takes everything.
+fn feed(
+    who: usize,
+    bytes: &[u8],
+    mut input: impl FnMut(&[u8]) -> Result<usize, ferry_core::transfer::TransferError>,
+) -> usize {
     let mut at = 0;
     while at < bytes.len() {
-        match as_endpoint(who, || session.handle_input(now, &bytes[at..])) {
+        match as_endpoint(who, || input(&bytes[at..])) {
             Ok(0) => return at,
             Ok(n) => at += n,
             Err(_) => return bytes.len(),

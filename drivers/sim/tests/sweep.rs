@@ -231,3 +231,42 @@ fn the_fuzz_body_holds_on_arbitrary_fault_schedules() {
         fuzz_world(&data);
     }
 }
+
+#[test]
+fn lanes_join_meet_faults_and_a_broken_lane_does_not_end_the_session() {
+    // A quarter of the worlds run lanes from the start, and automatic lanes open on the
+    // longer paths: they must join, faults must land on them, and a lane whose connection
+    // breaks must cost no session (the sweep checks every invariant of these worlds).
+    let (mut joined, mut lane_faults, mut broken_lanes) = (0, 0, 0);
+    for seed in 0..400 {
+        let world = World::from_seed(seed);
+        let outcome = run(&world);
+        joined += usize::from(outcome.trace.contains(" joins at "));
+        let on_lane = |line: &str| line.contains("fault ") && !line.contains("(connection 0)");
+        lane_faults += usize::from(outcome.trace.lines().any(on_lane));
+        let broke = outcome
+            .trace
+            .lines()
+            .any(|line| on_lane(line) && line.contains("fault Disconnect "));
+        if broke && world.faults.len() == 1 {
+            broken_lanes += 1;
+            assert_eq!(
+                outcome.sessions, 1,
+                "seed {seed}: a broken lane ended the session\ntrace:\n{}",
+                outcome.trace
+            );
+        }
+    }
+    eprintln!(
+        "lanes joined in {joined}, faults on lanes in {lane_faults}, a lane alone broke in {broken_lanes} of 400 worlds"
+    );
+    assert!(joined > 100, "lanes joined in only {joined} of 400 worlds");
+    assert!(
+        lane_faults > 20,
+        "faults met lanes in only {lane_faults} worlds"
+    );
+    assert!(
+        broken_lanes >= 4,
+        "a lane broke alone in only {broken_lanes} worlds"
+    );
+}
