@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release -p ferry-sim --example wan [FILTER] [SIZE_MIB]
 //!
+//! (`SIM_TRACE=1` prints each run's trace; with `SIM_DEBUG=1` too, both ends' state at
+//! every step.)
+//!
 //! SIZE_MIB defaults to 512, the size `examples/wan.sh` sends through the relay, so the
 //! two tables can be set side by side. "Ferry" is the default configuration: its window
 //! sizes itself for the path, and it opens lanes (extra connections over the same
@@ -114,9 +117,9 @@ fn main() {
         row("1 Gbit/s x 100 ms, RNS-like", GBIT, 100, None, &rns_like),
         row("100 Mbit/s x 20 ms, RNS-like", MBIT100, 20, None, &rns_like),
         Row {
-            faults: vec![(cut_at, Fault::Disconnect)],
+            faults: vec![(cut_at, Fault::PathCut)],
             ..row(
-                "1 Gbit/s x 100 ms, Ferry, disconnect at 40%",
+                "1 Gbit/s x 100 ms, Ferry, path cut at 40%",
                 GBIT,
                 100,
                 None,
@@ -130,6 +133,10 @@ fn main() {
     );
     for row in rows.iter().filter(|r| r.name.contains(filter.as_str())) {
         let outcome = run(&world(row, &data));
+        // SIM_TRACE=1 prints each run's trace (with SIM_DEBUG=1, every step's state).
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("{}", outcome.trace);
+        }
         if let Err(error) = &outcome.result {
             println!("{}: failed: {error}", row.name);
             continue;

@@ -51,8 +51,11 @@ fn as_endpoint<T>(who: usize, f: impl FnOnce() -> T) -> T {
 /// Something that goes wrong, at a point in the sender-to-receiver byte stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// The connection breaks.
+    /// The connection the byte travels on breaks: the session's own (the session ends) or
+    /// a lane (the session goes on over the others).
     Disconnect,
+    /// The path breaks: every connection of the session ends with it.
+    PathCut,
     /// One bit of the stream flips.
     FlipBit,
     /// A chunk of the stream is lost.
@@ -163,7 +166,8 @@ impl World {
         let mut faults = Vec::new();
         for _ in 0..rng.range(0, 4) {
             let kind = match rng.range(0, 10) {
-                0 => Fault::Disconnect,
+                0 if rng.chance(50) => Fault::Disconnect,
+                0 => Fault::PathCut,
                 1 => Fault::FlipBit,
                 2 => Fault::DropChunk,
                 3 => Fault::DuplicateChunk,
@@ -925,7 +929,7 @@ impl<'w> Sim<'w> {
                 as_endpoint(SENDER, || round.sender.lane_closed(now, lane));
                 return Ok(Flow::LaneBroke);
             }
-            Fault::Disconnect | Fault::CrashReceiver => {
+            Fault::Disconnect | Fault::PathCut | Fault::CrashReceiver => {
                 link.send(&mut round.paths[0], now, &out[..offset], world, rng);
                 if fault == Fault::CrashReceiver {
                     self.disk.crash(rng);
@@ -1106,8 +1110,9 @@ pub fn fingerprint(outcome: &Outcome) -> String {
 }
 
 /// Every kind of fault, for drawing one.
-pub const ALL_FAULTS: [Fault; 10] = [
+pub const ALL_FAULTS: [Fault; 11] = [
     Fault::Disconnect,
+    Fault::PathCut,
     Fault::FlipBit,
     Fault::DropChunk,
     Fault::DuplicateChunk,

@@ -164,6 +164,7 @@ fn faults_actually_happen_and_sessions_resume() {
     let mut faulted = 0;
     let kinds = [
         "Disconnect",
+        "PathCut",
         "FlipBit",
         "DropChunk",
         "DuplicateChunk",
@@ -174,7 +175,7 @@ fn faults_actually_happen_and_sessions_resume() {
         "PermissionDenied",
         "CrashReceiver",
     ];
-    let mut fired = [0usize; 10];
+    let mut fired = [0usize; 11];
     let mut disk_errors = 0;
     for seed in 0..400 {
         let outcome = run(&World::from_seed(seed));
