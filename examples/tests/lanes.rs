@@ -123,3 +123,39 @@ fn a_forged_lane_is_shut_out_and_the_transfer_goes_on() {
         fs::read(out.join("big.bin")).unwrap()
     );
 }
+
+#[test]
+fn a_sender_serving_several_receivers_gives_each_its_own_lanes() {
+    // `--receivers 2` runs the event-loop driver: both receivers connect from the same
+    // address, and each lane must join its own receiver's session.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("batch");
+    fs::create_dir_all(&source).unwrap();
+    random_file(&source.join("big.bin"), 32 << 20, 75);
+    random_file(&source.join("small.bin"), 5000, 76);
+    let sending = send(&["--pod", "--receivers", "2"], &[&source], None);
+    let logs: Vec<(String, usize)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = [("a", 3), ("b", 2)]
+            .into_iter()
+            .map(|(name, n)| {
+                let mut args = sending.receive_args(None);
+                args.extend(["--connections".into(), n.to_string()]);
+                let out = dir.path().join(name);
+                scope.spawn(move || {
+                    let received = receive(&args, &out, None);
+                    let log = stderr(&received);
+                    assert!(received.status.success(), "{log}");
+                    (log, n)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (log, n) in &logs {
+        assert_eq!(connections(log), *n, "{log}");
+    }
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_same_tree(&source, &dir.path().join("a/batch"));
+    assert_same_tree(&source, &dir.path().join("b/batch"));
+}

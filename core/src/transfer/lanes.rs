@@ -463,10 +463,12 @@ mod tests {
     fn auto_doubles_while_the_rate_rises_and_stops_when_it_does_not() {
         let mut lanes = ReceiverLanes::new(Connections::default(), 1024);
         let p = PROBE_ROUNDS;
-        assert!(
-            FIRST_ROUNDS <= 3,
-            "the rounds below find the rate at round 3"
-        );
+        const {
+            assert!(
+                FIRST_ROUNDS <= 3,
+                "the rounds below find the rate at round 3"
+            )
+        };
         // Each step is judged PROBE_ROUNDS after it, not a round before.
         let rounds = [
             (1, 40),

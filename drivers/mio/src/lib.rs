@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod lanes;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +30,9 @@ use ferry_std::receive::{ReceiveOptions, ReceiveSummary, Receiving, connect_erro
 use ferry_std::send::{SendSummary, Sender, Sending, failure};
 use ferry_std::{Clock, DriverError, Reporter};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use crate::lanes::{FirstBytes, Lanes, first_bytes, token_lane};
 
 /// Counters a caller can watch while the loop runs.
 #[derive(Debug, Default)]
@@ -40,6 +44,9 @@ pub struct LoopStats {
 /// What a connection does outside its socket: carry out its session's outputs (disk
 /// commands against its files, events as reports) until the session waits.
 pub trait Drain<S> {
+    /// True on a receiver: its lanes bring parts (a sender's lanes take them).
+    const RECEIVING: bool;
+
     /// See [`Sending::drain`] and [`Receiving::drain`].
     fn drain(
         &mut self,
@@ -47,9 +54,16 @@ pub trait Drain<S> {
         now: Timestamp,
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError>;
+
+    /// Lanes the session asked for since the last call (a receiver's), to connect.
+    fn lanes_wanted(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl Drain<SenderSession> for Sending {
+    const RECEIVING: bool = false;
+
     fn drain(
         &mut self,
         session: &mut SenderSession,
@@ -61,6 +75,8 @@ impl Drain<SenderSession> for Sending {
 }
 
 impl Drain<ReceiverSession> for Receiving {
+    const RECEIVING: bool = true;
+
     fn drain(
         &mut self,
         session: &mut ReceiverSession,
@@ -68,6 +84,10 @@ impl Drain<ReceiverSession> for Receiving {
         reporter: &mut dyn Reporter,
     ) -> Result<(), DriverError> {
         Receiving::drain(self, session, now, reporter)
+    }
+
+    fn lanes_wanted(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.lanes_wanted)
     }
 }
 
@@ -79,6 +99,13 @@ const LISTENER: Token = Token(usize::MAX);
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Tokens from here on name connects still under way in [`receive_all`].
 const CONNECTING: usize = 1 << 30;
+/// Tokens from here on name accepted connections not yet known to be a session or a
+/// lane ([`serve`]).
+const ARRIVING: usize = 1 << 29;
+/// How long [`serve`] waits for the first bytes of a connection from a receiver it is
+/// already serving, to tell a lane (whose hello comes at once) from a new session; a
+/// client from anywhere else, or one that stays silent that long, gets a session at once.
+const LANE_HELLO_WAIT: Duration = Duration::from_millis(250);
 /// Connections [`serve`] accepts beyond the receivers it still waits for.
 pub const SPARE_CONNECTIONS: usize = 8;
 
@@ -118,6 +145,9 @@ struct Conn<S, W> {
     /// The session is over; its last bytes (a close, a cancel with its reason) are being
     /// flushed until this deadline.
     closing: Option<(Result<(), DriverError>, Instant)>,
+    /// Its lanes (PROTOCOL.md §8), and its slot on the loop (their tokens follow from it).
+    lanes: Lanes,
+    index: usize,
 }
 
 /// How a session's turn ended.
@@ -148,12 +178,20 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             tag: 0,
             started: Instant::now(),
             closing: None,
+            lanes: Lanes::new(),
+            index: 0,
         }
     }
 
-    fn turn(&mut self, clock: &Clock, reporter: &mut dyn Reporter, trace: bool) -> Turn {
+    fn turn(
+        &mut self,
+        clock: &Clock,
+        registry: &Registry,
+        reporter: &mut dyn Reporter,
+        trace: bool,
+    ) -> Turn {
         if self.closing.is_none() {
-            let outcome = self.play(clock, reporter, trace);
+            let outcome = self.play(clock, registry, reporter, trace);
             let Turn::Over(result) = outcome else {
                 return outcome;
             };
@@ -187,10 +225,17 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         }
     }
 
-    fn play(&mut self, clock: &Clock, reporter: &mut dyn Reporter, trace: bool) -> Turn {
+    fn play(
+        &mut self,
+        clock: &Clock,
+        registry: &Registry,
+        reporter: &mut dyn Reporter,
+        trace: bool,
+    ) -> Turn {
         let label = std::mem::take(&mut self.label);
         let advanced = self.advance(
             clock,
+            registry,
             &mut Prefixed {
                 prefix: &label,
                 inner: reporter,
@@ -234,7 +279,12 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
 
     /// Moves bytes until the socket would block, the session waits, or the turn is used
     /// up (`Ok(true)`).
-    fn advance(&mut self, clock: &Clock, reporter: &mut dyn Reporter) -> Result<bool, DriverError> {
+    fn advance(
+        &mut self,
+        clock: &Clock,
+        registry: &Registry,
+        reporter: &mut dyn Reporter,
+    ) -> Result<bool, DriverError> {
         let now = clock.now();
         if ferry_std::stop::requested() {
             return Err(DriverError::Transfer(
@@ -247,7 +297,17 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         for _ in 0..TURN {
             let now = clock.now();
             self.work.drain(&mut self.session, now, reporter)?;
-            let mut moved = false;
+            for lane in self.work.lanes_wanted() {
+                let (index, peer) = (self.index, self.peer);
+                self.lanes
+                    .connect(&mut self.session, registry, index, peer, lane, now);
+            }
+            let mut moved = self
+                .lanes
+                .service(&mut self.session, registry, now, W::RECEIVING)?;
+            if moved {
+                self.work.drain(&mut self.session, now, reporter)?;
+            }
             while self.writable {
                 let pending = self.session.poll_transmit();
                 if pending.is_empty() {
@@ -305,14 +365,25 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
 
     /// When this connection next needs a turn without socket readiness.
     fn next_deadline(&self, clock: &Clock) -> Option<Duration> {
+        let connect = self
+            .lanes
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()));
         match &self.closing {
             Some((_, deadline)) => Some(deadline.saturating_duration_since(Instant::now())),
-            None => self.session.poll_timeout().map(|at| clock.until(at)),
+            None => self
+                .session
+                .poll_timeout()
+                .map(|at| clock.until(at))
+                .into_iter()
+                .chain(connect)
+                .min(),
         }
     }
 
-    /// Half-closes the socket and takes it off the loop.
+    /// Half-closes the socket, closes the lanes and takes them all off the loop.
     fn close(&mut self, poll: &Poll) {
+        self.lanes.close_all(poll.registry());
         let _ = self.stream.shutdown(Shutdown::Write);
         let _ = poll.registry().deregister(&mut self.stream);
     }
@@ -359,6 +430,7 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
             Token(index),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        conn.index = index;
         self.conns[index] = Some(conn);
         Ok(())
     }
@@ -392,10 +464,24 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         stats.wakeups.fetch_add(1, Ordering::Relaxed);
         let mut others = Vec::new();
         for event in &self.events {
+            let readable = event.is_readable() || event.is_read_closed();
+            let writable = event.is_writable() || event.is_write_closed();
+            if let Some((index, lane)) = token_lane(event.token()) {
+                let socket = self
+                    .conns
+                    .get_mut(index)
+                    .and_then(Option::as_mut)
+                    .and_then(|conn| conn.lanes.socket_mut(lane));
+                if let Some(socket) = socket {
+                    socket.readable |= readable;
+                    socket.writable |= writable;
+                }
+                continue;
+            }
             match self.conns.get_mut(event.token().0) {
                 Some(Some(conn)) => {
-                    conn.readable |= event.is_readable() || event.is_read_closed();
-                    conn.writable |= event.is_writable() || event.is_write_closed();
+                    conn.readable |= readable;
+                    conn.writable |= writable;
                 }
                 _ => others.push(event.token()),
             }
@@ -409,7 +495,7 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         let mut busy = false;
         for slot in &mut self.conns {
             let Some(conn) = slot else { continue };
-            match conn.turn(&self.clock, reporter, self.trace) {
+            match conn.turn(&self.clock, self.poll.registry(), reporter, self.trace) {
                 Turn::Idle => {}
                 Turn::Busy => busy = true,
                 Turn::Over(result) => {
@@ -463,6 +549,9 @@ pub fn serve(
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut summary = ServeSummary::default();
     let mut pending_accepts = true;
+    // Accepted connections whose first bytes will say whether they are a new session or
+    // a lane of one under way.
+    let mut arriving: Vec<Option<(TcpStream, SocketAddr, Instant)>> = Vec::new();
     while summary.delivered.len() < receivers {
         if ferry_std::stop::requested() && event_loop.active() == 0 {
             return Err(interrupted());
@@ -470,9 +559,14 @@ pub fn serve(
         // Accept only while there is room (the rest wait in the kernel's backlog), with a
         // few spare places so that clients stuck in their handshake cannot keep the
         // receivers still to come waiting until they time out.
-        let room = |delivered: usize| receivers - delivered + SPARE_CONNECTIONS;
+        // Each session may bring up to seven lanes besides.
+        let lanes = (ferry_core::lane::MAX_LANES - 1) * event_loop.active();
+        let room = |delivered: usize| receivers - delivered + SPARE_CONNECTIONS + lanes;
         let mut accept_failed = false;
-        while pending_accepts && event_loop.active() < room(summary.delivered.len()) {
+        let taken = |event_loop: &Loop<_, _>, arriving: &[Option<_>]| {
+            event_loop.active() + arriving.iter().flatten().count()
+        };
+        while pending_accepts && taken(&event_loop, &arriving) < room(summary.delivered.len()) {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -505,10 +599,71 @@ pub fn serve(
                 summary.failed_sessions += 1;
                 continue;
             }
-            let _ = stream.set_nodelay(true);
-            let (session, work) = sender.start_session(&event_loop.clock)?;
-            event_loop.add(Conn::new(stream, peer, session, work))?;
-            reporter.info(&format!("{peer}: connected"));
+            let slot = arriving
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or_else(|| {
+                    arriving.push(None);
+                    arriving.len() - 1
+                });
+            let mut stream = stream;
+            event_loop.poll.registry().register(
+                &mut stream,
+                Token(ARRIVING + slot),
+                Interest::READABLE,
+            )?;
+            arriving[slot] = Some((stream, peer, Instant::now()));
+        }
+        for slot in &mut arriving {
+            let Some((stream, peer, since)) = slot else {
+                continue;
+            };
+            let serving = event_loop
+                .conns
+                .iter()
+                .flatten()
+                .any(|conn| conn.peer.ip() == peer.ip());
+            let first = first_bytes(stream);
+            if matches!(first, FirstBytes::Unknown) && serving && since.elapsed() < LANE_HELLO_WAIT
+            {
+                continue;
+            }
+            let Some((mut stream, peer, _)) = slot.take() else {
+                continue;
+            };
+            let registry = event_loop.poll.registry();
+            let _ = registry.deregister(&mut stream);
+            match first {
+                FirstBytes::Gone => {}
+                FirstBytes::Lane(hello) => {
+                    // A lane must come from where its session's receiver is and prove it
+                    // knows the session's secret; anything else is closed.
+                    let joined = event_loop.conns.iter_mut().flatten().find_map(|conn| {
+                        (conn.peer.ip() == peer.ip())
+                            .then(|| conn.session.join_lane(&hello).ok())
+                            .flatten()
+                            .map(|lane| (conn, lane))
+                    });
+                    match joined {
+                        Some((conn, lane)) => {
+                            conn.lanes.attach(registry, conn.index, lane, stream)?
+                        }
+                        None => {
+                            let _ = stream.shutdown(Shutdown::Both);
+                            reporter.info(&format!(
+                                "refused a connection from {}: a lane of no session here",
+                                peer.ip()
+                            ));
+                        }
+                    }
+                }
+                FirstBytes::Session | FirstBytes::Unknown => {
+                    let _ = stream.set_nodelay(true);
+                    let (session, work) = sender.start_session(&event_loop.clock)?;
+                    event_loop.add(Conn::new(stream, peer, session, work))?;
+                    reporter.info(&format!("{peer}: connected"));
+                }
+            }
         }
         let (ended, busy) = event_loop.turns(reporter);
         for (conn, result) in ended {
@@ -517,6 +672,7 @@ pub fn serve(
             match result.and_then(|()| conn.work.finish(&conn.session)) {
                 Ok(mut delivered) => {
                     delivered.wire_bytes = conn.traffic.sent;
+                    delivered.connections = conn.lanes.connections();
                     delivered.elapsed = since;
                     let missing = match delivered.failed {
                         0 => String::new(),
@@ -542,9 +698,18 @@ pub fn serve(
         // listener's readiness edge has already been seen.
         let can_accept = pending_accepts
             && !accept_failed
-            && event_loop.active() < room(summary.delivered.len());
+            && taken(&event_loop, &arriving) < room(summary.delivered.len());
         let retry = accept_failed.then_some(Duration::from_millis(100));
-        let ready = event_loop.wait(busy || can_accept, retry, stats)?;
+        // A connection still silent is looked at again when its wait is over.
+        let silent = arriving
+            .iter()
+            .flatten()
+            .map(|(_, _, since)| {
+                (*since + LANE_HELLO_WAIT).saturating_duration_since(Instant::now())
+            })
+            .min();
+        let also = retry.into_iter().chain(silent).min();
+        let ready = event_loop.wait(busy || can_accept, also, stats)?;
         pending_accepts |= accept_failed || ready.contains(&LISTENER);
     }
     Ok(summary)
@@ -651,7 +816,12 @@ pub fn receive_all(
         let (ended, now_busy) = event_loop.turns(reporter);
         busy = now_busy;
         for (conn, result) in ended {
-            outcomes[conn.tag] = Some(conn.work.finish(&conn.session, result));
+            let connections = conn.lanes.connections();
+            let outcome = conn.work.finish(&conn.session, result);
+            outcomes[conn.tag] = Some(outcome.map(|summary| ReceiveSummary {
+                connections,
+                ..summary
+            }));
         }
         let waiting = connecting.iter().flatten().map(|(_, d)| *d).min();
         if event_loop.active() == 0 && waiting.is_none() {
