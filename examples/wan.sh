@@ -3,6 +3,7 @@
 # the README's long-path table.
 #
 #   bash examples/wan.sh [SIZE_MIB]        # default 512; about 15 minutes at 512
+#   WAN_TOOLS=ferry bash examples/wan.sh 1024   # Ferry alone (a few minutes)
 #
 # It drives the project's link emulator, `wanrelay` (a user-space TCP relay with a one-way
 # delay, a rate and a bottleneck queue; this machine's kernel has no netem), through its
@@ -18,6 +19,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WAN=${WAN_BENCH:-$ROOT/../shared/bench/wan}
 SIZE=${1:-512}
+TOOLS=${WAN_TOOLS:-ferry scp rsync}
 [ -f "$WAN/run.sh" ] || { echo "no link emulator at $WAN (set WAN_BENCH)" >&2; exit 2; }
 # A copy of it whose relay has one bottleneck for all connections (examples/wan/wanrelay.rs):
 # Ferry's lanes share the path, as they would on a real one. (With one connection, as
@@ -29,11 +31,15 @@ sed -i 's#/tmp/wan-target#/tmp/wan-target-shared-link#g' "$SHARED_LINK/run.sh"
 WAN=$SHARED_LINK
 (cd "$ROOT" && cargo build --release -q -p ferry-examples --bin ferry)
 export FERRY=$ROOT/target/release/ferry
+# Each Ferry process prints its peak RSS at exit; the last link of the second pass
+# (1 Gbit/s × 200 ms, capped) is the one whose logs stay.
+export FERRY_REPORT_RSS=1
 STAMP=$(date +%Y%m%d-%H%M%S)
 WORK=${WAN_WORK:-/tmp/wan-work}
-bash "$WAN/run.sh" -s "$SIZE" -r 1 -l "100mbit:20 100mbit:100 1gbit:100 1gbit:200" \
+bash "$WAN/run.sh" -s "$SIZE" -r 1 -t "$TOOLS" -l "100mbit:20 100mbit:100 1gbit:100 1gbit:200" \
     -R 1gbit:100 -o "$WORK/open-$STAMP"
-bash "$WAN/run.sh" -s "$SIZE" -r 1 -l "1gbit:100 1gbit:200" -w 4MiB -o "$WORK/window-$STAMP"
+bash "$WAN/run.sh" -s "$SIZE" -r 1 -t "$TOOLS" -l "1gbit:100 1gbit:200" -w 4MiB \
+    -o "$WORK/window-$STAMP"
 echo
 echo "## $SIZE MiB, links as they are"
 cat "$WORK/open-$STAMP/table.md"
@@ -41,3 +47,7 @@ cat "$WORK/open-$STAMP/resume.txt"
 echo
 echo "## $SIZE MiB, each TCP connection capped at 4 MiB in flight (--window 4MiB)"
 cat "$WORK/window-$STAMP/table.md"
+echo
+echo "Peak RSS on the last link above (1 Gbit/s × 200 ms, capped):"
+grep -h "peak RSS" "$WORK/window-$STAMP"/ferry-send.err | sed 's/^/  sender /'
+grep -h "peak RSS" "$WORK/window-$STAMP"/ferry-recv.err | sed 's/^/  receiver /'

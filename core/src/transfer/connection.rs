@@ -277,6 +277,11 @@ impl<S: Side> Connection<S> {
     /// A lane's connection is gone: the side sends what it carried again elsewhere.
     pub(crate) fn lane_closed(&mut self, now: Timestamp, lane: u8) {
         self.now = self.now.max(now);
+        if self.side.finished() {
+            // The peer closes its lanes as it leaves: nothing is lost, and a notice
+            // would only meet a closed connection.
+            return;
+        }
         self.side.lanes_mut().closed(lane);
         self.drained();
     }

@@ -215,13 +215,9 @@ impl TransferConfig {
         (self.max_window.div_ceil(self.segment_size.max(1)) + 2).min(self.segments_in_flight)
     }
 
-    /// Segment buffers a sender keeps at most once lanes have joined: it then holds each
-    /// segment until its proof, a round trip after its last part (PROTOCOL.md §8.3), so
-    /// a quarter of a largest window more.
-    pub fn segment_buffers_with_lanes(&self) -> usize {
-        ((self.max_window + self.max_window / 4).div_ceil(self.segment_size.max(1)) + 2)
-            .min(self.segments_in_flight)
-    }
+    /// Segment buffers a sender may take beyond [`TransferConfig::segment_buffers`] to
+    /// read again segments whose parts were lost with a lane (PROTOCOL.md §8.3).
+    pub const REFILL_BUFFERS: usize = 8;
 
     /// The most heap one session allocates for a batch of `entries` entries whose paths
     /// total `path_bytes`: the segment buffers, the per-segment tables, the channel's
@@ -233,7 +229,7 @@ impl TransferConfig {
         let extents = self.max_extents_per_segment;
         let per_segment = parts * 16 + extents * 128;
         let segments = self.segments_in_flight * per_segment
-            + self.segment_buffers_with_lanes() * self.segment_size;
+            + (self.segment_buffers() + Self::REFILL_BUFFERS) * self.segment_size;
         let channel = self.channel.send_buffer
             + 2 * crate::record::sealed_len(self.channel.max_record_payload);
         // The disk queues hold the reads or writes of a few segments at a time, the event

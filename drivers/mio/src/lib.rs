@@ -259,6 +259,9 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             );
         }
         match advanced {
+            // A finished session lost nothing when its last words (a close, a notice
+            // about a lane the peer closed as it left) met the peer's closed connection.
+            Err(DriverError::Network(_)) if self.session.is_finished() => Turn::Over(Ok(())),
             Err(error) => Turn::Over(Err(error)),
             Ok(_) if self.session.error().is_some() => Turn::Over(Err(DriverError::Transfer(
                 self.session

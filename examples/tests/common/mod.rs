@@ -73,7 +73,20 @@ impl Sending {
     }
 
     pub(crate) fn finish(mut self) -> (i32, String) {
-        let status = wait(&mut self.child, Duration::from_secs(120));
+        let limit = Duration::from_secs(120);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > limit {
+                // Stopped, its log tells where it was.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let mut stderr = String::new();
         self.child
             .stderr
@@ -81,6 +94,10 @@ impl Sending {
             .unwrap()
             .read_to_string(&mut stderr)
             .unwrap();
+        assert!(
+            status != -1 || start.elapsed() <= limit,
+            "the sender did not finish within {limit:?}; its log:\n{stderr}"
+        );
         (status, stderr)
     }
 }

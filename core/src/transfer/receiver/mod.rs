@@ -466,9 +466,9 @@ impl Side for Receiver {
                         stream.window.rate(),
                         stream.window.rounds(),
                         stream.window.min_rtt_micros(),
-                        stream.window.found_rate(),
                     )
                 {
+                    stream.window.find_rate_again();
                     self.out.event(TransferEvent::LaneWanted { lane });
                 }
                 if settled {

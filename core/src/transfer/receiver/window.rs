@@ -206,10 +206,12 @@ impl Window {
         self.rates.iter().copied().max().unwrap_or(0)
     }
 
-    /// True once the window has found the path's rate (its startup is over): the rate no
-    /// longer rises just because the window grows.
-    pub(super) fn found_rate(&self) -> bool {
-        self.startup.is_none()
+    /// The path may carry more now (the receiver opened lanes, which lift a cap per
+    /// connection): the window grows as in startup again until the rate stops rising.
+    /// Without this a window that found one connection's rate grows by the steady gain
+    /// only, and new lanes wait rounds for the bytes to fill them.
+    pub(super) fn find_rate_again(&mut self) {
+        self.startup = Some((self.rate(), 0));
     }
 
     /// Measuring rounds ended so far.

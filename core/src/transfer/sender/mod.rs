@@ -327,12 +327,9 @@ impl Side for Sender {
                         stream.send_notices(channel);
                         stream.advertise(channel, books.config);
                         self.lanes.send_notices(channel);
+                        let buffers = books.config.segment_buffers();
+                        stream.refill(&mut books, buffers);
                         stream.send_parts(channel, &mut self.lanes, books.config);
-                        let buffers = if self.lanes.keep_data() {
-                            books.config.segment_buffers_with_lanes()
-                        } else {
-                            books.config.segment_buffers()
-                        };
                         stream.prepare(&mut books, grant, buffers);
                         if self.stall.is_none() {
                             self.arm_stall(now);

@@ -19,6 +19,8 @@ pub(super) enum SlotState {
     /// Hashed, waiting to be advertised.
     Ready,
     Advertised,
+    /// Given up (rejected) while a refill's reads were out: free once they are in.
+    Discarding,
 }
 
 pub(super) struct SendSlot {
@@ -26,8 +28,12 @@ pub(super) struct SendSlot {
     /// Its place in the stream.
     pub(super) seq: u64,
     /// The segment's bytes: a buffer from the stream's pool, held from the moment the
-    /// segment is read until its last part is sent (empty otherwise).
+    /// segment is read until its last part is sent (empty otherwise), and again while
+    /// parts lost with a lane are read back and sent again.
     pub(super) buf: Vec<u8>,
+    /// Parts lost with a lane wait for the segment to be read again (its buffer went
+    /// when its last part was sent): a sender keeps no data for the parts on a lane.
+    pub(super) refill: bool,
     /// Uncompressed bytes in the segment.
     pub(super) len: usize,
     /// Bytes sent (compressed or not).
@@ -60,6 +66,7 @@ impl SendSlot {
             state: SlotState::Free,
             seq: 0,
             buf: Vec::new(),
+            refill: false,
             len: 0,
             transfer_len: 0,
             compressed: false,
@@ -229,16 +236,34 @@ impl SendSlot {
         Ok(())
     }
 
-    /// A part sent on a lane that closed before it arrived: it goes out again.
+    /// A part sent on a lane that closed before it arrived: it goes out again, once the
+    /// segment's data is back if it was let go.
     pub(super) fn send_again(&mut self, index: u32) -> Result<(), TransferError> {
-        if (index as usize) >= self.parts() || self.buf.is_empty() {
+        if (index as usize) >= self.parts() {
             return Err(segment_rule(
                 "a lane loss of a part this segment does not hold",
             ));
         }
         self.send_queue.push_back(index);
         self.parts_sent = self.parts_sent.saturating_sub(1);
+        self.refill |= self.buf.is_empty();
         Ok(())
+    }
+
+    /// A refill's reads are in: the segment is as it was sealed (compressed again, the
+    /// same bytes, if it went compressed). A source that changed since gives other bytes,
+    /// which the receiver's hash check rejects as it would any corruption.
+    pub(super) fn refilled(&mut self, scratch: &mut [u8]) {
+        if self.compressed {
+            let len = crate::transfer::bz2::compress(&self.buf[..self.len], scratch)
+                .filter(|&len| len == self.transfer_len);
+            match len {
+                Some(len) => self.buf[..len].copy_from_slice(&scratch[..len]),
+                // Not the bytes it had: what goes out fails the receiver's check.
+                None => self.buf[..self.transfer_len].fill(0),
+            }
+        }
+        self.refill = false;
     }
 
     /// Parts the segment has.
@@ -266,11 +291,12 @@ impl SendSlot {
     /// One line for traces.
     pub(super) fn describe(&self) -> String {
         format!(
-            "{:?}#{} q{} reads{}",
+            "{:?}#{} q{} reads{}{}",
             self.state,
             self.seq,
             self.send_queue.len(),
-            self.reads_outstanding
+            self.reads_outstanding,
+            if self.refill { " refill" } else { "" }
         )
     }
 }

@@ -250,6 +250,46 @@ impl Stream {
         }
     }
 
+    /// Reads again the segments that have parts lost with a lane and no data left, one
+    /// buffer each from the pool (or, when every buffer is taken, up to
+    /// [`TransferConfig::REFILL_BUFFERS`] more: a refill must not wait for segments the
+    /// receiver will only ask for once the lost parts are in); a segment whose reads are
+    /// in gets its bytes back as they were sealed, and its parts go out again.
+    /// `buffers`: segment buffers it may have in all, refills aside.
+    pub(super) fn refill(&mut self, books: &mut Books<'_>, buffers: usize) {
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.state != SlotState::Advertised || !slot.refill || slot.reads_outstanding > 0 {
+                continue;
+            }
+            if !slot.buf.is_empty() {
+                slot.refilled(&mut self.scratch);
+                continue;
+            }
+            let reads = slot.extents.len();
+            if !books.out.has_room(reads, reads) {
+                return;
+            }
+            slot.buf = match self.spare.pop() {
+                Some(buf) => buf,
+                None if self.buffers < buffers + TransferConfig::REFILL_BUFFERS => {
+                    self.buffers += 1;
+                    vec![0; books.config.segment_size]
+                }
+                None => return,
+            };
+            for (i, (extent, _)) in slot.extents.iter().enumerate() {
+                books.out.disk(DiskCommand::Read {
+                    id: slot_io(index, i),
+                    entry: extent.entry as usize,
+                    offset: extent.offset,
+                    len: extent.len as usize,
+                });
+            }
+            slot.reads_outstanding = reads;
+        }
+    }
+
     /// Where the bytes of read `id` go: a piece of a segment's buffer.
     pub(super) fn read_buffer(&mut self, id: IoId) -> &mut [u8] {
         match split_io(id).and_then(|(slot, extent)| {
@@ -270,11 +310,11 @@ impl Stream {
         result: Result<usize, DiskError>,
         books: &mut Books<'_>,
     ) -> Result<(), TransferError> {
-        let (slot, ext) = split_io(id)
+        let (slot, ext, at) = split_io(id)
             .and_then(|(slot, extent)| {
                 let slot = self.slots.get_mut(slot)?;
-                let (ext, _) = *slot.extents.get(extent)?;
-                Some((slot, ext))
+                let (ext, at) = *slot.extents.get(extent)?;
+                Some((slot, ext, at))
             })
             .ok_or(misuse("driver reported an unknown read"))?;
         let wanted = ext.len as usize;
@@ -282,7 +322,13 @@ impl Stream {
             Ok(n) => (*n).min(wanted),
             Err(_) => 0,
         };
-        if got < wanted {
+        if got < wanted && slot.state != SlotState::Reading {
+            // A refill (parts lost with a lane): the segment was sealed, advertised and
+            // partly received from the first read. What cannot be read again goes as
+            // zeros, the receiver's hash check rejects the segment, and it asks for the
+            // files again, whose reads then find what changed.
+            slot.buf[at + got..at + wanted].fill(0);
+        } else if got < wanted {
             let trouble = match &result {
                 Ok(_) => Trouble::Changed,
                 Err(error) => Trouble::Unreadable(error.kind.into()),
@@ -296,6 +342,11 @@ impl Stream {
             }
         }
         slot.reads_outstanding = slot.reads_outstanding.saturating_sub(1);
+        if slot.state == SlotState::Discarding && slot.reads_outstanding == 0 {
+            slot.state = SlotState::Free;
+            let buf = core::mem::take(&mut slot.buf);
+            self.spare.push(buf);
+        }
         Ok(())
     }
 
@@ -415,6 +466,10 @@ impl Stream {
                 }
                 slot.hashmap_update_sent();
             }
+            if slot.refill {
+                // Its lost parts wait for the segment to be read again.
+                continue;
+            }
             while let Some(&part) = slot.send_queue.front() {
                 let message = Message::Part {
                     hash: slot.hash,
@@ -426,10 +481,9 @@ impl Stream {
                 }
                 slot.send_queue.pop_front();
                 slot.parts_sent += 1;
-                if slot.parts_sent == slot.parts() && !lanes.keep_data() {
-                    // Every part is out: the proof needs only the hashes. (With lanes,
-                    // the data stays until the proof: a part lost with a lane goes out
-                    // again.)
+                if slot.parts_sent == slot.parts() {
+                    // Every part is out: the proof needs only the hashes. (A part lost
+                    // with a lane is read again: see `refill`.)
                     self.spare.push(core::mem::take(&mut slot.buf));
                 }
             }
@@ -465,6 +519,11 @@ impl Stream {
     /// (RETRY). One that is not advertised (already given up) is let be.
     pub(super) fn on_reject(&mut self, hash: &[u8; 32]) {
         if let Some(slot) = self.advertised(hash) {
+            if slot.reads_outstanding > 0 {
+                // A refill's reads still land in its buffer.
+                slot.state = SlotState::Discarding;
+                return;
+            }
             slot.state = SlotState::Free;
             let buf = core::mem::take(&mut slot.buf);
             if !buf.is_empty() {
