@@ -8,6 +8,8 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -158,4 +160,81 @@ fn a_sender_serving_several_receivers_gives_each_its_own_lanes() {
     assert_eq!(status, 0, "{sender_log}");
     assert_same_tree(&source, &dir.path().join("a/batch"));
     assert_same_tree(&source, &dir.path().join("b/batch"));
+}
+
+/// A relay in front of the sender that forwards every connection and cuts the `cut`-th
+/// (0: the session's own) once it has carried `after` bytes towards the receiver.
+/// Returns its port and a flag set once the cut is made.
+fn cutting_relay(sender_port: u16, cut: usize, after: u64) -> (u16, Arc<AtomicBool>) {
+    use std::net::{Shutdown, TcpListener};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let made = Arc::new(AtomicBool::new(false));
+    let cut_made = made.clone();
+    std::thread::spawn(move || {
+        for (index, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let server = TcpStream::connect(("127.0.0.1", sender_port)).unwrap();
+            let (mut up_from, mut up_to) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_from, &mut up_to);
+                let _ = up_to.shutdown(Shutdown::Write);
+            });
+            let (mut down_from, mut down_to) = (server, client);
+            let limit = if index == cut { after } else { u64::MAX };
+            let cut_made = cut_made.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut carried = 0u64;
+                while carried < limit {
+                    match down_from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if down_to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            carried += n as u64;
+                        }
+                    }
+                }
+                // Cut (or ended): both ends see the connection go.
+                if carried >= limit {
+                    cut_made.store(true, Ordering::SeqCst);
+                }
+                let _ = down_to.shutdown(Shutdown::Both);
+                let _ = down_from.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, made)
+}
+
+#[test]
+fn a_lane_cut_mid_transfer_loses_nothing() {
+    // Three connections through a relay that cuts the second lane after 8 MiB: the
+    // transfer goes on over the others, the parts the lane took with it are sent again,
+    // and the file arrives intact.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 96 << 20, 77);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    let at = args.iter().position(|a| a == "--port").unwrap() + 1;
+    let sender_port: u16 = args[at].parse().unwrap();
+    let (relay, cut) = cutting_relay(sender_port, 2, 8 << 20);
+    args[at] = relay.to_string();
+    args.extend(["--connections".into(), "3".into()]);
+    let received = receive(&args, &out, None);
+    let log = stderr(&received);
+    assert!(received.status.success(), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_eq!(connections(&log), 3, "{log}");
+    assert!(
+        fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap(),
+        "big.bin differs"
+    );
+    assert!(cut.load(Ordering::SeqCst), "the lane was never cut");
 }

@@ -19,6 +19,10 @@ use crate::error::DriverError;
 
 /// What a lane's threads tell the loop.
 enum LaneEvent {
+    /// The lane's connection is up (receiver): its hello goes out.
+    Connected(u8, TcpStream),
+    /// The lane's connection could not be opened (receiver).
+    Unreachable(u8),
     /// Bytes the lane brought (receiver).
     Data(u8, Vec<u8>),
     /// The lane's connection ended or failed.
@@ -70,6 +74,8 @@ pub struct Lanes {
     others: VecDeque<(TcpStream, SocketAddr)>,
     /// Lanes that opened in all.
     opened: usize,
+    /// Receiver: lane connects under way.
+    connecting: usize,
     /// When the sender next looks at its listener: a look per loop turn would cost a
     /// system call for every read of a busy transfer.
     next_accept: Instant,
@@ -86,6 +92,7 @@ impl Lanes {
             arriving: Vec::new(),
             others: VecDeque::new(),
             opened: 0,
+            connecting: 0,
             next_accept: Instant::now(),
         }
     }
@@ -115,29 +122,54 @@ impl Lanes {
 
     /// True while any lane is open: the loop then looks at them every [`LANE_TICK`].
     pub fn active(&self) -> bool {
-        self.lanes.iter().any(Option::is_some) || !self.arriving.is_empty()
+        self.lanes.iter().any(Option::is_some) || !self.arriving.is_empty() || self.connecting > 0
     }
 
-    /// Receiver: opens lane `lane` as the session asked, sends its hello, and starts its
-    /// reader. A lane that cannot be opened is reported to the session as closed.
+    /// Receiver: opens lane `lane` as the session asked. The connect runs on a thread of
+    /// its own (a round trip, or up to [`LANE_CONNECT`] for one that fails: the loop must
+    /// not stop reading for it); once it is up, [`Lanes::service`] sends the hello and
+    /// starts the lane's reader. A lane that cannot be opened is reported to the session
+    /// as closed.
     pub fn connect<S: Session>(&mut self, session: &mut S, clock: &Clock, lane: u8) {
         let Mode::Connect { address, timeout } = self.mode else {
             session.lane_closed(clock.now(), lane);
             return;
         };
-        let opened = TcpStream::connect_timeout(&address, timeout).and_then(|mut stream| {
-            let _ = stream.set_nodelay(true);
-            session
-                .lane_connected(lane)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            stream.write_all(session.poll_lane_transmit(lane))?;
-            let sent = session.poll_lane_transmit(lane).len();
-            session.advance_lane_transmit(lane, sent);
-            Ok(stream)
+        let events = self.events_in.clone();
+        self.connecting += 1;
+        std::thread::spawn(move || {
+            let event = match TcpStream::connect_timeout(&address, timeout) {
+                Ok(stream) => LaneEvent::Connected(lane, stream),
+                Err(_) => LaneEvent::Unreachable(lane),
+            };
+            let _ = events.send(event);
         });
+    }
+
+    /// Receiver: lane `lane`'s connection is up: its hello goes out and its reader starts.
+    fn connected<S: Session>(
+        &mut self,
+        session: &mut S,
+        clock: &Clock,
+        lane: u8,
+        mut stream: TcpStream,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let opened = session
+            .lane_connected(lane)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|()| {
+                stream.write_all(session.poll_lane_transmit(lane))?;
+                let sent = session.poll_lane_transmit(lane).len();
+                session.advance_lane_transmit(lane, sent);
+                Ok(())
+            });
         match opened {
-            Ok(stream) => self.start(lane, stream, true),
-            Err(_) => session.lane_closed(clock.now(), lane),
+            Ok(()) => self.start(lane, stream, true),
+            Err(_) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                session.lane_closed(clock.now(), lane);
+            }
         }
     }
 
@@ -254,6 +286,16 @@ impl Lanes {
         self.accept(session);
         loop {
             match self.events.try_recv() {
+                Ok(LaneEvent::Connected(lane, stream)) => {
+                    self.connecting = self.connecting.saturating_sub(1);
+                    self.connected(session, clock, lane, stream);
+                    work(session, self)?;
+                }
+                Ok(LaneEvent::Unreachable(lane)) => {
+                    self.connecting = self.connecting.saturating_sub(1);
+                    session.lane_closed(clock.now(), lane);
+                    work(session, self)?;
+                }
                 Ok(LaneEvent::Data(lane, bytes)) => {
                     let mut at = 0;
                     while at < bytes.len() {
