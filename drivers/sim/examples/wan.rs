@@ -143,13 +143,12 @@ fn main() {
         }
         let seconds = outcome.virtual_micros as f64 / 1e6;
         let goodput = data.len() as f64 * 8.0 / seconds;
-        // The lanes that were still joined at the end (the trace notes each join and close).
-        let lanes = outcome.trace.matches(" joins at ").count()
-            - outcome
-                .trace
-                .matches(" closes at ")
-                .count()
-                .min(outcome.trace.matches(" joins at ").count());
+        // Lanes that joined in the last session and did not close (the trace notes each).
+        let last = outcome.trace.rsplit("session ").next().unwrap_or_default();
+        let lanes = last
+            .matches(" joins at ")
+            .count()
+            .saturating_sub(last.matches(" closes at ").count());
         println!(
             "{:<48} {seconds:>10.2} s {:>7.0} Mbit/s {:>7.1}% {lanes:>6}",
             row.name,
