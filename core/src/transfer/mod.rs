@@ -150,7 +150,8 @@ pub struct TransferConfig {
     /// that re-read at [`SLOWEST_REREAD`] bytes per second.
     pub stall_timeout: Duration,
     /// Receiver: bytes requested before the first part arrives; the window then grows by
-    /// each part received (slow start) up to `window_floor`.
+    /// each part received (slow start) up to `window_floor`, and past it on a long path
+    /// while the rate still rises.
     pub initial_window: usize,
     /// Receiver: the window never shrinks below this once slow start has reached it.
     /// Beyond it, the window follows the path's bandwidth-delay product, as measured.

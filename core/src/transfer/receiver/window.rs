@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::time::Timestamp;
+use crate::transfer::Connections;
 
 /// Rate samples kept for the maximum (one per round trip).
 const RATE_ROUNDS: usize = 10;
@@ -109,7 +110,12 @@ impl Window {
     /// for, so it answers the oldest request: the first part of each gives a round trip.
     pub(super) fn arrived(&mut self, len: usize, now: Timestamp) {
         self.outstanding = self.outstanding.saturating_sub(len);
-        self.slow_start = (self.slow_start + len).min(self.floor);
+        let ceiling = if self.long_startup() {
+            self.max
+        } else {
+            self.floor
+        };
+        self.slow_start = (self.slow_start + len).min(ceiling);
         if let Some(request) = self.requests.front_mut() {
             if !request.answered {
                 request.answered = true;
@@ -159,6 +165,23 @@ impl Window {
                 Some((best, flat + 1))
             };
         }
+        if !self.long_startup() {
+            self.slow_start = self.slow_start.min(self.floor);
+        }
+    }
+
+    /// True while slow start may take the window past its floor: finding the rate of a
+    /// path whose round trip is long, the last round's rate rising (or none measured
+    /// yet), and the bandwidth-delay product (once a round has measured one) more than
+    /// the floor holds. Growing by every part that arrives doubles the window each round
+    /// trip with no lag, where sizing from the measured rate alone trails the window by a
+    /// round trip at every step; stopping at the first flat round keeps a connection
+    /// whose send buffer is the limit from taking requests it cannot carry (they would
+    /// wait behind it when lanes open).
+    fn long_startup(&self) -> bool {
+        self.startup.is_some_and(|(_, flat)| flat == 0)
+            && self.min_rtt_micros() >= Connections::LONG_PATH_MICROS
+            && (self.rounds == 0 || 2 * self.bdp() >= self.floor)
     }
 
     fn resize(&mut self) {
@@ -189,7 +212,7 @@ impl Window {
     /// it is now; else what it is. Segments are granted for this, so that a window that
     /// grows finds them already advertised.
     pub(super) fn reach(&self) -> usize {
-        if self.startup.is_some() && 2 * self.bdp() >= self.floor {
+        if self.long_startup() || (self.startup.is_some() && 2 * self.bdp() >= self.floor) {
             let grown = self.size as u128 * STARTUP_GAIN / GAIN_DIVISOR;
             usize::try_from(grown).unwrap_or(usize::MAX).min(self.max)
         } else {
@@ -291,6 +314,31 @@ mod tests {
             (14_000_000..=24_000_000).contains(&size),
             "window {size} for a 12.5 MB bandwidth-delay product"
         );
+    }
+
+    #[test]
+    fn doubles_each_round_trip_while_a_long_path_keeps_taking_more() {
+        // 125 MB/s × 200 ms: 25 MB fill it. Grown only from measured rates, a round
+        // behind, the window was still 16 MiB after three round trips (it had reached
+        // that in two); slow start doubles it each one.
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20);
+        let size = on_a_path(&mut window, 125_000_000, 200_000, 64 << 10, 3);
+        assert!(size >= 25_000_000, "window {size} after three round trips");
+    }
+
+    #[test]
+    fn slow_start_stops_where_a_long_path_stops_taking_more() {
+        // 21 MB/s × 200 ms (one connection capped at 4 MiB in flight): a bandwidth-delay
+        // product of 4.2 MB. The window may reach the startup gain over it (4×, 16.8 MB);
+        // slow start that went on past the first flat round took it to 20.9 MB.
+        for rounds in 1..=12 {
+            let mut window = Window::new(4 << 20, 4 << 20, 40 << 20);
+            let size = on_a_path(&mut window, 21_000_000, 200_000, 64 << 10, rounds);
+            assert!(
+                size <= 18 << 20,
+                "window {size} after {rounds} round trips for a 4.2 MB product"
+            );
+        }
     }
 
     #[test]
