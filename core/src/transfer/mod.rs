@@ -8,7 +8,10 @@
 //! [`Session::carry_out`] and acting on each event; then it writes
 //! [`Session::poll_transmit`] to the socket. `handle_input` may take fewer bytes than it
 //! was given when the session's bounded queues are full: drain them and offer the rest
-//! again.
+//! again. A receiver's writes need not finish inside `carry_out`: a driver may take the
+//! bytes of a [`DiskCommand::Write`] ([`ReceiverSession::write_bytes`]), write them on a
+//! thread of its own, and report back later ([`ReceiverSession::write_finished`]); the
+//! simulator's sweep delays the writes of a third of its worlds so.
 //!
 //! # A whole transfer in memory
 //! Two sessions, their bytes shuttled by hand, their files in the in-memory storage of

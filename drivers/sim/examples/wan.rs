@@ -43,6 +43,7 @@ fn world(row: &Row, data: &[u8]) -> World {
         items: vec![("big.bin".into(), Some(data.to_vec()))],
         config: row.config.clone(),
         broken_verification: false,
+        write_delay: 0,
     }
 }
 

@@ -14,8 +14,9 @@ use ferry_core::lane::{LANE_HELLO_LEN, MAX_LANES};
 pub use ferry_core::testing::Rng;
 use ferry_core::testing::{MemoryDisk, MemorySource, drain};
 use ferry_core::transfer::{
-    Connections, DiskError, DiskErrorKind, EntryKind, FileMeta, Manifest, ManifestEntry,
-    ReceiverSession, SenderSession, Session, Storage, Target, TransferConfig, TransferEvent,
+    Connections, DiskCommand, DiskError, DiskErrorKind, EntryKind, FileMeta, Manifest,
+    ManifestEntry, Output, ReceiverSession, SenderSession, Session, Storage, Target,
+    TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{SeededEntropy, Timestamp, Token};
 use sha2::{Digest, Sha256};
@@ -107,6 +108,9 @@ pub struct World {
     /// Run the receiver with its verification switched off (a planted bug the sweep must
     /// catch).
     pub broken_verification: bool,
+    /// The receiver's writes finish this many µs after it gives them out, in order, as
+    /// where a driver writes on a thread of its own (0: at once, through `carry_out`).
+    pub write_delay: u64,
 }
 
 impl World {
@@ -196,6 +200,12 @@ impl World {
             items,
             config,
             broken_verification: false,
+            // Drawn last, so that every other part of a seed's world stays as it was.
+            write_delay: if rng.chance(30) {
+                rng.range(1, 5_000)
+            } else {
+                0
+            },
         }
     }
 
@@ -213,13 +223,14 @@ impl World {
             })
             .collect();
         format!(
-            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, window {:?}, connections {:?}, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
+            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, window {:?}, write delay {} µs, connections {:?}, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
             self.latency,
             self.jitter,
             self.bandwidth,
             self.max_chunk,
             self.send_buffer,
             self.window,
+            self.write_delay,
             self.config.connections,
             self.faults,
             sizes.join(", "),
@@ -514,6 +525,9 @@ struct Round {
     sent: u64,
     /// What the receiver finds on its disk to resume from.
     local: Vec<(usize, u64)>,
+    /// Writes the receiver gave out that finish later (`World::write_delay`), in order,
+    /// with when each does.
+    writes: VecDeque<(Timestamp, DiskCommand)>,
 }
 
 /// One lane's connection.
@@ -621,6 +635,7 @@ impl<'w> Sim<'w> {
             paths: Default::default(),
             sent: 0,
             local: self.disk.local(),
+            writes: VecDeque::new(),
         })
     }
 
@@ -855,6 +870,7 @@ impl<'w> Sim<'w> {
             backward,
             lanes,
             connecting,
+            writes,
             ..
         } = round;
         let mut next = [
@@ -868,6 +884,7 @@ impl<'w> Sim<'w> {
         .into_iter()
         .flatten()
         .chain(connecting.iter().map(|(at, _)| *at))
+        .chain(writes.front().map(|(at, _)| *at))
         .min();
         for (lane, links) in lanes.iter_mut().enumerate() {
             let Some(links) = links else { continue };
@@ -1019,11 +1036,14 @@ impl<'w> Sim<'w> {
         let trace = &mut self.trace;
         let mut wrong = None;
         let mut wanted = Vec::new();
+        let (delay, disk) = (self.world.write_delay, &mut self.disk);
         let drained = as_endpoint(RECEIVER, || {
-            drain(
+            drain_receiver(
                 &mut round.receiver,
+                &mut round.writes,
                 now,
-                &mut Charged(&mut self.disk),
+                delay,
+                &mut Charged(disk),
                 |receiver, event| {
                     match event {
                         TransferEvent::BatchOffered { .. } => return receiver.accept(now, local),
@@ -1063,6 +1083,50 @@ impl<'w> Sim<'w> {
         let now = self.now;
         let source = &mut Charged(&mut self.source);
         let _ = as_endpoint(SENDER, || drain(sender, now, source, |_, _| Ok(())));
+    }
+}
+
+/// The receiver's outputs, as [`drain`] takes them, but with its writes finishing
+/// `delay` µs after it gives them out (in order), as where a driver writes on a thread of
+/// its own: the write lands on the disk, and the session hears of it, only then.
+fn drain_receiver(
+    receiver: &mut ReceiverSession,
+    writes: &mut VecDeque<(Timestamp, DiskCommand)>,
+    now: Timestamp,
+    delay: u64,
+    storage: &mut dyn Storage,
+    mut on_event: impl FnMut(&mut ReceiverSession, TransferEvent) -> Result<(), TransferError>,
+) -> Result<(), TransferError> {
+    if delay == 0 {
+        return drain(receiver, now, storage, on_event).map(drop);
+    }
+    loop {
+        while let Some((_, write)) = writes.front().filter(|(at, _)| *at <= now) {
+            let result = match write {
+                DiskCommand::Write { entry, offset, .. } => match receiver.manifest().get(*entry) {
+                    Some(found) => {
+                        let target = Target {
+                            index: *entry,
+                            entry: found,
+                        };
+                        storage.write(target, *offset, receiver.write_bytes(write))
+                    }
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            let write = write.clone();
+            writes.pop_front();
+            receiver.write_finished(now, &write, result)?;
+        }
+        match receiver.poll_output() {
+            Output::Disk(write @ DiskCommand::Write { .. }) => {
+                writes.push_back((after(now, delay), write));
+            }
+            Output::Disk(command) => receiver.carry_out(now, command, storage)?,
+            Output::Event(event) => on_event(receiver, event)?,
+            Output::Timeout(_) => return Ok(()),
+        }
     }
 }
 

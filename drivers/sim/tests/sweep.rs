@@ -202,6 +202,33 @@ fn faults_actually_happen_and_sessions_resume() {
 }
 
 #[test]
+fn writes_that_finish_later_meet_faults_and_still_deliver() {
+    // A driver may write on a thread of its own and report each write later: the worlds
+    // with a write delay must finish as every other, faults (a full disk, a crash with
+    // writes still under way) included.
+    let (mut delayed, mut with_faults) = (0, 0);
+    for seed in 0..400 {
+        let world = World::from_seed(seed);
+        if world.write_delay == 0 {
+            continue;
+        }
+        let outcome = run(&world);
+        assert!(
+            outcome.result.is_ok(),
+            "seed {seed}: {:?}\nworld: {}\nreplay: SIM_SEED={seed} cargo test -p ferry-sim",
+            outcome.result,
+            world.summary()
+        );
+        delayed += 1;
+        with_faults += usize::from(outcome.trace.contains("fault "));
+    }
+    assert!(
+        delayed >= 80 && with_faults >= 40,
+        "{delayed} of 400 worlds delayed their writes, {with_faults} of them with faults"
+    );
+}
+
+#[test]
 fn a_planted_bug_committing_unverified_files_is_caught_within_the_budget() {
     // The same sweep, with the receiver's verification switched off: files torn by a
     // source change mid-transfer get committed, and the invariants must notice.

@@ -33,7 +33,7 @@ use crate::transfer::session::impl_session;
 use crate::transfer::storage::{Storage, Target};
 use crate::transfer::violation::{file_rule, misuse, out_of_order};
 use crate::transfer::wire::{self, Limits, Message};
-use crate::transfer::{DiskCommand, TransferConfig, TransferError, TransferEvent};
+use crate::transfer::{DiskCommand, DiskError, TransferConfig, TransferError, TransferEvent};
 
 use commit::Books;
 use intake::Intake;
@@ -167,6 +167,49 @@ impl ReceiverSession {
         self.connection.side.ledger.progress(entry)
     }
 
+    /// The bytes a [`DiskCommand::Write`] this session gave asks to be written (empty for
+    /// any other command). With [`ReceiverSession::write_finished`], a driver may carry a
+    /// write out elsewhere (on a thread of its own, beside the session) instead of through
+    /// [`Session::carry_out`](crate::transfer::Session::carry_out): the bytes stay here,
+    /// unchanged, until it reports back.
+    pub fn write_bytes(&self, command: &DiskCommand) -> &[u8] {
+        match (command, &self.connection.side.phase) {
+            (DiskCommand::Write { id, .. }, Phase::Streaming(stream)) => stream.write_data(*id),
+            _ => &[],
+        }
+    }
+
+    /// A write given out by [`Session::poll_output`](crate::transfer::Session::poll_output)
+    /// is done (or failed, which ends the session). Until then its segment keeps its
+    /// buffer, the next segment waits, and nothing of it counts as written: no checkpoint
+    /// claims it and no file it ends is committed.
+    pub fn write_finished(
+        &mut self,
+        now: Timestamp,
+        command: &DiskCommand,
+        result: Result<(), DiskError>,
+    ) -> Result<(), TransferError> {
+        let receiver = &mut self.connection.side;
+        let (DiskCommand::Write { id, .. }, Phase::Streaming(stream)) =
+            (command, &mut receiver.phase)
+        else {
+            return Err(misuse("a write finished that the receiver did not give"));
+        };
+        let mut books = Books {
+            manifest: &receiver.manifest,
+            ledger: &mut receiver.ledger,
+            out: &mut receiver.out,
+            config: &receiver.config,
+            now: receiver.last_now,
+            skip_verification: receiver.skip_verification,
+        };
+        let done = stream.write_done(*id, result, &mut books);
+        if done.is_ok() {
+            receiver.out.completed();
+        }
+        self.connection.after(now, done)
+    }
+
     /// Carries out one disk command against `storage` and takes its completion.
     fn carry_out_command(
         &mut self,
@@ -198,21 +241,9 @@ impl ReceiverSession {
                 });
                 return self.connection.after(now, done);
             }
-            (DiskCommand::Write { id, offset, .. }, Phase::Streaming(stream)) => {
+            (write @ DiskCommand::Write { id, offset, .. }, Phase::Streaming(stream)) => {
                 let result = storage.write(target, offset, stream.write_data(id));
-                let mut books = Books {
-                    manifest: &receiver.manifest,
-                    ledger: &mut receiver.ledger,
-                    out: &mut receiver.out,
-                    config: &receiver.config,
-                    now: receiver.last_now,
-                    skip_verification: receiver.skip_verification,
-                };
-                let done = stream.write_done(id, result, &mut books);
-                if done.is_ok() {
-                    receiver.out.completed();
-                }
-                return self.connection.after(now, done);
+                return self.write_finished(now, &write, result);
             }
             (DiskCommand::Commit { .. }, _) => ("committing", storage.commit(target)),
             (DiskCommand::Discard { .. }, _) => ("discarding", storage.discard(target)),
