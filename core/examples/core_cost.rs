@@ -6,6 +6,12 @@
 //! Each side must make one SHA-256 pass (the file's digest, from which the segment hash
 //! and proof are built, PROTOCOL.md §6.3) and one ChaCha20Poly1305 pass. The ratio is the core's measured time over
 //! the time of those passes alone; the target is at most 1.3.
+//!
+//! Then each side alone against a null peer: one transfer's two byte streams are
+//! recorded, and each side is run again on its own, fed the other's recorded bytes at
+//! the same points (the core is deterministic: same seed, same inputs, same session), so
+//! its throughput is measured with the peer costing nothing. This is the measure by which
+//! work spread over worker threads is to be judged; today each side runs on one thread.
 
 use std::time::{Duration, Instant};
 
@@ -121,8 +127,23 @@ fn receiver_outputs(receiver: &mut ReceiverSession, finished: &mut bool) -> Dura
     }
 }
 
-/// Time spent inside each session while moving `size` bytes, in ns per byte.
-fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
+/// One transfer's two byte streams, as each side was fed them: per step of the loop in
+/// [`transfer_cost`], the sender's bytes for the receiver and the receiver's for the
+/// sender.
+#[derive(Default)]
+struct Tape {
+    steps: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Tape {
+    fn bytes(&self) -> usize {
+        self.steps.iter().map(|(a, b)| a.len() + b.len()).sum()
+    }
+}
+
+/// The two sessions of a transfer of one `size`-byte file, made from one seed as every
+/// run makes them.
+fn sessions(size: u64) -> (SenderSession, ReceiverSession) {
     let config = TransferConfig::default();
     let entries = vec![ManifestEntry {
         path: "big.bin".into(),
@@ -136,9 +157,17 @@ fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
     let mut entropy = SeededEntropy::new(1);
     let token = Token::generate(&mut entropy);
     let now = Timestamp::ZERO;
-    let mut sender = SenderSession::new(config.clone(), token.clone(), manifest, &mut entropy, now)
+    let sender = SenderSession::new(config.clone(), token.clone(), manifest, &mut entropy, now)
         .expect("sender");
-    let mut receiver = ReceiverSession::new(config, token, &mut entropy, now).expect("receiver");
+    let receiver = ReceiverSession::new(config, token, &mut entropy, now).expect("receiver");
+    (sender, receiver)
+}
+
+/// Time spent inside each session while moving `size` bytes, in ns per byte; with a
+/// `tape`, the two streams are recorded on it.
+fn transfer_cost(size: u64, block: &[u8], mut tape: Option<&mut Tape>) -> (f64, f64) {
+    let now = Timestamp::ZERO;
+    let (mut sender, mut receiver) = sessions(size);
     let (mut in_sender, mut in_receiver) = (Duration::ZERO, Duration::ZERO);
     let mut source = PageCache {
         block,
@@ -173,6 +202,9 @@ fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
             n
         };
         timed!(in_sender, sender.advance_transmit(n));
+        if let Some(tape) = tape.as_deref_mut() {
+            tape.steps.push((wire[..n].to_vec(), Vec::new()));
+        }
         let mut at = 0;
         while at < n {
             at += timed!(in_receiver, receiver.handle_input(now, &wire[at..n]))
@@ -185,6 +217,9 @@ fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
             pending.len()
         };
         timed!(in_receiver, receiver.advance_transmit(m));
+        if let Some((_, to_sender)) = tape.as_deref_mut().and_then(|t| t.steps.last_mut()) {
+            *to_sender = wire[..m].to_vec();
+        }
         let mut at = 0;
         while at < m {
             at += timed!(in_sender, sender.handle_input(now, &wire[at..m])).expect("sender input");
@@ -196,6 +231,69 @@ fn transfer_cost(size: u64, block: &[u8]) -> (f64, f64) {
         in_sender.as_nanos() as f64 / size as f64,
         in_receiver.as_nanos() as f64 / size as f64,
     )
+}
+
+/// The receiver alone, fed the sender's recorded bytes at the points it took them:
+/// ns per byte. Panics if it does not go as it went with its peer.
+fn receiver_alone(size: u64, tape: &Tape) -> f64 {
+    let (_, mut receiver) = sessions(size);
+    let now = Timestamp::ZERO;
+    let mut finished = false;
+    let start = Instant::now();
+    for (to_receiver, to_sender) in &tape.steps {
+        receiver_outputs(&mut receiver, &mut finished);
+        let mut at = 0;
+        while at < to_receiver.len() {
+            at += receiver
+                .handle_input(now, &to_receiver[at..])
+                .expect("receiver input");
+            receiver_outputs(&mut receiver, &mut finished);
+        }
+        let sent = receiver.poll_transmit();
+        assert!(
+            sent == &to_sender[..],
+            "the receiver alone went another way than with its peer"
+        );
+        let m = sent.len();
+        receiver.advance_transmit(m);
+    }
+    assert!(finished, "the receiver alone did not finish");
+    start.elapsed().as_nanos() as f64 / size as f64
+}
+
+/// The sender alone, fed the receiver's recorded bytes, its file read from `block` (the
+/// copies not counted, as in [`transfer_cost`]): ns per byte.
+fn sender_alone(size: u64, block: &[u8], tape: &Tape) -> f64 {
+    let (mut sender, _) = sessions(size);
+    let now = Timestamp::ZERO;
+    let mut source = PageCache {
+        block,
+        spent: Duration::ZERO,
+    };
+    let start = Instant::now();
+    for (to_receiver, to_sender) in &tape.steps {
+        loop {
+            match sender.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Disk(command) => sender.carry_out(now, command, &mut source).expect("read"),
+                Output::Event(_) => {}
+            }
+        }
+        let sent = &sender.poll_transmit()[..to_receiver.len()];
+        assert!(
+            sent == &to_receiver[..],
+            "the sender alone went another way than with its peer"
+        );
+        sender.advance_transmit(to_receiver.len());
+        let mut at = 0;
+        while at < to_sender.len() {
+            at += sender
+                .handle_input(now, &to_sender[at..])
+                .expect("sender input");
+        }
+    }
+    assert!(sender.is_finished(), "the sender alone did not finish");
+    start.elapsed().saturating_sub(source.spent).as_nanos() as f64 / size as f64
 }
 
 fn main() {
@@ -212,7 +310,7 @@ fn main() {
     for _ in 0..3 {
         sha.push(sha256_cost(&data));
         aead.push(aead_cost(&mut data));
-        let (s, r) = transfer_cost(mib << 20, &block);
+        let (s, r) = transfer_cost(mib << 20, &block, None);
         sender.push(s);
         receiver.push(r);
     }
@@ -236,4 +334,19 @@ fn main() {
         receiver / receiver_floor
     );
     println!("target: ratio at most 1.30 on each side ({mib} MiB, medians of 3 interleaved runs)");
+    // Each side alone, against the other's recorded stream.
+    let mut tape = Tape::default();
+    transfer_cost(mib << 20, &block, Some(&mut tape));
+    let (mut sender_alone_ns, mut receiver_alone_ns) = (vec![], vec![]);
+    for _ in 0..3 {
+        sender_alone_ns.push(sender_alone(mib << 20, &block, &tape));
+        receiver_alone_ns.push(receiver_alone(mib << 20, &tape));
+    }
+    let (s, r) = (median(sender_alone_ns), median(receiver_alone_ns));
+    println!(
+        "against a null peer (the other side's {} MiB of recorded bytes), 1 thread each: sender {s:.3} ns/B ({:.0} MB/s), receiver {r:.3} ns/B ({:.0} MB/s)",
+        tape.bytes() >> 20,
+        1e3 / s,
+        1e3 / r
+    );
 }
