@@ -84,6 +84,10 @@ pub(crate) struct Receiver {
     skip_verification: bool,
     /// The session's other connections, which it asks the driver for (PROTOCOL.md §8).
     lanes: ReceiverLanes,
+    /// When the session began, and the round trip of its handshake (from then until the
+    /// sender's key confirmation arrived): the path's own, with nothing queued on it yet.
+    started: Timestamp,
+    handshake_rtt_micros: u64,
 }
 
 /// The receiving end of a transfer session: the core of `ferry receive`.
@@ -118,6 +122,8 @@ impl ReceiverSession {
             last_now: now,
             skip_verification: false,
             lanes: ReceiverLanes::new(config.connections, config.channel.max_record_payload),
+            started: now,
+            handshake_rtt_micros: 0,
             config,
         };
         Ok(ReceiverSession {
@@ -318,6 +324,7 @@ impl Receiver {
             &self.config,
             self.part_size,
             settled.hashes,
+            self.handshake_rtt_micros,
         )));
         self.arm_stall(now);
     }
@@ -355,6 +362,7 @@ impl Receiver {
 impl Side for Receiver {
     fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError> {
         self.phase = Phase::Manifest(Intake::new(channel.max_message_len()));
+        self.handshake_rtt_micros = now.as_micros().saturating_sub(self.started.as_micros());
         self.out.event(TransferEvent::Connected);
         self.arm_stall(now);
         Ok(())

@@ -72,7 +72,14 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(config: &TransferConfig, part_size: usize, hashes: FileHashes) -> Self {
+    /// The stream of a session whose handshake took `handshake_rtt_micros` (see
+    /// [`Window::new`]).
+    pub(super) fn new(
+        config: &TransferConfig,
+        part_size: usize,
+        hashes: FileHashes,
+        handshake_rtt_micros: u64,
+    ) -> Self {
         Stream {
             part_size,
             slots: Vec::new(),
@@ -83,6 +90,7 @@ impl Stream {
                 config.initial_window,
                 config.window_floor,
                 config.max_window,
+                handshake_rtt_micros,
             ),
             answers_due: VecDeque::new(),
             first_hash: None,

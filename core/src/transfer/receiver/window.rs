@@ -57,6 +57,11 @@ pub(super) struct Window {
     /// Startup: the best rate so far and the rounds since it last rose by a quarter; over
     /// (`None`) once the rate stopped rising.
     startup: Option<(u64, u8)>,
+    /// The handshake's round trip, µs: the path's own. Round trips measured from requests
+    /// also hold the time a busy sender (or receiver) took to get to them, which on a
+    /// loaded loopback can be many milliseconds; only the path's decides whether slow
+    /// start may go past the floor.
+    path_rtt: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +72,9 @@ struct Request {
 }
 
 impl Window {
-    pub(super) fn new(initial: usize, floor: usize, max: usize) -> Self {
+    /// A window from `initial` bytes, kept at least `floor` once slow start has reached
+    /// it and at most `max`, on a path whose handshake took `path_rtt` µs.
+    pub(super) fn new(initial: usize, floor: usize, max: usize, path_rtt: u64) -> Self {
         let floor = floor.min(max).max(1);
         let start = initial.min(floor);
         Window {
@@ -84,6 +91,7 @@ impl Window {
             next_rate: 0,
             rounds: 0,
             startup: Some((0, 0)),
+            path_rtt,
         }
     }
 
@@ -171,16 +179,16 @@ impl Window {
     }
 
     /// True while slow start may take the window past its floor: finding the rate of a
-    /// path whose round trip is long, the last round's rate rising (or none measured
-    /// yet), and the bandwidth-delay product (once a round has measured one) more than
-    /// the floor holds. Growing by every part that arrives doubles the window each round
+    /// path whose round trip (its handshake's) is long, the last round's rate rising (or
+    /// none measured yet), and the bandwidth-delay product (once a round has measured
+    /// one) more than the floor holds. Growing by every part that arrives doubles the window each round
     /// trip with no lag, where sizing from the measured rate alone trails the window by a
     /// round trip at every step; stopping at the first flat round keeps a connection
     /// whose send buffer is the limit from taking requests it cannot carry (they would
     /// wait behind it when lanes open).
     fn long_startup(&self) -> bool {
         self.startup.is_some_and(|(_, flat)| flat == 0)
-            && self.min_rtt_micros() >= Connections::LONG_PATH_MICROS
+            && self.path_rtt >= Connections::LONG_PATH_MICROS
             && (self.rounds == 0 || 2 * self.bdp() >= self.floor)
     }
 
@@ -259,7 +267,7 @@ mod tests {
 
     #[test]
     fn slow_start_grows_by_what_arrives_up_to_the_floor() {
-        let mut window = Window::new(4, 10, 100);
+        let mut window = Window::new(4, 10, 100, 0);
         assert!(window.admits(0, 4) && !window.admits(4, 1));
         window.asked(4, at(0));
         window.arrived(4, at(0));
@@ -275,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_part_larger_than_the_window_goes_alone() {
-        let mut window = Window::new(4, 4, 100);
+        let mut window = Window::new(4, 4, 100, 0);
         assert!(window.admits(0, 50));
         window.asked(50, at(0));
         assert!(!window.admits(0, 1));
@@ -308,7 +316,7 @@ mod tests {
     #[test]
     fn grows_to_the_bandwidth_delay_product_of_a_long_fat_path() {
         // 125 MB/s × 100 ms: 12.5 MB in flight fill it.
-        let mut window = Window::new(256 << 10, 4 << 20, 64 << 20);
+        let mut window = Window::new(256 << 10, 4 << 20, 64 << 20, 100_000);
         let size = on_a_path(&mut window, 125_000_000, 100_000, 64 << 10, 40);
         assert!(
             (14_000_000..=24_000_000).contains(&size),
@@ -321,7 +329,7 @@ mod tests {
         // 125 MB/s × 200 ms: 25 MB fill it. Grown only from measured rates, a round
         // behind, the window was still 16 MiB after three round trips (it had reached
         // that in two); slow start doubles it each one.
-        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20);
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 200_000);
         let size = on_a_path(&mut window, 125_000_000, 200_000, 64 << 10, 3);
         assert!(size >= 25_000_000, "window {size} after three round trips");
     }
@@ -332,7 +340,7 @@ mod tests {
         // product of 4.2 MB. The window may reach the startup gain over it (4×, 16.8 MB);
         // slow start that went on past the first flat round took it to 20.9 MB.
         for rounds in 1..=12 {
-            let mut window = Window::new(4 << 20, 4 << 20, 40 << 20);
+            let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 200_000);
             let size = on_a_path(&mut window, 21_000_000, 200_000, 64 << 10, rounds);
             assert!(
                 size <= 18 << 20,
@@ -342,13 +350,24 @@ mod tests {
     }
 
     #[test]
+    fn a_short_handshake_keeps_slow_start_at_the_floor_however_slow_the_answers() {
+        // The same answers as on the 200 ms path above, but the handshake took 200 µs:
+        // the requests' long round trips are a busy peer's (a loaded loopback), not the
+        // path's. The window grows only as the measured rates say, as before slow start
+        // could pass the floor (16.8 MB after three round trips, against 33 MB).
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 200);
+        let size = on_a_path(&mut window, 125_000_000, 200_000, 64 << 10, 3);
+        assert!(size < 20_000_000, "window {size} after three round trips");
+    }
+
+    #[test]
     fn stays_at_its_floor_on_a_short_path_and_within_its_maximum_on_a_long_one() {
-        let mut short = Window::new(256 << 10, 4 << 20, 64 << 20);
+        let mut short = Window::new(256 << 10, 4 << 20, 64 << 20, 200);
         assert_eq!(
             on_a_path(&mut short, 1_000_000_000, 200, 64 << 10, 2_000),
             4 << 20
         );
-        let mut capped = Window::new(256 << 10, 4 << 20, 8 << 20);
+        let mut capped = Window::new(256 << 10, 4 << 20, 8 << 20, 200_000);
         assert_eq!(
             on_a_path(&mut capped, 125_000_000, 200_000, 64 << 10, 40),
             8 << 20
