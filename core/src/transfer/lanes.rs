@@ -278,7 +278,8 @@ impl ReceiverLanes {
     }
 
     /// The next lane to ask the driver for, if one is due: `rate` is the delivery rate
-    /// now, `rounds` the measuring rounds so far, `rtt_micros` the shortest round trip.
+    /// now, `rounds` the measuring rounds so far, `rtt_micros` the path's round trip
+    /// (the handshake's: requests' round trips also hold a busy peer's delays).
     /// `Auto` tries a first step of two lanes after the first rounds, then doubles the
     /// connections while each step raises the rate by an eighth within its rounds, and
     /// stops at the first that did not. Its lanes stay: closing them throws away what

@@ -504,7 +504,7 @@ impl Side for Receiver {
                         secret,
                         stream.window.rate(),
                         stream.window.rounds(),
-                        stream.window.min_rtt_micros(),
+                        self.handshake_rtt_micros,
                     )
                 {
                     stream.window.find_rate_again();

@@ -249,11 +249,6 @@ impl Window {
     pub(super) fn rounds(&self) -> u64 {
         self.rounds
     }
-
-    /// The shortest round trip seen lately, in microseconds (0 before the first).
-    pub(super) fn min_rtt_micros(&self) -> u64 {
-        self.min_rtt.map_or(0, |(rtt, _)| rtt)
-    }
 }
 
 #[cfg(test)]
