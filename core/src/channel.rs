@@ -346,12 +346,17 @@ impl Channel {
         let State::Keyed(keyed) = &mut self.state else {
             return Ok(0);
         };
-        let (n, complete) = self.rx.push(input)?;
-        if !complete {
-            return Ok(n);
-        }
         let record = keyed.incoming.sequence();
-        let opened = self.rx.open(&mut keyed.incoming)?;
+        let (n, opened) = match self.rx.take_whole(input, &mut keyed.incoming)? {
+            Some(whole) => whole,
+            None => {
+                let (n, complete) = self.rx.push(input)?;
+                if !complete {
+                    return Ok(n);
+                }
+                (n, self.rx.open(&mut keyed.incoming)?)
+            }
+        };
         let unexpected = |why| Error::UnexpectedRecord { record, why };
         match (opened.content, keyed.confirmed) {
             (ContentType::Confirm, false) => {

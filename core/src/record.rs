@@ -131,9 +131,15 @@ impl RecordReader {
         if self.filled < HEADER_LEN {
             return Ok(None);
         }
-        let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&self.buf[..HEADER_LEN]);
-        let len = u32::from_be_bytes(header) as usize;
+        self.checked_body_len(&self.buf[..HEADER_LEN]).map(Some)
+    }
+
+    /// The body length a record's `header` (its first four bytes) announces, if within
+    /// the bounds.
+    fn checked_body_len(&self, header: &[u8]) -> Result<usize, Error> {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes.copy_from_slice(&header[..HEADER_LEN]);
+        let len = u32::from_be_bytes(bytes) as usize;
         let max = 1 + self.max_payload + TAG_LEN;
         if len > max {
             return Err(Error::RecordTooLarge {
@@ -144,7 +150,39 @@ impl RecordReader {
         if len < 1 + TAG_LEN {
             return Err(Error::RecordTooShort { len: len as u64 });
         }
-        Ok(Some(len))
+        Ok(len)
+    }
+
+    /// Takes a whole record straight out of `input` when none is partly gathered and
+    /// `input` holds all of it, opening it as it comes in: the decryption writes the
+    /// plaintext here, one pass over the bytes fewer than gathering and then opening in
+    /// place. `None`: gather it with [`RecordReader::push`] instead. On failure nothing
+    /// of the record is released.
+    pub(crate) fn take_whole(
+        &mut self,
+        input: &[u8],
+        direction: &mut Direction,
+    ) -> Result<Option<(usize, Opened)>, Error> {
+        if self.filled != 0 || input.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let total = HEADER_LEN + self.checked_body_len(input)?;
+        if input.len() < total {
+            return Ok(None);
+        }
+        let sequence = direction.next_sequence()?;
+        self.filled = total;
+        let (header, rest) = self.buf[..total].split_at_mut(HEADER_LEN);
+        header.copy_from_slice(&input[..HEADER_LEN]);
+        let ciphertext = &input[HEADER_LEN..total - TAG_LEN];
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&input[total - TAG_LEN..total]);
+        let plaintext = &mut rest[..ciphertext.len()];
+        let opened = direction
+            .cipher
+            .open_into(sequence, header, ciphertext, plaintext, &tag);
+        self.opened(sequence, opened.is_ok())
+            .map(|o| Some((total, o)))
     }
 
     /// Takes bytes from `input` up to the end of the current record. Returns how many were
@@ -176,21 +214,26 @@ impl RecordReader {
         let (ciphertext, tag_bytes) = rest.split_at_mut(total - HEADER_LEN - TAG_LEN);
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(tag_bytes);
-        if direction
-            .cipher
-            .open(sequence, header, ciphertext, &tag)
-            .is_err()
-        {
+        let opened = direction.cipher.open(sequence, header, ciphertext, &tag);
+        self.opened(sequence, opened.is_ok())
+    }
+
+    /// The record gathered, opened (`authentic`) or not: its content type and where its
+    /// payload sits.
+    fn opened(&self, sequence: u64, authentic: bool) -> Result<Opened, Error> {
+        if !authentic {
             return Err(if sequence == 0 {
                 Error::AuthenticationFailed
             } else {
                 Error::Integrity { record: sequence }
             });
         }
-        let content = ContentType::from_wire(ciphertext[0]).ok_or(Error::UnexpectedRecord {
-            record: sequence,
-            why: "unknown content type",
-        })?;
+        let total = self.filled;
+        let content =
+            ContentType::from_wire(self.buf[HEADER_LEN]).ok_or(Error::UnexpectedRecord {
+                record: sequence,
+                why: "unknown content type",
+            })?;
         Ok(Opened {
             content,
             payload: HEADER_LEN + 1..total - TAG_LEN,
