@@ -181,11 +181,11 @@ impl Window {
     /// True while slow start may take the window past its floor: finding the rate of a
     /// path whose round trip (its handshake's) is long, the last round's rate rising (or
     /// none measured yet), and the bandwidth-delay product (once a round has measured
-    /// one) more than the floor holds. Growing by every part that arrives doubles the window each round
-    /// trip with no lag, where sizing from the measured rate alone trails the window by a
-    /// round trip at every step; stopping at the first flat round keeps a connection
-    /// whose send buffer is the limit from taking requests it cannot carry (they would
-    /// wait behind it when lanes open).
+    /// one) more than the floor holds. Growing by every part that arrives doubles the
+    /// window each round trip with no lag, where sizing from the measured rate alone
+    /// trails the window by a round trip at every step; stopping at the first flat round
+    /// keeps a connection whose send buffer is the limit from taking requests it cannot
+    /// carry (they would wait behind it when lanes open).
     fn long_startup(&self) -> bool {
         self.startup.is_some_and(|(_, flat)| flat == 0)
             && self.path_rtt >= Connections::LONG_PATH_MICROS
