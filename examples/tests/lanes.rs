@@ -162,54 +162,6 @@ fn a_sender_serving_several_receivers_gives_each_its_own_lanes() {
     assert_same_tree(&source, &dir.path().join("b/batch"));
 }
 
-/// A relay in front of the sender that forwards every connection and cuts the `cut`-th
-/// (0: the session's own) once it has carried `after` bytes towards the receiver.
-/// Returns its port and a flag set once the cut is made.
-fn cutting_relay(sender_port: u16, cut: usize, after: u64) -> (u16, Arc<AtomicBool>) {
-    use std::net::{Shutdown, TcpListener};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let made = Arc::new(AtomicBool::new(false));
-    let cut_made = made.clone();
-    std::thread::spawn(move || {
-        for (index, client) in listener.incoming().enumerate() {
-            let Ok(client) = client else { return };
-            let server = TcpStream::connect(("127.0.0.1", sender_port)).unwrap();
-            let (mut up_from, mut up_to) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut up_from, &mut up_to);
-                let _ = up_to.shutdown(Shutdown::Write);
-            });
-            let (mut down_from, mut down_to) = (server, client);
-            let limit = if index == cut { after } else { u64::MAX };
-            let cut_made = cut_made.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                let mut carried = 0u64;
-                while carried < limit {
-                    match down_from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if down_to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                            carried += n as u64;
-                        }
-                    }
-                }
-                // Cut (or ended): both ends see the connection go.
-                if carried >= limit {
-                    cut_made.store(true, Ordering::SeqCst);
-                }
-                let _ = down_to.shutdown(Shutdown::Both);
-                let _ = down_from.shutdown(Shutdown::Both);
-            });
-        }
-    });
-    (port, made)
-}
-
 #[test]
 fn a_lane_cut_mid_transfer_loses_nothing() {
     // Three connections through a relay that cuts the second lane after 8 MiB: the
@@ -221,9 +173,14 @@ fn a_lane_cut_mid_transfer_loses_nothing() {
     let out = dir.path().join("out");
     let sending = send(&["--pod"], &[&source], None);
     let mut args = sending.receive_args(None);
-    let at = args.iter().position(|a| a == "--port").unwrap() + 1;
-    let sender_port: u16 = args[at].parse().unwrap();
-    let (relay, cut) = cutting_relay(sender_port, 2, 8 << 20);
+    let (at, sender_port) = port_arg(&args);
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_made = Arc::clone(&cut);
+    let relay = relay(sender_port, move |index, carried, _| {
+        let cutting = index == 2 && carried >= 8 << 20;
+        cut_made.fetch_or(cutting, Ordering::SeqCst);
+        !cutting
+    });
     args[at] = relay.to_string();
     args.extend(["--connections".into(), "3".into()]);
     let received = receive(&args, &out, None);

@@ -433,3 +433,60 @@ pub(crate) fn wait_until(child: &mut Child, log: &Path, mut ready: impl FnMut() 
 pub(crate) fn part_len(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |m| m.len())
 }
+
+/// A relay in front of the sender on `sender_port`, as a hostile or broken network path
+/// would be; returns its port. Receivers' bytes pass as they are. Each chunk of the
+/// sender's stream on connection `index` (counted from 0 as they arrive) is first shown
+/// to `meddle(index, carried, chunk)`, with the bytes of that connection already carried:
+/// it may change the chunk, and returning false cuts the connection there instead.
+pub(crate) fn relay(
+    sender_port: u16,
+    meddle: impl Fn(usize, u64, &mut [u8]) -> bool + Send + Sync + 'static,
+) -> u16 {
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let meddle = Arc::new(meddle);
+    std::thread::spawn(move || {
+        for (index, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let server = TcpStream::connect(("127.0.0.1", sender_port)).unwrap();
+            let (mut up_from, mut up_to) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_from, &mut up_to);
+                let _ = up_to.shutdown(Shutdown::Write);
+            });
+            let (mut down_from, mut down_to) = (server, client);
+            let meddle = Arc::clone(&meddle);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut carried = 0u64;
+                loop {
+                    let n = match down_from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !meddle(index, carried, &mut buf[..n])
+                        || down_to.write_all(&buf[..n]).is_err()
+                    {
+                        break;
+                    }
+                    carried += n as u64;
+                }
+                // Cut (or ended): both ends see the connection go.
+                let _ = down_to.shutdown(Shutdown::Both);
+                let _ = down_from.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// Where `receive_args` names the sender's port, and the port.
+pub(crate) fn port_arg(args: &[String]) -> (usize, u16) {
+    let at = args.iter().position(|a| a == "--port").unwrap() + 1;
+    (at, args[at].parse().unwrap())
+}
