@@ -99,6 +99,7 @@ pub mod session;
 mod storage;
 mod violation;
 pub(crate) mod wire;
+mod work;
 
 pub use lanes::Connections;
 pub use manifest::{
@@ -111,6 +112,7 @@ pub use sender::SenderSession;
 pub use session::{Output, Session};
 pub use storage::{Storage, Target};
 pub use violation::Violation;
+pub use work::HashWork;
 
 /// The smallest part a sender may choose (PROTOCOL.md §6.1).
 pub const MIN_PART_SIZE: usize = 1 << 10;

@@ -12,7 +12,7 @@
 use crate::time::Timestamp;
 use crate::transfer::manifest::Manifest;
 use crate::transfer::storage::Storage;
-use crate::transfer::{DiskCommand, TransferError, TransferEvent};
+use crate::transfer::{DiskCommand, HashWork, TransferError, TransferEvent};
 
 /// What a session has for its driver, next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +114,21 @@ pub trait Session {
 
     /// A one-line summary of the session's state, for traces and bug reports.
     fn describe(&self) -> String;
+
+    /// From now on the driver runs the session's SHA-256 passes (half of its work per
+    /// byte) instead of the session running them inline: each comes out of
+    /// [`Session::poll_work`], to be run ([`HashWork::run`]) on any thread while the
+    /// session goes on, and given back with [`Session::work_done`]. One pass is out at a
+    /// time; the segments behind it wait their turn (see [`crate::transfer::HashWork`]).
+    fn offload_hashing(&mut self);
+
+    /// The next SHA-256 pass to run, if one is waiting (after any input, disk completion
+    /// or timer, beside [`Session::poll_output`]). Only with [`Session::offload_hashing`].
+    fn poll_work(&mut self) -> Option<HashWork>;
+
+    /// A pass from [`Session::poll_work`] is done (run, or not: it is then run here).
+    /// Drain the outputs afterwards: the segment moves on.
+    fn work_done(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError>;
 }
 
 /// Implements [`Session`] for a role's session type by forwarding to its connection and to
@@ -227,6 +242,22 @@ macro_rules! impl_session {
 
             fn describe(&self) -> String {
                 self.describe_state()
+            }
+
+            fn offload_hashing(&mut self) {
+                self.offload_hashing_side();
+            }
+
+            fn poll_work(&mut self) -> Option<$crate::transfer::HashWork> {
+                self.poll_work_side()
+            }
+
+            fn work_done(
+                &mut self,
+                now: $crate::Timestamp,
+                work: $crate::transfer::HashWork,
+            ) -> Result<(), $crate::transfer::TransferError> {
+                self.work_done_side(now, work)
             }
         }
     };

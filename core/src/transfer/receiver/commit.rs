@@ -1,12 +1,12 @@
 //! Segments in stream order: checked against their hash, written, and the files that end
 //! in them committed, retried or failed.
 
-use crate::resource::SegmentHasher;
 use crate::resource::wire::Proof;
 use crate::time::Timestamp;
 use crate::transfer::manifest::Manifest;
 use crate::transfer::outputs::{Outputs, slot_io, split_io};
 use crate::transfer::violation::{file_rule, misuse};
+use crate::transfer::work::HashWork;
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
 
 use super::ledger::{Ledger, Verdict};
@@ -25,18 +25,90 @@ pub(super) struct Books<'a> {
 }
 
 impl Stream {
-    /// Checks and writes the oldest complete segment, in stream order, one segment at a
-    /// time: file hashes advance with the data, the segment hash is checked over them
-    /// before anything of the segment is written, and each file's verdict is known when
-    /// its last extent is written.
+    /// Moves segments on in stream order: the oldest complete one is hashed (one pass at
+    /// a time, here or by the driver), and the oldest hashed one checked and written
+    /// once the one before it is written. File hashes advance with the data, the segment
+    /// hash is checked over them before anything of the segment is written, and each
+    /// file's verdict is known when its last extent is written.
     pub(super) fn process(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
+        self.start_hashing(books)?;
+        self.start_writing(books)
+    }
+
+    /// Lends the oldest complete segment's bytes to the SHA-256 pass, if the pass is free.
+    fn start_hashing(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
+        let Some(work) = self.hashing.free() else {
+            return Ok(());
+        };
+        let Some(index) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Complete && s.seq == self.next_hash)
+        else {
+            return Ok(());
+        };
+        let slot = &mut self.slots[index];
+        let manifest = books.manifest;
+        work.load(
+            index,
+            slot.seq,
+            &mut slot.buf,
+            slot.extents.iter().map(|&(extent, at)| {
+                let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
+                (extent, at, size)
+            }),
+        );
+        slot.state = SlotState::Hashing;
+        self.next_hash += 1;
+        match self.hashing.start() {
+            Some(work) => self.hashed(work, books),
+            None => Ok(()),
+        }
+    }
+
+    /// A segment's SHA-256 pass is done: its bytes are back, its file prefixes and proof
+    /// kept, and whether it matches its hash known.
+    pub(super) fn hashed(
+        &mut self,
+        mut work: HashWork,
+        books: &mut Books<'_>,
+    ) -> Result<(), TransferError> {
+        if !self.hashing.is_out() {
+            return Err(misuse(
+                "hashing work came back that the session did not give",
+            ));
+        }
+        let outcome = work.outcome();
+        let Some(slot) = self
+            .slots
+            .get_mut(work.slot)
+            .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
+        else {
+            return Err(misuse(
+                "hashing work came back that the session did not give",
+            ));
+        };
+        core::mem::swap(&mut slot.buf, &mut work.data);
+        slot.prefixes.clear();
+        slot.prefixes
+            .extend(work.digests.iter().map(|digest| digest.prefix));
+        let (hash, proof) = core::mem::take(&mut work.segment).finish(&slot.random);
+        slot.corrupt = hash != slot.hash && !books.skip_verification;
+        slot.proof = proof;
+        slot.state = SlotState::Hashed;
+        self.hashing.home(work);
+        outcome
+    }
+
+    /// Checks and writes the oldest hashed segment, once the one before it is written.
+    fn start_writing(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
         if self.slots.iter().any(|s| s.state == SlotState::Writing) {
             return Ok(());
         }
         let Some(index) = self
             .slots
             .iter()
-            .position(|s| s.state == SlotState::Complete && s.seq == self.next_process)
+            .position(|s| s.state == SlotState::Hashed && s.seq == self.next_process)
         else {
             return Ok(());
         };
@@ -47,7 +119,7 @@ impl Stream {
             return Ok(());
         }
         let slot = &mut self.slots[index];
-        verify(slot, &mut self.hashes, books)?;
+        judge(slot, books)?;
         if slot.corrupt {
             books.out.event(TransferEvent::SegmentRejected {
                 segment: slot.segment_index,
@@ -156,31 +228,25 @@ impl Stream {
     }
 }
 
-/// Passes a segment's pieces through the file hashes, checks its hash `h` and keeps its
-/// proof, and decides each file that ends in it.
-fn verify(
-    slot: &mut RecvSlot,
-    hashes: &mut crate::transfer::hashes::FileHashes,
-    books: &mut Books<'_>,
-) -> Result<(), TransferError> {
-    let mut segment = SegmentHasher::new();
+/// Decides each file that ends in a hashed segment, by its hash against the sender's
+/// digest (and the manifest's), and taints every file of a segment that did not match.
+fn judge(slot: &mut RecvSlot, books: &mut Books<'_>) -> Result<(), TransferError> {
     slot.verdicts.clear();
-    slot.prefixes.clear();
-    for (extent, at) in &slot.extents {
-        let data = &slot.buf[*at..*at + extent.len as usize];
+    for (k, (extent, _)) in slot.extents.iter().enumerate() {
         let entry = extent.entry;
         let size = books.manifest.get(entry as usize).map_or(0, |e| e.size);
-        let piece = hashes.absorb(&mut segment, extent, data, size)?;
-        slot.prefixes.push(piece.prefix);
-        if piece.ends_file && books.ledger.is_tainted(extent) {
+        let ends_file = extent.offset + u64::from(extent.len) == size;
+        if ends_file && books.ledger.is_tainted(extent) {
             let verdict = Ledger::not_as_sent(extent.attempt, books.config);
             slot.verdicts.push((entry, verdict));
             continue;
         }
-        if !piece.ends_file || !books.ledger.is_current(extent) {
+        if !ends_file || !books.ledger.is_current(extent) {
             continue;
         }
-        let ours = piece.prefix;
+        let Some(&ours) = slot.prefixes.get(k) else {
+            return Err(misuse("a segment judged before its hashes"));
+        };
         // A hash the manifest promised binds every attempt until the sender announces
         // the file with another size or mtime (UPDATE): the batch the user accepted is
         // the batch that arrives, whatever digest a sender claims for other bytes.
@@ -206,8 +272,6 @@ fn verify(
         };
         slot.verdicts.push((entry, verdict));
     }
-    let (hash, proof) = segment.finish(&slot.random);
-    slot.corrupt = hash != slot.hash && !books.skip_verification;
     if slot.corrupt {
         // Its data is not what the sender hashed: nothing of it is written, and every
         // file with a piece in it is sent again (the verdicts of those that end here
@@ -225,6 +289,5 @@ fn verify(
             *verdict = Ledger::not_as_sent(attempt, books.config);
         }
     }
-    slot.proof = proof;
     Ok(())
 }

@@ -33,7 +33,9 @@ use crate::transfer::session::impl_session;
 use crate::transfer::storage::{Storage, Target};
 use crate::transfer::violation::{file_rule, misuse, out_of_order};
 use crate::transfer::wire::{self, Limits, Message};
-use crate::transfer::{DiskCommand, DiskError, TransferConfig, TransferError, TransferEvent};
+use crate::transfer::{
+    DiskCommand, DiskError, HashWork, TransferConfig, TransferError, TransferEvent,
+};
 
 use commit::Books;
 use intake::Intake;
@@ -82,6 +84,8 @@ pub(crate) struct Receiver {
     last_now: Timestamp,
     /// See [`ReceiverSession::skip_verification_for_testing`].
     skip_verification: bool,
+    /// The driver runs the SHA-256 passes ([`Session::offload_hashing`](crate::transfer::Session::offload_hashing)).
+    offload_hashing: bool,
     /// The session's other connections, which it asks the driver for (PROTOCOL.md §8).
     lanes: ReceiverLanes,
     /// When the session began, and the round trip of its handshake (from then until the
@@ -121,6 +125,7 @@ impl ReceiverSession {
             stall: Some(now.saturating_add(config.stall_timeout)),
             last_now: now,
             skip_verification: false,
+            offload_hashing: false,
             lanes: ReceiverLanes::new(config.connections, config.channel.max_record_payload),
             started: now,
             handshake_rtt_micros: 0,
@@ -213,6 +218,43 @@ impl ReceiverSession {
         if done.is_ok() {
             receiver.out.completed();
         }
+        self.connection.after(now, done)
+    }
+
+    /// See [`Session::offload_hashing`](crate::transfer::Session::offload_hashing).
+    fn offload_hashing_side(&mut self) {
+        let receiver = &mut self.connection.side;
+        receiver.offload_hashing = true;
+        if let Phase::Streaming(stream) = &mut receiver.phase {
+            stream.hashing.offload();
+        }
+    }
+
+    /// See [`Session::poll_work`](crate::transfer::Session::poll_work).
+    fn poll_work_side(&mut self) -> Option<HashWork> {
+        match &mut self.connection.side.phase {
+            Phase::Streaming(stream) => stream.hashing.poll(),
+            _ => None,
+        }
+    }
+
+    /// See [`Session::work_done`](crate::transfer::Session::work_done).
+    fn work_done_side(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError> {
+        let receiver = &mut self.connection.side;
+        let Phase::Streaming(stream) = &mut receiver.phase else {
+            return Err(misuse(
+                "hashing work came back that the session did not give",
+            ));
+        };
+        let mut books = Books {
+            manifest: &receiver.manifest,
+            ledger: &mut receiver.ledger,
+            out: &mut receiver.out,
+            config: &receiver.config,
+            now: receiver.last_now,
+            skip_verification: receiver.skip_verification,
+        };
+        let done = stream.hashed(work, &mut books);
         self.connection.after(now, done)
     }
 
@@ -320,12 +362,16 @@ impl Receiver {
         let ledger = &self.ledger;
         self.out
             .event(plan_settled(&self.manifest, |i| ledger.verified(i)));
-        self.phase = Phase::Streaming(Box::new(Stream::new(
+        let mut stream = Stream::new(
             &self.config,
             self.part_size,
             settled.hashes,
             self.handshake_rtt_micros,
-        )));
+        );
+        if self.offload_hashing {
+            stream.hashing.offload();
+        }
+        self.phase = Phase::Streaming(Box::new(stream));
         self.arm_stall(now);
     }
 

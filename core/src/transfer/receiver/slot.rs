@@ -17,8 +17,12 @@ pub(super) enum SlotState {
     /// Layout received; waiting for the advertisement.
     Layout,
     Receiving,
-    /// All parts in and decompressed; waiting for its turn to be checked and written.
+    /// All parts in and decompressed; waiting for its turn to be hashed.
     Complete,
+    /// Its SHA-256 pass is under way (its buffer lent to the pass).
+    Hashing,
+    /// Hashed; waiting for its turn to be checked and written.
+    Hashed,
     /// Its writes are under way.
     Writing,
 }

@@ -14,6 +14,7 @@ use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::outputs::Outputs;
 use crate::transfer::violation::{out_of_order, segment_rule};
 use crate::transfer::wire::{self, Layout, Message};
+use crate::transfer::work::Hashing;
 use crate::transfer::{DiskCommand, FileFailure, TransferConfig, TransferError, TransferEvent};
 
 use super::ledger::Ledger;
@@ -47,7 +48,8 @@ pub(super) struct Stream {
     /// The slot whose layout came and whose advertisement is next.
     awaiting_adv: Option<usize>,
     next_seq: u64,
-    /// The next segment to check and write, in stream order.
+    /// The next segment to hash, and the next to check and write, in stream order.
+    pub(super) next_hash: u64,
     pub(super) next_process: u64,
     pub(super) window: Window,
     /// What each segment processed is owed, in order: its proof, or its rejection.
@@ -64,8 +66,9 @@ pub(super) struct Stream {
     /// Decompression space, one segment.
     scratch: Vec<u8>,
     request_buf: Vec<u8>,
-    /// Per-file SHA-256 as the stream passes (and resumed prefixes waiting).
-    pub(super) hashes: FileHashes,
+    /// The one SHA-256 pass over each segment, in stream order, carrying the per-file
+    /// hashes (and resumed prefixes waiting); run here or by the driver.
+    pub(super) hashing: Hashing,
     /// The next entry to settle before data flows (folders, files already complete).
     settle_next: usize,
     pub(super) bytes_done: u64,
@@ -85,6 +88,7 @@ impl Stream {
             slots: Vec::new(),
             awaiting_adv: None,
             next_seq: 0,
+            next_hash: 0,
             next_process: 0,
             window: Window::new(
                 config.initial_window,
@@ -99,7 +103,7 @@ impl Stream {
             granted: grant_for(config.window_floor, 0, config),
             scratch: vec![0; config.segment_size],
             request_buf: Vec::with_capacity(config.channel.max_record_payload),
-            hashes,
+            hashing: Hashing::new(hashes, config.max_extents_per_segment),
             settle_next: 0,
             bytes_done: 0,
         }
@@ -337,7 +341,15 @@ impl Stream {
     pub(super) fn in_flight(&self) -> impl Iterator<Item = &[u8; 32]> {
         self.slots
             .iter()
-            .filter(|s| matches!(s.state, SlotState::Receiving | SlotState::Complete))
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    SlotState::Receiving
+                        | SlotState::Complete
+                        | SlotState::Hashing
+                        | SlotState::Hashed
+                )
+            })
             .map(|s| &s.hash)
     }
 

@@ -31,7 +31,7 @@ use crate::transfer::session::impl_session;
 use crate::transfer::storage::{Storage, Target};
 use crate::transfer::violation::{misuse, out_of_order};
 use crate::transfer::wire::{self, Limits, Message};
-use crate::transfer::{DiskCommand, TransferConfig, TransferError, TransferEvent};
+use crate::transfer::{DiskCommand, HashWork, TransferConfig, TransferError, TransferEvent};
 
 use ledger::EntryState;
 use offer::Offering;
@@ -92,6 +92,8 @@ pub(crate) struct Sender {
     stall: Option<Timestamp>,
     /// The session's other connections, opened by the receiver (PROTOCOL.md §8).
     lanes: SenderLanes,
+    /// The driver runs the SHA-256 passes ([`Session::offload_hashing`](crate::transfer::Session::offload_hashing)).
+    offload_hashing: bool,
 }
 
 /// The sending end of a transfer session: the core of `ferry send`.
@@ -128,6 +130,7 @@ impl SenderSession {
             seed: u64::from_be_bytes(seed),
             grant: 0,
             stall: None,
+            offload_hashing: false,
             lanes: SenderLanes::new(
                 config.channel.send_buffer,
                 config.segment_buffers() * config.parts_per_segment(),
@@ -138,6 +141,35 @@ impl SenderSession {
         Ok(SenderSession {
             connection: Connection::new(channel, sender, now),
         })
+    }
+
+    /// See [`Session::offload_hashing`](crate::transfer::Session::offload_hashing).
+    fn offload_hashing_side(&mut self) {
+        let sender = &mut self.connection.side;
+        sender.offload_hashing = true;
+        if let Phase::Streaming(stream) = &mut sender.phase {
+            stream.hashing.offload();
+        }
+    }
+
+    /// See [`Session::poll_work`](crate::transfer::Session::poll_work).
+    fn poll_work_side(&mut self) -> Option<HashWork> {
+        match &mut self.connection.side.phase {
+            Phase::Streaming(stream) => stream.hashing.poll(),
+            _ => None,
+        }
+    }
+
+    /// See [`Session::work_done`](crate::transfer::Session::work_done).
+    fn work_done_side(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError> {
+        let sender = &mut self.connection.side;
+        let Phase::Streaming(stream) = &mut sender.phase else {
+            return Err(misuse(
+                "hashing work came back that the session did not give",
+            ));
+        };
+        let done = stream.hashed(work, &mut books!(sender));
+        self.connection.after(now, done)
     }
 
     /// Carries out one disk command against `storage` and takes its completion.
@@ -201,7 +233,11 @@ impl Sender {
             _ => 0,
         };
         self.out.event(event);
-        self.phase = Phase::Streaming(Stream::new(&self.config, settled, stream_total, self.seed));
+        let mut stream = Stream::new(&self.config, settled, stream_total, self.seed);
+        if self.offload_hashing {
+            stream.hashing.offload();
+        }
+        self.phase = Phase::Streaming(stream);
     }
 }
 

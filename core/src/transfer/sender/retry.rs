@@ -125,7 +125,12 @@ impl Stream {
     fn oldest_unadvertised(&self) -> Option<u64> {
         self.slots
             .iter()
-            .filter(|s| matches!(s.state, SlotState::Reading | SlotState::Ready))
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    SlotState::Reading | SlotState::Hashing | SlotState::Ready
+                )
+            })
             .map(|s| s.seq)
             .min()
     }

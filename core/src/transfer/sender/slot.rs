@@ -4,18 +4,20 @@
 use std::collections::VecDeque;
 
 use crate::entropy::{Entropy, SeededEntropy};
+use crate::resource::part_map_hash;
 use crate::resource::wire::{Advertisement, MAP_HASH_LEN, Request, flags};
-use crate::resource::{SegmentHasher, part_map_hash};
-use crate::transfer::hashes::FileHashes;
 use crate::transfer::manifest::Manifest;
 use crate::transfer::violation::segment_rule;
 use crate::transfer::wire::{Extent, FileDigest, Layout, Message};
+use crate::transfer::work::HashWork;
 use crate::transfer::{TransferConfig, TransferError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SlotState {
     Free,
     Reading,
+    /// Its SHA-256 pass is under way (its buffer lent to the pass).
+    Hashing,
     /// Hashed, waiting to be advertised.
     Ready,
     Advertised,
@@ -92,31 +94,28 @@ impl SendSlot {
         &self.buf[start..(start + part_size).min(self.transfer_len)]
     }
 
-    /// The segment's reads are in and its pieces final: hashes it in one pass (the file
-    /// digests, the segment hash and proof), compresses it if asked and smaller, and
-    /// draws the map hashes.
+    /// The segment's SHA-256 pass (`work`, over its pieces as finally laid out) is done:
+    /// takes its bytes back and the file digests and segment hash from it, compresses it
+    /// if asked and smaller, and draws the map hashes.
     pub(super) fn seal(
         &mut self,
-        hashes: &mut FileHashes,
+        work: &mut HashWork,
         manifest: &Manifest,
         config: &TransferConfig,
         scratch: &mut [u8],
         rng: &mut SeededEntropy,
         guard: &mut Vec<[u8; MAP_HASH_LEN]>,
     ) -> Result<(), TransferError> {
-        let mut segment = SegmentHasher::new();
+        core::mem::swap(&mut self.buf, &mut work.data);
         self.digests.clear();
-        for (extent, at) in &self.extents {
-            let data = &self.buf[*at..*at + extent.len as usize];
-            let entry = manifest.get(extent.entry as usize);
-            let size = entry.map_or(0, |e| e.size);
-            let piece = hashes.absorb(&mut segment, extent, data, size)?;
+        for ((extent, _), piece) in self.extents.iter().zip(&work.digests) {
             if piece.ends_file {
                 let digest = piece.prefix;
                 // Reads that found the file changed dropped their attempt before this;
                 // what is left to compare is the manifest's hash, where there is one (a
                 // reopened file has none).
-                let changed = entry
+                let changed = manifest
+                    .get(extent.entry as usize)
                     .and_then(|e| e.sha256)
                     .is_some_and(|promised| promised != digest);
                 self.digests.push(FileDigest {
@@ -127,6 +126,7 @@ impl SendSlot {
                 });
             }
         }
+        let segment = core::mem::take(&mut work.segment);
         self.transfer_len = self.len;
         self.compressed = false;
         if config.compress

@@ -8,13 +8,13 @@ use crate::channel::Channel;
 use crate::entropy::SeededEntropy;
 use crate::record::sealed_len;
 use crate::resource::wire::{MAP_HASH_LEN, Proof, Request};
-use crate::transfer::hashes::FileHashes;
 use crate::transfer::lanes::SenderLanes;
 use crate::transfer::manifest::{EntryKind, Manifest};
 use crate::transfer::outputs::{Outputs, slot_io, split_io};
 use crate::transfer::violation::{misuse, out_of_order};
 use crate::transfer::wire::bodies::REJECTION_MAX_LEN;
 use crate::transfer::wire::{self, Abandon, Extent, Message, PlanResult, Trouble};
+use crate::transfer::work::{HashWork, Hashing};
 use crate::transfer::{DiskCommand, DiskError, IoId, TransferConfig, TransferError, TransferEvent};
 
 use super::ledger::EntryState;
@@ -71,8 +71,9 @@ pub(super) struct Stream {
     rejected: Vec<u32>,
     rejected_sent: usize,
     pub(super) result_sent: bool,
-    /// Per-file SHA-256 as the stream passes (and resumed prefixes waiting).
-    hashes: FileHashes,
+    /// The one SHA-256 pass over each segment, in stream order, carrying the per-file
+    /// hashes (and resumed prefixes waiting); run here or by the driver.
+    pub(super) hashing: Hashing,
 }
 
 impl Stream {
@@ -108,7 +109,7 @@ impl Stream {
             rejected: settled.rejected,
             rejected_sent: 0,
             result_sent: false,
-            hashes: settled.hashes,
+            hashing: Hashing::new(settled.hashes, config.max_extents_per_segment),
         }
     }
 
@@ -350,9 +351,13 @@ impl Stream {
         Ok(())
     }
 
-    /// Seals the oldest segments whose reads are all in, in stream order.
+    /// Hashes the oldest segments whose reads are all in, in stream order (one pass at a
+    /// time, here or by the driver), and seals each as its pass is done.
     pub(super) fn seal_segments(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
         loop {
+            let Some(work) = self.hashing.free() else {
+                return Ok(());
+            };
             let Some(index) = self.slots.iter().position(|s| {
                 s.state == SlotState::Reading && s.seq == self.next_seal && s.reads_outstanding == 0
             }) else {
@@ -360,22 +365,64 @@ impl Stream {
             };
             let slot = &mut self.slots[index];
             drop_troubled(slot, books.entries, &mut self.notices);
+            self.next_seal += 1;
             if slot.extents.is_empty() {
                 // Nothing of it is left to send.
                 slot.state = SlotState::Free;
-            } else {
-                slot.seal(
-                    &mut self.hashes,
-                    books.manifest,
-                    books.config,
-                    &mut self.scratch,
-                    &mut self.rng,
-                    &mut self.guard,
-                )?;
-                self.first_hash.get_or_insert(slot.hash);
+                continue;
             }
-            self.next_seal += 1;
+            let manifest = &**books.manifest;
+            work.load(
+                index,
+                slot.seq,
+                &mut slot.buf,
+                slot.extents.iter().map(|&(extent, at)| {
+                    let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
+                    (extent, at, size)
+                }),
+            );
+            slot.state = SlotState::Hashing;
+            if let Some(work) = self.hashing.start() {
+                self.hashed(work, books)?;
+            }
         }
+    }
+
+    /// A segment's SHA-256 pass is done: the segment is sealed, ready to be advertised.
+    pub(super) fn hashed(
+        &mut self,
+        mut work: HashWork,
+        books: &mut Books<'_>,
+    ) -> Result<(), TransferError> {
+        if !self.hashing.is_out() {
+            return Err(misuse(
+                "hashing work came back that the session did not give",
+            ));
+        }
+        let outcome = work.outcome();
+        let Some(slot) = self
+            .slots
+            .get_mut(work.slot)
+            .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
+        else {
+            return Err(misuse(
+                "hashing work came back that the session did not give",
+            ));
+        };
+        let sealed = outcome.and_then(|()| {
+            slot.seal(
+                &mut work,
+                books.manifest,
+                books.config,
+                &mut self.scratch,
+                &mut self.rng,
+                &mut self.guard,
+            )
+        });
+        self.hashing.home(work);
+        sealed?;
+        self.first_hash.get_or_insert(slot.hash);
+        Ok(())
     }
 
     /// Advertises sealed segments in stream order, each after its layout and after the
