@@ -101,6 +101,7 @@ mod violation;
 pub(crate) mod wire;
 mod work;
 
+pub use hashes::HashChain;
 pub use lanes::Connections;
 pub use manifest::{
     Entry, EntryKind, Manifest, ManifestBuilder, ManifestEntry, ManifestError, ManifestLimits,

@@ -115,19 +115,23 @@ pub trait Session {
     /// A one-line summary of the session's state, for traces and bug reports.
     fn describe(&self) -> String;
 
-    /// From now on the driver runs the session's SHA-256 passes (half of its work per
-    /// byte) instead of the session running them inline: each comes out of
-    /// [`Session::poll_work`], to be run ([`HashWork::run`]) on any thread while the
-    /// session goes on, and given back with [`Session::work_done`]. One pass is out at a
-    /// time; the segments behind it wait their turn (see [`crate::transfer::HashWork`]).
+    /// The driver runs the session's SHA-256 passes (half of its work per byte) instead
+    /// of the session running them inline. Call it before the transfer starts. Each pass
+    /// comes out of [`Session::poll_work`], to be run ([`HashWork::run`]) on a thread of
+    /// the driver's, on one [`HashChain`](crate::transfer::HashChain) kept for this
+    /// session and in the order the passes came out, while the session goes on; and
+    /// given back with [`Session::work_done`]. A few passes may be out at once. While
+    /// one waits to be taken, a receiver takes no more input; and a receiver whose
+    /// passes are all out and whose next segment is complete takes none either, until
+    /// one comes back (`handle_input` then takes nothing: wait for a pass).
     fn offload_hashing(&mut self);
 
     /// The next SHA-256 pass to run, if one is waiting (after any input, disk completion
     /// or timer, beside [`Session::poll_output`]). Only with [`Session::offload_hashing`].
     fn poll_work(&mut self) -> Option<HashWork>;
 
-    /// A pass from [`Session::poll_work`] is done (run, or not: it is then run here).
-    /// Drain the outputs afterwards: the segment moves on.
+    /// A pass from [`Session::poll_work`] has run (in any order: the session takes the
+    /// results in its own). Drain the outputs afterwards: the segments move on.
     fn work_done(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError>;
 }
 

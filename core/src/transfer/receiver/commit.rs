@@ -25,79 +25,101 @@ pub(super) struct Books<'a> {
 }
 
 impl Stream {
-    /// Moves segments on in stream order: the oldest complete one is hashed (one pass at
-    /// a time, here or by the driver), and the oldest hashed one checked and written
-    /// once the one before it is written. File hashes advance with the data, the segment
-    /// hash is checked over them before anything of the segment is written, and each
-    /// file's verdict is known when its last extent is written.
+    /// Moves segments on in stream order: the oldest complete ones are hashed (a few
+    /// passes at a time, here or by the driver), and the oldest hashed one checked and
+    /// written once the one before it is written. File hashes advance with the data,
+    /// the segment hash is checked over them before anything of the segment is written,
+    /// and each file's verdict is known when its last extent is written.
     pub(super) fn process(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
-        self.start_hashing(books)?;
+        loop {
+            self.start_hashing(books)?;
+            if !self.take_hashed(books)? {
+                break;
+            }
+        }
         self.start_writing(books)
     }
 
-    /// Lends the oldest complete segment's bytes to the SHA-256 pass, if the pass is free.
-    fn start_hashing(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
-        let Some(work) = self.hashing.free() else {
-            return Ok(());
-        };
-        let Some(index) = self
-            .slots
-            .iter()
-            .position(|s| s.state == SlotState::Complete && s.seq == self.next_hash)
-        else {
-            return Ok(());
-        };
-        let slot = &mut self.slots[index];
-        let manifest = books.manifest;
-        work.load(
-            index,
-            slot.seq,
-            &mut slot.buf,
-            slot.extents.iter().map(|&(extent, at)| {
-                let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
-                (extent, at, size)
-            }),
-        );
-        slot.state = SlotState::Hashing;
-        self.next_hash += 1;
-        match self.hashing.start() {
-            Some(work) => self.hashed(work, books),
-            None => Ok(()),
-        }
+    /// True while the driver holds the stream up: a pass waits for it to take it, or
+    /// every pass is out and the next segment is complete. The receiver then takes no
+    /// more input, so that opening records stays a few segments ahead of hashing them
+    /// and no further (its buffers are not all taken by segments waiting for a pass).
+    pub(super) fn hashing_behind(&self) -> bool {
+        self.hashing.waiting()
+            || (!self.hashing.has_free()
+                && self
+                    .slots
+                    .iter()
+                    .any(|s| s.state == SlotState::Complete && s.seq == self.next_hash))
     }
 
-    /// A segment's SHA-256 pass is done: its bytes are back, its file prefixes and proof
-    /// kept, and whether it matches its hash known.
+    /// Lends the oldest complete segments' bytes to their SHA-256 passes, while passes
+    /// are free.
+    fn start_hashing(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
+        while self.hashing.has_free() {
+            let Some(index) = self
+                .slots
+                .iter()
+                .position(|s| s.state == SlotState::Complete && s.seq == self.next_hash)
+            else {
+                return Ok(());
+            };
+            let slot = &mut self.slots[index];
+            let manifest = books.manifest;
+            self.hashing.load(
+                index,
+                slot.seq,
+                &mut slot.buf,
+                slot.extents.iter().map(|&(extent, at)| {
+                    let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
+                    (extent, at, size)
+                }),
+            )?;
+            slot.state = SlotState::Hashing;
+            self.next_hash += 1;
+        }
+        Ok(())
+    }
+
+    /// A pass is back from the driver.
     pub(super) fn hashed(
         &mut self,
-        mut work: HashWork,
+        work: HashWork,
         books: &mut Books<'_>,
     ) -> Result<(), TransferError> {
-        if !self.hashing.is_out() {
-            return Err(misuse(
-                "hashing work came back that the session did not give",
-            ));
+        self.hashing.back(work)?;
+        self.process(books)
+    }
+
+    /// Takes the results of the passes that are done, in order: each segment's bytes are
+    /// back, its file prefixes and proof kept, and whether it matches its hash known.
+    /// True if it took any (their passes are free again).
+    fn take_hashed(&mut self, books: &mut Books<'_>) -> Result<bool, TransferError> {
+        let mut took = false;
+        while let Some(mut work) = self.hashing.take() {
+            took = true;
+            let outcome = work.outcome.take().unwrap_or(Ok(()));
+            let Some(slot) = self
+                .slots
+                .get_mut(work.slot)
+                .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
+            else {
+                return Err(misuse(
+                    "hashing work came back that the session did not give",
+                ));
+            };
+            core::mem::swap(&mut slot.buf, &mut work.data);
+            slot.prefixes.clear();
+            slot.prefixes
+                .extend(work.digests.iter().map(|digest| digest.prefix));
+            let (hash, proof) = core::mem::take(&mut work.segment).finish(&slot.random);
+            slot.corrupt = hash != slot.hash && !books.skip_verification;
+            slot.proof = proof;
+            slot.state = SlotState::Hashed;
+            self.hashing.recycle(work);
+            outcome?;
         }
-        let outcome = work.outcome();
-        let Some(slot) = self
-            .slots
-            .get_mut(work.slot)
-            .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
-        else {
-            return Err(misuse(
-                "hashing work came back that the session did not give",
-            ));
-        };
-        core::mem::swap(&mut slot.buf, &mut work.data);
-        slot.prefixes.clear();
-        slot.prefixes
-            .extend(work.digests.iter().map(|digest| digest.prefix));
-        let (hash, proof) = core::mem::take(&mut work.segment).finish(&slot.random);
-        slot.corrupt = hash != slot.hash && !books.skip_verification;
-        slot.proof = proof;
-        slot.state = SlotState::Hashed;
-        self.hashing.home(work);
-        outcome
+        Ok(took)
     }
 
     /// Checks and writes the oldest hashed segment, once the one before it is written.

@@ -578,7 +578,9 @@ impl Side for Receiver {
     }
 
     fn input_blocked(&self, channel: &Channel) -> bool {
-        short_of_room(channel) || self.outputs_full()
+        short_of_room(channel)
+            || self.outputs_full()
+            || matches!(&self.phase, Phase::Streaming(stream) if stream.hashing_behind())
     }
 
     fn lanes(&self) -> &dyn LaneSet {

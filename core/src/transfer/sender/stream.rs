@@ -351,17 +351,21 @@ impl Stream {
         Ok(())
     }
 
-    /// Hashes the oldest segments whose reads are all in, in stream order (one pass at a
-    /// time, here or by the driver), and seals each as its pass is done.
+    /// Hashes the oldest segments whose reads are all in, in stream order (a few passes
+    /// at a time, here or by the driver), and seals each, in order, as its pass is done.
     pub(super) fn seal_segments(&mut self, books: &mut Books<'_>) -> Result<(), TransferError> {
-        loop {
-            let Some(work) = self.hashing.free() else {
-                return Ok(());
-            };
+        while self.hash_segments(books)? {}
+        Ok(())
+    }
+
+    /// Loads passes for the segments whose reads are in while passes are free, then
+    /// seals those whose passes are done: true if it sealed any (passes are free again).
+    fn hash_segments(&mut self, books: &mut Books<'_>) -> Result<bool, TransferError> {
+        while self.hashing.has_free() {
             let Some(index) = self.slots.iter().position(|s| {
                 s.state == SlotState::Reading && s.seq == self.next_seal && s.reads_outstanding == 0
             }) else {
-                return Ok(());
+                break;
             };
             let slot = &mut self.slots[index];
             drop_troubled(slot, books.entries, &mut self.notices);
@@ -372,7 +376,7 @@ impl Stream {
                 continue;
             }
             let manifest = &**books.manifest;
-            work.load(
+            self.hashing.load(
                 index,
                 slot.seq,
                 &mut slot.buf,
@@ -380,49 +384,47 @@ impl Stream {
                     let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
                     (extent, at, size)
                 }),
-            );
+            )?;
             slot.state = SlotState::Hashing;
-            if let Some(work) = self.hashing.start() {
-                self.hashed(work, books)?;
-            }
         }
+        let mut sealed_any = false;
+        while let Some(mut work) = self.hashing.take() {
+            sealed_any = true;
+            let outcome = work.outcome.take().unwrap_or(Ok(()));
+            let Some(slot) = self
+                .slots
+                .get_mut(work.slot)
+                .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
+            else {
+                return Err(misuse(
+                    "hashing work came back that the session did not give",
+                ));
+            };
+            let sealed = outcome.and_then(|()| {
+                slot.seal(
+                    &mut work,
+                    books.manifest,
+                    books.config,
+                    &mut self.scratch,
+                    &mut self.rng,
+                    &mut self.guard,
+                )
+            });
+            self.hashing.recycle(work);
+            sealed?;
+            self.first_hash.get_or_insert(slot.hash);
+        }
+        Ok(sealed_any)
     }
 
-    /// A segment's SHA-256 pass is done: the segment is sealed, ready to be advertised.
+    /// A pass is back from the driver.
     pub(super) fn hashed(
         &mut self,
-        mut work: HashWork,
+        work: HashWork,
         books: &mut Books<'_>,
     ) -> Result<(), TransferError> {
-        if !self.hashing.is_out() {
-            return Err(misuse(
-                "hashing work came back that the session did not give",
-            ));
-        }
-        let outcome = work.outcome();
-        let Some(slot) = self
-            .slots
-            .get_mut(work.slot)
-            .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
-        else {
-            return Err(misuse(
-                "hashing work came back that the session did not give",
-            ));
-        };
-        let sealed = outcome.and_then(|()| {
-            slot.seal(
-                &mut work,
-                books.manifest,
-                books.config,
-                &mut self.scratch,
-                &mut self.rng,
-                &mut self.guard,
-            )
-        });
-        self.hashing.home(work);
-        sealed?;
-        self.first_hash.get_or_insert(slot.hash);
-        Ok(())
+        self.hashing.back(work)?;
+        self.seal_segments(books)
     }
 
     /// Advertises sealed segments in stream order, each after its layout and after the
