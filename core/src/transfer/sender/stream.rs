@@ -73,7 +73,7 @@ pub(super) struct Stream {
     pub(super) result_sent: bool,
     /// The one SHA-256 pass over each segment, in stream order, carrying the per-file
     /// hashes (and resumed prefixes waiting); run here or by the driver.
-    pub(super) hashing: Hashing,
+    pub(super) hashing: Box<Hashing>,
 }
 
 impl Stream {
@@ -109,7 +109,7 @@ impl Stream {
             rejected: settled.rejected,
             rejected_sent: 0,
             result_sent: false,
-            hashing: Hashing::new(settled.hashes, config.max_extents_per_segment),
+            hashing: Box::new(Hashing::new(settled.hashes, config.max_extents_per_segment)),
         }
     }
 
