@@ -414,8 +414,8 @@ fn sender_alone(size: u64, block: &[u8], tape: &Tape) -> f64 {
     start.elapsed().saturating_sub(source.spent).as_nanos() as f64 / size as f64
 }
 
-/// The sender's outputs (reads from `source`) carried out, and its waiting passes handed
-/// to `hasher`.
+/// The sender's outputs (reads from `source`) carried out, and its passes handed to
+/// `hasher` as soon as each read brings one.
 fn sender_outputs(sender: &mut SenderSession, source: &mut PageCache<'_>, hasher: &mut HashThread) {
     loop {
         match sender.poll_output() {
@@ -425,6 +425,7 @@ fn sender_outputs(sender: &mut SenderSession, source: &mut PageCache<'_>, hasher
                 .expect("read"),
             Output::Event(_) => {}
         }
+        hasher.dispatch(sender);
     }
     hasher.dispatch(sender);
 }

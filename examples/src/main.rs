@@ -437,6 +437,10 @@ impl Output {
                     eprintln!("bytes already here: {}", finish.bytes_present);
                     eprintln!("wire bytes: {}", finish.wire_bytes);
                     eprintln!("connections: {}", finish.connections);
+                    eprintln!(
+                        "hashing thread: {}",
+                        if finish.hash_thread { "yes" } else { "no" }
+                    );
                 }
             }
         }
@@ -455,6 +459,8 @@ struct Finished {
     wire_bytes: u64,
     elapsed: Duration,
     connections: usize,
+    /// SHA-256 ran on a thread of its own.
+    hash_thread: bool,
 }
 
 /// The other side, as the messages name it: "receiver" when sending, "sender" when
@@ -653,6 +659,7 @@ fn run() -> ProcessExit {
                             skipped: 0,
                             wire_bytes: summary.wire_bytes,
                             connections: summary.connections,
+                            hash_thread: summary.hash_thread,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,
@@ -709,6 +716,7 @@ fn run() -> ProcessExit {
                             skipped: summary.skipped,
                             wire_bytes: 0,
                             connections: summary.connections,
+                            hash_thread: summary.hash_thread,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,

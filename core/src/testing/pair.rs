@@ -6,8 +6,8 @@ use crate::lane::{LANE_HELLO_LEN, LaneRefused, MAX_LANES};
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::{
-    DiskCommand, Output, ReceiverSession, SenderSession, Session, TransferConfig, TransferError,
-    TransferEvent,
+    DiskCommand, HashChain, HashWork, Output, ReceiverSession, SenderSession, Session,
+    TransferConfig, TransferError, TransferEvent,
 };
 
 pub use super::storage::SourceHook;
@@ -71,7 +71,13 @@ pub struct Pair {
     pub refuse_lanes: bool,
     hellos: [Vec<u8>; MAX_LANES],
     sender_turns: u64,
+    /// With [`Pair::offload_hashing`]: the passes out, and each side's chain.
+    passes: Option<(Vec<HeldPass>, [HashChain; 2])>,
 }
+
+/// A pass the pair ran and holds (true: the receiver's), to be given back at the next
+/// turn, last first.
+type HeldPass = (bool, HashWork);
 
 impl Pair {
     /// A pair moving `items`, the receiver with `config` and the sender with
@@ -118,7 +124,55 @@ impl Pair {
             replay_hellos: false,
             refuse_lanes: false,
             hellos: Default::default(),
+            passes: None,
         }
+    }
+
+    /// Both sides hand their SHA-256 passes out, as to a driver's hashing thread: the
+    /// pair runs each on its side's chain as it comes, and gives the ones of a turn back
+    /// at the next turn, last first (so they come back late and out of order).
+    pub fn offload_hashing(&mut self) {
+        self.sender.offload_hashing();
+        self.receiver.offload_hashing();
+        self.passes = Some((Vec::new(), Default::default()));
+    }
+
+    /// Gives back the passes held since the last turn (last first) and takes the new
+    /// ones: true if any went either way.
+    fn hash_passes(&mut self) -> bool {
+        let Some((held, chains)) = self.passes.as_mut() else {
+            return false;
+        };
+        let mut moved = !held.is_empty();
+        for (receiver, work) in held.drain(..).rev() {
+            let done = if receiver {
+                self.receiver.work_done(self.now, work)
+            } else {
+                self.sender.work_done(self.now, work)
+            };
+            if let Err(error) = done {
+                let side = if receiver {
+                    &mut self.receiver_error
+                } else {
+                    &mut self.sender_error
+                };
+                side.get_or_insert(error);
+            }
+        }
+        for receiver in [false, true] {
+            loop {
+                let work = if receiver {
+                    self.receiver.poll_work()
+                } else {
+                    self.sender.poll_work()
+                };
+                let Some(mut work) = work else { break };
+                work.run(&mut chains[usize::from(receiver)]);
+                held.push((receiver, work));
+                moved = true;
+            }
+        }
+        moved
     }
 
     /// A pair with one configuration for both sides and file hashes in the manifest.
@@ -182,8 +236,11 @@ impl Pair {
     }
 
     fn outputs(&mut self) -> bool {
+        let passes = self.hash_passes();
         let sender = self.sender_outputs();
-        self.receiver_outputs() | sender
+        let receiver = self.receiver_outputs();
+        // What the outputs brought (a read that completes a segment) goes out now.
+        self.hash_passes() | passes | sender | receiver
     }
 
     fn wire(&mut self) -> bool {

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 
 use crate::resource::SegmentHasher;
 use crate::transfer::TransferError;
-use crate::transfer::violation::{misuse, segment_rule};
+use crate::transfer::violation::segment_rule;
 use crate::transfer::wire::Extent;
 use crate::transfer::wire::bodies::{EXTENT_LEN, encode_extent};
 
@@ -108,10 +108,9 @@ impl HashChain {
         ends_file: bool,
     ) -> Result<PieceDigest, TransferError> {
         let mut hasher = match start {
-            PieceStart::Continue => self
-                .current
-                .take()
-                .ok_or(misuse("a hashing pass ran out of its session's order"))?,
+            PieceStart::Continue => self.current.take().ok_or(TransferError::Hashing(
+                "a pass ran out of its session's order",
+            ))?,
             PieceStart::Fresh => Sha256::new(),
             PieceStart::Resumed(prefix) => (**prefix).clone(),
         };

@@ -605,6 +605,11 @@ pub enum TransferError {
     /// peer is not told: the mistake is the caller's.
     #[error("the session was called out of order: {0}")]
     Misuse(&'static str),
+    /// The driver ran or gave back one of the session's SHA-256 passes wrongly (out of
+    /// the session's order, or not at all): its segment's hashes are lost, so the
+    /// session ends (`Session::offload_hashing`).
+    #[error("the driver's hashing went wrong: {0}")]
+    Hashing(&'static str),
     /// A disk operation failed.
     #[error("{op} {path}: {error}")]
     Disk {

@@ -88,7 +88,9 @@ impl HashWork {
             return;
         }
         if self.number != chain.next {
-            self.outcome = Some(Err(misuse("a hashing pass ran out of its session's order")));
+            self.outcome = Some(Err(TransferError::Hashing(
+                "a pass ran out of its session's order",
+            )));
             return;
         }
         chain.next += 1;
@@ -259,7 +261,7 @@ impl Hashing {
             ));
         }
         if work.outcome.is_none() {
-            return Err(misuse("a hashing pass came back without being run"));
+            return Err(TransferError::Hashing("a pass came back without being run"));
         }
         self.early.push(work);
         Ok(())

@@ -44,6 +44,7 @@ fn world(row: &Row, data: &[u8]) -> World {
         config: row.config.clone(),
         broken_verification: false,
         write_delay: 0,
+        hash_delay: 0,
     }
 }
 

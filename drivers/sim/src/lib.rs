@@ -14,8 +14,8 @@ use ferry_core::lane::{LANE_HELLO_LEN, MAX_LANES};
 pub use ferry_core::testing::Rng;
 use ferry_core::testing::{MemoryDisk, MemorySource, drain};
 use ferry_core::transfer::{
-    Connections, DiskCommand, DiskError, DiskErrorKind, EntryKind, FileMeta, Manifest,
-    ManifestEntry, Output, ReceiverSession, SenderSession, Session, Storage, Target,
+    Connections, DiskCommand, DiskError, DiskErrorKind, EntryKind, FileMeta, HashChain, HashWork,
+    Manifest, ManifestEntry, Output, ReceiverSession, SenderSession, Session, Storage, Target,
     TransferConfig, TransferError, TransferEvent,
 };
 use ferry_core::{SeededEntropy, Timestamp, Token};
@@ -111,6 +111,10 @@ pub struct World {
     /// The receiver's writes finish this many µs after it gives them out, in order, as
     /// where a driver writes on a thread of its own (0: at once, through `carry_out`).
     pub write_delay: u64,
+    /// Both sides hand their SHA-256 passes out (`Session::offload_hashing`), and each
+    /// comes back up to this many µs later, as from a driver's hashing thread: run in
+    /// order, back in any order (0: the sessions hash inline).
+    pub hash_delay: u64,
 }
 
 impl World {
@@ -206,6 +210,11 @@ impl World {
             } else {
                 0
             },
+            hash_delay: if rng.chance(30) {
+                rng.range(1, 3_000)
+            } else {
+                0
+            },
         }
     }
 
@@ -223,7 +232,7 @@ impl World {
             })
             .collect();
         format!(
-            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, window {:?}, write delay {} µs, connections {:?}, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
+            "latency {} µs (jitter {} µs), {} B/s, chunks up to {} B, send buffer {} B, window {:?}, write delay {} µs, hash delay {} µs, connections {:?}, faults {:?}, items [{}], part {} B, segment {} B, in flight {}, compress {}",
             self.latency,
             self.jitter,
             self.bandwidth,
@@ -231,6 +240,7 @@ impl World {
             self.send_buffer,
             self.window,
             self.write_delay,
+            self.hash_delay,
             self.config.connections,
             self.faults,
             sizes.join(", "),
@@ -528,6 +538,13 @@ struct Round {
     /// Writes the receiver gave out that finish later (`World::write_delay`), in order,
     /// with when each does.
     writes: VecDeque<(Timestamp, DiskCommand)>,
+    /// SHA-256 passes the sessions gave out (`World::hash_delay`), already run, each with
+    /// when it comes back, its side, and its place among that side's passes.
+    passes: Vec<(Timestamp, usize, u64, HashWork)>,
+    /// Passes each side gave out.
+    passes_given: [u64; 2],
+    /// Each side's chain, as a driver's hashing thread keeps it.
+    chains: [HashChain; 2],
 }
 
 /// One lane's connection.
@@ -608,7 +625,7 @@ impl<'w> Sim<'w> {
         // judged against the file as it was then.
         self.source.relisted();
         let manifest = self.manifest.clone();
-        let sender = as_endpoint(SENDER, || {
+        let mut sender = as_endpoint(SENDER, || {
             SenderSession::new(
                 world.config.clone(),
                 token.clone(),
@@ -625,6 +642,10 @@ impl<'w> Sim<'w> {
         if world.broken_verification {
             receiver.skip_verification_for_testing();
         }
+        if world.hash_delay > 0 {
+            sender.offload_hashing();
+            receiver.offload_hashing();
+        }
         Ok(Round {
             sender,
             receiver,
@@ -636,6 +657,9 @@ impl<'w> Sim<'w> {
             sent: 0,
             local: self.disk.local(),
             writes: VecDeque::new(),
+            passes: Vec::new(),
+            passes_given: [0; 2],
+            chains: Default::default(),
         })
     }
 
@@ -648,8 +672,13 @@ impl<'w> Sim<'w> {
         // without time passing is spinning, which is a failure of its own.
         let mut steps_without_time = 0u32;
         let finished = 'steps: loop {
-            self.receiver_work(&mut round)?;
-            self.sender_work(&mut round.sender);
+            loop {
+                self.receiver_work(&mut round)?;
+                self.sender_work(&mut round.sender);
+                if !self.hash_passes(&mut round) {
+                    break;
+                }
+            }
             self.open_lanes(&mut round);
             // The wire, with the fault of this session: as much as each socket takes.
             for lane in 0..MAX_LANES as u8 {
@@ -871,6 +900,7 @@ impl<'w> Sim<'w> {
             lanes,
             connecting,
             writes,
+            passes,
             ..
         } = round;
         let mut next = [
@@ -885,6 +915,7 @@ impl<'w> Sim<'w> {
         .flatten()
         .chain(connecting.iter().map(|(at, _)| *at))
         .chain(writes.front().map(|(at, _)| *at))
+        .chain(passes.iter().map(|(at, ..)| *at))
         .min();
         for (lane, links) in lanes.iter_mut().enumerate() {
             let Some(links) = links else { continue };
@@ -1011,6 +1042,10 @@ impl<'w> Sim<'w> {
                 let receiver = &mut round.receiver;
                 let more = feed(RECEIVER, &bytes[taken..], |b| receiver.handle_input(now, b));
                 self.receiver_work(round)?;
+                // Its hashing thread finishes what it has.
+                while self.hash_passes_now(round) {
+                    self.receiver_work(round)?;
+                }
                 // Its answers go nowhere now; a receiver that can take no more has what
                 // it can get.
                 let back = round.receiver.poll_transmit().len();
@@ -1020,6 +1055,9 @@ impl<'w> Sim<'w> {
                 }
                 taken += more;
             }
+        }
+        while self.hash_passes_now(round) {
+            self.receiver_work(round)?;
         }
         let now = self.now;
         let _ = as_endpoint(RECEIVER, || round.receiver.handle_eof(now));
@@ -1076,6 +1114,62 @@ impl<'w> Sim<'w> {
             (None, Some(violation)) => Err(violation.clone()),
             (None, None) => Ok(()),
         }
+    }
+
+    /// Runs the passes the sessions gave out, each on its side's chain in the order
+    /// given, to come back after a delay drawn for it (so they come back in any order),
+    /// and gives back those due now: true if any went either way.
+    fn hash_passes(&mut self, round: &mut Round) -> bool {
+        let (now, delay) = (self.now, self.world.hash_delay);
+        let mut moved = false;
+        for who in [SENDER, RECEIVER] {
+            loop {
+                let work = if who == SENDER {
+                    round.sender.poll_work()
+                } else {
+                    round.receiver.poll_work()
+                };
+                let Some(mut work) = work else { break };
+                let side = usize::from(who == RECEIVER);
+                work.run(&mut round.chains[side]);
+                let back = after(now, self.rng.range(0, delay + 1));
+                round
+                    .passes
+                    .push((back, who, round.passes_given[side], work));
+                round.passes_given[side] += 1;
+                moved = true;
+            }
+        }
+        while let Some(at) = round.passes.iter().position(|(back, ..)| *back <= now) {
+            let (_, who, place, work) = round.passes.swap_remove(at);
+            if let Some(&(_, _, before, _)) = round
+                .passes
+                .iter()
+                .find(|(_, w, before, _)| *w == who && *before < place)
+            {
+                let _ = writeln!(
+                    self.trace,
+                    "  pass {place} of {} back before pass {before}",
+                    if who == SENDER { "sender" } else { "receiver" }
+                );
+            }
+            let _ = if who == SENDER {
+                as_endpoint(SENDER, || round.sender.work_done(now, work))
+            } else {
+                as_endpoint(RECEIVER, || round.receiver.work_done(now, work))
+            };
+            moved = true;
+        }
+        moved
+    }
+
+    /// [`Sim::hash_passes`], every pass out coming back now.
+    fn hash_passes_now(&mut self, round: &mut Round) -> bool {
+        let now = self.now;
+        for (back, ..) in &mut round.passes {
+            *back = (*back).min(now);
+        }
+        self.hash_passes(round)
     }
 
     /// The sender's outputs: its reads of the source, its events (not checked here).

@@ -201,15 +201,13 @@ fn faults_actually_happen_and_sessions_resume() {
     );
 }
 
-#[test]
-fn writes_that_finish_later_meet_faults_and_still_deliver() {
-    // A driver may write on a thread of its own and report each write later: the worlds
-    // with a write delay must finish as every other, faults (a full disk, a crash with
-    // writes still under way) included.
-    let (mut delayed, mut with_faults) = (0, 0);
+/// Runs the first 400 seeds' worlds that `picked` chooses, each of which must deliver:
+/// how many ran, and how many of their traces hold each of `marks`.
+fn picked_worlds_deliver(picked: impl Fn(&World) -> bool, marks: &[&str]) -> (usize, Vec<usize>) {
+    let (mut ran, mut marked) = (0, vec![0; marks.len()]);
     for seed in 0..400 {
         let world = World::from_seed(seed);
-        if world.write_delay == 0 {
+        if !picked(&world) {
             continue;
         }
         let outcome = run(&world);
@@ -219,12 +217,40 @@ fn writes_that_finish_later_meet_faults_and_still_deliver() {
             outcome.result,
             world.summary()
         );
-        delayed += 1;
-        with_faults += usize::from(outcome.trace.contains("fault "));
+        ran += 1;
+        for (count, mark) in marked.iter_mut().zip(marks) {
+            *count += usize::from(outcome.trace.contains(mark));
+        }
     }
+    (ran, marked)
+}
+
+#[test]
+fn writes_that_finish_later_meet_faults_and_still_deliver() {
+    // A driver may write on a thread of its own and report each write later: the worlds
+    // with a write delay must finish as every other, faults (a full disk, a crash with
+    // writes still under way) included.
+    let (delayed, marked) = picked_worlds_deliver(|w| w.write_delay > 0, &["fault "]);
     assert!(
-        delayed >= 80 && with_faults >= 40,
-        "{delayed} of 400 worlds delayed their writes, {with_faults} of them with faults"
+        delayed >= 80 && marked[0] >= 40,
+        "{delayed} of 400 worlds delayed their writes, {} of them with faults",
+        marked[0]
+    );
+}
+
+#[test]
+fn hashing_passes_that_come_back_late_meet_faults_and_still_deliver() {
+    // A driver may run the sessions' SHA-256 passes on a thread of its own and give them
+    // back later, in any order: those worlds must finish as every other, faults
+    // included, and some passes must come back before ones handed out earlier.
+    let (offloaded, marked) =
+        picked_worlds_deliver(|w| w.hash_delay > 0, &["fault ", " back before pass "]);
+    assert!(
+        offloaded >= 80 && marked[0] >= 40 && marked[1] >= 20,
+        "{offloaded} of 400 worlds hashed through the driver, {} of them with faults, {} \
+         with passes back out of order",
+        marked[0],
+        marked[1]
     );
 }
 

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use ferry_core::transfer::Session;
 
+use std::cell::RefCell;
+
 use crate::clock::Clock;
 use crate::error::DriverError;
+use crate::hashing::HashThread;
 use crate::lanes::Lanes;
 
 /// Bytes that crossed the socket during one session.
@@ -17,6 +20,9 @@ pub struct Traffic {
     pub sent: u64,
     /// Bytes read from it.
     pub received: u64,
+    /// The session's SHA-256 passes ran on a thread of their own
+    /// ([`crate::hashing::wanted`]).
+    pub hash_thread: bool,
 }
 
 /// Drives `session` over `stream`, and its `lanes`, until the batch is finished or
@@ -32,6 +38,28 @@ pub fn drive<S: Session>(
     mut work: impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; 256 << 10];
+    // The session's SHA-256 passes run beside this loop; they are handed out and taken
+    // back around every step of it.
+    let peer = stream.peer_addr().ok().map(|address| address.ip());
+    let hasher = RefCell::new(HashThread::start(session, peer));
+    traffic.hash_thread = hasher.borrow().is_some();
+    let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<(), DriverError> {
+        if let Some(hasher) = hasher.borrow_mut().as_mut() {
+            hasher.collect(session, clock.now(), false)?;
+        }
+        work(session, lanes)?;
+        if let Some(hasher) = hasher.borrow_mut().as_mut() {
+            hasher.dispatch(session)?;
+        }
+        Ok(())
+    };
+    // Waits for a pass the session is waiting for; false if none is out.
+    let wait_for_pass = |session: &mut S| -> Result<bool, DriverError> {
+        match hasher.borrow_mut().as_mut() {
+            Some(hasher) if hasher.busy() => hasher.collect(session, clock.now(), true),
+            _ => Ok(false),
+        }
+    };
     let result = (|| loop {
         if crate::stop::requested() {
             return Err(DriverError::Transfer(
@@ -57,6 +85,12 @@ pub fn drive<S: Session>(
         if lanes.active() {
             wait = wait.min(crate::lanes::LANE_TICK);
         }
+        // With nothing to read yet, a pass that is out is what to wait for: its segment
+        // moves on when it is back.
+        let pass_out = hasher.borrow().as_ref().is_some_and(HashThread::busy);
+        if pass_out && !crate::os::net::readable_now(stream) && wait_for_pass(session)? {
+            continue;
+        }
         stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         match stream.read(&mut buf) {
             Ok(0) => {
@@ -68,7 +102,12 @@ pub fn drive<S: Session>(
                 traffic.received += n as u64;
                 let mut at = 0;
                 while at < n {
-                    at += session.handle_input(clock.now(), &buf[at..n])?;
+                    let took = session.handle_input(clock.now(), &buf[at..n])?;
+                    at += took;
+                    if took == 0 {
+                        // Its passes are all out and the next segment is in: wait.
+                        wait_for_pass(session)?;
+                    }
                     work(session, lanes)?;
                     flush(stream, session, traffic, lanes, &mut work)?;
                 }

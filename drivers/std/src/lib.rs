@@ -13,6 +13,7 @@ pub mod conn;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hashing;
 pub mod lanes;
 pub mod lock;
 pub mod os;

@@ -62,6 +62,8 @@ pub struct ReceiveSummary {
     pub checkpoints: (u32, Duration),
     /// Connections the last session used (its own and its lanes).
     pub connections: usize,
+    /// Its SHA-256 passes ran on a thread of their own.
+    pub hash_thread: bool,
 }
 
 /// Connects to the sender and receives its batch into `options.out_dir`.
@@ -99,6 +101,7 @@ pub fn receive(
     lanes.finish();
     work.finish(&session, result).map(|summary| ReceiveSummary {
         connections,
+        hash_thread: traffic.hash_thread,
         ..summary
     })
 }

@@ -38,6 +38,8 @@ pub struct SendSummary {
     pub failed_sessions: usize,
     /// Connections the last session used (its own and its lanes).
     pub connections: usize,
+    /// Its SHA-256 passes ran on a thread of their own.
+    pub hash_thread: bool,
 }
 
 /// A listening sender: what to print, and the loop that serves.
@@ -202,6 +204,7 @@ impl Sender {
         driven?;
         let mut summary = work.finish(&session)?;
         summary.connections = connections;
+        summary.hash_thread = traffic.hash_thread;
         summary.wire_bytes = traffic.sent;
         summary.elapsed = started.elapsed();
         Ok(summary)

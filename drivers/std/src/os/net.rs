@@ -55,3 +55,20 @@ pub fn accept_unless(
     listener.set_nonblocking(false)?;
     accepted
 }
+
+/// True if `stream` has bytes (or its end) to read right now, without waiting.
+#[cfg(unix)]
+pub fn readable_now(stream: &TcpStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    // An error here (not expected) says "readable": the read that follows reports it.
+    !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+}
+
+/// Windows: the standard library cannot ask without reading; the hashing thread is not
+/// used there ([`crate::hashing::HashThread::start`]), so this is never asked.
+#[cfg(windows)]
+pub fn readable_now(_stream: &TcpStream) -> bool {
+    true
+}

@@ -1,0 +1,125 @@
+//! Hashing on a thread of its own, tried as a user would: with `FERRY_HASH_THREAD=1` on
+//! both sides, a tree of many small files and one large one arrives identical, a receive
+//! killed with `kill -9` in the middle of the large file resumes from what was verified,
+//! and both logs say the thread ran. Without the variable, a transfer over loopback uses
+//! the thread only on a machine of four cores or more (the two processes share them).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+const HASH_THREAD: (&str, &str) = ("FERRY_HASH_THREAD", "1");
+
+fn threaded() -> Command {
+    let mut command = Command::new(FERRY);
+    command.env(HASH_THREAD.0, HASH_THREAD.1);
+    command
+}
+
+fn receive_threaded(args: &[String], out: &Path) -> Output {
+    threaded()
+        .args(args)
+        .arg("-v")
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn tree(root: &Path) -> std::path::PathBuf {
+    let src = root.join("src");
+    fs::create_dir_all(src.join("small")).unwrap();
+    for i in 0..300u64 {
+        random_file(
+            &src.join(format!("small/f{i:03}")),
+            1 + (i as usize * 7919) % 9000,
+            i,
+        );
+    }
+    random_file(&src.join("big.bin"), 192 << 20, 1000);
+    src
+}
+
+/// The bytes of `path` the lock file in `out` claims as verified, if it claims any.
+fn claimed(out: &Path, path: &str) -> Option<u64> {
+    let lock = fs::read(out.join(".transfer_lock.json")).ok()?;
+    let lock: serde_json::Value = serde_json::from_slice(&lock).ok()?;
+    lock["files"][path]["transferred_bytes"].as_u64()
+}
+
+#[test]
+fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tree(dir.path());
+    let out = dir.path().join("out");
+
+    let sending = send_with(threaded(), &["--pod"], &[&src]);
+    let log = dir.path().join("killed.log");
+    let mut child = threaded()
+        .args(sending.receive_args(None))
+        .arg("-v")
+        .arg("-o")
+        .arg(&out)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed once a checkpoint claims a good part of the big file.
+    wait_until(&mut child, &log, || {
+        claimed(&out, "src/big.bin").is_some_and(|bytes| bytes >= 32 << 20)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sending.abandon();
+
+    let sending = send_with(threaded(), &["--pod"], &[&src]);
+    let again = receive_threaded(&sending.receive_args(None), &out);
+    let log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_same_tree(&src, &out.join("src"));
+    assert!(
+        bytes_already_here(&log) >= 16 << 20,
+        "the rerun resumed little of the big file:\n{log}"
+    );
+    assert!(log.contains("hashing thread: yes"), "{log}");
+    assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
+}
+
+#[test]
+fn a_loopback_transfer_takes_the_thread_only_with_cores_to_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("one.bin");
+    random_file(&src, 3 << 20, 5);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&src], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threaded = match std::env::var(HASH_THREAD.0).as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => cores >= 4,
+    };
+    let expected = if threaded {
+        "hashing thread: yes"
+    } else {
+        "hashing thread: no"
+    };
+    assert!(log.contains(expected), "{cores} cores:\n{log}");
+    assert!(
+        sender_log.contains(expected),
+        "{cores} cores:\n{sender_log}"
+    );
+    assert_eq!(
+        fs::read(&src).unwrap(),
+        fs::read(out.join("one.bin")).unwrap()
+    );
+}
