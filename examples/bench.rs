@@ -166,7 +166,17 @@ impl Side {
 /// One Ferry transfer of `payload`, `extra` given to the sender: (seconds, sender,
 /// receiver).
 fn ferry_run(ferry: &Path, payload: &Payload, out: &Path, extra: &[&str]) -> (f64, Side, Side) {
-    transfer(ferry, payload, out, extra, &[])
+    transfer(ferry, payload, out, extra, &[], &[])
+}
+
+/// As [`ferry_run`], both sides with the environment `env`.
+fn ferry_run_with(
+    ferry: &Path,
+    payload: &Payload,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> (f64, Side, Side) {
+    transfer(ferry, payload, out, &[], &[], env)
 }
 
 /// As [`ferry_run`], with `extra` given to the receiver.
@@ -176,7 +186,7 @@ fn ferry_run_receiving(
     out: &Path,
     extra: &[&str],
 ) -> (f64, Side, Side) {
-    transfer(ferry, payload, out, &[], extra)
+    transfer(ferry, payload, out, &[], extra, &[])
 }
 
 fn transfer(
@@ -185,11 +195,13 @@ fn transfer(
     out: &Path,
     extra: &[&str],
     receiver_extra: &[&str],
+    env: &[(&str, &str)],
 ) -> (f64, Side, Side) {
     let mut sender = Command::new(ferry)
         .args(["send", "--pod", "--port", "0"])
         .args(extra)
         .arg(&payload.root)
+        .envs(env.iter().copied())
         .env("FERRY_REPORT_RSS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -206,6 +218,7 @@ fn transfer(
         .args(receiver_extra)
         .arg("-o")
         .arg(out)
+        .envs(env.iter().copied())
         .env("FERRY_REPORT_RSS", "1")
         .output()
         .unwrap();
@@ -303,6 +316,13 @@ fn main() {
     {
         return against(&ferry, Path::new(&other), &payloads, &dir);
     }
+    if std::env::args().nth(2).as_deref() == Some("--scp") {
+        let (port, key) = (std::env::args().nth(3), std::env::args().nth(4));
+        let (Some(port), Some(key)) = (port, key) else {
+            panic!("usage: bench DIR --scp PORT KEY (an sshd on 127.0.0.1:PORT taking KEY)");
+        };
+        return against_scp(&ferry, &payloads[0], &dir, &port, Path::new(&key));
+    }
     let mut data = random_bytes(256 << 20, 9);
     let sha = median((0..3).map(|_| sha256_mbs(&data)).collect());
     let aead = median((0..3).map(|_| aead_mbs(&mut data)).collect());
@@ -397,6 +417,28 @@ fn main() {
         big.bytes as f64 / 1e6 / m,
         100.0 * b / m
     );
+    // A hashing thread on each side (FERRY_HASH_THREAD=1) against the default, which on
+    // loopback uses one only with four cores or more: here both processes share the
+    // machine's cores, so this shows what the threads cost or gain when they do.
+    let (mut default, mut threaded, mut cpu) = (vec![], vec![], (0.0, 0.0));
+    for run in 0..3 {
+        let out = |name: &str| outputs.join(format!("{name}-{run}"));
+        default.push(ferry_run(&ferry, big, &out("default"), &[]).0);
+        let (seconds, s, r) =
+            ferry_run_with(&ferry, big, &out("threads"), &[("FERRY_HASH_THREAD", "1")]);
+        threaded.push(seconds);
+        cpu = (s.cpu_seconds, r.cpu_seconds);
+    }
+    let (d, t) = (median(default), median(threaded));
+    println!(
+        "{:<28} hashing thread on each side: {:.0} MB/s against {:.0} MB/s by default ({:.0}%); CPU sender {:.2} s, receiver {:.2} s",
+        big.name,
+        big.bytes as f64 / 1e6 / t,
+        big.bytes as f64 / 1e6 / d,
+        100.0 * d / t,
+        cpu.0,
+        cpu.1
+    );
     // What saving the resume state costs: the time the receiver's thread spends writing
     // locks (exact), and the default (every 2 s and every 64 MiB) against saving only at
     // the end, interleaved (within this machine's noise).
@@ -448,6 +490,73 @@ fn against(ferry: &Path, other: &Path, payloads: &[Payload], dir: &Path) {
     }
     let _ = fs::remove_dir_all(&outputs);
     let _ = fs::write(dir.join(CLEANED_MARK), b"");
+}
+
+/// Ferry against scp on the same payload over loopback, interleaved, 3 runs each: scp
+/// with AES-128-GCM (the fastest cipher OpenSSH offers where the CPU has AES
+/// instructions) and with ChaCha20-Poly1305 (Ferry's own AEAD), each into a fresh folder
+/// and synced at the end, as Ferry's receive is. Needs an sshd on 127.0.0.1:`port` that
+/// takes `key` for the current user (README, "Benchmarks", says how to start one).
+fn against_scp(ferry: &Path, payload: &Payload, dir: &Path, port: &str, key: &Path) {
+    let outputs = dir.join("outputs");
+    let _ = fs::remove_dir_all(&outputs);
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let scp = |cipher: &str, out: &Path| -> f64 {
+        fs::create_dir_all(out).unwrap();
+        let start = Instant::now();
+        let status = Command::new("scp")
+            .args(["-q", "-P", port, "-c", cipher, "-i"])
+            .arg(key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(&payload.files)
+            .arg(format!("{user}@127.0.0.1:{}/", out.display()))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "scp failed: is sshd on port {port} taking the key?"
+        );
+        let copied = start.elapsed().as_secs_f64();
+        for file in fs::read_dir(out).unwrap() {
+            File::open(file.unwrap().path())
+                .unwrap()
+                .sync_all()
+                .unwrap();
+        }
+        let total = start.elapsed().as_secs_f64();
+        eprintln!("scp -c {cipher}: copied in {copied:.2} s, synced at {total:.2} s");
+        let _ = fs::remove_dir_all(out);
+        total
+    };
+    let ciphers = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"];
+    let (mut ferry_s, mut scp_s) = (vec![], vec![vec![]; ciphers.len()]);
+    // Each copy is removed once timed, so that every run meets the same page cache.
+    for run in 0..3 {
+        let out = |name: &str| outputs.join(format!("{name}-{run}"));
+        ferry_s.push(ferry_run(ferry, payload, &out("ferry"), &[]).0);
+        let _ = fs::remove_dir_all(out("ferry"));
+        for (times, cipher) in scp_s.iter_mut().zip(ciphers) {
+            times.push(scp(cipher, &out(cipher)));
+        }
+    }
+    let f = median(ferry_s);
+    let mbs = |seconds: f64| payload.bytes as f64 / 1e6 / seconds;
+    println!("{:<28} ferry {:.0} MB/s ({f:.2} s)", payload.name, mbs(f));
+    for (times, cipher) in scp_s.into_iter().zip(ciphers) {
+        let s = median(times);
+        println!(
+            "{:<28} scp -c {cipher}: {:.0} MB/s ({s:.2} s); ferry {:.2}x",
+            "",
+            mbs(s),
+            s / f
+        );
+    }
+    let _ = fs::remove_dir_all(&outputs);
 }
 
 /// A tree of `dirs` × `per_dir` empty files whose relative paths (as sent, from the root
