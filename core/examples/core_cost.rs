@@ -11,7 +11,8 @@
 //! recorded, and each side is run again on its own, fed the other's recorded bytes at
 //! the same points (the core is deterministic: same seed, same inputs, same session), so
 //! its throughput is measured with the peer costing nothing. This is the measure by which
-//! work spread over worker threads is to be judged; today each side runs on one thread.
+//! work spread over threads is judged: each side runs so on one thread, and again with its
+//! SHA-256 passes on a second one (`Session::offload_hashing`), and the ratio is printed.
 
 use std::time::{Duration, Instant};
 

@@ -142,7 +142,7 @@ pub(crate) struct Hashing {
     /// The chain passes run on when the session runs them itself.
     chain: HashChain,
     offload: bool,
-    /// Passes free for the next segments, and how many exist (at most [`PASSES_AHEAD`]).
+    /// Passes free for the next segments, and how many exist (at most `ahead()`).
     spare: Vec<HashWork>,
     made: usize,
     max_pieces: usize,
@@ -179,9 +179,15 @@ impl Hashing {
         }
     }
 
+    /// Passes that may be out at once: a few for a driver, so that its thread goes from
+    /// one to the next; one inline, where each is run as it is loaded.
+    fn ahead(&self) -> usize {
+        if self.offload { PASSES_AHEAD } else { 1 }
+    }
+
     /// True if another pass may be loaded now.
     pub(crate) fn has_free(&self) -> bool {
-        !self.spare.is_empty() || self.made < PASSES_AHEAD
+        !self.spare.is_empty() || self.made < self.ahead()
     }
 
     /// True while the driver holds the stream up: a pass is waiting for it to take it.
@@ -203,7 +209,7 @@ impl Hashing {
     ) -> Result<(), TransferError> {
         let mut work = match self.spare.pop() {
             Some(work) => work,
-            None if self.made < PASSES_AHEAD => {
+            None if self.made < self.ahead() => {
                 self.made += 1;
                 HashWork::new(self.max_pieces)
             }
