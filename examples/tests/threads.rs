@@ -91,6 +91,30 @@ fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
 }
 
 #[test]
+fn hashing_on_its_own_thread_with_parts_over_three_connections() {
+    // Lanes bring parts on connections the blocking loop reads between its waits for a
+    // pass: the file must arrive whole whichever connection brought each part.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("laned.bin");
+    random_file(&src, 64 << 20, 77);
+    let out = dir.path().join("out");
+    let sending = send_with(threaded(), &["--pod"], &[&src]);
+    let mut args = sending.receive_args(None);
+    args.extend(["--connections".to_owned(), "3".to_owned()]);
+    let received = receive_threaded(&args, &out);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(log.contains("connections: 3"), "{log}");
+    assert!(log.contains("hashing thread: yes"), "{log}");
+    assert!(
+        fs::read(&src).unwrap() == fs::read(out.join("laned.bin")).unwrap(),
+        "the file differs"
+    );
+}
+
+#[test]
 fn a_loopback_transfer_takes_the_thread_only_with_cores_to_spare() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("one.bin");
