@@ -526,7 +526,12 @@ fn main() -> ProcessExit {
 }
 
 /// `ferry send --receivers N`: the mio driver serves N receivers, each on its own line.
-fn serve_many(sender: &mut Sender, receivers: usize, output: &mut Output) -> ProcessExit {
+fn serve_many(
+    sender: &mut Sender,
+    receivers: usize,
+    output: &mut Output,
+    verbose: bool,
+) -> ProcessExit {
     let stats = ferry_mio::LoopStats::default();
     match ferry_mio::serve(sender, receivers, output.reporter(), &stats) {
         Ok(summary) if summary.delivered.iter().any(|(_, s)| s.failed > 0) => {
@@ -546,6 +551,10 @@ fn serve_many(sender: &mut Sender, receivers: usize, output: &mut Output) -> Pro
                     size(wire),
                     summary.failed_sessions
                 );
+            }
+            if verbose && matches!(output, Output::Human(_)) {
+                let threaded = summary.delivered.iter().any(|(_, s)| s.hash_thread);
+                eprintln!("hashing thread: {}", if threaded { "yes" } else { "no" });
             }
             ProcessExit::SUCCESS
         }
@@ -636,7 +645,7 @@ fn run() -> ProcessExit {
                 );
             }
             if let Some(receivers) = receivers {
-                return serve_many(&mut sender, receivers as usize, &mut output);
+                return serve_many(&mut sender, receivers as usize, &mut output, cli.verbose);
             }
             match sender.serve(output.reporter()) {
                 Ok(summary) if summary.failed > 0 => {

@@ -2,7 +2,9 @@
 //! both sides, a tree of many small files and one large one arrives identical, a receive
 //! killed with `kill -9` in the middle of the large file resumes from what was verified,
 //! and both logs say the thread ran. Without the variable, a transfer over loopback uses
-//! the thread only on a machine of four cores or more (the two processes share them).
+//! the thread only on a machine of four cores or more (the two processes share them). A
+//! sender serving several receivers on its event loop (`--receivers`) runs their passes on
+//! one thread beside the loop, each on its own chain.
 
 mod common;
 
@@ -112,6 +114,32 @@ fn hashing_on_its_own_thread_with_parts_over_three_connections() {
         fs::read(&src).unwrap() == fs::read(out.join("laned.bin")).unwrap(),
         "the file differs"
     );
+}
+
+#[test]
+fn one_event_loop_serves_three_receivers_its_hashing_thread_shared() {
+    // `--receivers`: the mio driver runs every session's passes on one thread beside its
+    // loop, each session on a chain of its own; the three batches must not mix.
+    let dir = tempfile::tempdir().unwrap();
+    let src = tree(dir.path());
+    let sending = send_with(threaded(), &["--pod", "--receivers", "3"], &[&src]);
+    let args = sending.receive_args(None);
+    let receivers: Vec<_> = (0..3)
+        .map(|k| {
+            let out = dir.path().join(format!("out{k}"));
+            let args = args.clone();
+            std::thread::spawn(move || (receive_threaded(&args, &out), out))
+        })
+        .collect();
+    for receiver in receivers {
+        let (received, out) = receiver.join().unwrap();
+        let log = stderr(&received);
+        assert_eq!(received.status.code(), Some(0), "{log}");
+        assert_same_tree(&src, &out.join("src"));
+    }
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
 }
 
 #[test]

@@ -5,7 +5,10 @@
 //! peer check, nothing copied. File reads and writes run inline on the loop: they hit the
 //! page cache, and durability (`syncfs` and the lock) already happens on the std
 //! driver's checkpoint thread; `cargo run --release --example bench` puts one receiver
-//! through this loop beside the blocking driver.
+//! through this loop beside the blocking driver. The sessions' SHA-256 passes run on one
+//! thread beside the loop (each session on a chain of its own, the loop woken as each
+//! pass comes back), where the blocking driver would give a session a thread of its own
+//! (`ferry_std::hashing::wanted`).
 //!
 //! Sockets are non-blocking and edge-triggered. A session whose socket is full keeps its
 //! unsent bytes and stops taking input, which pauses that session only. The loop sleeps
@@ -15,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod hashing;
 mod lanes;
 
 use std::io::{ErrorKind, Read, Write};
@@ -32,6 +36,7 @@ use ferry_std::{Clock, DriverError, Reporter};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
+use crate::hashing::{LoopHasher, WAKE};
 use crate::lanes::{FirstBytes, Lanes, first_bytes, token_lane};
 
 /// Counters a caller can watch while the loop runs.
@@ -148,6 +153,9 @@ struct Conn<S, W> {
     /// Its lanes (PROTOCOL.md §8), and its slot on the loop (their tokens follow from it).
     lanes: Lanes,
     index: usize,
+    /// Its number among the loop's sessions, which names its chain on the hashing
+    /// thread (a slot is used again; a number is not).
+    id: u64,
 }
 
 /// How a session's turn ended.
@@ -180,6 +188,16 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             closing: None,
             lanes: Lanes::new(),
             index: 0,
+            id: 0,
+        }
+    }
+
+    /// Hands the session's waiting SHA-256 passes to the loop's hashing thread, if it
+    /// has them run there: true if there were any.
+    fn hand_out(&mut self, hasher: Option<&LoopHasher>) -> Result<bool, DriverError> {
+        match hasher {
+            Some(hasher) if self.traffic.hash_thread => hasher.dispatch(self.id, &mut self.session),
+            _ => Ok(false),
         }
     }
 
@@ -187,11 +205,12 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         &mut self,
         clock: &Clock,
         registry: &Registry,
+        hasher: Option<&LoopHasher>,
         reporter: &mut dyn Reporter,
         trace: bool,
     ) -> Turn {
         if self.closing.is_none() {
-            let outcome = self.play(clock, registry, reporter, trace);
+            let outcome = self.play(clock, registry, hasher, reporter, trace);
             let Turn::Over(result) = outcome else {
                 return outcome;
             };
@@ -229,6 +248,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         &mut self,
         clock: &Clock,
         registry: &Registry,
+        hasher: Option<&LoopHasher>,
         reporter: &mut dyn Reporter,
         trace: bool,
     ) -> Turn {
@@ -236,6 +256,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         let advanced = self.advance(
             clock,
             registry,
+            hasher,
             &mut Prefixed {
                 prefix: &label,
                 inner: reporter,
@@ -286,6 +307,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         &mut self,
         clock: &Clock,
         registry: &Registry,
+        hasher: Option<&LoopHasher>,
         reporter: &mut dyn Reporter,
     ) -> Result<bool, DriverError> {
         let now = clock.now();
@@ -300,6 +322,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         for _ in 0..TURN {
             let now = clock.now();
             self.work.drain(&mut self.session, now, reporter)?;
+            self.hand_out(hasher)?;
             for lane in self.work.lanes_wanted() {
                 let (index, peer) = (self.index, self.peer);
                 self.lanes
@@ -338,7 +361,9 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                     .session
                     .handle_input(now, &self.input[self.start..self.end])?;
                 self.start += taken;
-                moved |= taken > 0;
+                // It took nothing while a pass waits to be handed out: hand it out and
+                // go on; while all its passes are out, the hashing thread wakes the loop.
+                moved |= taken > 0 || self.hand_out(hasher)?;
             } else if self.readable && !self.eof {
                 match self.stream.read(&mut self.input) {
                     Ok(0) => {
@@ -360,9 +385,11 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             }
             // A finished session goes round once more: its close still has to be written.
             if !moved || self.session.error().is_some() {
+                self.hand_out(hasher)?;
                 return Ok(false);
             }
         }
+        self.hand_out(hasher)?;
         Ok(true)
     }
 
@@ -403,6 +430,10 @@ struct Loop<S, W> {
     clock: Clock,
     /// `FERRY_MIO_TRACE=1`: one line per session turn on stderr, for debugging.
     trace: bool,
+    /// The SHA-256 passes' thread, started for the first session that hands them out;
+    /// and the number the next session gets.
+    hasher: Option<LoopHasher>,
+    next_id: u64,
 }
 
 impl<S: Session, W: Drain<S>> Loop<S, W> {
@@ -413,6 +444,8 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
             conns: Vec::new(),
             clock: Clock::new(),
             trace: std::env::var_os("FERRY_MIO_TRACE").is_some(),
+            hasher: None,
+            next_id: 0,
         })
     }
 
@@ -434,8 +467,33 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         conn.index = index;
+        conn.id = self.next_id;
+        self.next_id += 1;
+        // Its passes go to the loop's hashing thread where the std driver would give them
+        // a thread of their own.
+        if ferry_std::hashing::wanted(Some(conn.peer.ip())) {
+            if self.hasher.is_none() {
+                self.hasher = LoopHasher::start(self.poll.registry()).ok();
+            }
+            if self.hasher.is_some() {
+                conn.session.offload_hashing();
+                conn.traffic.hash_thread = true;
+            }
+        }
         self.conns[index] = Some(conn);
         Ok(())
+    }
+
+    /// Gives each session the passes the hashing thread has done for it.
+    fn take_passes(&mut self) {
+        let Some(hasher) = &self.hasher else { return };
+        let now = self.clock.now();
+        for (id, work) in hasher.back() {
+            if let Some(conn) = self.conns.iter_mut().flatten().find(|c| c.id == id) {
+                // A pass that cannot be taken ends its session, which its turn reports.
+                let _ = conn.session.work_done(now, work);
+            }
+        }
     }
 
     /// Sleeps until a socket is ready, the earliest timer (or `also`) is due, or at once
@@ -466,7 +524,12 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         }
         stats.wakeups.fetch_add(1, Ordering::Relaxed);
         let mut others = Vec::new();
+        let mut woken = false;
         for event in &self.events {
+            if event.token() == WAKE {
+                woken = true;
+                continue;
+            }
             let readable = event.is_readable() || event.is_read_closed();
             let writable = event.is_writable() || event.is_write_closed();
             if let Some((index, lane)) = token_lane(event.token()) {
@@ -489,6 +552,9 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
                 _ => others.push(event.token()),
             }
         }
+        if woken {
+            self.take_passes();
+        }
         Ok(others)
     }
 
@@ -498,11 +564,21 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         let mut busy = false;
         for slot in &mut self.conns {
             let Some(conn) = slot else { continue };
-            match conn.turn(&self.clock, self.poll.registry(), reporter, self.trace) {
+            let hasher = self.hasher.as_ref();
+            match conn.turn(
+                &self.clock,
+                self.poll.registry(),
+                hasher,
+                reporter,
+                self.trace,
+            ) {
                 Turn::Idle => {}
                 Turn::Busy => busy = true,
                 Turn::Over(result) => {
                     if let Some(mut conn) = slot.take() {
+                        if let Some(hasher) = hasher {
+                            hasher.forget(conn.id);
+                        }
                         conn.close(&self.poll);
                         ended.push((conn, result));
                     }
@@ -676,6 +752,7 @@ pub fn serve(
                 Ok(mut delivered) => {
                     delivered.wire_bytes = conn.traffic.sent;
                     delivered.connections = conn.lanes.connections();
+                    delivered.hash_thread = conn.traffic.hash_thread;
                     delivered.elapsed = since;
                     let missing = match delivered.failed {
                         0 => String::new(),
@@ -819,10 +896,11 @@ pub fn receive_all(
         let (ended, now_busy) = event_loop.turns(reporter);
         busy = now_busy;
         for (conn, result) in ended {
-            let connections = conn.lanes.connections();
+            let (connections, hash_thread) = (conn.lanes.connections(), conn.traffic.hash_thread);
             let outcome = conn.work.finish(&conn.session, result);
             outcomes[conn.tag] = Some(outcome.map(|summary| ReceiveSummary {
                 connections,
+                hash_thread,
                 ..summary
             }));
         }
