@@ -18,7 +18,8 @@ pub const HASH_THREAD_VAR: &str = "FERRY_HASH_THREAD";
 /// ends share this machine (a loopback peer) and it has fewer than four cores. There the
 /// two processes' own threads already keep its cores busy, and two more threads only
 /// add switching between them: on this project's two-core machine a loopback transfer
-/// was no faster with them and took 15-20% more CPU (README, "Benchmarks").
+/// was no faster with them (0.93-1.00 of the default's speed) and took more CPU (README,
+/// "Benchmarks").
 pub fn wanted(peer: Option<std::net::IpAddr>) -> bool {
     match std::env::var(HASH_THREAD_VAR).as_deref() {
         Ok("1") => return true,
