@@ -1,12 +1,11 @@
 //! The blocking loop that moves bytes between a socket and a session.
 
+use std::cell::RefCell;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use ferry_core::transfer::Session;
-
-use std::cell::RefCell;
 
 use crate::clock::Clock;
 use crate::error::DriverError;
