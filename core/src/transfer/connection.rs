@@ -14,6 +14,11 @@ use crate::transfer::{DiskError, TransferError};
 /// The role-specific half of a session: the sender's or the receiver's side of the
 /// transfer, driven by a [`Connection`].
 pub(crate) trait Side {
+    /// The streaming phase's SHA-256 passes, while streaming.
+    fn hashing(&mut self) -> Option<&mut crate::transfer::work::Hashing>;
+    /// Whether the driver runs the passes (`Session::offload_hashing`): applied to the
+    /// streaming phase when the side makes it.
+    fn offload_flag(&mut self) -> &mut bool;
     /// The handshake completed.
     fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError>;
     /// One transfer message arrived.

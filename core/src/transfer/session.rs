@@ -136,7 +136,8 @@ pub trait Session {
 }
 
 /// Implements [`Session`] for a role's session type by forwarding to its connection and to
-/// the role's own `carry_out_command` and `describe_state`: the one place the surface is
+/// the role's own `carry_out_command`, `work_done_side` and `describe_state`: the one
+/// place the surface is
 /// written.
 macro_rules! impl_session {
     ($session:ty) => {
@@ -249,11 +250,20 @@ macro_rules! impl_session {
             }
 
             fn offload_hashing(&mut self) {
-                self.offload_hashing_side();
+                use $crate::transfer::connection::Side as _;
+                let side = &mut self.connection.side;
+                *side.offload_flag() = true;
+                if let Some(hashing) = side.hashing() {
+                    hashing.offload();
+                }
             }
 
             fn poll_work(&mut self) -> Option<$crate::transfer::HashWork> {
-                self.poll_work_side()
+                use $crate::transfer::connection::Side as _;
+                self.connection
+                    .side
+                    .hashing()
+                    .and_then($crate::transfer::work::Hashing::poll)
             }
 
             fn work_done(

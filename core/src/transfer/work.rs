@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use crate::resource::SegmentHasher;
 use crate::transfer::TransferError;
 use crate::transfer::hashes::{FileHashes, HashChain, PieceDigest, PieceStart};
+use crate::transfer::manifest::Manifest;
 use crate::transfer::violation::{misuse, segment_rule};
 use crate::transfer::wire::Extent;
 
@@ -196,8 +197,8 @@ impl Hashing {
     }
 
     /// Loads the pass over the segment in slot `slot` (stream place `seq`), whose bytes
-    /// it takes from `data` until it comes back, and whose pieces are `pieces` (each
-    /// with its place in the bytes and its file's size). Inline, it is run and returned
+    /// it takes from `data` until it comes back, and whose pieces are `extents` (each
+    /// with its place in the bytes), files of `manifest`. Inline, it is run and returned
     /// at once, to be taken with [`Hashing::take`]; offloaded, it waits for the driver.
     /// `None` if no pass is free (see [`Hashing::has_free`]).
     pub(crate) fn load(
@@ -205,7 +206,8 @@ impl Hashing {
         slot: usize,
         seq: u64,
         data: &mut Vec<u8>,
-        pieces: impl Iterator<Item = (Extent, usize, u64)>,
+        extents: &[(Extent, usize)],
+        manifest: &Manifest,
     ) -> Result<(), TransferError> {
         let mut work = match self.spare.pop() {
             Some(work) => work,
@@ -216,7 +218,8 @@ impl Hashing {
             None => return Err(misuse("a hashing pass loaded with none free")),
         };
         work.pieces.clear();
-        for (extent, at, size) in pieces {
+        for &(extent, at) in extents {
+            let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
             let ends_file = extent.offset + u64::from(extent.len) == size;
             match self.files.start(&extent, ends_file) {
                 Ok(start) => work.pieces.push(Piece {

@@ -200,59 +200,26 @@ impl ReceiverSession {
         command: &DiskCommand,
         result: Result<(), DiskError>,
     ) -> Result<(), TransferError> {
-        let receiver = &mut self.connection.side;
-        let (DiskCommand::Write { id, .. }, Phase::Streaming(stream)) =
-            (command, &mut receiver.phase)
-        else {
-            return Err(misuse("a write finished that the receiver did not give"));
+        let not_given = misuse("a write finished that the receiver did not give");
+        let DiskCommand::Write { id, .. } = command else {
+            return Err(not_given);
         };
-        let mut books = Books {
-            manifest: &receiver.manifest,
-            ledger: &mut receiver.ledger,
-            out: &mut receiver.out,
-            config: &receiver.config,
-            now: receiver.last_now,
-            skip_verification: receiver.skip_verification,
+        let Some((stream, mut books)) = self.connection.side.streaming() else {
+            return Err(not_given);
         };
         let done = stream.write_done(*id, result, &mut books);
         if done.is_ok() {
-            receiver.out.completed();
+            books.out.completed();
         }
         self.connection.after(now, done)
     }
 
-    /// See [`Session::offload_hashing`](crate::transfer::Session::offload_hashing).
-    fn offload_hashing_side(&mut self) {
-        let receiver = &mut self.connection.side;
-        receiver.offload_hashing = true;
-        if let Phase::Streaming(stream) = &mut receiver.phase {
-            stream.hashing.offload();
-        }
-    }
-
-    /// See [`Session::poll_work`](crate::transfer::Session::poll_work).
-    fn poll_work_side(&mut self) -> Option<HashWork> {
-        match &mut self.connection.side.phase {
-            Phase::Streaming(stream) => stream.hashing.poll(),
-            _ => None,
-        }
-    }
-
     /// See [`Session::work_done`](crate::transfer::Session::work_done).
     fn work_done_side(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError> {
-        let receiver = &mut self.connection.side;
-        let Phase::Streaming(stream) = &mut receiver.phase else {
+        let Some((stream, mut books)) = self.connection.side.streaming() else {
             return Err(misuse(
                 "hashing work came back that the session did not give",
             ));
-        };
-        let mut books = Books {
-            manifest: &receiver.manifest,
-            ledger: &mut receiver.ledger,
-            out: &mut receiver.out,
-            config: &receiver.config,
-            now: receiver.last_now,
-            skip_verification: receiver.skip_verification,
         };
         let done = stream.hashed(work, &mut books);
         self.connection.after(now, done)
@@ -375,6 +342,23 @@ impl Receiver {
         self.arm_stall(now);
     }
 
+    /// The streaming phase, with the books its segments are checked and written with (as
+    /// of the last time the session was called), while streaming.
+    fn streaming(&mut self) -> Option<(&mut Stream, Books<'_>)> {
+        let Phase::Streaming(stream) = &mut self.phase else {
+            return None;
+        };
+        let books = Books {
+            manifest: &self.manifest,
+            ledger: &mut self.ledger,
+            out: &mut self.out,
+            config: &self.config,
+            now: self.last_now,
+            skip_verification: self.skip_verification,
+        };
+        Some((stream, books))
+    }
+
     /// The batch is done here: the sender is told, a last checkpoint is asked for, and
     /// the session ends.
     fn finish(&mut self, channel: &mut Channel) {
@@ -406,6 +390,17 @@ impl Receiver {
 }
 
 impl Side for Receiver {
+    fn hashing(&mut self) -> Option<&mut crate::transfer::work::Hashing> {
+        match &mut self.phase {
+            Phase::Streaming(stream) => Some(&mut stream.hashing),
+            _ => None,
+        }
+    }
+
+    fn offload_flag(&mut self) -> &mut bool {
+        &mut self.offload_hashing
+    }
+
     fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError> {
         self.phase = Phase::Manifest(Intake::new(channel.max_message_len()));
         self.handshake_rtt_micros = now.as_micros().saturating_sub(self.started.as_micros());

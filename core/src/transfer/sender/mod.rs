@@ -143,23 +143,6 @@ impl SenderSession {
         })
     }
 
-    /// See [`Session::offload_hashing`](crate::transfer::Session::offload_hashing).
-    fn offload_hashing_side(&mut self) {
-        let sender = &mut self.connection.side;
-        sender.offload_hashing = true;
-        if let Phase::Streaming(stream) = &mut sender.phase {
-            stream.hashing.offload();
-        }
-    }
-
-    /// See [`Session::poll_work`](crate::transfer::Session::poll_work).
-    fn poll_work_side(&mut self) -> Option<HashWork> {
-        match &mut self.connection.side.phase {
-            Phase::Streaming(stream) => stream.hashing.poll(),
-            _ => None,
-        }
-    }
-
     /// See [`Session::work_done`](crate::transfer::Session::work_done).
     fn work_done_side(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError> {
         let sender = &mut self.connection.side;
@@ -242,6 +225,17 @@ impl Sender {
 }
 
 impl Side for Sender {
+    fn hashing(&mut self) -> Option<&mut crate::transfer::work::Hashing> {
+        match &mut self.phase {
+            Phase::Streaming(stream) => Some(&mut stream.hashing),
+            _ => None,
+        }
+    }
+
+    fn offload_flag(&mut self) -> &mut bool {
+        &mut self.offload_hashing
+    }
+
     fn established(&mut self, _: &Channel, now: Timestamp) -> Result<(), TransferError> {
         self.phase = Phase::Manifest(Offering::default());
         self.out.event(TransferEvent::Connected);

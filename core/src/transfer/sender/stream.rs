@@ -376,15 +376,8 @@ impl Stream {
                 continue;
             }
             let manifest = &**books.manifest;
-            self.hashing.load(
-                index,
-                slot.seq,
-                &mut slot.buf,
-                slot.extents.iter().map(|&(extent, at)| {
-                    let size = manifest.get(extent.entry as usize).map_or(0, |e| e.size);
-                    (extent, at, size)
-                }),
-            )?;
+            self.hashing
+                .load(index, slot.seq, &mut slot.buf, &slot.extents, manifest)?;
             slot.state = SlotState::Hashing;
         }
         let mut sealed_any = false;
