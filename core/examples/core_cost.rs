@@ -138,6 +138,9 @@ fn receiver_outputs(receiver: &mut ReceiverSession, finished: &mut bool) -> Dura
 #[derive(Default)]
 struct Tape {
     steps: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Per step, the SHA-256 passes the recorded sender had taken back by its end: the
+    /// segments it may have advertised, and so what the receiver's answers may ask for.
+    passes: Vec<usize>,
 }
 
 impl Tape {
@@ -168,8 +171,44 @@ fn sessions(size: u64) -> (SenderSession, ReceiverSession) {
     (sender, receiver)
 }
 
+/// The sender's outputs carried out (reads from `source`), and with `passes`, its
+/// SHA-256 passes handed out and run right here, one after another as a thread would,
+/// until it has neither: the sender that the recorded streams come from, and the one
+/// thread that replays them. Returns the passes run.
+fn sender_outputs_here(
+    sender: &mut SenderSession,
+    source: &mut PageCache<'_>,
+    mut passes: Option<&mut HashChain>,
+) -> usize {
+    let mut ran = 0;
+    loop {
+        loop {
+            match sender.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Disk(command) => sender
+                    .carry_out(Timestamp::ZERO, command, source)
+                    .expect("read"),
+                Output::Event(_) => {}
+            }
+        }
+        let Some(chain) = passes.as_deref_mut() else {
+            return ran;
+        };
+        let mut any = false;
+        while let Some(mut work) = sender.poll_work() {
+            work.run(chain);
+            sender.work_done(Timestamp::ZERO, work).expect("work done");
+            (any, ran) = (true, ran + 1);
+        }
+        if !any {
+            return ran;
+        }
+    }
+}
+
 /// Time spent inside each session while moving `size` bytes, in ns per byte; with a
-/// `tape`, the two streams are recorded on it.
+/// `tape`, the two streams are recorded on it, the sender's SHA-256 passes handed out
+/// and run on this thread as they come ([`sender_outputs_here`]).
 fn transfer_cost(size: u64, block: &[u8], mut tape: Option<&mut Tape>) -> (f64, f64) {
     let now = Timestamp::ZERO;
     let (mut sender, mut receiver) = sessions(size);
@@ -180,6 +219,11 @@ fn transfer_cost(size: u64, block: &[u8], mut tape: Option<&mut Tape>) -> (f64, 
     };
     let mut wire = vec![0u8; 4 << 20];
     let mut finished = false;
+    let mut chain = tape.is_some().then(|| {
+        sender.offload_hashing();
+        HashChain::new()
+    });
+    let mut passes = 0;
     macro_rules! timed {
         ($clock:ident, $e:expr) => {{
             let start = Instant::now();
@@ -189,16 +233,10 @@ fn transfer_cost(size: u64, block: &[u8], mut tape: Option<&mut Tape>) -> (f64, 
         }};
     }
     while !finished || !sender.is_finished() {
-        loop {
-            let output = timed!(in_sender, sender.poll_output());
-            match output {
-                Output::Timeout(_) => break,
-                Output::Disk(command) => {
-                    timed!(in_sender, sender.carry_out(now, command, &mut source)).expect("read")
-                }
-                Output::Event(_) => {}
-            }
-        }
+        passes += timed!(
+            in_sender,
+            sender_outputs_here(&mut sender, &mut source, chain.as_mut())
+        );
         in_receiver += receiver_outputs(&mut receiver, &mut finished);
         let n = {
             let pending = sender.poll_transmit();
@@ -209,6 +247,7 @@ fn transfer_cost(size: u64, block: &[u8], mut tape: Option<&mut Tape>) -> (f64, 
         timed!(in_sender, sender.advance_transmit(n));
         if let Some(tape) = tape.as_deref_mut() {
             tape.steps.push((wire[..n].to_vec(), Vec::new()));
+            tape.passes.push(passes);
         }
         let mut at = 0;
         while at < n {
@@ -271,6 +310,8 @@ struct HashThread {
     to_worker: Option<mpsc::Sender<HashWork>>,
     from_worker: mpsc::Receiver<HashWork>,
     out: usize,
+    /// Passes given back to the session so far.
+    taken: usize,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -291,6 +332,7 @@ impl HashThread {
             to_worker: Some(to_worker),
             from_worker,
             out: 0,
+            taken: 0,
             thread: Some(thread),
         }
     }
@@ -325,6 +367,7 @@ impl HashThread {
             return false;
         };
         self.out -= 1;
+        self.taken += 1;
         session.work_done(Timestamp::ZERO, work).expect("work done");
         true
     }
@@ -383,23 +426,20 @@ fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> f64 {
 }
 
 /// The sender alone, fed the receiver's recorded bytes, its file read from `block` (the
-/// copies not counted, as in [`transfer_cost`]): ns per byte.
+/// copies not counted, as in [`transfer_cost`]), its SHA-256 passes run on this same
+/// thread as they come, as when the streams were recorded: ns per byte.
 fn sender_alone(size: u64, block: &[u8], tape: &Tape) -> f64 {
     let (mut sender, _) = sessions(size);
+    sender.offload_hashing();
     let now = Timestamp::ZERO;
     let mut source = PageCache {
         block,
         spent: Duration::ZERO,
     };
+    let mut chain = HashChain::new();
     let start = Instant::now();
     for (to_receiver, to_sender) in &tape.steps {
-        loop {
-            match sender.poll_output() {
-                Output::Timeout(_) => break,
-                Output::Disk(command) => sender.carry_out(now, command, &mut source).expect("read"),
-                Output::Event(_) => {}
-            }
-        }
+        sender_outputs_here(&mut sender, &mut source, Some(&mut chain));
         let sent = &sender.poll_transmit()[..to_receiver.len()];
         assert!(
             sent == &to_receiver[..],
@@ -435,10 +475,11 @@ fn sender_outputs(sender: &mut SenderSession, source: &mut PageCache<'_>, hasher
 
 /// The sender alone as above, its SHA-256 passes on a thread of their own: ns per byte.
 /// It writes each step's bytes in pieces of a socket write, taking back passes between
-/// them as a driver does. A segment is advertised only once its pass is back, so the
-/// passes out are all taken back before the receiver's recorded answers come in (they
-/// may ask for any segment advertised so far); its bytes differ from the recorded ones
-/// in order only.
+/// them as a driver does. A segment is advertised only once its pass is back, so before
+/// a step's recorded answers come in, it has taken back as many passes as the recorded
+/// sender had then (the answers may ask for any segment advertised by that point);
+/// passes beyond those stay out, running while it goes on. Its bytes differ from the
+/// recorded ones in order only.
 fn sender_alone_with_hash_thread(size: u64, block: &[u8], tape: &Tape) -> f64 {
     const WRITE: usize = 256 << 10;
     let (mut sender, _) = sessions(size);
@@ -450,7 +491,7 @@ fn sender_alone_with_hash_thread(size: u64, block: &[u8], tape: &Tape) -> f64 {
     };
     let mut hasher = HashThread::new();
     let start = Instant::now();
-    for (to_receiver, to_sender) in &tape.steps {
+    for ((to_receiver, to_sender), &passes) in tape.steps.iter().zip(&tape.passes) {
         sender_outputs(&mut sender, &mut source, &mut hasher);
         let mut left = to_receiver.len();
         while left > 0 {
@@ -469,7 +510,7 @@ fn sender_alone_with_hash_thread(size: u64, block: &[u8], tape: &Tape) -> f64 {
             while hasher.collect(&mut sender, false) {}
             sender_outputs(&mut sender, &mut source, &mut hasher);
         }
-        while hasher.collect(&mut sender, true) {
+        while hasher.taken < passes && hasher.collect(&mut sender, true) {
             sender_outputs(&mut sender, &mut source, &mut hasher);
         }
         let mut at = 0;
