@@ -50,9 +50,9 @@ fn sha256_cost(data: &[u8]) -> f64 {
 }
 
 /// Nanoseconds per byte of sealing 64 KiB records with ChaCha20Poly1305. Without
-/// associated data the crate keeps Poly1305 on its four-block path, as the records' own
-/// AEAD does with its header (`RecordCipher` in src/crypto.rs); a 4-byte header given to
-/// the crate would measure its slower one-block path.
+/// associated data the crate keeps Poly1305 on its aligned four-block path, as the
+/// records' own AEAD does with its header (`RecordCipher` in src/crypto.rs); a 4-byte
+/// header given to the crate would measure its slower cached path.
 fn aead_cost(data: &mut [u8]) -> f64 {
     let aead = ChaCha20Poly1305::new(&Key::from([7u8; 32]));
     median(
