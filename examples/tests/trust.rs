@@ -403,3 +403,208 @@ fn a_bit_flipped_on_the_wire_stops_the_transfer_and_nothing_unverified_is_kept()
         "big.bin differs"
     );
 }
+
+#[test]
+fn a_file_or_link_that_appears_at_a_final_name_mid_transfer_is_never_replaced() {
+    // The output folder does not exist, so the receive makes every folder of the batch
+    // itself; while the file is on its way, another user of the folder puts a file (or a
+    // link to a victim) at its final name. The commit must not replace it, but say so
+    // (exit 6), and keep the verified .part; a rerun with --overwrite replaces the file,
+    // never the link.
+    for planted_link in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(&tree).unwrap();
+        random_file(&tree.join("big.bin"), 32 << 20, 13);
+        let victim = Victim::new(dir.path());
+        let out = dir.path().join("out");
+        let sending = send(&["--pod"], &[&tree], None);
+        let mut args = sending.receive_args(None);
+        let (at, sender_port) = port_arg(&args);
+        // The sender's stream is held 8 MiB in until the name is planted, so that the
+        // file cannot be committed first.
+        let planted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = std::sync::Arc::clone(&planted);
+        let relay = relay(sender_port, move |_, carried, _| {
+            while carried >= 8 << 20 && !held.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            true
+        });
+        args[at] = relay.to_string();
+        let log = dir.path().join("receive.log");
+        let mut child = spawn_receive(&args, &out, &log);
+        let part = out.join("tree/big.bin.part");
+        wait_until(&mut child, &log, || part.exists());
+        let final_name = out.join("tree/big.bin");
+        const THEIRS: &[u8] = b"another user's file";
+        if planted_link {
+            symlink(&victim.path, &final_name).unwrap();
+        } else {
+            fs::write(&final_name, THEIRS).unwrap();
+        }
+        planted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let status = wait(&mut child, Duration::from_secs(120));
+        let log = fs::read_to_string(&log).unwrap();
+        assert_eq!(status, 6, "link {planted_link}: {log}");
+        assert!(
+            log.contains("tree/big.bin: appeared while it was being received"),
+            "link {planted_link}: {log}"
+        );
+        victim.assert_untouched();
+        if !planted_link {
+            assert_eq!(
+                fs::read(&final_name).unwrap(),
+                THEIRS,
+                "their file was replaced"
+            );
+        }
+        assert_eq!(
+            part_len(&part),
+            32 << 20,
+            "link {planted_link}: the verified .part is gone"
+        );
+        // The sender's part is done (every byte arrived and was verified); the user runs
+        // both again, the receiver with --overwrite.
+        sending.finish();
+        let sending = send(&["--pod"], &[&tree], None);
+        let mut args = sending.receive_args(None);
+        args.push("--overwrite".into());
+        let again = receive(&args, &out, None);
+        let again_log = stderr(&again);
+        if planted_link {
+            assert_eq!(again.status.code(), Some(6), "{again_log}");
+            assert!(again_log.contains("symbolic link"), "{again_log}");
+            assert!(
+                fs::symlink_metadata(&final_name)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink(),
+                "the link was replaced"
+            );
+            victim.assert_untouched();
+            sending.abandon();
+        } else {
+            assert!(again.status.success(), "{again_log}");
+            let (status, sender_log) = sending.finish();
+            assert_eq!(status, 0, "{sender_log}");
+            assert!(
+                fs::read(tree.join("big.bin")).unwrap() == fs::read(&final_name).unwrap(),
+                "the rerun with --overwrite did not deliver big.bin"
+            );
+        }
+    }
+}
+
+/// A receiver's disk that takes every write and keeps nothing.
+struct Discard;
+
+impl ferry_core::transfer::Storage for Discard {
+    fn read(
+        &mut self,
+        _: ferry_core::transfer::Target<'_>,
+        _: u64,
+        _: &mut [u8],
+    ) -> Result<usize, ferry_core::transfer::DiskError> {
+        Ok(0)
+    }
+    fn write(
+        &mut self,
+        _: ferry_core::transfer::Target<'_>,
+        _: u64,
+        _: &[u8],
+    ) -> Result<(), ferry_core::transfer::DiskError> {
+        Ok(())
+    }
+    fn commit(
+        &mut self,
+        _: ferry_core::transfer::Target<'_>,
+    ) -> Result<(), ferry_core::transfer::DiskError> {
+        Ok(())
+    }
+}
+
+/// A receiver that asks for as much as it may (a 40 MiB window, as on a long fast path)
+/// and stops reading once `stop_after` bytes have come: the connection stays open and the
+/// sender's writes stop going anywhere. Returns once it has stopped, with the socket.
+fn greedy_receiver_that_stops_reading(
+    connection: &str,
+    port: u16,
+    stop_after: u64,
+) -> std::net::TcpStream {
+    use ferry_core::transfer::{Output, ReceiverSession, Session, TransferConfig, TransferEvent};
+    use ferry_core::{ConnectionString, SeededEntropy, Timestamp};
+    use std::io::{Read, Write};
+    let connection: ConnectionString = connection.parse().unwrap();
+    let config = TransferConfig {
+        initial_window: 40 << 20,
+        window_floor: 40 << 20,
+        ..TransferConfig::default()
+    };
+    let started = Instant::now();
+    let now = || Timestamp::from_micros(started.elapsed().as_micros() as u64);
+    let mut session =
+        ReceiverSession::new(config, connection.token, &mut SeededEntropy::new(7), now()).unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut received = 0u64;
+    while received < stop_after {
+        loop {
+            match session.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Disk(command) => session.carry_out(now(), command, &mut Discard).unwrap(),
+                Output::Event(TransferEvent::BatchOffered { .. }) => {
+                    session.accept(now(), &[]).unwrap()
+                }
+                Output::Event(_) => {}
+            }
+        }
+        let pending = session.poll_transmit().to_vec();
+        stream.write_all(&pending).unwrap();
+        session.advance_transmit(pending.len());
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the sender closed before the receiver stopped reading"
+        );
+        received += n as u64;
+        let mut at = 0;
+        while at < n {
+            at += session.handle_input(now(), &buf[at..n]).unwrap();
+        }
+    }
+    stream
+}
+
+#[test]
+fn a_receiver_that_stops_reading_is_given_up_on_within_the_senders_timeout() {
+    // The receiver asks for 40 MiB and then reads nothing more, more than the sockets can
+    // hold between them: the sender's writes wait. With --timeout 3 the sender must give
+    // up on it (not wait on the write for ever) and serve the next receiver, who gets
+    // the file whole.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 96 << 20, 17);
+    let sending = send(&["--pod", "--timeout", "3"], &[&source], None);
+    let args = sending.receive_args(None);
+    let (_, port) = port_arg(&args);
+    let stuck = greedy_receiver_that_stops_reading(&args[1], port, 1 << 20);
+    let started = Instant::now();
+    let out = dir.path().join("out");
+    let received = receive(&args, &out, None);
+    let log = stderr(&received);
+    assert!(received.status.success(), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the next receiver waited {:?} for a sender held by one that stopped reading",
+        started.elapsed()
+    );
+    drop(stuck);
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(
+        sender_log.contains("stopped making progress"),
+        "the sender did not say why it gave up: {sender_log}"
+    );
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}

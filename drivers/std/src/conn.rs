@@ -59,6 +59,9 @@ pub fn drive<S: Session>(
             _ => Ok(false),
         }
     };
+    // A write waits at most this long before the loop looks at the peer's side again: a
+    // peer that stops reading must not hold this side past its timeout, or past Ctrl-C.
+    stream.set_write_timeout(Some(crate::stop::CHECK_EVERY))?;
     let result = (|| loop {
         if crate::stop::requested() {
             return Err(DriverError::Transfer(
@@ -66,9 +69,9 @@ pub fn drive<S: Session>(
             ));
         }
         work(session, lanes)?;
-        flush(stream, session, traffic, lanes, &mut work)?;
+        flush(stream, session, clock, traffic, lanes, &mut work)?;
         lanes.service(session, clock, &mut work)?;
-        flush(stream, session, traffic, lanes, &mut work)?;
+        flush(stream, session, clock, traffic, lanes, &mut work)?;
         if let Some(error) = session.error() {
             return Err(DriverError::Transfer(error.clone()));
         }
@@ -108,7 +111,7 @@ pub fn drive<S: Session>(
                         wait_for_pass(session)?;
                     }
                     work(session, lanes)?;
-                    flush(stream, session, traffic, lanes, &mut work)?;
+                    flush(stream, session, clock, traffic, lanes, &mut work)?;
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -125,7 +128,7 @@ pub fn drive<S: Session>(
         other => other,
     };
     // Whatever happened, let the peer see what was sealed for it (a close, a cancel).
-    let _ = flush(stream, session, traffic, lanes, &mut |_, _| Ok(()));
+    let _ = flush(stream, session, clock, traffic, lanes, &mut |_, _| Ok(()));
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
         linger(stream);
@@ -159,9 +162,12 @@ fn linger(stream: &mut TcpStream) {
     }
 }
 
+/// Writes what the session has sealed until it has nothing more, or until the peer, not
+/// reading, has sent something to read first (the loop reads it, then writes again).
 fn flush<S: Session>(
     stream: &mut TcpStream,
     session: &mut S,
+    clock: &Clock,
     traffic: &mut Traffic,
     lanes: &mut Lanes,
     work: &mut impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
@@ -183,6 +189,24 @@ fn flush<S: Session>(
                 work(session, lanes)?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // The peer has not read for a while. What it sent meanwhile comes
+                // first; if it sends nothing either, the session's timers decide (a
+                // peer that makes no progress for the timeout ends it), and a stop the
+                // user asked for is heard.
+                if crate::stop::requested() && session.error().is_none() {
+                    return Err(DriverError::Transfer(
+                        session.cancel(clock.now(), crate::stop::REASON),
+                    ));
+                }
+                if crate::os::net::readable_now(stream) {
+                    return Ok(());
+                }
+                session.handle_timeout(clock.now())?;
+                if let Some(error) = session.error() {
+                    return Err(DriverError::Transfer(error.clone()));
+                }
+            }
             Err(e) => return Err(DriverError::Network(format!("sending failed: {e}"))),
         }
     }

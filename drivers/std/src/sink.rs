@@ -469,7 +469,8 @@ impl Sink {
                 Err(_) => {}
             }
         }
-        // In a folder this run made, nothing was in the way before.
+        // In a folder this run made, nothing was in the way before (and the rename below
+        // replaces nothing that appeared since).
         let target = if fresh && known.is_some() {
             None
         } else {
@@ -517,7 +518,22 @@ impl Sink {
                 // A .part left by an older, longer attempt keeps no stale tail.
                 file.set_len(entry.size)?;
                 finish(&file)?;
-                dir.rename(&part, name)?;
+                if target.is_some() {
+                    // Replacing what is there was allowed above.
+                    dir.rename(&part, name)?;
+                } else {
+                    // Nothing was there (or, in a folder this run made, nothing could have
+                    // been): whatever appeared since is not replaced.
+                    match dir.rename_new(&part, name) {
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(refused(
+                                "appeared while it was being received; not replacing it \
+                                 (is something else writing here?)",
+                            ));
+                        }
+                        renamed => renamed?,
+                    }
+                }
                 if dir.stat(name)?.map(|f| f.id) != Some(id) {
                     return Err(refused(&format!(
                         "{part} was replaced while it was being renamed; is something else writing here?"

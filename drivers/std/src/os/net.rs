@@ -66,8 +66,9 @@ pub fn readable_now(stream: &TcpStream) -> bool {
     !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
 }
 
-/// Windows: the standard library cannot ask without reading; the hashing thread is not
-/// used there ([`crate::hashing::HashThread::start`]), so this is never asked.
+/// Windows: the standard library cannot ask without reading, so this says "readable" and
+/// the caller's read (which has a timeout) finds out. (The hashing thread, which would
+/// wait on a pass instead, is not used there: [`crate::hashing::HashThread::start`].)
 #[cfg(windows)]
 pub fn readable_now(_stream: &TcpStream) -> bool {
     true

@@ -178,6 +178,31 @@ impl Dir {
         nix::fcntl::renameat(&self.file, from, &self.file, to).map_err(io_error)
     }
 
+    /// Renames `from` to `to` within this directory only if nothing has the name `to`
+    /// (`AlreadyExists` otherwise): at once where the system can (Linux's
+    /// `RENAME_NOREPLACE`); elsewhere, or on a file system without it, by looking first,
+    /// which leaves a moment in which something put at `to` is replaced.
+    pub fn rename_new(&self, from: &str, to: &str) -> io::Result<()> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        match nix::fcntl::renameat2(
+            &self.file,
+            from,
+            &self.file,
+            to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EEXIST) => return Err(io::ErrorKind::AlreadyExists.into()),
+            // A file system or kernel without the flag: look first, below.
+            Err(Errno::EINVAL | Errno::ENOSYS) => {}
+            Err(errno) => return Err(io_error(errno)),
+        }
+        if self.stat(to)?.is_some() {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        self.rename(from, to)
+    }
+
     /// Removes the name `name` (a link is removed, not its target); nothing there is fine.
     pub fn remove_file(&self, name: &str) -> io::Result<()> {
         match unlinkat(&self.file, name, UnlinkatFlags::NoRemoveDir) {

@@ -152,6 +152,15 @@ impl Dir {
         fs::rename(self.path.join(from), self.path.join(to))
     }
 
+    /// Renames `from` to `to` only if nothing has the name `to` (`AlreadyExists`
+    /// otherwise), looking first: something put at `to` in the moment between is replaced.
+    pub fn rename_new(&self, from: &str, to: &str) -> io::Result<()> {
+        if self.stat(to)?.is_some() {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        self.rename(from, to)
+    }
+
     /// Removes the name `name` (a link is removed, not its target); nothing there is fine.
     pub fn remove_file(&self, name: &str) -> io::Result<()> {
         match fs::remove_file(self.path.join(name)) {
