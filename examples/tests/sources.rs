@@ -113,7 +113,7 @@ fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 5, "{sender_log}");
     assert!(
-        sender_log.contains("cannot read src/locked.bin: permission denied"),
+        sender_log.contains("cannot read src/locked.bin: Permission denied"),
         "{sender_log}"
     );
     for name in ["first.bin", "last.bin"] {
@@ -158,4 +158,77 @@ fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arriv
         .collect();
     names.sort();
     assert_eq!(names, ["plain.txt", "sub"]);
+}
+
+#[test]
+fn a_source_file_swapped_for_a_link_or_a_fifo_after_listing_is_never_read_through() {
+    // Another user of the folder being sent swaps one file, after the sender listed it,
+    // for a link to a file of the sender's (of the same size and time, so that only the
+    // swap itself can give it away), and another for a FIFO. The link must not be read
+    // through, the FIFO must not hang the sender: both fail by name, the rest arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("first.bin"), 3 << 20, 1);
+    random_file(&src.join("linked.bin"), 2 << 20, 2);
+    random_file(&src.join("piped.bin"), 2 << 20, 3);
+    random_file(&src.join("last.bin"), 3 << 20, 4);
+    let secret = dir.path().join("secret");
+    random_file(&secret, 2 << 20, 99);
+    let listed_at = fs::metadata(src.join("linked.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&secret)
+        .unwrap()
+        .set_modified(listed_at)
+        .unwrap();
+    let sending = send(&["--pod"], &[&src], None);
+    fs::remove_file(src.join("linked.bin")).unwrap();
+    std::os::unix::fs::symlink(&secret, src.join("linked.bin")).unwrap();
+    fs::remove_file(src.join("piped.bin")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("piped.bin"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut args = sending.receive_args(None);
+    args.extend(["--timeout".into(), "20".into()]);
+    let received = receive(&args, &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(5), "{log}");
+    assert!(
+        log.contains("the sender cannot read src/linked.bin"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the sender cannot read src/piped.bin"),
+        "{log}"
+    );
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 5, "{sender_log}");
+    assert!(
+        sender_log.contains("cannot read src/linked.bin: it is a symbolic link now")
+            && sender_log.contains("cannot read src/piped.bin: it is no longer a regular file"),
+        "{sender_log}"
+    );
+    for name in ["first.bin", "last.bin"] {
+        assert!(fs::read(src.join(name)).unwrap() == fs::read(out.join("src").join(name)).unwrap());
+    }
+    let secret = fs::read(&secret).unwrap();
+    for name in [
+        "linked.bin",
+        "linked.bin.part",
+        "piped.bin",
+        "piped.bin.part",
+    ] {
+        let arrived = fs::read(out.join("src").join(name)).ok();
+        assert!(
+            arrived.is_none_or(|bytes| bytes.len() < 1 << 20 && bytes != secret),
+            "{name} arrived with the sender's own file in it"
+        );
+    }
 }

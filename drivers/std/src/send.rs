@@ -295,9 +295,10 @@ impl Sending {
             }
             TransferEvent::ReadFailed { entry, error } => {
                 let path = session.manifest().get(entry).map_or("?", |e| e.path);
+                // The system's words (or the driver's, for a link or FIFO swapped in); the
+                // receiver is told the class only (PROTOCOL.md §6.4).
                 reporter.info(&format!(
-                    "cannot read {path}: {}; the other files go on",
-                    error.kind
+                    "cannot read {path}: {error}; the other files go on"
                 ));
             }
             TransferEvent::FileDone { entry } => {

@@ -20,11 +20,11 @@ pub const LONG_PATH: usize = 3072;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{Dir, DirLock, file_id, owned_alone};
+pub use unix::{Dir, DirLock, file_id, open_source_file, owned_alone};
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{Dir, DirLock, file_id, owned_alone};
+pub use windows::{Dir, DirLock, file_id, open_source_file, owned_alone};
 
 /// What a name in a directory is, found without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl Dir {
 /// is too long for the system to take whole.
 pub fn open_long_file(path: &Path) -> io::Result<std::fs::File> {
     if path.as_os_str().len() < LONG_PATH {
-        return std::fs::File::open(path);
+        return open_source_file(path);
     }
     let parent = path
         .parent()

@@ -31,6 +31,36 @@ fn io_error(errno: Errno) -> io::Error {
     io::Error::from_raw_os_error(errno as i32)
 }
 
+/// Opens the file at `path` to read it as a source. Its last name is not followed: a
+/// link put there since the batch was listed is refused rather than read through (it
+/// could lead to any file the sender can read), and a FIFO there fails rather than
+/// blocking the open.
+pub fn open_source_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        // FreeBSD says EMLINK where the others say ELOOP.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK)) => {
+            return Err(refused(
+                "it is a symbolic link now (it was a file when the batch was listed); \
+                 not following it",
+            ));
+        }
+        opened => opened?,
+    };
+    if !file.metadata()?.is_file() {
+        return Err(refused("it is no longer a regular file"));
+    }
+    // Reads of a regular file ignore the flag; it is cleared all the same.
+    let flags =
+        OFlag::from_bits_truncate(nix::fcntl::fcntl(&file, nix::fcntl::F_GETFL).map_err(io_error)?);
+    nix::fcntl::fcntl(&file, nix::fcntl::F_SETFL(flags & !OFlag::O_NONBLOCK)).map_err(io_error)?;
+    Ok(file)
+}
+
 impl Dir {
     /// Opens the directory at `path`, following links in it: the path is the user's own
     /// choice (`-o ~/incoming` may well be a link).

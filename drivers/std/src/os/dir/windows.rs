@@ -201,3 +201,23 @@ pub fn owned_alone(_file: &File) -> io::Result<bool> {
 pub fn file_id(file: &File) -> io::Result<FileId> {
     Ok(id_of(&file.metadata()?))
 }
+
+/// Opens the file at `path` to read it as a source, without following a reparse point
+/// (a symbolic link or junction) at its last name: one put there since the batch was
+/// listed is refused rather than read through.
+pub fn open_source_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.file_type().is_symlink() {
+        return Err(refused(
+            "it is a symbolic link now (it was a file when the batch was listed); not following it",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(refused("it is no longer a regular file"));
+    }
+    Ok(file)
+}
