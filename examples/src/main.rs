@@ -19,16 +19,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Seconds without progress before a transfer gives up (`--timeout`).
 const DEFAULT_TIMEOUT: u64 = 120;
 
+/// The same table as the README's (a test holds them together).
 const EXIT_CODES: &str = "Exit codes:
-  0  success: every file delivered and verified
+  0  every file delivered and verified
   2  usage error (bad arguments or connection string)
   3  authentication failed: wrong token or tampered connection
   4  network error or timeout
-  5  integrity: a file could not be verified after 3 attempts
-  6  local disk error (permissions, space, an existing file in the way)
-  7  peer refused: not a Tailscale peer (or not loopback with --pod)
+  5  integrity: a file could not be verified after 3 attempts, or the peer sent invalid data
+  6  local disk error (permissions, space, an existing file or symlink in the way)
+  7  peer refused: not a Tailscale peer (or not loopback with --pod), or no tailscale
   8  cancelled or declined by the other side
-  1  internal error";
+  1  internal error
+  130  a second Ctrl-C (or SIGTERM): ended at once, without a last checkpoint";
 
 #[derive(Parser)]
 #[command(name = "ferry", version, about = "Move files between machines, encrypted end to end and resumable", after_help = EXIT_CODES)]
@@ -484,9 +486,14 @@ fn describe(error: &DriverError) -> String {
 }
 
 fn fail(output: &mut Output, error: &DriverError) -> ProcessExit {
+    end_with(output, error.exit_code(), &describe(error))
+}
+
+/// Ends the run with `code`: `message` on stderr and, for programs, the `failed` event
+/// that is the last line `--json` prints.
+fn end_with(output: &mut Output, code: ferry_std::ExitCode, message: &str) -> ProcessExit {
     output.done();
-    let code = error.exit_code() as u8;
-    let message = describe(error);
+    let code = code as u8;
     if let Output::Json(json) = output {
         json.emit(serde_json::json!({
             "event": "failed",
@@ -534,16 +541,32 @@ fn serve_many(
 ) -> ProcessExit {
     let stats = ferry_mio::LoopStats::default();
     match ferry_mio::serve(sender, receivers, output.reporter(), &stats) {
-        Ok(summary) if summary.delivered.iter().any(|(_, s)| s.failed > 0) => {
-            output.done();
-            eprintln!("Some receivers could not get every file (see above)");
-            ProcessExit::from(ferry_std::ExitCode::Integrity as u8)
-        }
+        Ok(summary) if summary.delivered.iter().any(|(_, s)| s.failed > 0) => end_with(
+            output,
+            ferry_std::ExitCode::Integrity,
+            "some receivers could not get every file (see above)",
+        ),
         Ok(summary) => {
             output.done();
             let bytes: u64 = summary.delivered.iter().map(|(_, s)| s.bytes).sum();
             let wire: u64 = summary.delivered.iter().map(|(_, s)| s.wire_bytes).sum();
-            if !matches!(output, Output::Quiet(_)) {
+            if let Output::Json(json) = output {
+                // Each receiver got the whole batch: its counts are the batch's.
+                let (files, folders) = summary
+                    .delivered
+                    .first()
+                    .map_or((0, 0), |(_, s)| (s.committed - s.folders, s.folders));
+                json.emit(serde_json::json!({
+                    "event": "finished",
+                    "receivers": summary.delivered.len(),
+                    "files": files,
+                    "folders": folders,
+                    "failed": 0,
+                    "failed_sessions": summary.failed_sessions,
+                    "bytes": bytes,
+                    "wire_bytes": wire,
+                }));
+            } else if !matches!(output, Output::Quiet(_)) {
                 eprintln!(
                     "Sent to {}: {} in all ({} on the wire); {} failed or refused",
                     count(summary.delivered.len() as u64, "receiver", "receivers"),
@@ -605,16 +628,16 @@ fn run() -> ProcessExit {
                 output.reporter().info(&format!("skipping {skipped}"));
             }
             if tree.manifest.is_empty() {
-                output.done();
-                eprintln!(
-                    "ferry: nothing to send: no file or folder among the paths given{}",
-                    if tree.skipped.is_empty() {
-                        ""
-                    } else {
-                        " could be sent (see above)"
-                    }
+                let why = if tree.skipped.is_empty() {
+                    ""
+                } else {
+                    " could be sent (see above)"
+                };
+                return end_with(
+                    &mut output,
+                    ferry_std::ExitCode::Usage,
+                    &format!("nothing to send: no file or folder among the paths given{why}"),
                 );
-                return ProcessExit::from(ferry_std::ExitCode::Usage as u8);
             }
             let mut sender = match Sender::bind(tree, config, pod, port) {
                 Ok(sender) => sender,
@@ -648,14 +671,14 @@ fn run() -> ProcessExit {
                 return serve_many(&mut sender, receivers as usize, &mut output, cli.verbose);
             }
             match sender.serve(output.reporter()) {
-                Ok(summary) if summary.failed > 0 => {
-                    output.done();
-                    eprintln!(
-                        "Sent all but {} of the files; those could not be delivered (see above)",
+                Ok(summary) if summary.failed > 0 => end_with(
+                    &mut output,
+                    ferry_std::ExitCode::Integrity,
+                    &format!(
+                        "sent all but {} of the files; those could not be delivered (see above)",
                         summary.failed
-                    );
-                    ProcessExit::from(ferry_std::ExitCode::Integrity as u8)
-                }
+                    ),
+                ),
                 Ok(summary) => {
                     output.finished(
                         Finished {

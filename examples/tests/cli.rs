@@ -317,6 +317,41 @@ fn bad_connection_strings_are_usage_errors_naming_the_part() {
 }
 
 #[test]
+fn ferry_help_gives_the_readmes_exit_codes_word_for_word() {
+    // What scripts rely on must not say one thing in the README and another in --help.
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| code | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), cells[2].replace('`', ""))
+        })
+        .collect();
+    assert!(table.len() >= 10, "no exit code table in the README");
+    let help = Command::new(FERRY).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Exit codes:"))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        listed.len(),
+        table.len(),
+        "--help lists other codes:\n{help}"
+    );
+    for (code, meaning) in &table {
+        assert!(
+            listed.contains(&format!("  {code}  {meaning}").as_str()),
+            "--help does not say \"{code}  {meaning}\":\n{help}"
+        );
+    }
+}
+
+#[test]
 fn an_existing_different_file_is_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report.txt");

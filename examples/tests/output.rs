@@ -119,6 +119,93 @@ fn json_events_are_parseable_and_end_with_finished_and_the_right_counts() {
     );
 }
 
+/// The last `--json` event of a run.
+fn last_event(stdout: &str) -> Value {
+    events(stdout).pop().expect("no JSON event at all")
+}
+
+#[test]
+fn json_ends_with_failed_or_finished_however_the_run_ends() {
+    // A file that cannot be sent (a FIFO put in its place once listed): both sides end
+    // with `failed` and exit code 5.
+    let (dir, src) = batch();
+    let mut sender = spawn_send(&["--json"], &[&src]);
+    let (args, mut sender_out) = listening(&mut sender);
+    fs::remove_file(src.join("sub/b.bin")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("sub/b.bin"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let received = Command::new(FERRY)
+        .args(&args)
+        .args(["--json", "-o"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(received.status.code(), Some(5), "{}", stderr(&received));
+    let last = last_event(&String::from_utf8(received.stdout).unwrap());
+    assert_eq!(
+        (last["event"].as_str(), last["exit_code"].as_u64()),
+        (Some("failed"), Some(5)),
+        "{last}"
+    );
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 5);
+    let mut rest = String::new();
+    sender_out.read_to_string(&mut rest).unwrap();
+    let last = last_event(&rest);
+    assert_eq!(
+        (last["event"].as_str(), last["exit_code"].as_u64()),
+        (Some("failed"), Some(5)),
+        "{last}"
+    );
+
+    // Two receivers served at once: the sender ends with `finished` for both.
+    let (dir, src) = batch();
+    let mut sender = spawn_send(&["--json", "--receivers", "2"], &[&src]);
+    let (args, mut sender_out) = listening(&mut sender);
+    let receivers: Vec<Child> = (0..2)
+        .map(|i| {
+            Command::new(FERRY)
+                .args(&args)
+                .arg("-o")
+                .arg(dir.path().join(format!("out{i}")))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut receiver in receivers {
+        assert_eq!(wait(&mut receiver, Duration::from_secs(60)), 0);
+    }
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
+    let mut rest = String::new();
+    sender_out.read_to_string(&mut rest).unwrap();
+    let last = last_event(&rest);
+    assert_eq!(last["event"], "finished", "{last}");
+    assert_eq!(
+        (last["receivers"].as_u64(), last["files"].as_u64()),
+        (Some(2), Some(2)),
+        "{last}"
+    );
+
+    // Nothing that can be sent: `failed`, a usage error.
+    let fifo = dir.path().join("only-a-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let nothing = Command::new(FERRY)
+        .args(["send", "--pod", "--port", "0", "--json"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(2), "{}", stderr(&nothing));
+    let last = last_event(&String::from_utf8(nothing.stdout).unwrap());
+    assert_eq!(
+        (last["event"].as_str(), last["exit_code"].as_u64()),
+        (Some("failed"), Some(2)),
+        "{last}"
+    );
+}
+
 #[test]
 fn quiet_prints_nothing_on_success_and_plain_output_has_no_debug_lines() {
     let (dir, src) = batch();

@@ -394,7 +394,11 @@ fn a_bit_flipped_on_the_wire_stops_the_transfer_and_nothing_unverified_is_kept()
     args[at] = relay.to_string();
     let tampered = receive(&args, &out, None);
     let log = stderr(&tampered);
-    assert!(!tampered.status.success(), "{log}");
+    assert_eq!(
+        tampered.status.code(),
+        Some(3),
+        "a tampered connection: {log}"
+    );
     assert!(
         log.contains("corrupted or tampered with"),
         "the error does not say what happened: {log}"

@@ -116,7 +116,11 @@ impl DriverError {
             DriverError::Unverified { .. } => ExitCode::Integrity,
             DriverError::Unsaved { error, .. } => error.exit_code(),
             DriverError::Transfer(error) => match error {
-                T::Channel(Error::AuthenticationFailed) => ExitCode::Authentication,
+                // A record that fails its tag after the handshake was altered on the way:
+                // a tampered connection, as a wrong token is a failed handshake.
+                T::Channel(Error::AuthenticationFailed | Error::Integrity { .. }) => {
+                    ExitCode::Authentication
+                }
                 T::Channel(_) | T::Stalled(_) | T::PeerEnded => ExitCode::Network,
                 T::Disk { .. } => ExitCode::Disk,
                 T::Cancelled { .. } | T::Declined(_) => ExitCode::Cancelled,
