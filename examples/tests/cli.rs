@@ -353,31 +353,50 @@ fn ferry_help_gives_the_readmes_exit_codes_word_for_word() {
 
 #[test]
 fn an_existing_different_file_is_not_overwritten() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("report.txt");
-    fs::write(&file, b"the sender's version").unwrap();
-    let out = dir.path().join("out");
-    fs::create_dir_all(&out).unwrap();
-    fs::write(out.join("report.txt"), b"mine, keep it").unwrap();
-    let sending = send(&["--pod"], &[&file], None);
-    let received = receive(&sending.receive_args(None), &out, None);
-    assert_eq!(received.status.code(), Some(6), "{}", stderr(&received));
-    assert!(
-        stderr(&received).contains("--overwrite"),
-        "{}",
-        stderr(&received)
-    );
-    assert_eq!(fs::read(out.join("report.txt")).unwrap(), b"mine, keep it");
-    // With --overwrite the same command replaces it.
-    let mut args = sending.receive_args(None);
-    args.push("--overwrite".into());
-    let replaced = receive(&args, &out, None);
-    assert_eq!(replaced.status.code(), Some(0), "{}", stderr(&replaced));
-    assert_eq!(
-        fs::read(out.join("report.txt")).unwrap(),
-        b"the sender's version"
-    );
-    sending.abandon();
+    // Of another size (refused from the listing alone), and of the same size with one
+    // byte changed in its middle (refused once the resume check has hashed it): kept
+    // byte for byte, no .part left beside it, and replaced only with --overwrite.
+    for same_size in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("report.bin");
+        random_file(&file, 4 << 20, 21);
+        let mut mine = fs::read(&file).unwrap();
+        if same_size {
+            mine[2 << 20] ^= 1;
+        } else {
+            mine.truncate(1000);
+        }
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join("report.bin"), &mine).unwrap();
+        let sending = send(&["--pod"], &[&file], None);
+        let received = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&received);
+        assert_eq!(
+            received.status.code(),
+            Some(6),
+            "same size {same_size}: {log}"
+        );
+        assert!(
+            log.contains("report.bin") && log.contains("--overwrite"),
+            "same size {same_size}: {log}"
+        );
+        assert!(
+            fs::read(out.join("report.bin")).unwrap() == mine,
+            "same size {same_size}: the existing file changed"
+        );
+        assert!(
+            !out.join("report.bin.part").exists(),
+            "same size {same_size}: a .part was left"
+        );
+        // With --overwrite the same command replaces it.
+        let mut args = sending.receive_args(None);
+        args.push("--overwrite".into());
+        let replaced = receive(&args, &out, None);
+        assert_eq!(replaced.status.code(), Some(0), "{}", stderr(&replaced));
+        assert!(fs::read(out.join("report.bin")).unwrap() == fs::read(&file).unwrap());
+        sending.abandon();
+    }
 }
 
 #[test]

@@ -291,3 +291,41 @@ fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
     rerun(&src, &out, 300 * 1024, 301);
     assert_same_tree(&src, &out.join("src"));
 }
+
+#[test]
+fn sigterm_cancels_as_ctrl_c_does_and_the_rerun_resumes() {
+    // What `docker stop` or systemd sends: the receiver cancels, tells the sender why,
+    // saves what it verified, and a rerun resumes from there.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 128 << 20, 12);
+    let out = dir.path().join("out");
+    let part = out.join("big.bin.part");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("terminated.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= 16 << 20);
+    signal(&child, "TERM");
+    let status = wait(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 8, "{text}");
+    let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        kept >= 16 << 20,
+        "the last checkpoint kept only {kept} bytes"
+    );
+    // The sender was told why, and ends as cancelled too.
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 8, "{sender_log}");
+    assert!(
+        sender_log.contains("cancelled by the receiver: interrupted by the user"),
+        "the sender was not told why: {sender_log}"
+    );
+    let (present, _, _) = rerun(&source, &out, 128 << 20, 1);
+    assert!(
+        present >= kept,
+        "the rerun found {present} bytes of the {kept} kept"
+    );
+}

@@ -155,29 +155,39 @@ fn a_link_planted_as_an_output_directory_is_refused_never_followed() {
 
 #[test]
 fn a_part_file_swapped_for_a_link_mid_transfer_is_never_renamed_or_written_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("big.bin");
-    random_file(&source, 256 << 20, 9);
-    let victim = Victim::new(dir.path());
-    let out = dir.path().join("out");
-    let sending = send(&["--pod"], &[&source], None);
-    let log = dir.path().join("receive.log");
-    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
-    let part = out.join("big.bin.part");
-    wait_until(&mut child, &log, || part_len(&part) >= 4 << 20);
-    // Another user of the folder moves the .part away and puts a link in its place.
-    fs::rename(&part, out.join("moved")).unwrap();
-    symlink(&victim.path, &part).unwrap();
-    let status = wait(&mut child, Duration::from_secs(120));
-    let log = fs::read_to_string(&log).unwrap();
-    assert_eq!(status, 6, "{log}");
-    assert!(log.contains("big.bin.part was replaced"), "{log}");
-    victim.assert_untouched();
-    assert!(
-        !out.join("big.bin").exists(),
-        "something was committed under the final name"
-    );
-    sending.abandon();
+    // The .part is Ferry's alone while it is written (mode 0600); another user of the
+    // folder who moves it away and puts a link, or a file of their own of the same
+    // length, in its place gets neither written through nor committed.
+    for swap_in_a_link in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("big.bin");
+        random_file(&source, 256 << 20, 9);
+        let victim = Victim::new(dir.path());
+        let out = dir.path().join("out");
+        let sending = send(&["--pod"], &[&source], None);
+        let log = dir.path().join("receive.log");
+        let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+        let part = out.join("big.bin.part");
+        wait_until(&mut child, &log, || part_len(&part) >= 4 << 20);
+        let mode = fs::metadata(&part).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the .part is open to others: {mode:o}");
+        fs::rename(&part, out.join("moved")).unwrap();
+        if swap_in_a_link {
+            symlink(&victim.path, &part).unwrap();
+        } else {
+            random_file(&part, 256 << 20, 10);
+        }
+        let status = wait(&mut child, Duration::from_secs(120));
+        let log = fs::read_to_string(&log).unwrap();
+        assert_eq!(status, 6, "link {swap_in_a_link}: {log}");
+        assert!(log.contains("big.bin.part was replaced"), "{log}");
+        victim.assert_untouched();
+        assert!(
+            !out.join("big.bin").exists(),
+            "link {swap_in_a_link}: something was committed under the final name"
+        );
+        sending.abandon();
+    }
 }
 
 #[test]
