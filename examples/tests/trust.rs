@@ -431,8 +431,8 @@ fn a_file_or_link_that_appears_at_a_final_name_mid_transfer_is_never_replaced() 
     // The output folder does not exist, so the receive makes every folder of the batch
     // itself; while the file is on its way, another user of the folder puts a file (or a
     // link to a victim) at its final name. The commit must not replace it, but say so
-    // (exit 6), and keep the verified .part; a rerun with --overwrite replaces the file,
-    // never the link.
+    // (exit 6), and keep the verified .part as verified; a rerun with --overwrite puts it
+    // in place without fetching it again, and never replaces the link.
     for planted_link in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("tree");
@@ -508,6 +508,11 @@ fn a_file_or_link_that_appears_at_a_final_name_mid_transfer_is_never_replaced() 
             sending.abandon();
         } else {
             assert!(again.status.success(), "{again_log}");
+            assert_eq!(
+                bytes_already_here(&again_log),
+                32 << 20,
+                "the verified .part was not taken up again: {again_log}"
+            );
             let (status, sender_log) = sending.finish();
             assert_eq!(status, 0, "{sender_log}");
             assert!(

@@ -149,6 +149,19 @@ impl Ledger {
         self.committed += 1;
     }
 
+    /// The driver could not put a verified file in place (something appeared at its name,
+    /// say): it stays in progress with all of it verified, so that the resume state keeps
+    /// its partial file for a rerun to put in place instead of fetching it again.
+    pub(super) fn commit_failed(&mut self, index: usize) {
+        if let Some(state) = self.entries.get_mut(index)
+            && state.status == FileStatus::Completed
+        {
+            state.status = FileStatus::InProgress;
+            self.committed -= 1;
+            self.mark_changed(index);
+        }
+    }
+
     /// An empty file whose manifest hash is not that of no bytes.
     pub(super) fn fail_at_once(&mut self, index: usize) {
         self.entries[index].status = FileStatus::Failed;

@@ -247,6 +247,7 @@ impl ReceiverSession {
             ));
         };
         let index = target.index;
+        let commit = matches!(command, DiskCommand::Commit { .. });
         let (op, result) = match (command, &mut receiver.phase) {
             (DiskCommand::Read { id, offset, .. }, Phase::Resume(check)) if id == VERIFY_READ => {
                 let result = storage.read(target, offset, check.read_buffer());
@@ -268,6 +269,9 @@ impl ReceiverSession {
         match result {
             Ok(()) => self.connection.after(now, Ok(())),
             Err(error) => {
+                if commit {
+                    self.connection.side.ledger.commit_failed(index);
+                }
                 let path = target_path(&self.connection.side.manifest, index);
                 Err(self.connection.disk_failed(op, &path, error))
             }
