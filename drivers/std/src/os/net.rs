@@ -66,10 +66,15 @@ pub fn readable_now(stream: &TcpStream) -> bool {
     !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
 }
 
-/// Windows: the standard library cannot ask without reading, so this says "readable" and
-/// the caller's read (which has a timeout) finds out. (The hashing thread, which would
-/// wait on a pass instead, is not used there: [`crate::hashing::HashThread::start`].)
+/// True if `stream` has bytes (or its end) to read right now, without waiting: Windows
+/// has no `poll` in the standard library, so this peeks at one byte without blocking.
 #[cfg(windows)]
-pub fn readable_now(_stream: &TcpStream) -> bool {
-    true
+pub fn readable_now(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        // Cannot ask: "readable", and the read that follows (with its timeout) finds out.
+        return true;
+    }
+    let peeked = stream.peek(&mut [0u8; 1]);
+    let restored = stream.set_nonblocking(false);
+    restored.is_err() || !matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
