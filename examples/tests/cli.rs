@@ -317,6 +317,32 @@ fn bad_connection_strings_are_usage_errors_naming_the_part() {
 }
 
 #[test]
+fn a_mistyped_path_to_send_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("report.txt"), b"here").unwrap();
+    let typo = dir.path().join("reprot.txt");
+    let output = Command::new(FERRY)
+        .args(["send", "--pod", "--port", "0"])
+        .arg(dir.path().join("report.txt"))
+        .arg(&typo)
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "cannot send {}: there is no such file or folder",
+            typo.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "a receive command was printed anyway"
+    );
+}
+
+#[test]
 fn ferry_help_gives_the_readmes_exit_codes_word_for_word() {
     // What scripts rely on must not say one thing in the README and another in --help.
     let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();

@@ -153,6 +153,12 @@ fn json_ends_with_failed_or_finished_however_the_run_ends() {
     assert_eq!(wait(&mut sender, Duration::from_secs(60)), 5);
     let mut rest = String::new();
     sender_out.read_to_string(&mut rest).unwrap();
+    assert!(
+        events(&rest)
+            .iter()
+            .any(|e| e["event"] == "file_failed" && e["path"] == "src/sub/b.bin"),
+        "the sender gave no file_failed for src/sub/b.bin: {rest}"
+    );
     let last = last_event(&rest);
     assert_eq!(
         (last["event"].as_str(), last["exit_code"].as_u64()),

@@ -60,6 +60,9 @@ pub enum DriverError {
     /// A local file problem.
     #[error("{0}")]
     Disk(String),
+    /// A path given to send does not exist: a mistyped argument, most likely.
+    #[error("cannot send {0}: there is no such file or folder")]
+    NoSuchPath(String),
     /// The batch refers to something that is not a regular file or directory.
     #[error("cannot send {path}: {why}")]
     Source {
@@ -105,7 +108,7 @@ impl DriverError {
     pub fn exit_code(&self) -> ExitCode {
         use TransferError as T;
         match self {
-            DriverError::ConnectionString(_) => ExitCode::Usage,
+            DriverError::ConnectionString(_) | DriverError::NoSuchPath(_) => ExitCode::Usage,
             DriverError::NotAPeer { .. }
             | DriverError::NotLoopback { .. }
             | DriverError::Tailscale(_) => ExitCode::PeerRefused,

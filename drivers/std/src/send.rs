@@ -297,9 +297,12 @@ impl Sending {
                 let path = session.manifest().get(entry).map_or("?", |e| e.path);
                 // The system's words (or the driver's, for a link or FIFO swapped in); the
                 // receiver is told the class only (PROTOCOL.md §6.4).
-                reporter.info(&format!(
-                    "cannot read {path}: {error}; the other files go on"
-                ));
+                let reason = format!("cannot read {path}: {error}");
+                reporter.report(&Report::FileFailed {
+                    path,
+                    reason: &reason,
+                });
+                reporter.info(&format!("{reason}; the other files go on"));
             }
             TransferEvent::FileDone { entry } => {
                 self.files_done += 1;

@@ -46,7 +46,10 @@ impl SourceTree {
                 path: root.display().to_string(),
                 why: e.to_string(),
             };
-            let meta = fs::symlink_metadata(root).map_err(source_error)?;
+            let meta = fs::symlink_metadata(root).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => DriverError::NoSuchPath(root.display().to_string()),
+                _ => source_error(e),
+            })?;
             let name = root
                 .file_name()
                 .map(ToOwned::to_owned)
