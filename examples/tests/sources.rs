@@ -232,3 +232,33 @@ fn a_source_file_swapped_for_a_link_or_a_fifo_after_listing_is_never_read_throug
         );
     }
 }
+
+#[test]
+fn links_given_on_the_command_line_are_followed() {
+    // The paths a user gives are theirs to choose, links included (`ferry send
+    // ~/current`): a link to a file and a link to a folder are sent as what they lead
+    // to, under the link's name. Links inside the folder stay skipped.
+    let dir = tempfile::tempdir().unwrap();
+    random_file(&dir.path().join("real.bin"), 300_000, 5);
+    fs::create_dir_all(dir.path().join("real-dir")).unwrap();
+    random_file(&dir.path().join("real-dir/inside.bin"), 200_000, 6);
+    std::os::unix::fs::symlink(dir.path().join("real.bin"), dir.path().join("file-link")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real-dir"), dir.path().join("dir-link")).unwrap();
+    let sending = send(
+        &["--pod"],
+        &[&dir.path().join("file-link"), &dir.path().join("dir-link")],
+        None,
+    );
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert!(received.status.success(), "{}", stderr(&received));
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(
+        fs::read(dir.path().join("real.bin")).unwrap() == fs::read(out.join("file-link")).unwrap()
+    );
+    assert!(
+        fs::read(dir.path().join("real-dir/inside.bin")).unwrap()
+            == fs::read(out.join("dir-link/inside.bin")).unwrap()
+    );
+}

@@ -87,6 +87,15 @@ impl SourceTree {
         })
     }
 
+    /// True if `entry` is one of the paths the user gave (whose link, if it is one, the
+    /// listing followed).
+    pub fn is_root(&self, entry: usize) -> bool {
+        // The roots are in manifest order, as `local_path` takes them.
+        self.roots
+            .binary_search_by_key(&entry, |&(_, first)| first)
+            .is_ok()
+    }
+
     /// Where `entry` lives on this machine.
     pub fn local_path(&self, entry: usize) -> Option<PathBuf> {
         let relative = self.manifest.get(entry)?.path;
@@ -286,7 +295,8 @@ impl Storage for SourceReader {
     fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
         let entry = target.index;
         self.open = None;
-        let file = open_long_file(&self.path(entry)?).map_err(|e| disk_error(&e))?;
+        let file = open_long_file(&self.path(entry)?, self.tree.is_root(entry))
+            .map_err(|e| disk_error(&e))?;
         let meta = file.metadata().map_err(|e| disk_error(&e))?;
         if !meta.is_file() {
             return Err(disk_error(&std::io::Error::other(
@@ -311,7 +321,8 @@ impl Storage for SourceReader {
     ) -> Result<usize, DiskError> {
         let entry = target.index;
         if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
-            let file = open_long_file(&self.path(entry)?).map_err(|e| disk_error(&e))?;
+            let file = open_long_file(&self.path(entry)?, self.tree.is_root(entry))
+                .map_err(|e| disk_error(&e))?;
             self.open = Some((entry, file));
         }
         let Some((_, file)) = self.open.as_ref() else {

@@ -31,15 +31,16 @@ fn io_error(errno: Errno) -> io::Error {
     io::Error::from_raw_os_error(errno as i32)
 }
 
-/// Opens the file at `path` to read it as a source. Its last name is not followed: a
-/// link put there since the batch was listed is refused rather than read through (it
-/// could lead to any file the sender can read), and a FIFO there fails rather than
-/// blocking the open.
-pub fn open_source_file(path: &Path) -> io::Result<File> {
+/// Opens the file at `path` to read it as a source. Unless `follow_link` (a path the user
+/// gave), its last name is not followed: a link put there since the batch was listed is
+/// refused rather than read through (it could lead to any file the sender can read). A
+/// FIFO there fails rather than blocking the open.
+pub fn open_source_file(path: &Path, follow_link: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let no_follow = if follow_link { 0 } else { libc::O_NOFOLLOW };
     let opened = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(no_follow | libc::O_NONBLOCK)
         .open(path);
     let file = match opened {
         // FreeBSD says EMLINK where the others say ELOOP.
