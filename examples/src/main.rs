@@ -552,10 +552,9 @@ fn serve_many(
             let wire: u64 = summary.delivered.iter().map(|(_, s)| s.wire_bytes).sum();
             if let Output::Json(json) = output {
                 // Each receiver got the whole batch: its counts are the batch's.
-                let (files, folders) = summary
-                    .delivered
-                    .first()
-                    .map_or((0, 0), |(_, s)| (s.committed - s.folders, s.folders));
+                let (files, folders) = summary.delivered.first().map_or((0, 0), |(_, s)| {
+                    (s.committed.saturating_sub(s.folders), s.folders)
+                });
                 json.emit(serde_json::json!({
                     "event": "finished",
                     "receivers": summary.delivered.len(),
