@@ -160,34 +160,46 @@ fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arriv
     assert_eq!(names, ["plain.txt", "sub"]);
 }
 
-#[test]
-fn a_source_file_swapped_for_a_link_or_a_fifo_after_listing_is_never_read_through() {
-    // Another user of the folder being sent swaps one file, after the sender listed it,
-    // for a link to a file of the sender's (of the same size and time, so that only the
-    // swap itself can give it away), and another for a FIFO. The link must not be read
-    // through, the FIFO must not hang the sender: both fail by name, the rest arrives.
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    random_file(&src.join("first.bin"), 3 << 20, 1);
-    random_file(&src.join("linked.bin"), 2 << 20, 2);
-    random_file(&src.join("piped.bin"), 2 << 20, 3);
-    random_file(&src.join("last.bin"), 3 << 20, 4);
-    let secret = dir.path().join("secret");
-    random_file(&secret, 2 << 20, 99);
-    let listed_at = fs::metadata(src.join("linked.bin"))
-        .unwrap()
-        .modified()
-        .unwrap();
+/// Gives `path` the modification time of `like`, so that only a swap itself can tell
+/// one from the other.
+fn same_time(path: &Path, like: &Path) {
+    let listed_at = fs::metadata(like).unwrap().modified().unwrap();
     fs::File::options()
         .write(true)
-        .open(&secret)
+        .open(path)
         .unwrap()
         .set_modified(listed_at)
         .unwrap();
+}
+
+#[test]
+fn a_source_file_or_folder_swapped_for_a_link_or_a_fifo_after_listing_is_never_read_through() {
+    // Another user of the folder being sent swaps, after the sender listed it, one file
+    // for a link to a file of the sender's and a folder for a link to a folder of the
+    // sender's (holding a file of the same name; each of the same size and time, so that
+    // only the swap itself can give it away), and another file for a FIFO. No link may
+    // be read through, the FIFO must not hang the sender: each fails by name, the rest
+    // arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    random_file(&src.join("first.bin"), 3 << 20, 1);
+    random_file(&src.join("linked.bin"), 2 << 20, 2);
+    random_file(&src.join("piped.bin"), 2 << 20, 3);
+    random_file(&src.join("sub/inner.bin"), 2 << 20, 5);
+    random_file(&src.join("last.bin"), 3 << 20, 4);
+    let secret = dir.path().join("secret");
+    random_file(&secret, 2 << 20, 99);
+    same_time(&secret, &src.join("linked.bin"));
+    let private = dir.path().join("private");
+    fs::create_dir_all(&private).unwrap();
+    random_file(&private.join("inner.bin"), 2 << 20, 98);
+    same_time(&private.join("inner.bin"), &src.join("sub/inner.bin"));
     let sending = send(&["--pod"], &[&src], None);
     fs::remove_file(src.join("linked.bin")).unwrap();
     std::os::unix::fs::symlink(&secret, src.join("linked.bin")).unwrap();
+    fs::rename(src.join("sub"), dir.path().join("moved-sub")).unwrap();
+    std::os::unix::fs::symlink(&private, src.join("sub")).unwrap();
     fs::remove_file(src.join("piped.bin")).unwrap();
     nix::unistd::mkfifo(
         &src.join("piped.bin"),
@@ -200,34 +212,42 @@ fn a_source_file_swapped_for_a_link_or_a_fifo_after_listing_is_never_read_throug
     let received = receive(&args, &out, None);
     let log = stderr(&received);
     assert_eq!(received.status.code(), Some(5), "{log}");
-    assert!(
-        log.contains("the sender cannot read src/linked.bin"),
-        "{log}"
-    );
-    assert!(
-        log.contains("the sender cannot read src/piped.bin"),
-        "{log}"
-    );
+    for name in ["linked.bin", "piped.bin", "sub/inner.bin"] {
+        assert!(
+            log.contains(&format!("the sender cannot read src/{name}")),
+            "{name}: {log}"
+        );
+    }
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 5, "{sender_log}");
-    assert!(
-        sender_log.contains("cannot read src/linked.bin: it is a symbolic link now")
-            && sender_log.contains("cannot read src/piped.bin: it is no longer a regular file"),
-        "{sender_log}"
-    );
+    for (name, why) in [
+        ("linked.bin", "is a symbolic link"),
+        ("piped.bin", "is not a regular file"),
+        ("sub/inner.bin", "is a symbolic link"),
+    ] {
+        assert!(
+            sender_log.contains(&format!("cannot read src/{name}: {why}")),
+            "{name}: {sender_log}"
+        );
+    }
     for name in ["first.bin", "last.bin"] {
         assert!(fs::read(src.join(name)).unwrap() == fs::read(out.join("src").join(name)).unwrap());
     }
-    let secret = fs::read(&secret).unwrap();
+    let secrets = [
+        fs::read(&secret).unwrap(),
+        fs::read(private.join("inner.bin")).unwrap(),
+    ];
     for name in [
         "linked.bin",
         "linked.bin.part",
         "piped.bin",
         "piped.bin.part",
+        "sub/inner.bin",
+        "sub/inner.bin.part",
     ] {
         let arrived = fs::read(out.join("src").join(name)).ok();
         assert!(
-            arrived.is_none_or(|bytes| bytes.len() < 1 << 20 && bytes != secret),
+            arrived.is_none_or(|bytes| bytes.len() < 1 << 20 && !secrets.contains(&bytes)),
             "{name} arrived with the sender's own file in it"
         );
     }

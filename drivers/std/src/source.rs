@@ -87,25 +87,31 @@ impl SourceTree {
         })
     }
 
-    /// True if `entry` is one of the paths the user gave (whose link, if it is one, the
-    /// listing followed).
-    pub fn is_root(&self, entry: usize) -> bool {
-        // The roots are in manifest order, as `local_path` takes them.
-        self.roots
-            .binary_search_by_key(&entry, |&(_, first)| first)
-            .is_ok()
-    }
-
     /// Where `entry` lives on this machine.
     pub fn local_path(&self, entry: usize) -> Option<PathBuf> {
-        let relative = self.manifest.get(entry)?.path;
-        let at = self.roots.partition_point(|(_, first)| *first <= entry);
-        let (root, _) = self.roots.get(at.checked_sub(1)?)?;
-        // The relative path is the root's name, then the rest below it.
-        Some(match relative.split_once('/') {
-            Some((_, rest)) => root.join(rest),
-            None => root.clone(),
+        let (_, root, below) = self.place(entry)?;
+        Some(if below.is_empty() {
+            root.to_owned()
+        } else {
+            root.join(below)
         })
+    }
+
+    /// The path the user gave that holds `entry` (its place among them, and the path),
+    /// and where below it `entry` lies (`""` for that path itself).
+    fn place(&self, entry: usize) -> Option<(usize, &Path, &str)> {
+        let relative = self.manifest.get(entry)?.path;
+        let at = self
+            .roots
+            .partition_point(|(_, first)| *first <= entry)
+            .checked_sub(1)?;
+        let (root, _) = self.roots.get(at)?;
+        // The relative path is the root's name, then the rest below it.
+        Some((
+            at,
+            root,
+            relative.split_once('/').map_or("", |(_, rest)| rest),
+        ))
     }
 
     /// The size and mtime `entry` had when it was scanned: a read that finds another
@@ -261,6 +267,10 @@ impl Scan {
 pub struct SourceReader {
     tree: SourceTree,
     open: Option<(usize, File)>,
+    /// The folder of the last file opened below a path the user gave (which of those
+    /// paths, and the folder below it), opened through handles: files are read in the
+    /// manifest's order, so most share it.
+    folder: Option<(usize, String, Dir)>,
     /// The size and mtime (ns) of the files reopened for a later attempt; the others are
     /// judged against their scan.
     reopened: HashMap<usize, (u64, i64)>,
@@ -272,6 +282,7 @@ impl SourceReader {
         SourceReader {
             tree,
             open: None,
+            folder: None,
             reopened: HashMap::new(),
         }
     }
@@ -281,10 +292,35 @@ impl SourceReader {
         &self.tree
     }
 
-    fn path(&self, entry: usize) -> Result<PathBuf, DiskError> {
-        self.tree
-            .local_path(entry)
-            .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))
+    /// Opens `entry` to read it. A path the user gave is opened as the system finds it (a
+    /// link there is their choice, and the listing followed it); anything below it is
+    /// reached folder by folder through handles that follow no link, so that a file or
+    /// folder swapped for a link after the listing is refused, never read through (it
+    /// could lead to any file the sender can read).
+    fn open_entry(&mut self, entry: usize) -> Result<File, DiskError> {
+        let (root_index, root, below) = self
+            .tree
+            .place(entry)
+            .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))?;
+        if below.is_empty() {
+            return open_long_file(root).map_err(|e| disk_error(&e));
+        }
+        let (parent, name) = below.rsplit_once('/').unwrap_or(("", below));
+        let cached =
+            matches!(&self.folder, Some((at, folder, _)) if *at == root_index && folder == parent);
+        if !cached {
+            let top = Dir::open_long(root).map_err(|e| disk_error(&e))?;
+            let folder = if parent.is_empty() {
+                top
+            } else {
+                top.open_dir_path(parent).map_err(|e| disk_error(&e))?
+            };
+            self.folder = Some((root_index, parent.to_owned(), folder));
+        }
+        match &self.folder {
+            Some((_, _, folder)) => folder.open_file(name, false).map_err(|e| disk_error(&e)),
+            None => Err(disk_error(&std::io::Error::other("no folder"))),
+        }
     }
 }
 
@@ -295,8 +331,7 @@ impl Storage for SourceReader {
     fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
         let entry = target.index;
         self.open = None;
-        let file = open_long_file(&self.path(entry)?, self.tree.is_root(entry))
-            .map_err(|e| disk_error(&e))?;
+        let file = self.open_entry(entry)?;
         let meta = file.metadata().map_err(|e| disk_error(&e))?;
         if !meta.is_file() {
             return Err(disk_error(&std::io::Error::other(
@@ -321,8 +356,7 @@ impl Storage for SourceReader {
     ) -> Result<usize, DiskError> {
         let entry = target.index;
         if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
-            let file = open_long_file(&self.path(entry)?, self.tree.is_root(entry))
-                .map_err(|e| disk_error(&e))?;
+            let file = self.open_entry(entry)?;
             self.open = Some((entry, file));
         }
         let Some((_, file)) = self.open.as_ref() else {

@@ -120,12 +120,11 @@ impl Dir {
     }
 }
 
-/// Opens the regular file at `path` for reading, through directory handles when the path
-/// is too long for the system to take whole. A link at its last name is followed only if
-/// `follow_link` (a path the user gave, which may well be a link); never one below it.
-pub fn open_long_file(path: &Path, follow_link: bool) -> io::Result<std::fs::File> {
+/// Opens the regular file at `path` (one the user gave) for reading, through directory
+/// handles when the path is too long for the system to take whole.
+pub fn open_long_file(path: &Path) -> io::Result<std::fs::File> {
     if path.as_os_str().len() < LONG_PATH {
-        return open_source_file(path, follow_link);
+        return open_source_file(path);
     }
     let parent = path
         .parent()

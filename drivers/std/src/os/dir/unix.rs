@@ -31,29 +31,17 @@ fn io_error(errno: Errno) -> io::Error {
     io::Error::from_raw_os_error(errno as i32)
 }
 
-/// Opens the file at `path` to read it as a source. Unless `follow_link` (a path the user
-/// gave), its last name is not followed: a link put there since the batch was listed is
-/// refused rather than read through (it could lead to any file the sender can read). A
-/// FIFO there fails rather than blocking the open.
-pub fn open_source_file(path: &Path, follow_link: bool) -> io::Result<File> {
+/// Opens the file at `path`, a path the user gave to send (a link there is followed: it
+/// is their choice, and the listing followed it), to read it. A FIFO put there since the
+/// listing fails rather than blocking the open.
+pub fn open_source_file(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let no_follow = if follow_link { 0 } else { libc::O_NOFOLLOW };
-    let opened = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(no_follow | libc::O_NONBLOCK)
-        .open(path);
-    let file = match opened {
-        // FreeBSD says EMLINK where the others say ELOOP.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK)) => {
-            return Err(refused(
-                "it is a symbolic link now (it was a file when the batch was listed); \
-                 not following it",
-            ));
-        }
-        opened => opened?,
-    };
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(refused("it is no longer a regular file"));
+        return Err(refused("is not a regular file"));
     }
     // Reads of a regular file ignore the flag; it is cleared all the same.
     let flags =

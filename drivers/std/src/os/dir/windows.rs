@@ -202,27 +202,12 @@ pub fn file_id(file: &File) -> io::Result<FileId> {
     Ok(id_of(&file.metadata()?))
 }
 
-/// Opens the file at `path` to read it as a source. Unless `follow_link` (a path the user
-/// gave), a reparse point (a symbolic link or junction) at its last name is not followed:
-/// one put there since the batch was listed is refused rather than read through.
-pub fn open_source_file(path: &Path, follow_link: bool) -> io::Result<File> {
-    let flags = if follow_link {
-        0
-    } else {
-        FILE_FLAG_OPEN_REPARSE_POINT
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if meta.file_type().is_symlink() {
-        return Err(refused(
-            "it is a symbolic link now (it was a file when the batch was listed); not following it",
-        ));
-    }
-    if !meta.is_file() {
-        return Err(refused("it is no longer a regular file"));
+/// Opens the file at `path`, a path the user gave to send (a link there is followed: it
+/// is their choice, and the listing followed it), to read it.
+pub fn open_source_file(path: &Path) -> io::Result<File> {
+    let file = File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(refused("is not a regular file"));
     }
     Ok(file)
 }
