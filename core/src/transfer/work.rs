@@ -71,6 +71,20 @@ impl HashWork {
         }
     }
 
+    /// The slot among `slots` this pass was loaded from, which must still be waiting for
+    /// it: `waiting(slot, seq)` says whether a slot holds segment `seq` and waits for its
+    /// pass. A pass the session did not give (or took back already) is misuse.
+    pub(crate) fn slot_in<'a, S>(
+        &self,
+        slots: &'a mut [S],
+        waiting: impl Fn(&S, u64) -> bool,
+    ) -> Result<&'a mut S, TransferError> {
+        slots
+            .get_mut(self.slot)
+            .filter(|slot| waiting(slot, self.seq))
+            .ok_or_else(|| misuse("hashing work came back that the session did not give"))
+    }
+
     /// The segment's bytes this pass covers, in all.
     pub fn len(&self) -> usize {
         self.pieces.iter().map(|p| p.extent.len as usize).sum()

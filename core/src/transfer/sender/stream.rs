@@ -384,15 +384,9 @@ impl Stream {
         while let Some(mut work) = self.hashing.take() {
             sealed_any = true;
             let outcome = work.outcome.take().unwrap_or(Ok(()));
-            let Some(slot) = self
-                .slots
-                .get_mut(work.slot)
-                .filter(|s| s.state == SlotState::Hashing && s.seq == work.seq)
-            else {
-                return Err(misuse(
-                    "hashing work came back that the session did not give",
-                ));
-            };
+            let slot = work.slot_in(&mut self.slots, |s, seq| {
+                s.state == SlotState::Hashing && s.seq == seq
+            })?;
             let sealed = outcome.and_then(|()| {
                 slot.seal(
                     &mut work,
