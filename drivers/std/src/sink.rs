@@ -23,7 +23,7 @@ use crate::os::io::{read_full_at, write_all_at};
 use crate::os::meta::{
     allowed_mode, apply_dir_mtime, apply_mode, other_links, time_from_ns, umask,
 };
-use crate::os::sync::{PER_FILE, WRITE_BEHIND, Written, sync_filesystem, write_behind};
+use crate::os::sync::{PER_FILE, WRITE_BEHIND, WriteBehind, Written, sync_filesystem};
 
 /// The suffix of a file still being received.
 pub const PART_SUFFIX: &str = ".part";
@@ -53,6 +53,7 @@ pub struct Sink {
     known: HashMap<usize, FileId>,
     /// Where the open file's next write-behind step is due.
     behind_mark: u64,
+    write_behind: WriteBehind,
     /// Files written since the last sync, and directories whose entries changed.
     dirty: bool,
     /// Directory entries, to be given their modes once everything inside them is written.
@@ -136,6 +137,7 @@ impl Sink {
             reading: None,
             known: HashMap::new(),
             behind_mark: WRITE_BEHIND,
+            write_behind: WriteBehind::default(),
             dirty: false,
             dirs: Vec::new(),
             replaceable: Vec::new(),
@@ -372,7 +374,7 @@ impl Sink {
             .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
         let end = offset + data.len() as u64;
         if end >= self.behind_mark {
-            write_behind(file, self.behind_mark);
+            self.write_behind.passed(file, self.behind_mark);
             self.behind_mark = end - end % WRITE_BEHIND + WRITE_BEHIND;
         }
         self.dirty = true;

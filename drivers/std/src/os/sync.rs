@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use super::dir::Dir;
 
@@ -106,10 +108,80 @@ pub const WRITE_BEHIND: u64 = 4 << 20;
 /// of pages: `POSIX_FADV_DONTNEED` starts writeback of the dirty pages it is given and
 /// drops the clean ones. Called as the file passes `mark`, it starts the newest window
 /// and drops the one two windows back, written out by then. Durability is still claimed
-/// only after a sync (the lock file); this only spreads the disk's work out. Where the
-/// system has no such advice, it does nothing.
+/// only after a sync (the lock file); this only spreads the disk's work out.
+///
+/// The advice runs on a thread of its own: starting a window's writeback and dropping
+/// pages is kernel work (about 0.1 s a GiB here) that the receiving thread, the slower
+/// side of a transfer on a machine's cores, would otherwise wait through (on a loopback
+/// of two cores the transfer took 1.53 s a GiB with it inline, 1.34 s with it here). The
+/// thread gets a handle of its own on the file, so the file may be closed or renamed
+/// meanwhile; at most [`QUEUED`] windows wait for it, after which the writer waits, so
+/// the page cache stays bounded. Where the system has no such advice, this does nothing
+/// and starts no thread.
+#[derive(Debug, Default)]
+pub struct WriteBehind {
+    worker: Option<(SyncSender<Advice>, JoinHandle<()>)>,
+    /// No thread could be started: the advice is given on the caller's thread.
+    inline: bool,
+}
+
+/// The write-behind thread's name, as tools that list threads show it.
+const THREAD_NAME: &str = "ferry-write-behind";
+
+/// A file, and the mark its newest write passed.
+type Advice = (File, u64);
+
+/// Windows of advice that may wait for the write-behind thread.
+const QUEUED: usize = 4;
+
+impl WriteBehind {
+    /// The newest write to `file` passed `mark`: its windows are advised (see above).
+    pub fn passed(&mut self, file: &File, mark: u64) {
+        if !ADVISED {
+            return;
+        }
+        if self.worker.is_none() && !self.inline {
+            let (jobs, queue) = sync_channel::<Advice>(QUEUED);
+            let spawned = std::thread::Builder::new()
+                .name(THREAD_NAME.into())
+                .spawn(move || {
+                    for (file, mark) in queue {
+                        advise(&file, mark);
+                    }
+                });
+            match spawned {
+                Ok(thread) => self.worker = Some((jobs, thread)),
+                Err(_) => self.inline = true,
+            }
+        }
+        if let Some((jobs, _)) = &self.worker
+            && let Ok(own) = file.try_clone()
+            && jobs.send((own, mark)).is_ok()
+        {
+            return;
+        }
+        advise(file, mark);
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        if let Some((jobs, thread)) = self.worker.take() {
+            drop(jobs);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// True where the system takes write-behind advice.
+const ADVISED: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+));
+
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-pub fn write_behind(file: &File, mark: u64) {
+fn advise(file: &File, mark: u64) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
     let window = WRITE_BEHIND as i64;
     let mark = i64::try_from(mark).unwrap_or(i64::MAX);
@@ -121,9 +193,8 @@ pub fn write_behind(file: &File, mark: u64) {
     }
 }
 
-/// Write-behind where the system offers it; not here.
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-pub fn write_behind(_file: &File, _mark: u64) {}
+fn advise(_file: &File, _mark: u64) {}
 
 #[cfg(test)]
 mod tests {
@@ -150,5 +221,45 @@ mod tests {
             let refused = sync_each(&dir, &linked).unwrap_err();
             assert!(refused.to_string().contains("symbolic link"), "{refused}");
         }
+    }
+
+    /// Names of this process's threads, where the system lists them.
+    #[cfg(target_os = "linux")]
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn write_behind_runs_beside_the_writer_on_its_own_handle_and_ends_with_it() {
+        // What the system keeps of the name: 15 bytes.
+        let thread = &THREAD_NAME[..15];
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("big.part");
+        let data: Vec<u8> = (0..(6 * WRITE_BEHIND) as usize).map(|i| i as u8).collect();
+        let mut write_behind = WriteBehind::default();
+        assert!(!thread_names().iter().any(|name| name == thread));
+        for (window, chunk) in data.chunks(WRITE_BEHIND as usize).enumerate() {
+            // A handle of the writer's own each time, closed at once: the advice holds
+            // its own.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut &file, chunk).unwrap();
+            write_behind.passed(&file, (window as u64 + 1) * WRITE_BEHIND);
+        }
+        assert!(thread_names().iter().any(|name| name == thread));
+        // Renamed while advice may still be waiting: the bytes are what was written.
+        let done = root.path().join("big");
+        std::fs::rename(&path, &done).unwrap();
+        drop(write_behind);
+        assert!(!thread_names().iter().any(|name| name == thread));
+        assert!(std::fs::read(&done).unwrap() == data);
     }
 }
