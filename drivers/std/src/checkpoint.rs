@@ -3,7 +3,6 @@
 //! thread then makes the file system durable and only after that publishes the
 //! temporary file as the lock. Receiving continues while the disk catches up.
 
-use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +48,7 @@ fn lock_error(e: &std::io::Error) -> DriverError {
 
 /// One checkpoint for the worker: the temporary lock, the disk to reserve for the next,
 /// and what must be made durable before the lock is published.
-type Job = (File, u64, Written);
+type Job = (lock::Temporary, u64, Written);
 
 fn run(dir: Dir, jobs: Receiver<Job>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
     for (temporary, spare, written) in jobs {

@@ -62,6 +62,9 @@ pub fn drive<S: Session>(
     // A write waits at most this long before the loop looks at the peer's side again: a
     // peer that stops reading must not hold this side past its timeout, or past Ctrl-C.
     stream.set_write_timeout(Some(crate::stop::CHECK_EVERY))?;
+    // The read timeout last given to the socket: one system call a read saved, as it
+    // mostly stays the same (whole milliseconds, never longer than the wait).
+    let mut read_timeout = None;
     let result = (|| loop {
         if crate::stop::requested() {
             return Err(DriverError::Transfer(
@@ -93,7 +96,11 @@ pub fn drive<S: Session>(
         if pass_out && !crate::os::net::readable_now(stream) && wait_for_pass(session)? {
             continue;
         }
-        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let timeout = Duration::from_millis(wait.as_millis().max(1) as u64);
+        if read_timeout != Some(timeout) {
+            stream.set_read_timeout(Some(timeout))?;
+            read_timeout = Some(timeout);
+        }
         match stream.read(&mut buf) {
             Ok(0) => {
                 session.handle_eof(clock.now())?;

@@ -411,7 +411,7 @@ pub fn prepare_spare(dir: &Dir, len: u64) -> std::io::Result<()> {
 pub fn write_temporary(
     dir: &Dir,
     write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<File> {
+) -> std::io::Result<Temporary> {
     let file = match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
         Some(Kind::File { .. }) => {
             let file = dir.open_file(TEMPORARY_NAME, true)?;
@@ -438,15 +438,26 @@ pub fn write_temporary(
     write(&mut out)?;
     out.flush()?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    // What the spare reserved beyond the lock goes back.
-    let written = std::io::Seek::stream_position(&mut &file)?;
-    file.set_len(written)?;
-    Ok(file)
+    let len = std::io::Seek::stream_position(&mut &file)?;
+    Ok(Temporary { file, len })
 }
 
-/// Replaces the lock with the temporary `file` atomically: fsync, rename, fsync of the
-/// directory. Call it only once the data the temporary file claims is durable.
-pub fn publish(dir: &Dir, file: File) -> std::io::Result<()> {
+/// A temporary lock written, `len` bytes long; the spare it was written into may
+/// reserve more, which [`publish`] gives back.
+#[derive(Debug)]
+pub struct Temporary {
+    file: File,
+    len: u64,
+}
+
+/// Replaces the lock with the `temporary` one atomically: the disk the spare reserved
+/// beyond it given back, fsync, rename, fsync of the directory. Call it only once the
+/// data the temporary file claims is durable. (Giving the spare back waits on the file
+/// system's journal, up to milliseconds, so it is done here, on the checkpoint worker,
+/// not where the lock is written.)
+pub fn publish(dir: &Dir, temporary: Temporary) -> std::io::Result<()> {
+    let Temporary { file, len } = temporary;
+    file.set_len(len)?;
     file.sync_all()?;
     dir.rename(TEMPORARY_NAME, LOCK_NAME)?;
     dir.sync()
