@@ -549,7 +549,7 @@ impl Side for Receiver {
                         secret,
                         stream.window.rate(),
                         stream.window.rounds(),
-                        self.handshake_rtt_micros,
+                        stream.window.path_rtt(),
                     )
                 {
                     stream.window.find_rate_again();

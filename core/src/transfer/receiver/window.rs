@@ -57,10 +57,15 @@ pub(super) struct Window {
     /// Startup: the best rate so far and the rounds since it last rose by a quarter; over
     /// (`None`) once the rate stopped rising.
     startup: Option<(u64, u8)>,
-    /// The handshake's round trip, µs: the path's own. Round trips measured from requests
-    /// also hold the time a busy sender (or receiver) took to get to them, which on a
-    /// loaded loopback can be many milliseconds; only the path's decides whether slow
-    /// start may go past the floor.
+    /// The path's own round trip, µs: the handshake's, or the shortest of its requests'
+    /// if one came back sooner. Round trips measured from requests also hold the time a
+    /// busy sender (or receiver) took to get to them, which on a loaded loopback can be
+    /// many milliseconds; only the path's decides whether slow start may go past the
+    /// floor. But a handshake can be slow too (a sender paged out, a machine busy for a
+    /// moment): on loopback one that took 5 ms made the path look long, slow start took
+    /// the window to its cap for a round, and the segments granted meanwhile held the
+    /// sender's memory at 42–48 MiB instead of 10. A request answered sooner shows the
+    /// path is no longer than that.
     path_rtt: u64,
 }
 
@@ -128,6 +133,7 @@ impl Window {
             if !request.answered {
                 request.answered = true;
                 let rtt = now.as_micros().saturating_sub(request.sent.as_micros());
+                self.path_rtt = self.path_rtt.min(rtt);
                 let stale = |(_, at): (u64, Timestamp)| {
                     now.as_micros().saturating_sub(at.as_micros()) > MIN_RTT_LIFETIME_MICROS
                 };
@@ -205,6 +211,11 @@ impl Window {
 
     pub(super) fn size(&self) -> usize {
         self.size
+    }
+
+    /// The path's round trip, µs (see `path_rtt`).
+    pub(super) fn path_rtt(&self) -> u64 {
+        self.path_rtt
     }
 
     /// The path's bandwidth-delay product as measured: the largest rate of the last
@@ -288,6 +299,19 @@ mod tests {
     /// allows, one part of `part` bytes per request; returns the window after `rounds`
     /// round trips.
     fn on_a_path(window: &mut Window, rate: u64, rtt: u64, part: usize, rounds: u64) -> usize {
+        on_a_path_with_peak(window, rate, rtt, part, rounds).0
+    }
+
+    /// As [`on_a_path`], with the most the window reached for (what segments were granted
+    /// for) at any point.
+    fn on_a_path_with_peak(
+        window: &mut Window,
+        rate: u64,
+        rtt: u64,
+        part: usize,
+        rounds: u64,
+    ) -> (usize, usize) {
+        let mut peak = window.reach();
         let mut now = 0u64;
         let mut link_free = 0u64;
         let mut in_flight: std::collections::VecDeque<(u64, usize)> = Default::default();
@@ -304,8 +328,9 @@ mod tests {
             };
             now = now.max(arrives);
             window.arrived(len, at(now));
+            peak = peak.max(window.reach());
         }
-        window.size()
+        (window.size(), peak)
     }
 
     #[test]
@@ -367,5 +392,21 @@ mod tests {
             on_a_path(&mut capped, 125_000_000, 200_000, 64 << 10, 40),
             8 << 20
         );
+    }
+
+    #[test]
+    fn a_slow_handshake_on_a_short_path_does_not_open_the_window_past_its_floor() {
+        // Loopback at 1 GB/s and 200 µs, but the handshake took 20 ms (a busy moment):
+        // the first request answered in 200 µs shows the path is short. Taken at the
+        // handshake's word, slow start reached for the 40 MiB cap in the first round
+        // (segments granted for it, held by the sender) before falling back to the floor.
+        // Before that first answer only the handshake is known: the startup gain over the
+        // floor (16 MiB) is granted then, and never more.
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 20_000);
+        let (size, peak) = on_a_path_with_peak(&mut window, 1_000_000_000, 200, 64 << 10, 2_000);
+        assert_eq!(size, 4 << 20);
+        assert!(peak <= 16 << 20, "reached for {peak} bytes");
+        assert!(window.path_rtt() < 1_000, "path {} µs", window.path_rtt());
+        assert_eq!(window.reach(), 4 << 20);
     }
 }
