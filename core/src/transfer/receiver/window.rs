@@ -219,10 +219,20 @@ impl Window {
     }
 
     /// The path's bandwidth-delay product as measured: the largest rate of the last
-    /// rounds × the smallest round trip.
+    /// rounds × the smallest round trip. On a short path (under
+    /// [`Connections::LONG_PATH_MICROS`]) the round trip is the path's own: there a
+    /// request's round trip is mostly the time its answer waited behind the window's
+    /// bytes, so a product taken from it is about the window itself, and the startup gain
+    /// grew the window on it round after round (to its 40 MiB cap on loopback after a busy
+    /// start). The floor already leaves room for the delays of a busy peer.
     pub(super) fn bdp(&self) -> usize {
         let rate = self.rates.iter().copied().max().unwrap_or(0);
         let rtt = self.min_rtt.map_or(0, |(rtt, _)| rtt);
+        let rtt = if self.path_rtt < Connections::LONG_PATH_MICROS {
+            rtt.min(self.path_rtt)
+        } else {
+            rtt
+        };
         usize::try_from(u128::from(rate) * u128::from(rtt) / 1_000_000).unwrap_or(usize::MAX)
     }
 
@@ -299,21 +309,23 @@ mod tests {
     /// allows, one part of `part` bytes per request; returns the window after `rounds`
     /// round trips.
     fn on_a_path(window: &mut Window, rate: u64, rtt: u64, part: usize, rounds: u64) -> usize {
-        on_a_path_with_peak(window, rate, rtt, part, rounds).0
+        on_a_path_with_peak(window, rate, rtt, part, rounds, 0).0
     }
 
     /// As [`on_a_path`], with the most the window reached for (what segments were granted
-    /// for) at any point.
+    /// for) at any point; the sender starts answering only at `stalled` µs (a busy
+    /// moment at the start).
     fn on_a_path_with_peak(
         window: &mut Window,
         rate: u64,
         rtt: u64,
         part: usize,
         rounds: u64,
+        stalled: u64,
     ) -> (usize, usize) {
         let mut peak = window.reach();
         let mut now = 0u64;
-        let mut link_free = 0u64;
+        let mut link_free = stalled;
         let mut in_flight: std::collections::VecDeque<(u64, usize)> = Default::default();
         while now < rounds * rtt {
             while window.admits(0, part) && window.outstanding() + part <= window.size() {
@@ -373,11 +385,12 @@ mod tests {
     fn a_short_handshake_keeps_slow_start_at_the_floor_however_slow_the_answers() {
         // The same answers as on the 200 ms path above, but the handshake took 200 µs:
         // the requests' long round trips are a busy peer's (a loaded loopback), not the
-        // path's. The window grows only as the measured rates say, as before slow start
-        // could pass the floor (16.8 MB after three round trips, against 33 MB).
+        // path's. Neither slow start nor the rates measured take the window past its
+        // floor (once slow start could not, the rates still took it to 16.8 MB after
+        // three round trips; slow start alone, to 33 MB).
         let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 200);
         let size = on_a_path(&mut window, 125_000_000, 200_000, 64 << 10, 3);
-        assert!(size < 20_000_000, "window {size} after three round trips");
+        assert_eq!(size, 4 << 20, "window {size} after three round trips");
     }
 
     #[test]
@@ -403,10 +416,25 @@ mod tests {
         // Before that first answer only the handshake is known: the startup gain over the
         // floor (16 MiB) is granted then, and never more.
         let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 20_000);
-        let (size, peak) = on_a_path_with_peak(&mut window, 1_000_000_000, 200, 64 << 10, 2_000);
+        let (size, peak) = on_a_path_with_peak(&mut window, 1_000_000_000, 200, 64 << 10, 2_000, 0);
         assert_eq!(size, 4 << 20);
         assert!(peak <= 16 << 20, "reached for {peak} bytes");
         assert!(window.path_rtt() < 1_000, "path {} µs", window.path_rtt());
         assert_eq!(window.reach(), 4 << 20);
+    }
+
+    #[test]
+    fn a_busy_start_on_a_short_path_does_not_open_the_window_past_its_floor() {
+        // Loopback at 1 GB/s and 200 µs, its handshake quick, but the first answers came
+        // 30 ms late (a sender or receiver busy at the start: a disk after many deletions).
+        // The window's 4 MiB then queue on the path, so no request comes back in less than
+        // 4 ms: the smallest round trip seen was a queue's, and the bandwidth-delay product
+        // taken from it (about the window itself) made the startup gain grow the window
+        // round after round to its 40 MiB cap, segments granted for all of it.
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 200);
+        let (size, peak) =
+            on_a_path_with_peak(&mut window, 1_000_000_000, 200, 64 << 10, 2_000, 30_000);
+        assert!(peak <= 4 << 20, "reached for {peak} bytes");
+        assert_eq!(size, 4 << 20);
     }
 }
