@@ -62,10 +62,9 @@ pub(super) struct Window {
     /// busy sender (or receiver) took to get to them, which on a loaded loopback can be
     /// many milliseconds; only the path's decides whether slow start may go past the
     /// floor. But a handshake can be slow too (a sender paged out, a machine busy for a
-    /// moment): on loopback one that took 5 ms made the path look long, slow start took
-    /// the window to its cap for a round, and the segments granted meanwhile held the
-    /// sender's memory at 42–48 MiB instead of 10. A request answered sooner shows the
-    /// path is no longer than that.
+    /// moment): one of 5 ms or more on loopback made the path look long, and slow start
+    /// reached for the window's cap in its first round, segments granted for all of it
+    /// (see the tests). A request answered sooner shows the path is no longer than that.
     path_rtt: u64,
 }
 
