@@ -114,9 +114,8 @@ pub const WRITE_BEHIND: u64 = 4 << 20;
 /// pages is kernel work (about 0.1 s a GiB here) that the receiving thread, the slower
 /// side of a transfer on a machine's cores, would otherwise wait through (on a loopback
 /// of two cores, 1.55 s a GiB with it inline, 1.42 s with it here, eight runs each; on
-/// a later, slower hour 1.586 against 1.564 s). The
-/// thread gets a handle of its own on the file, so the file may be closed or renamed
-/// meanwhile; at most [`QUEUED`] windows wait for it, after which the writer waits, so
+/// a later, slower hour 1.586 against 1.564 s). The thread gets a handle of its own on
+/// the file, so the file may be closed or renamed meanwhile; at most [`QUEUED`] windows wait for it, after which the writer waits, so
 /// the page cache stays bounded. Where the system has no such advice, this does nothing
 /// and starts no thread.
 #[derive(Debug, Default)]
