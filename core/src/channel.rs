@@ -25,7 +25,9 @@ use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
 use crate::lane::LaneSecret;
-use crate::record::{ContentType, Direction, HEADER_LEN, RecordReader, TransmitBuffer, sealed_len};
+use crate::record::{
+    ContentType, Direction, HEADER_LEN, Placement, RecordReader, TransmitBuffer, sealed_len,
+};
 use crate::time::Timestamp;
 use crate::token::Token;
 
@@ -123,6 +125,12 @@ enum State {
 enum Delivery {
     None,
     Ready(core::ops::Range<usize>),
+    /// A data record whose payload's head is here, and whose next `len` bytes went
+    /// where the placement chose.
+    Placed {
+        head: core::ops::Range<usize>,
+        len: usize,
+    },
 }
 
 /// One end of an encrypted, authenticated connection, without any IO.
@@ -271,6 +279,28 @@ impl Channel {
     /// `input.len()` means a message is waiting in [`Channel::take_message`]: take it and
     /// offer the rest again.
     pub fn handle_input(&mut self, now: Timestamp, input: &[u8]) -> Result<usize, Error> {
+        self.read_input(now, input, None)
+    }
+
+    /// As [`Channel::handle_input`], with a data record that comes whole in `input`
+    /// decrypted, past its first bytes, where `placement` chooses: then
+    /// [`Channel::take_placed`] gives those first bytes instead of
+    /// [`Channel::take_message`] giving the whole message.
+    pub(crate) fn handle_input_placing(
+        &mut self,
+        now: Timestamp,
+        input: &[u8],
+        placement: &mut dyn Placement,
+    ) -> Result<usize, Error> {
+        self.read_input(now, input, Some(placement))
+    }
+
+    fn read_input(
+        &mut self,
+        now: Timestamp,
+        input: &[u8],
+        mut placement: Option<&mut (dyn Placement + '_)>,
+    ) -> Result<usize, Error> {
         self.check_alive()?;
         self.advance_clock(now);
         let mut consumed = 0;
@@ -281,7 +311,7 @@ impl Channel {
             } else if matches!(self.state, State::Hello(_)) {
                 self.read_hello(rest)
             } else {
-                self.read_record(rest)
+                self.read_record(rest, placement.as_deref_mut())
             };
             match step {
                 Ok(n) => consumed += n,
@@ -342,12 +372,18 @@ impl Channel {
         Ok(n)
     }
 
-    fn read_record(&mut self, input: &[u8]) -> Result<usize, Error> {
+    fn read_record(
+        &mut self,
+        input: &[u8],
+        placement: Option<&mut (dyn Placement + '_)>,
+    ) -> Result<usize, Error> {
         let State::Keyed(keyed) = &mut self.state else {
             return Ok(0);
         };
         let record = keyed.incoming.sequence();
-        let (n, opened) = match self.rx.take_whole(input, &mut keyed.incoming)? {
+        // Only data is placed, and data only counts once the peer proved its key.
+        let placement = placement.filter(|_| keyed.confirmed);
+        let (n, opened) = match self.rx.take_whole(input, &mut keyed.incoming, placement)? {
             Some(whole) => whole,
             None => {
                 let (n, complete) = self.rx.push(input)?;
@@ -372,7 +408,15 @@ impl Channel {
             }
             (ContentType::Confirm, true) => return Err(unexpected("a second key confirmation")),
             (_, false) => return Err(unexpected("a record before the key confirmation")),
-            (ContentType::Data, true) => self.delivery = Delivery::Ready(opened.payload),
+            (ContentType::Data, true) => {
+                self.delivery = match opened.placed {
+                    Some(len) => Delivery::Placed {
+                        head: opened.payload,
+                        len,
+                    },
+                    None => Delivery::Ready(opened.payload),
+                }
+            }
             (ContentType::Keepalive, true) => {
                 if !opened.payload.is_empty() {
                     return Err(unexpected("a keepalive with a payload"));
@@ -455,11 +499,25 @@ impl Channel {
     /// The application message that arrived, if one is waiting. It counts as consumed
     /// at once; the slice stays valid until the next call on the channel.
     pub fn take_message(&mut self) -> Option<&[u8]> {
-        let Delivery::Ready(range) = core::mem::replace(&mut self.delivery, Delivery::None) else {
+        let Delivery::Ready(range) = &self.delivery else {
             return None;
         };
+        let range = range.clone();
+        self.delivery = Delivery::None;
         self.rx.clear();
         Some(self.rx.bytes(range))
+    }
+
+    /// The head of the data record whose rest was placed ([`Channel::handle_input_placing`]),
+    /// and how many bytes were placed.
+    pub(crate) fn take_placed(&mut self) -> Option<(&[u8], usize)> {
+        let Delivery::Placed { head, len } = &self.delivery else {
+            return None;
+        };
+        let (head, len) = (head.clone(), *len);
+        self.delivery = Delivery::None;
+        self.rx.clear();
+        Some((self.rx.bytes(head), len))
     }
 
     /// Bytes ready for the wire. After a failure, what was sealed before it is still

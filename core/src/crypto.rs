@@ -122,6 +122,37 @@ pub(crate) struct RecordCipher {
 #[derive(Debug)]
 pub(crate) struct OpenError;
 
+/// An authenticated record's decryption, taken front to back in pieces of any size.
+pub(crate) struct Decryption {
+    #[cfg(not(feature = "insecure-null-crypto"))]
+    stream: ChaCha20,
+}
+
+impl Decryption {
+    /// Decrypts the record's next `ciphertext.len()` bytes into `out`. Refused (nothing
+    /// written) only if `out` is not as long (the record's length was checked against its
+    /// keystream before it was authenticated).
+    pub(crate) fn decrypt_into(
+        &mut self,
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), OpenError> {
+        if ciphertext.len() != out.len() {
+            return Err(OpenError);
+        }
+        #[cfg(not(feature = "insecure-null-crypto"))]
+        return self
+            .stream
+            .try_apply_keystream_b2b(ciphertext, out)
+            .map_err(|_| OpenError);
+        #[cfg(feature = "insecure-null-crypto")]
+        {
+            out.copy_from_slice(ciphertext);
+            Ok(())
+        }
+    }
+}
+
 /// The AEAD refused to seal (only possible for inputs far beyond any record).
 #[derive(Debug)]
 pub(crate) struct SealError;
@@ -243,7 +274,8 @@ impl RecordCipher {
 
     /// Decrypts `ciphertext` into `out` (of the same length) if `tag` authenticates it:
     /// the copy and the decryption in one pass. On failure nothing is written to `out`.
-    #[cfg(not(feature = "insecure-null-crypto"))]
+    /// (The record reader takes [`RecordCipher::open_verified`] apart itself.)
+    #[cfg(test)]
     pub(crate) fn open_into(
         &self,
         sequence: u64,
@@ -255,15 +287,28 @@ impl RecordCipher {
         if ciphertext.len() != out.len() {
             return Err(OpenError);
         }
-        let (mut stream, mac) = self
-            .start(Self::nonce_for(sequence), out.len())
+        self.open_verified(sequence, aad, ciphertext, tag)?
+            .decrypt_into(ciphertext, out)
+    }
+
+    /// Checks that `tag` authenticates `ciphertext` under `aad`, and only then hands out
+    /// its decryption, to be taken in pieces that may go to different places (a part's
+    /// header to the record buffer, its data straight into its segment).
+    #[cfg(not(feature = "insecure-null-crypto"))]
+    pub(crate) fn open_verified(
+        &self,
+        sequence: u64,
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<Decryption, OpenError> {
+        let (stream, mac) = self
+            .start(Self::nonce_for(sequence), ciphertext.len())
             .ok_or(OpenError)?;
         if !Self::verify(mac, aad, ciphertext, tag) {
             return Err(OpenError);
         }
-        stream
-            .try_apply_keystream_b2b(ciphertext, out)
-            .map_err(|_| OpenError)
+        Ok(Decryption { stream })
     }
 
     /// NO SECURITY: leaves the plaintext as it is; the tag is the sequence number.
@@ -277,21 +322,19 @@ impl RecordCipher {
         Ok(null_tag(sequence))
     }
 
-    /// NO SECURITY: copies a record whose tag is its sequence number.
+    /// NO SECURITY: accepts a record whose tag is its sequence number, to be copied.
     #[cfg(feature = "insecure-null-crypto")]
-    pub(crate) fn open_into(
+    pub(crate) fn open_verified(
         &self,
         sequence: u64,
         _aad: &[u8],
-        ciphertext: &[u8],
-        out: &mut [u8],
+        _ciphertext: &[u8],
         tag: &[u8; TAG_LEN],
-    ) -> Result<(), OpenError> {
-        if *tag != null_tag(sequence) || ciphertext.len() != out.len() {
+    ) -> Result<Decryption, OpenError> {
+        if *tag != null_tag(sequence) {
             return Err(OpenError);
         }
-        out.copy_from_slice(ciphertext);
-        Ok(())
+        Ok(Decryption {})
     }
 
     /// NO SECURITY: accepts any record whose tag is its sequence number.

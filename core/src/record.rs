@@ -7,6 +7,9 @@ use core::ops::Range;
 use crate::crypto::{RecordCipher, TAG_LEN};
 use crate::error::Error;
 
+/// Bytes in a ChaCha20 keystream block.
+const KEYSTREAM_BLOCK: usize = 64;
+
 /// Bytes in a record header (the big-endian length of what follows it).
 pub const HEADER_LEN: usize = 4;
 
@@ -99,8 +102,23 @@ impl Direction {
 /// A record that authenticated: what it carries and where its plaintext sits.
 pub(crate) struct Opened {
     pub(crate) content: ContentType,
-    /// Where the payload sits in the reader's buffer.
+    /// Where the payload sits in the reader's buffer: all of it, or its head if the
+    /// rest was placed.
     pub(crate) payload: Range<usize>,
+    /// Bytes of the payload, after its head, that went where a [`Placement`] chose.
+    pub(crate) placed: Option<usize>,
+}
+
+/// Chooses, from the first bytes of an authenticated data record's payload, where the
+/// rest of it is decrypted to, instead of the record buffer.
+pub(crate) trait Placement {
+    /// Payload bytes the choice reads.
+    fn head_len(&self) -> usize;
+
+    /// `head`: the payload's first bytes (up to [`Placement::head_len`]); `len`: the bytes
+    /// after them. Where those go, exactly `len` bytes long, or `None` to leave the
+    /// record whole in the buffer. Whatever it returns is overwritten.
+    fn place(&mut self, head: &[u8], len: usize) -> Option<&mut [u8]>;
 }
 
 /// Gathers one record at a time from a byte stream split anywhere, into a buffer sized
@@ -158,10 +176,15 @@ impl RecordReader {
     /// plaintext here, one pass over the bytes fewer than gathering and then opening in
     /// place. `None`: gather it with [`RecordReader::push`] instead. On failure nothing
     /// of the record is released.
+    ///
+    /// With a `placement`, an authenticated data record's first bytes are decrypted here
+    /// first, and the rest goes where the placement then chooses, if it does ([`Opened::placed`]):
+    /// a part's data straight into its segment, one copy fewer.
     pub(crate) fn take_whole(
         &mut self,
         input: &[u8],
         direction: &mut Direction,
+        placement: Option<&mut (dyn Placement + '_)>,
     ) -> Result<Option<(usize, Opened)>, Error> {
         if self.filled != 0 || input.len() < HEADER_LEN {
             return Ok(None);
@@ -178,10 +201,43 @@ impl RecordReader {
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&input[total - TAG_LEN..total]);
         let plaintext = &mut rest[..ciphertext.len()];
-        let opened = direction
+        let Ok(mut decryption) = direction
             .cipher
-            .open_into(sequence, header, ciphertext, plaintext, &tag);
-        self.opened(sequence, opened.is_ok())
+            .open_verified(sequence, header, ciphertext, &tag)
+        else {
+            return self.opened(sequence, false, None).map(|o| Some((total, o)));
+        };
+        // The content type and what the placement reads to choose (all of it without
+        // one), decrypted here in whole keystream blocks: the rest then starts on a
+        // block, which keeps the keystream on its fast path.
+        let head = placement
+            .as_ref()
+            .map_or(ciphertext.len(), |p| 1 + p.head_len());
+        let decrypted_here = head.next_multiple_of(KEYSTREAM_BLOCK).min(ciphertext.len());
+        let head = head.min(decrypted_here);
+        let (here_in, rest_in) = ciphertext.split_at(decrypted_here);
+        let (here_out, rest_out) = plaintext.split_at_mut(decrypted_here);
+        let mut decrypted = decryption.decrypt_into(here_in, here_out).is_ok();
+        let is_data = here_out.first() == Some(&(ContentType::Data as u8));
+        let after_head = ciphertext.len() - head;
+        let chosen = match placement {
+            Some(placement) if decrypted && is_data && after_head > 0 => placement
+                .place(&here_out[1..head], after_head)
+                .filter(|out| out.len() == after_head),
+            _ => None,
+        };
+        let placed = chosen.is_some();
+        match chosen {
+            Some(out) => {
+                // What was decrypted here past the head is the start of what is placed.
+                let (early, late) = out.split_at_mut(decrypted_here - head);
+                early.copy_from_slice(&here_out[head..]);
+                decrypted &= decryption.decrypt_into(rest_in, late).is_ok();
+            }
+            None => decrypted &= decryption.decrypt_into(rest_in, rest_out).is_ok(),
+        }
+        let placed = placed.then_some(after_head);
+        self.opened(sequence, decrypted, placed)
             .map(|o| Some((total, o)))
     }
 
@@ -215,12 +271,17 @@ impl RecordReader {
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(tag_bytes);
         let opened = direction.cipher.open(sequence, header, ciphertext, &tag);
-        self.opened(sequence, opened.is_ok())
+        self.opened(sequence, opened.is_ok(), None)
     }
 
     /// The record gathered, opened (`authentic`) or not: its content type and where its
-    /// payload sits.
-    fn opened(&self, sequence: u64, authentic: bool) -> Result<Opened, Error> {
+    /// payload sits (only its head, if the rest was `placed`: that many bytes).
+    fn opened(
+        &self,
+        sequence: u64,
+        authentic: bool,
+        placed: Option<usize>,
+    ) -> Result<Opened, Error> {
         if !authentic {
             return Err(if sequence == 0 {
                 Error::AuthenticationFailed
@@ -234,9 +295,11 @@ impl RecordReader {
                 record: sequence,
                 why: "unknown content type",
             })?;
+        let end = total - TAG_LEN - placed.unwrap_or(0);
         Ok(Opened {
             content,
-            payload: HEADER_LEN + 1..total - TAG_LEN,
+            payload: HEADER_LEN + 1..end,
+            placed,
         })
     }
 
@@ -305,5 +368,138 @@ impl TransmitBuffer {
         let range = self.end..self.end + len;
         self.end += len;
         Some(&mut self.buf[range])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes the part after a fixed head (`head_len` bytes) when the head starts with
+    /// `wanted`, into a destination of its own.
+    struct Into {
+        head_len: usize,
+        wanted: u8,
+        out: Vec<u8>,
+        heads: Vec<Vec<u8>>,
+    }
+
+    impl Placement for Into {
+        fn head_len(&self) -> usize {
+            self.head_len
+        }
+
+        fn place(&mut self, head: &[u8], len: usize) -> Option<&mut [u8]> {
+            self.heads.push(head.to_vec());
+            if head.first() != Some(&self.wanted) {
+                return None;
+            }
+            self.out = vec![0xEE; len];
+            Some(&mut self.out)
+        }
+    }
+
+    fn sealed(content: ContentType, payload: &[u8], sequence: u64) -> Vec<u8> {
+        let mut sender = Direction::new(RecordCipher::new(&[7; 32]));
+        sender.sequence = sequence;
+        let mut out = vec![0; sealed_len(payload.len())];
+        out[HEADER_LEN + 1..HEADER_LEN + 1 + payload.len()].copy_from_slice(payload);
+        sender.seal(content, &mut out).unwrap();
+        out
+    }
+
+    fn take(
+        record: &[u8],
+        placement: &mut Into,
+    ) -> (RecordReader, Result<Option<(usize, Opened)>, Error>) {
+        let mut reader = RecordReader::new(1 << 16);
+        let mut receiver = Direction::new(RecordCipher::new(&[7; 32]));
+        let taken = reader.take_whole(record, &mut receiver, Some(placement));
+        (reader, taken)
+    }
+
+    #[test]
+    fn a_placed_record_leaves_its_head_here_and_the_rest_where_the_placement_chose() {
+        // Heads that end before, on and after a keystream block, and payloads shorter
+        // than the block the head is decrypted in.
+        for head_len in [0, 1, 37, 63, 64, 100] {
+            for len in [1, 2, 40, 63, 64, 65, 200, 4096 + 7] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+                let mut into = Into {
+                    head_len,
+                    wanted: payload[0],
+                    out: Vec::new(),
+                    heads: Vec::new(),
+                };
+                let record = sealed(ContentType::Data, &payload, 0);
+                let (reader, taken) = take(&record, &mut into);
+                let (n, opened) = taken.unwrap().unwrap();
+                assert_eq!(n, record.len());
+                let head = head_len.min(len);
+                let what = format!("head {head_len}, payload {len}");
+                if head == 0 || head == len {
+                    // Nothing to choose by (the placement declines), or nothing after
+                    // the head (it is not asked): the record stays whole here.
+                    assert_eq!(opened.placed, None, "{what}");
+                    assert_eq!(reader.bytes(opened.payload), &payload[..], "{what}");
+                    continue;
+                }
+                assert_eq!(opened.placed, Some(len - head), "{what}");
+                assert_eq!(reader.bytes(opened.payload), &payload[..head], "{what}");
+                assert_eq!(into.out, &payload[head..], "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_declined_or_other_record_stays_whole_here() {
+        let payload: Vec<u8> = (0..300).map(|i| i as u8).collect();
+        for content in [ContentType::Data, ContentType::Keepalive] {
+            let mut into = Into {
+                head_len: 37,
+                // Data: declined by its head; a keepalive is never offered.
+                wanted: 0xAA,
+                out: Vec::new(),
+                heads: Vec::new(),
+            };
+            let record = sealed(content, &payload, 0);
+            let (reader, taken) = take(&record, &mut into);
+            let (_, opened) = taken.unwrap().unwrap();
+            assert_eq!(opened.content, content);
+            assert_eq!(opened.placed, None);
+            assert_eq!(reader.bytes(opened.payload), &payload[..]);
+            assert!(into.out.is_empty());
+            let offered = usize::from(content == ContentType::Data);
+            assert_eq!(into.heads.len(), offered, "{content:?}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_record_is_refused_before_anything_is_placed_or_offered() {
+        let payload: Vec<u8> = (0..300).map(|i| i as u8).collect();
+        let record = sealed(ContentType::Data, &payload, 0);
+        for at in [0, HEADER_LEN, HEADER_LEN + 1, 200, record.len() - 1] {
+            let mut tampered = record.clone();
+            tampered[at] ^= 1;
+            let mut into = Into {
+                head_len: 37,
+                wanted: payload[0],
+                out: Vec::new(),
+                heads: Vec::new(),
+            };
+            let (_, taken) = take(&tampered, &mut into);
+            assert!(taken.is_err(), "byte {at} flipped was accepted");
+            assert!(into.heads.is_empty() && into.out.is_empty(), "byte {at}");
+        }
+        // Under another record number, the same bytes are not authentic either.
+        let mut into = Into {
+            head_len: 37,
+            wanted: payload[0],
+            out: Vec::new(),
+            heads: Vec::new(),
+        };
+        let (_, taken) = take(&sealed(ContentType::Data, &payload, 1), &mut into);
+        assert!(matches!(taken, Err(Error::AuthenticationFailed)));
+        assert!(into.heads.is_empty());
     }
 }

@@ -389,6 +389,45 @@ fn a_segment_hashed_as_the_protocol_says_is_accepted_and_written() {
     );
 }
 
+/// Parts come in whole records and are decrypted straight into their segment: one of
+/// the wrong length, or one sent again, is refused all the same, and nothing is written.
+#[test]
+fn a_part_of_the_wrong_length_or_sent_twice_is_refused_and_nothing_is_written() {
+    let content = [7u8; 100];
+    let random = [1, 2, 3, 4];
+    let hash = segment_hash(&content, &random, 1);
+    let wrong_length: [&[&[u8]]; 3] = [&[&content[..99]], &[&[7u8; 101]], &[&content, &content]];
+    for parts in wrong_length {
+        let mut script = receiver_awaiting_a_segment(None);
+        script
+            .sender
+            .send_message(&layout(&hash, &Sha256::digest(content).into(), 1))
+            .unwrap();
+        script
+            .sender
+            .send_message(&advertisement(hash, random, &content, 0))
+            .unwrap();
+        assert!(script.exchange().is_none());
+        let mut error = None;
+        for data in parts {
+            script.sender.send_message(&part(&hash, data)).unwrap();
+            error = script.exchange();
+        }
+        let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        let Some(TransferError::Protocol(violation)) = error else {
+            panic!("parts of {lens:?} bytes: {error:?}");
+        };
+        let why = violation.to_string();
+        assert!(
+            why.contains("wrong length") || why.contains("not being received"),
+            "parts of {lens:?} bytes: {why}"
+        );
+        if parts.len() == 1 {
+            assert!(wrote_nothing(&script.commands), "{:?}", script.commands);
+        }
+    }
+}
+
 #[test]
 fn s6_3_a_segment_that_does_not_match_its_hash_is_rejected_unwritten_and_its_file_sent_again() {
     let promised = [7u8; 100];

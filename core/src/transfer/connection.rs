@@ -3,7 +3,7 @@
 
 use crate::channel::{Channel, Event};
 use crate::lane::{LANE_HELLO_LEN, LaneRefused};
-use crate::record::sealed_len;
+use crate::record::{Placement, sealed_len};
 use crate::time::Timestamp;
 use crate::transfer::lanes::LaneSet;
 use crate::transfer::outputs::Outputs;
@@ -23,6 +23,22 @@ pub(crate) trait Side {
     fn established(&mut self, channel: &Channel, now: Timestamp) -> Result<(), TransferError>;
     /// One transfer message arrived.
     fn message(&mut self, now: Timestamp, message: Message<'_>) -> Result<(), TransferError>;
+    /// Where a part's data may be decrypted straight to, if this side takes parts now.
+    fn placement(&mut self) -> Option<&mut dyn Placement> {
+        None
+    }
+    /// A part (`message`, its data empty) whose `len` bytes of data went where
+    /// [`Side::placement`] chose arrived.
+    fn placed(
+        &mut self,
+        _now: Timestamp,
+        _message: Message<'_>,
+        _len: usize,
+    ) -> Result<(), TransferError> {
+        Err(crate::transfer::violation::out_of_order(
+            "a part for a side that takes none",
+        ))
+    }
     /// What a message to this side may hold at most.
     fn limits(&self) -> Limits;
     /// Does whatever can be done now: takes the next step of its phase and sends what is
@@ -166,17 +182,24 @@ impl<S: Side> Connection<S> {
             if *consumed == input.len() || self.side.input_blocked(&self.channel) {
                 return Ok(());
             }
-            let n = self.channel.handle_input(self.now, &input[*consumed..])?;
+            let rest = &input[*consumed..];
+            let n = match self.side.placement() {
+                Some(placement) => self
+                    .channel
+                    .handle_input_placing(self.now, rest, placement)?,
+                None => self.channel.handle_input(self.now, rest)?,
+            };
             *consumed += n;
             self.channel_events()?;
             let limits = self.side.limits();
-            match self.channel.take_message() {
-                Some(record) => {
-                    let message = Message::decode(record, limits)?;
-                    self.side.message(self.now, message)?;
-                }
-                None if n == 0 => return Ok(()),
-                None => {}
+            if let Some(record) = self.channel.take_message() {
+                let message = Message::decode(record, limits)?;
+                self.side.message(self.now, message)?;
+            } else if let Some((head, len)) = self.channel.take_placed() {
+                let message = Message::decode(head, limits)?;
+                self.side.placed(self.now, message, len)?;
+            } else if n == 0 {
+                return Ok(());
             }
         }
     }

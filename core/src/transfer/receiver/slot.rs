@@ -250,25 +250,37 @@ impl RecvSlot {
         Ok(())
     }
 
-    /// A part that was asked for; returns true once the segment is whole.
-    pub(super) fn on_part(
+    /// Where part `index`, `len` bytes long, goes in the segment: refused unless it was
+    /// asked for, has not arrived yet, and has its length.
+    pub(super) fn destination(
         &mut self,
         index: u32,
-        data: &[u8],
+        len: usize,
         part_size: usize,
-    ) -> Result<bool, TransferError> {
+    ) -> Result<&mut [u8], TransferError> {
         let index = index as usize;
         if index >= self.next_request
             || self.received[index]
-            || data.len() != self.part_len(index, part_size)
+            || len != self.part_len(index, part_size)
         {
             return Err(segment_rule(
                 "a part that was not requested, is repeated, or has the wrong length",
             ));
         }
         let at = index * part_size;
-        self.buf[at..at + data.len()].copy_from_slice(data);
-        self.received[index] = true;
+        Ok(&mut self.buf[at..at + len])
+    }
+
+    /// Part `index` is now in its [`Slot::destination`]; returns true once the segment
+    /// is whole.
+    pub(super) fn placed(
+        &mut self,
+        index: u32,
+        len: usize,
+        part_size: usize,
+    ) -> Result<bool, TransferError> {
+        self.destination(index, len, part_size)?;
+        self.received[index as usize] = true;
         self.received_count += 1;
         Ok(self.received_count == self.parts)
     }

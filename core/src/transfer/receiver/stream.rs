@@ -219,16 +219,34 @@ impl Stream {
         data: &[u8],
         now: Timestamp,
     ) -> Result<(), TransferError> {
+        self.part_destination(hash, index, data.len())?
+            .copy_from_slice(data);
+        self.on_part_placed(hash, index, data.len(), now)
+    }
+
+    /// Where a part of `len` bytes goes, if it is one this side asked for and has not had.
+    pub(super) fn part_destination(
+        &mut self,
+        hash: [u8; 32],
+        index: u32,
+        len: usize,
+    ) -> Result<&mut [u8], TransferError> {
         let part_size = self.part_size;
-        let slot = self
-            .slots
-            .iter_mut()
-            .find(|s| s.state == SlotState::Receiving && s.hash == hash)
-            .ok_or(out_of_order(
-                "a part for a resource that is not being received",
-            ))?;
-        let whole = slot.on_part(index, data, part_size)?;
-        self.window.arrived(data.len(), now);
+        receiving(&mut self.slots, hash)?.destination(index, len, part_size)
+    }
+
+    /// The part is in its [`Stream::part_destination`].
+    pub(super) fn on_part_placed(
+        &mut self,
+        hash: [u8; 32],
+        index: u32,
+        len: usize,
+        now: Timestamp,
+    ) -> Result<(), TransferError> {
+        let part_size = self.part_size;
+        let slot = receiving(&mut self.slots, hash)?;
+        let whole = slot.placed(index, len, part_size)?;
+        self.window.arrived(len, now);
         if whole {
             slot.complete(&mut self.scratch)?;
         }
@@ -366,4 +384,14 @@ impl Stream {
             slots.join(", ")
         )
     }
+}
+
+/// The slot receiving the segment `hash`, which a part names.
+fn receiving(slots: &mut [RecvSlot], hash: [u8; 32]) -> Result<&mut RecvSlot, TransferError> {
+    slots
+        .iter_mut()
+        .find(|s| s.state == SlotState::Receiving && s.hash == hash)
+        .ok_or(out_of_order(
+            "a part for a resource that is not being received",
+        ))
 }
