@@ -226,7 +226,7 @@ impl RecordReader {
                 .filter(|out| out.len() == after_head),
             _ => None,
         };
-        let placed = chosen.is_some();
+        let placed = chosen.is_some().then_some(after_head);
         match chosen {
             Some(out) => {
                 // What was decrypted here past the head is the start of what is placed.
@@ -236,7 +236,6 @@ impl RecordReader {
             }
             None => decrypted &= decryption.decrypt_into(rest_in, rest_out).is_ok(),
         }
-        let placed = placed.then_some(after_head);
         self.opened(sequence, decrypted, placed)
             .map(|o| Some((total, o)))
     }
