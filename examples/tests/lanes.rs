@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -77,6 +78,65 @@ fn a_short_path_keeps_to_one_connection_unless_told() {
     assert_eq!(
         fs::read(&source).unwrap(),
         fs::read(out.join("one.bin")).unwrap()
+    );
+}
+
+/// Peak resident set size in MiB, as the binary reports it with `FERRY_REPORT_RSS=1`.
+fn peak_rss_mib(log: &str) -> f64 {
+    log.lines()
+        .find_map(|l| l.strip_prefix("peak RSS: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {log}"))
+        / 1024.0
+}
+
+#[test]
+fn a_late_handshake_on_loopback_does_not_open_the_window_to_its_cap() {
+    // The sender's first bytes held 30 ms (a sender busy as the receiver connects): the
+    // handshake alone made the path look long, the grant that followed had the sender
+    // read 12 MiB before it answered a request, and that wait confirmed it; the window
+    // went to its 40 MiB cap and lanes opened (each side at 40-65 MiB, and 1 GiB took
+    // twice as long). The first answers, and a probe where they are in doubt, now show the
+    // path is short. (A probe on a machine this busy can still come back in 5 ms, open
+    // lanes, and take a side to 20 MiB: the bound is the cap's, not the floor's.)
+    let _alone = ALONE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 128 << 20, 75);
+    let out = dir.path().join("out");
+    let mut command = Command::new(FERRY);
+    command.env("FERRY_REPORT_RSS", "1");
+    let sending = send_with(command, &["--pod"], &[&source]);
+    let mut args = sending.receive_args(None);
+    let (at, sender_port) = port_arg(&args);
+    let relay = relay(sender_port, |index, carried, _| {
+        if index == 0 && carried == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        true
+    });
+    args[at] = relay.to_string();
+    let received = Command::new(FERRY)
+        .args(&args)
+        .arg("-v")
+        .arg("-o")
+        .arg(&out)
+        .env("FERRY_REPORT_RSS", "1")
+        .output()
+        .unwrap();
+    let log = stderr(&received);
+    assert!(received.status.success(), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+    let (sender, receiver) = (peak_rss_mib(&sender_log), peak_rss_mib(&log));
+    assert!(
+        sender < 32.0 && receiver < 32.0,
+        "peak RSS {sender:.1} / {receiver:.1} MiB, {} connections: {log}",
+        connections(&log)
     );
 }
 

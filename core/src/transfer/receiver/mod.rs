@@ -584,7 +584,10 @@ impl Side for Receiver {
                 self.lanes.send_notices(channel);
                 stream.send_requests(channel, &self.config, now);
                 stream.send_grant(channel, &self.config);
+                // Lanes wait for a round trip in doubt to be measured again: a busy
+                // loopback is no long path.
                 if let Some(secret) = channel.lane_secret()
+                    && !stream.window.probing()
                     && self.out.has_room(0, 1)
                     && let Some(lane) = self.lanes.next_wanted(
                         secret,

@@ -25,6 +25,13 @@ const STEADY_GAIN: u128 = 3;
 const GAIN_DIVISOR: u128 = 2;
 /// Startup ends after this many rounds in a row whose rate did not rise by a quarter.
 const FLAT_ROUNDS: u8 = 3;
+/// First answers this slow, but no slower, leave the path's length in doubt: on a busy
+/// machine a loopback's first answers took 2.5 to 7 ms, now and then 20 ms or more
+/// (each side setting up its first segments while its peer does too, two processes and
+/// their threads on two cores), and a path of a few tens of milliseconds is no slower.
+/// Such a path measures its round trip again with a probe (see [`Probe`]), at the cost
+/// of a round trip once; a longer one is taken at its word.
+const DOUBTFUL_PATH_MICROS: u64 = 50_000;
 
 /// The receive window: bytes requested and not yet arrived are kept within it.
 ///
@@ -33,9 +40,10 @@ const FLAT_ROUNDS: u8 = 3;
 /// first part that answers each) and the rate at which parts arrive, it aims at a gain ×
 /// the bandwidth-delay product (the largest rate of the last rounds × the smallest
 /// round trip), up to `max`. While the window limits the rate, each round's rate is the
-/// gain × the last (4 while it keeps rising by a quarter a round, 1.5 once it stopped),
-/// so it grows until the path, not the window, sets the rate; when the path slows, the
-/// rate samples fall and the window follows them down to the floor.
+/// gain × the last (4 while it keeps rising by a quarter a round on a long path, 1.5
+/// once it stopped, and on a short path), so it grows until the path, not the window,
+/// sets the rate; when the path slows, the rate samples fall and the window follows them
+/// down to the floor.
 #[derive(Debug)]
 pub(super) struct Window {
     size: usize,
@@ -66,6 +74,21 @@ pub(super) struct Window {
     /// reached for the window's cap in its first round, segments granted for all of it
     /// (see the tests). A request answered sooner shows the path is no longer than that.
     path_rtt: u64,
+    probe: Probe,
+}
+
+/// A request sent with (almost) nothing outstanding ahead of it, to measure the path's
+/// own round trip: any other request waits behind the window's bytes, and on a short
+/// path that wait, not the path, is its round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// Not needed, or answered.
+    Settled,
+    /// Wanted: no request goes out until the window has emptied to
+    /// [`Window::probe_room`], then one part alone.
+    Wanted,
+    /// Sent, not yet answered.
+    Out,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +96,8 @@ struct Request {
     sent: Timestamp,
     remaining: usize,
     answered: bool,
+    /// The probe (see [`Probe`]).
+    probe: bool,
 }
 
 impl Window {
@@ -96,13 +121,29 @@ impl Window {
             rounds: 0,
             startup: Some((0, 0)),
             path_rtt,
+            probe: Probe::Settled,
         }
+    }
+
+    /// Room left ahead of a probe: a part or two (a stray part never answered must not
+    /// hold the window shut), well under a short path's round trip at loopback rates.
+    fn probe_room(&self) -> usize {
+        self.floor / 16
+    }
+
+    /// True once the path's round trip is known to be long: the window may then grow by
+    /// slow start past its floor and grant ahead of itself.
+    fn path_is_long(&self) -> bool {
+        self.path_rtt >= Connections::LONG_PATH_MICROS && self.probe == Probe::Settled
     }
 
     /// True if a part of `len` bytes may join a request already holding `asking` bytes:
     /// within the window, or the first part asked for when nothing is outstanding (so
     /// that a part larger than the window still goes).
     pub(super) fn admits(&self, asking: usize, len: usize) -> bool {
+        if self.probe == Probe::Wanted {
+            return asking == 0 && self.outstanding <= self.probe_room();
+        }
         self.outstanding + asking + len <= self.size || (asking == 0 && self.outstanding == 0)
     }
 
@@ -110,10 +151,15 @@ impl Window {
     pub(super) fn asked(&mut self, bytes: usize, now: Timestamp) {
         self.outstanding += bytes;
         if bytes > 0 {
+            let probe = self.probe == Probe::Wanted;
+            if probe {
+                self.probe = Probe::Out;
+            }
             self.requests.push_back(Request {
                 sent: now,
                 remaining: bytes,
                 answered: false,
+                probe,
             });
         }
     }
@@ -122,17 +168,22 @@ impl Window {
     /// for, so it answers the oldest request: the first part of each gives a round trip.
     pub(super) fn arrived(&mut self, len: usize, now: Timestamp) {
         self.outstanding = self.outstanding.saturating_sub(len);
-        let ceiling = if self.long_startup() {
-            self.max
-        } else {
-            self.floor
-        };
-        self.slow_start = (self.slow_start + len).min(ceiling);
         if let Some(request) = self.requests.front_mut() {
             if !request.answered {
                 request.answered = true;
                 let rtt = now.as_micros().saturating_sub(request.sent.as_micros());
                 self.path_rtt = self.path_rtt.min(rtt);
+                self.probe = match self.probe {
+                    // The first answer: a path this long may be a busy short one.
+                    _ if self.min_rtt.is_none()
+                        && (Connections::LONG_PATH_MICROS..DOUBTFUL_PATH_MICROS)
+                            .contains(&self.path_rtt) =>
+                    {
+                        Probe::Wanted
+                    }
+                    Probe::Out if request.probe => Probe::Settled,
+                    other => other,
+                };
                 let stale = |(_, at): (u64, Timestamp)| {
                     now.as_micros().saturating_sub(at.as_micros()) > MIN_RTT_LIFETIME_MICROS
                 };
@@ -145,6 +196,14 @@ impl Window {
                 self.requests.pop_front();
             }
         }
+        // After the round trip it may have given: a first answer that shows a short
+        // path keeps slow start at the floor from this part on.
+        let ceiling = if self.long_startup() {
+            self.max
+        } else {
+            self.floor
+        };
+        self.slow_start = (self.slow_start + len).min(ceiling);
         self.delivered += len as u64;
         self.measure(now);
         self.resize();
@@ -193,13 +252,13 @@ impl Window {
     /// carry (they would wait behind it when lanes open).
     fn long_startup(&self) -> bool {
         self.startup.is_some_and(|(_, flat)| flat == 0)
-            && self.path_rtt >= Connections::LONG_PATH_MICROS
+            && self.path_is_long()
             && (self.rounds == 0 || 2 * self.bdp() >= self.floor)
     }
 
     fn resize(&mut self) {
         let bdp = self.bdp() as u128;
-        let gain = if self.startup.is_some() {
+        let gain = if self.startup.is_some() && self.path_is_long() {
             STARTUP_GAIN
         } else {
             STEADY_GAIN
@@ -217,6 +276,11 @@ impl Window {
         self.path_rtt
     }
 
+    /// True while a probe is wanted or out: the path's round trip is in doubt.
+    pub(super) fn probing(&self) -> bool {
+        self.probe != Probe::Settled
+    }
+
     /// The path's bandwidth-delay product as measured: the largest rate of the last
     /// rounds × the smallest round trip. On a short path (under
     /// [`Connections::LONG_PATH_MICROS`]) the round trip is the path's own: there a
@@ -227,7 +291,7 @@ impl Window {
     pub(super) fn bdp(&self) -> usize {
         let rate = self.rates.iter().copied().max().unwrap_or(0);
         let rtt = self.min_rtt.map_or(0, |(rtt, _)| rtt);
-        let rtt = if self.path_rtt < Connections::LONG_PATH_MICROS {
+        let rtt = if !self.path_is_long() {
             rtt.min(self.path_rtt)
         } else {
             rtt
@@ -236,10 +300,20 @@ impl Window {
     }
 
     /// The window it may grow to within the next round trip: while it is still finding
-    /// a path's rate, and the path needs more than the floor, the startup gain over what
-    /// it is now; else what it is. Segments are granted for this, so that a window that
-    /// grows finds them already advertised.
+    /// a long path's rate, and the path needs more than the floor, the startup gain over
+    /// what it is now; else what it is. Segments are granted for this, so that a window
+    /// that grows finds them already advertised.
+    ///
+    /// Not before a request has been answered: until then only the handshake speaks for
+    /// the path, and a handshake is slow whenever a side is busy for a moment. Granted on
+    /// its word, the sender read 48 segments more before it answered a request; the
+    /// receiver took that wait for the path's round trip, and the window on loopback went
+    /// to its cap. Nor on a short path: there the window moves little in a round trip, and
+    /// a grant sent when it has moved arrives in time.
     pub(super) fn reach(&self) -> usize {
+        if self.min_rtt.is_none() || !self.path_is_long() {
+            return self.size;
+        }
         if self.long_startup() || (self.startup.is_some() && 2 * self.bdp() >= self.floor) {
             let grown = self.size as u128 * STARTUP_GAIN / GAIN_DIVISOR;
             usize::try_from(grown).unwrap_or(usize::MAX).min(self.max)
@@ -435,5 +509,45 @@ mod tests {
             on_a_path_with_peak(&mut window, 1_000_000_000, 200, 64 << 10, 2_000, 30_000);
         assert!(peak <= 4 << 20, "reached for {peak} bytes");
         assert_eq!(size, 4 << 20);
+    }
+
+    #[test]
+    fn a_short_path_measured_slow_at_the_start_grants_no_more_than_its_floor() {
+        // Loopback at 600 MB/s, its handshake 30 ms late (a sender busy at the start) and
+        // its first answers 4 ms late (both sides busy with their first segments): the
+        // path counts as short, but its bandwidth-delay product taken from that first
+        // round trip (2.4 MB) made the startup gain take the window to 10 MB and grant
+        // segments for four times that (the 40 MiB cap), held by the sender.
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 30_000);
+        assert_eq!(window.reach(), 4 << 20, "granted on the handshake's word");
+        let (size, peak) = on_a_path_with_peak(&mut window, 600_000_000, 4_000, 64 << 10, 500, 0);
+        assert!(window.path_rtt() < 5_000, "path {} µs", window.path_rtt());
+        assert_eq!(size, 4 << 20);
+        assert_eq!(peak, 4 << 20, "reached for {peak} bytes");
+    }
+
+    #[test]
+    fn a_short_path_answered_late_at_first_measures_again_before_it_opens_the_window() {
+        // Loopback at 600 MB/s and 200 µs, its handshake 30 ms late and its first answers
+        // 6 ms late (both sides busy setting up): taken at the word of those, the path
+        // was long and slow start reached for the cap. No later request can say
+        // otherwise, as each waits behind the window's 4 MiB (7 ms here); a probe sent
+        // with the window emptied does.
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 30_000);
+        let (size, peak) =
+            on_a_path_with_peak(&mut window, 600_000_000, 200, 64 << 10, 5_000, 6_000);
+        assert!(window.path_rtt() < 1_000, "path {} µs", window.path_rtt());
+        assert_eq!(size, 4 << 20);
+        assert_eq!(peak, 4 << 20, "reached for {peak} bytes");
+    }
+
+    #[test]
+    fn a_path_of_a_few_milliseconds_confirmed_by_its_probe_still_grows() {
+        // 1.25 GB/s × 8 ms: a 10 MB bandwidth-delay product, in doubt after the first
+        // answer; the probe finds the same 8 ms, and the window grows past it.
+        let mut window = Window::new(4 << 20, 4 << 20, 40 << 20, 8_000);
+        let size = on_a_path(&mut window, 1_250_000_000, 8_000, 64 << 10, 30);
+        assert!(window.path_rtt() >= 8_000, "path {} µs", window.path_rtt());
+        assert!(size >= 12_000_000, "window {size} for a 10 MB product");
     }
 }
