@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use ferry_core::transfer::{DiskError, Entry, EntryKind, Manifest};
 
 use crate::error::{DriverError, disk_error};
-use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, refused};
+use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, id_of, refused};
 use crate::os::io::{read_full_at, write_all_at};
 use crate::os::meta::{
     allowed_mode, apply_dir_mtime, apply_mode, other_links, time_from_ns, umask,
@@ -526,15 +526,20 @@ impl Sink {
                         "exists and differs; not overwriting it (use --overwrite)",
                     ));
                 }
-                let file = match open {
-                    Some(file) => file,
-                    None => dir.open_file(&part, true)?,
+                let (file, meta) = match open {
+                    Some(file) => {
+                        let meta = file.metadata()?;
+                        (file, meta)
+                    }
+                    None => dir.open_file_meta(&part, true)?,
                 };
-                if file_id(&file)? != id {
+                if id_of(&meta) != id {
                     return Err(replaced());
                 }
                 // A .part left by an older, longer attempt keeps no stale tail.
-                file.set_len(entry.size)?;
+                if meta.len() != entry.size {
+                    file.set_len(entry.size)?;
+                }
                 finish(&file)?;
                 if target.is_some() {
                     // Replacing what is there was allowed above.

@@ -20,11 +20,11 @@ pub const LONG_PATH: usize = 3072;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::{Dir, DirLock, file_id, open_source_file, owned_alone};
+pub use unix::{Dir, DirLock, file_id, id_of, open_source_file, owned_alone};
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::{Dir, DirLock, file_id, open_source_file, owned_alone};
+pub use windows::{Dir, DirLock, file_id, id_of, open_source_file, owned_alone};
 
 /// What a name in a directory is, found without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

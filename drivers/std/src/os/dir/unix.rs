@@ -1,7 +1,7 @@
 //! Unix: `openat` and its family on directory handles, `O_NOFOLLOW`, `flock`.
 
 use std::ffi::OsString;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
@@ -163,6 +163,12 @@ impl Dir {
     /// Opens the existing regular file `name`, refusing a link or anything else that is
     /// not a regular file.
     pub fn open_file(&self, name: &str, write: bool) -> io::Result<File> {
+        self.open_file_meta(name, write).map(|(file, _)| file)
+    }
+
+    /// As [`Dir::open_file`], with the metadata its check read: which file it is and its
+    /// length, without asking the system again.
+    pub fn open_file_meta(&self, name: &str, write: bool) -> io::Result<(File, Metadata)> {
         let access = if write {
             OFlag::O_RDWR
         } else {
@@ -185,10 +191,11 @@ impl Dir {
             }
         };
         let file = File::from(fd);
-        if !file.metadata()?.is_file() {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(refused("is not a regular file"));
         }
-        Ok(file)
+        Ok((file, meta))
     }
 
     /// Renames `from` to `to` within this directory, replacing a file at `to`. Neither
@@ -272,7 +279,11 @@ pub fn owned_alone(file: &File) -> io::Result<bool> {
 
 /// Which file an open handle refers to.
 pub fn file_id(file: &File) -> io::Result<FileId> {
+    Ok(id_of(&file.metadata()?))
+}
+
+/// Which file `meta` is of.
+pub fn id_of(meta: &Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
-    Ok(FileId::new(meta.dev(), meta.ino()))
+    FileId::new(meta.dev(), meta.ino())
 }

@@ -50,7 +50,8 @@ fn kind_of(meta: &fs::Metadata) -> Kind {
     }
 }
 
-fn id_of(meta: &fs::Metadata) -> FileId {
+/// Which file `meta` is of.
+pub fn id_of(meta: &fs::Metadata) -> FileId {
     // The creation time, in 100 ns steps: the standard library has no stable file index.
     FileId::new(0, meta.creation_time())
 }
@@ -134,13 +135,20 @@ impl Dir {
     /// Opens the existing regular file `name`, refusing a link or anything else that is
     /// not a regular file.
     pub fn open_file(&self, name: &str, write: bool) -> io::Result<File> {
+        self.open_file_meta(name, write).map(|(file, _)| file)
+    }
+
+    /// As [`Dir::open_file`], with the metadata its check read: which file it is and its
+    /// length, without asking the system again.
+    pub fn open_file_meta(&self, name: &str, write: bool) -> io::Result<(File, fs::Metadata)> {
         let file = OpenOptions::new()
             .read(true)
             .write(write)
             .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
             .open(self.path.join(name))?;
-        match kind_of(&file.metadata()?) {
-            Kind::File { .. } => Ok(file),
+        let meta = file.metadata()?;
+        match kind_of(&meta) {
+            Kind::File { .. } => Ok((file, meta)),
             Kind::Link => Err(refused("is a symbolic link; not following it")),
             _ => Err(refused("is not a regular file")),
         }
