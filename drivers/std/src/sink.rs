@@ -341,19 +341,30 @@ impl Sink {
             .parent(path, true)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let opened = if offset == 0 {
-            match dir.stat(&part)?.map(|f| f.kind) {
-                Some(Kind::File { .. }) => dir.remove_file(&part)?,
-                Some(Kind::Link) => return Err(refused("is a symbolic link; not following it")),
-                Some(_) => return Err(refused("exists and is not a regular file")),
-                None => {}
-            }
-            dir.create_new(&part).map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    refused("appeared while it was being created; is something else writing here?")
-                } else {
-                    e
+            // Mostly nothing is there, and the exclusive create says so in one call; where
+            // it fails, what is there is looked at, as before every create once.
+            match dir.create_new(&part) {
+                Ok(file) => file,
+                Err(_) => {
+                    match dir.stat(&part)?.map(|f| f.kind) {
+                        Some(Kind::File { .. }) => dir.remove_file(&part)?,
+                        Some(Kind::Link) => {
+                            return Err(refused("is a symbolic link; not following it"));
+                        }
+                        Some(_) => return Err(refused("exists and is not a regular file")),
+                        None => {}
+                    }
+                    dir.create_new(&part).map_err(|e| {
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            refused(
+                                "appeared while it was being created; is something else writing here?",
+                            )
+                        } else {
+                            e
+                        }
+                    })?
                 }
-            })?
+            }
         } else {
             let file = dir.open_file(&part, true)?;
             if known != Some(file_id(&file)?) {
