@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,6 +118,53 @@ fn a_link_planted_at_any_name_the_receiver_creates_is_refused_never_followed() {
     refused_because_of("the lock's temporary file", |out, victim| {
         symlink(&victim.path, out.join(".transfer_lock.json.tmp")).unwrap()
     });
+}
+
+#[test]
+fn a_fifo_or_a_folder_planted_at_the_part_name_is_refused_at_once_and_left_alone() {
+    // The receiver creates a fresh .part exclusively, and looks at what is there only when
+    // that fails: a FIFO there must not be opened (an open would wait for a writer), a
+    // folder not emptied; either is named and left as it was.
+    for (what, plant) in [
+        (
+            "a FIFO",
+            (|at: &Path| {
+                nix::unistd::mkfifo(at, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }) as fn(&Path),
+        ),
+        ("a folder", |at: &Path| {
+            fs::create_dir(at).unwrap();
+            fs::write(at.join("inside"), b"kept").unwrap();
+        }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("data.bin");
+        random_file(&source, 1 << 20, 6);
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        let part = out.join("data.bin.part");
+        plant(&part);
+        let sending = send(&["--pod"], &[&source], None);
+        let started = Instant::now();
+        let received = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&received);
+        assert_eq!(received.status.code(), Some(6), "{what}: {log}");
+        assert!(
+            log.contains("data.bin.part"),
+            "{what}: the error does not name it: {log}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: not at once"
+        );
+        let kind = fs::symlink_metadata(&part).unwrap().file_type();
+        assert!(kind.is_fifo() || kind.is_dir(), "{what}: replaced");
+        if kind.is_dir() {
+            assert_eq!(fs::read(part.join("inside")).unwrap(), b"kept");
+        }
+        assert!(!out.join("data.bin").exists(), "{what}: committed anyway");
+        sending.abandon();
+    }
 }
 
 #[test]
