@@ -41,9 +41,13 @@ fn changed_mid_send(what: &str, change: impl FnOnce(&Path)) {
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 0, "{what}: {sender_log}");
     let now = fs::read(&source).unwrap();
+    let arrived = fs::read(out.join("big.bin")).unwrap();
+    let first_difference = now.iter().zip(&arrived).position(|(a, b)| a != b);
     assert!(
-        now == fs::read(out.join("big.bin")).unwrap(),
-        "{what}: the file did not arrive as it is now"
+        now == arrived,
+        "{what}: the file did not arrive as it is now ({} bytes against {}, first difference at {first_difference:?})\n{log}\n{sender_log}",
+        arrived.len(),
+        now.len()
     );
     let sent = wire_bytes(&sender_log);
     let bound = (SIZE + now.len()) as u64 * 1002 / 1000;

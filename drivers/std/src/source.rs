@@ -14,8 +14,8 @@ use ferry_core::transfer::{
 
 use crate::error::{DriverError, disk_error};
 use crate::os::dir::{Dir, Kind, LONG_PATH, open_long_file};
-use crate::os::io::read_full_at;
-use crate::os::meta::{mode_of, mtime_ns};
+use crate::os::io::{read_full_at, wait_for_write_under_way};
+use crate::os::meta::{mode_of, mtime_ns, ns_from_time};
 
 /// What the sender serves: the manifest and where each entry lives on disk. Kept small
 /// (a few bytes an entry besides the manifest): a batch may hold a million files.
@@ -305,23 +305,42 @@ impl SourceReader {
         if below.is_empty() {
             return open_long_file(root).map_err(|e| disk_error(&e));
         }
-        let (parent, name) = below.rsplit_once('/').unwrap_or(("", below));
-        let cached =
-            matches!(&self.folder, Some((at, folder, _)) if *at == root_index && folder == parent);
-        if !cached {
-            let top = Dir::open_long(root).map_err(|e| disk_error(&e))?;
-            let folder = if parent.is_empty() {
-                top
-            } else {
-                top.open_dir_path(parent).map_err(|e| disk_error(&e))?
-            };
-            self.folder = Some((root_index, parent.to_owned(), folder));
-        }
-        match &self.folder {
-            Some((_, _, folder)) => folder.open_file(name, false).map_err(|e| disk_error(&e)),
-            None => Err(disk_error(&std::io::Error::other("no folder"))),
-        }
+        open_below(&mut self.folder, root_index, root, below)
     }
+}
+
+/// Opens the file at `below` under the path the user gave (`root`, the `root_index`th),
+/// through `folder_cache`'s handle where it is the same folder.
+fn open_below(
+    folder_cache: &mut Option<(usize, String, Dir)>,
+    root_index: usize,
+    root: &Path,
+    below: &str,
+) -> Result<File, DiskError> {
+    let (parent, name) = below.rsplit_once('/').unwrap_or(("", below));
+    let cached =
+        matches!(&*folder_cache, Some((at, folder, _)) if *at == root_index && folder == parent);
+    if !cached {
+        let top = Dir::open_long(root).map_err(|e| disk_error(&e))?;
+        let folder = if parent.is_empty() {
+            top
+        } else {
+            top.open_dir_path(parent).map_err(|e| disk_error(&e))?
+        };
+        *folder_cache = Some((root_index, parent.to_owned(), folder));
+    }
+    match folder_cache {
+        Some((_, _, folder)) => folder.open_file(name, false).map_err(|e| disk_error(&e)),
+        None => Err(disk_error(&std::io::Error::other("no folder"))),
+    }
+}
+
+/// True if a file whose mtime is `mtime_ns` changed in the last minute (or is dated
+/// ahead of the clock): a write that changed it could still be under way. An older file
+/// is read without the wait, a system call per file saved.
+fn changed_lately(mtime_ns: i64) -> bool {
+    let now = ns_from_time(std::time::SystemTime::now());
+    now.saturating_sub(mtime_ns) < 60_000_000_000
 }
 
 /// The sender's storage: the source files.
@@ -332,6 +351,8 @@ impl Storage for SourceReader {
         let entry = target.index;
         self.open = None;
         let file = self.open_entry(entry)?;
+        // It changed a moment ago: the write that changed it may still be under way.
+        wait_for_write_under_way(&file);
         let meta = file.metadata().map_err(|e| disk_error(&e))?;
         if !meta.is_file() {
             return Err(disk_error(&std::io::Error::other(
@@ -355,19 +376,22 @@ impl Storage for SourceReader {
         buf: &mut [u8],
     ) -> Result<usize, DiskError> {
         let entry = target.index;
-        if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
-            let file = self.open_entry(entry)?;
-            self.open = Some((entry, file));
-        }
-        let Some((_, file)) = self.open.as_ref() else {
-            return Ok(0);
-        };
         let expected = match self.reopened.get(&entry) {
             Some(expected) => *expected,
             None => self
                 .tree
                 .scanned(entry)
                 .ok_or_else(|| disk_error(&std::io::Error::other("no such entry")))?,
+        };
+        if self.open.as_ref().is_none_or(|(e, _)| *e != entry) {
+            let file = self.open_entry(entry)?;
+            if changed_lately(expected.1) {
+                wait_for_write_under_way(&file);
+            }
+            self.open = Some((entry, file));
+        }
+        let Some((_, file)) = self.open.as_ref() else {
+            return Ok(0);
         };
         // Looked at after the read only: a change before it shows then as well (its size
         // or mtime differ from the attempt's all the same), and a look before it was one

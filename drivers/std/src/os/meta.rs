@@ -53,14 +53,16 @@ pub fn mode_of(meta: &Metadata) -> u32 {
 /// A file's modification time in nanoseconds since the Unix epoch, as the manifest
 /// carries it: clamped to the years 1677–2262 that 64 bits of nanoseconds hold.
 pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.modified().map_or(0, ns_from_time)
+}
+
+/// `time` in nanoseconds since the Unix epoch (negative before it), clamped as
+/// [`mtime_ns`] is.
+pub fn ns_from_time(time: SystemTime) -> i64 {
     let clamp = |ns: u128| i64::try_from(ns).unwrap_or(i64::MAX);
-    match meta
-        .modified()
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH))
-    {
-        Ok(Ok(since)) => clamp(since.as_nanos()),
-        Ok(Err(before)) => -clamp(before.duration().as_nanos()),
-        Err(_) => 0,
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => clamp(since.as_nanos()),
+        Err(before) => -clamp(before.duration().as_nanos()),
     }
 }
 
