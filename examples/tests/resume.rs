@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::fs;
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -230,6 +230,17 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Takes all but `left` bytes of the free space of the file system holding `dir`, as a
+/// file there, and returns its path.
+fn fill_all_but(dir: &Path, left: u64) -> PathBuf {
+    let free = nix::sys::statvfs::statvfs(dir).unwrap();
+    let free = free.blocks_available() as u64 * free.fragment_size() as u64;
+    let filler = dir.join("filler");
+    let file = fs::File::create(&filler).unwrap();
+    nix::fcntl::posix_fallocate(&file, 0, free.saturating_sub(left) as i64).unwrap();
+    filler
+}
+
 #[test]
 fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,29 +251,26 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
     let Some(_disk) = Tmpfs::mount(&out, "64m") else {
         return;
     };
-    let part = out.join("big.bin.part");
+    // Listed at 8 MiB, the file then grows to 50: the receiver checks the batch's space
+    // for 8, then finds it growing (the sender sends it again as it is now), and its disk
+    // cannot be set aside at once: the disk fills up in the middle of the file.
+    OpenOptions::new()
+        .write(true)
+        .open(&source)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
     let sending = send(&["--pod"], &[&source], None);
-    let log = dir.path().join("full.log");
-    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
-    wait_until(&mut child, &log, || part_len(&part) >= 20 << 20);
-    // Something else fills the disk.
-    let filler = out.join("filler");
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "head -c 100000000 /dev/zero > {}",
-            filler.display()
-        ))
-        .stderr(Stdio::null())
-        .status();
-    let status = wait(&mut child, Duration::from_secs(60));
-    let text = fs::read_to_string(&log).unwrap();
-    assert_eq!(status, 6, "{text}");
+    random_file(&source, total as usize, 12);
+    let filler = fill_all_but(&out, 30 << 20);
+    let received = receive(&sending.receive_args(None), &out, None);
+    let text = stderr(&received);
+    assert_eq!(received.status.code(), Some(6), "{text}");
     assert!(text.to_lowercase().contains("no space left"), "{text}");
     let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
         .as_u64()
         .unwrap();
-    assert!(kept >= 20 << 20, "only {kept} bytes kept");
+    assert!(kept >= 20 << 20, "only {kept} bytes kept: {text}");
     sending.abandon();
 
     // The disk has room again: the rerun sends what was not verified, and no more than
@@ -278,6 +286,41 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
         "sent {sent} bytes for {missing} missing"
     );
     assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}
+
+#[test]
+fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    let total = 50u64 << 20;
+    random_file(&source, total as usize, 13);
+    let out = dir.path().join("out");
+    let Some(_disk) = Tmpfs::mount(&out, "64m") else {
+        return;
+    };
+    let part = out.join("big.bin.part");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= 20 << 20);
+    // Something else takes every byte it can: the file's disk was set aside as it began.
+    let filler = out.join("filler");
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 100000000 /dev/zero > {}",
+            filler.display()
+        ))
+        .stderr(Stdio::null())
+        .status();
+    let status = wait(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 0, "{text}");
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+    let (status, _) = sending.finish();
+    assert_eq!(status, 0);
+    let took = fs::metadata(&filler).unwrap().len();
+    assert!(took <= 14 << 20, "the other program took {took} bytes");
 }
 
 #[test]

@@ -515,6 +515,13 @@ fn check_space(session: &ReceiverSession, sink: &mut Sink, needed: u64) -> Resul
             _ => None,
         })
         .sum();
+    // A `.part` being resumed may hold the room for the rest of it already.
+    let set_aside: u64 = (0..manifest.len())
+        .filter(|&i| session.progress(i).is_some_and(|p| p.verified_bytes > 0))
+        .filter_map(|i| manifest.get(i))
+        .map(|e| sink.set_aside(&e))
+        .sum();
+    let free = free.saturating_add(set_aside);
     if needed <= free.saturating_add(replaced) {
         return Ok(());
     }

@@ -23,7 +23,9 @@ use crate::os::io::{read_full_at, write_all_at};
 use crate::os::meta::{
     allowed_mode, apply_dir_mtime, apply_mode, other_links, time_from_ns, umask,
 };
-use crate::os::sync::{PER_FILE, WRITE_BEHIND, WriteBehind, Written, sync_filesystem};
+use crate::os::sync::{
+    PER_FILE, WRITE_BEHIND, WriteBehind, Written, reserve_blocks, sync_filesystem,
+};
 
 /// The suffix of a file still being received.
 pub const PART_SUFFIX: &str = ".part";
@@ -56,6 +58,9 @@ pub struct Sink {
     reading: Option<(usize, File)>,
     /// `.part` files this run created or verified: only these are written or renamed.
     known: HashMap<usize, FileId>,
+    /// Per `.part`, the most disk set aside for it ([`reserve_blocks`]): what its file
+    /// does not fill is given back at commit.
+    reserved: HashMap<usize, u64>,
     /// Where the open file's next write-behind step is due.
     behind_mark: u64,
     write_behind: WriteBehind,
@@ -142,6 +147,7 @@ impl Sink {
             open: None,
             reading: None,
             known: HashMap::new(),
+            reserved: HashMap::new(),
             behind_mark: WRITE_BEHIND,
             write_behind: WriteBehind::default(),
             dirty: false,
@@ -317,6 +323,28 @@ impl Sink {
             .or_else(|| regular(name).map(|n| (n, false)))
     }
 
+    /// The disk set aside past the end of `entry`'s `.part` ([`reserve_blocks`]) by the
+    /// run that wrote it: room its resume needs and already holds.
+    pub fn set_aside(&mut self, entry: &Entry<'_>) -> u64 {
+        let (_, name) = split(entry.path);
+        let Ok(Some(dir)) = self.parent(entry.path, false) else {
+            return 0;
+        };
+        let Ok(meta) = dir
+            .open_file(&part_name(name), false)
+            .and_then(|f| f.metadata())
+        else {
+            return 0;
+        };
+        #[cfg(unix)]
+        return (std::os::unix::fs::MetadataExt::blocks(&meta) * 512).saturating_sub(meta.len());
+        #[cfg(not(unix))]
+        return {
+            let _ = meta;
+            0
+        };
+    }
+
     /// Marks an entry whose existing final file may be replaced (it was ours, or the user
     /// allowed overwriting).
     pub fn allow_replace(&mut self, entry: usize) {
@@ -391,6 +419,12 @@ impl Sink {
                 .open_part(index, entry.path, offset)
                 .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
             self.wrote(&part_path(entry.path));
+            // A file large enough for write-behind gets its blocks at once, not as its
+            // pages are written back (see `reserve_blocks`).
+            if entry.size > WRITE_BEHIND && reserve_blocks(&file, entry.size) {
+                let most = self.reserved.entry(index).or_default();
+                *most = (*most).max(entry.size);
+            }
             self.open = Some((index, file));
             self.behind_mark = WRITE_BEHIND;
         }
@@ -477,6 +511,7 @@ impl Sink {
         let (_, name) = split(entry.path);
         let part = part_name(name);
         let known = self.known.remove(&index);
+        let reserved = self.reserved.remove(&index).unwrap_or(0);
         let replaceable = self.may_replace(index);
         let mode = allowed_mode(entry.mode, self.umask);
         self.parent(entry.path, true)?;
@@ -547,8 +582,9 @@ impl Sink {
                 if id_of(&meta) != id {
                     return Err(replaced());
                 }
-                // A .part left by an older, longer attempt keeps no stale tail.
-                if meta.len() != entry.size {
+                // A .part left by an older, longer attempt keeps no stale tail, nor disk
+                // set aside for one (cutting to the same length gives that back).
+                if meta.len() != entry.size || reserved > entry.size {
                     file.set_len(entry.size)?;
                 }
                 finish(&file)?;
@@ -592,6 +628,7 @@ impl Sink {
 
     /// Throws away the entry's `.part` file (it failed verification).
     pub fn discard(&mut self, index: usize, entry: &Entry<'_>) -> Result<(), DiskError> {
+        self.reserved.remove(&index);
         if self.open.as_ref().is_some_and(|(e, _)| *e == index) {
             self.open = None;
         }
@@ -752,5 +789,48 @@ mod tests {
             "a folder made since is looked in"
         );
         assert_eq!(sink.local(&file("a/one/x")), None);
+    }
+
+    /// A large file's disk is set aside as its `.part` opens (and counted as room a
+    /// resume holds), and what its file does not fill (a retry of a file that shrank at
+    /// the sender, written into the same `.part`) is given back at commit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_large_part_gets_its_disk_at_once_and_gives_back_what_it_did_not_fill() {
+        use std::os::unix::fs::MetadataExt;
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut sink = Sink::new(&out).unwrap();
+        let disk = |path: &str| std::fs::metadata(out.join(path)).unwrap().blocks() * 512;
+        let mut big = entry("big.bin", EntryKind::File);
+        big.size = 24 * MIB;
+        big.mode = 0o644;
+        sink.write(0, &big, 0, &[7; 1 << 20]).unwrap();
+        let probe = std::fs::File::create(dir.path().join("probe")).unwrap();
+        if super::reserve_blocks(&probe, MIB) {
+            assert!(
+                disk("big.bin.part") >= 24 * MIB,
+                "{} bytes set aside",
+                disk("big.bin.part")
+            );
+            // What a resume's check of the free space counts as room it already holds.
+            assert!(sink.set_aside(&big) >= 23 * MIB, "{}", sink.set_aside(&big));
+        }
+        assert_eq!(
+            std::fs::metadata(out.join("big.bin.part")).unwrap().len(),
+            MIB,
+            "its length is what was written"
+        );
+        // The file came out smaller: 5 MiB in all.
+        sink.write(0, &big, MIB, &[7; 4 << 20]).unwrap();
+        big.size = 5 * MIB;
+        sink.commit(0, &big).unwrap();
+        let held = disk("big.bin");
+        assert!(held <= 6 * MIB, "{held} bytes held by a 5 MiB file");
+        assert_eq!(
+            std::fs::read(out.join("big.bin")).unwrap(),
+            vec![7; 5 << 20]
+        );
     }
 }
