@@ -133,3 +133,45 @@ fn one_sender_serves_sixteen_receivers_while_misbehaving_clients_fail_alone() {
     let delivered = log.matches(": received the batch (").count();
     assert_eq!(delivered, RECEIVERS, "{log}");
 }
+
+/// Ctrl-C on a sender serving two receivers at once (the mio driver) is a cancel for each
+/// of them, as it is for one: both receivers end as cancelled by the sender (exit 8),
+/// having read why, and so does the sender.
+#[test]
+fn ctrl_c_on_a_sender_serving_two_receivers_cancels_both_and_each_hears_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 300 << 20, 21);
+    let sending = send(&["--pod", "--receivers", "2"], &[&source], None);
+    let args = sending.receive_args(None);
+    let receivers: Vec<_> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("out-{i}"));
+            let log = dir.path().join(format!("receive-{i}.log"));
+            let child = spawn_receive(&args, &out, &log);
+            (child, out, log)
+        })
+        .collect();
+    let mut receivers: Vec<_> = receivers
+        .into_iter()
+        .map(|(mut child, out, log)| {
+            wait_until(&mut child, &log, || {
+                part_len(&out.join("big.bin.part")) >= 16 << 20
+            });
+            (child, log)
+        })
+        .collect();
+    signal(&sending.child, "INT");
+    for (i, (child, log)) in receivers.iter_mut().enumerate() {
+        let status = wait(child, Duration::from_secs(60));
+        let text = fs::read_to_string(&*log).unwrap();
+        assert_eq!(status, 8, "receiver {i}: {text}");
+        assert!(
+            text.contains("ferry: cancelled by the sender"),
+            "receiver {i}: {text}"
+        );
+    }
+    let (status, log) = sending.finish();
+    assert_eq!(status, 8, "{log}");
+    assert!(log.contains("cancelled here"), "{log}");
+}

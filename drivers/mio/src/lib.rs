@@ -148,8 +148,10 @@ struct Conn<S, W> {
     tag: usize,
     started: Instant,
     /// The session is over; its last bytes (a close, a cancel with its reason) are being
-    /// flushed until this deadline.
+    /// flushed until this deadline, and, if it failed, the peer's read until it closes.
     closing: Option<(Result<(), DriverError>, Instant)>,
+    /// This side has half-closed the connection after its last words.
+    half_closed: bool,
     /// Its lanes (PROTOCOL.md §8), and its slot on the loop (their tokens follow from it).
     lanes: Lanes,
     index: usize,
@@ -186,6 +188,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             tag: 0,
             started: Instant::now(),
             closing: None,
+            half_closed: false,
             lanes: Lanes::new(),
             index: 0,
             id: 0,
@@ -220,7 +223,11 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
     }
 
     /// Flushes what an ended session still has to say; over once it is out, the peer is
-    /// gone, or the grace period has passed.
+    /// gone, or the grace period has passed. A session that failed (a cancel, say) then
+    /// half-closes and reads and drops what the peer still sends until it closes, within
+    /// the same grace: closing a socket with unread bytes in it makes the system reset
+    /// the connection, and the peer, still sending, would meet the reset before it read
+    /// the cancel (the blocking driver's `linger`).
     fn flush_closing(&mut self) -> Turn {
         while self.writable && !self.session.poll_transmit().is_empty() {
             match self.stream.write(self.session.poll_transmit()) {
@@ -239,8 +246,35 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                 self.closing = Some((result, deadline));
                 Turn::Idle
             }
+            Some((result @ Err(_), deadline)) if !self.eof && Instant::now() < deadline => {
+                if !self.half_closed {
+                    let _ = self.stream.shutdown(Shutdown::Write);
+                    self.half_closed = true;
+                }
+                self.drop_input();
+                if self.eof {
+                    Turn::Over(result)
+                } else {
+                    self.closing = Some((result, deadline));
+                    Turn::Idle
+                }
+            }
             Some((result, _)) => Turn::Over(result),
             None => Turn::Idle,
+        }
+    }
+
+    /// Reads and drops what the peer sends until the socket would block; marks the end
+    /// of its stream (or a failed read) as `eof`.
+    fn drop_input(&mut self) {
+        while self.readable && !self.eof {
+            match self.stream.read(&mut self.input) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.traffic.received += n as u64,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => self.eof = true,
+            }
         }
     }
 
