@@ -372,3 +372,94 @@ fn sigterm_cancels_as_ctrl_c_does_and_the_rerun_resumes() {
         "the rerun found {present} bytes of the {kept} kept"
     );
 }
+
+/// Stops the receiver (Ctrl-C, or the connection cut) while it checks what is already
+/// here for a resume, the sender's answers held back by a relay: what the last run
+/// verified must survive that, in the lock and in the `.part`, and the next run resumes
+/// from it.
+fn stopped_while_checking(how: &str) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    let total = 128u64 << 20;
+    random_file(&source, total as usize, 31);
+    let out = dir.path().join("out");
+    let part = out.join("big.bin.part");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("first.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || {
+        out.join(".transfer_lock.json").exists() && part_len(&part) >= 48 << 20
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sending.abandon();
+    let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(kept > 0, "nothing verified before the kill");
+    // Killed, it left more than it verified: the resume cuts that tail, not the check.
+    let left = part_len(&part);
+
+    // The rerun: once the receiver says it is checking, the sender's next bytes wait.
+    const PASSING: u8 = 0;
+    const HOLDING: u8 = 1;
+    const RELEASED: u8 = 2;
+    let state = Arc::new(AtomicU8::new(PASSING));
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    let (at, sender_port) = port_arg(&args);
+    let checking_log = dir.path().join("checking.log");
+    let relay_log = checking_log.clone();
+    let relay_state = Arc::clone(&state);
+    let cut = how == "cut";
+    let relay_port = relay(sender_port, move |_, _, _| {
+        let checking = fs::read_to_string(&relay_log)
+            .is_ok_and(|text| text.contains("checking what is already here"));
+        if !checking {
+            return true;
+        }
+        relay_state.store(HOLDING, Ordering::SeqCst);
+        if cut {
+            return false;
+        }
+        while relay_state.load(Ordering::SeqCst) == HOLDING {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    });
+    args[at] = relay_port.to_string();
+    let mut child = spawn_receive(&args, &out, &checking_log);
+    wait_until(&mut child, &checking_log, || {
+        state.load(Ordering::SeqCst) == HOLDING
+    });
+    if !cut {
+        signal(&child, "INT");
+    }
+    let status = wait(&mut child, Duration::from_secs(60));
+    state.store(RELEASED, Ordering::SeqCst);
+    let text = fs::read_to_string(&checking_log).unwrap();
+    assert_eq!(status, if cut { 4 } else { 8 }, "{text}");
+    sending.abandon();
+    let after = lock_json(&out)["files"]["big.bin"]["transferred_bytes"].as_u64();
+    assert_eq!(
+        after,
+        Some(kept),
+        "{how}: the lock lost what was verified: {text}"
+    );
+    assert_eq!(part_len(&part), left, "{how}: the .part changed");
+
+    let (present, _, _) = rerun(&source, &out, total, 1);
+    assert_eq!(present, kept, "{how}: the next run did not resume");
+}
+
+#[test]
+fn ctrl_c_while_checking_what_is_already_here_keeps_what_was_verified() {
+    stopped_while_checking("ctrl-c");
+}
+
+#[test]
+fn a_connection_cut_while_checking_what_is_already_here_keeps_what_was_verified() {
+    stopped_while_checking("cut");
+}

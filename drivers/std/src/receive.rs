@@ -168,8 +168,10 @@ pub struct Receiving {
 /// The receiver's storage: the output directory, and the lock file its checkpoints write.
 struct Destination {
     sink: Sink,
-    /// Who writes the lock; set once a batch is offered (there is nothing to resume
-    /// before).
+    /// Who writes the lock; set once the plan for a batch is settled. Until then nothing
+    /// here has changed, and the lock a stopped run left says what is verified better
+    /// than this run can: its claims are still being checked (and a stop in the check
+    /// must not write them off).
     lock: Option<LockHeader>,
     checkpoints: Checkpointer,
 }
@@ -300,10 +302,6 @@ impl Receiving {
                 destination
                     .checkpoints
                     .reserve(lock::size_estimate(session.manifest()));
-                destination.lock = Some(LockHeader {
-                    session_id: hex_id(),
-                    sender_ip: self.sender_ip.clone(),
-                });
             }
             TransferEvent::PlanSettled {
                 skipped,
@@ -312,6 +310,10 @@ impl Receiving {
                 bytes_present,
                 bytes_to_send,
             } => {
+                destination.lock = Some(LockHeader {
+                    session_id: hex_id(),
+                    sender_ip: self.sender_ip.clone(),
+                });
                 self.summary.skipped = skipped;
                 self.summary.resumed = resumed;
                 self.summary.bytes_present = bytes_present;
@@ -450,7 +452,7 @@ impl Receiving {
             Ok(())
         });
         let Some(header) = destination.lock.take() else {
-            // No batch was offered: there is nothing to resume.
+            // No plan was settled: nothing changed here, and a lock left before stays.
             return outcome.map(|()| self.summary);
         };
         if outcome.is_ok() {
