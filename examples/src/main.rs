@@ -540,6 +540,7 @@ fn serve_many(
     verbose: bool,
 ) -> ProcessExit {
     let stats = ferry_mio::LoopStats::default();
+    let started = Instant::now();
     match ferry_mio::serve(sender, receivers, output.reporter(), &stats) {
         Ok(summary) if summary.delivered.iter().any(|(_, s)| s.failed > 0) => end_with(
             output,
@@ -564,6 +565,7 @@ fn serve_many(
                     "failed_sessions": summary.failed_sessions,
                     "bytes": bytes,
                     "wire_bytes": wire,
+                    "seconds": started.elapsed().as_secs_f64(),
                 }));
             } else if !matches!(output, Output::Quiet(_)) {
                 eprintln!(

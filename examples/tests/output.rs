@@ -194,6 +194,9 @@ fn json_ends_with_failed_or_finished_however_the_run_ends() {
         (Some(2), Some(2)),
         "{last}"
     );
+    for field in ["folders", "failed", "bytes", "seconds"] {
+        assert!(last[field].is_number(), "no {field}: {last}");
+    }
 
     // Nothing that can be sent: `failed`, a usage error.
     let fifo = dir.path().join("only-a-fifo");
