@@ -286,3 +286,47 @@ fn links_given_on_the_command_line_are_followed() {
             == fs::read(out.join("dir-link/inside.bin")).unwrap()
     );
 }
+
+#[test]
+fn a_file_that_keeps_changing_gives_up_by_name_after_three_attempts_and_the_rest_arrives() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("ok.bin"), 3 << 20, 5);
+    let log_file = src.join("grow.log");
+    random_file(&log_file, 64 << 20, 6);
+    // A program still writing its log: a line every millisecond while the send runs.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = Arc::clone(&writing);
+        let path = log_file.clone();
+        std::thread::spawn(move || {
+            let mut file = OpenOptions::new().append(true).open(path).unwrap();
+            while writing.load(Ordering::SeqCst) {
+                file.write_all(b"another line of the log\n").unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let sending = send(&["--pod"], &[&src], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    writing.store(false, Ordering::SeqCst);
+    writer.join().unwrap();
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(5), "{log}");
+    assert!(log.contains("(attempt 3)"), "{log}");
+    assert!(
+        log.contains("src/grow.log kept changing at the sender; gave up after 3 attempts"),
+        "{log}"
+    );
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 5, "{sender_log}");
+    assert!(fs::read(src.join("ok.bin")).unwrap() == fs::read(out.join("src/ok.bin")).unwrap());
+    assert!(
+        !out.join("src/grow.log").exists(),
+        "a file that never held still was kept"
+    );
+}
