@@ -535,3 +535,48 @@ fn a_folder_where_a_file_goes_is_reported_before_any_data_moves() {
     sending.abandon();
     assert!(!out.join("src/sub").exists(), "nothing was received");
 }
+
+/// Ctrl-C twice: the first cancels (the sender is told, and ends), the second, while the
+/// receiver still waits for the sender's side to close, ends it at once with 130.
+#[test]
+fn a_second_ctrl_c_ends_the_receiver_at_once_with_130() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 200 << 20, 17);
+    let mut sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    let (at, sender_port) = port_arg(&args);
+    // Once held, the sender's bytes (and its close) never reach the receiver.
+    let hold = Arc::new(AtomicBool::new(false));
+    let relay_hold = Arc::clone(&hold);
+    args[at] = relay(sender_port, move |_, _, _| {
+        while relay_hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    })
+    .to_string();
+    let out = dir.path().join("out");
+    let log = dir.path().join("receive.log");
+    let mut receiver = spawn_receive(&args, &out, &log);
+    wait_until(&mut receiver, &log, || {
+        part_len(&out.join("big.bin.part")) >= 32 << 20
+    });
+    hold.store(true, Ordering::SeqCst);
+    signal(&receiver, "INT");
+    // The cancel reached the sender: the receiver has heard the first Ctrl-C.
+    assert_eq!(wait(&mut sending.child, Duration::from_secs(60)), 8);
+    let second = Instant::now();
+    signal(&receiver, "INT");
+    let status = wait(&mut receiver, Duration::from_secs(60));
+    let took = second.elapsed();
+    hold.store(false, Ordering::SeqCst);
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 130, "{text}");
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after the second Ctrl-C"
+    );
+}
