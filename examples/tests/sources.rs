@@ -128,7 +128,7 @@ fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives
 }
 
 #[test]
-fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arrives() {
+fn names_the_protocol_cannot_carry_and_links_sockets_and_fifos_are_skipped_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
@@ -141,6 +141,13 @@ fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arriv
         b"x",
     )
     .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("sub/link")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("sub/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(src.join("sub/socket")).unwrap();
     let sending = send(&["--pod"], &[&src], None);
     let out = dir.path().join("out");
     let received = receive(&sending.receive_args(None), &out, None);
@@ -151,6 +158,9 @@ fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arriv
         "back\\slash: backslashes are not allowed",
         "new\\x0aline: NUL and control characters are not allowed",
         "its name is not valid UTF-8",
+        "sub/link: a symbolic link (not followed)",
+        "sub/fifo: not a regular file or directory",
+        "sub/socket: not a regular file or directory",
     ] {
         assert!(sender_log.contains(warning), "{warning}: {sender_log}");
     }
@@ -162,6 +172,11 @@ fn names_the_protocol_cannot_carry_are_skipped_with_a_warning_and_the_rest_arriv
         .collect();
     names.sort();
     assert_eq!(names, ["plain.txt", "sub"]);
+    let below: Vec<_> = fs::read_dir(out.join("src/sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(below, ["also.txt"]);
 }
 
 /// Gives `path` the modification time of `like`, so that only a swap itself can tell
