@@ -345,3 +345,28 @@ fn a_file_that_keeps_changing_gives_up_by_name_after_three_attempts_and_the_rest
         "a file that never held still was kept"
     );
 }
+
+#[test]
+fn a_file_deleted_after_the_listing_fails_by_name_at_both_ends_and_the_rest_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("first.bin"), 3 << 20, 1);
+    random_file(&src.join("gone.bin"), 2 << 20, 2);
+    random_file(&src.join("last.bin"), 3 << 20, 3);
+    let sending = send(&["--pod"], &[&src], None);
+    fs::remove_file(src.join("gone.bin")).unwrap();
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(5), "{log}");
+    assert!(log.contains("the sender cannot read src/gone.bin"), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 5, "{sender_log}");
+    assert!(sender_log.contains("src/gone.bin"), "{sender_log}");
+    for name in ["first.bin", "last.bin"] {
+        assert!(fs::read(src.join(name)).unwrap() == fs::read(out.join("src").join(name)).unwrap());
+    }
+    assert!(!out.join("src/gone.bin").exists());
+    assert!(!out.join("src/gone.bin.part").exists());
+}
