@@ -532,3 +532,33 @@ fn tailscale_not_installed_not_running_and_logged_out_each_say_their_fix() {
         }
     }
 }
+
+#[test]
+fn compress_shrinks_text_on_the_wire_and_never_grows_random_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut text = Vec::new();
+    let mut i = 0u64;
+    while text.len() < 4 << 20 {
+        text.extend_from_slice(format!("{i} GET /index.html 200 {}\n", i * 7919 % 1000).as_bytes());
+        i += 1;
+    }
+    for name in ["a.log", "b.log", "c.log"] {
+        fs::write(src.join(name), &text).unwrap();
+    }
+    random_file(&src.join("random.bin"), 4 << 20, 8);
+    let sending = send(&["--pod", "--compress"], &[&src], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_same_tree(&src, &out.join("src"));
+    let (text_bytes, random_bytes) = (3 * text.len() as u64, 4u64 << 20);
+    let sent = wire_bytes(&sender_log);
+    assert!(
+        sent <= text_bytes / 3 + random_bytes * 1002 / 1000,
+        "{sent} bytes on the wire for {text_bytes} of text and {random_bytes} random"
+    );
+}
