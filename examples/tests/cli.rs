@@ -562,3 +562,37 @@ fn compress_shrinks_text_on_the_wire_and_never_grows_random_bytes() {
         "{sent} bytes on the wire for {text_bytes} of text and {random_bytes} random"
     );
 }
+
+/// The sender checks too: a receiver that is not one of its Tailscale peers is refused by
+/// name, and the sender goes on waiting for one that is.
+#[test]
+fn the_sender_refuses_a_receiver_that_is_not_its_tailscale_peer_and_keeps_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("note.txt");
+    fs::write(&file, b"over tailscale").unwrap();
+    let stranger = fake_tailscale(dir.path(), "100.64.0.9");
+    let peer = fake_tailscale(dir.path(), "127.0.0.1");
+    let mut sending = send(&[], &[&file], Some(&stranger));
+    let refused = receive(
+        &sending.receive_args(None),
+        &dir.path().join("no"),
+        Some(&peer),
+    );
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains(
+            "it may have refused this machine (each side admits only its Tailscale peers)"
+        ),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!dir.path().join("no/note.txt").exists());
+    assert!(
+        sending.child.try_wait().unwrap().is_none(),
+        "the sender stopped waiting"
+    );
+    signal(&sending.child, "INT");
+    let (status, log) = sending.finish();
+    assert_eq!(status, 8, "{log}");
+    assert!(log.contains("refused a connection from 127.0.0.1"), "{log}");
+}

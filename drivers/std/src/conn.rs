@@ -125,7 +125,7 @@ pub fn drive<S: Session>(
                 session.handle_timeout(clock.now())?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(DriverError::Network(format!("the connection failed: {e}"))),
+            Err(e) => return Err(network_error("the connection failed", &e, traffic)),
         }
     })();
     // A session that is finished lost nothing when its last words (a close, a notice
@@ -141,6 +141,21 @@ pub fn drive<S: Session>(
         linger(stream);
     }
     result
+}
+
+/// A socket error as the user reads it. A peer that closed the connection before it said
+/// anything most likely refused this machine (a sender's Tailscale peer check closes
+/// the connection unread, which the system turns into a reset), or is not Ferry.
+fn network_error(what: &str, error: &std::io::Error, traffic: &Traffic) -> DriverError {
+    if traffic.received == 0 {
+        DriverError::Network(format!(
+            "{what}: {error}; the other side closed the connection before it said anything: \
+             it may have refused this machine (each side admits only its Tailscale peers), \
+             or it is not ferry"
+        ))
+    } else {
+        DriverError::Network(format!("{what}: {error}"))
+    }
 }
 
 /// How long a session that failed (a cancel, say) keeps reading after its last word, so
@@ -214,7 +229,7 @@ fn flush<S: Session>(
                     return Err(DriverError::Transfer(error.clone()));
                 }
             }
-            Err(e) => return Err(DriverError::Network(format!("sending failed: {e}"))),
+            Err(e) => return Err(network_error("sending failed", &e, traffic)),
         }
     }
 }
