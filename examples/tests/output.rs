@@ -515,25 +515,45 @@ fn messages_name_the_path_and_say_the_system_reason_once() {
 }
 
 #[test]
-fn a_folder_where_a_file_goes_is_reported_before_any_data_moves() {
-    let (dir, src) = batch();
-    let out = dir.path().join("out");
-    // Where the batch has the file src/a.bin, a folder; nothing may be sent first.
-    fs::create_dir_all(out.join("src/a.bin")).unwrap();
-    let sending = send(&["--pod"], &[&src], None);
-    let output = receive(&sending.receive_args(None), &out, None);
-    let log = stderr(&output);
-    assert_eq!(output.status.code(), Some(6), "{log}");
-    assert!(
-        log.contains("src/a.bin cannot be received here: the sender sends a file, and a folder has its name here"),
-        "{log}"
-    );
-    assert!(
-        !log.contains("Starting fresh transfer"),
-        "checked before the plan: {log}"
-    );
-    sending.abandon();
-    assert!(!out.join("src/sub").exists(), "nothing was received");
+fn things_in_the_way_are_reported_before_any_data_moves() {
+    let cases: [(&str, fn(&Path), &str); 3] = [
+        (
+            "src/a.bin",
+            |at| fs::create_dir_all(at).unwrap(),
+            "src/a.bin cannot be received here: the sender sends a file, and a folder has its name here",
+        ),
+        (
+            "src/sub",
+            |at| fs::write(at, b"a file").unwrap(),
+            "src/sub cannot be received here: the sender sends a folder, and a file has its name here",
+        ),
+        (
+            "src/a.bin",
+            |at| std::os::unix::fs::symlink("/etc/passwd", at).unwrap(),
+            "src/a.bin cannot be received here: a symbolic link has its name here (never followed)",
+        ),
+    ];
+    for (path, plant, said) in cases {
+        let (dir, src) = batch();
+        let out = dir.path().join("out");
+        fs::create_dir_all(out.join("src")).unwrap();
+        plant(&out.join(path));
+        let sending = send(&["--pod"], &[&src], None);
+        let output = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&output);
+        assert_eq!(output.status.code(), Some(6), "{log}");
+        assert!(log.contains(said), "{said}: {log}");
+        assert!(
+            !log.contains("Starting fresh transfer"),
+            "checked before the plan: {log}"
+        );
+        sending.abandon();
+        let names: Vec<_> = fs::read_dir(out.join("src"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{said}: something was received: {names:?}");
+    }
 }
 
 /// Ctrl-C twice: the first cancels (the sender is told, and ends), the second, while the
