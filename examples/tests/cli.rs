@@ -312,6 +312,20 @@ fn bad_connection_strings_are_usage_errors_naming_the_part() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("token"), "{}", stderr(&output));
+    // Numbers out of their range are usage errors too, naming the option.
+    for n in ["0", "9", "x"] {
+        let output = Command::new(FERRY)
+            .args(["receive", "--pod", "--connections", n])
+            .arg("127.0.0.1:00000000000000000000000000")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("--connections"),
+            "{}",
+            stderr(&output)
+        );
+    }
     let help = Command::new(FERRY).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("3  authentication failed"));
 }
