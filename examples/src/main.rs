@@ -291,6 +291,9 @@ struct Json {
     files: u64,
     total: u64,
     last_progress: Option<Instant>,
+    /// The newest progress (bytes, files done), and whether it was said.
+    latest: (u64, usize),
+    said: bool,
 }
 
 impl Json {
@@ -298,6 +301,29 @@ impl Json {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");
         let _ = out.flush();
+    }
+
+    fn emit_progress(&mut self, bytes: u64, files: usize) {
+        self.last_progress = Some(Instant::now());
+        self.said = true;
+        self.emit(serde_json::json!({
+            "event": "progress",
+            "bytes": bytes,
+            "bytes_total": self.total,
+            "files_done": files,
+            "files_total": self.files,
+        }));
+    }
+
+    /// The batch arrived whole: the last progress says so. A file sent again made the
+    /// total an estimate (its first attempt's bytes, moved or not, and all of the next);
+    /// now what moved is known, and it is the total.
+    fn arrived(&mut self) {
+        let (bytes, files) = self.latest;
+        if !self.said || self.total != bytes {
+            self.total = bytes;
+            self.emit_progress(bytes, files);
+        }
     }
 }
 
@@ -358,15 +384,10 @@ impl Reporter for Json {
         let due = self
             .last_progress
             .is_none_or(|at| at.elapsed() >= Duration::from_millis(200));
+        self.latest = (bytes, files);
+        self.said = false;
         if due || bytes >= self.total {
-            self.last_progress = Some(Instant::now());
-            self.emit(serde_json::json!({
-                "event": "progress",
-                "bytes": bytes,
-                "bytes_total": self.total,
-                "files_done": files,
-                "files_total": self.files,
-            }));
+            self.emit_progress(bytes, files);
         }
     }
 }
@@ -401,6 +422,9 @@ impl Output {
             Output::Human(display) => display.data_rate(),
             _ => mib_per_s(finish.bytes, finish.elapsed),
         };
+        if let Output::Json(json) = self {
+            json.arrived();
+        }
         match self {
             Output::Quiet(_) => {}
             Output::Json(json) => json.emit(serde_json::json!({
@@ -600,6 +624,8 @@ fn run() -> ProcessExit {
             files: 0,
             total: 0,
             last_progress: None,
+            latest: (0, 0),
+            said: true,
         })
     } else if cli.quiet {
         Output::Quiet(ferry_std::Quiet)

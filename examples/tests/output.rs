@@ -338,6 +338,18 @@ fn progress_never_passes_its_total_when_a_file_is_sent_again() {
         totals.last() > totals.first(),
         "the total grew by the file sent again: {totals:?}"
     );
+    // At most 5 a second (the receive ran no longer than since `start`, and one more
+    // comes at once and one at the end), and the last says all of it arrived.
+    let progress: Vec<&Value> = got.iter().filter(|e| e["event"] == "progress").collect();
+    let bound = 5.0 * start.elapsed().as_secs_f64() + 2.0;
+    assert!(
+        progress.len() as f64 <= bound,
+        "{} progress events in {:?}",
+        progress.len(),
+        start.elapsed()
+    );
+    let last = progress.last().unwrap();
+    assert_eq!(last["bytes"], last["bytes_total"], "{last}");
     let _ = wait(&mut sender, Duration::from_secs(60));
 }
 
