@@ -528,7 +528,8 @@ fn messages_name_the_path_and_say_the_system_reason_once() {
 
 #[test]
 fn things_in_the_way_are_reported_before_any_data_moves() {
-    let cases: [(&str, fn(&Path), &str); 3] = [
+    type Plant = fn(&Path);
+    let cases: [(&str, Plant, &str); 3] = [
         (
             "src/a.bin",
             |at| fs::create_dir_all(at).unwrap(),
