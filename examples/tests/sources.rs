@@ -49,6 +49,16 @@ fn changed_mid_send(what: &str, change: impl FnOnce(&Path)) {
         arrived.len(),
         now.len()
     );
+    // Disk set aside for a longer attempt is given back at commit.
+    let held = {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(out.join("big.bin")).unwrap().blocks() * 512
+    };
+    assert!(
+        held <= now.len() as u64 + (1 << 20),
+        "{what}: {held} bytes on disk for a {} byte file",
+        now.len()
+    );
     let sent = wire_bytes(&sender_log);
     let bound = (SIZE + now.len()) as u64 * 1002 / 1000;
     assert!(

@@ -393,6 +393,11 @@ fn a_batch_larger_than_the_free_space_is_refused_before_any_data_moves() {
     assert!(log.contains(&format!("({size} bytes) more")), "{log}");
     assert!(log.contains("bytes) are free"), "{log}");
     assert!(!out.join("huge.img.part").exists(), "data moved");
+    let mut sending = sending;
+    assert!(
+        sending.child.try_wait().unwrap().is_none(),
+        "the sender stopped waiting for the corrected rerun"
+    );
     sending.abandon();
 }
 
