@@ -463,3 +463,42 @@ fn ctrl_c_while_checking_what_is_already_here_keeps_what_was_verified() {
 fn a_connection_cut_while_checking_what_is_already_here_keeps_what_was_verified() {
     stopped_while_checking("cut");
 }
+
+/// `--checkpoint 0` saves the resume state only when the receive ends: a receiver killed
+/// outright leaves none (the next run starts over), one stopped with Ctrl-C leaves all it
+/// verified.
+#[test]
+fn checkpoint_0_saves_only_at_the_end_of_a_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    let total = 256u64 << 20;
+    random_file(&source, total as usize, 41);
+    let out = dir.path().join("out");
+    let part = out.join("big.bin.part");
+    for (how, signal_name) in [("kill -9", "KILL"), ("Ctrl-C", "INT")] {
+        let _ = fs::remove_dir_all(&out);
+        let sending = send(&["--pod"], &[&source], None);
+        let mut args = sending.receive_args(None);
+        args.extend(["--checkpoint".to_owned(), "0".to_owned()]);
+        let log = dir.path().join("receive.log");
+        let mut child = spawn_receive(&args, &out, &log);
+        // Past the 64 MiB that would bring a checkpoint by default.
+        wait_until(&mut child, &log, || part_len(&part) >= 96 << 20);
+        signal(&child, signal_name);
+        let status = wait(&mut child, Duration::from_secs(60));
+        sending.abandon();
+        let lock = out.join(".transfer_lock.json");
+        if signal_name == "KILL" {
+            assert!(
+                !lock.exists(),
+                "{how}: a checkpoint was saved while data flowed"
+            );
+        } else {
+            assert_eq!(status, 8, "{how}: {}", fs::read_to_string(&log).unwrap());
+            let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+                .as_u64()
+                .unwrap();
+            assert!(kept >= 64 << 20, "{how}: only {kept} bytes kept");
+        }
+    }
+}
