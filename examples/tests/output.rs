@@ -613,3 +613,32 @@ fn a_second_ctrl_c_ends_the_receiver_at_once_with_130() {
         "ended {took:?} after the second Ctrl-C"
     );
 }
+
+/// Without `--port` or `-o`, as the README's first example runs it: the sender listens on
+/// 15820 and prints a command without a port, and the receiver writes into the folder it
+/// runs in.
+#[test]
+fn the_defaults_port_15820_and_the_current_folder_work_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("note.txt");
+    fs::write(&file, b"defaults").unwrap();
+    let mut sender = Command::new(FERRY)
+        .args(["send", "--pod"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (args, _stdout) = printed_command(&mut sender);
+    assert!(!args.contains(&"--port".to_owned()), "{args:?}");
+    let here = dir.path().join("here");
+    fs::create_dir_all(&here).unwrap();
+    let received = Command::new(FERRY)
+        .args(&args)
+        .current_dir(&here)
+        .output()
+        .unwrap();
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
+    assert_eq!(fs::read(here.join("note.txt")).unwrap(), b"defaults");
+}
