@@ -29,14 +29,34 @@ fn spawn_send(args: &[&str], paths: &[&Path]) -> Child {
 
 /// The receive arguments from a `--json` sender's first event.
 fn listening(child: &mut Child) -> (Vec<String>, BufReader<std::process::ChildStdout>) {
+    let (args, stdout, earlier) = listening_after(child);
+    assert!(earlier.is_empty(), "events before listening: {earlier:?}");
+    (args, stdout)
+}
+
+/// The receive arguments from a `--json` sender's `listening` event, and the events
+/// before it (what its listing had to say).
+fn listening_after(
+    child: &mut Child,
+) -> (
+    Vec<String>,
+    BufReader<std::process::ChildStdout>,
+    Vec<Value>,
+) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let event: Value = serde_json::from_str(&line).expect("the first line is JSON");
-    assert_eq!(event["event"], "listening", "{line}");
-    let command = event["command"].as_str().unwrap();
-    let args = command.split_whitespace().skip(1).map(str::to_owned);
-    (args.collect(), stdout)
+    let mut earlier = Vec::new();
+    loop {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let event: Value = serde_json::from_str(&line).expect("every line is JSON");
+        if event["event"] != "listening" {
+            earlier.push(event);
+            continue;
+        }
+        let command = event["command"].as_str().unwrap();
+        let args = command.split_whitespace().skip(1).map(str::to_owned);
+        return (args.collect(), stdout, earlier);
+    }
 }
 
 /// The receive arguments from the command a plain sender prints first.
@@ -641,4 +661,62 @@ fn the_defaults_port_15820_and_the_current_folder_work_as_printed() {
     assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
     assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
     assert_eq!(fs::read(here.join("note.txt")).unwrap(), b"defaults");
+}
+
+/// `--json` on a sender whose first receiver dies midway: `receiver_lost` with the reason,
+/// then the next receiver gets the batch and `finished` comes last; a name the protocol
+/// cannot carry is an `info` event, and nothing goes to stderr.
+#[test]
+fn json_says_a_receiver_was_lost_and_what_was_skipped_and_stays_off_stderr() {
+    let (dir, src) = batch();
+    fs::write(src.join("back\\slash"), b"x").unwrap();
+    random_file(&src.join("big.bin"), 200 << 20, 19);
+    let mut sender = spawn_send(&["--json"], &[&src]);
+    let (args, mut sender_out, earlier) = listening_after(&mut sender);
+    let out = dir.path().join("out");
+    let log = dir.path().join("receive.log");
+    let mut first = spawn_receive(&args, &out, &log);
+    wait_until(&mut first, &log, || {
+        part_len(&out.join("src/big.bin.part")) >= 32 << 20
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let again = Command::new(FERRY)
+        .args(&args)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
+    let mut text = String::new();
+    sender_out.read_to_string(&mut text).unwrap();
+    let mut got = earlier;
+    got.extend(events(&text));
+    let lost = got
+        .iter()
+        .find(|e| e["event"] == "receiver_lost")
+        .unwrap_or_else(|| panic!("no receiver_lost: {text}"));
+    assert!(
+        lost["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("a receiver from 127.0.0.1")),
+        "{lost}"
+    );
+    assert!(
+        got.iter().any(|e| e["event"] == "info"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("backslashes are not allowed"))),
+        "{text}"
+    );
+    assert_eq!(got.last().unwrap()["event"], "finished", "{text}");
+    let mut errors = String::new();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert!(errors.is_empty(), "{errors}");
 }
