@@ -420,8 +420,10 @@ impl Sink {
                 .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
             self.wrote(&part_path(entry.path));
             // A file large enough for write-behind gets its blocks at once, not as its
-            // pages are written back (see `reserve_blocks`).
-            if entry.size > WRITE_BEHIND && reserve_blocks(&file, entry.size) {
+            // pages are written back (see `reserve_blocks`). Counted even when refused:
+            // a disk short of room may have set part of it aside.
+            if entry.size > WRITE_BEHIND {
+                reserve_blocks(&file, entry.size);
                 let most = self.reserved.entry(index).or_default();
                 *most = (*most).max(entry.size);
             }
