@@ -46,6 +46,12 @@ fn rerun(source: &Path, out: &Path, total: u64, entries: u64) -> (u64, String, S
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 0, "{sender_log}");
     let present = bytes_already_here(&log);
+    // People read it too: "Already here: 64.0 MiB (0 whole files), not sent again".
+    assert_eq!(
+        log.contains("Already here: ") && log.contains("), not sent again"),
+        present > 0,
+        "{log}"
+    );
     let missing = total - present;
     let sent = wire_bytes(&sender_log);
     assert!(
