@@ -378,6 +378,9 @@ impl Reporter for Json {
         self.files = files as u64;
         self.total = bytes;
         self.last_progress = None;
+        // A receiver lost before this one took its progress with it.
+        self.latest = (0, 0);
+        self.said = true;
     }
 
     fn progress(&mut self, bytes: u64, files: usize) {

@@ -621,6 +621,12 @@ fn a_second_ctrl_c_ends_the_receiver_at_once_with_130() {
     signal(&receiver, "INT");
     // The cancel reached the sender: the receiver has heard the first Ctrl-C.
     assert_eq!(wait(&mut sending.child, Duration::from_secs(60)), 8);
+    // It now waits up to 2 s for the sender's side to close, which the relay holds back.
+    assert!(
+        receiver.try_wait().unwrap().is_none(),
+        "the receiver ended before the second Ctrl-C: {}",
+        fs::read_to_string(&log).unwrap()
+    );
     let second = Instant::now();
     signal(&receiver, "INT");
     let status = wait(&mut receiver, Duration::from_secs(60));

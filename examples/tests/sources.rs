@@ -49,7 +49,7 @@ fn changed_mid_send(what: &str, change: impl FnOnce(&Path)) {
         arrived.len(),
         now.len()
     );
-    // Disk set aside for a longer attempt is given back at commit.
+    // What was set aside for the file was its attempt's: the file fills it.
     let held = {
         use std::os::unix::fs::MetadataExt;
         fs::metadata(out.join("big.bin")).unwrap().blocks() * 512

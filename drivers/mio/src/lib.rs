@@ -256,7 +256,12 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                     Turn::Over(result)
                 } else {
                     self.closing = Some((result, deadline));
-                    Turn::Idle
+                    // Still readable: its turn was used up, not its input.
+                    if self.readable {
+                        Turn::Busy
+                    } else {
+                        Turn::Idle
+                    }
                 }
             }
             Some((result, _)) => Turn::Over(result),
@@ -264,10 +269,14 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         }
     }
 
-    /// Reads and drops what the peer sends until the socket would block; marks the end
-    /// of its stream (or a failed read) as `eof`.
+    /// Reads and drops what the peer sends until the socket would block, or for a turn's
+    /// worth of reads (a peer that never stops sending must not hold the loop); marks the
+    /// end of its stream (or a failed read) as `eof`.
     fn drop_input(&mut self) {
-        while self.readable && !self.eof {
+        for _ in 0..TURN {
+            if !self.readable || self.eof {
+                return;
+            }
             match self.stream.read(&mut self.input) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.traffic.received += n as u64,

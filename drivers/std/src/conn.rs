@@ -102,6 +102,9 @@ pub fn drive<S: Session>(
             read_timeout = Some(timeout);
         }
         match stream.read(&mut buf) {
+            Ok(0) if traffic.received == 0 => {
+                return Err(network_error("the connection closed", None, traffic));
+            }
             Ok(0) => {
                 session.handle_eof(clock.now())?;
                 work(session, lanes)?;
@@ -125,7 +128,7 @@ pub fn drive<S: Session>(
                 session.handle_timeout(clock.now())?;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(network_error("the connection failed", &e, traffic)),
+            Err(e) => return Err(network_error("the connection failed", Some(&e), traffic)),
         }
     })();
     // A session that is finished lost nothing when its last words (a close, a notice
@@ -143,18 +146,23 @@ pub fn drive<S: Session>(
     result
 }
 
-/// A socket error as the user reads it. A peer that closed the connection before it said
-/// anything most likely refused this machine (a sender's Tailscale peer check closes
-/// the connection unread, which the system turns into a reset), or is not Ferry.
-fn network_error(what: &str, error: &std::io::Error, traffic: &Traffic) -> DriverError {
+/// A connection that failed or closed, as the user reads it. A peer that closed it before
+/// it said anything most likely refused this machine (a sender's Tailscale peer check
+/// closes the connection unread: a reset, or an end if nothing had been sent to it yet),
+/// or is not Ferry.
+fn network_error(what: &str, error: Option<&std::io::Error>, traffic: &Traffic) -> DriverError {
+    let what = match error {
+        Some(error) => format!("{what}: {error}"),
+        None => what.to_owned(),
+    };
     if traffic.received == 0 {
         DriverError::Network(format!(
-            "{what}: {error}; the other side closed the connection before it said anything: \
-             it may have refused this machine (each side admits only its Tailscale peers), \
-             or it is not ferry"
+            "{what}; the other side closed the connection before it said anything: it may \
+             have refused this machine (each side admits only its Tailscale peers), or it is \
+             not ferry"
         ))
     } else {
-        DriverError::Network(format!("{what}: {error}"))
+        DriverError::Network(what)
     }
 }
 
@@ -229,7 +237,7 @@ fn flush<S: Session>(
                     return Err(DriverError::Transfer(error.clone()));
                 }
             }
-            Err(e) => return Err(network_error("sending failed", &e, traffic)),
+            Err(e) => return Err(network_error("sending failed", Some(&e), traffic)),
         }
     }
 }

@@ -421,7 +421,8 @@ impl Receiving {
 
     /// Ends the receive (`result` is the loop's outcome). If anything is left to do, a
     /// last checkpoint records exactly what was verified, whatever went wrong, so that a
-    /// rerun redoes nothing; otherwise the lock is removed.
+    /// rerun redoes nothing; otherwise the lock is removed. Before the plan settled,
+    /// nothing here changed: the lock is left as it was.
     pub fn finish(
         mut self,
         session: &ReceiverSession,
@@ -513,7 +514,8 @@ fn check_space(session: &ReceiverSession, sink: &mut Sink, needed: u64) -> Resul
         .filter_map(|i| manifest.get(i))
         .filter(|e| e.kind == EntryKind::File)
         .filter_map(|e| match sink.local(&e) {
-            Some((len, true)) => Some(len),
+            // With the disk set aside past its end, all of which its removal frees.
+            Some((len, true)) => Some(len + sink.set_aside(&e)),
             _ => None,
         })
         .sum();

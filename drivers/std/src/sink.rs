@@ -58,9 +58,6 @@ pub struct Sink {
     reading: Option<(usize, File)>,
     /// `.part` files this run created or verified: only these are written or renamed.
     known: HashMap<usize, FileId>,
-    /// Per `.part`, the most disk set aside for it ([`reserve_blocks`]): what its file
-    /// does not fill is given back at commit.
-    reserved: HashMap<usize, u64>,
     /// Where the open file's next write-behind step is due.
     behind_mark: u64,
     write_behind: WriteBehind,
@@ -147,7 +144,6 @@ impl Sink {
             open: None,
             reading: None,
             known: HashMap::new(),
-            reserved: HashMap::new(),
             behind_mark: WRITE_BEHIND,
             write_behind: WriteBehind::default(),
             dirty: false,
@@ -324,7 +320,7 @@ impl Sink {
     }
 
     /// The disk set aside past the end of `entry`'s `.part` ([`reserve_blocks`]) by the
-    /// run that wrote it: room its resume needs and already holds.
+    /// run that wrote it: room its resume already holds, or that removing it frees.
     pub fn set_aside(&mut self, entry: &Entry<'_>) -> u64 {
         let (_, name) = split(entry.path);
         let Ok(Some(dir)) = self.parent(entry.path, false) else {
@@ -420,12 +416,10 @@ impl Sink {
                 .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
             self.wrote(&part_path(entry.path));
             // A file large enough for write-behind gets its blocks at once, not as its
-            // pages are written back (see `reserve_blocks`). Counted even when refused:
-            // a disk short of room may have set part of it aside.
+            // pages are written back (see `reserve_blocks`). Its length is the attempt's
+            // (another attempt starts a new `.part`), so the file fills all of them.
             if entry.size > WRITE_BEHIND {
                 reserve_blocks(&file, entry.size);
-                let most = self.reserved.entry(index).or_default();
-                *most = (*most).max(entry.size);
             }
             self.open = Some((index, file));
             self.behind_mark = WRITE_BEHIND;
@@ -513,7 +507,6 @@ impl Sink {
         let (_, name) = split(entry.path);
         let part = part_name(name);
         let known = self.known.remove(&index);
-        let reserved = self.reserved.remove(&index).unwrap_or(0);
         let replaceable = self.may_replace(index);
         let mode = allowed_mode(entry.mode, self.umask);
         self.parent(entry.path, true)?;
@@ -584,9 +577,8 @@ impl Sink {
                 if id_of(&meta) != id {
                     return Err(replaced());
                 }
-                // A .part left by an older, longer attempt keeps no stale tail, nor disk
-                // set aside for one (cutting to the same length gives that back).
-                if meta.len() != entry.size || reserved > entry.size {
+                // A .part left by an older, longer attempt keeps no stale tail.
+                if meta.len() != entry.size {
                     file.set_len(entry.size)?;
                 }
                 finish(&file)?;
@@ -630,7 +622,6 @@ impl Sink {
 
     /// Throws away the entry's `.part` file (it failed verification).
     pub fn discard(&mut self, index: usize, entry: &Entry<'_>) -> Result<(), DiskError> {
-        self.reserved.remove(&index);
         if self.open.as_ref().is_some_and(|(e, _)| *e == index) {
             self.open = None;
         }
@@ -794,11 +785,10 @@ mod tests {
     }
 
     /// A large file's disk is set aside as its `.part` opens (and counted as room a
-    /// resume holds), and what its file does not fill (a retry of a file that shrank at
-    /// the sender, written into the same `.part`) is given back at commit.
+    /// resume holds); its length is still what was written.
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_large_part_gets_its_disk_at_once_and_gives_back_what_it_did_not_fill() {
+    fn a_large_part_gets_its_disk_at_once_and_keeps_the_length_written() {
         use std::os::unix::fs::MetadataExt;
         const MIB: u64 = 1 << 20;
         let dir = tempfile::tempdir().unwrap();
@@ -824,15 +814,13 @@ mod tests {
             MIB,
             "its length is what was written"
         );
-        // The file came out smaller: 5 MiB in all.
-        sink.write(0, &big, MIB, &[7; 4 << 20]).unwrap();
-        big.size = 5 * MIB;
+        sink.write(0, &big, MIB, &[7; 23 << 20]).unwrap();
         sink.commit(0, &big).unwrap();
         let held = disk("big.bin");
-        assert!(held <= 6 * MIB, "{held} bytes held by a 5 MiB file");
+        assert!(held <= 25 * MIB, "{held} bytes held by a 24 MiB file");
         assert_eq!(
             std::fs::read(out.join("big.bin")).unwrap(),
-            vec![7; 5 << 20]
+            vec![7; 24 << 20]
         );
     }
 }
