@@ -247,14 +247,24 @@ fn fill_all_but(dir: &Path, left: u64) -> PathBuf {
     filler
 }
 
-#[test]
-fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
+/// A random file of `len` bytes to send, and an output folder on a 64 MiB tmpfs of its
+/// own: `None` where this cannot mount one (not root).
+fn big_file_for_a_small_disk(
+    len: u64,
+    seed: u64,
+) -> Option<(tempfile::TempDir, PathBuf, PathBuf, Tmpfs)> {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
-    let total = 50u64 << 20;
-    random_file(&source, total as usize, 12);
+    random_file(&source, len as usize, seed);
     let out = dir.path().join("out");
-    let Some(_disk) = Tmpfs::mount(&out, "64m") else {
+    let disk = Tmpfs::mount(&out, "64m")?;
+    Some((dir, source, out, disk))
+}
+
+#[test]
+fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
+    let total = 50u64 << 20;
+    let Some((_dir, source, out, _disk)) = big_file_for_a_small_disk(total, 12) else {
         return;
     };
     // Listed at 8 MiB, the file then grows to 50: the receiver checks the batch's space
@@ -296,12 +306,8 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
 
 #[test]
 fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("big.bin");
     let total = 50u64 << 20;
-    random_file(&source, total as usize, 13);
-    let out = dir.path().join("out");
-    let Some(_disk) = Tmpfs::mount(&out, "64m") else {
+    let Some((dir, source, out, _disk)) = big_file_for_a_small_disk(total, 13) else {
         return;
     };
     let part = out.join("big.bin.part");
