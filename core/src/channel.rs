@@ -382,15 +382,18 @@ impl Channel {
         };
         let record = keyed.incoming.sequence();
         // Only data is placed, and data only counts once the peer proved its key.
-        let placement = placement.filter(|_| keyed.confirmed);
-        let (n, opened) = match self.rx.take_whole(input, &mut keyed.incoming, placement)? {
+        let mut placement = placement.filter(|_| keyed.confirmed);
+        let whole = self
+            .rx
+            .take_whole(input, &mut keyed.incoming, placement.as_deref_mut())?;
+        let (n, opened) = match whole {
             Some(whole) => whole,
             None => {
                 let (n, complete) = self.rx.push(input)?;
                 if !complete {
                     return Ok(n);
                 }
-                (n, self.rx.open(&mut keyed.incoming)?)
+                (n, self.rx.open(&mut keyed.incoming, placement)?)
             }
         };
         let unexpected = |why| Error::UnexpectedRecord { record, why };

@@ -221,7 +221,7 @@ impl LaneIn {
         if !complete {
             return Ok((taken, None));
         }
-        let opened = self.reader.open(&mut self.direction);
+        let opened = self.reader.open(&mut self.direction, None);
         self.reader.clear();
         let opened = opened?;
         if opened.content != ContentType::Data {

@@ -4,7 +4,7 @@
 
 use core::ops::Range;
 
-use crate::crypto::{RecordCipher, TAG_LEN};
+use crate::crypto::{Decryption, RecordCipher, TAG_LEN};
 use crate::error::Error;
 
 /// Bytes in a ChaCha20 keystream block.
@@ -207,35 +207,8 @@ impl RecordReader {
         else {
             return self.opened(sequence, false, None).map(|o| Some((total, o)));
         };
-        // The content type and what the placement reads to choose (all of it without
-        // one), decrypted here in whole keystream blocks: the rest then starts on a
-        // block, which keeps the keystream on its fast path.
-        let head = placement
-            .as_ref()
-            .map_or(ciphertext.len(), |p| 1 + p.head_len());
-        let decrypted_here = head.next_multiple_of(KEYSTREAM_BLOCK).min(ciphertext.len());
-        let head = head.min(decrypted_here);
-        let (here_in, rest_in) = ciphertext.split_at(decrypted_here);
-        let (here_out, rest_out) = plaintext.split_at_mut(decrypted_here);
-        let mut decrypted = decryption.decrypt_into(here_in, here_out).is_ok();
-        let is_data = here_out.first() == Some(&(ContentType::Data as u8));
-        let after_head = ciphertext.len() - head;
-        let chosen = match placement {
-            Some(placement) if decrypted && is_data && after_head > 0 => placement
-                .place(&here_out[1..head], after_head)
-                .filter(|out| out.len() == after_head),
-            _ => None,
-        };
-        let placed = chosen.is_some().then_some(after_head);
-        match chosen {
-            Some(out) => {
-                // What was decrypted here past the head is the start of what is placed.
-                let (early, late) = out.split_at_mut(decrypted_here - head);
-                early.copy_from_slice(&here_out[head..]);
-                decrypted &= decryption.decrypt_into(rest_in, late).is_ok();
-            }
-            None => decrypted &= decryption.decrypt_into(rest_in, rest_out).is_ok(),
-        }
+        let (decrypted, placed) =
+            decrypt_placing(&mut decryption, Some(ciphertext), plaintext, placement);
         self.opened(sequence, decrypted, placed)
             .map(|o| Some((total, o)))
     }
@@ -260,17 +233,29 @@ impl RecordReader {
         Ok((taken + n, self.filled == total))
     }
 
-    /// Authenticates and decrypts the complete record in place. On failure nothing of the
-    /// record is released.
-    pub(crate) fn open(&mut self, direction: &mut Direction) -> Result<Opened, Error> {
+    /// Authenticates the complete record gathered here, then decrypts it in place, or,
+    /// with a `placement` that chooses, its head here and the rest where the placement
+    /// chose (as [`RecordReader::take_whole`] does). On failure nothing of the record is
+    /// released.
+    pub(crate) fn open(
+        &mut self,
+        direction: &mut Direction,
+        placement: Option<&mut (dyn Placement + '_)>,
+    ) -> Result<Opened, Error> {
         let sequence = direction.next_sequence()?;
         let total = self.filled;
         let (header, rest) = self.buf[..total].split_at_mut(HEADER_LEN);
         let (ciphertext, tag_bytes) = rest.split_at_mut(total - HEADER_LEN - TAG_LEN);
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(tag_bytes);
-        let opened = direction.cipher.open(sequence, header, ciphertext, &tag);
-        self.opened(sequence, opened.is_ok(), None)
+        let Ok(mut decryption) = direction
+            .cipher
+            .open_verified(sequence, header, ciphertext, &tag)
+        else {
+            return self.opened(sequence, false, None);
+        };
+        let (decrypted, placed) = decrypt_placing(&mut decryption, None, ciphertext, placement);
+        self.opened(sequence, decrypted, placed)
     }
 
     /// The record gathered, opened (`authentic`) or not: its content type and where its
@@ -310,6 +295,56 @@ impl RecordReader {
     pub(crate) fn clear(&mut self) {
         self.filled = 0;
     }
+}
+
+/// Decrypts an authenticated record's ciphertext into `plaintext` (as long), or, with a
+/// `placement`, only its head there (the content type and what the placement reads, in
+/// whole keystream blocks, so that the rest starts on a block and keeps the keystream on
+/// its fast path) and the rest of a data record where the placement chooses, if it does.
+/// The ciphertext is `apart`, or already in `plaintext` (a record gathered across reads).
+/// Returns whether all of it decrypted, and how many bytes were placed.
+fn decrypt_placing(
+    decryption: &mut Decryption,
+    apart: Option<&[u8]>,
+    plaintext: &mut [u8],
+    placement: Option<&mut (dyn Placement + '_)>,
+) -> (bool, Option<usize>) {
+    let len = plaintext.len();
+    let head = placement.as_ref().map_or(len, |p| 1 + p.head_len());
+    let decrypted_here = head.next_multiple_of(KEYSTREAM_BLOCK).min(len);
+    let head = head.min(decrypted_here);
+    let (here, rest) = plaintext.split_at_mut(decrypted_here);
+    let mut decrypted = match apart {
+        Some(ciphertext) => decryption.decrypt_into(&ciphertext[..decrypted_here], here),
+        None => decryption.decrypt_in_place(here),
+    }
+    .is_ok();
+    let is_data = here.first() == Some(&(ContentType::Data as u8));
+    let after_head = len - head;
+    let chosen = match placement {
+        Some(placement) if decrypted && is_data && after_head > 0 => placement
+            .place(&here[1..head], after_head)
+            .filter(|out| out.len() == after_head),
+        _ => None,
+    };
+    let placed = chosen.is_some().then_some(after_head);
+    match chosen {
+        Some(out) => {
+            // What was decrypted here past the head is the start of what is placed.
+            let (early, late) = out.split_at_mut(decrypted_here - head);
+            early.copy_from_slice(&here[head..]);
+            let rest_in = apart.map_or(&*rest, |ciphertext| &ciphertext[decrypted_here..]);
+            decrypted &= decryption.decrypt_into(rest_in, late).is_ok();
+        }
+        None => {
+            decrypted &= match apart {
+                Some(ciphertext) => decryption.decrypt_into(&ciphertext[decrypted_here..], rest),
+                None => decryption.decrypt_in_place(rest),
+            }
+            .is_ok();
+        }
+    }
+    (decrypted, placed)
 }
 
 /// Sealed bytes waiting for the driver, in a buffer sized once from the configuration.
@@ -407,14 +442,41 @@ mod tests {
         out
     }
 
+    /// Takes `record` as the channel does: whole out of one read (`split` none), or
+    /// gathered across two reads split at `split`, then opened.
     fn take(
         record: &[u8],
+        split: Option<usize>,
         placement: &mut Into,
     ) -> (RecordReader, Result<Option<(usize, Opened)>, Error>) {
         let mut reader = RecordReader::new(1 << 16);
         let mut receiver = Direction::new(RecordCipher::new(&[7; 32]));
-        let taken = reader.take_whole(record, &mut receiver, Some(placement));
+        let taken = match split {
+            None => reader.take_whole(record, &mut receiver, Some(placement)),
+            Some(at) => gather(&mut reader, &mut receiver, record, at, placement),
+        };
         (reader, taken)
+    }
+
+    fn gather(
+        reader: &mut RecordReader,
+        receiver: &mut Direction,
+        record: &[u8],
+        at: usize,
+        placement: &mut Into,
+    ) -> Result<Option<(usize, Opened)>, Error> {
+        assert!(reader.take_whole(&record[..at], receiver, None)?.is_none());
+        let (first, complete) = reader.push(&record[..at])?;
+        assert!(!complete && first == at, "a record gathered at once");
+        let (second, complete) = reader.push(&record[at..])?;
+        assert!(complete, "the record's second read did not complete it");
+        let opened = reader.open(receiver, Some(placement))?;
+        Ok(Some((first + second, opened)))
+    }
+
+    /// Whole, and split in its header, just after it, and before its last byte.
+    fn ways(record: &[u8]) -> [Option<usize>; 4] {
+        [None, Some(1), Some(HEADER_LEN + 1), Some(record.len() - 1)]
     }
 
     #[test]
@@ -431,21 +493,24 @@ mod tests {
                     heads: Vec::new(),
                 };
                 let record = sealed(ContentType::Data, &payload, 0);
-                let (reader, taken) = take(&record, &mut into);
-                let (n, opened) = taken.unwrap().unwrap();
-                assert_eq!(n, record.len());
-                let head = head_len.min(len);
-                let what = format!("head {head_len}, payload {len}");
-                if head == 0 || head == len {
-                    // Nothing to choose by (the placement declines), or nothing after
-                    // the head (it is not asked): the record stays whole here.
-                    assert_eq!(opened.placed, None, "{what}");
-                    assert_eq!(reader.bytes(opened.payload), &payload[..], "{what}");
-                    continue;
+                for split in ways(&record) {
+                    into.out.clear();
+                    let (reader, taken) = take(&record, split, &mut into);
+                    let (n, opened) = taken.unwrap().unwrap();
+                    assert_eq!(n, record.len());
+                    let head = head_len.min(len);
+                    let what = format!("head {head_len}, payload {len}, split {split:?}");
+                    if head == 0 || head == len {
+                        // Nothing to choose by (the placement declines), or nothing after
+                        // the head (it is not asked): the record stays whole here.
+                        assert_eq!(opened.placed, None, "{what}");
+                        assert_eq!(reader.bytes(opened.payload), &payload[..], "{what}");
+                        continue;
+                    }
+                    assert_eq!(opened.placed, Some(len - head), "{what}");
+                    assert_eq!(reader.bytes(opened.payload), &payload[..head], "{what}");
+                    assert_eq!(into.out, &payload[head..], "{what}");
                 }
-                assert_eq!(opened.placed, Some(len - head), "{what}");
-                assert_eq!(reader.bytes(opened.payload), &payload[..head], "{what}");
-                assert_eq!(into.out, &payload[head..], "{what}");
             }
         }
     }
@@ -462,14 +527,17 @@ mod tests {
                 heads: Vec::new(),
             };
             let record = sealed(content, &payload, 0);
-            let (reader, taken) = take(&record, &mut into);
-            let (_, opened) = taken.unwrap().unwrap();
-            assert_eq!(opened.content, content);
-            assert_eq!(opened.placed, None);
-            assert_eq!(reader.bytes(opened.payload), &payload[..]);
-            assert!(into.out.is_empty());
-            let offered = usize::from(content == ContentType::Data);
-            assert_eq!(into.heads.len(), offered, "{content:?}");
+            for split in ways(&record) {
+                into.heads.clear();
+                let (reader, taken) = take(&record, split, &mut into);
+                let (_, opened) = taken.unwrap().unwrap();
+                assert_eq!(opened.content, content);
+                assert_eq!(opened.placed, None);
+                assert_eq!(reader.bytes(opened.payload), &payload[..]);
+                assert!(into.out.is_empty());
+                let offered = usize::from(content == ContentType::Data);
+                assert_eq!(into.heads.len(), offered, "{content:?}, split {split:?}");
+            }
         }
     }
 
@@ -480,15 +548,18 @@ mod tests {
         for at in [0, HEADER_LEN, HEADER_LEN + 1, 200, record.len() - 1] {
             let mut tampered = record.clone();
             tampered[at] ^= 1;
-            let mut into = Into {
-                head_len: 37,
-                wanted: payload[0],
-                out: Vec::new(),
-                heads: Vec::new(),
-            };
-            let (_, taken) = take(&tampered, &mut into);
-            assert!(taken.is_err(), "byte {at} flipped was accepted");
-            assert!(into.heads.is_empty() && into.out.is_empty(), "byte {at}");
+            for split in ways(&record) {
+                let mut into = Into {
+                    head_len: 37,
+                    wanted: payload[0],
+                    out: Vec::new(),
+                    heads: Vec::new(),
+                };
+                let (_, taken) = take(&tampered, split, &mut into);
+                let what = format!("byte {at} flipped, split {split:?}");
+                assert!(taken.is_err(), "{what}: accepted");
+                assert!(into.heads.is_empty() && into.out.is_empty(), "{what}");
+            }
         }
         // Under another record number, the same bytes are not authentic either.
         let mut into = Into {
@@ -497,8 +568,14 @@ mod tests {
             out: Vec::new(),
             heads: Vec::new(),
         };
-        let (_, taken) = take(&sealed(ContentType::Data, &payload, 1), &mut into);
-        assert!(matches!(taken, Err(Error::AuthenticationFailed)));
-        assert!(into.heads.is_empty());
+        let other = sealed(ContentType::Data, &payload, 1);
+        for split in ways(&other) {
+            let (_, taken) = take(&other, split, &mut into);
+            assert!(
+                matches!(taken, Err(Error::AuthenticationFailed)),
+                "split {split:?}"
+            );
+            assert!(into.heads.is_empty());
+        }
     }
 }
