@@ -171,3 +171,32 @@ fn files_and_directories_keep_their_modification_times_to_the_nanosecond() {
         );
     }
 }
+
+/// A batch may hold both `x` and `x.part` (a browser's download folder does, mid-download):
+/// each arrives as itself, nothing of one is taken for the other's partial file, and a
+/// second receive into the same folder finds them all already here.
+#[test]
+fn a_file_and_one_named_like_its_part_file_both_arrive_and_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("downloads");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("v.mkv"), b"").unwrap();
+    random_file(&tree.join("v.mkv.part"), 1 << 20, 3);
+    random_file(&tree.join("log"), 8 << 20, 4);
+    random_file(&tree.join("log.part"), 3 << 20, 5);
+    // The first other name for log's partial file is taken as well.
+    random_file(&tree.join("log~1.part"), 1000, 6);
+    let out = dir.path().join("out");
+    for run in ["first", "second"] {
+        let sending = send(&["--pod"], &[&tree], None);
+        let received = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&received);
+        assert_eq!(received.status.code(), Some(0), "{run} receive: {log}");
+        let (status, sender_log) = sending.finish();
+        assert_eq!(status, 0, "{run} send: {sender_log}");
+        assert_same_tree(&tree, &out.join("downloads"));
+        if run == "second" {
+            assert!(log.contains("Already here: "), "{log}");
+        }
+    }
+}

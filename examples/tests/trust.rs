@@ -603,6 +603,62 @@ impl ferry_core::transfer::Storage for Discard {
     }
 }
 
+/// A receive stopped partway lists its file in the lock as in progress; a file the user
+/// then puts at that file's name is theirs, not the receive's: the next receive refuses to
+/// overwrite it before any data moves (exit 6), keeping both it and the `.part`, and
+/// only `--overwrite` replaces it (resuming the `.part`).
+#[test]
+fn a_file_put_at_a_final_name_after_a_receive_was_stopped_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("report.bin");
+    random_file(&source, 256 << 20, 17);
+    let out = dir.path().join("out");
+    let part = out.join("report.bin.part");
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("first.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || part_len(&part) >= 32 << 20);
+    signal(&child, "INT");
+    let status = wait(&mut child, Duration::from_secs(60));
+    sending.abandon();
+    assert_eq!(status, 8, "{}", fs::read_to_string(&log).unwrap());
+    let kept = part_len(&part);
+    const MINE: &[u8] = b"the user's own report";
+    fs::write(out.join("report.bin"), MINE).unwrap();
+
+    let sending = send(&["--pod"], &[&source], None);
+    let again = receive(&sending.receive_args(None), &out, None);
+    let again_log = stderr(&again);
+    assert_eq!(again.status.code(), Some(6), "{again_log}");
+    assert!(
+        again_log.contains("report.bin already exist(s)") && again_log.contains("--overwrite"),
+        "{again_log}"
+    );
+    sending.abandon();
+    assert_eq!(
+        fs::read(out.join("report.bin")).unwrap(),
+        MINE,
+        "overwritten"
+    );
+    assert_eq!(part_len(&part), kept, "the .part was touched");
+
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    args.push("--overwrite".into());
+    let replaced = receive(&args, &out, None);
+    let replaced_log = stderr(&replaced);
+    assert_eq!(replaced.status.code(), Some(0), "{replaced_log}");
+    assert!(
+        bytes_already_here(&replaced_log) > 0,
+        "the .part was not resumed: {replaced_log}"
+    );
+    assert_eq!(sending.finish().0, 0);
+    assert!(
+        fs::read(&source).unwrap() == fs::read(out.join("report.bin")).unwrap(),
+        "report.bin differs"
+    );
+}
+
 /// A receiver that asks for as much as it may (a 40 MiB window, as on a long fast path)
 /// and stops reading once `stop_after` bytes have come: the connection stays open and the
 /// sender's writes stop going anywhere. Returns once it has stopped, with the socket.

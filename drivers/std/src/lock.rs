@@ -204,8 +204,11 @@ pub fn write_lock(
 /// What an earlier run's lock says about this batch: only what resuming needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Previous {
-    /// Per manifest entry: the lock lists its path (a file there was ours).
-    listed: Vec<bool>,
+    /// Per manifest entry: the lock says an earlier receive put the file there, complete.
+    completed: Vec<bool>,
+    /// What the lock says that receive put there (size, mtime), for completed files
+    /// whose entry in this batch has another size or mtime (they changed at the sender).
+    put_other: HashMap<u32, (u64, Option<i64>)>,
     /// Verified, durable lengths of `.part` files whose size and mtime still match.
     partial: HashMap<u32, u64>,
     /// Files of this batch the lock describes with the same size and mtime.
@@ -215,9 +218,26 @@ pub struct Previous {
 }
 
 impl Previous {
-    /// True if the lock listed `entry`'s path: a final file there was written by us.
-    pub fn listed(&self, entry: usize) -> bool {
-        self.listed.get(entry).copied().unwrap_or(false)
+    /// True if a file of `len` bytes and `mtime_ns` at `entry`'s final name is the one an
+    /// earlier receive put there, as the lock says, and unchanged since (the batch's entry
+    /// now has `size` and `batch_mtime_ns`). Modification times within 2 seconds count as
+    /// the same: some file systems keep them that coarsely (FAT).
+    pub fn put_here(
+        &self,
+        entry: usize,
+        size: u64,
+        batch_mtime_ns: i64,
+        len: u64,
+        mtime_ns: i64,
+    ) -> bool {
+        if !self.completed.get(entry).copied().unwrap_or(false) {
+            return false;
+        }
+        let (put_size, put_mtime) = u32::try_from(entry)
+            .ok()
+            .and_then(|e| self.put_other.get(&e).copied())
+            .unwrap_or((size, Some(batch_mtime_ns)));
+        put_size == len && put_mtime.is_none_or(|put| put.abs_diff(mtime_ns) < 2_000_000_000)
     }
 
     /// Bytes at the start of `entry`'s `.part` that the lock says are verified and durable.
@@ -256,7 +276,7 @@ impl Previous {
         let path = |i: u32| manifest.get(i as usize).map_or("", |e| e.path);
         order.sort_unstable_by(|&a, &b| path(a).cmp(path(b)));
         let mut previous = Previous {
-            listed: vec![false; manifest.len()],
+            completed: vec![false; manifest.len()],
             ..Previous::default()
         };
         let mut reader = serde_json::Deserializer::from_reader(reader);
@@ -351,10 +371,17 @@ impl<'de> Visitor<'de> for FilesSeed<'_> {
             let Some(entry) = self.manifest.get(index as usize) else {
                 continue;
             };
-            self.previous.listed[index as usize] = true;
             let same = entry.kind == EntryKind::File
                 && entry.size == state.size
                 && state.mtime_ns.is_none_or(|m| m == entry.mtime_ns);
+            if state.status == LockStatus::Completed {
+                self.previous.completed[index as usize] = true;
+                if !same {
+                    self.previous
+                        .put_other
+                        .insert(index, (state.size, state.mtime_ns));
+                }
+            }
             if !same {
                 continue;
             }

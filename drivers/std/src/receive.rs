@@ -20,7 +20,7 @@ use crate::lanes::Lanes;
 use crate::lock::{self, LockHeader, LockProblem, Previous, write_lock};
 use crate::os::meta::{free_space, max_file_size};
 use crate::peer::PeerPolicy;
-use crate::sink::Sink;
+use crate::sink::{Here, Sink};
 use crate::{OsEntropy, Report, Reporter, human_size};
 
 /// How to receive.
@@ -513,10 +513,10 @@ fn check_space(session: &ReceiverSession, sink: &mut Sink, needed: u64) -> Resul
         .filter(|&i| session.progress(i).is_some_and(|p| p.verified_bytes == 0))
         .filter_map(|i| manifest.get(i))
         .filter(|e| e.kind == EntryKind::File)
-        .filter_map(|e| match sink.local(&e) {
+        .filter_map(|e| {
             // With the disk set aside past its end, all of which its removal frees.
-            Some((len, true)) => Some(len + sink.set_aside(&e)),
-            _ => None,
+            let part = sink.local(&e).part?;
+            Some(part + sink.set_aside(&e))
         })
         .sum();
     // A `.part` being resumed may hold the room for the rest of it already.
@@ -589,6 +589,7 @@ fn survey(
     reporter: &mut dyn Reporter,
     claimed_final: &mut Vec<bool>,
 ) -> Result<Vec<(usize, u64)>, (String, DriverError)> {
+    sink.expect(manifest);
     if let Err(error) = check_file_sizes(manifest, sink) {
         return Err((
             "the receiver's file system cannot hold a file this large".into(),
@@ -642,22 +643,38 @@ fn survey(
         if entry.kind != EntryKind::File {
             continue;
         }
-        if previous.listed(index) || overwrite {
+        let here = sink.local(&entry);
+        // A file at the final name may be replaced when the lock says an earlier receive
+        // put it there and it is still as that receive left it (not a file the user
+        // made, or changed, since).
+        let ours = here.file.is_some_and(|(len, mtime_ns)| {
+            previous.put_here(index, entry.size, entry.mtime_ns, len, mtime_ns)
+        });
+        if ours || overwrite {
             sink.allow_replace(index);
         }
-        let found = sink.local(&entry);
-        if matches!(found, Some((len, false)) if len != entry.size) && conflicts.len() < 5 {
+        // Any other file there would be overwritten by this batch: one of another size,
+        // or one beside this file's `.part` (the file is still on its way).
+        let other = here
+            .file
+            .is_some_and(|(len, _)| len != entry.size || here.part.is_some());
+        if other && !ours && conflicts.len() < 5 {
             conflicts.push(entry.path.to_owned());
         }
-        match found {
+        match here {
             // A partial file counts only as far as the lock says it is durable and verified.
-            Some((len, true)) => {
+            Here {
+                part: Some(len), ..
+            } => {
                 let durable = previous.verified(index).min(len).min(entry.size);
                 if durable > 0 {
                     local.push((index, durable));
                 }
             }
-            Some((len, false)) if len == entry.size && entry.size > 0 => {
+            Here {
+                part: None,
+                file: Some((len, _)),
+            } if len == entry.size && entry.size > 0 => {
                 local.push((index, len));
                 claimed_final[index] = true;
             }

@@ -67,6 +67,17 @@ pub struct Sink {
     dirs: Vec<usize>,
     /// Per entry: its existing final file was ours or may be replaced (`--overwrite`).
     replaceable: Vec<bool>,
+    /// Paths in the batch whose names end in `.part`: no file's `.part` may take one.
+    batch_parts: HashSet<String>,
+}
+
+/// What is here already for an entry of the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Here {
+    /// The length of its `.part` file, if it has one.
+    pub part: Option<u64>,
+    /// The length and modification time (nanoseconds) of a file at its final name.
+    pub file: Option<(u64, i64)>,
 }
 
 /// `path` split into its parent directory (empty for the top level) and its name.
@@ -99,11 +110,12 @@ pub fn part_name(name: &str) -> String {
     )
 }
 
-/// The `.part` path of the entry at `path` (relative), for messages.
-fn part_path(path: &str) -> String {
-    match split(path) {
-        ("", name) => part_name(name),
-        (parent, name) => format!("{parent}/{}", part_name(name)),
+/// `name` in the folder `parent` (relative; empty at the top).
+fn joined(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
     }
 }
 
@@ -149,7 +161,43 @@ impl Sink {
             dirty: false,
             dirs: Vec::new(),
             replaceable: Vec::new(),
+            batch_parts: HashSet::new(),
         })
+    }
+
+    /// Takes note of the batch's names before anything is looked at or written: a
+    /// file's `.part` must never take the name of another file or folder of the batch
+    /// (a batch may hold both `x` and `x.part`).
+    pub fn expect(&mut self, manifest: &Manifest) {
+        self.batch_parts = manifest
+            .iter()
+            .filter(|e| e.path.ends_with(PART_SUFFIX))
+            .map(|e| e.path.to_owned())
+            .collect();
+    }
+
+    /// The name of the `.part` file of the entry at `path` (relative), in its folder:
+    /// [`part_name`], or, where the batch has a file or folder of that name beside it,
+    /// the first of `NAME~1.part`, `NAME~2.part`, ... that it does not.
+    fn part_of(&self, path: &str) -> String {
+        let (parent, name) = split(path);
+        let first = part_name(name);
+        if self.batch_parts.is_empty() {
+            return first;
+        }
+        let taken = |part: &str| self.batch_parts.contains(&joined(parent, part));
+        if !taken(&first) {
+            return first;
+        }
+        (1u64..)
+            .map(|n| part_name(&format!("{name}~{n}")))
+            .find(|part| !taken(part))
+            .unwrap_or(first)
+    }
+
+    /// The `.part` path of the entry at `path` (relative), for messages.
+    fn part_path(&self, path: &str) -> String {
+        joined(split(path).0, &self.part_of(path))
     }
 
     /// The directory everything goes into, as the user named it.
@@ -302,34 +350,35 @@ impl Sink {
         }
     }
 
-    /// What exists locally for `entry`: `(bytes, is_partial)` of its `.part` file, or of its
-    /// final file if there is no `.part`. Links and anything else count as nothing.
-    pub fn local(&mut self, entry: &Entry<'_>) -> Option<(u64, bool)> {
+    /// What exists locally for `entry`: its `.part` file and a file at its final name.
+    /// Links and anything else count as nothing.
+    pub fn local(&mut self, entry: &Entry<'_>) -> Here {
         let (_, name) = split(entry.path);
-        let dir = self.parent(entry.path, false).ok()??;
+        let part = self.part_of(entry.path);
+        let Ok(Some(dir)) = self.parent(entry.path, false) else {
+            return Here::default();
+        };
         let regular = |name: &str| match dir.stat(name) {
             Ok(Some(Found {
-                kind: Kind::File { len, .. },
+                kind: Kind::File { len, mtime_ns, .. },
                 ..
-            })) => Some(len),
+            })) => Some((len, mtime_ns)),
             _ => None,
         };
-        regular(&part_name(name))
-            .map(|n| (n, true))
-            .or_else(|| regular(name).map(|n| (n, false)))
+        Here {
+            part: regular(&part).map(|(len, _)| len),
+            file: regular(name),
+        }
     }
 
     /// The disk set aside past the end of `entry`'s `.part` ([`reserve_blocks`]) by the
     /// run that wrote it: room its resume already holds, or that removing it frees.
     pub fn set_aside(&mut self, entry: &Entry<'_>) -> u64 {
-        let (_, name) = split(entry.path);
+        let part = self.part_of(entry.path);
         let Ok(Some(dir)) = self.parent(entry.path, false) else {
             return 0;
         };
-        let Ok(meta) = dir
-            .open_file(&part_name(name), false)
-            .and_then(|f| f.metadata())
-        else {
+        let Ok(meta) = dir.open_file(&part, false).and_then(|f| f.metadata()) else {
             return 0;
         };
         #[cfg(unix)]
@@ -358,8 +407,7 @@ impl Sink {
     /// (offset 0) replaces whatever file is there with a new one, created exclusively; a
     /// resumed one must still be the file this run verified.
     fn open_part(&mut self, index: usize, path: &str, offset: u64) -> io::Result<File> {
-        let (_, name) = split(path);
-        let part = part_name(name);
+        let part = self.part_of(path);
         let known = self.known.get(&index).copied();
         let dir = self
             .parent(path, true)?
@@ -413,8 +461,8 @@ impl Sink {
         if self.open.as_ref().is_none_or(|(e, _)| *e != index) {
             let file = self
                 .open_part(index, entry.path, offset)
-                .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
-            self.wrote(&part_path(entry.path));
+                .map_err(|e| disk_error(&self.about(&self.part_path(entry.path), e)))?;
+            self.wrote(&self.part_path(entry.path));
             // A file large enough for write-behind gets its blocks at once, not as its
             // pages are written back (see `reserve_blocks`). Its length is the attempt's
             // (another attempt starts a new `.part`), so the file fills all of them.
@@ -428,7 +476,7 @@ impl Sink {
             return Err(disk_error(&io::Error::other("no open file")));
         };
         write_all_at(file, data, offset)
-            .map_err(|e| disk_error(&self.about(&part_path(entry.path), e)))?;
+            .map_err(|e| disk_error(&self.about(&self.part_path(entry.path), e)))?;
         let end = offset + data.len() as u64;
         if end >= self.behind_mark {
             self.write_behind.passed(file, self.behind_mark);
@@ -462,10 +510,11 @@ impl Sink {
 
     fn open_local(&mut self, index: usize, path: &str) -> io::Result<File> {
         let (_, name) = split(path);
+        let part = self.part_of(path);
         let dir = self
             .parent(path, false)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        match dir.open_file(&part_name(name), false) {
+        match dir.open_file(&part, false) {
             Ok(file) => {
                 // A .part with other names could be written through them: not ours.
                 if other_links(&file.metadata()?) {
@@ -505,7 +554,7 @@ impl Sink {
         open: Option<File>,
     ) -> io::Result<()> {
         let (_, name) = split(entry.path);
-        let part = part_name(name);
+        let part = self.part_of(entry.path);
         let known = self.known.remove(&index);
         let replaceable = self.may_replace(index);
         let mode = allowed_mode(entry.mode, self.umask);
@@ -630,9 +679,9 @@ impl Sink {
         }
         self.known.remove(&index);
         self.changed_dir(entry.path);
-        let (_, name) = split(entry.path);
+        let part = self.part_of(entry.path);
         let removed = match self.parent(entry.path, false) {
-            Ok(Some(dir)) => dir.remove_file(&part_name(name)),
+            Ok(Some(dir)) => dir.remove_file(&part),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -759,29 +808,28 @@ mod tests {
         std::fs::write(out.join("b/kept"), b"12345").unwrap();
         let mut sink = Sink::new(&out).unwrap();
         let file = |path| entry(path, EntryKind::File);
-        assert_eq!(sink.local(&file("a/one/x")), None);
-        assert_eq!(
-            sink.local(&file("a/two/y")),
-            None,
-            "under the missing folder"
-        );
-        assert_eq!(
-            sink.local(&file("ab/z")),
-            None,
-            "a name that only starts like it"
-        );
-        assert_eq!(sink.local(&file("b/kept")), Some((5, false)), "beside it");
+        // The length of the file found at the entry's final name, if any.
+        let mut found = |path| {
+            let here = sink.local(&file(path));
+            assert_eq!(here.part, None, "{path}");
+            here.file.map(|(len, _)| len)
+        };
+        assert_eq!(found("a/one/x"), None);
+        assert_eq!(found("a/two/y"), None, "under the missing folder");
+        assert_eq!(found("ab/z"), None, "a name that only starts like it");
+        assert_eq!(found("b/kept"), Some(5), "beside it");
         sink.create_dir(0, &entry("a", EntryKind::Directory))
             .unwrap();
         sink.create_dir(1, &entry("a/two", EntryKind::Directory))
             .unwrap();
         std::fs::write(out.join("a/two/y"), b"123").unwrap();
+        let mut found = |path| sink.local(&file(path)).file.map(|(len, _)| len);
         assert_eq!(
-            sink.local(&file("a/two/y")),
-            Some((3, false)),
+            found("a/two/y"),
+            Some(3),
             "a folder made since is looked in"
         );
-        assert_eq!(sink.local(&file("a/one/x")), None);
+        assert_eq!(found("a/one/x"), None);
     }
 
     /// A large file's disk is set aside as its `.part` opens (and counted as room a

@@ -114,7 +114,30 @@ fn the_lock_is_written_in_the_seed_schema_and_read_back_per_file() {
         .unwrap()
         .unwrap();
     assert_eq!((previous.described, previous.matching), (2, 2));
-    assert!(previous.listed(0) && previous.listed(1) && !previous.listed(2));
+    // The completed file is ours while it is as the receive left it; the final name of a
+    // file still in progress never is.
+    let (size, mtime) = (4096, 1_700_000_000);
+    assert!(previous.put_here(0, size, mtime, size, mtime));
+    assert!(
+        previous.put_here(0, size, mtime, size, mtime + 1_000_000_000),
+        "FAT's 2 s"
+    );
+    assert!(
+        !previous.put_here(0, size, mtime, size, mtime + 60_000_000_000),
+        "touched since"
+    );
+    assert!(
+        !previous.put_here(0, size, mtime, size + 1, mtime),
+        "written since"
+    );
+    assert!(
+        !previous.put_here(1, size, mtime, size, mtime),
+        "in progress"
+    );
+    assert!(
+        !previous.put_here(2, size, mtime, size, mtime),
+        "not in the lock"
+    );
     assert_eq!(previous.verified(1), 1000);
     assert_eq!(
         previous.verified(0),
@@ -148,8 +171,16 @@ fn resume_state_applies_only_to_files_whose_path_size_and_mtime_still_match() {
         .unwrap()
         .unwrap();
     assert_eq!((previous.described, previous.matching), (2, 1));
-    assert!(!previous.listed(0));
-    assert!(previous.listed(1) && previous.listed(2), "both were ours");
+    let mtime = 1_700_000_000;
+    assert!(!previous.put_here(0, 4096, 5, 4096, 5), "not in the lock");
+    assert!(
+        previous.put_here(1, 4096, mtime, 4096, mtime),
+        "completed, as it was left"
+    );
+    assert!(
+        !previous.put_here(2, 4096, mtime + 1, 4096, mtime + 1),
+        "in progress: its final name was never ours"
+    );
     assert_eq!(previous.verified(2), 0, "f00001 changed since: not resumed");
 }
 
@@ -237,4 +268,39 @@ fn the_lock_reader_takes_any_bytes_and_reads_a_sound_lock_right() {
         input.truncate(1 + (next() as usize) % input.len());
         ferry_std::fuzz::lock_file(&input);
     }
+}
+
+#[test]
+fn a_completed_file_changed_at_the_sender_is_ours_to_replace_only_as_it_was_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (then, now) = (1_700_000_000, 1_800_000_000);
+    save(dir.path(), &manifest_with(3, then), &progress());
+    // The sender's f00000 changed since the receive that completed it.
+    let entries: Vec<ManifestEntry> = [("f00000", 5000, now), ("f00001", 4096, then)]
+        .iter()
+        .map(|&(path, size, mtime)| ManifestEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size,
+            mode: 0o644,
+            mtime_ns: mtime,
+            sha256: None,
+        })
+        .collect();
+    let manifest = Manifest::from_entries(&entries, &ManifestLimits::default()).unwrap();
+    let previous = Previous::load(&open(dir.path()), &manifest)
+        .unwrap()
+        .unwrap();
+    assert!(
+        previous.put_here(0, 5000, now, 4096, then),
+        "the old copy, as that receive left it"
+    );
+    assert!(
+        !previous.put_here(0, 5000, now, 4096, then + 50_000_000_000),
+        "edited since"
+    );
+    assert!(
+        !previous.put_here(0, 5000, now, 5000, now),
+        "a file put there since by someone else"
+    );
 }

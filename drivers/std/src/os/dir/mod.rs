@@ -35,6 +35,8 @@ pub enum Kind {
         len: u64,
         /// Other names (hard links) it has besides this one.
         other_links: bool,
+        /// Its modification time, in nanoseconds since the Unix epoch.
+        mtime_ns: i64,
     },
     /// A directory.
     Dir,

@@ -86,9 +86,15 @@ impl Dir {
         };
         let format = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
         let kind = if format == SFlag::S_IFREG {
+            // The field types differ between systems.
+            #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+            let mtime_ns = i64::from(stat.st_mtime)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(stat.st_mtime_nsec as i64);
             Kind::File {
                 len: u64::try_from(stat.st_size).unwrap_or(0),
                 other_links: stat.st_nlink > 1,
+                mtime_ns,
             }
         } else if format == SFlag::S_IFDIR {
             Kind::Dir
@@ -186,6 +192,7 @@ impl Dir {
                     Kind::File {
                         len: 0,
                         other_links: false,
+                        mtime_ns: 0,
                     },
                 ));
             }

@@ -44,6 +44,7 @@ fn kind_of(meta: &fs::Metadata) -> Kind {
         Kind::File {
             len: meta.len(),
             other_links: false,
+            mtime_ns: meta.modified().map_or(0, crate::os::meta::ns_from_time),
         }
     } else {
         Kind::Other
