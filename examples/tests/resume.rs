@@ -514,3 +514,62 @@ fn checkpoint_0_saves_only_at_the_end_of_a_receive() {
         }
     }
 }
+
+/// Ctrl-C while the receiver re-reads gigabytes it already holds (a large resume) is heard
+/// at once, not once the check is done, and the lock still vouches for all it did.
+#[test]
+fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Sparse: 8 GiB that take no disk and read as fast as memory; checking them takes
+    // each side seconds of hashing.
+    let total: u64 = 8 << 30;
+    let verified = total - (1 << 20);
+    let source = dir.path().join("big.bin");
+    fs::File::create(&source).unwrap().set_len(total).unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let part = out.join("big.bin.part");
+    fs::File::create(&part).unwrap().set_len(verified).unwrap();
+    let meta = fs::metadata(&source).unwrap();
+    let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    // The lock a stopped receive leaves: all but the last MiB verified.
+    let lock = serde_json::json!({
+        "version": "1.0",
+        "session_id": "0123456789abcdef",
+        "timestamp": "2026-12-01T00:00:00Z",
+        "sender_ip": "127.0.0.1",
+        "total_files": 1,
+        "total_size": total,
+        "files": {"big.bin": {
+            "status": "in_progress",
+            "size": total,
+            "mtime_ns": mtime_ns,
+            "transferred_bytes": verified,
+        }},
+    });
+    fs::write(out.join(".transfer_lock.json"), lock.to_string()).unwrap();
+    let sending = send(&["--pod"], &[&source], None);
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    wait_until(&mut child, &log, || {
+        fs::read_to_string(&log).is_ok_and(|text| text.contains("checking what is already here"))
+    });
+    let asked = Instant::now();
+    signal(&child, "INT");
+    let status = wait(&mut child, Duration::from_secs(60));
+    let took = asked.elapsed();
+    sending.abandon();
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 8, "{text}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the stop took {took:?} to be heard: {text}"
+    );
+    assert_eq!(
+        lock_json(&out)["files"]["big.bin"]["transferred_bytes"].as_u64(),
+        Some(verified),
+        "{text}"
+    );
+    assert_eq!(part_len(&part), verified, "the .part changed");
+}

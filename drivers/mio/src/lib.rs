@@ -52,13 +52,14 @@ pub trait Drain<S> {
     /// True on a receiver: its lanes bring parts (a sender's lanes take them).
     const RECEIVING: bool;
 
-    /// See [`Sending::drain`] and [`Receiving::drain`].
+    /// See [`Sending::drain`] and [`Receiving::drain`]: true if it stopped with more to
+    /// do (its budget of disk work is spent; the session's turn ends there).
     fn drain(
         &mut self,
         session: &mut S,
         now: Timestamp,
         reporter: &mut dyn Reporter,
-    ) -> Result<(), DriverError>;
+    ) -> Result<bool, DriverError>;
 
     /// Lanes the session asked for since the last call (a receiver's), to connect.
     fn lanes_wanted(&mut self) -> Vec<u8> {
@@ -74,7 +75,7 @@ impl Drain<SenderSession> for Sending {
         session: &mut SenderSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
-    ) -> Result<(), DriverError> {
+    ) -> Result<bool, DriverError> {
         Sending::drain(self, session, now, reporter)
     }
 }
@@ -87,7 +88,7 @@ impl Drain<ReceiverSession> for Receiving {
         session: &mut ReceiverSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
-    ) -> Result<(), DriverError> {
+    ) -> Result<bool, DriverError> {
         Receiving::drain(self, session, now, reporter)
     }
 
@@ -364,7 +365,9 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         }
         for _ in 0..TURN {
             let now = clock.now();
-            self.work.drain(&mut self.session, now, reporter)?;
+            // A drain that spent its budget (a long check of what is already here) ends
+            // the turn once the socket is seen to: the other sessions go next.
+            let spent = self.work.drain(&mut self.session, now, reporter)?;
             self.hand_out(hasher)?;
             for lane in self.work.lanes_wanted() {
                 let (index, peer) = (self.index, self.peer);
@@ -425,6 +428,10 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                         return Err(DriverError::Network(format!("the connection failed: {e}")));
                     }
                 }
+            }
+            if spent && self.session.error().is_none() {
+                self.hand_out(hasher)?;
+                return Ok(true);
             }
             // A finished session goes round once more: its close still has to be written.
             if !moved || self.session.error().is_some() {

@@ -26,15 +26,16 @@ pub struct Traffic {
 
 /// Drives `session` over `stream`, and its `lanes`, until the batch is finished or
 /// something fails. `work` drains the session's disk commands and events after every
-/// step (opening the lanes it asks for); it may fail the transfer (a local disk error,
-/// say).
+/// step (opening the lanes it asks for), true if it stopped with more to do (then the
+/// loop only looks at the socket before it drains again); it may fail the transfer (a
+/// local disk error, say).
 pub fn drive<S: Session>(
     stream: &mut TcpStream,
     session: &mut S,
     clock: &Clock,
     traffic: &mut Traffic,
     lanes: &mut Lanes,
-    mut work: impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
+    mut work: impl FnMut(&mut S, &mut Lanes) -> Result<bool, DriverError>,
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; 256 << 10];
     // The session's SHA-256 passes run beside this loop; they are handed out and taken
@@ -42,15 +43,15 @@ pub fn drive<S: Session>(
     let peer = stream.peer_addr().ok().map(|address| address.ip());
     let hasher = RefCell::new(HashThread::start(session, peer));
     traffic.hash_thread = hasher.borrow().is_some();
-    let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<(), DriverError> {
+    let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<bool, DriverError> {
         if let Some(hasher) = hasher.borrow_mut().as_mut() {
             hasher.collect(session, clock.now(), false)?;
         }
-        work(session, lanes)?;
+        let more = work(session, lanes)?;
         if let Some(hasher) = hasher.borrow_mut().as_mut() {
             hasher.dispatch(session)?;
         }
-        Ok(())
+        Ok(more)
     };
     // Waits for a pass the session is waiting for; false if none is out.
     let wait_for_pass = |session: &mut S| -> Result<bool, DriverError> {
@@ -71,7 +72,7 @@ pub fn drive<S: Session>(
                 session.cancel(clock.now(), crate::stop::REASON),
             ));
         }
-        work(session, lanes)?;
+        let more = work(session, lanes)?;
         flush(stream, session, clock, traffic, lanes, &mut work)?;
         lanes.service(session, clock, &mut work)?;
         flush(stream, session, clock, traffic, lanes, &mut work)?;
@@ -94,6 +95,10 @@ pub fn drive<S: Session>(
         // moves on when it is back.
         let pass_out = hasher.borrow().as_ref().is_some_and(HashThread::busy);
         if pass_out && !crate::os::net::readable_now(stream) && wait_for_pass(session)? {
+            continue;
+        }
+        // Disk work left over from a long drain goes on unless there is input first.
+        if more && !crate::os::net::readable_now(stream) {
             continue;
         }
         let timeout = Duration::from_millis(wait.as_millis().max(1) as u64);
@@ -138,7 +143,9 @@ pub fn drive<S: Session>(
         other => other,
     };
     // Whatever happened, let the peer see what was sealed for it (a close, a cancel).
-    let _ = flush(stream, session, clock, traffic, lanes, &mut |_, _| Ok(()));
+    let _ = flush(stream, session, clock, traffic, lanes, &mut |_, _| {
+        Ok(false)
+    });
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
         linger(stream);
@@ -200,7 +207,7 @@ fn flush<S: Session>(
     clock: &Clock,
     traffic: &mut Traffic,
     lanes: &mut Lanes,
-    work: &mut impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
+    work: &mut impl FnMut(&mut S, &mut Lanes) -> Result<bool, DriverError>,
 ) -> Result<(), DriverError> {
     loop {
         let pending = session.poll_transmit();

@@ -281,7 +281,7 @@ impl Lanes {
         &mut self,
         session: &mut S,
         clock: &Clock,
-        work: &mut impl FnMut(&mut S, &mut Lanes) -> Result<(), DriverError>,
+        work: &mut impl FnMut(&mut S, &mut Lanes) -> Result<bool, DriverError>,
     ) -> Result<(), DriverError> {
         self.accept(session);
         loop {

@@ -32,6 +32,22 @@ use ferry_core::Entropy;
 /// The port Ferry listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 15820;
 
+/// Disk work one drain of a session's outputs does at most (bytes read or written; any
+/// other command counts as a small write) before it hands control back: checking what
+/// is already here can re-read gigabytes, and meanwhile the loop must still hear the
+/// user's Ctrl-C, keep its socket alive and, on the event loop, serve other sessions.
+/// The caller drains again at once.
+pub const DRAIN_BUDGET: usize = 64 << 20;
+
+/// What `command` costs against [`DRAIN_BUDGET`].
+pub fn drain_cost(command: &ferry_core::transfer::DiskCommand) -> usize {
+    use ferry_core::transfer::DiskCommand;
+    match command {
+        DiskCommand::Read { len, .. } | DiskCommand::Write { len, .. } => *len,
+        _ => 4 << 10,
+    }
+}
+
 /// Entropy from the operating system, for real keys and tokens.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsEntropy;

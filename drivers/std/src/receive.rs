@@ -90,11 +90,11 @@ pub fn receive(
         &mut traffic,
         &mut lanes,
         |session, lanes| {
-            work.drain(session, clock.now(), reporter)?;
+            let more = work.drain(session, clock.now(), reporter)?;
             for lane in core::mem::take(&mut work.lanes_wanted) {
                 lanes.connect(session, &clock, lane);
             }
-            Ok(())
+            Ok(more)
         },
     );
     let connections = lanes.connections();
@@ -249,19 +249,29 @@ impl Receiving {
         })
     }
 
-    /// Carries out `session`'s outputs until it waits: its disk commands against the
-    /// output directory, its events as reports and decisions.
+    /// Carries out `session`'s outputs until it waits (`false`), or until it has done
+    /// [`crate::DRAIN_BUDGET`]'s worth of disk work with more to do (`true`: drain again
+    /// once the loop has looked at its socket): its disk commands against the output
+    /// directory, its events as reports and decisions.
     pub fn drain(
         &mut self,
         session: &mut ReceiverSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
-    ) -> Result<(), DriverError> {
+    ) -> Result<bool, DriverError> {
+        let mut budget = crate::DRAIN_BUDGET;
         loop {
             match session.poll_output() {
-                Output::Disk(command) => session.carry_out(now, command, self.storage())?,
+                Output::Disk(command) => {
+                    let cost = crate::drain_cost(&command);
+                    session.carry_out(now, command, self.storage())?;
+                    budget = budget.saturating_sub(cost);
+                    if budget == 0 {
+                        return Ok(true);
+                    }
+                }
                 Output::Event(event) => self.handle_event(session, event, now, reporter)?,
-                Output::Timeout(_) => return Ok(()),
+                Output::Timeout(_) => return Ok(false),
             }
         }
     }

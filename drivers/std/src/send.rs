@@ -240,19 +240,29 @@ impl Sending {
         }
     }
 
-    /// Carries out `session`'s outputs until it waits: reads the source for its disk
-    /// commands and turns its events into reports.
+    /// Carries out `session`'s outputs until it waits (`false`), or until it has done
+    /// [`crate::DRAIN_BUDGET`]'s worth of reading with more to do (`true`: drain again once
+    /// the loop has looked at its socket): reads the source for its disk commands and
+    /// turns its events into reports.
     pub fn drain(
         &mut self,
         session: &mut SenderSession,
         now: Timestamp,
         reporter: &mut dyn Reporter,
-    ) -> Result<(), DriverError> {
+    ) -> Result<bool, DriverError> {
+        let mut budget = crate::DRAIN_BUDGET;
         loop {
             match session.poll_output() {
-                Output::Disk(command) => session.carry_out(now, command, &mut self.reader)?,
+                Output::Disk(command) => {
+                    let cost = crate::drain_cost(&command);
+                    session.carry_out(now, command, &mut self.reader)?;
+                    budget = budget.saturating_sub(cost);
+                    if budget == 0 {
+                        return Ok(true);
+                    }
+                }
                 Output::Event(event) => self.report(session, event, reporter),
-                Output::Timeout(_) => return Ok(()),
+                Output::Timeout(_) => return Ok(false),
             }
         }
     }
