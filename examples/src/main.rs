@@ -559,10 +559,21 @@ fn main() -> ProcessExit {
     code
 }
 
+/// What a send that delivered all it could read says of the `unreadable` paths its
+/// listing left out.
+fn left_out(unreadable: usize) -> String {
+    format!(
+        "sent everything that could be read; {} below the paths given could not be (see above)",
+        count(unreadable as u64, "path", "paths")
+    )
+}
+
 /// `ferry send --receivers N`: the mio driver serves N receivers, each on its own line.
+/// `unreadable`: paths the listing could not read (see [`left_out`]).
 fn serve_many(
     sender: &mut Sender,
     receivers: usize,
+    unreadable: usize,
     output: &mut Output,
     verbose: bool,
 ) -> ProcessExit {
@@ -573,6 +584,11 @@ fn serve_many(
             output,
             ferry_std::ExitCode::Integrity,
             "some receivers could not get every file (see above)",
+        ),
+        Ok(_) if unreadable > 0 => end_with(
+            output,
+            ferry_std::ExitCode::Integrity,
+            &left_out(unreadable),
         ),
         Ok(summary) => {
             output.done();
@@ -657,6 +673,14 @@ fn run() -> ProcessExit {
             for skipped in &tree.skipped {
                 output.reporter().info(&format!("skipping {skipped}"));
             }
+            for unreadable in &tree.unreadable {
+                output
+                    .reporter()
+                    .info(&format!("cannot send {unreadable}; left out"));
+            }
+            // Paths the listing could not read end the send as files that could not be
+            // read do (exit 5), once what could be read is delivered.
+            let unreadable = tree.unreadable.len();
             if tree.manifest.is_empty() {
                 let why = if tree.skipped.is_empty() {
                     ""
@@ -698,7 +722,13 @@ fn run() -> ProcessExit {
                 );
             }
             if let Some(receivers) = receivers {
-                return serve_many(&mut sender, receivers as usize, &mut output, cli.verbose);
+                return serve_many(
+                    &mut sender,
+                    receivers as usize,
+                    unreadable,
+                    &mut output,
+                    cli.verbose,
+                );
             }
             match sender.serve(output.reporter()) {
                 Ok(summary) if summary.failed > 0 => end_with(
@@ -708,6 +738,11 @@ fn run() -> ProcessExit {
                         "sent all but {} of the files; those could not be delivered (see above)",
                         summary.failed
                     ),
+                ),
+                Ok(_) if unreadable > 0 => end_with(
+                    &mut output,
+                    ferry_std::ExitCode::Integrity,
+                    &left_out(unreadable),
                 ),
                 Ok(summary) => {
                     output.finished(

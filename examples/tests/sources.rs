@@ -137,6 +137,50 @@ fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives
     assert!(!out.join("src/locked.bin.part").exists());
 }
 
+/// A folder below the paths given that the sender may not list (`chmod 000`, another
+/// user's) is left out by name, and the rest is sent: the send ends with exit 5, as for a
+/// file it cannot read, while the receiver, which got everything offered, ends with 0.
+#[test]
+fn a_folder_the_sender_cannot_list_is_left_out_by_name_and_the_rest_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("private")).unwrap();
+    random_file(&src.join("first.bin"), 1 << 20, 1);
+    random_file(&src.join("private/secret.bin"), 1 << 20, 2);
+    random_file(&src.join("last.bin"), 1 << 20, 3);
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Root lists anything: the sender then runs as nobody, as the user it would be.
+    let mut command = Command::new(FERRY);
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        command.uid(65534).gid(65534);
+    }
+    let sending = send_with(command, &["--pod"], &[&src]);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(status, 5, "{sender_log}");
+    assert!(
+        sender_log.contains("src/private: cannot list it: Permission denied"),
+        "{sender_log}"
+    );
+    assert!(
+        sender_log.contains("1 path below the paths given could not be"),
+        "{sender_log}"
+    );
+    for name in ["first.bin", "last.bin"] {
+        assert!(fs::read(src.join(name)).unwrap() == fs::read(out.join("src").join(name)).unwrap());
+    }
+    assert!(
+        !out.join("src/private").exists(),
+        "an empty stand-in arrived"
+    );
+}
+
 #[test]
 fn names_the_protocol_cannot_carry_and_links_sockets_and_fifos_are_skipped_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();

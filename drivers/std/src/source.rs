@@ -29,6 +29,10 @@ pub struct SourceTree {
     /// Things that were left out, with why (symlinks, sockets, names the protocol cannot
     /// carry).
     pub skipped: Vec<String>,
+    /// Things below the paths given that could not be looked at or listed (permission
+    /// denied, say), with why: left out, and the send then ends as one with files that
+    /// could not be read.
+    pub unreadable: Vec<String>,
 }
 
 impl SourceTree {
@@ -39,6 +43,7 @@ impl SourceTree {
             builder: ManifestBuilder::new(*limits),
             limits: *limits,
             skipped: Vec::new(),
+            unreadable: Vec::new(),
         };
         let mut scanned_roots = Vec::new();
         for root in roots {
@@ -78,12 +83,13 @@ impl SourceTree {
                 meta
             };
             scanned_roots.push((root.clone(), scan.builder.len()));
-            scan.walk(root, &name, &meta)?;
+            scan.walk(root, &name, &meta, true)?;
         }
         Ok(SourceTree {
             manifest: Arc::new(scan.builder.finish()?),
             roots: scanned_roots,
             skipped: scan.skipped,
+            unreadable: scan.unreadable,
         })
     }
 
@@ -140,6 +146,20 @@ enum Child {
     /// A FIFO, a socket, a device: not sent.
     Other,
     Found(fs::Metadata),
+    /// Removed between the listing of its folder and the look at it.
+    Gone,
+    /// It could not be looked at, for this reason.
+    Unreadable(std::io::Error),
+}
+
+/// What a child of a folder being listed is, from the look at it.
+fn child_of(looked: std::io::Result<fs::Metadata>) -> Child {
+    match looked {
+        Ok(meta) if meta.file_type().is_symlink() => Child::Link,
+        Ok(meta) => Child::Found(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Child::Gone,
+        Err(e) => Child::Unreadable(e),
+    }
 }
 
 /// The names in the directory at `path` and what each is. A path too long for the
@@ -150,13 +170,10 @@ fn list(path: &Path) -> std::io::Result<Vec<(OsString, Child)>> {
         return fs::read_dir(path)?
             .map(|child| {
                 let child = child?;
-                let meta = fs::symlink_metadata(child.path())?;
-                let found = if meta.file_type().is_symlink() {
-                    Child::Link
-                } else {
-                    Child::Found(meta)
-                };
-                Ok((child.file_name(), found))
+                Ok((
+                    child.file_name(),
+                    child_of(fs::symlink_metadata(child.path())),
+                ))
             })
             .collect();
     }
@@ -166,12 +183,17 @@ fn list(path: &Path) -> std::io::Result<Vec<(OsString, Child)>> {
         // Names that are not UTF-8 are refused by the caller, by name; none is opened.
         let found = match name.to_str() {
             None => Child::Other,
-            Some(text) => match dir.stat(text)?.map(|f| f.kind) {
-                None => continue,
-                Some(Kind::Link) => Child::Link,
-                Some(Kind::Other) => Child::Other,
-                Some(Kind::Dir) => Child::Found(dir.open_dir(text)?.as_file().metadata()?),
-                Some(Kind::File { .. }) => Child::Found(dir.open_file(text, false)?.metadata()?),
+            Some(text) => match dir.stat(text).map(|found| found.map(|f| f.kind)) {
+                Ok(None) => Child::Gone,
+                Err(e) => child_of(Err(e)),
+                Ok(Some(Kind::Link)) => Child::Link,
+                Ok(Some(Kind::Other)) => Child::Other,
+                Ok(Some(Kind::Dir)) => {
+                    child_of(dir.open_dir(text).and_then(|d| d.as_file().metadata()))
+                }
+                Ok(Some(Kind::File { .. })) => {
+                    child_of(dir.open_file(text, false).and_then(|f| f.metadata()))
+                }
             },
         };
         children.push((name, found));
@@ -184,14 +206,19 @@ struct Scan {
     builder: ManifestBuilder,
     limits: ManifestLimits,
     skipped: Vec<String>,
+    unreadable: Vec<String>,
 }
 
 impl Scan {
+    /// Adds the file or folder at `path` (a `root` given by the user, or found below
+    /// one) and, for a folder, everything in it. A folder below the roots that cannot be
+    /// listed is left out whole, and said; a root that cannot be is an error.
     fn walk(
         &mut self,
         path: &Path,
         relative: &str,
         meta: &fs::Metadata,
+        root: bool,
     ) -> Result<(), DriverError> {
         let source_error = |e: std::io::Error| DriverError::Source {
             path: path.display().to_string(),
@@ -208,6 +235,18 @@ impl Scan {
             ));
             return Ok(());
         };
+        let children = match kind {
+            EntryKind::Directory => match list(path) {
+                Ok(children) => children,
+                Err(e) if !root => {
+                    self.unreadable
+                        .push(format!("{}: cannot list it: {e}", path.display()));
+                    return Ok(());
+                }
+                Err(e) => return Err(source_error(e)),
+            },
+            _ => Vec::new(),
+        };
         self.builder.push(Entry {
             path: relative,
             kind,
@@ -221,7 +260,7 @@ impl Scan {
             sha256: None,
         })?;
         if kind == EntryKind::Directory {
-            let mut children = list(path).map_err(source_error)?;
+            let mut children = children;
             children.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, child) in children {
                 let child_path = path.join(&name);
@@ -241,6 +280,18 @@ impl Scan {
                         continue;
                     }
                     Child::Found(meta) => meta,
+                    Child::Gone => {
+                        self.skipped.push(format!(
+                            "{}: removed while its folder was listed",
+                            child_path.display()
+                        ));
+                        continue;
+                    }
+                    Child::Unreadable(e) => {
+                        self.unreadable
+                            .push(format!("{}: cannot look at it: {e}", child_path.display()));
+                        continue;
+                    }
                 };
                 let Some(name) = name.to_str().map(ToOwned::to_owned) else {
                     self.skipped
@@ -253,7 +304,7 @@ impl Scan {
                         .push(refused_name(&child_path, &rule.to_string()));
                     continue;
                 }
-                self.walk(&child_path, &child_relative, &child_meta)?;
+                self.walk(&child_path, &child_relative, &child_meta, false)?;
             }
         }
         Ok(())
