@@ -287,6 +287,7 @@ impl Display {
 
 /// `--json`: one object per event on stdout, a line each; progress at most 5 times a
 /// second (and always the last).
+#[derive(Default)]
 struct Json {
     files: u64,
     total: u64,
@@ -294,10 +295,25 @@ struct Json {
     /// The newest progress (bytes, files done), and whether it was said.
     latest: (u64, usize),
     said: bool,
+    /// The receiver whose session this reports on, named in each event, where one
+    /// sender serves several (`--receivers`).
+    receiver: Option<String>,
+    /// Those sessions' own reporters, by receiver.
+    receivers: std::collections::HashMap<String, Json>,
 }
 
 impl Json {
-    fn emit(&mut self, value: serde_json::Value) {
+    fn new() -> Self {
+        Json {
+            said: true,
+            ..Json::default()
+        }
+    }
+
+    fn emit(&mut self, mut value: serde_json::Value) {
+        if let Some(receiver) = &self.receiver {
+            value["receiver"] = receiver.as_str().into();
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{value}");
         let _ = out.flush();
@@ -314,7 +330,9 @@ impl Json {
             "files_total": self.files,
         }));
     }
+}
 
+impl Reporter for Json {
     /// The batch arrived whole: the last progress says so. A file sent again made the
     /// total an estimate (its first attempt's bytes, moved or not, and all of the next);
     /// now what moved is known, and it is the total.
@@ -325,9 +343,22 @@ impl Json {
             self.emit_progress(bytes, files);
         }
     }
-}
 
-impl Reporter for Json {
+    fn for_peer(&mut self, peer: &str) -> Option<&mut dyn Reporter> {
+        let reporter = self
+            .receivers
+            .entry(peer.to_owned())
+            .or_insert_with(|| Json {
+                receiver: Some(peer.to_owned()),
+                ..Json::new()
+            });
+        Some(reporter)
+    }
+
+    fn peer_gone(&mut self, peer: &str) {
+        self.receivers.remove(peer);
+    }
+
     fn info(&mut self, line: &str) {
         self.emit(serde_json::json!({ "event": "info", "message": line }));
     }
@@ -629,8 +660,43 @@ fn serve_many(
     }
 }
 
+/// A command line that does not parse: clap says why on stderr (help and version go to
+/// stdout as usual); with `--json` among the arguments, the `failed` event that is always
+/// `--json`'s last line says it too.
+fn misused(error: clap::Error) -> ProcessExit {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !std::env::args_os().any(|arg| arg == "--json") {
+        error.exit();
+    }
+    let rendered = error.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let code = ferry_std::ExitCode::Usage as u8;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::json!({ "event": "failed", "error": message, "exit_code": code })
+    );
+    let _ = out.flush();
+    let _ = error.print();
+    ProcessExit::from(code)
+}
+
 fn run() -> ProcessExit {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return misused(error),
+    };
     if let Err(error) = ferry_std::stop::install() {
         eprintln!(
             "ferry: cannot handle Ctrl-C ({error}); it will end the process without a cancel"
@@ -639,13 +705,7 @@ fn run() -> ProcessExit {
     let sending = matches!(cli.command, Command::Send { .. });
     let _ = PEER.set(if sending { "receiver" } else { "sender" });
     let mut output = if cli.json {
-        Output::Json(Json {
-            files: 0,
-            total: 0,
-            last_progress: None,
-            latest: (0, 0),
-            said: true,
-        })
+        Output::Json(Json::new())
     } else if cli.quiet {
         Output::Quiet(ferry_std::Quiet)
     } else {

@@ -326,6 +326,40 @@ fn bad_connection_strings_are_usage_errors_naming_the_part() {
             stderr(&output)
         );
     }
+    // With --json, a program reads why on stdout too: the `failed` event that always ends
+    // it (and nothing else there).
+    for args in [
+        &[
+            "receive",
+            "--json",
+            "--connections",
+            "9",
+            "127.0.0.1:00000000000000000000000000",
+        ][..],
+        &["send", "--json", "--timeout", "0", "."][..],
+        &["send", "--json", "--no-such-option", "."][..],
+    ] {
+        let output = Command::new(FERRY).args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stdout}");
+        assert_eq!(lines[0]["event"], "failed", "{args:?}: {stdout}");
+        assert_eq!(lines[0]["exit_code"], 2, "{args:?}: {stdout}");
+        let option = args[2];
+        assert!(
+            lines[0]["error"].as_str().unwrap().contains(option),
+            "{args:?}: {stdout}"
+        );
+    }
     let help = Command::new(FERRY).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("3  authentication failed"));
 }

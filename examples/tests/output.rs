@@ -217,6 +217,28 @@ fn json_ends_with_failed_or_finished_however_the_run_ends() {
     for field in ["folders", "failed", "bytes", "seconds"] {
         assert!(last[field].is_number(), "no {field}: {last}");
     }
+    // Each receiver's own events name it: its plan, and its last progress, which says
+    // the whole batch moved. (A sender's files are done together, with `finished`.)
+    let all = events(&rest);
+    let mut named: Vec<&str> = all.iter().filter_map(|e| e["receiver"].as_str()).collect();
+    named.sort_unstable();
+    named.dedup();
+    assert_eq!(named.len(), 2, "{rest}");
+    for receiver in named {
+        let its: Vec<&Value> = all.iter().filter(|e| e["receiver"] == receiver).collect();
+        let plans = its.iter().filter(|e| e["event"] == "plan").count();
+        assert_eq!(plans, 1, "{receiver}: {rest}");
+        let progress = its
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "progress")
+            .unwrap_or_else(|| panic!("no progress for {receiver}: {rest}"));
+        assert_eq!(
+            (progress["bytes"].as_u64(), progress["bytes_total"].as_u64()),
+            (Some(500_000), Some(500_000)),
+            "{receiver}: {rest}"
+        );
+    }
 
     // Nothing that can be sent: `failed`, a usage error.
     let fifo = dir.path().join("only-a-fifo");

@@ -522,7 +522,8 @@ pub enum TransferEvent {
         /// Bytes so far in this session.
         bytes: u64,
     },
-    /// A file is verified and committed (receiver) or confirmed (sender, at the end).
+    /// Receiver: a file is verified and committed. (A sender's files are confirmed
+    /// together, by [`TransferEvent::Finished`].)
     FileDone {
         /// Manifest index.
         entry: usize,

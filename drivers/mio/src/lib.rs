@@ -32,7 +32,7 @@ use ferry_std::conn::Traffic;
 use ferry_std::peer::PeerPolicy;
 use ferry_std::receive::{ReceiveOptions, ReceiveSummary, Receiving, connect_error};
 use ferry_std::send::{SendSummary, Sender, Sending, failure};
-use ferry_std::{Clock, DriverError, Reporter};
+use ferry_std::{Clock, DriverError, Report, Reporter};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
@@ -115,18 +115,32 @@ const LANE_HELLO_WAIT: Duration = Duration::from_millis(250);
 /// Connections [`serve`] accepts beyond the receivers it still waits for.
 pub const SPARE_CONNECTIONS: usize = 8;
 
-/// Lines from one session, prefixed with its peer; byte progress is left to the caller.
+/// One session's reports among several: its lines prefixed with its peer, and the rest
+/// to the caller's reporter for that peer, where it has one ([`Reporter::for_peer`]).
 struct Prefixed<'a> {
-    prefix: &'a str,
+    peer: &'a str,
     inner: &'a mut dyn Reporter,
 }
 
 impl Reporter for Prefixed<'_> {
     fn info(&mut self, line: &str) {
-        self.inner.info(&format!("{}{line}", self.prefix));
+        self.inner.info(&format!("{}: {line}", self.peer));
     }
-    fn start(&mut self, _files: usize, _bytes: u64) {}
-    fn progress(&mut self, _bytes: u64, _files: usize) {}
+    fn report(&mut self, report: &Report<'_>) {
+        if let Some(reporter) = self.inner.for_peer(self.peer) {
+            reporter.report(report);
+        }
+    }
+    fn start(&mut self, files: usize, bytes: u64) {
+        if let Some(reporter) = self.inner.for_peer(self.peer) {
+            reporter.start(files, bytes);
+        }
+    }
+    fn progress(&mut self, bytes: u64, files: usize) {
+        if let Some(reporter) = self.inner.for_peer(self.peer) {
+            reporter.progress(bytes, files);
+        }
+    }
 }
 
 /// One connection and its session.
@@ -176,7 +190,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         Conn {
             stream,
             peer,
-            label: format!("{peer}: "),
+            label: peer.to_string(),
             session,
             work,
             input: vec![0u8; INPUT_BUFFER].into_boxed_slice(),
@@ -302,7 +316,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             registry,
             hasher,
             &mut Prefixed {
-                prefix: &label,
+                peer: &label,
                 inner: reporter,
             },
         );
@@ -808,6 +822,10 @@ pub fn serve(
                         0 => String::new(),
                         n => format!(", all but {n} files that could not be delivered"),
                     };
+                    if let Some(its) = reporter.for_peer(&conn.label) {
+                        its.arrived();
+                    }
+                    reporter.peer_gone(&conn.label);
                     reporter.info(&format!(
                         "{peer}: received the batch ({} bytes in {:.1} s{missing})",
                         delivered.bytes,
@@ -817,7 +835,10 @@ pub fn serve(
                 }
                 Err(error) => {
                     summary.failed_sessions += 1;
-                    reporter.info(&format!("a receiver from {peer} {}", failure(&error)));
+                    reporter.peer_gone(&conn.label);
+                    let reason = format!("a receiver from {peer} {}", failure(&error));
+                    reporter.report(&Report::ReceiverLost { reason: &reason });
+                    reporter.info(&reason);
                 }
             }
         }

@@ -204,6 +204,21 @@ pub trait Reporter {
     fn checking(&mut self, checked: u64, total: u64) {
         let _ = (checked, total);
     }
+    /// The batch arrived whole: the last progress can say exactly what moved.
+    fn arrived(&mut self) {}
+    /// The reporter for the session with the receiver at `peer`, one of several a sender
+    /// serves at once (`--receivers`), if this one tells them apart (`--json` does: each
+    /// of its events names its receiver). `None`: only their lines are shown, through
+    /// [`Reporter::info`] with the peer in front.
+    fn for_peer(&mut self, peer: &str) -> Option<&mut dyn Reporter> {
+        let _ = peer;
+        None
+    }
+    /// The session with the receiver at `peer` is over: [`Reporter::for_peer`]'s state
+    /// for it can go.
+    fn peer_gone(&mut self, peer: &str) {
+        let _ = peer;
+    }
 }
 
 /// A reporter that stays silent.
