@@ -175,3 +175,60 @@ fn ctrl_c_on_a_sender_serving_two_receivers_cancels_both_and_each_hears_why() {
     assert_eq!(status, 8, "{log}");
     assert!(log.contains("cancelled here"), "{log}");
 }
+
+/// One receiver's large resume does not hold up the others: while the sender re-reads
+/// gigabytes to check what the first says it has, a second receiver that connects is
+/// shaken hands with and offered the batch, between slices of that check.
+#[test]
+fn a_receivers_long_resume_check_does_not_hold_up_another_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let total: u64 = 4 << 30;
+    let (source, out, _) = large_resume(dir.path(), total);
+    let mut sender = Command::new(FERRY)
+        .args(["send", "--pod", "--port", "0", "--receivers", "2"])
+        .arg(&source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sender.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let args: Vec<String> = line.split_whitespace().skip(1).map(str::to_owned).collect();
+    let log = dir.path().join("first.log");
+    let mut first = spawn_receive(&args, &out, &log);
+    // The first receiver checks its copy; then the sender reads its own to check the
+    // claim. A GiB into that, the second receiver comes.
+    wait_until(&mut first, &log, || bytes_read(sender.id()) >= 1 << 30);
+    let mut second = Command::new(FERRY)
+        .args(&args)
+        .arg("--json")
+        .arg("-o")
+        .arg(dir.path().join("second"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut events = std::io::BufReader::new(second.stdout.take().unwrap());
+    let offered_at = loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut events, &mut line).unwrap() == 0 {
+            panic!("the second receiver ended without an offer");
+        }
+        if line.contains("\"offered\"") {
+            break bytes_read(sender.id());
+        }
+    };
+    for mut child in [second, first, sender] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        offered_at < total - (1 << 30),
+        "the second receiver was offered the batch only once the sender had read \
+         {offered_at} bytes of the first one's {total}-byte check"
+    );
+}

@@ -519,36 +519,8 @@ fn checkpoint_0_saves_only_at_the_end_of_a_receive() {
 /// at once, not once the check is done, and the lock still vouches for all it did.
 #[test]
 fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
-    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    // Sparse: 8 GiB that take no disk and read as fast as memory; checking them takes
-    // each side seconds of hashing.
-    let total: u64 = 8 << 30;
-    let verified = total - (1 << 20);
-    let source = dir.path().join("big.bin");
-    fs::File::create(&source).unwrap().set_len(total).unwrap();
-    let out = dir.path().join("out");
-    fs::create_dir_all(&out).unwrap();
-    let part = out.join("big.bin.part");
-    fs::File::create(&part).unwrap().set_len(verified).unwrap();
-    let meta = fs::metadata(&source).unwrap();
-    let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-    // The lock a stopped receive leaves: all but the last MiB verified.
-    let lock = serde_json::json!({
-        "version": "1.0",
-        "session_id": "0123456789abcdef",
-        "timestamp": "2026-12-01T00:00:00Z",
-        "sender_ip": "127.0.0.1",
-        "total_files": 1,
-        "total_size": total,
-        "files": {"big.bin": {
-            "status": "in_progress",
-            "size": total,
-            "mtime_ns": mtime_ns,
-            "transferred_bytes": verified,
-        }},
-    });
-    fs::write(out.join(".transfer_lock.json"), lock.to_string()).unwrap();
+    let (source, out, verified) = large_resume(dir.path(), 8 << 30);
     let sending = send(&["--pod"], &[&source], None);
     let log = dir.path().join("receive.log");
     let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
@@ -571,5 +543,58 @@ fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
         Some(verified),
         "{text}"
     );
-    assert_eq!(part_len(&part), verified, "the .part changed");
+    assert_eq!(
+        part_len(&out.join("big.bin.part")),
+        verified,
+        "the .part changed"
+    );
+}
+
+/// Ctrl-C on a sender while it re-reads what a receiver says it already has (a large
+/// resume) is heard at once, by the blocking sender and by the event loop
+/// (`--receivers`), and the receiver hears why.
+#[test]
+fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
+    for extra in [&[][..], &["--receivers", "1"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, out, _) = large_resume(dir.path(), 4 << 30);
+        let sender_log = dir.path().join("send.log");
+        let mut sender = Command::new(FERRY)
+            .args(["send", "--pod", "--port", "0"])
+            .args(extra)
+            .arg(&source)
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&sender_log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sender.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let args: Vec<String> = line.split_whitespace().skip(1).map(str::to_owned).collect();
+        let log = dir.path().join("receive.log");
+        let mut receiver = spawn_receive(&args, &out, &log);
+        // The receiver checks its copy first; then the sender reads its own to check the
+        // claim: stopped a GiB into that.
+        wait_until(&mut receiver, &log, || bytes_read(sender.id()) >= 1 << 30);
+        let asked = Instant::now();
+        signal(&sender, "INT");
+        let status = wait(&mut sender, Duration::from_secs(60));
+        let took = asked.elapsed();
+        let sent = fs::read_to_string(&sender_log).unwrap();
+        assert_eq!(status, 8, "{extra:?}: {sent}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "{extra:?}: the stop took {took:?} to be heard: {sent}"
+        );
+        let received = wait(&mut receiver, Duration::from_secs(60));
+        let text = fs::read_to_string(&log).unwrap();
+        assert_eq!(received, 8, "{extra:?}: {text}");
+        assert!(
+            text.contains("cancelled by the sender"),
+            "{extra:?}: {text}"
+        );
+    }
 }

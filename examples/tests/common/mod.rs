@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -489,4 +489,51 @@ pub(crate) fn relay(
 pub(crate) fn port_arg(args: &[String]) -> (usize, u16) {
     let at = args.iter().position(|a| a == "--port").unwrap() + 1;
     (at, args[at].parse().unwrap())
+}
+
+/// A large resume, cheaply: a sparse source of `total` bytes (no disk, read as fast as
+/// memory; checking it still costs each side seconds of hashing), and an output folder
+/// as a stopped receive leaves it, with all but the last MiB verified. Returns the
+/// source, the output folder and the verified length.
+pub(crate) fn large_resume(dir: &Path, total: u64) -> (PathBuf, PathBuf, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let verified = total - (1 << 20);
+    let source = dir.join("big.bin");
+    fs::File::create(&source).unwrap().set_len(total).unwrap();
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    fs::File::create(out.join("big.bin.part"))
+        .unwrap()
+        .set_len(verified)
+        .unwrap();
+    let meta = fs::metadata(&source).unwrap();
+    let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    let lock = serde_json::json!({
+        "version": "1.0",
+        "session_id": "0123456789abcdef",
+        "timestamp": "2026-12-01T00:00:00Z",
+        "sender_ip": "127.0.0.1",
+        "total_files": 1,
+        "total_size": total,
+        "files": {"big.bin": {
+            "status": "in_progress",
+            "size": total,
+            "mtime_ns": mtime_ns,
+            "transferred_bytes": verified,
+        }},
+    });
+    fs::write(out.join(".transfer_lock.json"), lock.to_string()).unwrap();
+    (source, out, verified)
+}
+
+/// Bytes the process `pid` has read so far (from the page cache or not).
+pub(crate) fn bytes_read(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("rchar: ").map(str::to_owned))
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
