@@ -659,6 +659,76 @@ fn a_file_put_at_a_final_name_after_a_receive_was_stopped_is_not_overwritten() {
     );
 }
 
+/// Within a batch that is still being received, a file a receive put in place (here one
+/// already there, copied without its mtime, that the receive verified) is the receive's
+/// to replace when the sender's changes, without `--overwrite`: also by the run after one
+/// that was stopped while the newer version was on its way. (Once a batch is all here,
+/// its files are the user's: a newer version needs `--overwrite`.)
+#[test]
+fn a_newer_version_stopped_on_its_way_still_replaces_the_file_a_receive_put_there() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    let report = tree.join("a-report.bin");
+    random_file(&report, 64 << 20, 21);
+    let notes = tree.join("a-notes.bin");
+    random_file(&notes, 1 << 20, 24);
+    random_file(&tree.join("b-big.bin"), 256 << 20, 22);
+    let out = dir.path().join("out");
+    fs::create_dir_all(out.join("tree")).unwrap();
+    let copy = out.join("tree/a-report.bin");
+    fs::copy(&report, &copy).unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::open(&copy)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    // Stops a receive of the tree once `part` holds 32 MiB.
+    let stopped = |part: &Path, name: &str| {
+        let sending = send(&["--pod"], &[&tree], None);
+        let log = dir.path().join(name);
+        let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+        wait_until(&mut child, &log, || part_len(part) >= 32 << 20);
+        signal(&child, "INT");
+        let status = wait(&mut child, Duration::from_secs(60));
+        sending.abandon();
+        let text = fs::read_to_string(&log).unwrap();
+        assert_eq!(status, 8, "{text}");
+        text
+    };
+
+    let first = stopped(&out.join("tree/b-big.bin.part"), "first.log");
+    assert!(
+        first.contains("Resuming transfer: 1 completed, 0 partial, 2 fresh"),
+        "{first}"
+    );
+    let (theirs, ours) = (fs::metadata(&report).unwrap(), fs::metadata(&copy).unwrap());
+    assert_eq!(
+        (ours.mtime(), ours.mtime_nsec()),
+        (theirs.mtime(), theirs.mtime_nsec()),
+        "the verified copy did not get the sender's mtime"
+    );
+
+    // The sender's files change (one keeps its size); the next receive is stopped while
+    // the larger is on its way.
+    random_file(&report, 256 << 20, 23);
+    random_file(&notes, 1 << 20, 25);
+    stopped(&out.join("tree/a-report.bin.part"), "second.log");
+    assert_eq!(part_len(&copy), 64 << 20, "the old version is gone already");
+
+    let sending = send(&["--pod"], &[&tree], None);
+    let again = receive(&sending.receive_args(None), &out, None);
+    let again_log = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{again_log}");
+    assert!(
+        bytes_already_here(&again_log) > 0,
+        "nothing was resumed: {again_log}"
+    );
+    assert_eq!(sending.finish().0, 0);
+    assert_same_tree(&tree, &out.join("tree"));
+}
+
 /// A receiver that asks for as much as it may (a 40 MiB window, as on a long fast path)
 /// and stops reading once `stop_after` bytes have come: the connection stays open and the
 /// sender's writes stop going anywhere. Returns once it has stopped, with the socket.

@@ -89,14 +89,33 @@ pub struct LockEntry {
     /// SHA-256 of the first `transferred_bytes` bytes, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_hash: Option<HexHash>,
+    /// While a newer version of a file an earlier receive put in place is on its way:
+    /// that file, as it was left (so that the next run may still replace it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Replaces>,
+}
+
+/// A file an earlier receive put in place: its size and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaces {
+    /// Its length.
+    pub size: u64,
+    /// Its modification time, in nanoseconds since the epoch.
+    pub mtime_ns: i64,
 }
 
 impl LockEntry {
-    /// The entry for `progress` of a file of `size` bytes and `mtime_ns`; `None` when
-    /// there is nothing to remember (no verified byte yet).
-    pub fn of(progress: &FileProgress, size: u64, mtime_ns: i64) -> Option<LockEntry> {
+    /// The entry for `progress` of a file of `size` bytes and `mtime_ns`, on its way to
+    /// replace the file `replaces` (see [`LockEntry::replaces`]); `None` when there is
+    /// nothing to remember (no verified byte yet, nothing it replaces).
+    pub fn of(
+        progress: &FileProgress,
+        size: u64,
+        mtime_ns: i64,
+        replaces: Option<Replaces>,
+    ) -> Option<LockEntry> {
         let completed = progress.status == FileStatus::Completed;
-        if !completed && progress.verified_bytes == 0 {
+        if !completed && progress.verified_bytes == 0 && replaces.is_none() {
             return None;
         }
         let hash = progress.sha256.map(HexHash);
@@ -111,6 +130,7 @@ impl LockEntry {
             transferred_bytes: progress.verified_bytes,
             original_hash: if completed { hash } else { None },
             partial_hash: hash,
+            replaces: if completed { None } else { replaces },
         })
     }
 }
@@ -149,12 +169,15 @@ pub fn utc_now() -> String {
 }
 
 /// Writes the lock for a session in the seed's schema: `progress(entry)` is each file's
-/// state now. Files with nothing verified yet are left out (there is nothing to resume).
+/// state now, `replaces(entry)` the file an earlier receive put at its name that it is
+/// on its way to replace. Files with nothing verified yet and nothing to replace are
+/// left out (there is nothing to resume).
 pub fn write_lock(
     out: &mut dyn Write,
     header: &LockHeader,
     manifest: &Manifest,
     progress: impl Fn(usize) -> Option<FileProgress>,
+    replaces: impl Fn(usize) -> Option<Replaces>,
 ) -> std::io::Result<()> {
     #[derive(Serialize)]
     struct Top<'a> {
@@ -185,8 +208,8 @@ pub fn write_lock(
         if entry.kind != EntryKind::File {
             continue;
         }
-        let Some(state) =
-            progress(index).and_then(|p| LockEntry::of(&p, entry.size, entry.mtime_ns))
+        let Some(state) = progress(index)
+            .and_then(|p| LockEntry::of(&p, entry.size, entry.mtime_ns, replaces(index)))
         else {
             continue;
         };
@@ -206,8 +229,9 @@ pub fn write_lock(
 pub struct Previous {
     /// Per manifest entry: the lock says an earlier receive put the file there, complete.
     completed: Vec<bool>,
-    /// What the lock says that receive put there (size, mtime), for completed files
-    /// whose entry in this batch has another size or mtime (they changed at the sender).
+    /// What the lock says that receive put there (size, mtime), where it is not this
+    /// batch's entry: completed files that changed at the sender since, and files whose
+    /// newer version was on its way ([`LockEntry::replaces`]).
     put_other: HashMap<u32, (u64, Option<i64>)>,
     /// Verified, durable lengths of `.part` files whose size and mtime still match.
     partial: HashMap<u32, u64>,
@@ -230,14 +254,14 @@ impl Previous {
         len: u64,
         mtime_ns: i64,
     ) -> bool {
-        if !self.completed.get(entry).copied().unwrap_or(false) {
-            return false;
-        }
-        let (put_size, put_mtime) = u32::try_from(entry)
+        let completed = self.completed.get(entry).copied().unwrap_or(false);
+        let put = u32::try_from(entry)
             .ok()
             .and_then(|e| self.put_other.get(&e).copied())
-            .unwrap_or((size, Some(batch_mtime_ns)));
-        put_size == len && put_mtime.is_none_or(|put| put.abs_diff(mtime_ns) < 2_000_000_000)
+            .or_else(|| completed.then_some((size, Some(batch_mtime_ns))));
+        put.is_some_and(|(put_size, put_mtime)| {
+            put_size == len && put_mtime.is_none_or(|put| put.abs_diff(mtime_ns) < 2_000_000_000)
+        })
     }
 
     /// Bytes at the start of `entry`'s `.part` that the lock says are verified and durable.
@@ -381,6 +405,10 @@ impl<'de> Visitor<'de> for FilesSeed<'_> {
                         .put_other
                         .insert(index, (state.size, state.mtime_ns));
                 }
+            } else if let Some(replaces) = state.replaces {
+                self.previous
+                    .put_other
+                    .insert(index, (replaces.size, Some(replaces.mtime_ns)));
             }
             if !same {
                 continue;

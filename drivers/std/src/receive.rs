@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::conn::{Traffic, drive};
 use crate::error::DriverError;
 use crate::lanes::Lanes;
-use crate::lock::{self, LockHeader, LockProblem, Previous, write_lock};
+use crate::lock::{self, LockHeader, LockProblem, Previous, Replaces, write_lock};
 use crate::os::meta::{free_space, max_file_size};
 use crate::peer::PeerPolicy;
 use crate::sink::{Here, Sink};
@@ -214,9 +214,16 @@ impl Storage for Destination {
             return Ok(());
         };
         let written = self.sink.take_written();
+        let sink = &self.sink;
         self.checkpoints
             .checkpoint(written, &mut |out| {
-                write_lock(out, header, session.manifest(), |i| session.progress(i))
+                write_lock(
+                    out,
+                    header,
+                    session.manifest(),
+                    |i| session.progress(i),
+                    |i| sink.replaces(i),
+                )
             })
             .map_err(|e| DiskError {
                 kind: DiskErrorKind::Other,
@@ -344,6 +351,7 @@ impl Receiving {
                 let manifest = session.manifest();
                 let refused: Vec<&str> = (0..manifest.len())
                     .filter(|&e| self.claimed_final.get(e).copied().unwrap_or(false))
+                    .filter(|&e| destination.sink.replaces(e).is_none())
                     .filter_map(|e| {
                         let item = manifest.get(e)?;
                         let settled = session.progress(e)?.verified_bytes;
@@ -478,8 +486,15 @@ impl Receiving {
             .map_err(|e| DriverError::Disk(e.to_string()))
             .and_then(|()| {
                 let written = destination.sink.take_written();
+                let sink = &destination.sink;
                 destination.checkpoints.save_now(written, &mut |out| {
-                    write_lock(out, &header, session.manifest(), |i| session.progress(i))
+                    write_lock(
+                        out,
+                        &header,
+                        session.manifest(),
+                        |i| session.progress(i),
+                        |i| sink.replaces(i),
+                    )
                 })
             });
         match (outcome, kept) {
@@ -647,7 +662,7 @@ fn survey(
     }
     *claimed_final = vec![false; manifest.len()];
     let mut local = Vec::new();
-    // Files already here with another size would be overwritten by this batch.
+    // Files already here that this batch would overwrite.
     let mut conflicts = Vec::new();
     for (index, entry) in manifest.iter().enumerate() {
         if entry.kind != EntryKind::File {
@@ -657,12 +672,15 @@ fn survey(
         // A file at the final name may be replaced when the lock says an earlier receive
         // put it there and it is still as that receive left it (not a file the user
         // made, or changed, since).
-        let ours = here.file.is_some_and(|(len, mtime_ns)| {
+        let ours = here.file.filter(|&(len, mtime_ns)| {
             previous.put_here(index, entry.size, entry.mtime_ns, len, mtime_ns)
         });
-        if ours || overwrite {
+        if let Some((size, mtime_ns)) = ours {
+            sink.replace_ours(index, Replaces { size, mtime_ns });
+        } else if overwrite {
             sink.allow_replace(index);
         }
+        let ours = ours.is_some();
         // Any other file there would be overwritten by this batch: one of another size,
         // or one beside this file's `.part` (the file is still on its way).
         let other = here
@@ -693,7 +711,7 @@ fn survey(
     }
     if !conflicts.is_empty() && !overwrite {
         let reason = format!(
-            "{} already exist(s) in the output directory with another size; not overwriting (use --overwrite, or another -o directory)",
+            "{} already exist(s) in the output directory and differ(s) from the batch; not overwriting (use --overwrite, or another -o directory)",
             conflicts.join(", ")
         );
         return Err((reason.clone(), DriverError::Disk(reason)));

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use ferry_core::transfer::{DiskError, Entry, EntryKind, Manifest};
 
 use crate::error::{DriverError, disk_error};
+use crate::lock::Replaces;
 use crate::os::dir::{Dir, DirLock, FileId, Found, Kind, file_id, id_of, refused};
 use crate::os::io::{read_full_at, write_all_at};
 use crate::os::meta::{
@@ -67,7 +68,12 @@ pub struct Sink {
     dirs: Vec<usize>,
     /// Per entry: its existing final file was ours or may be replaced (`--overwrite`).
     replaceable: Vec<bool>,
-    /// Paths in the batch whose names end in `.part`: no file's `.part` may take one.
+    /// Final files an earlier receive put in place, as it left them (length, mtime),
+    /// that this one may replace: remembered in the lock while their newer versions are
+    /// on their way.
+    ours: HashMap<usize, Replaces>,
+    /// The batch's paths that a partial file's name could meet (see [`Sink::part_of`]),
+    /// in lower case.
     batch_parts: HashSet<String>,
 }
 
@@ -161,31 +167,44 @@ impl Sink {
             dirty: false,
             dirs: Vec::new(),
             replaceable: Vec::new(),
+            ours: HashMap::new(),
             batch_parts: HashSet::new(),
         })
     }
 
     /// Takes note of the batch's names before anything is looked at or written: a
     /// file's `.part` must never take the name of another file or folder of the batch
-    /// (a batch may hold both `x` and `x.part`).
+    /// (a batch may hold both `x` and `x.part`), nor another file's `.part`.
     pub fn expect(&mut self, manifest: &Manifest) {
         self.batch_parts = manifest
             .iter()
-            .filter(|e| e.path.ends_with(PART_SUFFIX))
-            .map(|e| e.path.to_owned())
+            .filter(|e| {
+                let (_, name) = split(e.path);
+                let tail = name.get(name.len().saturating_sub(PART_SUFFIX.len())..);
+                name.contains('~') || tail.is_some_and(|t| t.eq_ignore_ascii_case(PART_SUFFIX))
+            })
+            .map(|e| e.path.to_lowercase())
             .collect();
     }
 
     /// The name of the `.part` file of the entry at `path` (relative), in its folder:
-    /// [`part_name`], or, where the batch has a file or folder of that name beside it,
-    /// the first of `NAME~1.part`, `NAME~2.part`, ... that it does not.
+    /// [`part_name`], or, where that is taken, the first of `NAME~1.part`, `NAME~2.part`,
+    /// ... that is not. A name is taken if the batch has a file or folder of that name
+    /// beside it (`x` and `x.part` both sent), or a file whose own `.part` it is (`x~1`
+    /// beside `x`, `x.part` and `x~1`); letter case aside, for the file systems that
+    /// ignore it. Each file of a folder thus gets a `.part` of its own.
     fn part_of(&self, path: &str) -> String {
         let (parent, name) = split(path);
         let first = part_name(name);
         if self.batch_parts.is_empty() {
             return first;
         }
-        let taken = |part: &str| self.batch_parts.contains(&joined(parent, part));
+        let own = path.to_lowercase();
+        let taken = |part: &str| {
+            let part = joined(parent, part).to_lowercase();
+            let stem = part.strip_suffix(PART_SUFFIX).unwrap_or(&part);
+            self.batch_parts.contains(&part) || (stem != own && self.batch_parts.contains(stem))
+        };
         if !taken(&first) {
             return first;
         }
@@ -399,6 +418,20 @@ impl Sink {
         self.replaceable[entry] = true;
     }
 
+    /// Marks an entry whose existing final file, `found`, an earlier receive put there
+    /// and may be replaced (see [`Sink::replaces`]).
+    pub fn replace_ours(&mut self, entry: usize, found: Replaces) {
+        self.allow_replace(entry);
+        self.ours.insert(entry, found);
+    }
+
+    /// The file an earlier receive put at `entry`'s name, that this one may replace,
+    /// until the entry is committed: for the lock, so that a run stopped meanwhile
+    /// leaves the next one allowed to replace it too.
+    pub fn replaces(&self, entry: usize) -> Option<Replaces> {
+        self.ours.get(&entry).copied()
+    }
+
     fn may_replace(&self, entry: usize) -> bool {
         self.replaceable.get(entry).copied().unwrap_or(false)
     }
@@ -557,6 +590,7 @@ impl Sink {
         let part = self.part_of(entry.path);
         let known = self.known.remove(&index);
         let replaceable = self.may_replace(index);
+        self.ours.remove(&index);
         let mode = allowed_mode(entry.mode, self.umask);
         self.parent(entry.path, true)?;
         let fresh = self.fresh(entry.path);
@@ -663,8 +697,13 @@ impl Sink {
                     "{part} disappeared before it could be committed; is something else writing here?"
                 )));
             }
-            // Complete here already, and verified.
-            None => {}
+            // Complete here already, and verified: it gets the sender's mtime and mode,
+            // as if it had arrived (best effort: a file of another owner keeps its own).
+            None => {
+                if let Ok((file, _)) = dir.open_file_meta(name, false) {
+                    let _ = finish(&file);
+                }
+            }
         }
         Ok(())
     }
@@ -787,7 +826,50 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::Sink;
-    use ferry_core::transfer::{Entry, EntryKind};
+    use ferry_core::transfer::{Entry, EntryKind, Manifest, ManifestEntry, ManifestLimits};
+
+    #[test]
+    fn each_file_gets_a_part_name_of_its_own_that_no_name_of_the_batch_has() {
+        let names = [
+            "a", "a.part", "a~1", "a~1.part", "b", "B.PART", "c~2", "c", "c.part", "d",
+        ];
+        let entries: Vec<ManifestEntry> = names
+            .iter()
+            .map(|name| ManifestEntry {
+                path: format!("dir/{name}"),
+                kind: EntryKind::File,
+                size: 1,
+                mode: 0o644,
+                mtime_ns: 0,
+                sha256: None,
+            })
+            .collect();
+        let manifest = Manifest::from_entries(&entries, &ManifestLimits::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = Sink::new(&dir.path().join("out")).unwrap();
+        sink.expect(&manifest);
+        let parts: Vec<String> = names
+            .iter()
+            .map(|name| sink.part_of(&format!("dir/{name}")))
+            .collect();
+        for (name, part) in names.iter().zip(&parts) {
+            assert!(
+                !names.iter().any(|n| n.eq_ignore_ascii_case(part)),
+                "{name}'s {part} is a name of the batch"
+            );
+            assert_eq!(
+                parts
+                    .iter()
+                    .filter(|p| p.eq_ignore_ascii_case(part))
+                    .count(),
+                1,
+                "{name}'s {part} is shared: {parts:?}"
+            );
+        }
+        // Where nothing is in the way, the usual name.
+        assert_eq!(parts[names.len() - 1], "d.part");
+        assert_eq!(parts[0], "a~2.part", "a.part is sent, a~1 is sent");
+    }
 
     fn entry(path: &str, kind: EntryKind) -> Entry<'_> {
         Entry {

@@ -7,7 +7,7 @@ use ferry_core::transfer::{
     EntryKind, FileProgress, FileStatus, Manifest, ManifestEntry, ManifestLimits,
 };
 use ferry_std::checkpoint::Checkpointer;
-use ferry_std::lock::{LOCK_NAME, LockHeader, Previous, write_lock};
+use ferry_std::lock::{LOCK_NAME, LockHeader, Previous, Replaces, write_lock};
 use ferry_std::os::dir::Dir;
 
 fn manifest_with(files: usize, mtime: i64) -> Manifest {
@@ -45,7 +45,13 @@ fn save(dir: &std::path::Path, manifest: &Manifest, progress: &HashMap<usize, Fi
     checkpoints.finish().unwrap();
     checkpoints
         .save_now(Default::default(), &mut |out| {
-            write_lock(out, &header(), manifest, |i| progress.get(&i).copied())
+            write_lock(
+                out,
+                &header(),
+                manifest,
+                |i| progress.get(&i).copied(),
+                |_| None,
+            )
         })
         .unwrap();
 }
@@ -213,7 +219,13 @@ fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
         // Back to back: some of these find the worker busy and are skipped.
         checkpoints
             .checkpoint(Default::default(), &mut |out| {
-                write_lock(out, &header(), &manifest, |i| (i == 0).then_some(state))
+                write_lock(
+                    out,
+                    &header(),
+                    &manifest,
+                    |i| (i == 0).then_some(state),
+                    |_| None,
+                )
             })
             .unwrap();
     }
@@ -226,7 +238,13 @@ fn checkpoints_publish_the_latest_state_and_leave_no_temporary_file() {
         };
         checkpoints
             .save_now(Default::default(), &mut |out| {
-                write_lock(out, &header(), &manifest, |i| (i == 0).then_some(state))
+                write_lock(
+                    out,
+                    &header(),
+                    &manifest,
+                    |i| (i == 0).then_some(state),
+                    |_| None,
+                )
             })
             .unwrap();
     }
@@ -303,4 +321,54 @@ fn a_completed_file_changed_at_the_sender_is_ours_to_replace_only_as_it_was_left
         !previous.put_here(0, 5000, now, 5000, now),
         "a file put there since by someone else"
     );
+}
+
+#[test]
+fn a_file_whose_newer_version_was_on_its_way_is_still_ours_to_replace() {
+    // A receive put f00000..f00002 in place; the sender changed them; the next receive
+    // was stopped while their newer versions were on their way (f00001 with 1000 bytes
+    // verified, f00002 with none yet). The files it would replace are in its lock.
+    let dir = tempfile::tempdir().unwrap();
+    let (then, now) = (1_700_000_000, 1_800_000_000);
+    let manifest = manifest_with(3, now);
+    let old = Replaces {
+        size: 4096,
+        mtime_ns: then,
+    };
+    let mut checkpoints = Checkpointer::new(&open(dir.path())).unwrap();
+    checkpoints.finish().unwrap();
+    checkpoints
+        .save_now(Default::default(), &mut |out| {
+            write_lock(
+                out,
+                &header(),
+                &manifest,
+                |i| progress().get(&i).copied(),
+                |i| (i > 0).then_some(old),
+            )
+        })
+        .unwrap();
+    let json = read_json(dir.path());
+    assert_eq!(
+        json["files"]["f00002"]["replaces"]["mtime_ns"], then,
+        "{json}"
+    );
+    assert!(
+        json["files"]["f00000"].get("replaces").is_none(),
+        "a completed file replaced nothing more: {json}"
+    );
+    let previous = Previous::load(&open(dir.path()), &manifest)
+        .unwrap()
+        .unwrap();
+    for entry in [1, 2] {
+        assert!(
+            previous.put_here(entry, 4096, now, 4096, then),
+            "f0000{entry}"
+        );
+        assert!(
+            !previous.put_here(entry, 4096, now, 4096, then + 60_000_000_000),
+            "f0000{entry} touched since"
+        );
+    }
+    assert_eq!(previous.verified(2), 0, "f00002 has nothing to resume");
 }
