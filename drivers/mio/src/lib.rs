@@ -429,7 +429,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                     Ok(0) => {
                         self.eof = true;
                         self.session.handle_eof(now)?;
-                        self.work.drain(&mut self.session, now, reporter)?;
+                        while self.work.drain(&mut self.session, now, reporter)? {}
                     }
                     Ok(n) => {
                         self.traffic.received += n as u64;

@@ -1,6 +1,6 @@
 //! The blocking loop that moves bytes between a socket and a session.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
@@ -43,11 +43,14 @@ pub fn drive<S: Session>(
     let peer = stream.peer_addr().ok().map(|address| address.ip());
     let hasher = RefCell::new(HashThread::start(session, peer));
     traffic.hash_thread = hasher.borrow().is_some();
+    // Whether the newest drain stopped with disk work left (see `drive`).
+    let unfinished = Cell::new(false);
     let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<bool, DriverError> {
         if let Some(hasher) = hasher.borrow_mut().as_mut() {
             hasher.collect(session, clock.now(), false)?;
         }
         let more = work(session, lanes)?;
+        unfinished.set(more);
         if let Some(hasher) = hasher.borrow_mut().as_mut() {
             hasher.dispatch(session)?;
         }
@@ -72,7 +75,7 @@ pub fn drive<S: Session>(
                 session.cancel(clock.now(), crate::stop::REASON),
             ));
         }
-        let more = work(session, lanes)?;
+        work(session, lanes)?;
         flush(stream, session, clock, traffic, lanes, &mut work)?;
         lanes.service(session, clock, &mut work)?;
         flush(stream, session, clock, traffic, lanes, &mut work)?;
@@ -91,14 +94,19 @@ pub fn drive<S: Session>(
         if lanes.active() {
             wait = wait.min(crate::lanes::LANE_TICK);
         }
+        // Disk work left over from a long drain (a check of what is already here) goes
+        // on unless there is input first; the session's timers still run meanwhile (its
+        // keepalives go out with the next flush).
+        if unfinished.get() && !crate::os::net::readable_now(stream) {
+            if session.poll_timeout().is_some_and(|at| at <= clock.now()) {
+                session.handle_timeout(clock.now())?;
+            }
+            continue;
+        }
         // With nothing to read yet, a pass that is out is what to wait for: its segment
         // moves on when it is back.
         let pass_out = hasher.borrow().as_ref().is_some_and(HashThread::busy);
         if pass_out && !crate::os::net::readable_now(stream) && wait_for_pass(session)? {
-            continue;
-        }
-        // Disk work left over from a long drain goes on unless there is input first.
-        if more && !crate::os::net::readable_now(stream) {
             continue;
         }
         let timeout = Duration::from_millis(wait.as_millis().max(1) as u64);
@@ -112,7 +120,7 @@ pub fn drive<S: Session>(
             }
             Ok(0) => {
                 session.handle_eof(clock.now())?;
-                work(session, lanes)?;
+                while work(session, lanes)? {}
                 return Ok(());
             }
             Ok(n) => {
