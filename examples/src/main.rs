@@ -345,14 +345,16 @@ impl Reporter for Json {
     }
 
     fn for_peer(&mut self, peer: &str) -> Option<&mut dyn Reporter> {
-        let reporter = self
-            .receivers
-            .entry(peer.to_owned())
-            .or_insert_with(|| Json {
+        if !self.receivers.contains_key(peer) {
+            let reporter = Json {
                 receiver: Some(peer.to_owned()),
                 ..Json::new()
-            });
-        Some(reporter)
+            };
+            self.receivers.insert(peer.to_owned(), reporter);
+        }
+        self.receivers
+            .get_mut(peer)
+            .map(|reporter| reporter as &mut dyn Reporter)
     }
 
     fn peer_gone(&mut self, peer: &str) {

@@ -835,9 +835,13 @@ pub fn serve(
                 }
                 Err(error) => {
                     summary.failed_sessions += 1;
-                    reporter.peer_gone(&conn.label);
                     let reason = format!("a receiver from {peer} {}", failure(&error));
-                    reporter.report(&Report::ReceiverLost { reason: &reason });
+                    let lost = Report::ReceiverLost { reason: &reason };
+                    match reporter.for_peer(&conn.label) {
+                        Some(its) => its.report(&lost),
+                        None => reporter.report(&lost),
+                    }
+                    reporter.peer_gone(&conn.label);
                     reporter.info(&reason);
                 }
             }
