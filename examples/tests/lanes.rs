@@ -99,10 +99,26 @@ fn a_late_handshake_on_loopback_does_not_open_the_window_to_its_cap() {
     // went to its 40 MiB cap and lanes opened (each side at 40-65 MiB, and 1 GiB took
     // twice as long). The first answers, and a probe where they are in doubt, now show the
     // path is short. (A probe on a machine this busy can still come back in 5 ms, open
-    // lanes, and take a side to 20 MiB: the bound is the cap's, not the floor's.)
+    // lanes, and take a side to 20 MiB: the bound is the cap's, not the floor's. A
+    // machine busier still, its disk slow to start the file, can make the path look long
+    // to any measure: once in a CI run, 98 MiB/s and 53 MiB. So a run over the bound is
+    // tried once more; the old behaviour went over it every time.)
     let _alone = ALONE
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut failures = Vec::new();
+    for _ in 0..2 {
+        match late_handshake() {
+            Ok(()) => return,
+            Err(failure) => failures.push(failure),
+        }
+    }
+    panic!("over the bound twice:\n{}", failures.join("\n\n"));
+}
+
+/// One run of [`a_late_handshake_on_loopback_does_not_open_the_window_to_its_cap`]: the
+/// peak RSS of each side and the receiver's log if either passed the bound.
+fn late_handshake() -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     random_file(&source, 128 << 20, 75);
@@ -133,11 +149,13 @@ fn a_late_handshake_on_loopback_does_not_open_the_window_to_its_cap() {
     assert_eq!(status, 0, "{sender_log}");
     assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
     let (sender, receiver) = (peak_rss_mib(&sender_log), peak_rss_mib(&log));
-    assert!(
-        sender < 32.0 && receiver < 32.0,
+    if sender < 32.0 && receiver < 32.0 {
+        return Ok(());
+    }
+    Err(format!(
         "peak RSS {sender:.1} / {receiver:.1} MiB, {} connections: {log}",
         connections(&log)
-    );
+    ))
 }
 
 #[test]

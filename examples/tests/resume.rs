@@ -535,7 +535,7 @@ fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(status, 8, "{text}");
     assert!(
-        took < Duration::from_millis(1500),
+        took < Duration::from_millis(2500),
         "the stop took {took:?} to be heard: {text}"
     );
     assert_eq!(
@@ -577,8 +577,9 @@ fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
         let log = dir.path().join("receive.log");
         let mut receiver = spawn_receive(&args, &out, &log);
         // The receiver checks its copy first; then the sender reads its own to check the
-        // claim: stopped a GiB into that.
-        wait_until(&mut receiver, &log, || bytes_read(sender.id()) >= 1 << 30);
+        // claim: stopped 256 MiB into that, with seconds of it left (even in a fast
+        // machine's debug build) if the stop waited for the check.
+        wait_until(&mut receiver, &log, || bytes_read(sender.id()) >= 256 << 20);
         let asked = Instant::now();
         signal(&sender, "INT");
         let status = wait(&mut sender, Duration::from_secs(60));
@@ -586,7 +587,7 @@ fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
         let sent = fs::read_to_string(&sender_log).unwrap();
         assert_eq!(status, 8, "{extra:?}: {sent}");
         assert!(
-            took < Duration::from_millis(1500),
+            took < Duration::from_millis(2500),
             "{extra:?}: the stop took {took:?} to be heard: {sent}"
         );
         let received = wait(&mut receiver, Duration::from_secs(60));
