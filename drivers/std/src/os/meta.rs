@@ -138,8 +138,22 @@ pub fn free_space(dir: &Dir) -> io::Result<Option<u64>> {
 /// The largest file the file system holding `dir` can store, if it says (FAT's 4 GiB,
 /// say); `None` when there is no practical limit or it cannot be told.
 pub fn max_file_size(dir: &Dir) -> Option<u64> {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     {
+        use nix::sys::statfs::{MSDOS_SUPER_MAGIC, fstatfs};
+        use nix::unistd::{PathconfVar, fpathconf};
+        let bits = fpathconf(dir.as_file(), PathconfVar::FILESIZEBITS).ok()??;
+        let bits = u32::try_from(bits).ok()?;
+        // glibc answers 32 for every file system it has no entry for (tmpfs, overlayfs
+        // in a container, ZFS, NFS, exFAT): of those only FAT stops at 4 GiB.
+        if bits <= 32 && fstatfs(dir.as_file()).ok()?.filesystem_type() != MSDOS_SUPER_MAGIC {
+            return None;
+        }
+        max_size_for_bits(bits)
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // The kernel answers for each file system itself.
         use nix::unistd::{PathconfVar, fpathconf};
         let bits = fpathconf(dir.as_file(), PathconfVar::FILESIZEBITS).ok()??;
         max_size_for_bits(u32::try_from(bits).ok()?)
@@ -182,5 +196,18 @@ mod tests {
         assert_eq!(max_size_for_bits(32), Some(u32::MAX as u64));
         assert_eq!(max_size_for_bits(64), Some(i64::MAX as u64));
         assert_eq!(max_size_for_bits(0), None);
+    }
+
+    /// tmpfs (and overlayfs, a container's root) hold files far past 4 GiB, though glibc
+    /// says 32 bits for any file system it has no entry for.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_tmpfs_takes_files_past_4_gib() {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("SKIPPED: no /dev/shm here");
+            return;
+        };
+        let limit = max_file_size(&Dir::open_path(dir.path()).unwrap());
+        assert!(limit.is_none_or(|l| l >= 1 << 40), "{limit:?}");
     }
 }
