@@ -5,8 +5,8 @@ mod common;
 use common::{Pair, Seen, drain_events, feed};
 use ferry_core::transfer::manifest::check_path;
 use ferry_core::transfer::{
-    EntryKind, Manifest, ManifestEntry, ManifestError, ManifestLimits, Output, PathRule,
-    ReceiverSession, Session, TransferConfig, TransferError, Violation,
+    Entry, EntryKind, Manifest, ManifestBuilder, ManifestEntry, ManifestError, ManifestLimits,
+    Output, PathRule, ReceiverSession, Session, TransferConfig, TransferError, Violation,
 };
 use ferry_core::{Channel, Config, Role, SeededEntropy, Timestamp, Token};
 
@@ -147,6 +147,37 @@ fn limits_are_checked_before_room_is_made() {
         Manifest::with_capacity(u64::MAX, 0, &limits),
         Err(ManifestError::TooLarge { .. })
     ));
+}
+
+/// A sender's listing stops at the receiver's limit exactly, whatever room its vector
+/// has made: one entry more was accepted once it had grown past the limit (a folder of
+/// a million files and one: the receiver refused it, and the sender waited on).
+#[test]
+fn a_listing_stops_at_the_entry_limit_exactly() {
+    for max_entries in [10, 100, 1000, 70] {
+        let limits = ManifestLimits {
+            max_entries,
+            ..ManifestLimits::default()
+        };
+        let mut builder = ManifestBuilder::new(limits);
+        let names: Vec<String> = (0..=max_entries).map(|i| format!("f{i:05}")).collect();
+        let mut pushed = 0;
+        for name in &names {
+            let entry = Entry {
+                path: name,
+                kind: EntryKind::File,
+                size: 0,
+                mode: 0o644,
+                mtime_ns: 0,
+                sha256: None,
+            };
+            if builder.push(entry).is_err() {
+                break;
+            }
+            pushed += 1;
+        }
+        assert_eq!(pushed, max_entries, "limit {max_entries}");
+    }
 }
 
 /// A hand-made sender: completes the handshake with a real receiver, then offers

@@ -472,11 +472,13 @@ impl ManifestBuilder {
         let manifest = &mut self.manifest;
         let entries = manifest.entries.len() as u64 + 1;
         let path_bytes = (manifest.paths.len() + entry.path.len()) as u64;
+        // Every entry, not only where room is made: a Vec may grow past what it was
+        // asked for, and the receiver holds the batch to the limits exactly.
+        check_size(entries, path_bytes, &self.limits)?;
         if manifest.entries.len() == manifest.entries.capacity()
             || manifest.paths.len() + entry.path.len() > manifest.paths.capacity()
         {
-            // Check the limits before making room, then grow as a Vec would.
-            check_size(entries, path_bytes, &self.limits)?;
+            // Then grow as a Vec would.
             let room_entries = (manifest.entries.capacity() * 2).max(64);
             let room_paths = (manifest.paths.capacity() * 2).max(4096);
             manifest
