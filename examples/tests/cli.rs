@@ -390,6 +390,79 @@ fn a_mistyped_path_to_send_is_a_usage_error_naming_it() {
     );
 }
 
+/// Paths that cannot be sent as given are usage errors (exit 2) that name them, said
+/// before anything is listed or sent: two that would arrive under one name (the same
+/// folder twice, or two files of one name from two folders), and `/`.
+#[test]
+fn paths_that_would_arrive_as_one_or_as_nothing_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["a", "b"] {
+        fs::create_dir_all(dir.path().join(folder)).unwrap();
+        fs::write(dir.path().join(folder).join("notes.txt"), folder).unwrap();
+    }
+    let (a, b) = (
+        dir.path().join("a/notes.txt"),
+        dir.path().join("b/notes.txt"),
+    );
+    let twice = dir.path().join("a");
+    let slashed = format!("{}/", twice.display());
+    for (paths, says) in [
+        (
+            vec![a.display().to_string(), b.display().to_string()],
+            "would both arrive as notes.txt",
+        ),
+        (
+            vec![twice.display().to_string(), slashed],
+            "would both arrive as a",
+        ),
+        (vec!["/".to_owned()], "it has no name to send it under"),
+    ] {
+        let output = Command::new(FERRY)
+            .args(["send", "--pod", "--port", "0"])
+            .args(&paths)
+            .output()
+            .unwrap();
+        let log = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{paths:?}: {log}");
+        assert!(log.contains(says), "{paths:?}: {log}");
+        assert!(
+            output.stdout.is_empty(),
+            "{paths:?}: a receive command was printed"
+        );
+    }
+}
+
+/// A file named like the lock Ferry keeps at the top of the output folder, sent by
+/// itself, is refused before any data moves (it would be taken for the lock, and removed
+/// with it), and the sender waits for a receiver it can serve.
+#[test]
+fn a_file_named_like_the_lock_is_refused_at_the_top_of_the_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let shared = src.join(".transfer_lock.json");
+    fs::write(&shared, b"someone's lock, sent for a bug report").unwrap();
+    let sending = send(&["--pod"], &[&shared], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(6), "{log}");
+    assert!(
+        log.contains(".transfer_lock.json cannot be received at the top of the output folder"),
+        "{log}"
+    );
+    sending.abandon();
+    // In a folder, it arrives as any other file.
+    let sending = send(&["--pod"], &[&src], None);
+    let received = receive(&sending.receive_args(None), &out, None);
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    assert_eq!(sending.finish().0, 0);
+    assert_eq!(
+        fs::read(out.join("src/.transfer_lock.json")).unwrap(),
+        fs::read(&shared).unwrap()
+    );
+}
+
 #[test]
 fn ferry_help_gives_the_readmes_exit_codes_word_for_word() {
     // What scripts rely on must not say one thing in the README and another in --help.

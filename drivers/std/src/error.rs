@@ -63,6 +63,10 @@ pub enum DriverError {
     /// A path given to send does not exist: a mistyped argument, most likely.
     #[error("cannot send {0}: there is no such file or folder")]
     NoSuchPath(String),
+    /// Paths given to send that cannot be sent as given (two that would arrive under
+    /// one name, a path with no name to send it under).
+    #[error("{0}")]
+    Paths(String),
     /// The batch refers to something that is not a regular file or directory.
     #[error("cannot send {path}: {why}")]
     Source {
@@ -108,7 +112,9 @@ impl DriverError {
     pub fn exit_code(&self) -> ExitCode {
         use TransferError as T;
         match self {
-            DriverError::ConnectionString(_) | DriverError::NoSuchPath(_) => ExitCode::Usage,
+            DriverError::ConnectionString(_)
+            | DriverError::NoSuchPath(_)
+            | DriverError::Paths(_) => ExitCode::Usage,
             DriverError::NotAPeer { .. }
             | DriverError::NotLoopback { .. }
             | DriverError::Tailscale(_) => ExitCode::PeerRefused,

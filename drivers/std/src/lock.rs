@@ -26,6 +26,14 @@ pub const LOCK_NAME: &str = ".transfer_lock.json";
 /// The temporary file a checkpoint writes before renaming it over the lock.
 pub const TEMPORARY_NAME: &str = ".transfer_lock.json.tmp";
 
+/// True if a batch entry at `path` would take a name the lock keeps at the top of the
+/// output folder (letter case aside, for the file systems that ignore it).
+pub fn is_reserved(path: &str) -> bool {
+    [LOCK_NAME, TEMPORARY_NAME]
+        .iter()
+        .any(|name| path.eq_ignore_ascii_case(name))
+}
+
 /// Why a lock file was not used.
 #[derive(Debug, thiserror::Error)]
 pub enum LockProblem {

@@ -649,6 +649,13 @@ fn survey(
         let reason = format!("{} cannot be created here: {problem}", entry.path);
         return Err((reason.clone(), DriverError::Disk(reason)));
     }
+    if let Some(entry) = manifest.iter().find(|e| lock::is_reserved(e.path)) {
+        let reason = format!(
+            "{} cannot be received at the top of the output folder: Ferry keeps its resume state under that name there; send the folder that holds it instead",
+            entry.path
+        );
+        return Err((reason.clone(), DriverError::Disk(reason)));
+    }
     // Whatever is in the way is said now, before any data moves.
     if let Some((entry, why)) = manifest
         .iter()

@@ -46,6 +46,10 @@ impl SourceTree {
             unreadable: Vec::new(),
         };
         let mut scanned_roots = Vec::new();
+        // Each root's name, and the path it came from: two that share one would arrive
+        // as one.
+        let mut names: std::collections::HashMap<String, &PathBuf> =
+            std::collections::HashMap::new();
         for root in roots {
             let source_error = |e: std::io::Error| DriverError::Source {
                 path: root.display().to_string(),
@@ -63,9 +67,11 @@ impl SourceTree {
                         .ok()
                         .and_then(|p| p.file_name().map(ToOwned::to_owned))
                 })
-                .ok_or_else(|| DriverError::Source {
-                    path: root.display().to_string(),
-                    why: "it has no file name to send it under".into(),
+                .ok_or_else(|| {
+                    DriverError::Paths(format!(
+                        "cannot send {}: it has no name to send it under; send what is in it instead",
+                        root.display()
+                    ))
                 })?;
             let Some(name) = name.to_str().map(ToOwned::to_owned) else {
                 scan.skipped
@@ -75,6 +81,13 @@ impl SourceTree {
             if let Err(rule) = check_path(&name, limits) {
                 scan.skipped.push(refused_name(root, &rule.to_string()));
                 continue;
+            }
+            if let Some(first) = names.insert(name.clone(), root) {
+                return Err(DriverError::Paths(format!(
+                    "{} and {} would both arrive as {name}; send one of them, or from a folder that holds both",
+                    first.display(),
+                    root.display()
+                )));
             }
             // A root that is a link is the user's choice: it is followed.
             let meta = if meta.file_type().is_symlink() {
