@@ -19,6 +19,10 @@ use ferry_std::receive::ReceiveOptions;
 
 const RECEIVERS: usize = 16;
 
+/// The test that hashes gigabytes takes both cores for seconds: it runs alone, so that
+/// the others see their transfers at their usual pace.
+static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// A 64 MiB batch: one large file and a few small ones.
 fn batch(root: &Path) -> std::path::PathBuf {
     let dir = root.join("batch");
@@ -52,6 +56,9 @@ fn disconnect_midway(args: &[String], out: &Path) {
 
 #[test]
 fn one_sender_serves_sixteen_receivers_while_misbehaving_clients_fail_alone() {
+    let _beside = HEAVY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let source = batch(dir.path());
     let sending = send(
@@ -139,6 +146,9 @@ fn one_sender_serves_sixteen_receivers_while_misbehaving_clients_fail_alone() {
 /// having read why, and so does the sender.
 #[test]
 fn ctrl_c_on_a_sender_serving_two_receivers_cancels_both_and_each_hears_why() {
+    let _beside = HEAVY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     random_file(&source, 300 << 20, 21);
@@ -181,6 +191,9 @@ fn ctrl_c_on_a_sender_serving_two_receivers_cancels_both_and_each_hears_why() {
 /// shaken hands with and offered the batch, between slices of that check.
 #[test]
 fn a_receivers_long_resume_check_does_not_hold_up_another_receiver() {
+    let _alone = HEAVY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let total: u64 = 4 << 30;
     let (source, out, _) = large_resume(dir.path(), total);

@@ -30,6 +30,24 @@ fn small_files(root: &Path, count: usize) -> PathBuf {
     src
 }
 
+/// The tests that hash gigabytes take both cores for seconds: they run alone, so that
+/// the others, which stop a transfer partway, see it at its usual pace.
+static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by every test that may run beside the others.
+fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    HEAVY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by a test that must run alone.
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    HEAVY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lock_json(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(out.join(".transfer_lock.json")).expect("a lock file"))
         .unwrap()
@@ -71,6 +89,7 @@ fn rerun(source: &Path, out: &Path, total: u64, entries: u64) -> (u64, String, S
 
 #[test]
 fn thousands_of_small_files_resume_after_kill_9_and_a_third_run_sends_nothing() {
+    let _beside = beside_others();
     for count in [5_000, 20_000] {
         let dir = tempfile::tempdir().unwrap();
         let src = small_files(dir.path(), count);
@@ -114,6 +133,7 @@ fn thousands_of_small_files_resume_after_kill_9_and_a_third_run_sends_nothing() 
 
 #[test]
 fn ctrl_c_and_a_cut_connection_keep_exactly_what_was_verified() {
+    let _beside = beside_others();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     let total = 256u64 << 20;
@@ -179,6 +199,7 @@ fn ctrl_c_and_a_cut_connection_keep_exactly_what_was_verified() {
 
 #[test]
 fn a_sender_restarted_with_one_more_file_sends_only_it_and_the_unverified_rest() {
+    let _beside = beside_others();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
@@ -263,6 +284,7 @@ fn big_file_for_a_small_disk(
 
 #[test]
 fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
+    let _beside = beside_others();
     let total = 50u64 << 20;
     let Some((_dir, source, out, _disk)) = big_file_for_a_small_disk(total, 12) else {
         return;
@@ -306,6 +328,7 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
 
 #[test]
 fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
+    let _beside = beside_others();
     let total = 50u64 << 20;
     let Some((dir, source, out, _disk)) = big_file_for_a_small_disk(total, 13) else {
         return;
@@ -337,6 +360,7 @@ fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
 
 #[test]
 fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
+    let _beside = beside_others();
     let dir = tempfile::tempdir().unwrap();
     let src = small_files(dir.path(), 300);
     let out = dir.path().join("out");
@@ -349,6 +373,7 @@ fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
 
 #[test]
 fn sigterm_cancels_as_ctrl_c_does_and_the_rerun_resumes() {
+    let _beside = beside_others();
     // What `docker stop` or systemd sends: the receiver cancels, tells the sender why,
     // saves what it verified, and a rerun resumes from there.
     let dir = tempfile::tempdir().unwrap();
@@ -399,13 +424,27 @@ fn stopped_while_checking(how: &str) {
     let out = dir.path().join("out");
     let part = out.join("big.bin.part");
     let sending = send(&["--pod"], &[&source], None);
+    // The sender's stream is held 80 MiB in (past the 64 MiB that bring a checkpoint)
+    // until the receiver is killed: on a busy machine it could otherwise finish first.
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hold = Arc::clone(&killed);
+    let mut args = sending.receive_args(None);
+    let (at, sender_port) = port_arg(&args);
+    let relay_port = relay(sender_port, move |_, carried, _| {
+        while carried >= 80 << 20 && !hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    });
+    args[at] = relay_port.to_string();
     let log = dir.path().join("first.log");
-    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    let mut child = spawn_receive(&args, &out, &log);
     wait_until(&mut child, &log, || {
         out.join(".transfer_lock.json").exists() && part_len(&part) >= 48 << 20
     });
     child.kill().unwrap();
     child.wait().unwrap();
+    killed.store(true, Ordering::SeqCst);
     sending.abandon();
     let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
         .as_u64()
@@ -468,11 +507,13 @@ fn stopped_while_checking(how: &str) {
 
 #[test]
 fn ctrl_c_while_checking_what_is_already_here_keeps_what_was_verified() {
+    let _beside = beside_others();
     stopped_while_checking("ctrl-c");
 }
 
 #[test]
 fn a_connection_cut_while_checking_what_is_already_here_keeps_what_was_verified() {
+    let _beside = beside_others();
     stopped_while_checking("cut");
 }
 
@@ -481,6 +522,7 @@ fn a_connection_cut_while_checking_what_is_already_here_keeps_what_was_verified(
 /// verified.
 #[test]
 fn checkpoint_0_saves_only_at_the_end_of_a_receive() {
+    let _beside = beside_others();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     let total = 256u64 << 20;
@@ -519,6 +561,7 @@ fn checkpoint_0_saves_only_at_the_end_of_a_receive() {
 /// at once, not once the check is done, and the lock still vouches for all it did.
 #[test]
 fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let (source, out, verified) = large_resume(dir.path(), 8 << 30);
     let sending = send(&["--pod"], &[&source], None);
@@ -555,6 +598,7 @@ fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
 /// (`--receivers`), and the receiver hears why.
 #[test]
 fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
+    let _alone = alone();
     for extra in [&[][..], &["--receivers", "1"][..]] {
         let dir = tempfile::tempdir().unwrap();
         let (source, out, _) = large_resume(dir.path(), 4 << 30);
