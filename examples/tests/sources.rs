@@ -424,3 +424,35 @@ fn a_file_deleted_after_the_listing_fails_by_name_at_both_ends_and_the_rest_arri
     assert!(!out.join("src/gone.bin").exists());
     assert!(!out.join("src/gone.bin.part").exists());
 }
+
+/// A file whose size reads as 0 but has content (a /proc file) is left out by name, not
+/// sent empty as if that were all of it; the rest arrives, and the sender ends with exit
+/// 5 as for a file it cannot read.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_proc_file_whose_size_reads_as_0_is_left_out_by_name_not_sent_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.bin");
+    random_file(&plain, 100_000, 5);
+    let empty = dir.path().join("empty.txt");
+    fs::write(&empty, b"").unwrap();
+    let proc_file = Path::new("/proc/self/status");
+    let sending = send(&["--pod"], &[&plain, &empty, proc_file], None);
+    let out = dir.path().join("out");
+    let received = receive(&sending.receive_args(None), &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 5, "{sender_log}");
+    assert!(
+        sender_log.contains("/proc/self/status: its size reads as 0 but it has content"),
+        "{sender_log}"
+    );
+    assert!(fs::read(&plain).unwrap() == fs::read(out.join("plain.bin")).unwrap());
+    assert_eq!(
+        fs::read(out.join("empty.txt")).unwrap(),
+        b"",
+        "a truly empty file"
+    );
+    assert!(!out.join("status").exists(), "sent empty");
+}

@@ -214,6 +214,21 @@ fn list(path: &Path) -> std::io::Result<Vec<(OsString, Child)>> {
     Ok(children)
 }
 
+/// True if the file at `path`, whose size reads as 0, has bytes to read all the same (a
+/// file of /proc: its size is not known until it is read). Sent as its size says, it
+/// would arrive empty, and both sides would call that a success.
+fn has_content(path: &Path) -> bool {
+    use std::io::Read;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    // A FIFO swapped in since the look at it must not hold the listing up.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options
+        .open(path)
+        .is_ok_and(|mut file| file.read(&mut [0u8; 1]).is_ok_and(|n| n > 0))
+}
+
 /// A scan in progress.
 struct Scan {
     builder: ManifestBuilder,
@@ -248,6 +263,13 @@ impl Scan {
             ));
             return Ok(());
         };
+        if kind == EntryKind::File && meta.len() == 0 && has_content(path) {
+            self.unreadable.push(format!(
+                "{}: its size reads as 0 but it has content (a /proc file?), so what to send cannot be known",
+                path.display()
+            ));
+            return Ok(());
+        }
         let children = match kind {
             EntryKind::Directory => match list(path) {
                 Ok(children) => children,
