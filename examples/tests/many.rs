@@ -197,20 +197,7 @@ fn a_receivers_long_resume_check_does_not_hold_up_another_receiver() {
     let dir = tempfile::tempdir().unwrap();
     let total: u64 = 4 << 30;
     let (source, out, _) = large_resume(dir.path(), total);
-    let mut sender = Command::new(FERRY)
-        .args(["send", "--pod", "--port", "0", "--receivers", "2"])
-        .arg(&source)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(sender.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let args: Vec<String> = line.split_whitespace().skip(1).map(str::to_owned).collect();
+    let (sender, args) = spawn_sender(&["--receivers", "2"], &[&source], Stdio::null());
     let log = dir.path().join("first.log");
     let mut first = spawn_receive(&args, &out, &log);
     // The first receiver checks its copy; then the sender reads its own to check the

@@ -603,21 +603,8 @@ fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let (source, out, _) = large_resume(dir.path(), 4 << 30);
         let sender_log = dir.path().join("send.log");
-        let mut sender = Command::new(FERRY)
-            .args(["send", "--pod", "--port", "0"])
-            .args(extra)
-            .arg(&source)
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&sender_log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(sender.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let args: Vec<String> = line.split_whitespace().skip(1).map(str::to_owned).collect();
+        let stderr = Stdio::from(fs::File::create(&sender_log).unwrap());
+        let (mut sender, args) = spawn_sender(extra, &[&source], stderr);
         let log = dir.path().join("receive.log");
         let mut receiver = spawn_receive(&args, &out, &log);
         // The receiver checks its copy first; then the sender reads its own to check the

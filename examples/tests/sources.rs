@@ -98,6 +98,17 @@ fn a_file_rewritten_in_place_mid_send_arrives_with_the_new_bytes() {
     });
 }
 
+/// A `ferry` command that runs as the user it would be: as nobody when the tests run as
+/// root, who reads and lists anything.
+fn as_the_user() -> Command {
+    let mut command = Command::new(FERRY);
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        command.uid(65534).gid(65534);
+    }
+    command
+}
+
 #[test]
 fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,13 +119,7 @@ fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives
     random_file(&src.join("locked.bin"), 2 << 20, 2);
     random_file(&src.join("last.bin"), 3 << 20, 3);
     fs::set_permissions(src.join("locked.bin"), fs::Permissions::from_mode(0o000)).unwrap();
-    // Root reads anything: the sender then runs as nobody, as the user it would be.
-    let mut command = Command::new(FERRY);
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::process::CommandExt;
-        command.uid(65534).gid(65534);
-    }
-    let sending = send_with(command, &["--pod"], &[&src]);
+    let sending = send_with(as_the_user(), &["--pod"], &[&src]);
     let out = dir.path().join("out");
     let received = receive(&sending.receive_args(None), &out, None);
     let log = stderr(&received);
@@ -150,13 +155,7 @@ fn a_folder_the_sender_cannot_list_is_left_out_by_name_and_the_rest_arrives() {
     random_file(&src.join("private/secret.bin"), 1 << 20, 2);
     random_file(&src.join("last.bin"), 1 << 20, 3);
     fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o000)).unwrap();
-    // Root lists anything: the sender then runs as nobody, as the user it would be.
-    let mut command = Command::new(FERRY);
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::process::CommandExt;
-        command.uid(65534).gid(65534);
-    }
-    let sending = send_with(command, &["--pod"], &[&src]);
+    let sending = send_with(as_the_user(), &["--pod"], &[&src]);
     let out = dir.path().join("out");
     let received = receive(&sending.receive_args(None), &out, None);
     let log = stderr(&received);

@@ -537,3 +537,23 @@ pub(crate) fn bytes_read(pid: u32) -> u64 {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Starts `ferry send --pod --port 0 ARGS PATHS` as a bare child, its stderr to `stderr`
+/// (for a test that signals it or reads what it does), and returns it with the receive
+/// arguments it printed.
+pub(crate) fn spawn_sender(args: &[&str], paths: &[&Path], stderr: Stdio) -> (Child, Vec<String>) {
+    let mut sender = Command::new(FERRY)
+        .args(["send", "--pod", "--port", "0"])
+        .args(args)
+        .args(paths)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sender.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let receive = line.split_whitespace().skip(1).map(str::to_owned).collect();
+    (sender, receive)
+}
