@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 
 use crate::config::{Config, ConfigError};
-use crate::crypto::{EphemeralKey, RecordCipher, TAG_LEN};
+use crate::crypto::{EphemeralKey, RecordCipher};
 use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
@@ -543,10 +543,30 @@ impl Channel {
     /// Queues an application message of `len` bytes that `fill` writes straight into the
     /// send buffer, sparing a copy on the bulk-data path.
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), SendError> {
-        self.send_up_to(len, |buf| {
-            fill(buf);
-            buf.len()
-        })
+        self.send_with_tail(len, fill, &[])
+    }
+
+    /// Queues an application message of `head_len` bytes that `fill` writes straight into
+    /// the send buffer, followed by `tail`, which is encrypted from where it is into the
+    /// send buffer: a bulk payload is never copied on its own.
+    pub fn send_with_tail(
+        &mut self,
+        head_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        tail: &[u8],
+    ) -> Result<(), SendError> {
+        let len = head_len + tail.len();
+        self.check_sendable(len)?;
+        self.seal_with(
+            ContentType::Data,
+            head_len,
+            |buf| {
+                fill(buf);
+                buf.len()
+            },
+            tail,
+        )
+        .map_err(|error| SendError::Failed(self.fail(error)))
     }
 
     /// Queues a message of at most `max_len` bytes that `fill` writes straight into the
@@ -558,7 +578,7 @@ impl Channel {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), SendError> {
         self.check_sendable(max_len)?;
-        self.seal_with(ContentType::Data, max_len, fill)
+        self.seal_with(ContentType::Data, max_len, fill, &[])
             .map_err(|error| SendError::Failed(self.fail(error)))
     }
 
@@ -600,13 +620,19 @@ impl Channel {
     }
 
     fn seal(&mut self, content: ContentType, payload: &[u8]) -> Result<(), Error> {
-        self.seal_with(content, payload.len(), |buf| {
-            buf.copy_from_slice(payload);
-            buf.len()
-        })
+        self.seal_with(
+            content,
+            payload.len(),
+            |buf| {
+                buf.copy_from_slice(payload);
+                buf.len()
+            },
+            &[],
+        )
     }
 
-    /// Appends one sealed record of at most `max_len` payload bytes; the caller has
+    /// Appends one sealed record: at most `max_len` payload bytes that `fill` writes
+    /// (returning how many), then `tail`, encrypted from where it is; the caller has
     /// checked that it fits. A record that cannot be sealed is removed again, so no
     /// plaintext is ever left to transmit.
     fn seal_with(
@@ -614,6 +640,7 @@ impl Channel {
         content: ContentType,
         max_len: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
+        tail: &[u8],
     ) -> Result<(), Error> {
         let State::Keyed(keyed) = &mut self.state else {
             return Err(Error::Internal(
@@ -621,13 +648,13 @@ impl Channel {
             ));
         };
         keyed.outgoing.check_sequence()?;
-        let reserved = sealed_len(max_len);
+        let reserved = sealed_len(max_len + tail.len());
         let Some(out) = self.tx.append(reserved) else {
             return Err(Error::SendBufferTooSmall { needed: reserved });
         };
-        let len = fill(&mut out[HEADER_LEN + 1..reserved - TAG_LEN]).min(max_len);
-        let total = sealed_len(len);
-        let sealed = keyed.outgoing.seal(content, &mut out[..total]);
+        let len = fill(&mut out[HEADER_LEN + 1..HEADER_LEN + 1 + max_len]).min(max_len);
+        let total = sealed_len(len + tail.len());
+        let sealed = keyed.outgoing.seal(content, &mut out[..total], tail);
         // Give back what the message did not use (it sits at the end of the buffer).
         self.tx.truncate_last(reserved - total);
         if let Err(error) = sealed {

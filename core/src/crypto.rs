@@ -241,20 +241,41 @@ impl RecordCipher {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], SealError> {
-        self.seal_with_nonce(Self::nonce_for(sequence), aad, buf)
+        self.seal_with_nonce(Self::nonce_for(sequence), aad, buf, &[])
     }
 
-    /// [`RecordCipher::seal`] under any nonce (RFC 8439's test vector uses one that no
-    /// record number gives).
+    /// Seals a message whose last `tail.len()` bytes are `tail`, kept elsewhere (a part's
+    /// data in its segment): `buf` holds the message's head in place, then room for the
+    /// tail, which is encrypted from where it is into that room: the copy and the
+    /// encryption in one pass. Returns the tag.
+    #[cfg(not(feature = "insecure-null-crypto"))]
+    pub(crate) fn seal_from(
+        &self,
+        sequence: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+        tail: &[u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
+        self.seal_with_nonce(Self::nonce_for(sequence), aad, buf, tail)
+    }
+
+    /// [`RecordCipher::seal_from`] under any nonce (RFC 8439's test vector uses one that
+    /// no record number gives).
     #[cfg(not(feature = "insecure-null-crypto"))]
     fn seal_with_nonce(
         &self,
         nonce: [u8; 12],
         aad: &[u8],
         buf: &mut [u8],
+        tail: &[u8],
     ) -> Result<[u8; TAG_LEN], SealError> {
+        let head_len = buf.len().checked_sub(tail.len()).ok_or(SealError)?;
         let (mut stream, mut mac) = self.start(nonce, buf.len()).ok_or(SealError)?;
-        stream.try_apply_keystream(buf).map_err(|_| SealError)?;
+        let (head, room) = buf.split_at_mut(head_len);
+        stream.try_apply_keystream(head).map_err(|_| SealError)?;
+        stream
+            .try_apply_keystream_b2b(tail, room)
+            .map_err(|_| SealError)?;
         Self::authenticate(&mut mac, aad, buf);
         Ok(mac.finalize().into())
     }
@@ -333,6 +354,20 @@ impl RecordCipher {
         _aad: &[u8],
         _buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], SealError> {
+        Ok(null_tag(sequence))
+    }
+
+    /// NO SECURITY: copies `tail` to the end of `buf`; the tag is the sequence number.
+    #[cfg(feature = "insecure-null-crypto")]
+    pub(crate) fn seal_from(
+        &self,
+        sequence: u64,
+        _aad: &[u8],
+        buf: &mut [u8],
+        tail: &[u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
+        let head_len = buf.len().checked_sub(tail.len()).ok_or(SealError)?;
+        buf[head_len..].copy_from_slice(tail);
         Ok(null_tag(sequence))
     }
 
@@ -435,6 +470,21 @@ mod tests {
                     sealed == expected && tag == expected_tag,
                     "seal differs: aad {aad_len} bytes, message {len}"
                 );
+                // Its tail encrypted from elsewhere, split in and between keystream blocks.
+                for head_len in [0, 1, 38, 63, 64, 65, len / 2, len]
+                    .into_iter()
+                    .filter(|&h| h <= len)
+                {
+                    let mut sealed = message[..head_len].to_vec();
+                    sealed.resize(len, 0xAA);
+                    let tag = cipher
+                        .seal_from(sequence, &aad, &mut sealed, &message[head_len..])
+                        .unwrap();
+                    assert!(
+                        sealed == expected && tag == expected_tag,
+                        "seal from a tail differs: aad {aad_len}, message {len}, head {head_len}"
+                    );
+                }
                 let mut opened = expected.clone();
                 cipher
                     .open(sequence, &aad, &mut opened, &expected_tag)
@@ -517,7 +567,7 @@ mod tests {
 tip for the future, sunscreen would be it."
             .to_vec();
         let tag = RecordCipher::new(&key)
-            .seal_with_nonce(nonce, &aad, &mut buf)
+            .seal_with_nonce(nonce, &aad, &mut buf, &[])
             .unwrap();
         let expected = "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6\
             3dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b36\

@@ -166,13 +166,30 @@ impl LaneOut {
     }
 
     /// Seals one message of `len` bytes that `fill` writes.
+    #[cfg(test)]
     pub(crate) fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
-        let total = sealed_len(len);
+        self.send_with_tail(len, fill, &[])
+    }
+
+    /// Seals one message: `head_len` bytes that `fill` writes, then `tail`, encrypted
+    /// from where it is.
+    pub(crate) fn send_with_tail(
+        &mut self,
+        head_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        tail: &[u8],
+    ) -> bool {
+        let total = sealed_len(head_len + tail.len());
         let Some(record) = self.out.append(total) else {
             return false;
         };
-        fill(&mut record[crate::record::HEADER_LEN + 1..total - crate::crypto::TAG_LEN]);
-        if self.direction.seal(ContentType::Data, record).is_err() {
+        let head = crate::record::HEADER_LEN + 1;
+        fill(&mut record[head..head + head_len]);
+        if self
+            .direction
+            .seal(ContentType::Data, record, tail)
+            .is_err()
+        {
             self.out.truncate_last(total);
             return false;
         }

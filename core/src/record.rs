@@ -78,9 +78,15 @@ impl Direction {
     }
 
     /// Seals a record in place. `out` is exactly `sealed_len(payload_len)` bytes and holds
-    /// the payload at `out[HEADER_LEN + 1..len - TAG_LEN]`. On error `out` may hold
-    /// plaintext: the caller must discard it.
-    pub(crate) fn seal(&mut self, content: ContentType, out: &mut [u8]) -> Result<(), Error> {
+    /// the payload at `out[HEADER_LEN + 1..len - TAG_LEN]`, except its last `tail.len()`
+    /// bytes, which are encrypted there from `tail` (a part's data, from its segment). On
+    /// error `out` may hold plaintext: the caller must discard it.
+    pub(crate) fn seal(
+        &mut self,
+        content: ContentType,
+        out: &mut [u8],
+        tail: &[u8],
+    ) -> Result<(), Error> {
         let body_len = out.len() - HEADER_LEN;
         // Records are at most 16 MiB + 21 bytes, far below u32::MAX.
         let length =
@@ -92,7 +98,7 @@ impl Direction {
         plaintext[0] = content as u8;
         let sealed = self
             .cipher
-            .seal(sequence, header, plaintext)
+            .seal_from(sequence, header, plaintext, tail)
             .map_err(|_| Error::Internal("the AEAD refused to seal a record"))?;
         tag.copy_from_slice(&sealed);
         Ok(())
@@ -438,7 +444,7 @@ mod tests {
         sender.sequence = sequence;
         let mut out = vec![0; sealed_len(payload.len())];
         out[HEADER_LEN + 1..HEADER_LEN + 1 + payload.len()].copy_from_slice(payload);
-        sender.seal(content, &mut out).unwrap();
+        sender.seal(content, &mut out, &[]).unwrap();
         out
     }
 

@@ -192,7 +192,11 @@ impl SenderLanes {
         else {
             return false;
         };
-        if !lane.out.send_with(len, |buf| message.encode(buf)) {
+        let tail = message.tail();
+        if !lane
+            .out
+            .send_with_tail(len - tail.len(), |buf| message.encode_head(buf), tail)
+        {
             return false;
         }
         lane.log.push_back(sent);

@@ -207,8 +207,18 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// Writes it into `out`, exactly [`Message::encoded_len`] bytes long.
-    pub(crate) fn encode(&self, out: &mut [u8]) {
+    /// The bytes it ends with that are sent from where they are, not encoded: a part's
+    /// data, encrypted straight out of its segment. Empty for every other message.
+    pub(crate) fn tail(&self) -> &[u8] {
+        match self {
+            Message::Part { data, .. } => data,
+            _ => &[],
+        }
+    }
+
+    /// Writes all of it but its [`Message::tail`] into `out`, exactly that much shorter
+    /// than [`Message::encoded_len`].
+    pub(crate) fn encode_head(&self, out: &mut [u8]) {
         out[0] = self.kind();
         let body = &mut out[1..];
         match self {
@@ -226,10 +236,9 @@ impl<'a> Message<'a> {
             Message::Req(request) => {
                 let _ = request.encode(body);
             }
-            Message::Part { hash, index, data } => {
+            Message::Part { hash, index, .. } => {
                 body[..32].copy_from_slice(hash);
                 body[32..36].copy_from_slice(&index.to_be_bytes());
-                body[36..].copy_from_slice(data);
             }
             Message::Hmu(update) => {
                 let _ = update.encode(body);
@@ -259,7 +268,12 @@ impl<'a> Message<'a> {
 /// Seals `message` as one record on `channel`; a full send buffer is an error, and
 /// nothing is sent.
 pub(crate) fn send(channel: &mut Channel, message: &Message<'_>) -> Result<(), SendError> {
-    channel.send_with(message.encoded_len(), |buf| message.encode(buf))
+    let tail = message.tail();
+    channel.send_with_tail(
+        message.encoded_len() - tail.len(),
+        |buf| message.encode_head(buf),
+        tail,
+    )
 }
 
 /// A reason text as it goes out: cut to [`MAX_REASON_LEN`] on a character boundary.
