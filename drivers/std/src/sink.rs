@@ -512,8 +512,9 @@ impl Sink {
             .map_err(|e| disk_error(&self.about(&self.part_path(entry.path), e)))?;
         let end = offset + data.len() as u64;
         if end >= self.behind_mark {
-            self.write_behind.passed(file, self.behind_mark);
-            self.behind_mark = end - end % WRITE_BEHIND + WRITE_BEHIND;
+            let passed = end - end % WRITE_BEHIND;
+            self.write_behind.passed(file, passed);
+            self.behind_mark = passed + WRITE_BEHIND;
         }
         self.dirty = true;
         Ok(())

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use super::dir::Dir;
@@ -131,9 +131,10 @@ pub const WRITE_BEHIND: u64 = 4 << 20;
 /// Streams a large file to the disk as it is written instead of leaving it all to the
 /// next checkpoint's sync, and keeps the page cache from filling with a transfer's worth
 /// of pages: `POSIX_FADV_DONTNEED` starts writeback of the dirty pages it is given and
-/// drops the clean ones. Called as the file passes `mark`, it starts the newest window
-/// and drops the one two windows back, written out by then. Durability is still claimed
-/// only after a sync (the lock file); this only spreads the disk's work out.
+/// drops the clean ones. As the file passes each mark (a multiple of [`WRITE_BEHIND`]),
+/// the window that ends there is started and the one two windows back, written out by
+/// then, is dropped. Durability is still claimed only after a sync (the lock file); this
+/// only spreads the disk's work out.
 ///
 /// The advice runs on a thread of its own: starting a window's writeback and dropping
 /// pages is kernel work (about 0.1 s a GiB here) that the receiving thread, the slower
@@ -141,40 +142,51 @@ pub const WRITE_BEHIND: u64 = 4 << 20;
 /// of two cores, 1.55 s a GiB with it inline, 1.42 s with it here, eight runs each; on
 /// a later, slower hour 1.586 against 1.564 s). The thread gets a handle of its own on
 /// the file, so the file may be closed or renamed meanwhile. On Linux it runs only on a
-/// core nothing else wants (`SCHED_IDLE`, [`idle_priority`]); at most [`QUEUED`] windows
-/// wait for it, after which the writer gives the advice itself, so the page cache stays
-/// bounded however busy the machine is. Where the system has no such advice, this does
-/// nothing and starts no thread.
+/// core nothing else wants (`SCHED_IDLE`, [`idle_priority`]). The writer never waits for
+/// it: while [`QUEUED`] pieces of advice wait (the thread starved of a core, or held by
+/// the disk: Linux throttles a slow disk's writeback, and that thread, or a writer giving
+/// the advice itself, then sleeps tens of milliseconds), the marks passed meanwhile go
+/// with the next piece that fits, which covers every window since the last one handed
+/// over. The checkpoints' syncs bound what is left dirty meanwhile. Where the system has
+/// no such advice, this does nothing and starts no thread.
 #[derive(Debug, Default)]
 pub struct WriteBehind {
     worker: Option<(SyncSender<Advice>, JoinHandle<()>)>,
     /// No thread could be started: the advice is given on the caller's thread.
     inline: bool,
+    /// The newest mark of the file being written whose advice was handed over (or given).
+    handed: u64,
 }
 
 /// The write-behind thread's name, as tools that list threads show it.
 const THREAD_NAME: &str = "ferry-write-behind";
 
-/// A file, and the mark its newest write passed.
-type Advice = (File, u64);
+/// A file, and the marks its writes passed since the last advice: `(from, to]`.
+type Advice = (File, u64, u64);
 
-/// Windows of advice that may wait for the write-behind thread.
+/// Pieces of advice that may wait for the write-behind thread.
 const QUEUED: usize = 4;
 
 impl WriteBehind {
-    /// The newest write to `file` passed `mark`: its windows are advised (see above).
+    /// The newest write to `file` passed `mark`, a multiple of [`WRITE_BEHIND`]: every
+    /// window up to it is advised (see above). A file's marks rise; a mark not above the
+    /// last one handed over starts another file.
     pub fn passed(&mut self, file: &File, mark: u64) {
         if !ADVISED {
             return;
         }
+        if mark <= self.handed {
+            self.handed = 0;
+        }
+        let from = self.handed;
         if self.worker.is_none() && !self.inline {
             let (jobs, queue) = sync_channel::<Advice>(QUEUED);
             let spawned = std::thread::Builder::new()
                 .name(THREAD_NAME.into())
                 .spawn(move || {
                     idle_priority();
-                    for (file, mark) in queue {
-                        advise(&file, mark);
+                    for (file, from, to) in queue {
+                        advise(&file, from, to);
                     }
                 });
             match spawned {
@@ -184,12 +196,35 @@ impl WriteBehind {
         }
         if let Some((jobs, _)) = &self.worker
             && let Ok(own) = file.try_clone()
-            && jobs.try_send((own, mark)).is_ok()
         {
+            match jobs.try_send((own, from, mark)) {
+                Ok(()) => self.handed = mark,
+                // Given with the next mark that finds room.
+                Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => {
+                    self.worker = None;
+                    self.inline = true;
+                    self.give(file, from, mark);
+                }
+            }
             return;
         }
-        advise(file, mark);
+        self.give(file, from, mark);
     }
+
+    /// Advises on the caller's thread.
+    fn give(&mut self, file: &File, from: u64, to: u64) {
+        advise(file, from, to);
+        self.handed = to;
+    }
+}
+
+/// What the marks `(from, to]` advise: the windows that end at them are written out,
+/// `[from, to)`, and the windows two before each, `[from - 2W, to - 2W)` (clipped at the
+/// file's start), are dropped.
+fn advice(from: u64, to: u64) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+    let back = 2 * WRITE_BEHIND;
+    (from..to, from.saturating_sub(back)..to.saturating_sub(back))
 }
 
 /// Lowers the calling thread to Linux's `SCHED_IDLE`: it runs only on a core no other
@@ -234,20 +269,25 @@ const ADVISED: bool = cfg!(any(
 ));
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-fn advise(file: &File, mark: u64) {
+fn advise(file: &File, from: u64, to: u64) {
     use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-    let window = WRITE_BEHIND as i64;
-    let mark = i64::try_from(mark).unwrap_or(i64::MAX);
-    for start in [mark - window, mark - 3 * window] {
-        if start >= 0 {
+    let (write_out, drop) = advice(from, to);
+    for range in [write_out, drop] {
+        let (Ok(start), Ok(len)) = (
+            i64::try_from(range.start),
+            i64::try_from(range.end - range.start),
+        ) else {
+            continue;
+        };
+        if len > 0 {
             // Advice only: a refusal costs speed, never data.
-            let _ = posix_fadvise(file, start, window, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+            let _ = posix_fadvise(file, start, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
         }
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn advise(_file: &File, _mark: u64) {}
+fn advise(_file: &File, _from: u64, _to: u64) {}
 
 #[cfg(test)]
 mod tests {
@@ -274,6 +314,70 @@ mod tests {
             let refused = sync_each(&dir, &linked).unwrap_err();
             assert!(refused.to_string().contains("symbolic link"), "{refused}");
         }
+    }
+
+    #[test]
+    fn advice_after_a_gap_covers_every_window_its_marks_would_have() {
+        let w = WRITE_BEHIND;
+        // One mark: the window ending there is written out, the one two back dropped.
+        assert_eq!(advice(0, w), (0..w, 0..0));
+        assert_eq!(advice(2 * w, 3 * w), (2 * w..3 * w, 0..w));
+        assert_eq!(advice(9 * w, 10 * w), (9 * w..10 * w, 7 * w..8 * w));
+        // Marks that waited for room go together: the union of what each would advise.
+        for (from, to) in [(0, 5 * w), (3 * w, 9 * w), (w, 2 * w)] {
+            let (write_out, dropped) = advice(from, to);
+            let mut written = vec![];
+            let mut each_dropped = vec![];
+            for mark in (from / w + 1..=to / w).map(|n| n * w) {
+                let (one_out, one_dropped) = advice(mark - w, mark);
+                written.extend(one_out.step_by(w as usize));
+                each_dropped.extend(one_dropped.step_by(w as usize));
+            }
+            assert_eq!(write_out.step_by(w as usize).collect::<Vec<_>>(), written);
+            assert_eq!(
+                dropped.step_by(w as usize).collect::<Vec<_>>(),
+                each_dropped
+            );
+        }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[test]
+    fn a_writer_never_waits_for_a_held_write_behind_thread_and_no_mark_is_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let file = File::create(root.path().join("big.part")).unwrap();
+        // A write-behind thread held (as by a throttled disk) until told to go on.
+        let (jobs, queue) = sync_channel::<Advice>(QUEUED);
+        let (go_on, held) = std::sync::mpsc::channel::<()>();
+        let (seen, advised) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            held.recv().unwrap();
+            for (_, from, to) in queue {
+                seen.send((from, to)).unwrap();
+            }
+        });
+        let mut write_behind = WriteBehind {
+            worker: Some((jobs, thread)),
+            ..WriteBehind::default()
+        };
+        let marks = 3 * QUEUED as u64;
+        for n in 1..=marks {
+            // Returns at once although nobody takes the advice.
+            write_behind.passed(&file, n * WRITE_BEHIND);
+        }
+        go_on.send(()).unwrap();
+        let mut ranges: Vec<(u64, u64)> = advised.iter().take(QUEUED).collect();
+        // Room again: the marks that found none go with the next one.
+        write_behind.passed(&file, (marks + 1) * WRITE_BEHIND);
+        drop(write_behind);
+        ranges.extend(advised.iter());
+        assert_eq!(ranges.len(), QUEUED + 1, "{ranges:?}");
+        assert_eq!(ranges[0].0, 0);
+        assert_eq!(ranges.last().unwrap().1, (marks + 1) * WRITE_BEHIND);
+        assert!(
+            ranges.windows(2).all(|pair| pair[0].1 == pair[1].0),
+            "every mark advised once, in order: {ranges:?}"
+        );
     }
 
     /// Names of this process's threads, where the system lists them.
