@@ -61,7 +61,24 @@ impl Payload {
             self.files.iter().for_each(|path| warm(path));
         }
     }
+
+    /// A run's output, once timed: removed at once where the payload is a few large
+    /// files, as scp's copies are below. Kept until the end, a benchmark's gigabytes of
+    /// new files made every later write slower on this machine's disk (two benchmark
+    /// runs on 2026-12-01: the plain copy of (a) at 105–120 MB/s and the receiver at
+    /// 2.17–2.22 ns a byte of CPU; the next run, its outputs removed once timed: 195 MB/s
+    /// and 1.82 ns), which measured the disk filling, not the programs. Many small files
+    /// stay until the end: deleting thousands right before creating thousands more makes
+    /// ext4 scan for inodes.
+    fn done_with(&self, out: &Path) {
+        if self.files.len() <= FEW_FILES {
+            let _ = fs::remove_dir_all(out);
+        }
+    }
 }
+
+/// At most this many files make a payload whose outputs are removed once timed.
+const FEW_FILES: usize = 16;
 
 /// Reads `path` through once, into the page cache (see [`Payload::warm`]).
 fn warm(path: &Path) {
@@ -278,6 +295,7 @@ fn transfer(
         .read_to_string(&mut sender_log)
         .unwrap();
     sender.wait().unwrap();
+    payload.done_with(out);
     (
         seconds,
         Side::from_log(&sender_log),
@@ -319,7 +337,9 @@ fn plain_copy(payload: &Payload, out: &Path) -> f64 {
     }
     file.sync_all().unwrap();
     sender.join().unwrap();
-    start.elapsed().as_secs_f64()
+    let seconds = start.elapsed().as_secs_f64();
+    payload.done_with(out);
+    seconds
 }
 
 fn sha256_mbs(data: &[u8]) -> f64 {
