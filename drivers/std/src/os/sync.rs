@@ -222,6 +222,7 @@ impl WriteBehind {
 /// What the marks `(from, to]` advise: the windows that end at them are written out,
 /// `[from, to)`, and the windows two before each, `[from - 2W, to - 2W)` (clipped at the
 /// file's start), are dropped.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 fn advice(from: u64, to: u64) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
     let back = 2 * WRITE_BEHIND;
     (from..to, from.saturating_sub(back)..to.saturating_sub(back))
@@ -316,6 +317,7 @@ mod tests {
         }
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     #[test]
     fn advice_after_a_gap_covers_every_window_its_marks_would_have() {
         let w = WRITE_BEHIND;
