@@ -1,6 +1,7 @@
 //! Every transfer message (PROTOCOL.md §6): one kind byte, then its body. [`Message`]
 //! is the one type for them in both directions: [`Message::decode`] reads a record's
-//! plaintext, [`Message::encode`] writes one, and [`send`] seals it on a channel. Nothing
+//! plaintext, [`Message::encode_head`] writes one (a part's data, its [`Message::tail`], is sealed
+//! from where it is), and [`send`] seals it on a channel. Nothing
 //! outside this module frames a message by hand. The bodies are in [`bodies`] (Ferry's
 //! own) and [`crate::resource::wire`] (the RNS Resource ones, byte-compatible with RNS).
 

@@ -431,7 +431,14 @@ mod tests {
             std::io::Write::write_all(&mut &file, chunk).unwrap();
             write_behind.passed(&file, (window as u64 + 1) * WRITE_BEHIND);
         }
-        assert!(thread_names().iter().any(|name| name == thread));
+        // The writer does not wait for the thread to start, nor for it to lower itself:
+        // look until it has (a thread that never does fails here).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while scheduling_policy(thread) != Some(libc::SCHED_IDLE)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
         assert_eq!(
             scheduling_policy(thread),
             Some(libc::SCHED_IDLE),
