@@ -25,6 +25,7 @@ use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
 use crate::lane::LaneSecret;
+use crate::sealing::{NotHandedOut, SealWork};
 use crate::record::{
     ContentType, Direction, HEADER_LEN, Placement, RecordReader, TransmitBuffer, sealed_len,
 };
@@ -148,6 +149,9 @@ pub struct Channel {
     failed: Option<Error>,
     peer_closed: bool,
     closed: bool,
+    /// Data records with a tail (parts) are composed for a driver's threads to seal
+    /// ([`Channel::offload_sealing`]).
+    offload_sealing: bool,
 }
 
 impl Channel {
@@ -193,6 +197,7 @@ impl Channel {
             failed: None,
             peer_closed: false,
             closed: false,
+            offload_sealing: false,
         })
     }
 
@@ -535,6 +540,44 @@ impl Channel {
         self.tx.advance(n);
     }
 
+    /// From now on, messages sent with a tail ([`Channel::send_with_tail`]: bulk data)
+    /// are composed for the driver to seal on threads of its own
+    /// ([`crate::sealing`]): it takes each batch from [`Channel::poll_seal_work`], runs it
+    /// anywhere ([`SealWork::run`]), and gives it back with [`Channel::seal_done`]. What is
+    /// composed behind a batch goes to the wire only after it; while
+    /// [`Channel::sealing_pending`] says so, an empty [`Channel::poll_transmit`] does not
+    /// mean everything went out.
+    pub fn offload_sealing(&mut self) {
+        self.offload_sealing = true;
+    }
+
+    /// The next batch of records to seal, if one is waiting (after any send); only with
+    /// [`Channel::offload_sealing`].
+    pub fn poll_seal_work(&mut self) -> Option<SealWork> {
+        self.tx.poll_seal_work()
+    }
+
+    /// A batch from [`Channel::poll_seal_work`] has run; its records, and those behind it
+    /// that are ready, can go to the wire. A batch this channel did not hand out is
+    /// refused ([`Error::Internal`]) and the channel goes on; one whose records would not
+    /// seal fails it.
+    pub fn seal_done(&mut self, work: SealWork) -> Result<(), Error> {
+        match self.tx.seal_done(work) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.fail(Error::Internal(
+                "a batch of records came back unsealed (not run, or the AEAD refused)",
+            ))),
+            Err(NotHandedOut) => Err(Error::Internal(
+                "sealed records came back that this channel did not hand out",
+            )),
+        }
+    }
+
+    /// Records composed for threads to seal are waiting to be handed out or are out.
+    pub fn sealing_pending(&self) -> bool {
+        self.tx.sealing_pending()
+    }
+
     /// Queues an application message.
     pub fn send_message(&mut self, message: &[u8]) -> Result<(), SendError> {
         self.send_with(message.len(), |buf| buf.copy_from_slice(message))
@@ -648,6 +691,22 @@ impl Channel {
             ));
         };
         keyed.outgoing.check_sequence()?;
+        if self.offload_sealing && !tail.is_empty() {
+            // A part: composed here, sealed on a driver's thread.
+            self.tx.offload_sealing(keyed.outgoing.cipher());
+            let total = sealed_len(max_len + tail.len());
+            let Some(out) = self.tx.append_deferred(total) else {
+                return Err(Error::SendBufferTooSmall { needed: total });
+            };
+            let sequence =
+                compose_with_tail(&mut keyed.outgoing, content, out, max_len, fill, tail)
+                    .inspect_err(|_| self.tx.truncate_last(total))?;
+            self.tx.defer_last(total, sequence);
+            if keyed.confirmed && !self.closed {
+                self.arm(Timer::Keepalive);
+            }
+            return Ok(());
+        }
         let reserved = sealed_len(max_len + tail.len());
         let Some(out) = self.tx.append(reserved) else {
             return Err(Error::SendBufferTooSmall { needed: reserved });
@@ -666,4 +725,24 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// Composes a record for a thread to seal: `fill` writes its head (exactly `head_len`
+/// bytes: the caller checked the record's size against it), then `tail` is copied in
+/// behind it, then the header and sequence number are fixed.
+pub(crate) fn compose_with_tail(
+    direction: &mut Direction,
+    content: ContentType,
+    out: &mut [u8],
+    head_len: usize,
+    fill: impl FnOnce(&mut [u8]) -> usize,
+    tail: &[u8],
+) -> Result<u64, Error> {
+    let head = HEADER_LEN + 1;
+    let written = fill(&mut out[head..head + head_len]);
+    if written != head_len {
+        return Err(Error::Internal("a part's head was not the length it said"));
+    }
+    out[head + head_len..head + head_len + tail.len()].copy_from_slice(tail);
+    direction.compose(content, out)
 }

@@ -15,6 +15,7 @@ use crate::crypto::RecordCipher;
 use crate::error::Error;
 use crate::handshake::{MAGIC, VERSION};
 use crate::record::{ContentType, Direction, RecordReader, TransmitBuffer, sealed_len};
+use crate::sealing::{NotHandedOut, SealWork};
 
 /// The role byte of a lane hello (a session's hellos use 1 and 2).
 const LANE_ROLE: u8 = 3;
@@ -180,6 +181,29 @@ impl LaneOut {
         tail: &[u8],
     ) -> bool {
         let total = sealed_len(head_len + tail.len());
+        if self.out.offloading() && !tail.is_empty() {
+            let Some(record) = self.out.append_deferred(total) else {
+                return false;
+            };
+            let filled = |buf: &mut [u8]| {
+                fill(buf);
+                buf.len()
+            };
+            let composed = crate::channel::compose_with_tail(
+                &mut self.direction,
+                ContentType::Data,
+                record,
+                head_len,
+                filled,
+                tail,
+            );
+            let Ok(sequence) = composed else {
+                self.out.truncate_last(total);
+                return false;
+            };
+            self.out.defer_last(total, sequence);
+            return true;
+        }
         let Some(record) = self.out.append(total) else {
             return false;
         };
@@ -202,6 +226,28 @@ impl LaneOut {
 
     pub(crate) fn advance(&mut self, n: usize) {
         self.out.advance(n);
+    }
+
+    /// Parts from now on are composed for a driver's threads to seal
+    /// ([`crate::sealing`]).
+    pub(crate) fn offload_sealing(&mut self) {
+        self.out.offload_sealing(self.direction.cipher());
+    }
+
+    /// The next batch of this lane's records to seal.
+    pub(crate) fn poll_seal_work(&mut self) -> Option<SealWork> {
+        self.out.poll_seal_work()
+    }
+
+    /// A batch from [`LaneOut::poll_seal_work`] is back: whether every record in it
+    /// sealed.
+    pub(crate) fn seal_done(&mut self, work: SealWork) -> Result<bool, NotHandedOut> {
+        self.out.seal_done(work)
+    }
+
+    /// Records composed for threads and not yet back.
+    pub(crate) fn sealing_pending(&self) -> bool {
+        self.out.sealing_pending()
     }
 }
 

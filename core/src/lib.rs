@@ -64,6 +64,7 @@ pub mod lane;
 pub(crate) mod msgpack;
 pub mod record;
 pub mod resource;
+pub mod sealing;
 // A test harness reports a broken expectation by panicking, as tests do.
 #[cfg(feature = "testing")]
 #[allow(clippy::panic)]

@@ -6,6 +6,7 @@ use core::ops::Range;
 
 use crate::crypto::{Decryption, RecordCipher, TAG_LEN};
 use crate::error::Error;
+use crate::sealing::{NotHandedOut, SealQueue, SealWork};
 
 /// Bytes in a ChaCha20 keystream block.
 const KEYSTREAM_BLOCK: usize = 64;
@@ -77,6 +78,29 @@ impl Direction {
         Ok(sequence)
     }
 
+    /// Writes a record's header and content type into `out` (exactly
+    /// `sealed_len(payload_len)` bytes) and takes its sequence number, leaving the
+    /// encryption to [`crate::sealing::seal_composed`] (here, or on a driver's thread).
+    pub(crate) fn compose(&mut self, content: ContentType, out: &mut [u8]) -> Result<u64, Error> {
+        let body_len = out
+            .len()
+            .checked_sub(HEADER_LEN)
+            .filter(|len| *len > TAG_LEN)
+            .ok_or(Error::Internal("a record shorter than its type and tag"))?;
+        // Records are at most 16 MiB + 21 bytes, far below u32::MAX.
+        let length =
+            u32::try_from(body_len).map_err(|_| Error::Internal("record length over 4 GiB"))?;
+        let sequence = self.next_sequence()?;
+        out[..HEADER_LEN].copy_from_slice(&length.to_be_bytes());
+        out[HEADER_LEN] = content as u8;
+        Ok(sequence)
+    }
+
+    /// The key records in this direction are sealed with, for a driver's threads.
+    pub(crate) fn cipher(&self) -> &RecordCipher {
+        &self.cipher
+    }
+
     /// Seals a record in place. `out` is exactly `sealed_len(payload_len)` bytes and holds
     /// the payload at `out[HEADER_LEN + 1..len - TAG_LEN]`, except its last `tail.len()`
     /// bytes, which are encrypted there from `tail` (a part's data, from its segment). On
@@ -87,15 +111,9 @@ impl Direction {
         out: &mut [u8],
         tail: &[u8],
     ) -> Result<(), Error> {
-        let body_len = out.len() - HEADER_LEN;
-        // Records are at most 16 MiB + 21 bytes, far below u32::MAX.
-        let length =
-            u32::try_from(body_len).map_err(|_| Error::Internal("record length over 4 GiB"))?;
-        let sequence = self.next_sequence()?;
+        let sequence = self.compose(content, out)?;
         let (header, rest) = out.split_at_mut(HEADER_LEN);
-        header.copy_from_slice(&length.to_be_bytes());
-        let (plaintext, tag) = rest.split_at_mut(body_len - TAG_LEN);
-        plaintext[0] = content as u8;
+        let (plaintext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         let sealed = self
             .cipher
             .seal_from(sequence, header, plaintext, tail)
@@ -353,11 +371,16 @@ fn decrypt_placing(
     (decrypted, placed)
 }
 
-/// Sealed bytes waiting for the driver, in a buffer sized once from the configuration.
+/// Sealed bytes waiting for the driver, in a buffer sized once from the configuration;
+/// and, once a driver seals on its threads, the records composed for them behind it
+/// ([`SealQueue`]), counted against the same capacity.
 pub(crate) struct TransmitBuffer {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    sealing: Option<Box<SealQueue>>,
+    /// Whether the last append went to the sealing queue.
+    last_queued: bool,
 }
 
 impl TransmitBuffer {
@@ -366,14 +389,25 @@ impl TransmitBuffer {
             buf: vec![0; capacity],
             start: 0,
             end: 0,
+            sealing: None,
+            last_queued: false,
         }
     }
 
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        match &self.sealing {
+            Some(queue) if self.start == self.end => queue.pending(),
+            _ => &self.buf[self.start..self.end],
+        }
     }
 
     pub(crate) fn advance(&mut self, n: usize) {
+        if self.start == self.end {
+            if let Some(queue) = &mut self.sealing {
+                queue.advance(n);
+            }
+            return;
+        }
         debug_assert!(
             n <= self.end - self.start,
             "advanced past the pending bytes"
@@ -387,19 +421,30 @@ impl TransmitBuffer {
 
     /// Free space, counting what compaction would reclaim.
     pub(crate) fn free(&self) -> usize {
-        self.buf.len() - (self.end - self.start)
+        let queued = self.sealing.as_ref().map_or(0, |queue| queue.queued());
+        self.buf.len() - (self.end - self.start) - queued
     }
 
     /// Drops the last `len` appended bytes (a record that could not be sealed).
     pub(crate) fn truncate_last(&mut self, len: usize) {
-        self.end = self.end.saturating_sub(len).max(self.start);
+        match &mut self.sealing {
+            Some(queue) if self.last_queued => queue.truncate_last(len),
+            _ => self.end = self.end.saturating_sub(len).max(self.start),
+        }
     }
 
-    /// `len` bytes at the end of the pending data, or `None` if they do not fit.
+    /// `len` bytes at the end of the pending data, to seal there and then, or `None` if
+    /// they do not fit.
     pub(crate) fn append(&mut self, len: usize) -> Option<&mut [u8]> {
         if self.free() < len {
             return None;
         }
+        if let Some(queue) = self.sealing.as_mut().filter(|queue| !queue.is_empty()) {
+            // Behind records still to be sealed: in wire order, with them.
+            self.last_queued = true;
+            return Some(queue.append(len));
+        }
+        self.last_queued = false;
         if self.buf.len() - self.end < len {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -408,6 +453,56 @@ impl TransmitBuffer {
         let range = self.end..self.end + len;
         self.end += len;
         Some(&mut self.buf[range])
+    }
+
+    /// From now on records may be composed for a driver's threads to seal with `cipher`.
+    pub(crate) fn offload_sealing(&mut self, cipher: &RecordCipher) {
+        if self.sealing.is_none() {
+            self.sealing = Some(Box::new(SealQueue::new(cipher.clone())));
+        }
+    }
+
+    /// Whether records may be composed for a driver's threads.
+    pub(crate) fn offloading(&self) -> bool {
+        self.sealing.is_some()
+    }
+
+    /// `len` bytes at the end of the pending data for a record a driver's thread is to
+    /// seal ([`TransmitBuffer::defer_last`] once composed); `None` if they do not fit or
+    /// sealing is not offloaded.
+    pub(crate) fn append_deferred(&mut self, len: usize) -> Option<&mut [u8]> {
+        if self.free() < len {
+            return None;
+        }
+        let queue = self.sealing.as_mut()?;
+        self.last_queued = true;
+        Some(queue.append(len))
+    }
+
+    /// The last `len` bytes from [`TransmitBuffer::append_deferred`] are a composed
+    /// record for a thread to seal under `sequence`.
+    pub(crate) fn defer_last(&mut self, len: usize, sequence: u64) {
+        if let Some(queue) = &mut self.sealing {
+            queue.defer_last(len, sequence);
+        }
+    }
+
+    /// The next batch of composed records for a thread to seal.
+    pub(crate) fn poll_seal_work(&mut self) -> Option<SealWork> {
+        self.sealing.as_mut()?.poll()
+    }
+
+    /// A batch from [`TransmitBuffer::poll_seal_work`] is back: whether every record in
+    /// it sealed.
+    pub(crate) fn seal_done(&mut self, work: SealWork) -> Result<bool, NotHandedOut> {
+        self.sealing.as_mut().ok_or(NotHandedOut)?.done(work)
+    }
+
+    /// Records composed and not yet sealed and back: a driver that offloads sealing runs
+    /// and returns batches until this is false before it takes [`TransmitBuffer::pending`]
+    /// being empty to mean everything went out.
+    pub(crate) fn sealing_pending(&self) -> bool {
+        self.sealing.as_ref().is_some_and(|queue| queue.unsealed())
     }
 }
 

@@ -790,3 +790,178 @@ fn s2_a_record_limit_below_2_kib_or_above_16_mib_is_refused() {
     assert_ne!(with_limit(2048), outside);
     assert_ne!(with_limit(16 << 20), outside);
 }
+
+/// A small deterministic generator for the script below (its seed is printed on failure).
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Writes up to `n` of `channel`'s pending bytes to `wire`.
+fn take(channel: &mut Channel, wire: &mut Vec<u8>, n: usize) {
+    let pending = channel.poll_transmit();
+    let n = n.min(pending.len());
+    wire.extend_from_slice(&pending[..n]);
+    channel.advance_transmit(n);
+}
+
+/// Gives every batch `channel` has out or waiting back, run, newest first.
+fn seal_all(channel: &mut Channel, out: &mut Vec<ferry_core::sealing::SealWork>) {
+    while let Some(work) = channel.poll_seal_work() {
+        out.push(work);
+    }
+    for mut work in out.drain(..).rev() {
+        work.run();
+        channel.seal_done(work).unwrap();
+    }
+}
+
+/// Sends the same parts (a head written in place, a tail from elsewhere) and small
+/// control messages on two senders, one sealing inline and one on "threads": batches
+/// are taken out as they come, run and given back in a shuffled order, and its bytes
+/// are written in uneven pieces, while the inline one's are all written at once. A
+/// message goes only when both have room. Returns every byte each put on the wire, and
+/// the threaded one's pair.
+fn parts_on_the_wire(seed: u64) -> (Vec<u8>, Vec<u8>, Pair, usize) {
+    let mut inline = Pair::handshake(3);
+    let mut threaded = Pair::handshake(3);
+    threaded.sender.offload_sealing();
+    let (sender, other) = (&mut threaded.sender, &mut inline.sender);
+    let mut dice = Dice(seed | 1);
+    let (mut inline_wire, mut wire, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut messages = 0;
+    for step in 0..1000u32 {
+        match dice.below(6) {
+            0..=2 => {
+                let head = 1 + dice.below(40) as usize;
+                let tail: Vec<u8> = (0..1 + dice.below(70_000))
+                    .map(|i| (i ^ u64::from(step)) as u8)
+                    .collect();
+                let len = sealed_len(head + tail.len());
+                if sender.send_room() >= len && other.send_room() >= len {
+                    let fill = |buf: &mut [u8]| buf.fill(step as u8);
+                    sender.send_with_tail(head, fill, &tail).unwrap();
+                    other.send_with_tail(head, fill, &tail).unwrap();
+                    // Composed for a thread, not sealed here.
+                    assert!(sender.sealing_pending() && !other.sealing_pending());
+                    messages += 1;
+                }
+            }
+            3 => {
+                let message = format!("control {step}");
+                let len = sealed_len(message.len());
+                if sender.send_room() >= len && other.send_room() >= len {
+                    sender.send_message(message.as_bytes()).unwrap();
+                    other.send_message(message.as_bytes()).unwrap();
+                    messages += 1;
+                }
+            }
+            4 => {
+                while let Some(work) = sender.poll_seal_work() {
+                    out.push(work);
+                }
+                if !out.is_empty() {
+                    let mut work = out.swap_remove(dice.below(out.len() as u64) as usize);
+                    work.run();
+                    sender.seal_done(work).unwrap();
+                }
+            }
+            _ => take(sender, &mut wire, dice.below(300_000) as usize),
+        }
+        take(other, &mut inline_wire, usize::MAX);
+    }
+    sender.close().unwrap();
+    other.close().unwrap();
+    take(other, &mut inline_wire, usize::MAX);
+    while sender.sealing_pending() || !sender.poll_transmit().is_empty() {
+        seal_all(sender, &mut out);
+        take(sender, &mut wire, usize::MAX);
+    }
+    (inline_wire, wire, threaded, messages)
+}
+
+#[test]
+fn records_sealed_on_threads_put_the_same_bytes_on_the_wire_as_sealed_inline() {
+    for seed in [1, 2, 3, 0xfe44] {
+        let (inline, threaded, mut pair, messages) = parts_on_the_wire(seed);
+        assert!(
+            inline.len() > 4 << 20,
+            "seed {seed}: the script sent too little ({} bytes)",
+            inline.len()
+        );
+        assert!(inline == threaded, "seed {seed}: the wire differs");
+        // And the receiver reads every message, up to the close.
+        feed(
+            &mut pair.receiver,
+            &mut pair.receiver_seen,
+            Timestamp::ZERO,
+            &threaded,
+            70_001,
+        );
+        common::drain_events(&mut pair.receiver, &mut pair.receiver_seen);
+        assert_eq!(pair.receiver_seen.messages.len(), messages, "seed {seed}");
+        assert!(
+            pair.receiver_seen.error.is_none(),
+            "seed {seed}: {:?}",
+            pair.receiver_seen.error
+        );
+        assert!(
+            pair.receiver_seen.events.contains(&Event::PeerClosed),
+            "seed {seed}"
+        );
+    }
+}
+
+/// A sender sealing on threads with one part composed and its batch taken out.
+fn one_batch_out(seed: u64) -> (Pair, ferry_core::sealing::SealWork) {
+    let mut pair = Pair::handshake(seed);
+    pair.sender.offload_sealing();
+    pair.sender
+        .send_with_tail(3, |buf| buf.fill(7), &[1; 1000])
+        .unwrap();
+    let work = pair.sender.poll_seal_work().expect("a batch");
+    assert!(pair.sender.poll_seal_work().is_none());
+    assert!(pair.sender.sealing_pending());
+    // Nothing of it goes out while it is away: no plaintext ever reaches the wire.
+    assert!(pair.sender.poll_transmit().is_empty());
+    (pair, work)
+}
+
+#[test]
+fn a_batch_from_elsewhere_or_given_back_unsealed_is_refused() {
+    let (mut pair, mut work) = one_batch_out(5);
+    let (mut other, mut others) = one_batch_out(6);
+    others.run();
+    // Another connection's batch, with the same number and length: refused, and this
+    // channel goes on.
+    assert!(pair.sender.seal_done(others).is_err());
+    assert!(pair.sender.error().is_none());
+    work.run();
+    pair.sender.seal_done(work).unwrap();
+    assert!(!pair.sender.sealing_pending());
+    assert_eq!(pair.sender.poll_transmit().len(), sealed_len(1003));
+    pair.drive();
+    assert_eq!(pair.receiver_seen.messages, vec![[vec![7; 3], vec![1; 1000]].concat()]);
+    // Given back twice: refused the second time.
+    let (mut again, mut twice) = one_batch_out(5);
+    twice.run();
+    let (_, mut copy) = one_batch_out(5);
+    copy.run();
+    again.sender.seal_done(twice).unwrap();
+    assert!(again.sender.seal_done(copy).is_err());
+    assert!(again.sender.error().is_none());
+    // A batch given back without being run fails its channel: it would be plaintext.
+    other.sender.send_message(b"behind it").unwrap();
+    let (_, unsealed) = one_batch_out(6);
+    let error = other.sender.seal_done(unsealed).unwrap_err();
+    assert!(error.to_string().contains("unsealed"), "{error}");
+    assert!(other.sender.poll_transmit().is_empty());
+    assert!(!other.sender.sealing_pending());
+    assert!(other.sender.send_message(b"more").is_err());
+}

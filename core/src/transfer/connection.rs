@@ -4,9 +4,11 @@
 use crate::channel::{Channel, Event};
 use crate::lane::{LANE_HELLO_LEN, LaneRefused};
 use crate::record::{Placement, sealed_len};
+use crate::sealing::SealWork;
 use crate::time::Timestamp;
 use crate::transfer::lanes::LaneSet;
 use crate::transfer::outputs::Outputs;
+use crate::transfer::violation::misuse;
 use crate::transfer::session::Output;
 use crate::transfer::wire::{self, Limits, Message};
 use crate::transfer::{DiskError, TransferError};
@@ -267,6 +269,42 @@ impl<S: Side> Connection<S> {
     pub(crate) fn advance_transmit(&mut self, n: usize) {
         self.channel.advance_transmit(n);
         self.drained();
+    }
+
+    /// Parts from now on are composed for the driver's threads to seal, on the session's
+    /// own connection and on its lanes.
+    pub(crate) fn offload_sealing(&mut self) {
+        self.channel.offload_sealing();
+        self.side.lanes_mut().offload_sealing();
+    }
+
+    /// The next batch of records to seal: the session's own connection's first, then its
+    /// lanes'.
+    pub(crate) fn poll_seal_work(&mut self) -> Option<SealWork> {
+        self.channel
+            .poll_seal_work()
+            .or_else(|| self.side.lanes_mut().poll_seal_work())
+    }
+
+    /// A batch from [`Connection::poll_seal_work`] is back.
+    pub(crate) fn seal_done(&mut self, work: SealWork) -> Result<(), TransferError> {
+        if work.lane.is_some() {
+            return self
+                .side
+                .lanes_mut()
+                .seal_done(work)
+                .map_err(|error| self.fail(error));
+        }
+        match self.channel.seal_done(work) {
+            Ok(()) => Ok(()),
+            Err(error) if self.channel.error().is_some() => Err(self.fail(error.into())),
+            Err(_) => Err(misuse("sealed records came back that the session did not hand out")),
+        }
+    }
+
+    /// Records composed for the driver's threads and not yet back.
+    pub(crate) fn sealing_pending(&self) -> bool {
+        self.channel.sealing_pending() || self.side.lanes().sealing_pending()
     }
 
     /// `n` bytes of a lane's were written: the lane's freed room is refilled at once.

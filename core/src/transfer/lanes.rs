@@ -7,10 +7,12 @@ use std::collections::VecDeque;
 
 use crate::channel::Channel;
 use crate::lane::{LANE_HELLO_LEN, LaneIn, LaneOut, LaneRefused, LaneSecret, MAX_LANES};
+use crate::error::Error;
 use crate::record::sealed_len;
+use crate::sealing::{NotHandedOut, SealWork};
 use crate::transfer::TransferError;
 use crate::transfer::connection::control_reserve;
-use crate::transfer::violation::out_of_order;
+use crate::transfer::violation::{misuse, out_of_order};
 use crate::transfer::wire::{self, Message};
 
 /// How many connections a session uses.
@@ -58,6 +60,23 @@ pub(crate) trait LaneSet {
     fn closed(&mut self, lane: u8);
     /// True while the lane is in use.
     fn is_open(&self, lane: u8) -> bool;
+    /// Parts on lanes from now on are composed for a driver's threads to seal
+    /// ([`crate::sealing`]).
+    fn offload_sealing(&mut self) {}
+    /// The next batch of a lane's records to seal.
+    fn poll_seal_work(&mut self) -> Option<SealWork> {
+        None
+    }
+    /// A batch from [`LaneSet::poll_seal_work`] is back. One for a lane that closed
+    /// meanwhile is let go (its parts are sent again); one never handed out is misuse.
+    fn seal_done(&mut self, work: SealWork) -> Result<(), TransferError> {
+        let _ = work;
+        Err(misuse("sealed records came back for a lane that was never handed out"))
+    }
+    /// Records composed for threads on an open lane and not yet back.
+    fn sealing_pending(&self) -> bool {
+        false
+    }
 }
 
 /// A part sent on a lane and not yet known to have arrived: its segment's place in the
@@ -83,6 +102,8 @@ pub(crate) struct SenderLanes {
     down: VecDeque<u8>,
     buffer: usize,
     log_capacity: usize,
+    /// Lanes seal their parts on a driver's threads ([`LaneSet::offload_sealing`]).
+    offload_sealing: bool,
 }
 
 impl SenderLanes {
@@ -95,6 +116,7 @@ impl SenderLanes {
             down: VecDeque::new(),
             buffer,
             log_capacity,
+            offload_sealing: false,
         }
     }
 
@@ -108,8 +130,12 @@ impl SenderLanes {
         if core::mem::replace(&mut self.used[usize::from(lane)], true) {
             return Err(LaneRefused::Number(lane));
         }
+        let mut out = LaneOut::new(secret, lane, self.buffer);
+        if self.offload_sealing {
+            out.offload_sealing();
+        }
         self.lanes[usize::from(lane)] = Some(OutLane {
-            out: LaneOut::new(secret, lane, self.buffer),
+            out,
             log: VecDeque::with_capacity(self.log_capacity),
             trimmed: 0,
             open: true,
@@ -230,6 +256,51 @@ impl LaneSet for SenderLanes {
         {
             self.down.push_back(lane);
         }
+    }
+
+    fn offload_sealing(&mut self) {
+        self.offload_sealing = true;
+        for lane in self.lanes.iter_mut().flatten() {
+            lane.out.offload_sealing();
+        }
+    }
+
+    fn poll_seal_work(&mut self) -> Option<SealWork> {
+        self.lanes
+            .iter_mut()
+            .zip(0u8..)
+            .filter_map(|(lane, number)| Some((lane.as_mut().filter(|l| l.open)?, number)))
+            .find_map(|(lane, number)| {
+                let mut work = lane.out.poll_seal_work()?;
+                work.lane = Some(number);
+                Some(work)
+            })
+    }
+
+    fn seal_done(&mut self, work: SealWork) -> Result<(), TransferError> {
+        let never = || misuse("sealed records came back for a lane that was never handed out");
+        let number = work.lane.ok_or_else(never)?;
+        if !self.used.get(usize::from(number)).copied().unwrap_or(false) {
+            return Err(never());
+        }
+        match self.lanes.get_mut(usize::from(number)) {
+            Some(Some(lane)) if lane.open => match lane.out.seal_done(work) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(TransferError::Channel(Error::Internal(
+                    "a batch of records came back unsealed (not run, or the AEAD refused)",
+                ))),
+                Err(NotHandedOut) => Err(never()),
+            },
+            // Closed or lost meanwhile: its parts are sent again elsewhere.
+            _ => Ok(()),
+        }
+    }
+
+    fn sealing_pending(&self) -> bool {
+        self.lanes
+            .iter()
+            .flatten()
+            .any(|lane| lane.open && lane.out.sealing_pending())
     }
 }
 

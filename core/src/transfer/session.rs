@@ -9,6 +9,7 @@
 //! then wait for input or the timeout. Bytes never go through `poll_output`: they stay in
 //! the session's send buffer until the socket takes them.
 
+use crate::sealing::SealWork;
 use crate::time::Timestamp;
 use crate::transfer::manifest::Manifest;
 use crate::transfer::storage::Storage;
@@ -133,6 +134,26 @@ pub trait Session {
     /// A pass from [`Session::poll_work`] has run (in any order: the session takes the
     /// results in its own). Drain the outputs afterwards: the segments move on.
     fn work_done(&mut self, now: Timestamp, work: HashWork) -> Result<(), TransferError>;
+
+    /// Has the driver seal the parts' records on threads of its own, any number at once
+    /// ([`crate::sealing`]): each batch comes out of [`Session::poll_seal_work`], runs
+    /// anywhere ([`SealWork::run`]), and goes back with [`Session::seal_done`], in any
+    /// order. The bytes on the wire are the same as when sealed inline; a batch's go out
+    /// once it and those before it are back. While [`Session::sealing_pending`], an empty
+    /// [`Session::poll_transmit`] (or lane transmit) does not mean all went out.
+    fn offload_sealing(&mut self);
+
+    /// The next batch of records to seal, if one is waiting (after anything that may
+    /// send: input, a disk completion, a timer, a write). Only with
+    /// [`Session::offload_sealing`].
+    fn poll_seal_work(&mut self) -> Option<SealWork>;
+
+    /// A batch from [`Session::poll_seal_work`] has run. Flush afterwards: its bytes, and
+    /// those of any batches behind it already back, are ready.
+    fn seal_done(&mut self, work: SealWork) -> Result<(), TransferError>;
+
+    /// Batches wait to be handed out, or are out.
+    fn sealing_pending(&self) -> bool;
 }
 
 /// Implements [`Session`] for a role's session type by forwarding to its connection and to
@@ -272,6 +293,25 @@ macro_rules! impl_session {
                 work: $crate::transfer::HashWork,
             ) -> Result<(), $crate::transfer::TransferError> {
                 self.work_done_side(now, work)
+            }
+
+            fn offload_sealing(&mut self) {
+                self.connection.offload_sealing();
+            }
+
+            fn poll_seal_work(&mut self) -> Option<$crate::sealing::SealWork> {
+                self.connection.poll_seal_work()
+            }
+
+            fn seal_done(
+                &mut self,
+                work: $crate::sealing::SealWork,
+            ) -> Result<(), $crate::transfer::TransferError> {
+                self.connection.seal_done(work)
+            }
+
+            fn sealing_pending(&self) -> bool {
+                self.connection.sealing_pending()
             }
         }
     };
