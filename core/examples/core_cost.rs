@@ -1,7 +1,7 @@
 //! The core's cost per byte on each side of a transfer, next to the cost of the hashing
 //! and encryption passes it must make, all measured in the same run.
 //!
-//!     cargo run --release -p ferry-core --example core_cost [MiB]
+//!     cargo run --release -p ferry-core --example core_cost [MiB] [threads]
 //!
 //! Each side must make one SHA-256 pass (the file's digest, from which the segment hash
 //! and proof are built, PROTOCOL.md §6.3) and one ChaCha20Poly1305 pass. The ratio is the core's measured time over
@@ -12,7 +12,9 @@
 //! the same points (the core is deterministic: same seed, same inputs, same session), so
 //! its throughput is measured with the peer costing nothing. This is the measure by which
 //! work spread over threads is judged: each side runs so on one thread, and again with its
-//! SHA-256 passes on a second one (`Session::offload_hashing`), and the ratio is printed.
+//! SHA-256 passes on a second one (`Session::offload_hashing`); the sender also with its
+//! records sealed on a third and on up to `threads` in all (`Session::offload_sealing`;
+//! the machine's cores unless given); each ratio to one thread is printed.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use std::ops::Range;
 
 use std::sync::mpsc;
 
+use ferry_core::sealing::SealWork;
 use ferry_core::transfer::{
     DiskError, EntryKind, HashChain, HashWork, Manifest, ManifestEntry, Output, ReceiverSession,
     SenderSession, Session, Storage, Target, TransferConfig, TransferEvent,
@@ -327,80 +330,151 @@ fn receiver_alone(size: u64, tape: &Tape) -> f64 {
     start.elapsed().as_nanos() as f64 / size as f64
 }
 
-/// A thread that runs a session's SHA-256 passes ([`Session::offload_hashing`]).
-struct HashThread {
-    to_worker: Option<mpsc::Sender<HashWork>>,
-    from_worker: mpsc::Receiver<HashWork>,
+/// CPU time this thread has run, in ns (Linux; 0 where the system does not say).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time a side's threads spent, in ns per byte: what bounds it where each thread has
+/// a core of its own (the sealing threads share their work).
+#[derive(Clone, Copy, Default)]
+struct ThreadCpu {
+    driving: f64,
+    hashing: f64,
+    sealing: f64,
+}
+
+/// What a worker thread gives back.
+enum Done {
+    Hash(HashWork),
+    Seal(SealWork),
+}
+
+/// Threads that run a session's work: its SHA-256 passes on one
+/// ([`Session::offload_hashing`]), and, if any, its records' sealing on the others
+/// ([`Session::offload_sealing`]), all taking from one queue.
+struct Workers {
+    to_hasher: Option<mpsc::Sender<HashWork>>,
+    to_sealers: Option<mpsc::Sender<SealWork>>,
+    from_workers: mpsc::Receiver<Done>,
     out: usize,
     /// Passes given back to the session so far.
     taken: usize,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// CPU ns the hashing thread and the sealing threads spent, once they end.
+    hash_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    seal_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl HashThread {
-    fn new() -> Self {
-        let (to_worker, jobs) = mpsc::channel::<HashWork>();
-        let (done, from_worker) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
+impl Workers {
+    /// A hashing thread and `sealers` sealing threads.
+    fn new(sealers: usize) -> Self {
+        let (to_hasher, passes) = mpsc::channel::<HashWork>();
+        let (done, from_workers) = mpsc::channel();
+        let hash_done = done.clone();
+        let hash_cpu = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seal_cpu = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cpu = hash_cpu.clone();
+        let mut threads = vec![std::thread::spawn(move || {
             let mut chain = HashChain::new();
-            for mut work in jobs {
+            for mut work in passes {
                 work.run(&mut chain);
-                if done.send(work).is_err() {
-                    return;
+                if hash_done.send(Done::Hash(work)).is_err() {
+                    break;
                 }
             }
-        });
-        HashThread {
-            to_worker: Some(to_worker),
-            from_worker,
+            cpu.fetch_add(thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
+        })];
+        let (to_sealers, batches) = mpsc::channel::<SealWork>();
+        let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
+        for _ in 0..sealers {
+            let (batches, done, cpu) = (batches.clone(), done.clone(), seal_cpu.clone());
+            threads.push(std::thread::spawn(move || {
+                loop {
+                    let next = batches.lock().expect("queue").recv();
+                    let Ok(mut work) = next else { break };
+                    work.run();
+                    if done.send(Done::Seal(work)).is_err() {
+                        break;
+                    }
+                }
+                cpu.fetch_add(thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
+            }));
+        }
+        Workers {
+            to_hasher: Some(to_hasher),
+            to_sealers: (sealers > 0).then_some(to_sealers),
+            from_workers,
             out: 0,
             taken: 0,
-            thread: Some(thread),
+            threads,
+            hash_cpu,
+            seal_cpu,
         }
     }
 
-    /// Hands the session's waiting passes to the thread: true if there were any.
+    /// Hands the session's waiting work to the threads: true if there was any.
     fn dispatch(&mut self, session: &mut impl Session) -> bool {
         let mut any = false;
         while let Some(work) = session.poll_work() {
             any = true;
             self.out += 1;
-            self.to_worker
-                .as_ref()
-                .expect("worker")
-                .send(work)
-                .expect("worker alive");
+            let to = self.to_hasher.as_ref().expect("hasher");
+            to.send(work).expect("hasher alive");
+        }
+        if let Some(to) = &self.to_sealers {
+            while let Some(work) = session.poll_seal_work() {
+                any = true;
+                self.out += 1;
+                to.send(work).expect("sealers alive");
+            }
         }
         any
     }
 
-    /// Gives the session the pass that came back, if one did (waiting for it if `wait`
-    /// and one is out): true if one did.
+    /// Gives the session one piece of work that came back, if one did (waiting for it if
+    /// `wait` and one is out): true if one did.
     fn collect(&mut self, session: &mut impl Session, wait: bool) -> bool {
         if self.out == 0 {
             return false;
         }
-        let work = if wait {
-            self.from_worker.recv().ok()
+        let done = if wait {
+            self.from_workers.recv().ok()
         } else {
-            self.from_worker.try_recv().ok()
+            self.from_workers.try_recv().ok()
         };
-        let Some(work) = work else {
-            return false;
-        };
-        self.out -= 1;
-        self.taken += 1;
-        session.work_done(Timestamp::ZERO, work).expect("work done");
+        self.out -= usize::from(done.is_some());
+        match done {
+            Some(Done::Hash(work)) => {
+                self.taken += 1;
+                session.work_done(Timestamp::ZERO, work).expect("work done");
+            }
+            Some(Done::Seal(work)) => session.seal_done(work).expect("seal done"),
+            None => return false,
+        }
         true
     }
 }
 
-impl Drop for HashThread {
-    fn drop(&mut self) {
-        self.to_worker = None;
-        if let Some(thread) = self.thread.take() {
+impl Workers {
+    /// Ends the threads: the CPU ns the hashing thread and the sealing threads spent.
+    fn end(&mut self) -> (u64, u64) {
+        self.to_hasher = None;
+        self.to_sealers = None;
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        (self.hash_cpu.load(ordering), self.seal_cpu.load(ordering))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -414,7 +488,7 @@ fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> f64 {
     receiver.offload_hashing();
     let now = Timestamp::ZERO;
     let mut finished = false;
-    let mut hasher = HashThread::new();
+    let mut hasher = Workers::new(0);
     let start = Instant::now();
     for (to_receiver, _) in &tape.steps {
         receiver_outputs(&mut receiver, &mut finished);
@@ -483,7 +557,7 @@ fn sender_alone(size: u64, block: &[u8], tape: &Tape) -> f64 {
 
 /// The sender's outputs (reads from `source`) carried out, and its passes handed to
 /// `hasher` as soon as each read brings one.
-fn sender_outputs(sender: &mut SenderSession, source: &mut PageCache<'_>, hasher: &mut HashThread) {
+fn sender_outputs(sender: &mut SenderSession, source: &mut PageCache<'_>, hasher: &mut Workers) {
     loop {
         match sender.poll_output() {
             Output::Timeout(_) => break,
@@ -497,24 +571,34 @@ fn sender_outputs(sender: &mut SenderSession, source: &mut PageCache<'_>, hasher
     hasher.dispatch(sender);
 }
 
-/// The sender alone as above, its SHA-256 passes on a thread of their own: ns per byte.
+/// The sender alone as above, its SHA-256 passes on a thread of their own and, with
+/// `sealers`, its records sealed on that many more: ns per byte.
 /// It writes each step's bytes in pieces of a socket write, taking back passes between
 /// them as a driver does. A segment is advertised only once its pass is back, so before
 /// a step's recorded answers come in, it has taken back as many passes as the recorded
 /// sender had then (the answers may ask for any segment advertised by that point);
 /// passes beyond those stay out, running while it goes on. Its bytes differ from the
 /// recorded ones in order only. The copies out of `block` count, as in [`sender_alone`].
-fn sender_alone_with_hash_thread(size: u64, block: &[u8], tape: &Tape) -> f64 {
+fn sender_alone_with_workers(
+    size: u64,
+    block: &[u8],
+    tape: &Tape,
+    sealers: usize,
+) -> (f64, ThreadCpu) {
     const WRITE: usize = 256 << 10;
     let (mut sender, _) = sessions(size);
     sender.offload_hashing();
+    if sealers > 0 {
+        sender.offload_sealing();
+    }
     let now = Timestamp::ZERO;
     let mut source = PageCache {
         block,
         spent: Duration::ZERO,
     };
-    let mut hasher = HashThread::new();
+    let mut hasher = Workers::new(sealers);
     let start = Instant::now();
+    let driving_start = thread_cpu_ns();
     for ((to_receiver, to_sender), &passes) in tape.steps.iter().zip(&tape.passes) {
         sender_outputs(&mut sender, &mut source, &mut hasher);
         let mut left = to_receiver.len();
@@ -548,7 +632,16 @@ fn sender_alone_with_hash_thread(size: u64, block: &[u8], tape: &Tape) -> f64 {
         sender_outputs(&mut sender, &mut source, &mut hasher);
     }
     assert!(sender.is_finished(), "the sender alone did not finish");
-    start.elapsed().as_nanos() as f64 / size as f64
+    let elapsed = start.elapsed().as_nanos() as f64 / size as f64;
+    let driving = thread_cpu_ns().saturating_sub(driving_start);
+    let (hashing, sealing) = hasher.end();
+    let per_byte = |ns: u64| ns as f64 / size as f64;
+    let cpu = ThreadCpu {
+        driving: per_byte(driving),
+        hashing: per_byte(hashing),
+        sealing: per_byte(sealing),
+    };
+    (elapsed, cpu)
 }
 
 fn main() {
@@ -556,6 +649,11 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(512);
+    // The most threads a side is measured with (the machine's cores unless given).
+    let max_threads: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let mut data = vec![0u8; 256 << 20];
     SeededEntropy::new(9).fill(&mut data);
     let mut block = vec![0u8; 1 << 20];
@@ -598,26 +696,65 @@ fn main() {
         receiver_alone_ns.push(receiver_alone(mib << 20, &tape));
     }
     let (s, r) = (median(sender_alone_ns), median(receiver_alone_ns));
-    let (mut sender_threaded, mut receiver_threaded) = (vec![], vec![]);
+    // Threads per side: the driving one, the hashing one, and sealing ones beyond.
+    let mut thread_counts = vec![2, 3, max_threads.max(3)];
+    thread_counts.dedup();
+    let mut sender_threaded = vec![vec![]; thread_counts.len()];
+    let mut receiver_threaded = vec![];
     for _ in 0..3 {
-        sender_threaded.push(sender_alone_with_hash_thread(mib << 20, &block, &tape));
+        for (samples, threads) in sender_threaded.iter_mut().zip(&thread_counts) {
+            samples.push(sender_alone_with_workers(
+                mib << 20,
+                &block,
+                &tape,
+                threads - 2,
+            ));
+        }
         receiver_threaded.push(receiver_alone_with_hash_thread(mib << 20, &tape));
     }
-    let (st, rt) = (median(sender_threaded), median(receiver_threaded));
+    let rt = median(receiver_threaded);
     println!(
         "against a null peer (the other side's {} MiB of recorded bytes), 1 thread each: sender {s:.3} ns/B ({:.0} MB/s), receiver {r:.3} ns/B ({:.0} MB/s)",
         tape.bytes() >> 20,
         1e3 / s,
         1e3 / r
     );
+    for (samples, threads) in sender_threaded.into_iter().zip(&thread_counts) {
+        // The run of median time, and its threads' CPU.
+        let mut samples = samples;
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (st, cpu) = samples[samples.len() / 2];
+        let what = match threads {
+            2 => "SHA-256 on a second thread".to_owned(),
+            3 => "SHA-256 on a second thread, the AEAD on a third".to_owned(),
+            n => format!("SHA-256 on a second thread, the AEAD on {} more", n - 2),
+        };
+        println!(
+            "sender alone, {threads} threads ({what}): {st:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
+            1e3 / st,
+            s / st
+        );
+        // Where each thread has a core of its own, the busiest bounds the side.
+        let sealers = (threads - 2).max(1) as f64;
+        let bound = cpu.driving.max(cpu.hashing).max(cpu.sealing / sealers);
+        if bound > 0.0 {
+            println!(
+                "    CPU per byte: driving {:.3}, hashing {:.3}, sealing {:.3} ns/B in all; with a core per thread at most {:.0} MB/s, {:.2}x one thread",
+                cpu.driving,
+                cpu.hashing,
+                cpu.sealing,
+                1e3 / bound,
+                s / bound
+            );
+        }
+    }
     println!(
-        "sender alone, SHA-256 on a second thread: {st:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
-        1e3 / st,
-        s / st
-    );
-    println!(
-        "receiver alone, SHA-256 on a second thread: {rt:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
+        "receiver alone, 2 threads (SHA-256 on a second thread): {rt:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
         1e3 / rt,
         r / rt
+    );
+    println!(
+        "({} cores here: a side's threads beyond them only share them)",
+        std::thread::available_parallelism().map_or(1, usize::from)
     );
 }

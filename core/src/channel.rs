@@ -25,10 +25,10 @@ use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
 use crate::lane::LaneSecret;
-use crate::sealing::{NotHandedOut, SealWork};
 use crate::record::{
     ContentType, Direction, HEADER_LEN, Placement, RecordReader, TransmitBuffer, sealed_len,
 };
+use crate::sealing::{NotHandedOut, SealWork};
 use crate::time::Timestamp;
 use crate::token::Token;
 

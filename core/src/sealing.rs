@@ -228,7 +228,9 @@ impl SealQueue {
             if !matches!(slot, Batch::Composing(_)) {
                 continue;
             }
-            let Batch::Composing(mut work) = core::mem::replace(slot, Batch::Out { number: 0, len: 0 }) else {
+            let Batch::Composing(mut work) =
+                core::mem::replace(slot, Batch::Out { number: 0, len: 0 })
+            else {
                 continue;
             };
             if work.records.is_empty() {

@@ -947,7 +947,10 @@ fn a_batch_from_elsewhere_or_given_back_unsealed_is_refused() {
     assert!(!pair.sender.sealing_pending());
     assert_eq!(pair.sender.poll_transmit().len(), sealed_len(1003));
     pair.drive();
-    assert_eq!(pair.receiver_seen.messages, vec![[vec![7; 3], vec![1; 1000]].concat()]);
+    assert_eq!(
+        pair.receiver_seen.messages,
+        vec![[vec![7; 3], vec![1; 1000]].concat()]
+    );
     // Given back twice: refused the second time.
     let (mut again, mut twice) = one_batch_out(5);
     twice.run();

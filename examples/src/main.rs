@@ -503,6 +503,9 @@ impl Output {
                         "hashing thread: {}",
                         if finish.hash_thread { "yes" } else { "no" }
                     );
+                    if let Some(threads) = finish.seal_threads {
+                        eprintln!("sealing threads: {threads}");
+                    }
                 }
             }
         }
@@ -523,6 +526,8 @@ struct Finished {
     connections: usize,
     /// SHA-256 ran on a thread of its own.
     hash_thread: bool,
+    /// Threads that sealed the parts (a sender's; `None` for a receiver).
+    seal_threads: Option<usize>,
 }
 
 /// The other side, as the messages name it: "receiver" when sending, "sender" when
@@ -819,6 +824,7 @@ fn run() -> ProcessExit {
                             wire_bytes: summary.wire_bytes,
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
+                            seal_threads: Some(summary.seal_threads),
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,
@@ -876,6 +882,7 @@ fn run() -> ProcessExit {
                             wire_bytes: 0,
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
+                            seal_threads: None,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,

@@ -1,7 +1,9 @@
 //! Hashing on a thread of its own, tried as a user would: with `FERRY_HASH_THREAD=1` on
-//! both sides, a tree of many small files and one large one arrives identical, a receive
-//! killed with `kill -9` in the middle of the large file resumes from what was verified,
-//! and both logs say the thread ran. Without the variable, a transfer over loopback uses
+//! both sides (and the sender's parts sealed on two more, `FERRY_SEAL_THREADS=2`), a tree
+//! of many small files and one large one arrives identical, a receive killed with
+//! `kill -9` in the middle of the large file resumes from what was verified, and both
+//! logs say the threads ran; a sender stopped with Ctrl-C while parts are out being
+//! sealed still tells the receiver why. Without the variable, a transfer over loopback uses
 //! the thread only on a machine of four cores or more (the two processes share them). A
 //! sender serving several receivers on its event loop (`--receivers`) runs their passes on
 //! one thread beside the loop, each on its own chain.
@@ -16,9 +18,13 @@ use common::*;
 
 const HASH_THREAD: (&str, &str) = ("FERRY_HASH_THREAD", "1");
 
+/// Two threads sealing a sender's parts beside its hashing thread (a receiver has none).
+const SEAL_THREADS: (&str, &str) = ("FERRY_SEAL_THREADS", "2");
+
 fn threaded() -> Command {
     let mut command = Command::new(FERRY);
     command.env(HASH_THREAD.0, HASH_THREAD.1);
+    command.env(SEAL_THREADS.0, SEAL_THREADS.1);
     command
 }
 
@@ -90,6 +96,7 @@ fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
     );
     assert!(log.contains("hashing thread: yes"), "{log}");
     assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
+    assert!(sender_log.contains("sealing threads: 2"), "{sender_log}");
 }
 
 #[test]
@@ -110,10 +117,43 @@ fn hashing_on_its_own_thread_with_parts_over_three_connections() {
     assert_eq!(status, 0, "{sender_log}");
     assert!(log.contains("connections: 3"), "{log}");
     assert!(log.contains("hashing thread: yes"), "{log}");
+    // The parts on the lanes were sealed on the sender's threads.
+    assert!(sender_log.contains("sealing threads: 2"), "{sender_log}");
     assert!(
         fs::read(&src).unwrap() == fs::read(out.join("laned.bin")).unwrap(),
         "the file differs"
     );
+}
+
+#[test]
+fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
+    // Its cancel is queued behind parts out with the sealing threads: it must still go
+    // out, sealed, after them, and the receiver end as cancelled by the sender (not as a
+    // connection that just closed).
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    random_file(&src, 256 << 20, 91);
+    let out = dir.path().join("out");
+    let mut sending = send_with(threaded(), &["--pod"], &[&src]);
+    let log = dir.path().join("receive.log");
+    let mut child = threaded()
+        .args(sending.receive_args(None))
+        .arg("-v")
+        .arg("-o")
+        .arg(&out)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(&mut child, &log, || {
+        part_len(&out.join("big.bin.part")) >= 16 << 20
+    });
+    signal(&sending.child, "INT");
+    let status = wait(&mut sending.child, std::time::Duration::from_secs(60));
+    assert_eq!(status, 8, "the sender ends as cancelled");
+    let received = wait(&mut child, std::time::Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(received, 8, "{text}");
+    assert!(text.contains("cancelled by the sender"), "{text}");
 }
 
 #[test]

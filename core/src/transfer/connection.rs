@@ -8,8 +8,8 @@ use crate::sealing::SealWork;
 use crate::time::Timestamp;
 use crate::transfer::lanes::LaneSet;
 use crate::transfer::outputs::Outputs;
-use crate::transfer::violation::misuse;
 use crate::transfer::session::Output;
+use crate::transfer::violation::misuse;
 use crate::transfer::wire::{self, Limits, Message};
 use crate::transfer::{DiskError, TransferError};
 
@@ -298,7 +298,9 @@ impl<S: Side> Connection<S> {
         match self.channel.seal_done(work) {
             Ok(()) => Ok(()),
             Err(error) if self.channel.error().is_some() => Err(self.fail(error.into())),
-            Err(_) => Err(misuse("sealed records came back that the session did not hand out")),
+            Err(_) => Err(misuse(
+                "sealed records came back that the session did not hand out",
+            )),
         }
     }
 

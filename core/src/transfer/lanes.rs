@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 
 use crate::channel::Channel;
-use crate::lane::{LANE_HELLO_LEN, LaneIn, LaneOut, LaneRefused, LaneSecret, MAX_LANES};
 use crate::error::Error;
+use crate::lane::{LANE_HELLO_LEN, LaneIn, LaneOut, LaneRefused, LaneSecret, MAX_LANES};
 use crate::record::sealed_len;
 use crate::sealing::{NotHandedOut, SealWork};
 use crate::transfer::TransferError;
@@ -71,7 +71,9 @@ pub(crate) trait LaneSet {
     /// meanwhile is let go (its parts are sent again); one never handed out is misuse.
     fn seal_done(&mut self, work: SealWork) -> Result<(), TransferError> {
         let _ = work;
-        Err(misuse("sealed records came back for a lane that was never handed out"))
+        Err(misuse(
+            "sealed records came back for a lane that was never handed out",
+        ))
     }
     /// Records composed for threads on an open lane and not yet back.
     fn sealing_pending(&self) -> bool {

@@ -9,7 +9,7 @@ use ferry_core::transfer::Session;
 
 use crate::clock::Clock;
 use crate::error::DriverError;
-use crate::hashing::HashThread;
+use crate::hashing::Workers;
 use crate::lanes::Lanes;
 
 /// Bytes that crossed the socket during one session.
@@ -22,6 +22,11 @@ pub struct Traffic {
     /// The session's SHA-256 passes ran on a thread of their own
     /// ([`crate::hashing::wanted`]).
     pub hash_thread: bool,
+    /// Set before driving: this side sends parts, whose sealing may run on threads
+    /// ([`crate::hashing::sealing_threads`]).
+    pub sends_parts: bool,
+    /// Threads that sealed the session's parts (0: its own thread).
+    pub seal_threads: usize,
 }
 
 /// Drives `session` over `stream`, and its `lanes`, until the batch is finished or
@@ -38,11 +43,17 @@ pub fn drive<S: Session>(
     mut work: impl FnMut(&mut S, &mut Lanes) -> Result<bool, DriverError>,
 ) -> Result<(), DriverError> {
     let mut buf = vec![0u8; 256 << 10];
-    // The session's SHA-256 passes run beside this loop; they are handed out and taken
-    // back around every step of it.
+    // The session's SHA-256 passes (and a sender's sealing) run beside this loop; they
+    // are handed out and taken back around every step of it.
     let peer = stream.peer_addr().ok().map(|address| address.ip());
-    let hasher = RefCell::new(HashThread::start(session, peer));
+    let sealers = if traffic.sends_parts {
+        crate::hashing::sealing_threads(peer)
+    } else {
+        0
+    };
+    let hasher = RefCell::new(Workers::start(session, peer, sealers));
     traffic.hash_thread = hasher.borrow().is_some();
+    traffic.seal_threads = hasher.borrow().as_ref().map_or(0, Workers::sealers);
     // Whether the newest drain stopped with disk work left (see `drive`).
     let unfinished = Cell::new(false);
     let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<bool, DriverError> {
@@ -56,7 +67,8 @@ pub fn drive<S: Session>(
         }
         Ok(more)
     };
-    // Waits for a pass the session is waiting for; false if none is out.
+    // Waits for work the session is waiting for (a pass, a batch of records); false if
+    // none is out.
     let wait_for_pass = |session: &mut S| -> Result<bool, DriverError> {
         match hasher.borrow_mut().as_mut() {
             Some(hasher) if hasher.busy() => hasher.collect(session, clock.now(), true),
@@ -103,9 +115,9 @@ pub fn drive<S: Session>(
             }
             continue;
         }
-        // With nothing to read yet, a pass that is out is what to wait for: its segment
-        // moves on when it is back.
-        let pass_out = hasher.borrow().as_ref().is_some_and(HashThread::busy);
+        // With nothing to read yet, work that is out is what to wait for: a pass's
+        // segment moves on when it is back, a batch's records go out.
+        let pass_out = hasher.borrow().as_ref().is_some_and(Workers::busy);
         if pass_out && !crate::os::net::readable_now(stream) && wait_for_pass(session)? {
             continue;
         }
@@ -150,7 +162,11 @@ pub fn drive<S: Session>(
         Err(DriverError::Network(_)) if session.is_finished() => Ok(()),
         other => other,
     };
-    // Whatever happened, let the peer see what was sealed for it (a close, a cancel).
+    // Whatever happened, let the peer see what was sealed for it (a close, a cancel),
+    // sealing first what waits for the threads.
+    if let Some(workers) = hasher.borrow_mut().as_mut() {
+        workers.finish_sealing(session, clock.now());
+    }
     let _ = flush(stream, session, clock, traffic, lanes, &mut |_, _| {
         Ok(false)
     });

@@ -1,11 +1,13 @@
-//! A session's SHA-256 passes on a thread of their own, beside the thread that drives
-//! the session (see `ferry_core::transfer::HashWork`): half of either side's work per
-//! byte moves to another core.
+//! A session's work on threads of its own, beside the thread that drives the session:
+//! its SHA-256 passes on one (see `ferry_core::transfer::HashWork`), half of either side's
+//! work per byte; and a sender's records sealed on others (`ferry_core::sealing`), most
+//! of the rest.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use ferry_core::Timestamp;
+use ferry_core::sealing::SealWork;
 use ferry_core::transfer::{HashChain, HashWork, Session};
 
 use crate::error::DriverError;
@@ -13,6 +15,13 @@ use crate::error::DriverError;
 /// The environment variable that decides where a session's SHA-256 passes run: `1` on
 /// a thread of their own, `0` on the session's thread; unset, [`wanted`] decides.
 pub const HASH_THREAD_VAR: &str = "FERRY_HASH_THREAD";
+
+/// The environment variable that sets how many threads seal a sender's parts beside its
+/// hashing thread (`0`: on the session's thread); unset, [`sealing_threads`] decides.
+pub const SEAL_THREADS_VAR: &str = "FERRY_SEAL_THREADS";
+
+/// The most threads [`SEAL_THREADS_VAR`] may ask for.
+pub const MAX_SEAL_THREADS: usize = 8;
 
 /// Whether a session whose peer is at `peer` gets a hashing thread: yes, unless both
 /// ends share this machine (a loopback peer) and it has fewer than four cores. There the
@@ -31,68 +40,144 @@ pub fn wanted(peer: Option<std::net::IpAddr>) -> bool {
     cores >= 2 && !(shared && cores < 4)
 }
 
-/// The thread that runs one session's passes, on the session's chain, in the order the
-/// session gave them.
-pub struct HashThread {
-    to_worker: Option<mpsc::Sender<HashWork>>,
-    from_worker: mpsc::Receiver<HashWork>,
-    /// Passes given to the thread and not yet given back to the session.
-    out: usize,
-    thread: Option<JoinHandle<()>>,
+/// How many threads seal a sender's parts for a peer at `peer` (with a hashing thread;
+/// none without one). One, where the driving thread, the hashing thread and it each
+/// have a core: on a machine of four cores or more, or of eight or more when the
+/// receiver shares it. `core_cost` shows why one: with the AEAD off the driving thread,
+/// the hashing thread (one file's SHA-256 is one sequence) bounds the sender, and one
+/// sealing thread keeps up with it.
+pub fn sealing_threads(peer: Option<std::net::IpAddr>) -> usize {
+    if let Ok(threads) = std::env::var(SEAL_THREADS_VAR)
+        && let Ok(threads) = threads.trim().parse::<usize>()
+    {
+        return threads.min(MAX_SEAL_THREADS);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let shared = peer.is_none_or(|ip| ip.is_loopback());
+    usize::from(cores >= if shared { 8 } else { 4 })
 }
 
-impl HashThread {
-    /// Starts the thread and hands `session`'s hashing to it, if [`wanted`] for a peer
-    /// at `peer`; `None` (the session hashes inline) otherwise, and where the driver
-    /// cannot wait on a socket and the thread at once (Windows).
-    pub fn start<S: Session>(session: &mut S, peer: Option<std::net::IpAddr>) -> Option<Self> {
+/// What a worker gives back.
+enum Done {
+    Pass(HashWork),
+    Sealed(SealWork),
+}
+
+/// The threads that run one session's work: its passes on one, on the session's chain,
+/// in the order the session gave them; its records' sealing, if asked, on others, in
+/// any order.
+pub struct Workers {
+    to_hasher: Option<mpsc::Sender<HashWork>>,
+    to_sealers: Option<mpsc::Sender<SealWork>>,
+    from_workers: mpsc::Receiver<Done>,
+    /// Work given to the threads and not yet given back to the session.
+    out: usize,
+    sealers: usize,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the threads and hands `session`'s hashing to them, if [`wanted`] for a peer
+    /// at `peer`, and its sealing to `sealers` more (a sender's; see [`sealing_threads`]);
+    /// `None` (the session does both inline) otherwise, and where the driver cannot wait
+    /// on a socket and the threads at once (Windows).
+    pub fn start<S: Session>(
+        session: &mut S,
+        peer: Option<std::net::IpAddr>,
+        sealers: usize,
+    ) -> Option<Self> {
         if cfg!(windows) || !wanted(peer) {
             return None;
         }
-        let (to_worker, passes) = mpsc::channel::<HashWork>();
-        let (done, from_worker) = mpsc::channel();
-        let thread = std::thread::Builder::new()
+        let (to_hasher, passes) = mpsc::channel::<HashWork>();
+        let (done, from_workers) = mpsc::channel();
+        let hash_done = done.clone();
+        let hasher = std::thread::Builder::new()
             .name("ferry-hash".into())
             .spawn(move || {
                 let mut chain = HashChain::new();
                 for mut work in passes {
                     work.run(&mut chain);
-                    if done.send(work).is_err() {
+                    if hash_done.send(Done::Pass(work)).is_err() {
                         return;
                     }
                 }
             })
             .ok()?;
+        let mut threads = vec![hasher];
+        let (to_sealers, batches) = mpsc::channel::<SealWork>();
+        let batches = Arc::new(Mutex::new(batches));
+        for n in 0..sealers {
+            let (batches, done) = (batches.clone(), done.clone());
+            let sealer = std::thread::Builder::new()
+                .name(format!("ferry-seal-{n}"))
+                .spawn(move || {
+                    loop {
+                        // Poisoned only if another sealer panicked: stop too.
+                        let Ok(next) = batches.lock().map(|batches| batches.recv()) else {
+                            return;
+                        };
+                        let Ok(mut work) = next else { return };
+                        work.run();
+                        if done.send(Done::Sealed(work)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            // A thread the system would not start: seal on the ones that did.
+            match sealer {
+                Ok(sealer) => threads.push(sealer),
+                Err(_) => break,
+            }
+        }
+        let sealers = threads.len() - 1;
         session.offload_hashing();
-        Some(HashThread {
-            to_worker: Some(to_worker),
-            from_worker,
+        if sealers > 0 {
+            session.offload_sealing();
+        }
+        Some(Workers {
+            to_hasher: Some(to_hasher),
+            to_sealers: (sealers > 0).then_some(to_sealers),
+            from_workers,
             out: 0,
-            thread: Some(thread),
+            sealers,
+            threads,
         })
     }
 
-    /// True while a pass is with the thread.
+    /// Threads sealing the session's records.
+    pub fn sealers(&self) -> usize {
+        self.sealers
+    }
+
+    /// True while work is with the threads.
     pub fn busy(&self) -> bool {
         self.out > 0
     }
 
-    /// Gives the thread the passes `session` has waiting; true if there were any.
+    /// Gives the threads the work `session` has waiting; true if there was any.
     pub fn dispatch<S: Session>(&mut self, session: &mut S) -> Result<bool, DriverError> {
         let mut any = false;
         while let Some(work) = session.poll_work() {
             any = true;
             self.out += 1;
-            self.to_worker
+            self.to_hasher
                 .as_ref()
                 .and_then(|to| to.send(work).ok())
                 .ok_or_else(gone)?;
         }
+        if let Some(to) = &self.to_sealers {
+            while let Some(work) = session.poll_seal_work() {
+                any = true;
+                self.out += 1;
+                to.send(work).map_err(|_| gone())?;
+            }
+        }
         Ok(any)
     }
 
-    /// Gives `session` the passes the thread has done (waiting for one if `wait` and one
-    /// is out); true if any came back.
+    /// Gives `session` the work the threads have done (waiting for one piece if `wait`
+    /// and one is out); true if any came back.
     pub fn collect<S: Session>(
         &mut self,
         session: &mut S,
@@ -101,31 +186,49 @@ impl HashThread {
     ) -> Result<bool, DriverError> {
         let mut any = false;
         while self.out > 0 {
-            let work = if wait && !any {
-                self.from_worker.recv().map_err(|_| gone())?
+            let done = if wait && !any {
+                self.from_workers.recv().map_err(|_| gone())?
             } else {
-                match self.from_worker.try_recv() {
-                    Ok(work) => work,
+                match self.from_workers.try_recv() {
+                    Ok(done) => done,
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
                 }
             };
             self.out -= 1;
             any = true;
-            session.work_done(now, work)?;
+            match done {
+                Done::Pass(work) => session.work_done(now, work)?,
+                Done::Sealed(work) => session.seal_done(work)?,
+            }
         }
         Ok(any)
+    }
+
+    /// Seals whatever the session has composed for the threads, waiting for all of it:
+    /// its last words (a close, a cancel) may sit behind parts being sealed. Stops at
+    /// the first failure (the session's, which its driver already reports).
+    pub fn finish_sealing<S: Session>(&mut self, session: &mut S, now: Timestamp) {
+        while session.sealing_pending() {
+            if self.dispatch(session).is_err() || !self.busy() {
+                return;
+            }
+            if self.collect(session, now, true).is_err() {
+                return;
+            }
+        }
     }
 }
 
 fn gone() -> DriverError {
-    DriverError::Disk("the hashing thread stopped".into())
+    DriverError::Disk("a worker thread stopped".into())
 }
 
-impl Drop for HashThread {
+impl Drop for Workers {
     fn drop(&mut self) {
-        self.to_worker = None;
-        if let Some(thread) = self.thread.take() {
+        self.to_hasher = None;
+        self.to_sealers = None;
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

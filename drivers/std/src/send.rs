@@ -40,6 +40,8 @@ pub struct SendSummary {
     pub connections: usize,
     /// Its SHA-256 passes ran on a thread of their own.
     pub hash_thread: bool,
+    /// Threads that sealed its parts (0: the session's own).
+    pub seal_threads: usize,
 }
 
 /// A listening sender: what to print, and the loop that serves.
@@ -189,7 +191,10 @@ impl Sender {
         let clock = Clock::new();
         let started = Instant::now();
         let (mut session, mut work) = self.start_session(&clock)?;
-        let mut traffic = Traffic::default();
+        let mut traffic = Traffic {
+            sends_parts: true,
+            ..Traffic::default()
+        };
         let mut lanes = Lanes::accepting(&self.listener, stream.peer_addr()?.ip())?;
         let driven = drive(
             stream,
@@ -205,6 +210,7 @@ impl Sender {
         let mut summary = work.finish(&session)?;
         summary.connections = connections;
         summary.hash_thread = traffic.hash_thread;
+        summary.seal_threads = traffic.seal_threads;
         summary.wire_bytes = traffic.sent;
         summary.elapsed = started.elapsed();
         Ok(summary)
