@@ -25,6 +25,10 @@ use crate::record::HEADER_LEN;
 /// over costs little beside sealing it (two 64 KiB parts).
 pub const SEAL_BATCH: usize = 128 << 10;
 
+/// Buffers of sent batches kept to compose the next ones in: enough for the few batches a
+/// send buffer holds at once (more only after a burst of small ones, whose buffers go).
+const MAX_SPARE: usize = 8;
+
 /// One record in a batch: where it starts, how long it is, its sequence number.
 #[derive(Clone, Copy, Debug)]
 struct Composed {
@@ -277,7 +281,9 @@ impl SealQueue {
         while let Some(Batch::Back { work, sent }) = self.batches.front()
             && *sent == work.bytes.len()
         {
-            if let Some(Batch::Back { work, .. }) = self.batches.pop_front() {
+            if let Some(Batch::Back { work, .. }) = self.batches.pop_front()
+                && self.spare.len() < MAX_SPARE
+            {
                 self.spare.push(work.bytes);
             }
         }

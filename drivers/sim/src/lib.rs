@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use ferry_core::lane::{LANE_HELLO_LEN, MAX_LANES};
+use ferry_core::sealing::SealWork;
 pub use ferry_core::testing::Rng;
 use ferry_core::testing::{MemoryDisk, MemorySource, drain};
 use ferry_core::transfer::{
@@ -113,7 +114,8 @@ pub struct World {
     pub write_delay: u64,
     /// Both sides hand their SHA-256 passes out (`Session::offload_hashing`), and each
     /// comes back up to this many µs later, as from a driver's hashing thread: run in
-    /// order, back in any order (0: the sessions hash inline).
+    /// order, back in any order (0: the sessions hash inline). The sender's records are
+    /// sealed so too (`Session::offload_sealing`), each batch back up to as late.
     pub hash_delay: u64,
 }
 
@@ -545,6 +547,9 @@ struct Round {
     passes_given: [u64; 2],
     /// Each side's chain, as a driver's hashing thread keeps it.
     chains: [HashChain; 2],
+    /// Batches of the sender's records given out to seal (with `World::hash_delay`),
+    /// already sealed, each with when it comes back.
+    batches: Vec<(Timestamp, SealWork)>,
 }
 
 /// One lane's connection.
@@ -645,6 +650,7 @@ impl<'w> Sim<'w> {
         if world.hash_delay > 0 {
             sender.offload_hashing();
             receiver.offload_hashing();
+            sender.offload_sealing();
         }
         Ok(Round {
             sender,
@@ -660,6 +666,7 @@ impl<'w> Sim<'w> {
             passes: Vec::new(),
             passes_given: [0; 2],
             chains: Default::default(),
+            batches: Vec::new(),
         })
     }
 
@@ -901,6 +908,7 @@ impl<'w> Sim<'w> {
             connecting,
             writes,
             passes,
+            batches,
             ..
         } = round;
         let mut next = [
@@ -916,6 +924,7 @@ impl<'w> Sim<'w> {
         .chain(connecting.iter().map(|(at, _)| *at))
         .chain(writes.front().map(|(at, _)| *at))
         .chain(passes.iter().map(|(at, ..)| *at))
+        .chain(batches.iter().map(|(at, _)| *at))
         .min();
         for (lane, links) in lanes.iter_mut().enumerate() {
             let Some(links) = links else { continue };
@@ -1117,8 +1126,9 @@ impl<'w> Sim<'w> {
     }
 
     /// Runs the passes the sessions gave out, each on its side's chain in the order
-    /// given, to come back after a delay drawn for it (so they come back in any order),
-    /// and gives back those due now: true if any went either way.
+    /// given, and the batches of records the sender gave out to seal, each to come back
+    /// after a delay drawn for it (so they come back in any order), and gives back those
+    /// due now: true if any went either way.
     fn hash_passes(&mut self, round: &mut Round) -> bool {
         let (now, delay) = (self.now, self.world.hash_delay);
         let mut moved = false;
@@ -1160,13 +1170,28 @@ impl<'w> Sim<'w> {
             };
             moved = true;
         }
+        // The sender's records, sealed on its "threads": back in any order.
+        while let Some(mut work) = round.sender.poll_seal_work() {
+            work.run();
+            let back = after(now, self.rng.range(0, delay + 1));
+            round.batches.push((back, work));
+            moved = true;
+        }
+        while let Some(at) = round.batches.iter().position(|(back, _)| *back <= now) {
+            let (_, work) = round.batches.swap_remove(at);
+            let _ = as_endpoint(SENDER, || round.sender.seal_done(work));
+            moved = true;
+        }
         moved
     }
 
-    /// [`Sim::hash_passes`], every pass out coming back now.
+    /// [`Sim::hash_passes`], every pass and batch out coming back now.
     fn hash_passes_now(&mut self, round: &mut Round) -> bool {
         let now = self.now;
         for (back, ..) in &mut round.passes {
+            *back = (*back).min(now);
+        }
+        for (back, _) in &mut round.batches {
             *back = (*back).min(now);
         }
         self.hash_passes(round)
