@@ -483,13 +483,14 @@ impl Drop for Workers {
 /// out later and its bytes differ from the recorded ones; what the recorded sender sends
 /// stays within what it allows (a few segments more in flight, never past the agreed
 /// number), and any step it did not allow would fail the run.
-fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> f64 {
+fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> (f64, ThreadCpu) {
     let (_, mut receiver) = sessions(size);
     receiver.offload_hashing();
     let now = Timestamp::ZERO;
     let mut finished = false;
     let mut hasher = Workers::new(0);
     let start = Instant::now();
+    let driving_start = thread_cpu_ns();
     for (to_receiver, _) in &tape.steps {
         receiver_outputs(&mut receiver, &mut finished);
         hasher.dispatch(&mut receiver);
@@ -518,7 +519,15 @@ fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> f64 {
         hasher.dispatch(&mut receiver);
     }
     assert!(finished, "the receiver alone did not finish");
-    start.elapsed().as_nanos() as f64 / size as f64
+    let elapsed = start.elapsed().as_nanos() as f64 / size as f64;
+    let driving = thread_cpu_ns().saturating_sub(driving_start);
+    let (hashing, _) = hasher.end();
+    let cpu = ThreadCpu {
+        driving: driving as f64 / size as f64,
+        hashing: hashing as f64 / size as f64,
+        sealing: 0.0,
+    };
+    (elapsed, cpu)
 }
 
 /// The sender alone, fed the receiver's recorded bytes, its file read from `block`, its
@@ -712,7 +721,8 @@ fn main() {
         }
         receiver_threaded.push(receiver_alone_with_hash_thread(mib << 20, &tape));
     }
-    let rt = median(receiver_threaded);
+    receiver_threaded.sort_by(|a: &(f64, ThreadCpu), b| a.0.total_cmp(&b.0));
+    let (rt, receiver_cpu) = receiver_threaded[receiver_threaded.len() / 2];
     println!(
         "against a null peer (the other side's {} MiB of recorded bytes), 1 thread each: sender {s:.3} ns/B ({:.0} MB/s), receiver {r:.3} ns/B ({:.0} MB/s)",
         tape.bytes() >> 20,
@@ -753,6 +763,12 @@ fn main() {
         1e3 / rt,
         r / rt
     );
+    if receiver_cpu.driving > 0.0 {
+        println!(
+            "    CPU per byte: driving {:.3}, hashing {:.3} ns/B (its records are opened on the driving thread)",
+            receiver_cpu.driving, receiver_cpu.hashing
+        );
+    }
     println!(
         "({} cores here: a side's threads beyond them only share them)",
         std::thread::available_parallelism().map_or(1, usize::from)

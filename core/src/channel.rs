@@ -701,7 +701,11 @@ impl Channel {
             let sequence =
                 compose_with_tail(&mut keyed.outgoing, content, out, max_len, fill, tail)
                     .inspect_err(|_| self.tx.truncate_last(total))?;
-            self.tx.defer_last(total, sequence);
+            if !self.tx.defer_last(total, sequence) {
+                return Err(Error::Internal(
+                    "a composed record could not be queued to seal",
+                ));
+            }
             if keyed.confirmed && !self.closed {
                 self.arm(Timer::Keepalive);
             }

@@ -201,8 +201,7 @@ impl LaneOut {
                 self.out.truncate_last(total);
                 return false;
             };
-            self.out.defer_last(total, sequence);
-            return true;
+            return self.out.defer_last(total, sequence);
         }
         let Some(record) = self.out.append(total) else {
             return false;

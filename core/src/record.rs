@@ -458,7 +458,7 @@ impl TransmitBuffer {
     /// From now on records may be composed for a driver's threads to seal with `cipher`.
     pub(crate) fn offload_sealing(&mut self, cipher: &RecordCipher) {
         if self.sealing.is_none() {
-            self.sealing = Some(Box::new(SealQueue::new(cipher.clone())));
+            self.sealing = Some(Box::new(SealQueue::new(cipher.clone(), self.buf.len())));
         }
     }
 
@@ -480,11 +480,17 @@ impl TransmitBuffer {
     }
 
     /// The last `len` bytes from [`TransmitBuffer::append_deferred`] are a composed
-    /// record for a thread to seal under `sequence`.
-    pub(crate) fn defer_last(&mut self, len: usize, sequence: u64) {
-        if let Some(queue) = &mut self.sealing {
-            queue.defer_last(len, sequence);
+    /// record for a thread to seal under `sequence`. If they cannot be listed they are
+    /// taken back (never left to go out unsealed), and false is returned.
+    pub(crate) fn defer_last(&mut self, len: usize, sequence: u64) -> bool {
+        let listed = self
+            .sealing
+            .as_mut()
+            .is_some_and(|queue| queue.defer_last(len, sequence));
+        if !listed {
+            self.truncate_last(len);
         }
+        listed
     }
 
     /// The next batch of composed records for a thread to seal.

@@ -20,14 +20,11 @@ use std::collections::VecDeque;
 use crate::crypto::{RecordCipher, TAG_LEN};
 use crate::record::HEADER_LEN;
 
-/// Bytes of records a batch gathers before the next record starts another: small enough
-/// that a few threads share a send buffer's worth, large enough that handing a batch
-/// over costs little beside sealing it (two 64 KiB parts).
+/// Bytes of records a batch gathers before the next record starts another (it may pass
+/// them by one record): small enough that a few threads share a send buffer's worth,
+/// large enough that handing a batch over costs little beside sealing it (two 64 KiB
+/// parts).
 pub const SEAL_BATCH: usize = 128 << 10;
-
-/// Buffers of sent batches kept to compose the next ones in: enough for the few batches a
-/// send buffer holds at once (more only after a burst of small ones, whose buffers go).
-const MAX_SPARE: usize = 8;
 
 /// One record in a batch: where it starts, how long it is, its sequence number.
 #[derive(Clone, Copy, Debug)]
@@ -54,13 +51,18 @@ pub struct SealWork {
 }
 
 impl SealWork {
-    fn new(cipher: RecordCipher, number: u64, bytes: Vec<u8>) -> Self {
+    /// An empty batch, in the buffers of `spare` (a batch sent) if given.
+    fn new(cipher: RecordCipher, number: u64, spare: Option<SealWork>) -> Self {
+        let (mut bytes, mut records) =
+            spare.map_or_else(Default::default, |s| (s.bytes, s.records));
+        bytes.clear();
+        records.clear();
         SealWork {
             lane: None,
             number,
             cipher,
             bytes,
-            records: Vec::new(),
+            records,
             sealed: None,
         }
     }
@@ -153,18 +155,23 @@ pub(crate) struct SealQueue {
     next_number: u64,
     /// Bytes in all batches, not yet sent.
     queued: usize,
-    /// Buffers of batches sent, to compose the next ones in.
-    spare: Vec<Vec<u8>>,
+    /// Batches sent, whose buffers compose the next ones; their capacity in all is at
+    /// most the send buffer's.
+    spare: Vec<SealWork>,
+    /// The send buffer's capacity, which bounds what is queued and what is kept spare.
+    capacity: usize,
 }
 
 impl SealQueue {
-    pub(crate) fn new(cipher: RecordCipher) -> Self {
+    /// A queue behind a send buffer of `capacity` bytes, for records sealed with `cipher`.
+    pub(crate) fn new(cipher: RecordCipher, capacity: usize) -> Self {
         SealQueue {
             cipher,
             batches: VecDeque::new(),
             next_number: 0,
             queued: 0,
             spare: Vec::new(),
+            capacity,
         }
     }
 
@@ -182,13 +189,11 @@ impl SealQueue {
     /// or if the current one is full).
     pub(crate) fn append(&mut self, len: usize) -> &mut [u8] {
         let full = match self.batches.back() {
-            Some(Batch::Composing(work)) => work.bytes.len() + len > SEAL_BATCH && !work.is_empty(),
+            Some(Batch::Composing(work)) => work.bytes.len() >= SEAL_BATCH,
             _ => true,
         };
         if full {
-            let mut bytes = self.spare.pop().unwrap_or_default();
-            bytes.clear();
-            let work = SealWork::new(self.cipher.clone(), self.next_number, bytes);
+            let work = SealWork::new(self.cipher.clone(), self.next_number, self.spare.pop());
             self.next_number += 1;
             self.batches.push_back(Batch::Composing(work));
         }
@@ -196,6 +201,8 @@ impl SealQueue {
         match self.batches.back_mut() {
             Some(Batch::Composing(work)) => {
                 let at = work.bytes.len();
+                // Exactly what it needs: a batch's buffer never holds twice its bytes.
+                work.bytes.reserve_exact(len);
                 work.bytes.resize(at + len, 0);
                 &mut work.bytes[at..]
             }
@@ -205,12 +212,17 @@ impl SealQueue {
     }
 
     /// The last `len` appended bytes are a record a thread is to seal under `sequence`.
-    pub(crate) fn defer_last(&mut self, len: usize, sequence: u64) {
+    /// False if they are not there (then the caller must take them back: unlisted, they
+    /// would go out as they are).
+    #[must_use]
+    pub(crate) fn defer_last(&mut self, len: usize, sequence: u64) -> bool {
         if let Some(Batch::Composing(work)) = self.batches.back_mut()
             && let Some(at) = work.bytes.len().checked_sub(len)
         {
             work.records.push(Composed { at, len, sequence });
+            return true;
         }
+        false
     }
 
     /// Drops the last `len` appended bytes (a record that could not be composed, or room
@@ -241,6 +253,11 @@ impl SealQueue {
                 work.sealed = Some(true);
                 *slot = Batch::Back { work, sent: 0 };
                 continue;
+            }
+            // A reused buffer much larger than the batch goes: what is out is never more
+            // than twice what it holds.
+            if work.bytes.capacity() > 2 * work.bytes.len() {
+                work.bytes.shrink_to_fit();
             }
             *slot = Batch::Out {
                 number: work.number,
@@ -281,10 +298,11 @@ impl SealQueue {
         while let Some(Batch::Back { work, sent }) = self.batches.front()
             && *sent == work.bytes.len()
         {
-            if let Some(Batch::Back { work, .. }) = self.batches.pop_front()
-                && self.spare.len() < MAX_SPARE
-            {
-                self.spare.push(work.bytes);
+            if let Some(Batch::Back { work, .. }) = self.batches.pop_front() {
+                let kept: usize = self.spare.iter().map(|s| s.bytes.capacity()).sum();
+                if kept + work.bytes.capacity() <= self.capacity {
+                    self.spare.push(work);
+                }
             }
         }
     }

@@ -147,9 +147,11 @@ fn receiver_outputs(
     }
 }
 
-/// Transfers one file of `size` bytes; returns the allocation counts and peaks measured
-/// from just after both sessions were built to the end.
-fn transfer(size: u64) -> Measure {
+/// Transfers one file of `size` bytes, the sender's records sealed as a driver's
+/// threads would (handed out and given back, here on this thread) if `sealing`; returns
+/// the allocation counts and peaks measured from just after both sessions were built to
+/// the end.
+fn transfer(size: u64, sealing: bool) -> Measure {
     let config = TransferConfig::default();
     let entries = vec![ManifestEntry {
         path: "big.bin".into(),
@@ -174,6 +176,9 @@ fn transfer(size: u64) -> Measure {
     let mut receiver = as_(RECEIVER, || {
         ReceiverSession::new(config.clone(), token, &mut entropy, now).unwrap()
     });
+    if sealing {
+        as_(SENDER, || sender.offload_sealing());
+    }
     let counts_before = [0, 1, 2].map(|i| COUNT[i].load(Ordering::SeqCst));
     let mut wire = vec![0u8; 4 << 20];
     let mut finished = false;
@@ -192,6 +197,13 @@ fn transfer(size: u64) -> Measure {
             worked = true;
         }
         worked |= receiver_outputs(&mut receiver, &mut sink, &mut finished);
+        as_(SENDER, || {
+            while let Some(mut work) = sender.poll_seal_work() {
+                work.run();
+                sender.seal_done(work).unwrap();
+                worked = true;
+            }
+        });
         let n = as_(SENDER, || {
             let pending = sender.poll_transmit();
             let n = pending.len().min(wire.len());
@@ -242,8 +254,22 @@ fn transfer(size: u64) -> Measure {
 // One test: the counters are per process, so nothing may run beside it.
 #[test]
 fn heap_is_bounded_by_the_config_and_flat_as_the_batch_grows() {
-    let small = transfer(64 << 20);
-    let large = transfer(512 << 20);
+    let inline = heap_bounded_and_flat(false);
+    let threads = heap_bounded_and_flat(true);
+    // Batches out to seal take what the send buffer would have, and little more.
+    let send_buffer = TransferConfig::default().channel.send_buffer as i64;
+    assert!(
+        threads.peak[SENDER] <= inline.peak[SENDER] + 2 * send_buffer,
+        "sealing on threads took the sender from {} to {} bytes",
+        inline.peak[SENDER],
+        threads.peak[SENDER]
+    );
+}
+
+/// The checks for one way of sealing; the measure of the larger batch.
+fn heap_bounded_and_flat(sealing: bool) -> Measure {
+    let small = transfer(64 << 20, sealing);
+    let large = transfer(512 << 20, sealing);
     for m in [&small, &large] {
         for (who, name) in [(SENDER, "sender"), (RECEIVER, "receiver")] {
             assert!(
@@ -262,7 +288,8 @@ fn heap_is_bounded_by_the_config_and_flat_as_the_batch_grows() {
         );
     }
     eprintln!(
-        "peaks: sender {} / receiver {} bytes (bound {}); allocations after start: {:?} vs {:?}",
+        "sealing on threads: {sealing}; peaks: sender {} / receiver {} bytes (bound {}); allocations after start: {:?} vs {:?}",
         large.peak[SENDER], large.peak[RECEIVER], large.bound, small.allocations, large.allocations
     );
+    large
 }

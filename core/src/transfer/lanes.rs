@@ -6,7 +6,6 @@
 use std::collections::VecDeque;
 
 use crate::channel::Channel;
-use crate::error::Error;
 use crate::lane::{LANE_HELLO_LEN, LaneIn, LaneOut, LaneRefused, LaneSecret, MAX_LANES};
 use crate::record::sealed_len;
 use crate::sealing::{NotHandedOut, SealWork};
@@ -285,16 +284,18 @@ impl LaneSet for SenderLanes {
         if !self.used.get(usize::from(number)).copied().unwrap_or(false) {
             return Err(never());
         }
-        match self.lanes.get_mut(usize::from(number)) {
-            Some(Some(lane)) if lane.open => match lane.out.seal_done(work) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(TransferError::Channel(Error::Internal(
-                    "a batch of records came back unsealed (not run, or the AEAD refused)",
-                ))),
-                Err(NotHandedOut) => Err(never()),
-            },
-            // Closed or lost meanwhile: its parts are sent again elsewhere.
-            _ => Ok(()),
+        let Some(Some(lane)) = self.lanes.get_mut(usize::from(number)) else {
+            // Lost meanwhile: its parts are sent again elsewhere.
+            return Ok(());
+        };
+        match lane.out.seal_done(work) {
+            Ok(true) => Ok(()),
+            Err(NotHandedOut) => Err(never()),
+            // Closed meanwhile: nothing of it goes out anyway.
+            Ok(false) if !lane.open => Ok(()),
+            Ok(false) => Err(TransferError::Sealing(
+                "a batch of records came back unsealed (not run, or the AEAD refused)",
+            )),
         }
     }
 
@@ -527,6 +528,62 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Sender lanes sealing on threads, lane 1 joined, one part composed on it and its
+    /// batch taken out.
+    fn lane_batch_out(secret: &LaneSecret) -> (SenderLanes, SealWork) {
+        let mut lanes = SenderLanes::new(1 << 20, 64);
+        lanes.offload_sealing();
+        assert_eq!(lanes.join(secret, &secret.hello(1)), Ok(1));
+        let lane = lanes.lanes[1].as_mut().expect("joined");
+        assert!(lane.out.send_with_tail(3, |b| b.fill(1), &[2; 100]));
+        assert!(lanes.pending(1).is_empty() && lanes.sealing_pending());
+        let work = lanes.poll_seal_work().expect("a batch");
+        assert_eq!(work.lane, Some(1));
+        (lanes, work)
+    }
+
+    #[test]
+    fn a_lanes_batches_come_back_checked_open_closed_or_lost() {
+        let s = secret();
+        // Sealed: its record goes out on the lane.
+        let (mut lanes, mut work) = lane_batch_out(&s);
+        work.run();
+        assert_eq!(lanes.seal_done(work), Ok(()));
+        assert_eq!(lanes.pending(1).len(), sealed_len(103));
+        // Unsealed on an open lane: the session ends (and tells the peer why).
+        let (mut lanes, work) = lane_batch_out(&s);
+        assert!(matches!(
+            lanes.seal_done(work),
+            Err(TransferError::Sealing(_))
+        ));
+        assert!(lanes.pending(1).is_empty());
+        // Unsealed, the lane closed meanwhile: let go; nothing of it goes out.
+        let (mut lanes, work) = lane_batch_out(&s);
+        lanes.closed(1);
+        assert_eq!(lanes.seal_done(work), Ok(()));
+        assert!(!lanes.sealing_pending());
+        // Another session's batch for the same lane: misuse, refused.
+        let other = LaneSecret::new(b"other", &[3; 32], &[4; 32]);
+        let (mut lanes, _) = lane_batch_out(&s);
+        let (_, mut foreign) = lane_batch_out(&other);
+        foreign.run();
+        assert!(matches!(
+            lanes.seal_done(foreign),
+            Err(TransferError::Misuse(_))
+        ));
+        // A lane that never joined: misuse; one lost meanwhile: let go.
+        let (mut lanes, mut work) = lane_batch_out(&s);
+        work.run();
+        work.lane = Some(2);
+        assert!(matches!(
+            lanes.seal_done(work),
+            Err(TransferError::Misuse(_))
+        ));
+        let (mut lanes, work) = lane_batch_out(&s);
+        assert_eq!(lanes.lost(1, 0).map(|lost| lost.len()), Ok(0));
+        assert_eq!(lanes.seal_done(work), Ok(()));
     }
 
     #[test]

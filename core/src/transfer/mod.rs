@@ -257,7 +257,20 @@ impl TransferConfig {
             .max(crate::record::sealed_len(self.channel.max_record_payload));
         let lanes = (crate::lane::MAX_LANES - 1)
             * (lane_buffer + self.segment_buffers() * parts * size_of::<(u64, u32)>());
-        segments + 2 * self.segment_size + channel + queues + per_entry + bz2 + lanes + (256 << 10)
+        // A sender whose driver seals its parts on threads (`Session::offload_sealing`)
+        // queues each connection's records in batches beside its send buffer: at most the
+        // buffer's bytes queued, in buffers at most twice what they hold, buffers kept
+        // for reuse up to the buffer's size, and the batch being composed.
+        let sealing = crate::lane::MAX_LANES * (4 * lane_buffer);
+        segments
+            + 2 * self.segment_size
+            + channel
+            + queues
+            + per_entry
+            + bz2
+            + lanes
+            + sealing
+            + (256 << 10)
     }
 
     /// Checks that the values are usable together.
@@ -611,6 +624,10 @@ pub enum TransferError {
     /// session ends (`Session::offload_hashing`).
     #[error("the driver's hashing went wrong: {0}")]
     Hashing(&'static str),
+    /// The driver gave back a batch of a lane's records unsealed
+    /// (`Session::offload_sealing`): the lane cannot go on, so the session ends.
+    #[error("the driver's sealing went wrong: {0}")]
+    Sealing(&'static str),
     /// A disk operation failed.
     #[error("{op} {path}: {error}")]
     Disk {

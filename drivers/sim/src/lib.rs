@@ -732,6 +732,9 @@ impl<'w> Sim<'w> {
                 );
                 break false;
             }
+            // Parts composed as the sender's bytes went out go to its "threads" now, as a
+            // driver hands them out after every write.
+            self.give_out_batches(&mut round);
             let next = self.next_moment(&mut round)?;
             if next <= self.now {
                 steps_without_time += 1;
@@ -1170,19 +1173,27 @@ impl<'w> Sim<'w> {
             };
             moved = true;
         }
-        // The sender's records, sealed on its "threads": back in any order.
-        while let Some(mut work) = round.sender.poll_seal_work() {
-            work.run();
-            let back = after(now, self.rng.range(0, delay + 1));
-            round.batches.push((back, work));
-            moved = true;
-        }
+        moved |= self.give_out_batches(round);
         while let Some(at) = round.batches.iter().position(|(back, _)| *back <= now) {
             let (_, work) = round.batches.swap_remove(at);
             let _ = as_endpoint(SENDER, || round.sender.seal_done(work));
             moved = true;
         }
         moved
+    }
+
+    /// The sender's records waiting to be sealed, sealed on its "threads", each batch to
+    /// come back after a delay drawn for it (in any order): true if there were any.
+    fn give_out_batches(&mut self, round: &mut Round) -> bool {
+        let (now, delay) = (self.now, self.world.hash_delay);
+        let mut any = false;
+        while let Some(mut work) = round.sender.poll_seal_work() {
+            work.run();
+            let back = after(now, self.rng.range(0, delay + 1));
+            round.batches.push((back, work));
+            any = true;
+        }
+        any
     }
 
     /// [`Sim::hash_passes`], every pass and batch out coming back now.

@@ -206,15 +206,28 @@ impl Workers {
     }
 
     /// Seals whatever the session has composed for the threads, waiting for all of it:
-    /// its last words (a close, a cancel) may sit behind parts being sealed. Stops at
-    /// the first failure (the session's, which its driver already reports).
+    /// its last words (a close, a cancel) may sit behind parts being sealed. Passes that
+    /// come back meanwhile are given back too, but a session that has failed refuses
+    /// them, and that is no reason to stop: only a batch refused, or the threads gone,
+    /// ends the wait.
     pub fn finish_sealing<S: Session>(&mut self, session: &mut S, now: Timestamp) {
         while session.sealing_pending() {
             if self.dispatch(session).is_err() || !self.busy() {
                 return;
             }
-            if self.collect(session, now, true).is_err() {
+            let Ok(done) = self.from_workers.recv() else {
                 return;
+            };
+            self.out -= 1;
+            match done {
+                Done::Pass(work) => {
+                    let _ = session.work_done(now, work);
+                }
+                Done::Sealed(work) => {
+                    if session.seal_done(work).is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
