@@ -3,6 +3,7 @@
 use super::{Item, MemoryDisk, MemorySource, drain, manifest_of};
 use crate::entropy::SeededEntropy;
 use crate::lane::{LANE_HELLO_LEN, LaneRefused, MAX_LANES};
+use crate::sealing::SealWork;
 use crate::time::Timestamp;
 use crate::token::Token;
 use crate::transfer::{
@@ -73,6 +74,8 @@ pub struct Pair {
     sender_turns: u64,
     /// With [`Pair::offload_hashing`]: the passes out, and each side's chain.
     passes: Option<(Vec<HeldPass>, [HashChain; 2])>,
+    /// With [`Pair::offload_sealing`]: the sender's batches of records out, sealed.
+    batches: Option<Vec<SealWork>>,
 }
 
 /// A pass the pair ran and holds (true: the receiver's), to be given back at the next
@@ -125,7 +128,36 @@ impl Pair {
             refuse_lanes: false,
             hellos: Default::default(),
             passes: None,
+            batches: None,
         }
+    }
+
+    /// The sender seals its parts' records as on a driver's threads: the pair seals each
+    /// batch as it comes and gives a turn's batches back at the next turn, last first (so
+    /// they come back late and out of order, and the wire waits for them).
+    pub fn offload_sealing(&mut self) {
+        self.sender.offload_sealing();
+        self.batches = Some(Vec::new());
+    }
+
+    /// Gives back the batches held since the last turn (last first) and takes the new
+    /// ones: true if any went either way.
+    fn seal_batches(&mut self) -> bool {
+        let Some(held) = self.batches.as_mut() else {
+            return false;
+        };
+        let mut moved = !held.is_empty();
+        for work in held.drain(..).rev() {
+            if let Err(error) = self.sender.seal_done(work) {
+                self.sender_error.get_or_insert(error);
+            }
+        }
+        while let Some(mut work) = self.sender.poll_seal_work() {
+            work.run();
+            held.push(work);
+            moved = true;
+        }
+        moved
     }
 
     /// Both sides hand their SHA-256 passes out, as to a driver's hashing thread: the
@@ -240,7 +272,7 @@ impl Pair {
         let sender = self.sender_outputs();
         let receiver = self.receiver_outputs();
         // What the outputs brought (a read that completes a segment) goes out now.
-        self.hash_passes() | passes | sender | receiver
+        self.hash_passes() | self.seal_batches() | passes | sender | receiver
     }
 
     fn wire(&mut self) -> bool {
