@@ -660,6 +660,8 @@ fn serve_many(
             if verbose && matches!(output, Output::Human(_)) {
                 let threaded = summary.delivered.iter().any(|(_, s)| s.hash_thread);
                 eprintln!("hashing thread: {}", if threaded { "yes" } else { "no" });
+                let sealers = summary.delivered.iter().map(|(_, s)| s.seal_threads).max();
+                eprintln!("sealing threads: {}", sealers.unwrap_or(0));
             }
             ProcessExit::SUCCESS
         }

@@ -6,7 +6,8 @@
 //! sealed still tells the receiver why. Without the variable, a transfer over loopback uses
 //! the thread only on a machine of four cores or more (the two processes share them). A
 //! sender serving several receivers on its event loop (`--receivers`) runs their passes on
-//! one thread beside the loop, each on its own chain.
+//! one thread beside the loop, each on its own chain, and seals their parts on its sealing
+//! threads.
 
 mod common;
 
@@ -129,12 +130,19 @@ fn hashing_on_its_own_thread_with_parts_over_three_connections() {
 fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
     // Its cancel is queued behind parts out with the sealing threads: it must still go
     // out, sealed, after them, and the receiver end as cancelled by the sender (not as a
-    // connection that just closed).
+    // connection that just closed). The blocking driver, and the event loop's.
+    for extra in [&[][..], &["--receivers", "1"][..]] {
+        ctrl_c_on_a_sealing_sender(extra);
+    }
+}
+
+fn ctrl_c_on_a_sealing_sender(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big.bin");
     random_file(&src, 256 << 20, 91);
     let out = dir.path().join("out");
-    let mut sending = send_with(threaded(), &["--pod"], &[&src]);
+    let args: Vec<&str> = ["--pod"].iter().chain(extra).copied().collect();
+    let mut sending = send_with(threaded(), &args, &[&src]);
     let log = dir.path().join("receive.log");
     let mut child = threaded()
         .args(sending.receive_args(None))
@@ -149,11 +157,14 @@ fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
     });
     signal(&sending.child, "INT");
     let status = wait(&mut sending.child, std::time::Duration::from_secs(60));
-    assert_eq!(status, 8, "the sender ends as cancelled");
+    assert_eq!(status, 8, "{extra:?}: the sender ends as cancelled");
     let received = wait(&mut child, std::time::Duration::from_secs(60));
     let text = fs::read_to_string(&log).unwrap();
-    assert_eq!(received, 8, "{text}");
-    assert!(text.contains("cancelled by the sender"), "{text}");
+    assert_eq!(received, 8, "{extra:?}: {text}");
+    assert!(
+        text.contains("cancelled by the sender"),
+        "{extra:?}: {text}"
+    );
 }
 
 #[test]
@@ -180,6 +191,7 @@ fn one_event_loop_serves_three_receivers_its_hashing_thread_shared() {
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 0, "{sender_log}");
     assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
+    assert!(sender_log.contains("sealing threads: 2"), "{sender_log}");
 }
 
 #[test]

@@ -210,13 +210,21 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         }
     }
 
-    /// Hands the session's waiting SHA-256 passes to the loop's hashing thread, if it
-    /// has them run there: true if there were any.
+    /// Hands the session's waiting SHA-256 passes to the loop's hashing thread, and its
+    /// batches of records to its sealing threads, if it has them run there: true if
+    /// there were any.
     fn hand_out(&mut self, hasher: Option<&LoopHasher>) -> Result<bool, DriverError> {
-        match hasher {
-            Some(hasher) if self.traffic.hash_thread => hasher.dispatch(self.id, &mut self.session),
-            _ => Ok(false),
+        let Some(hasher) = hasher else {
+            return Ok(false);
+        };
+        let mut any = false;
+        if self.traffic.hash_thread {
+            any |= hasher.dispatch(self.id, &mut self.session)?;
         }
+        if self.traffic.seal_threads > 0 {
+            any |= hasher.dispatch_sealing(self.id, &mut self.session)?;
+        }
+        Ok(any)
     }
 
     fn turn(
@@ -234,6 +242,8 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             };
             self.closing = Some((result, Instant::now() + CLOSE_GRACE));
         }
+        // Its last words may sit behind records still being sealed.
+        let _ = self.hand_out(hasher);
         self.flush_closing()
     }
 
@@ -255,7 +265,8 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                 _ => break,
             }
         }
-        let flushed = self.session.poll_transmit().is_empty() || self.writable;
+        let flushed = (self.session.poll_transmit().is_empty() || self.writable)
+            && !self.session.sealing_pending();
         match self.closing.take() {
             Some((result, deadline)) if !flushed && Instant::now() < deadline => {
                 self.closing = Some((result, deadline));
@@ -534,21 +545,33 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         conn.id = self.next_id;
         self.next_id += 1;
         // Its passes go to the loop's hashing thread where the std driver would give them
-        // a thread of their own.
-        if ferry_std::hashing::wanted(Some(conn.peer.ip())) {
+        // a thread of their own, and a sender's records to the loop's sealing threads
+        // where it would seal on threads.
+        let peer = Some(conn.peer.ip());
+        if ferry_std::hashing::wanted(peer) {
             if self.hasher.is_none() {
-                self.hasher = LoopHasher::start(self.poll.registry()).ok();
+                let sealers = if conn.traffic.sends_parts {
+                    ferry_std::hashing::sealing_threads(peer)
+                } else {
+                    0
+                };
+                self.hasher = LoopHasher::start(self.poll.registry(), sealers).ok();
             }
-            if self.hasher.is_some() {
+            if let Some(hasher) = &self.hasher {
                 conn.session.offload_hashing();
                 conn.traffic.hash_thread = true;
+                if conn.traffic.sends_parts && hasher.sealers() > 0 {
+                    conn.session.offload_sealing();
+                    conn.traffic.seal_threads = hasher.sealers();
+                }
             }
         }
         self.conns[index] = Some(conn);
         Ok(())
     }
 
-    /// Gives each session the passes the hashing thread has done for it.
+    /// Gives each session the passes the hashing thread has done for it, and the
+    /// batches the sealing threads have.
     fn take_passes(&mut self) {
         let Some(hasher) = &self.hasher else { return };
         let now = self.clock.now();
@@ -556,6 +579,12 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
             if let Some(conn) = self.conns.iter_mut().flatten().find(|c| c.id == id) {
                 // A pass that cannot be taken ends its session, which its turn reports.
                 let _ = conn.session.work_done(now, work);
+            }
+        }
+        for (id, work) in hasher.sealed() {
+            if let Some(conn) = self.conns.iter_mut().flatten().find(|c| c.id == id) {
+                // So does a batch.
+                let _ = conn.session.seal_done(work);
             }
         }
     }
@@ -803,7 +832,9 @@ pub fn serve(
                 FirstBytes::Session | FirstBytes::Unknown => {
                     let _ = stream.set_nodelay(true);
                     let (session, work) = sender.start_session(&event_loop.clock)?;
-                    event_loop.add(Conn::new(stream, peer, session, work))?;
+                    let mut conn = Conn::new(stream, peer, session, work);
+                    conn.traffic.sends_parts = true;
+                    event_loop.add(conn)?;
                     reporter.info(&format!("{peer}: connected"));
                 }
             }
@@ -817,6 +848,7 @@ pub fn serve(
                     delivered.wire_bytes = conn.traffic.sent;
                     delivered.connections = conn.lanes.connections();
                     delivered.hash_thread = conn.traffic.hash_thread;
+                    delivered.seal_threads = conn.traffic.seal_threads;
                     delivered.elapsed = since;
                     let missing = match delivered.failed {
                         0 => String::new(),
