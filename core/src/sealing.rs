@@ -249,15 +249,15 @@ impl SealQueue {
             else {
                 continue;
             };
+            // A reused buffer much larger than the batch goes: what is queued is never
+            // more than twice what it holds.
+            if work.bytes.capacity() > 2 * work.bytes.len() {
+                work.bytes.shrink_to_fit();
+            }
             if work.records.is_empty() {
                 work.sealed = Some(true);
                 *slot = Batch::Back { work, sent: 0 };
                 continue;
-            }
-            // A reused buffer much larger than the batch goes: what is out is never more
-            // than twice what it holds.
-            if work.bytes.capacity() > 2 * work.bytes.len() {
-                work.bytes.shrink_to_fit();
             }
             *slot = Batch::Out {
                 number: work.number,

@@ -51,6 +51,13 @@ fn records_sealed_late_and_out_of_order_deliver_what_inline_sealing_does() {
                 sealed.run();
                 sealed.assert_delivered(&items);
                 assert!(sealed.sender_error.is_none(), "{what}");
+                // Every part went through a batch: one gathers some 32 parts of 4 KiB
+                // (128 KiB), so the 3 MiB file alone makes about 24.
+                assert!(
+                    sealed.batches_sealed >= 24,
+                    "{what}: {} batches",
+                    sealed.batches_sealed
+                );
                 assert_eq!(
                     bytes_proven(&sealed.sender_events),
                     bytes_proven(&inline.sender_events),
@@ -82,5 +89,6 @@ fn a_lane_that_dies_with_batches_out_loses_nothing() {
             "lane {lane} never reached {after} bytes"
         );
         assert!(pair.sender_error.is_none(), "{:?}", pair.sender_error);
+        assert!(pair.batches_sealed >= 24, "{} batches", pair.batches_sealed);
     }
 }

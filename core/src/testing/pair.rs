@@ -76,6 +76,8 @@ pub struct Pair {
     passes: Option<(Vec<HeldPass>, [HashChain; 2])>,
     /// With [`Pair::offload_sealing`]: the sender's batches of records out, sealed.
     batches: Option<Vec<SealWork>>,
+    /// Batches of records the sender handed out to seal.
+    pub batches_sealed: u64,
 }
 
 /// A pass the pair ran and holds (true: the receiver's), to be given back at the next
@@ -129,6 +131,7 @@ impl Pair {
             hellos: Default::default(),
             passes: None,
             batches: None,
+            batches_sealed: 0,
         }
     }
 
@@ -155,6 +158,7 @@ impl Pair {
         while let Some(mut work) = self.sender.poll_seal_work() {
             work.run();
             held.push(work);
+            self.batches_sealed += 1;
             moved = true;
         }
         moved

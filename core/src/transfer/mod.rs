@@ -257,20 +257,20 @@ impl TransferConfig {
             .max(crate::record::sealed_len(self.channel.max_record_payload));
         let lanes = (crate::lane::MAX_LANES - 1)
             * (lane_buffer + self.segment_buffers() * parts * size_of::<(u64, u32)>());
-        // A sender whose driver seals its parts on threads (`Session::offload_sealing`)
-        // queues each connection's records in batches beside its send buffer: at most the
-        // buffer's bytes queued, in buffers at most twice what they hold, buffers kept
-        // for reuse up to the buffer's size, and the batch being composed.
-        let sealing = crate::lane::MAX_LANES * (4 * lane_buffer);
-        segments
-            + 2 * self.segment_size
-            + channel
-            + queues
-            + per_entry
-            + bz2
-            + lanes
-            + sealing
-            + (256 << 10)
+        segments + 2 * self.segment_size + channel + queues + per_entry + bz2 + lanes + (256 << 10)
+    }
+
+    /// What a sender whose driver seals its parts on threads (`Session::offload_sealing`)
+    /// may allocate beyond [`TransferConfig::heap_bound`]: each connection queues its
+    /// records in batches beside its send buffer, at most the buffer's bytes queued, in
+    /// buffers at most twice what they hold, with buffers kept for reuse up to the
+    /// buffer's size and the batch being composed.
+    pub fn sealing_heap(&self) -> usize {
+        let lane_buffer = self
+            .channel
+            .send_buffer
+            .max(crate::record::sealed_len(self.channel.max_record_payload));
+        crate::lane::MAX_LANES * 4 * lane_buffer
     }
 
     /// Checks that the values are usable together.
