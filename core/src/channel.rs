@@ -25,6 +25,7 @@ use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
 use crate::lane::LaneSecret;
+use crate::opening::{OpenQueue, OpenWork, Taken};
 use crate::record::{
     ContentType, Direction, HEADER_LEN, Placement, RecordReader, TransmitBuffer, sealed_len,
 };
@@ -152,6 +153,9 @@ pub struct Channel {
     /// Data records with a tail (parts) are composed for a driver's threads to seal
     /// ([`Channel::offload_sealing`]).
     offload_sealing: bool,
+    /// Records the driver showed before giving them, to open on its threads
+    /// ([`Channel::offload_opening`]).
+    opening: Option<Box<OpenQueue>>,
 }
 
 impl Channel {
@@ -198,6 +202,7 @@ impl Channel {
             peer_closed: false,
             closed: false,
             offload_sealing: false,
+            opening: None,
         })
     }
 
@@ -388,17 +393,55 @@ impl Channel {
         let record = keyed.incoming.sequence();
         // Only data is placed, and data only counts once the peer proved its key.
         let mut placement = placement.filter(|_| keyed.confirmed);
-        let whole = self
-            .rx
-            .take_whole(input, &mut keyed.incoming, placement.as_deref_mut())?;
-        let (n, opened) = match whole {
-            Some(whole) => whole,
+        // A record a driver's thread opened is taken from there, once whole here.
+        let mut opening = self.opening.as_deref_mut().filter(|_| keyed.confirmed);
+        let mut opened_there =
+            |rx: &mut RecordReader, header, direction: &mut Direction, placement| match opening
+                .as_deref_mut()
+                .map(|o| o.take(record))
+            {
+                Some(Taken::Opened(work)) => {
+                    let opened = rx.take_opened(header, &work, direction, placement);
+                    if let Some(opening) = opening.as_deref_mut() {
+                        opening.recycle(work);
+                    }
+                    opened.map(Some)
+                }
+                Some(Taken::Forged) => Err(RecordReader::forged(record)),
+                _ => Ok(None),
+            };
+        let (n, opened) = match self.rx.whole_len(input)? {
+            Some(total) => {
+                let mut header = [0u8; HEADER_LEN];
+                header.copy_from_slice(&input[..HEADER_LEN]);
+                match opened_there(
+                    &mut self.rx,
+                    header,
+                    &mut keyed.incoming,
+                    placement.as_deref_mut(),
+                )? {
+                    Some(opened) => (total, opened),
+                    None => self
+                        .rx
+                        .take_whole(input, &mut keyed.incoming, placement.as_deref_mut())?
+                        .ok_or(Error::Internal("a whole record was not taken whole"))?,
+                }
+            }
             None => {
                 let (n, complete) = self.rx.push(input)?;
                 if !complete {
                     return Ok(n);
                 }
-                (n, self.rx.open(&mut keyed.incoming, placement)?)
+                let header = self.rx.gathered_header();
+                match opened_there(
+                    &mut self.rx,
+                    header,
+                    &mut keyed.incoming,
+                    placement.as_deref_mut(),
+                )? {
+                    Some(opened) => (n, opened),
+                    None => (n, self.rx.open(&mut keyed.incoming, placement)?),
+                }
             }
         };
         let unexpected = |why| Error::UnexpectedRecord { record, why };
@@ -576,6 +619,76 @@ impl Channel {
     /// Records composed for threads to seal are waiting to be handed out or are out.
     pub fn sealing_pending(&self) -> bool {
         self.tx.sealing_pending()
+    }
+
+    /// From now on the driver shows the channel every chunk of its input as it reads it,
+    /// in order, before it gives it to [`Channel::handle_input`] ([`Channel::pre_open`]),
+    /// and the records wholly inside each chunk are opened on its threads
+    /// ([`crate::opening`]): [`Channel::poll_open_work`], [`OpenWork::run`] anywhere,
+    /// [`Channel::open_done`]. Only before any input has been given (later it does
+    /// nothing: the scan must see the stream from its start).
+    pub fn offload_opening(&mut self) {
+        let fresh = matches!(&self.state, State::Hello(hello) if hello.received == 0);
+        if fresh && self.opening.is_none() {
+            let capacity = self
+                .config
+                .send_buffer
+                .max(sealed_len(self.config.max_record_payload));
+            self.opening = Some(Box::new(OpenQueue::new(
+                HELLO_LEN,
+                self.config.max_record_payload,
+                capacity,
+            )));
+        }
+    }
+
+    /// Bytes the driver read and will give to [`Channel::handle_input`] next, after the
+    /// ones it showed before: the records wholly inside them (once the keys exist) are
+    /// queued to be opened on its threads, as far as the queue has room.
+    pub fn pre_open(&mut self, input: &[u8]) {
+        let Some(opening) = &mut self.opening else {
+            return;
+        };
+        let cipher = match &self.state {
+            State::Keyed(keyed) => Some(keyed.incoming.cipher()),
+            State::Hello(_) => None,
+        };
+        // The key confirmation (record 0) is the reader's own.
+        opening.scan(input, cipher, 1);
+    }
+
+    /// The next record to open on a thread, if one waits.
+    pub fn poll_open_work(&mut self) -> Option<OpenWork> {
+        self.opening.as_mut()?.poll()
+    }
+
+    /// A record from [`Channel::poll_open_work`] has run. One from another connection is
+    /// refused ([`Error::Internal`]), and the channel goes on.
+    pub fn open_done(&mut self, work: OpenWork) -> Result<(), Error> {
+        let refused =
+            Error::Internal("an opened record came back that this channel did not hand out");
+        let (Some(opening), State::Keyed(keyed)) = (&mut self.opening, &self.state) else {
+            return Err(refused);
+        };
+        opening
+            .done(work, keyed.incoming.cipher())
+            .map_err(|_| refused)
+    }
+
+    /// Records wait to be handed out to open, or are out.
+    pub fn opening_pending(&self) -> bool {
+        self.opening
+            .as_ref()
+            .is_some_and(|opening| opening.pending())
+    }
+
+    /// The next record the reader will reach is being opened on a thread: giving input
+    /// now would open it here too. A driver waits for a record to come back first.
+    pub fn input_waits(&self) -> bool {
+        match (&self.opening, &self.state) {
+            (Some(opening), State::Keyed(keyed)) => opening.waits_at(keyed.incoming.sequence()),
+            _ => false,
+        }
     }
 
     /// Queues an application message.

@@ -62,6 +62,7 @@ pub mod fuzz;
 pub mod handshake;
 pub mod lane;
 pub(crate) mod msgpack;
+pub mod opening;
 pub mod record;
 pub mod resource;
 pub mod sealing;

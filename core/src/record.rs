@@ -6,6 +6,7 @@ use core::ops::Range;
 
 use crate::crypto::{Decryption, RecordCipher, TAG_LEN};
 use crate::error::Error;
+use crate::opening::OpenWork;
 use crate::sealing::{NotHandedOut, SealQueue, SealWork};
 
 /// Bytes in a ChaCha20 keystream block.
@@ -237,6 +238,77 @@ impl RecordReader {
             .map(|o| Some((total, o)))
     }
 
+    /// The length of the record at the start of `input` if none is partly gathered and
+    /// `input` holds all of it (as [`RecordReader::take_whole`] would take it).
+    pub(crate) fn whole_len(&self, input: &[u8]) -> Result<Option<usize>, Error> {
+        if self.filled != 0 || input.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let total = HEADER_LEN + self.checked_body_len(input)?;
+        Ok((input.len() >= total).then_some(total))
+    }
+
+    /// Takes the record whose `header` is given (from the input, or gathered here) from
+    /// the plaintext a driver's thread opened it to ([`crate::opening`]): its head here,
+    /// the rest where `placement` chooses, as [`RecordReader::take_whole`] would decrypt
+    /// it. Fails if the work is for another record than the one the stream brings.
+    pub(crate) fn take_opened(
+        &mut self,
+        header: [u8; HEADER_LEN],
+        work: &OpenWork,
+        direction: &mut Direction,
+        placement: Option<&mut (dyn Placement + '_)>,
+    ) -> Result<Opened, Error> {
+        if work.header() != header {
+            return Err(Error::Internal(
+                "a record opened on a thread is not the one the stream brings",
+            ));
+        }
+        let sequence = direction.next_sequence()?;
+        let plaintext = work.plaintext();
+        let total = HEADER_LEN + plaintext.len() + TAG_LEN;
+        self.filled = total;
+        self.buf[..HEADER_LEN].copy_from_slice(&header);
+        let here = &mut self.buf[HEADER_LEN..total - TAG_LEN];
+        let len = plaintext.len();
+        let head = placement
+            .as_ref()
+            .map_or(len, |p| 1 + p.head_len())
+            .min(len);
+        here[..head].copy_from_slice(&plaintext[..head]);
+        let is_data = here.first() == Some(&(ContentType::Data as u8));
+        let after_head = len - head;
+        let chosen = match placement {
+            Some(placement) if is_data && after_head > 0 => placement
+                .place(&here[1..head], after_head)
+                .filter(|out| out.len() == after_head),
+            _ => None,
+        };
+        let placed = chosen.is_some().then_some(after_head);
+        match chosen {
+            Some(out) => out.copy_from_slice(&plaintext[head..]),
+            None => here[head..].copy_from_slice(&plaintext[head..]),
+        }
+        self.opened(sequence, true, placed)
+    }
+
+    /// The header of the record gathered here (complete after [`RecordReader::push`]
+    /// said so).
+    pub(crate) fn gathered_header(&self) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.buf[..HEADER_LEN]);
+        header
+    }
+
+    /// The error for record `sequence` failing to authenticate (as the reader reports it).
+    pub(crate) fn forged(sequence: u64) -> Error {
+        if sequence == 0 {
+            Error::AuthenticationFailed
+        } else {
+            Error::Integrity { record: sequence }
+        }
+    }
+
     /// Takes bytes from `input` up to the end of the current record. Returns how many were
     /// taken and whether the record is now complete.
     pub(crate) fn push(&mut self, input: &[u8]) -> Result<(usize, bool), Error> {
@@ -291,11 +363,7 @@ impl RecordReader {
         placed: Option<usize>,
     ) -> Result<Opened, Error> {
         if !authentic {
-            return Err(if sequence == 0 {
-                Error::AuthenticationFailed
-            } else {
-                Error::Integrity { record: sequence }
-            });
+            return Err(Self::forged(sequence));
         }
         let total = self.filled;
         let content =

@@ -968,3 +968,126 @@ fn a_batch_from_elsewhere_or_given_back_unsealed_is_refused() {
     assert!(!other.sender.sealing_pending());
     assert!(other.sender.send_message(b"more").is_err());
 }
+
+/// What a receiver made of a stream: its messages, events, and error.
+#[derive(Debug, PartialEq)]
+struct Received {
+    messages: Vec<Vec<u8>>,
+    events: Vec<Event>,
+    error: Option<Error>,
+}
+
+/// Feeds `wire` to a fresh receiver (keys from seed 3, as the senders here), in chunks
+/// the dice choose. With `threads`, it is shown each chunk first, and the records it
+/// hands out are opened and given back in a shuffled order; some are still out when
+/// the reader reaches them, unless `wait` (then the driver waits for them, as drivers do).
+fn receive_chunked(wire: &[u8], seed: u64, threads: bool, wait: bool) -> (Received, usize) {
+    let mut pair = Pair::new(3);
+    if threads {
+        pair.receiver.offload_opening();
+    }
+    // The receiver's hello and confirmation go to the sender as usual.
+    let mut dice = Dice(seed | 1);
+    let receiver = &mut pair.receiver;
+    let mut received = Received {
+        messages: Vec::new(),
+        events: Vec::new(),
+        error: None,
+    };
+    let (mut out, mut opened) = (Vec::new(), 0);
+    let mut at = 0;
+    'stream: while at < wire.len() {
+        let chunk = &wire[at..(at + 1 + dice.below(200_000) as usize).min(wire.len())];
+        at += chunk.len();
+        receiver.pre_open(chunk);
+        while let Some(work) = receiver.poll_open_work() {
+            out.push(work);
+        }
+        let mut fed = 0;
+        while fed < chunk.len() {
+            // Some come back now, in any order.
+            for _ in 0..dice.below(4) {
+                if !out.is_empty() {
+                    let mut work = out.swap_remove(dice.below(out.len() as u64) as usize);
+                    work.run();
+                    receiver.open_done(work).unwrap();
+                    opened += 1;
+                }
+            }
+            while wait && receiver.input_waits() {
+                let mut work = out.swap_remove(dice.below(out.len() as u64) as usize);
+                work.run();
+                receiver.open_done(work).unwrap();
+                opened += 1;
+            }
+            // Fed in pieces too, so that some whole records arrive split.
+            let piece = (1 + dice.below(90_000) as usize).min(chunk.len() - fed);
+            let mut took = 0;
+            while took < piece {
+                match receiver.handle_input(Timestamp::ZERO, &chunk[fed + took..fed + piece]) {
+                    Ok(n) => took += n,
+                    Err(error) => {
+                        received.error = Some(error);
+                        break 'stream;
+                    }
+                }
+                if let Some(message) = receiver.take_message() {
+                    received.messages.push(message.to_vec());
+                }
+                while let Some(event) = receiver.poll_event() {
+                    received.events.push(event);
+                }
+            }
+            fed += piece;
+        }
+    }
+    (received, opened)
+}
+
+#[test]
+fn records_opened_on_threads_give_what_opening_inline_gives_even_tampered() {
+    for seed in [1u64, 2, 0xbeef] {
+        let (after_handshake, _, pair, messages) = parts_on_the_wire(seed);
+        // The whole stream, from the sender's hello on.
+        let wire = [pair.sender_seen.wire.clone(), after_handshake].concat();
+        let (inline, _) = receive_chunked(&wire, seed, false, false);
+        assert!(inline.error.is_none(), "seed {seed}: {:?}", inline.error);
+        assert_eq!(inline.messages.len(), messages, "seed {seed}");
+        for wait in [false, true] {
+            let (threaded, opened) = receive_chunked(&wire, seed, true, wait);
+            assert!(
+                opened > 20,
+                "seed {seed}: only {opened} records opened on threads"
+            );
+            assert!(
+                threaded == inline,
+                "seed {seed}, wait {wait}: received otherwise"
+            );
+        }
+        // One bit flipped in a record's ciphertext, its tag, or its header: the same
+        // error at the same record, nothing of it or after it delivered.
+        let (_, records) = split_records(&wire);
+        let mut dice = Dice(seed);
+        for _ in 0..6 {
+            let mut tampered = wire.clone();
+            let record = 2 + dice.below(records.len() as u64 - 3) as usize;
+            let start = HELLO_LEN + records[..record].iter().map(Vec::len).sum::<usize>();
+            let flip = start + dice.below(records[record].len() as u64) as usize;
+            tampered[flip] ^= 1 << dice.below(8);
+            let (inline, _) = receive_chunked(&tampered, seed, false, false);
+            assert!(
+                inline.error.is_some(),
+                "seed {seed}: a flipped bit went unnoticed"
+            );
+            for wait in [false, true] {
+                let (threaded, _) = receive_chunked(&tampered, seed, true, wait);
+                assert!(
+                    threaded == inline,
+                    "seed {seed}, record {record}, wait {wait}: {:?} against {:?}",
+                    threaded.error,
+                    inline.error
+                );
+            }
+        }
+    }
+}
