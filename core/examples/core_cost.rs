@@ -12,9 +12,10 @@
 //! the same points (the core is deterministic: same seed, same inputs, same session), so
 //! its throughput is measured with the peer costing nothing. This is the measure by which
 //! work spread over threads is judged: each side runs so on one thread, and again with its
-//! SHA-256 passes on a second one (`Session::offload_hashing`); the sender also with its
-//! records sealed on a third and on up to `threads` in all (`Session::offload_sealing`;
-//! the machine's cores unless given); each ratio to one thread is printed.
+//! SHA-256 passes on a second one (`Session::offload_hashing`), and with its records
+//! sealed or opened on a third and on up to `threads` in all (`Session::offload_sealing`,
+//! `Session::offload_opening`; the machine's cores unless given); each ratio to one
+//! thread is printed, and each thread's CPU per byte.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use std::ops::Range;
 
 use std::sync::mpsc;
 
+use ferry_core::opening::OpenWork;
 use ferry_core::sealing::SealWork;
 use ferry_core::transfer::{
     DiskError, EntryKind, HashChain, HashWork, Manifest, ManifestEntry, Output, ReceiverSession,
@@ -339,18 +341,25 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// CPU time a side's threads spent, in ns per byte: what bounds it where each thread has
-/// a core of its own (the sealing threads share their work).
+/// a core of its own (the AEAD threads share their work).
 #[derive(Clone, Copy, Default)]
 struct ThreadCpu {
     driving: f64,
     hashing: f64,
-    sealing: f64,
+    aead: f64,
 }
 
 /// What a worker thread gives back.
 enum Done {
     Hash(HashWork),
     Seal(SealWork),
+    Open(OpenWork),
+}
+
+/// Work for the AEAD threads.
+enum Aead {
+    Seal(SealWork),
+    Open(OpenWork),
 }
 
 /// Threads that run a session's work: its SHA-256 passes on one
@@ -358,7 +367,7 @@ enum Done {
 /// ([`Session::offload_sealing`]), all taking from one queue.
 struct Workers {
     to_hasher: Option<mpsc::Sender<HashWork>>,
-    to_sealers: Option<mpsc::Sender<SealWork>>,
+    to_sealers: Option<mpsc::Sender<Aead>>,
     from_workers: mpsc::Receiver<Done>,
     out: usize,
     /// Passes given back to the session so far.
@@ -388,16 +397,25 @@ impl Workers {
             }
             cpu.fetch_add(thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
         })];
-        let (to_sealers, batches) = mpsc::channel::<SealWork>();
+        let (to_sealers, batches) = mpsc::channel::<Aead>();
         let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
         for _ in 0..sealers {
             let (batches, done, cpu) = (batches.clone(), done.clone(), seal_cpu.clone());
             threads.push(std::thread::spawn(move || {
                 loop {
                     let next = batches.lock().expect("queue").recv();
-                    let Ok(mut work) = next else { break };
-                    work.run();
-                    if done.send(Done::Seal(work)).is_err() {
+                    let done_now = match next {
+                        Ok(Aead::Seal(mut work)) => {
+                            work.run();
+                            Done::Seal(work)
+                        }
+                        Ok(Aead::Open(mut work)) => {
+                            work.run();
+                            Done::Open(work)
+                        }
+                        Err(_) => break,
+                    };
+                    if done.send(done_now).is_err() {
                         break;
                     }
                 }
@@ -429,7 +447,12 @@ impl Workers {
             while let Some(work) = session.poll_seal_work() {
                 any = true;
                 self.out += 1;
-                to.send(work).expect("sealers alive");
+                to.send(Aead::Seal(work)).expect("sealers alive");
+            }
+            while let Some(work) = session.poll_open_work() {
+                any = true;
+                self.out += 1;
+                to.send(Aead::Open(work)).expect("openers alive");
             }
         }
         any
@@ -453,6 +476,7 @@ impl Workers {
                 session.work_done(Timestamp::ZERO, work).expect("work done");
             }
             Some(Done::Seal(work)) => session.seal_done(work).expect("seal done"),
+            Some(Done::Open(work)) => session.open_done(work).expect("open done"),
             None => return false,
         }
         true
@@ -483,21 +507,49 @@ impl Drop for Workers {
 /// out later and its bytes differ from the recorded ones; what the recorded sender sends
 /// stays within what it allows (a few segments more in flight, never past the agreed
 /// number), and any step it did not allow would fail the run.
-fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> (f64, ThreadCpu) {
+fn receiver_alone_with_workers(size: u64, tape: &Tape, openers: usize) -> (f64, ThreadCpu) {
+    const READ: usize = 256 << 10;
     let (_, mut receiver) = sessions(size);
     receiver.offload_hashing();
+    if openers > 0 {
+        receiver.offload_opening();
+    }
     let now = Timestamp::ZERO;
     let mut finished = false;
-    let mut hasher = Workers::new(0);
+    let mut hasher = Workers::new(openers);
+    // The stream in the pieces a driver reads, each shown to the receiver one piece ahead
+    // of the one it takes in (as the blocking driver reads ahead while records are out).
+    let pieces: Vec<(usize, &[u8])> = tape
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(step, (to_receiver, _))| to_receiver.chunks(READ).map(move |c| (step, c)))
+        .collect();
+    let mut shown = 0;
     let start = Instant::now();
     let driving_start = thread_cpu_ns();
-    for (to_receiver, _) in &tape.steps {
+    let mut step_done = 0;
+    for (i, &(step, piece)) in pieces.iter().enumerate() {
+        while step_done < step {
+            let m = receiver.poll_transmit().len();
+            receiver.advance_transmit(m);
+            step_done += 1;
+        }
         receiver_outputs(&mut receiver, &mut finished);
+        if openers > 0 {
+            while shown <= (i + 1).min(pieces.len() - 1) {
+                receiver.pre_open(pieces[shown].1);
+                shown += 1;
+            }
+        }
         hasher.dispatch(&mut receiver);
         let mut at = 0;
-        while at < to_receiver.len() {
+        while at < piece.len() {
+            while receiver.input_waits() && hasher.collect(&mut receiver, true) {
+                receiver_outputs(&mut receiver, &mut finished);
+            }
             let n = receiver
-                .handle_input(now, &to_receiver[at..])
+                .handle_input(now, &piece[at..])
                 .expect("receiver input");
             at += n;
             receiver_outputs(&mut receiver, &mut finished);
@@ -511,9 +563,9 @@ fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> (f64, ThreadCpu) {
             moved |= hasher.dispatch(&mut receiver);
             assert!(moved, "the receiver alone took nothing and had no pass out");
         }
-        let m = receiver.poll_transmit().len();
-        receiver.advance_transmit(m);
     }
+    let m = receiver.poll_transmit().len();
+    receiver.advance_transmit(m);
     while !finished && hasher.collect(&mut receiver, true) {
         receiver_outputs(&mut receiver, &mut finished);
         hasher.dispatch(&mut receiver);
@@ -521,11 +573,11 @@ fn receiver_alone_with_hash_thread(size: u64, tape: &Tape) -> (f64, ThreadCpu) {
     assert!(finished, "the receiver alone did not finish");
     let elapsed = start.elapsed().as_nanos() as f64 / size as f64;
     let driving = thread_cpu_ns().saturating_sub(driving_start);
-    let (hashing, _) = hasher.end();
+    let (hashing, opening) = hasher.end();
     let cpu = ThreadCpu {
         driving: driving as f64 / size as f64,
         hashing: hashing as f64 / size as f64,
-        sealing: 0.0,
+        aead: opening as f64 / size as f64,
     };
     (elapsed, cpu)
 }
@@ -648,7 +700,7 @@ fn sender_alone_with_workers(
     let cpu = ThreadCpu {
         driving: per_byte(driving),
         hashing: per_byte(hashing),
-        sealing: per_byte(sealing),
+        aead: per_byte(sealing),
     };
     (elapsed, cpu)
 }
@@ -705,69 +757,61 @@ fn main() {
         receiver_alone_ns.push(receiver_alone(mib << 20, &tape));
     }
     let (s, r) = (median(sender_alone_ns), median(receiver_alone_ns));
-    // Threads per side: the driving one, the hashing one, and sealing ones beyond.
+    // Threads per side: the driving one, the hashing one, and AEAD ones beyond.
     let mut thread_counts = vec![2, 3, max_threads.max(3)];
     thread_counts.dedup();
     let mut sender_threaded = vec![vec![]; thread_counts.len()];
-    let mut receiver_threaded = vec![];
+    let mut receiver_threaded = vec![vec![]; thread_counts.len()];
     for _ in 0..3 {
-        for (samples, threads) in sender_threaded.iter_mut().zip(&thread_counts) {
-            samples.push(sender_alone_with_workers(
+        for (i, threads) in thread_counts.iter().enumerate() {
+            sender_threaded[i].push(sender_alone_with_workers(
                 mib << 20,
                 &block,
                 &tape,
                 threads - 2,
             ));
+            receiver_threaded[i].push(receiver_alone_with_workers(mib << 20, &tape, threads - 2));
         }
-        receiver_threaded.push(receiver_alone_with_hash_thread(mib << 20, &tape));
     }
-    receiver_threaded.sort_by(|a: &(f64, ThreadCpu), b| a.0.total_cmp(&b.0));
-    let (rt, receiver_cpu) = receiver_threaded[receiver_threaded.len() / 2];
     println!(
         "against a null peer (the other side's {} MiB of recorded bytes), 1 thread each: sender {s:.3} ns/B ({:.0} MB/s), receiver {r:.3} ns/B ({:.0} MB/s)",
         tape.bytes() >> 20,
         1e3 / s,
         1e3 / r
     );
-    for (samples, threads) in sender_threaded.into_iter().zip(&thread_counts) {
-        // The run of median time, and its threads' CPU.
-        let mut samples = samples;
-        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (st, cpu) = samples[samples.len() / 2];
-        let what = match threads {
-            2 => "SHA-256 on a second thread".to_owned(),
-            3 => "SHA-256 on a second thread, the AEAD on a third".to_owned(),
-            n => format!("SHA-256 on a second thread, the AEAD on {} more", n - 2),
-        };
-        println!(
-            "sender alone, {threads} threads ({what}): {st:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
-            1e3 / st,
-            s / st
-        );
-        // Where each thread has a core of its own, the busiest bounds the side.
-        let sealers = (threads - 2).max(1) as f64;
-        let bound = cpu.driving.max(cpu.hashing).max(cpu.sealing / sealers);
-        if bound > 0.0 {
+    for (side, one, runs) in [
+        ("sender", s, sender_threaded),
+        ("receiver", r, receiver_threaded),
+    ] {
+        for (samples, threads) in runs.into_iter().zip(&thread_counts) {
+            // The run of median time, and its threads' CPU.
+            let mut samples = samples;
+            samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (t, cpu) = samples[samples.len() / 2];
+            let what = match threads {
+                2 => "SHA-256 on a second thread".to_owned(),
+                3 => "SHA-256 on a second thread, the AEAD on a third".to_owned(),
+                n => format!("SHA-256 on a second thread, the AEAD on {} more", n - 2),
+            };
             println!(
-                "    CPU per byte: driving {:.3}, hashing {:.3}, sealing {:.3} ns/B in all; with a core per thread at most {:.0} MB/s, {:.2}x one thread",
-                cpu.driving,
-                cpu.hashing,
-                cpu.sealing,
-                1e3 / bound,
-                s / bound
+                "{side} alone, {threads} threads ({what}): {t:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
+                1e3 / t,
+                one / t
             );
+            // Where each thread has a core of its own, the busiest bounds the side.
+            let aead = (threads - 2).max(1) as f64;
+            let bound = cpu.driving.max(cpu.hashing).max(cpu.aead / aead);
+            if bound > 0.0 {
+                println!(
+                    "    CPU per byte: driving {:.3}, hashing {:.3}, AEAD {:.3} ns/B in all; with a core per thread at most {:.0} MB/s, {:.2}x one thread",
+                    cpu.driving,
+                    cpu.hashing,
+                    cpu.aead,
+                    1e3 / bound,
+                    one / bound
+                );
+            }
         }
-    }
-    println!(
-        "receiver alone, 2 threads (SHA-256 on a second thread): {rt:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
-        1e3 / rt,
-        r / rt
-    );
-    if receiver_cpu.driving > 0.0 {
-        println!(
-            "    CPU per byte: driving {:.3}, hashing {:.3} ns/B (its records are opened on the driving thread)",
-            receiver_cpu.driving, receiver_cpu.hashing
-        );
     }
     println!(
         "({} cores here: a side's threads beyond them only share them)",

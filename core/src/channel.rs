@@ -315,6 +315,10 @@ impl Channel {
         self.advance_clock(now);
         let mut consumed = 0;
         while consumed < input.len() && matches!(self.delivery, Delivery::None) {
+            // The next record is out being opened on a thread: it is taken once back.
+            if self.rx.partial_len() == 0 && self.input_waits() {
+                break;
+            }
             let rest = &input[consumed..];
             let step = if self.peer_closed {
                 Err(Error::DataAfterClose)
@@ -682,8 +686,9 @@ impl Channel {
             .is_some_and(|opening| opening.pending())
     }
 
-    /// The next record the reader will reach is being opened on a thread: giving input
-    /// now would open it here too. A driver waits for a record to come back first.
+    /// The next record the reader will reach is being opened on a thread:
+    /// [`Channel::handle_input`] takes nothing until it is back (a driver waits for a
+    /// record to come back).
     pub fn input_waits(&self) -> bool {
         match (&self.opening, &self.state) {
             (Some(opening), State::Keyed(keyed)) => opening.waits_at(keyed.incoming.sequence()),

@@ -980,7 +980,8 @@ struct Received {
 /// Feeds `wire` to a fresh receiver (keys from seed 3, as the senders here), in chunks
 /// the dice choose. With `threads`, it is shown each chunk first, and the records it
 /// hands out are opened and given back in a shuffled order; some are still out when
-/// the reader reaches them, unless `wait` (then the driver waits for them, as drivers do).
+/// the reader reaches them (it then takes nothing, and one is given back), unless
+/// `wait` (then the driver waits for the next one before it gives input).
 fn receive_chunked(wire: &[u8], seed: u64, threads: bool, wait: bool) -> (Received, usize) {
     let mut pair = Pair::new(3);
     if threads {
@@ -1025,6 +1026,13 @@ fn receive_chunked(wire: &[u8], seed: u64, threads: bool, wait: bool) -> (Receiv
             let mut took = 0;
             while took < piece {
                 match receiver.handle_input(Timestamp::ZERO, &chunk[fed + took..fed + piece]) {
+                    // The next record is out being opened: a driver waits for work.
+                    Ok(0) if receiver.input_waits() => {
+                        let mut work = out.swap_remove(dice.below(out.len() as u64) as usize);
+                        work.run();
+                        receiver.open_done(work).unwrap();
+                        opened += 1;
+                    }
                     Ok(n) => took += n,
                     Err(error) => {
                         received.error = Some(error);

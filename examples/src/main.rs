@@ -503,9 +503,7 @@ impl Output {
                         "hashing thread: {}",
                         if finish.hash_thread { "yes" } else { "no" }
                     );
-                    if let Some(threads) = finish.seal_threads {
-                        eprintln!("sealing threads: {threads}");
-                    }
+                    eprintln!("AEAD threads: {}", finish.aead_threads);
                 }
             }
         }
@@ -526,8 +524,8 @@ struct Finished {
     connections: usize,
     /// SHA-256 ran on a thread of its own.
     hash_thread: bool,
-    /// Threads that sealed the parts (a sender's; `None` for a receiver).
-    seal_threads: Option<usize>,
+    /// Threads that sealed the parts, or opened the records.
+    aead_threads: usize,
 }
 
 /// The other side, as the messages name it: "receiver" when sending, "sender" when
@@ -660,8 +658,8 @@ fn serve_many(
             if verbose && matches!(output, Output::Human(_)) {
                 let threaded = summary.delivered.iter().any(|(_, s)| s.hash_thread);
                 eprintln!("hashing thread: {}", if threaded { "yes" } else { "no" });
-                let sealers = summary.delivered.iter().map(|(_, s)| s.seal_threads).max();
-                eprintln!("sealing threads: {}", sealers.unwrap_or(0));
+                let sealers = summary.delivered.iter().map(|(_, s)| s.aead_threads).max();
+                eprintln!("AEAD threads: {}", sealers.unwrap_or(0));
             }
             ProcessExit::SUCCESS
         }
@@ -826,7 +824,7 @@ fn run() -> ProcessExit {
                             wire_bytes: summary.wire_bytes,
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
-                            seal_threads: Some(summary.seal_threads),
+                            aead_threads: summary.aead_threads,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,
@@ -884,7 +882,7 @@ fn run() -> ProcessExit {
                             wire_bytes: 0,
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
-                            seal_threads: None,
+                            aead_threads: summary.aead_threads,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,

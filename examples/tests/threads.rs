@@ -1,5 +1,5 @@
 //! Hashing on a thread of its own, tried as a user would: with `FERRY_HASH_THREAD=1` on
-//! both sides (and the sender's parts sealed on two more, `FERRY_SEAL_THREADS=2`), a tree
+//! both sides (and the sender's parts sealed on two more, `FERRY_AEAD_THREADS=2`), a tree
 //! of many small files and one large one arrives identical, a receive killed with
 //! `kill -9` in the middle of the large file resumes from what was verified, and both
 //! logs say the threads ran; a sender stopped with Ctrl-C while parts are out being
@@ -20,7 +20,7 @@ use common::*;
 const HASH_THREAD: (&str, &str) = ("FERRY_HASH_THREAD", "1");
 
 /// Two threads sealing a sender's parts beside its hashing thread (a receiver has none).
-const SEAL_THREADS: (&str, &str) = ("FERRY_SEAL_THREADS", "2");
+const SEAL_THREADS: (&str, &str) = ("FERRY_AEAD_THREADS", "2");
 
 fn threaded() -> Command {
     let mut command = Command::new(FERRY);
@@ -97,7 +97,7 @@ fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
     );
     assert!(log.contains("hashing thread: yes"), "{log}");
     assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
-    assert!(sender_log.contains("sealing threads: 2"), "{sender_log}");
+    assert!(sender_log.contains("AEAD threads: 2"), "{sender_log}");
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn hashing_on_its_own_thread_with_parts_over_three_connections() {
     assert!(log.contains("connections: 3"), "{log}");
     assert!(log.contains("hashing thread: yes"), "{log}");
     // The parts on the lanes were sealed on the sender's threads.
-    assert!(sender_log.contains("sealing threads: 2"), "{sender_log}");
+    assert!(sender_log.contains("AEAD threads: 2"), "{sender_log}");
     assert!(
         fs::read(&src).unwrap() == fs::read(out.join("laned.bin")).unwrap(),
         "the file differs"
@@ -191,7 +191,7 @@ fn one_event_loop_serves_three_receivers_its_hashing_thread_shared() {
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 0, "{sender_log}");
     assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
-    assert!(sender_log.contains("sealing threads: 2"), "{sender_log}");
+    assert!(sender_log.contains("AEAD threads: 2"), "{sender_log}");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! then wait for input or the timeout. Bytes never go through `poll_output`: they stay in
 //! the session's send buffer until the socket takes them.
 
+use crate::opening::OpenWork;
 use crate::sealing::SealWork;
 use crate::time::Timestamp;
 use crate::transfer::manifest::Manifest;
@@ -154,6 +155,32 @@ pub trait Session {
 
     /// Batches wait to be handed out, or are out.
     fn sealing_pending(&self) -> bool;
+
+    /// Has the driver open the session's records on threads of its own, any number at
+    /// once ([`crate::opening`]). Only before any input: from then on the driver shows
+    /// the session every chunk it reads from the session's own connection, in order,
+    /// with [`Session::pre_open`] before it gives any of it to [`Session::handle_input`];
+    /// each record wholly inside a chunk comes out of [`Session::poll_open_work`], runs
+    /// anywhere ([`OpenWork::run`]), and goes back with [`Session::open_done`]. What the
+    /// session does with its input is the same either way. While the record it reads
+    /// next is out ([`Session::input_waits`]), `handle_input` takes nothing: wait for
+    /// work to come back. Lanes' records are opened inline.
+    fn offload_opening(&mut self);
+
+    /// The next chunk of the session's own connection, as read, before any of it goes to
+    /// [`Session::handle_input`]. Only with [`Session::offload_opening`].
+    fn pre_open(&mut self, input: &[u8]);
+
+    /// The next record to open on a thread, if one waits (after [`Session::pre_open`]).
+    fn poll_open_work(&mut self) -> Option<OpenWork>;
+
+    /// A record from [`Session::poll_open_work`] has run (in any order). One from another
+    /// session is misuse, refused.
+    fn open_done(&mut self, work: OpenWork) -> Result<(), TransferError>;
+
+    /// The record the session reads next is out being opened: wait for it before giving
+    /// input.
+    fn input_waits(&self) -> bool;
 }
 
 /// Implements [`Session`] for a role's session type by forwarding to its connection and to
@@ -312,6 +339,33 @@ macro_rules! impl_session {
 
             fn sealing_pending(&self) -> bool {
                 self.connection.sealing_pending()
+            }
+
+            fn offload_opening(&mut self) {
+                self.connection.channel.offload_opening();
+            }
+
+            fn pre_open(&mut self, input: &[u8]) {
+                self.connection.channel.pre_open(input);
+            }
+
+            fn poll_open_work(&mut self) -> Option<$crate::opening::OpenWork> {
+                self.connection.channel.poll_open_work()
+            }
+
+            fn open_done(
+                &mut self,
+                work: $crate::opening::OpenWork,
+            ) -> Result<(), $crate::transfer::TransferError> {
+                self.connection.channel.open_done(work).map_err(|_| {
+                    $crate::transfer::TransferError::Misuse(
+                        "an opened record came back that the session did not hand out",
+                    )
+                })
+            }
+
+            fn input_waits(&self) -> bool {
+                self.connection.channel.input_waits()
             }
         }
     };

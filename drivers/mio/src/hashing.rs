@@ -1,7 +1,7 @@
 //! The loop's hashing thread: the sessions that hand their SHA-256 passes out
 //! (`ferry_std::hashing::wanted` decides which) have them run here, each on a chain of
 //! its own, and the loop is woken as each pass comes back. Beside it, for a sender, its
-//! sealing threads (`ferry_std::hashing::sealing_threads`): any session's batch of
+//! sealing threads (`ferry_std::hashing::aead_threads`): any session's batch of
 //! records on any of them.
 
 use std::collections::HashMap;

@@ -221,7 +221,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         if self.traffic.hash_thread {
             any |= hasher.dispatch(self.id, &mut self.session)?;
         }
-        if self.traffic.seal_threads > 0 {
+        if self.traffic.aead_threads > 0 {
             any |= hasher.dispatch_sealing(self.id, &mut self.session)?;
         }
         Ok(any)
@@ -551,7 +551,7 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         if ferry_std::hashing::wanted(peer) {
             if self.hasher.is_none() {
                 let sealers = if conn.traffic.sends_parts {
-                    ferry_std::hashing::sealing_threads(peer)
+                    ferry_std::hashing::aead_threads(peer)
                 } else {
                     0
                 };
@@ -562,7 +562,7 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
                 conn.traffic.hash_thread = true;
                 if conn.traffic.sends_parts && hasher.sealers() > 0 {
                     conn.session.offload_sealing();
-                    conn.traffic.seal_threads = hasher.sealers();
+                    conn.traffic.aead_threads = hasher.sealers();
                 }
             }
         }
@@ -848,7 +848,7 @@ pub fn serve(
                     delivered.wire_bytes = conn.traffic.sent;
                     delivered.connections = conn.lanes.connections();
                     delivered.hash_thread = conn.traffic.hash_thread;
-                    delivered.seal_threads = conn.traffic.seal_threads;
+                    delivered.aead_threads = conn.traffic.aead_threads;
                     delivered.elapsed = since;
                     let missing = match delivered.failed {
                         0 => String::new(),

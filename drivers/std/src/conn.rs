@@ -12,6 +12,9 @@ use crate::error::DriverError;
 use crate::hashing::Workers;
 use crate::lanes::Lanes;
 
+/// Bytes read from the socket at a time.
+const READ: usize = 256 << 10;
+
 /// Bytes that crossed the socket during one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -23,10 +26,11 @@ pub struct Traffic {
     /// ([`crate::hashing::wanted`]).
     pub hash_thread: bool,
     /// Set before driving: this side sends parts, whose sealing may run on threads
-    /// ([`crate::hashing::sealing_threads`]).
+    /// ([`crate::hashing::aead_threads`]); a receiver may open its records there.
     pub sends_parts: bool,
-    /// Threads that sealed the session's parts (0: its own thread).
-    pub seal_threads: usize,
+    /// Threads that sealed the session's parts, or opened its records (0: its own
+    /// thread).
+    pub aead_threads: usize,
 }
 
 /// Drives `session` over `stream`, and its `lanes`, until the batch is finished or
@@ -42,18 +46,19 @@ pub fn drive<S: Session>(
     lanes: &mut Lanes,
     mut work: impl FnMut(&mut S, &mut Lanes) -> Result<bool, DriverError>,
 ) -> Result<(), DriverError> {
-    let mut buf = vec![0u8; 256 << 10];
-    // The session's SHA-256 passes (and a sender's sealing) run beside this loop; they
-    // are handed out and taken back around every step of it.
+    let mut buf = vec![0u8; READ];
+    // The session's SHA-256 passes (and a sender's sealing, or a receiver's opening) run
+    // beside this loop; they are handed out and taken back around every step of it.
     let peer = stream.peer_addr().ok().map(|address| address.ip());
-    let sealers = if traffic.sends_parts {
-        crate::hashing::sealing_threads(peer)
-    } else {
-        0
-    };
-    let hasher = RefCell::new(Workers::start(session, peer, sealers));
+    let sealers = crate::hashing::aead_threads(peer);
+    let hasher = RefCell::new(Workers::start(session, peer, sealers, traffic.sends_parts));
     traffic.hash_thread = hasher.borrow().is_some();
-    traffic.seal_threads = hasher.borrow().as_ref().map_or(0, Workers::sealers);
+    traffic.aead_threads = hasher.borrow().as_ref().map_or(0, Workers::sealers);
+    // A receiver whose records are opened on threads reads one chunk ahead while it
+    // waits for them, so that the threads open the next chunk while it takes this one.
+    let opening = !traffic.sends_parts && traffic.aead_threads > 0;
+    let mut ahead = if opening { vec![0u8; READ] } else { Vec::new() };
+    let (mut ahead_len, mut ahead_eof) = (0, false);
     // Whether the newest drain stopped with disk work left (see `drive`).
     let unfinished = Cell::new(false);
     let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<bool, DriverError> {
@@ -137,16 +142,67 @@ pub fn drive<S: Session>(
             }
             Ok(n) => {
                 traffic.received += n as u64;
-                let mut at = 0;
-                while at < n {
-                    let took = session.handle_input(clock.now(), &buf[at..n])?;
-                    at += took;
-                    if took == 0 {
-                        // Its passes are all out and the next segment is in: wait.
-                        wait_for_pass(session)?;
-                    }
+                let mut len = n;
+                if opening {
+                    session.pre_open(&buf[..len]);
                     work(session, lanes)?;
-                    flush(stream, session, clock, traffic, lanes, &mut work)?;
+                }
+                loop {
+                    let mut at = 0;
+                    while at < len {
+                        // The next record is out being opened: read what follows
+                        // meanwhile (its records go out too), then wait for it.
+                        while opening && session.input_waits() {
+                            if ahead_len == 0 && !ahead_eof && crate::os::net::readable_now(stream)
+                            {
+                                match stream.read(&mut ahead) {
+                                    Ok(0) => ahead_eof = true,
+                                    Ok(m) => {
+                                        traffic.received += m as u64;
+                                        ahead_len = m;
+                                        session.pre_open(&ahead[..m]);
+                                        work(session, lanes)?;
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            ErrorKind::WouldBlock
+                                                | ErrorKind::TimedOut
+                                                | ErrorKind::Interrupted
+                                        ) => {}
+                                    Err(e) => {
+                                        return Err(network_error(
+                                            "the connection failed",
+                                            Some(&e),
+                                            traffic,
+                                        ));
+                                    }
+                                }
+                            }
+                            if !wait_for_pass(session)? {
+                                break;
+                            }
+                        }
+                        let took = session.handle_input(clock.now(), &buf[at..len])?;
+                        at += took;
+                        if took == 0 {
+                            // Its passes are all out and the next segment is in: wait.
+                            wait_for_pass(session)?;
+                        }
+                        work(session, lanes)?;
+                        flush(stream, session, clock, traffic, lanes, &mut work)?;
+                    }
+                    if ahead_len == 0 {
+                        break;
+                    }
+                    // The chunk read ahead is next, its records already being opened.
+                    core::mem::swap(&mut buf, &mut ahead);
+                    (len, ahead_len) = (ahead_len, 0);
+                }
+                if ahead_eof {
+                    session.handle_eof(clock.now())?;
+                    while work(session, lanes)? {}
+                    return Ok(());
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {

@@ -1,12 +1,13 @@
 //! A session's work on threads of its own, beside the thread that drives the session:
 //! its SHA-256 passes on one (see `ferry_core::transfer::HashWork`), half of either side's
-//! work per byte; and a sender's records sealed on others (`ferry_core::sealing`), most
-//! of the rest.
+//! work per byte; and a sender's records sealed, or a receiver's opened, on others
+//! (`ferry_core::sealing`, `ferry_core::opening`), most of the rest.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use ferry_core::Timestamp;
+use ferry_core::opening::OpenWork;
 use ferry_core::sealing::SealWork;
 use ferry_core::transfer::{HashChain, HashWork, Session};
 
@@ -16,12 +17,13 @@ use crate::error::DriverError;
 /// a thread of their own, `0` on the session's thread; unset, [`wanted`] decides.
 pub const HASH_THREAD_VAR: &str = "FERRY_HASH_THREAD";
 
-/// The environment variable that sets how many threads seal a sender's parts beside its
-/// hashing thread (`0`: on the session's thread); unset, [`sealing_threads`] decides.
-pub const SEAL_THREADS_VAR: &str = "FERRY_SEAL_THREADS";
+/// The environment variable that sets how many threads seal a sender's parts, or open a
+/// receiver's records, beside its hashing thread (`0`: on the session's thread); unset,
+/// [`aead_threads`] decides.
+pub const AEAD_THREADS_VAR: &str = "FERRY_AEAD_THREADS";
 
-/// The most threads [`SEAL_THREADS_VAR`] may ask for.
-pub const MAX_SEAL_THREADS: usize = 8;
+/// The most threads [`AEAD_THREADS_VAR`] may ask for.
+pub const MAX_AEAD_THREADS: usize = 8;
 
 /// Whether a session whose peer is at `peer` gets a hashing thread: yes, unless both
 /// ends share this machine (a loopback peer) and it has fewer than four cores. There the
@@ -40,17 +42,17 @@ pub fn wanted(peer: Option<std::net::IpAddr>) -> bool {
     cores >= 2 && !(shared && cores < 4)
 }
 
-/// How many threads seal a sender's parts for a peer at `peer` (with a hashing thread;
-/// none without one). One, where the driving thread, the hashing thread and it each
-/// have a core: on a machine of four cores or more, or of eight or more when the
-/// receiver shares it. `core_cost` shows why one: with the AEAD off the driving thread,
-/// the hashing thread (one file's SHA-256 is one sequence) bounds the sender, and one
-/// sealing thread keeps up with it.
-pub fn sealing_threads(peer: Option<std::net::IpAddr>) -> usize {
-    if let Ok(threads) = std::env::var(SEAL_THREADS_VAR)
+/// How many threads seal a sender's parts, or open a receiver's records, for a peer at
+/// `peer` (with a hashing thread; none without one). One, where the driving thread, the
+/// hashing thread and it each have a core: on a machine of four cores or more, or of
+/// eight or more when the peer shares it. `core_cost` shows why one: with the AEAD off
+/// the driving thread, the hashing thread (one file's SHA-256 is one sequence) bounds the
+/// side, and one AEAD thread keeps up with it.
+pub fn aead_threads(peer: Option<std::net::IpAddr>) -> usize {
+    if let Ok(threads) = std::env::var(AEAD_THREADS_VAR)
         && let Ok(threads) = threads.trim().parse::<usize>()
     {
-        return threads.min(MAX_SEAL_THREADS);
+        return threads.min(MAX_AEAD_THREADS);
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let shared = peer.is_none_or(|ip| ip.is_loopback());
@@ -61,6 +63,13 @@ pub fn sealing_threads(peer: Option<std::net::IpAddr>) -> usize {
 enum Done {
     Pass(HashWork),
     Sealed(SealWork),
+    Opened(OpenWork),
+}
+
+/// Work for the AEAD threads.
+enum Aead {
+    Seal(SealWork),
+    Open(OpenWork),
 }
 
 /// The threads that run one session's work: its passes on one, on the session's chain,
@@ -68,7 +77,7 @@ enum Done {
 /// any order.
 pub struct Workers {
     to_hasher: Option<mpsc::Sender<HashWork>>,
-    to_sealers: Option<mpsc::Sender<SealWork>>,
+    to_sealers: Option<mpsc::Sender<Aead>>,
     from_workers: mpsc::Receiver<Done>,
     /// Work given to the threads and not yet given back to the session.
     out: usize,
@@ -78,13 +87,14 @@ pub struct Workers {
 
 impl Workers {
     /// Starts the threads and hands `session`'s hashing to them, if [`wanted`] for a peer
-    /// at `peer`, and its sealing to `sealers` more (a sender's; see [`sealing_threads`]);
+    /// at `peer`, and its sealing to `sealers` more (a sender's; see [`aead_threads`]);
     /// `None` (the session does both inline) otherwise, and where the driver cannot wait
     /// on a socket and the threads at once (Windows).
     pub fn start<S: Session>(
         session: &mut S,
         peer: Option<std::net::IpAddr>,
         sealers: usize,
+        sends_parts: bool,
     ) -> Option<Self> {
         if cfg!(windows) || !wanted(peer) {
             return None;
@@ -105,7 +115,7 @@ impl Workers {
             })
             .ok()?;
         let mut threads = vec![hasher];
-        let (to_sealers, batches) = mpsc::channel::<SealWork>();
+        let (to_sealers, batches) = mpsc::channel::<Aead>();
         let batches = Arc::new(Mutex::new(batches));
         for n in 0..sealers {
             let (batches, done) = (batches.clone(), done.clone());
@@ -117,9 +127,18 @@ impl Workers {
                         let Ok(next) = batches.lock().map(|batches| batches.recv()) else {
                             return;
                         };
-                        let Ok(mut work) = next else { return };
-                        work.run();
-                        if done.send(Done::Sealed(work)).is_err() {
+                        let done_now = match next {
+                            Ok(Aead::Seal(mut work)) => {
+                                work.run();
+                                Done::Sealed(work)
+                            }
+                            Ok(Aead::Open(mut work)) => {
+                                work.run();
+                                Done::Opened(work)
+                            }
+                            Err(_) => return,
+                        };
+                        if done.send(done_now).is_err() {
                             return;
                         }
                     }
@@ -133,7 +152,11 @@ impl Workers {
         let sealers = threads.len() - 1;
         session.offload_hashing();
         if sealers > 0 {
-            session.offload_sealing();
+            if sends_parts {
+                session.offload_sealing();
+            } else {
+                session.offload_opening();
+            }
         }
         Some(Workers {
             to_hasher: Some(to_hasher),
@@ -170,7 +193,12 @@ impl Workers {
             while let Some(work) = session.poll_seal_work() {
                 any = true;
                 self.out += 1;
-                to.send(work).map_err(|_| gone())?;
+                to.send(Aead::Seal(work)).map_err(|_| gone())?;
+            }
+            while let Some(work) = session.poll_open_work() {
+                any = true;
+                self.out += 1;
+                to.send(Aead::Open(work)).map_err(|_| gone())?;
             }
         }
         Ok(any)
@@ -200,6 +228,7 @@ impl Workers {
             match done {
                 Done::Pass(work) => session.work_done(now, work)?,
                 Done::Sealed(work) => session.seal_done(work)?,
+                Done::Opened(work) => session.open_done(work)?,
             }
         }
         Ok(any)
@@ -228,6 +257,8 @@ impl Workers {
                         return;
                     }
                 }
+                // A receiver's last words wait for nothing it reads.
+                Done::Opened(_) => {}
             }
         }
     }

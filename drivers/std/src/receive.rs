@@ -64,6 +64,8 @@ pub struct ReceiveSummary {
     pub connections: usize,
     /// Its SHA-256 passes ran on a thread of their own.
     pub hash_thread: bool,
+    /// Threads that opened its records (0: the session's own).
+    pub aead_threads: usize,
 }
 
 /// Connects to the sender and receives its batch into `options.out_dir`.
@@ -102,6 +104,7 @@ pub fn receive(
     work.finish(&session, result).map(|summary| ReceiveSummary {
         connections,
         hash_thread: traffic.hash_thread,
+        aead_threads: traffic.aead_threads,
         ..summary
     })
 }

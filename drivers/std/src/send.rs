@@ -41,7 +41,7 @@ pub struct SendSummary {
     /// Its SHA-256 passes ran on a thread of their own.
     pub hash_thread: bool,
     /// Threads that sealed its parts (0: the session's own).
-    pub seal_threads: usize,
+    pub aead_threads: usize,
 }
 
 /// A listening sender: what to print, and the loop that serves.
@@ -210,7 +210,7 @@ impl Sender {
         let mut summary = work.finish(&session)?;
         summary.connections = connections;
         summary.hash_thread = traffic.hash_thread;
-        summary.seal_threads = traffic.seal_threads;
+        summary.aead_threads = traffic.aead_threads;
         summary.wire_bytes = traffic.sent;
         summary.elapsed = started.elapsed();
         Ok(summary)
