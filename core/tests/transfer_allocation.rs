@@ -162,7 +162,7 @@ fn transfer(size: u64, sealing: bool) -> Measure {
         sha256: None,
     }];
     let manifest = Manifest::from_entries(&entries, &Default::default()).unwrap();
-    let bound = config.heap_bound(1, 7) + if sealing { config.sealing_heap() } else { 0 };
+    let bound = config.heap_bound(1, 7) + if sealing { config.aead_heap() } else { 0 };
     let mut entropy = SeededEntropy::new(size);
     let token = Token::generate(&mut entropy);
     for i in 0..3 {

@@ -1,5 +1,6 @@
 //! Hashing on a thread of its own, tried as a user would: with `FERRY_HASH_THREAD=1` on
-//! both sides (and the sender's parts sealed on two more, `FERRY_AEAD_THREADS=2`), a tree
+//! both sides (and the sender's parts sealed, the receiver's records opened, on two more:
+//! `FERRY_AEAD_THREADS=2`), a tree
 //! of many small files and one large one arrives identical, a receive killed with
 //! `kill -9` in the middle of the large file resumes from what was verified, and both
 //! logs say the threads ran; a sender stopped with Ctrl-C while parts are out being
@@ -19,13 +20,14 @@ use common::*;
 
 const HASH_THREAD: (&str, &str) = ("FERRY_HASH_THREAD", "1");
 
-/// Two threads sealing a sender's parts beside its hashing thread (a receiver has none).
-const SEAL_THREADS: (&str, &str) = ("FERRY_AEAD_THREADS", "2");
+/// Two threads sealing a sender's parts, or opening a receiver's records, beside its
+/// hashing thread.
+const AEAD_THREADS: (&str, &str) = ("FERRY_AEAD_THREADS", "2");
 
 fn threaded() -> Command {
     let mut command = Command::new(FERRY);
     command.env(HASH_THREAD.0, HASH_THREAD.1);
-    command.env(SEAL_THREADS.0, SEAL_THREADS.1);
+    command.env(AEAD_THREADS.0, AEAD_THREADS.1);
     command
 }
 
@@ -68,7 +70,11 @@ fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
 
     let sending = send_with(threaded(), &["--pod"], &[&src]);
     let log = dir.path().join("killed.log");
+    // This one opens its records itself: with two more threads on each side, a two-core
+    // machine could finish the batch before the test saw a checkpoint to kill it at.
+    // The rerun, which resumes, opens them on its threads.
     let mut child = threaded()
+        .env(AEAD_THREADS.0, "0")
         .args(sending.receive_args(None))
         .arg("-v")
         .arg("-o")
@@ -96,6 +102,7 @@ fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
         "the rerun resumed little of the big file:\n{log}"
     );
     assert!(log.contains("hashing thread: yes"), "{log}");
+    assert!(log.contains("AEAD threads: 2"), "{log}");
     assert!(sender_log.contains("hashing thread: yes"), "{sender_log}");
     assert!(sender_log.contains("AEAD threads: 2"), "{sender_log}");
 }
@@ -118,7 +125,9 @@ fn hashing_on_its_own_thread_with_parts_over_three_connections() {
     assert_eq!(status, 0, "{sender_log}");
     assert!(log.contains("connections: 3"), "{log}");
     assert!(log.contains("hashing thread: yes"), "{log}");
-    // The parts on the lanes were sealed on the sender's threads.
+    // The parts on the lanes were sealed on the sender's threads (the receiver opens its
+    // own connection's records on its threads, its lanes' itself).
+    assert!(log.contains("AEAD threads: 2"), "{log}");
     assert!(sender_log.contains("AEAD threads: 2"), "{sender_log}");
     assert!(
         fs::read(&src).unwrap() == fs::read(out.join("laned.bin")).unwrap(),

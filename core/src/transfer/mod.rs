@@ -260,12 +260,14 @@ impl TransferConfig {
         segments + 2 * self.segment_size + channel + queues + per_entry + bz2 + lanes + (256 << 10)
     }
 
-    /// What a sender whose driver seals its parts on threads (`Session::offload_sealing`)
-    /// may allocate beyond [`TransferConfig::heap_bound`]: each connection queues its
-    /// records in batches beside its send buffer, at most the buffer's bytes queued, in
-    /// buffers at most twice what they hold, with buffers kept for reuse up to the
-    /// buffer's size and the batch being composed.
-    pub fn sealing_heap(&self) -> usize {
+    /// What a session whose driver seals or opens its records on threads
+    /// (`Session::offload_sealing`, `Session::offload_opening`) may allocate beyond
+    /// [`TransferConfig::heap_bound`]: a sender's connections queue their records in
+    /// batches beside their send buffers, at most a buffer's bytes queued, in buffers at
+    /// most twice what they hold, with buffers kept for reuse up to a buffer's size and
+    /// the batch being composed; a receiver copies records to open up to a buffer's
+    /// size, and keeps as much for reuse.
+    pub fn aead_heap(&self) -> usize {
         let lane_buffer = self
             .channel
             .send_buffer

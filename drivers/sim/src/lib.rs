@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use ferry_core::lane::{LANE_HELLO_LEN, MAX_LANES};
+use ferry_core::opening::OpenWork;
 use ferry_core::sealing::SealWork;
 pub use ferry_core::testing::Rng;
 use ferry_core::testing::{MemoryDisk, MemorySource, drain};
@@ -115,7 +116,8 @@ pub struct World {
     /// Both sides hand their SHA-256 passes out (`Session::offload_hashing`), and each
     /// comes back up to this many µs later, as from a driver's hashing thread: run in
     /// order, back in any order (0: the sessions hash inline). The sender's records are
-    /// sealed so too (`Session::offload_sealing`), each batch back up to as late.
+    /// sealed so too (`Session::offload_sealing`), and the receiver's opened
+    /// (`Session::offload_opening`), each back up to as late.
     pub hash_delay: u64,
 }
 
@@ -550,6 +552,9 @@ struct Round {
     /// Batches of the sender's records given out to seal (with `World::hash_delay`),
     /// already sealed, each with when it comes back.
     batches: Vec<(Timestamp, SealWork)>,
+    /// The receiver's records given out to open, already opened, each with when it
+    /// comes back.
+    opens: Vec<(Timestamp, OpenWork)>,
 }
 
 /// One lane's connection.
@@ -651,6 +656,7 @@ impl<'w> Sim<'w> {
             sender.offload_hashing();
             receiver.offload_hashing();
             sender.offload_sealing();
+            receiver.offload_opening();
         }
         Ok(Round {
             sender,
@@ -667,6 +673,7 @@ impl<'w> Sim<'w> {
             passes_given: [0; 2],
             chains: Default::default(),
             batches: Vec::new(),
+            opens: Vec::new(),
         })
     }
 
@@ -798,6 +805,10 @@ impl<'w> Sim<'w> {
                 other => return Ok(other),
             }
         }
+        if lane == 0 {
+            // The receiver's driver reads these as they come: its threads may open them.
+            round.receiver.pre_open(&out);
+        }
         let link = match round.lanes.get_mut(usize::from(lane)) {
             Some(Some(links)) if lane > 0 => &mut links.forward,
             _ => &mut round.forward,
@@ -912,6 +923,7 @@ impl<'w> Sim<'w> {
             writes,
             passes,
             batches,
+            opens,
             ..
         } = round;
         let mut next = [
@@ -928,6 +940,7 @@ impl<'w> Sim<'w> {
         .chain(writes.front().map(|(at, _)| *at))
         .chain(passes.iter().map(|(at, ..)| *at))
         .chain(batches.iter().map(|(at, _)| *at))
+        .chain(opens.iter().map(|(at, _)| *at))
         .min();
         for (lane, links) in lanes.iter_mut().enumerate() {
             let Some(links) = links else { continue };
@@ -1054,15 +1067,18 @@ impl<'w> Sim<'w> {
                 let receiver = &mut round.receiver;
                 let more = feed(RECEIVER, &bytes[taken..], |b| receiver.handle_input(now, b));
                 self.receiver_work(round)?;
-                // Its hashing thread finishes what it has.
+                // Its hashing thread finishes what it has (and its AEAD threads: a record
+                // out being opened is taken once back).
+                let mut woke = false;
                 while self.hash_passes_now(round) {
+                    woke = true;
                     self.receiver_work(round)?;
                 }
                 // Its answers go nowhere now; a receiver that can take no more has what
                 // it can get.
                 let back = round.receiver.poll_transmit().len();
                 round.receiver.advance_transmit(back);
-                if more == 0 && back == 0 {
+                if more == 0 && back == 0 && !woke {
                     break;
                 }
                 taken += more;
@@ -1179,11 +1195,17 @@ impl<'w> Sim<'w> {
             let _ = as_endpoint(SENDER, || round.sender.seal_done(work));
             moved = true;
         }
+        while let Some(at) = round.opens.iter().position(|(back, _)| *back <= now) {
+            let (_, work) = round.opens.swap_remove(at);
+            let _ = as_endpoint(RECEIVER, || round.receiver.open_done(work));
+            moved = true;
+        }
         moved
     }
 
-    /// The sender's records waiting to be sealed, sealed on its "threads", each batch to
-    /// come back after a delay drawn for it (in any order): true if there were any.
+    /// The sender's records waiting to be sealed, sealed on its "threads", and the
+    /// receiver's waiting to be opened, opened, each to come back after a delay drawn for
+    /// it (in any order): true if there were any.
     fn give_out_batches(&mut self, round: &mut Round) -> bool {
         let (now, delay) = (self.now, self.world.hash_delay);
         let mut any = false;
@@ -1191,6 +1213,12 @@ impl<'w> Sim<'w> {
             work.run();
             let back = after(now, self.rng.range(0, delay + 1));
             round.batches.push((back, work));
+            any = true;
+        }
+        while let Some(mut work) = round.receiver.poll_open_work() {
+            work.run();
+            let back = after(now, self.rng.range(0, delay + 1));
+            round.opens.push((back, work));
             any = true;
         }
         any
@@ -1203,6 +1231,9 @@ impl<'w> Sim<'w> {
             *back = (*back).min(now);
         }
         for (back, _) in &mut round.batches {
+            *back = (*back).min(now);
+        }
+        for (back, _) in &mut round.opens {
             *back = (*back).min(now);
         }
         self.hash_passes(round)

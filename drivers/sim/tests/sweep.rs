@@ -95,15 +95,16 @@ fn check(seed: u64) {
     match outcome {
         Ok((outcome, peaks)) => {
             let bound = heap_bound(&world);
-            // Its sender seals on "threads" in the worlds that hash so.
-            let sealing = if world.hash_delay > 0 {
-                world.config.sealing_heap() as i64
+            // Its sender seals, and its receiver opens, on "threads" in the worlds that
+            // hash so.
+            let aead = if world.hash_delay > 0 {
+                world.config.aead_heap() as i64
             } else {
                 0
             };
             for (who, peak, bound) in [
-                ("sender", peaks[1], bound + sealing),
-                ("receiver", peaks[2], bound),
+                ("sender", peaks[1], bound + aead),
+                ("receiver", peaks[2], bound + aead),
             ] {
                 assert!(
                     peak <= bound,
