@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 
 use crate::config::{Config, ConfigError};
-use crate::crypto::{EphemeralKey, RecordCipher};
+use crate::crypto::{EphemeralKey, RecordCipher, TAG_LEN};
 use crate::entropy::Entropy;
 use crate::error::{Error, TimeoutPhase};
 use crate::handshake::{self, HELLO_LEN, Role};
@@ -399,31 +399,43 @@ impl Channel {
         let mut placement = placement.filter(|_| keyed.confirmed);
         // A record a driver's thread opened is taken from there, once whole here.
         let mut opening = self.opening.as_deref_mut().filter(|_| keyed.confirmed);
-        let mut opened_there =
-            |rx: &mut RecordReader, header, direction: &mut Direction, placement| match opening
-                .as_deref_mut()
-                .map(|o| o.take(record))
-            {
-                Some(Taken::Opened(work)) => {
+        // The work must be for the record the stream brings, header and tag alike (a
+        // driver that showed other bytes than it gives gets the record opened here).
+        let mut opened_there = |rx: &mut RecordReader,
+                                header: [u8; HEADER_LEN],
+                                tag: &[u8],
+                                direction: &mut Direction,
+                                placement| {
+            match opening.as_deref_mut().map(|o| o.take(record)) {
+                Some(Taken::Opened(work)) if work.header() == header && work.tag() == tag => {
                     let opened = rx.take_opened(header, &work, direction, placement);
                     if let Some(opening) = opening.as_deref_mut() {
                         opening.recycle(work);
                     }
                     opened.map(Some)
                 }
-                Some(Taken::Forged) => Err(RecordReader::forged(record)),
+                Some(Taken::Forged(work)) if work.header() == header && work.tag() == tag => {
+                    Err(RecordReader::forged(record))
+                }
+                Some(Taken::NotRun) => Err(Error::Internal(
+                    "a record came back from the driver unopened",
+                )),
                 _ => Ok(None),
-            };
+            }
+        };
         let (n, opened) = match self.rx.whole_len(input)? {
             Some(total) => {
                 let mut header = [0u8; HEADER_LEN];
                 header.copy_from_slice(&input[..HEADER_LEN]);
-                match opened_there(
+                let tag = &input[total - TAG_LEN..total];
+                let there = opened_there(
                     &mut self.rx,
                     header,
+                    tag,
                     &mut keyed.incoming,
                     placement.as_deref_mut(),
-                )? {
+                )?;
+                match there {
                     Some(opened) => (total, opened),
                     None => self
                         .rx
@@ -436,13 +448,15 @@ impl Channel {
                 if !complete {
                     return Ok(n);
                 }
-                let header = self.rx.gathered_header();
-                match opened_there(
+                let (header, tag) = (self.rx.gathered_header(), self.rx.gathered_tag());
+                let there = opened_there(
                     &mut self.rx,
                     header,
+                    &tag,
                     &mut keyed.incoming,
                     placement.as_deref_mut(),
-                )? {
+                )?;
+                match there {
                     Some(opened) => (n, opened),
                     None => (n, self.rx.open(&mut keyed.incoming, placement)?),
                 }

@@ -96,8 +96,10 @@ pub(crate) enum Taken {
     StillOut,
     /// Authentic: its plaintext (content type and payload) in the work's buffer.
     Opened(OpenWork),
-    /// Not authentic.
-    Forged,
+    /// Not authentic (the work, to check it is the record the stream brings).
+    Forged(OpenWork),
+    /// Given back without being run (the driver's mistake).
+    NotRun,
 }
 
 impl OpenWork {
@@ -110,6 +112,12 @@ impl OpenWork {
     /// The record's header, as it came.
     pub(crate) fn header(&self) -> &[u8] {
         self.bytes.get(..HEADER_LEN).unwrap_or(&[])
+    }
+
+    /// The record's tag, as it came (opening leaves it in place).
+    pub(crate) fn tag(&self) -> &[u8] {
+        let start = self.bytes.len().saturating_sub(TAG_LEN);
+        self.bytes.get(start..).unwrap_or(&[])
     }
 }
 
@@ -141,6 +149,8 @@ pub(crate) struct OpenQueue {
     max_body: usize,
     /// Buffers of records taken, to copy the next ones into (up to `capacity` bytes).
     spare: Vec<Vec<u8>>,
+    /// Their capacity in all.
+    spare_bytes: usize,
 }
 
 impl OpenQueue {
@@ -162,6 +172,7 @@ impl OpenQueue {
             capacity,
             max_body: 1 + max_payload + TAG_LEN,
             spare: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -224,6 +235,7 @@ impl OpenQueue {
                 && self.queued + total <= self.capacity
             {
                 let mut bytes = self.spare.pop().unwrap_or_default();
+                self.spare_bytes -= bytes.capacity();
                 bytes.clear();
                 bytes.extend_from_slice(&input[at..at + total]);
                 self.queued += total;
@@ -295,10 +307,10 @@ impl OpenQueue {
         match self.slots.pop_front() {
             Some(Slot::Back(work)) => {
                 self.queued -= work.len();
-                if work.opened == Some(true) {
-                    Taken::Opened(work)
-                } else {
-                    Taken::Forged
+                match work.opened {
+                    Some(true) => Taken::Opened(work),
+                    Some(false) => Taken::Forged(work),
+                    None => Taken::NotRun,
                 }
             }
             Some(Slot::Out { len, .. }) => {
@@ -322,8 +334,8 @@ impl OpenQueue {
 
     /// Keeps a taken record's buffer for the next copy, up to the queue's capacity.
     pub(crate) fn recycle(&mut self, work: OpenWork) {
-        let kept: usize = self.spare.iter().map(Vec::capacity).sum();
-        if kept + work.bytes.capacity() <= self.capacity {
+        if self.spare_bytes + work.bytes.capacity() <= self.capacity {
+            self.spare_bytes += work.bytes.capacity();
             self.spare.push(work.bytes);
         }
     }

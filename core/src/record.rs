@@ -300,6 +300,15 @@ impl RecordReader {
         header
     }
 
+    /// The tag of the record gathered here (complete after [`RecordReader::push`] said
+    /// so).
+    pub(crate) fn gathered_tag(&self) -> [u8; TAG_LEN] {
+        let mut tag = [0u8; TAG_LEN];
+        let start = self.filled.saturating_sub(TAG_LEN);
+        tag.copy_from_slice(&self.buf[start..start + TAG_LEN]);
+        tag
+    }
+
     /// The error for record `sequence` failing to authenticate (as the reader reports it).
     pub(crate) fn forged(sequence: u64) -> Error {
         if sequence == 0 {

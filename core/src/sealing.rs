@@ -155,9 +155,10 @@ pub(crate) struct SealQueue {
     next_number: u64,
     /// Bytes in all batches, not yet sent.
     queued: usize,
-    /// Batches sent, whose buffers compose the next ones; their capacity in all is at
-    /// most the send buffer's.
+    /// Batches sent, whose buffers compose the next ones; their capacity in all
+    /// (`spare_bytes`) is at most the send buffer's.
     spare: Vec<SealWork>,
+    spare_bytes: usize,
     /// The send buffer's capacity, which bounds what is queued and what is kept spare.
     capacity: usize,
 }
@@ -171,6 +172,7 @@ impl SealQueue {
             next_number: 0,
             queued: 0,
             spare: Vec::new(),
+            spare_bytes: 0,
             capacity,
         }
     }
@@ -193,7 +195,9 @@ impl SealQueue {
             _ => true,
         };
         if full {
-            let work = SealWork::new(self.cipher.clone(), self.next_number, self.spare.pop());
+            let spare = self.spare.pop();
+            self.spare_bytes -= spare.as_ref().map_or(0, |s| s.bytes.capacity());
+            let work = SealWork::new(self.cipher.clone(), self.next_number, spare);
             self.next_number += 1;
             self.batches.push_back(Batch::Composing(work));
         }
@@ -298,11 +302,11 @@ impl SealQueue {
         while let Some(Batch::Back { work, sent }) = self.batches.front()
             && *sent == work.bytes.len()
         {
-            if let Some(Batch::Back { work, .. }) = self.batches.pop_front() {
-                let kept: usize = self.spare.iter().map(|s| s.bytes.capacity()).sum();
-                if kept + work.bytes.capacity() <= self.capacity {
-                    self.spare.push(work);
-                }
+            if let Some(Batch::Back { work, .. }) = self.batches.pop_front()
+                && self.spare_bytes + work.bytes.capacity() <= self.capacity
+            {
+                self.spare_bytes += work.bytes.capacity();
+                self.spare.push(work);
             }
         }
     }

@@ -58,7 +58,8 @@ pub fn drive<S: Session>(
     // waits for them, so that the threads open the next chunk while it takes this one.
     let opening = !traffic.sends_parts && traffic.aead_threads > 0;
     let mut ahead = if opening { vec![0u8; READ] } else { Vec::new() };
-    let (mut ahead_len, mut ahead_eof) = (0, false);
+    let mut ahead_len = 0;
+    let mut ahead_end: Option<std::io::Result<usize>> = None;
     // Whether the newest drain stopped with disk work left (see `drive`).
     let unfinished = Cell::new(false);
     let mut work = |session: &mut S, lanes: &mut Lanes| -> Result<bool, DriverError> {
@@ -111,10 +112,13 @@ pub fn drive<S: Session>(
         if lanes.active() {
             wait = wait.min(crate::lanes::LANE_TICK);
         }
+        // A chunk read ahead (its records already out being opened) is taken next, as
+        // what it ended with: data, the end of the stream, or a failure.
+        let read_ahead = ahead_len > 0 || ahead_end.is_some();
         // Disk work left over from a long drain (a check of what is already here) goes
         // on unless there is input first; the session's timers still run meanwhile (its
         // keepalives go out with the next flush).
-        if unfinished.get() && !crate::os::net::readable_now(stream) {
+        if !read_ahead && unfinished.get() && !crate::os::net::readable_now(stream) {
             if session.poll_timeout().is_some_and(|at| at <= clock.now()) {
                 session.handle_timeout(clock.now())?;
             }
@@ -123,7 +127,11 @@ pub fn drive<S: Session>(
         // With nothing to read yet, work that is out is what to wait for: a pass's
         // segment moves on when it is back, a batch's records go out.
         let pass_out = hasher.borrow().as_ref().is_some_and(Workers::busy);
-        if pass_out && !crate::os::net::readable_now(stream) && wait_for_pass(session)? {
+        if !read_ahead
+            && pass_out
+            && !crate::os::net::readable_now(stream)
+            && wait_for_pass(session)?
+        {
             continue;
         }
         let timeout = Duration::from_millis(wait.as_millis().max(1) as u64);
@@ -131,7 +139,15 @@ pub fn drive<S: Session>(
             stream.set_read_timeout(Some(timeout))?;
             read_timeout = Some(timeout);
         }
-        match stream.read(&mut buf) {
+        let (read, shown) = if ahead_len > 0 {
+            core::mem::swap(&mut buf, &mut ahead);
+            (Ok(core::mem::take(&mut ahead_len)), true)
+        } else if let Some(end) = ahead_end.take() {
+            (end, true)
+        } else {
+            (stream.read(&mut buf), false)
+        };
+        match read {
             Ok(0) if traffic.received == 0 => {
                 return Err(network_error("the connection closed", None, traffic));
             }
@@ -141,68 +157,54 @@ pub fn drive<S: Session>(
                 return Ok(());
             }
             Ok(n) => {
-                traffic.received += n as u64;
-                let mut len = n;
-                if opening {
-                    session.pre_open(&buf[..len]);
-                    work(session, lanes)?;
-                }
-                loop {
-                    let mut at = 0;
-                    while at < len {
-                        // The next record is out being opened: read what follows
-                        // meanwhile (its records go out too), then wait for it.
-                        while opening && session.input_waits() {
-                            if ahead_len == 0 && !ahead_eof && crate::os::net::readable_now(stream)
-                            {
-                                match stream.read(&mut ahead) {
-                                    Ok(0) => ahead_eof = true,
-                                    Ok(m) => {
-                                        traffic.received += m as u64;
-                                        ahead_len = m;
-                                        session.pre_open(&ahead[..m]);
-                                        work(session, lanes)?;
-                                    }
-                                    Err(e)
-                                        if matches!(
-                                            e.kind(),
-                                            ErrorKind::WouldBlock
-                                                | ErrorKind::TimedOut
-                                                | ErrorKind::Interrupted
-                                        ) => {}
-                                    Err(e) => {
-                                        return Err(network_error(
-                                            "the connection failed",
-                                            Some(&e),
-                                            traffic,
-                                        ));
-                                    }
-                                }
-                            }
-                            if !wait_for_pass(session)? {
-                                break;
-                            }
-                        }
-                        let took = session.handle_input(clock.now(), &buf[at..len])?;
-                        at += took;
-                        if took == 0 {
-                            // Its passes are all out and the next segment is in: wait.
-                            wait_for_pass(session)?;
-                        }
+                if !shown {
+                    traffic.received += n as u64;
+                    if opening {
+                        session.pre_open(&buf[..n]);
                         work(session, lanes)?;
-                        flush(stream, session, clock, traffic, lanes, &mut work)?;
                     }
-                    if ahead_len == 0 {
-                        break;
-                    }
-                    // The chunk read ahead is next, its records already being opened.
-                    core::mem::swap(&mut buf, &mut ahead);
-                    (len, ahead_len) = (ahead_len, 0);
                 }
-                if ahead_eof {
-                    session.handle_eof(clock.now())?;
-                    while work(session, lanes)? {}
-                    return Ok(());
+                let mut at = 0;
+                while at < n {
+                    // The next record is out being opened: read the next chunk meanwhile
+                    // (once: the loop's other duties come between chunks), its records
+                    // going out too, then wait for it.
+                    while opening && session.input_waits() {
+                        if ahead_len == 0
+                            && ahead_end.is_none()
+                            && crate::os::net::readable_now(stream)
+                        {
+                            match stream.read(&mut ahead) {
+                                Ok(0) => ahead_end = Some(Ok(0)),
+                                Ok(m) => {
+                                    traffic.received += m as u64;
+                                    ahead_len = m;
+                                    session.pre_open(&ahead[..m]);
+                                    work(session, lanes)?;
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        ErrorKind::WouldBlock
+                                            | ErrorKind::TimedOut
+                                            | ErrorKind::Interrupted
+                                    ) => {}
+                                // Reported once what came before it is taken.
+                                Err(e) => ahead_end = Some(Err(e)),
+                            }
+                        }
+                        if !wait_for_pass(session)? {
+                            break;
+                        }
+                    }
+                    let took = session.handle_input(clock.now(), &buf[at..n])?;
+                    at += took;
+                    if took == 0 {
+                        // Its passes are all out and the next segment is in: wait.
+                        wait_for_pass(session)?;
+                    }
+                    work(session, lanes)?;
+                    flush(stream, session, clock, traffic, lanes, &mut work)?;
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
