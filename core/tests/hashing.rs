@@ -3,7 +3,9 @@
 //! of its session's order or given back unrun ends the session with a message that says
 //! so, and one the session already took back is refused while the session goes on.
 
-use ferry_core::testing::{Item, MemoryDisk, MemorySource, Pair, bytes, drain, file, manifest_of};
+use ferry_core::testing::{
+    Item, MemoryDisk, MemorySource, Pair, bytes, bytes_proven, drain, file, manifest_of,
+};
 use ferry_core::transfer::{
     HashChain, HashWork, ReceiverSession, SenderSession, Session, TransferConfig, TransferError,
     TransferEvent,
@@ -30,13 +32,6 @@ fn batch() -> Vec<Item> {
     items.push(file("empty", Vec::new()));
     items.push(file("last.bin", bytes(7, 20_000)));
     items
-}
-
-fn bytes_proven(events: &[TransferEvent]) -> Option<u64> {
-    events.iter().rev().find_map(|e| match e {
-        TransferEvent::Progress { bytes } => Some(*bytes),
-        _ => None,
-    })
 }
 
 #[test]

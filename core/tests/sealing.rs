@@ -3,8 +3,8 @@
 //! sealing: over one connection or several, compressed or not, with a lane that dies
 //! while its batches are out, and beside hashing handed out too.
 
-use ferry_core::testing::{Item, Pair, bytes, dir, file};
-use ferry_core::transfer::{Connections, TransferConfig, TransferEvent};
+use ferry_core::testing::{Item, Pair, bytes, bytes_proven, dir, file};
+use ferry_core::transfer::{Connections, TransferConfig};
 
 fn config(connections: Connections) -> TransferConfig {
     TransferConfig {
@@ -20,13 +20,6 @@ fn batch() -> Vec<Item> {
     items.extend((0..30).map(|k| file(&format!("d/small{k}"), bytes(k + 2, 900 * k as usize))));
     items.push(file("d/empty", Vec::new()));
     items
-}
-
-fn bytes_proven(events: &[TransferEvent]) -> Option<u64> {
-    events.iter().rev().find_map(|e| match e {
-        TransferEvent::Progress { bytes } => Some(*bytes),
-        _ => None,
-    })
 }
 
 #[test]

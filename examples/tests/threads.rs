@@ -73,15 +73,9 @@ fn hashing_on_its_own_thread_delivers_a_tree_and_resumes_after_kill_9() {
     // This one opens its records itself: with two more threads on each side, a two-core
     // machine could finish the batch before the test saw a checkpoint to kill it at.
     // The rerun, which resumes, opens them on its threads.
-    let mut child = threaded()
-        .env(AEAD_THREADS.0, "0")
-        .args(sending.receive_args(None))
-        .arg("-v")
-        .arg("-o")
-        .arg(&out)
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut own_aead = threaded();
+    own_aead.env(AEAD_THREADS.0, "0");
+    let mut child = spawn_receive_with(own_aead, &sending.receive_args(None), &out, &log);
     // Killed once a checkpoint claims a good part of the big file.
     wait_until(&mut child, &log, || {
         claimed(&out, "src/big.bin").is_some_and(|bytes| bytes >= 32 << 20)
@@ -153,14 +147,7 @@ fn ctrl_c_on_a_sealing_sender(extra: &[&str]) {
     let args: Vec<&str> = ["--pod"].iter().chain(extra).copied().collect();
     let mut sending = send_with(threaded(), &args, &[&src]);
     let log = dir.path().join("receive.log");
-    let mut child = threaded()
-        .args(sending.receive_args(None))
-        .arg("-v")
-        .arg("-o")
-        .arg(&out)
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_receive_with(threaded(), &sending.receive_args(None), &out, &log);
     wait_until(&mut child, &log, || {
         part_len(&out.join("big.bin.part")) >= 16 << 20
     });

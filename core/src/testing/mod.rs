@@ -59,6 +59,15 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The bytes proven by the last progress event among `events` (what a pair's side
+/// reported last).
+pub fn bytes_proven(events: &[TransferEvent]) -> Option<u64> {
+    events.iter().rev().find_map(|e| match e {
+        TransferEvent::Progress { bytes } => Some(*bytes),
+        _ => None,
+    })
+}
+
 /// The manifest of `items` (files 0644, directories 0755, all with one mtime), with each
 /// file's SHA-256 if `with_hashes`.
 pub fn manifest_of(items: &[Item], with_hashes: bool) -> Manifest {

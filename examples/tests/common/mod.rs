@@ -401,7 +401,17 @@ impl Link {
 
 /// Starts `ferry receive ARGS -o OUT` with its stderr in `log`.
 pub(crate) fn spawn_receive(args: &[String], out: &Path, log: &Path) -> Child {
-    Command::new(FERRY)
+    spawn_receive_with(Command::new(FERRY), args, out, log)
+}
+
+/// As [`spawn_receive`], from `command` (`ferry` with its environment set).
+pub(crate) fn spawn_receive_with(
+    mut command: Command,
+    args: &[String],
+    out: &Path,
+    log: &Path,
+) -> Child {
+    command
         .args(args)
         .arg("-v")
         .arg("-o")
