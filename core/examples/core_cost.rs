@@ -12,10 +12,12 @@
 //! the same points (the core is deterministic: same seed, same inputs, same session), so
 //! its throughput is measured with the peer costing nothing. This is the measure by which
 //! work spread over threads is judged: each side runs so on one thread, and again with its
-//! SHA-256 passes on a second one (`Session::offload_hashing`), and with its records
-//! sealed or opened on a third and on up to `threads` in all (`Session::offload_sealing`,
-//! `Session::offload_opening`; the machine's cores unless given); each ratio to one
-//! thread is printed, and each thread's CPU per byte.
+//! SHA-256 passes on a second one (`Session::offload_hashing`), its records sealed or
+//! opened on the first, or shared by both (`Session::offload_sealing`,
+//! `Session::offload_opening`: the hashing thread takes them between its passes, the
+//! driving one while it would wait), and with them on a third and on up to `threads` in
+//! all (the machine's cores unless given); each ratio to one thread is printed, and each
+//! thread's CPU per byte.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,9 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use std::ops::Range;
 
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use ferry_core::opening::OpenWork;
 use ferry_core::sealing::SealWork;
@@ -362,69 +366,97 @@ enum Aead {
     Open(OpenWork),
 }
 
+impl Aead {
+    fn run(self) -> Done {
+        match self {
+            Aead::Seal(mut work) => {
+                work.run();
+                Done::Seal(work)
+            }
+            Aead::Open(mut work) => {
+                work.run();
+                Done::Open(work)
+            }
+        }
+    }
+}
+
+/// Work waiting for the threads: passes for the hashing thread alone (they run on its
+/// chain, in order), records for whichever thread is free.
+#[derive(Default)]
+struct Queue {
+    passes: VecDeque<HashWork>,
+    aead: VecDeque<Aead>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
 /// Threads that run a session's work: its SHA-256 passes on one
-/// ([`Session::offload_hashing`]), and, if any, its records' sealing on the others
-/// ([`Session::offload_sealing`]), all taking from one queue.
+/// ([`Session::offload_hashing`]), its records' sealing or opening
+/// ([`Session::offload_sealing`], [`Session::offload_opening`]) on `sealers` more and, if
+/// `shared`, on the driving thread while it would wait, and on the hashing thread between
+/// its passes where no other thread is there for them.
 struct Workers {
-    to_hasher: Option<mpsc::Sender<HashWork>>,
-    to_sealers: Option<mpsc::Sender<Aead>>,
+    shared: Arc<Shared>,
+    /// The session's records go to the threads.
+    aead: bool,
+    /// The driving thread runs records waiting for the threads while it would wait.
+    helps: bool,
     from_workers: mpsc::Receiver<Done>,
     out: usize,
     /// Passes given back to the session so far.
     taken: usize,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// CPU ns the hashing thread and the sealing threads spent, once they end.
-    hash_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    seal_cpu: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    hash_cpu: Arc<AtomicU64>,
+    seal_cpu: Arc<AtomicU64>,
 }
 
 impl Workers {
-    /// A hashing thread and `sealers` sealing threads.
-    fn new(sealers: usize) -> Self {
-        let (to_hasher, passes) = mpsc::channel::<HashWork>();
+    /// A hashing thread and `sealers` sealing threads (see above for `shared`).
+    fn new(sealers: usize, shared: bool) -> Self {
+        let hasher_seals = shared && sealers == 0;
+        let queues = Arc::new(Shared::default());
         let (done, from_workers) = mpsc::channel();
-        let hash_done = done.clone();
-        let hash_cpu = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let seal_cpu = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let cpu = hash_cpu.clone();
+        let hash_cpu = Arc::new(AtomicU64::new(0));
+        let seal_cpu = Arc::new(AtomicU64::new(0));
+        let (cpu, queue, hash_done) = (hash_cpu.clone(), queues.clone(), done.clone());
         let mut threads = vec![std::thread::spawn(move || {
             let mut chain = HashChain::new();
-            for mut work in passes {
-                work.run(&mut chain);
-                if hash_done.send(Done::Hash(work)).is_err() {
+            while let Some(next) = queue.next(true, hasher_seals) {
+                let done_now = match next {
+                    Job::Pass(mut work) => {
+                        work.run(&mut chain);
+                        Done::Hash(work)
+                    }
+                    Job::Aead(work) => work.run(),
+                };
+                if hash_done.send(done_now).is_err() {
                     break;
                 }
             }
-            cpu.fetch_add(thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
+            cpu.fetch_add(thread_cpu_ns(), Ordering::Relaxed);
         })];
-        let (to_sealers, batches) = mpsc::channel::<Aead>();
-        let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
         for _ in 0..sealers {
-            let (batches, done, cpu) = (batches.clone(), done.clone(), seal_cpu.clone());
+            let (queue, done, cpu) = (queues.clone(), done.clone(), seal_cpu.clone());
             threads.push(std::thread::spawn(move || {
-                loop {
-                    let next = batches.lock().expect("queue").recv();
-                    let done_now = match next {
-                        Ok(Aead::Seal(mut work)) => {
-                            work.run();
-                            Done::Seal(work)
-                        }
-                        Ok(Aead::Open(mut work)) => {
-                            work.run();
-                            Done::Open(work)
-                        }
-                        Err(_) => break,
-                    };
-                    if done.send(done_now).is_err() {
+                while let Some(Job::Aead(work)) = queue.next(false, true) {
+                    if done.send(work.run()).is_err() {
                         break;
                     }
                 }
-                cpu.fetch_add(thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
+                cpu.fetch_add(thread_cpu_ns(), Ordering::Relaxed);
             }));
         }
         Workers {
-            to_hasher: Some(to_hasher),
-            to_sealers: (sealers > 0).then_some(to_sealers),
+            shared: queues,
+            aead: sealers > 0 || shared,
+            helps: shared,
             from_workers,
             out: 0,
             taken: 0,
@@ -436,38 +468,44 @@ impl Workers {
 
     /// Hands the session's waiting work to the threads: true if there was any.
     fn dispatch(&mut self, session: &mut impl Session) -> bool {
-        let mut any = false;
+        let mut queue = self.shared.queue.lock().expect("queue");
+        let before = self.out;
         while let Some(work) = session.poll_work() {
-            any = true;
             self.out += 1;
-            let to = self.to_hasher.as_ref().expect("hasher");
-            to.send(work).expect("hasher alive");
+            queue.passes.push_back(work);
         }
-        if let Some(to) = &self.to_sealers {
+        if self.aead {
             while let Some(work) = session.poll_seal_work() {
-                any = true;
                 self.out += 1;
-                to.send(Aead::Seal(work)).expect("sealers alive");
+                queue.aead.push_back(Aead::Seal(work));
             }
             while let Some(work) = session.poll_open_work() {
-                any = true;
                 self.out += 1;
-                to.send(Aead::Open(work)).expect("openers alive");
+                queue.aead.push_back(Aead::Open(work));
             }
+        }
+        drop(queue);
+        let any = self.out > before;
+        if any {
+            self.shared.ready.notify_all();
         }
         any
     }
 
     /// Gives the session one piece of work that came back, if one did (waiting for it if
-    /// `wait` and one is out): true if one did.
+    /// `wait` and one is out, running a record waiting for the threads here meanwhile):
+    /// true if one did.
     fn collect(&mut self, session: &mut impl Session, wait: bool) -> bool {
         if self.out == 0 {
             return false;
         }
-        let done = if wait {
-            self.from_workers.recv().ok()
-        } else {
-            self.from_workers.try_recv().ok()
+        let done = match self.from_workers.try_recv() {
+            Ok(done) => Some(done),
+            Err(_) if wait => match self.helps.then(|| self.shared.take_aead()).flatten() {
+                Some(work) => Some(work.run()),
+                None => self.from_workers.recv().ok(),
+            },
+            Err(_) => None,
         };
         self.out -= usize::from(done.is_some());
         match done {
@@ -481,18 +519,50 @@ impl Workers {
         }
         true
     }
-}
 
-impl Workers {
     /// Ends the threads: the CPU ns the hashing thread and the sealing threads spent.
     fn end(&mut self) -> (u64, u64) {
-        self.to_hasher = None;
-        self.to_sealers = None;
+        self.shared.queue.lock().expect("queue").closed = true;
+        self.shared.ready.notify_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        let ordering = std::sync::atomic::Ordering::Relaxed;
-        (self.hash_cpu.load(ordering), self.seal_cpu.load(ordering))
+        (
+            self.hash_cpu.load(Ordering::Relaxed),
+            self.seal_cpu.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What a thread takes from the queue.
+enum Job {
+    Pass(HashWork),
+    Aead(Aead),
+}
+
+impl Shared {
+    /// The next work for a thread, waiting for it: passes first for the hashing thread
+    /// (`passes`), records for those that take them (`records`); `None` once the queue is
+    /// closed.
+    fn next(&self, passes: bool, records: bool) -> Option<Job> {
+        let mut queue = self.queue.lock().expect("queue");
+        loop {
+            if queue.closed {
+                return None;
+            }
+            if passes && let Some(work) = queue.passes.pop_front() {
+                return Some(Job::Pass(work));
+            }
+            if records && let Some(work) = queue.aead.pop_front() {
+                return Some(Job::Aead(work));
+            }
+            queue = self.ready.wait(queue).expect("queue");
+        }
+    }
+
+    /// A record waiting for the threads, for the driving thread to run.
+    fn take_aead(&self) -> Option<Aead> {
+        self.queue.lock().expect("queue").aead.pop_front()
     }
 }
 
@@ -507,16 +577,22 @@ impl Drop for Workers {
 /// out later and its bytes differ from the recorded ones; what the recorded sender sends
 /// stays within what it allows (a few segments more in flight, never past the agreed
 /// number), and any step it did not allow would fail the run.
-fn receiver_alone_with_workers(size: u64, tape: &Tape, openers: usize) -> (f64, ThreadCpu) {
+fn receiver_alone_with_workers(
+    size: u64,
+    tape: &Tape,
+    openers: usize,
+    shared: bool,
+) -> (f64, ThreadCpu) {
     const READ: usize = 256 << 10;
     let (_, mut receiver) = sessions(size);
     receiver.offload_hashing();
-    if openers > 0 {
+    let opening = openers > 0 || shared;
+    if opening {
         receiver.offload_opening();
     }
     let now = Timestamp::ZERO;
     let mut finished = false;
-    let mut hasher = Workers::new(openers);
+    let mut hasher = Workers::new(openers, shared);
     // The stream in the pieces a driver reads, each shown to the receiver one piece ahead
     // of the one it takes in (as the blocking driver reads ahead while records are out).
     let pieces: Vec<(usize, &[u8])> = tape
@@ -536,7 +612,7 @@ fn receiver_alone_with_workers(size: u64, tape: &Tape, openers: usize) -> (f64, 
             step_done += 1;
         }
         receiver_outputs(&mut receiver, &mut finished);
-        if openers > 0 {
+        if opening {
             while shown <= (i + 1).min(pieces.len() - 1) {
                 receiver.pre_open(pieces[shown].1);
                 shown += 1;
@@ -645,11 +721,12 @@ fn sender_alone_with_workers(
     block: &[u8],
     tape: &Tape,
     sealers: usize,
+    shared: bool,
 ) -> (f64, ThreadCpu) {
     const WRITE: usize = 256 << 10;
     let (mut sender, _) = sessions(size);
     sender.offload_hashing();
-    if sealers > 0 {
+    if sealers > 0 || shared {
         sender.offload_sealing();
     }
     let now = Timestamp::ZERO;
@@ -657,7 +734,7 @@ fn sender_alone_with_workers(
         block,
         spent: Duration::ZERO,
     };
-    let mut hasher = Workers::new(sealers);
+    let mut hasher = Workers::new(sealers, shared);
     let start = Instant::now();
     let driving_start = thread_cpu_ns();
     for ((to_receiver, to_sender), &passes) in tape.steps.iter().zip(&tape.passes) {
@@ -757,20 +834,29 @@ fn main() {
         receiver_alone_ns.push(receiver_alone(mib << 20, &tape));
     }
     let (s, r) = (median(sender_alone_ns), median(receiver_alone_ns));
-    // Threads per side: the driving one, the hashing one, and AEAD ones beyond.
-    let mut thread_counts = vec![2, 3, max_threads.max(3)];
-    thread_counts.dedup();
-    let mut sender_threaded = vec![vec![]; thread_counts.len()];
-    let mut receiver_threaded = vec![vec![]; thread_counts.len()];
+    // Threads per side: the driving one, the hashing one, and AEAD ones beyond; with
+    // two, the records sealed or opened on the driving thread, or shared between both
+    // (the hashing thread between its passes, the driving one while it would wait).
+    let mut rows = vec![(2, false), (2, true), (3, true), (max_threads.max(3), true)];
+    rows.dedup();
+    let mut sender_threaded = vec![vec![]; rows.len()];
+    let mut receiver_threaded = vec![vec![]; rows.len()];
     for _ in 0..3 {
-        for (i, threads) in thread_counts.iter().enumerate() {
+        for (i, &(threads, shared)) in rows.iter().enumerate() {
+            let sealers = threads - 2;
             sender_threaded[i].push(sender_alone_with_workers(
                 mib << 20,
                 &block,
                 &tape,
-                threads - 2,
+                sealers,
+                shared,
             ));
-            receiver_threaded[i].push(receiver_alone_with_workers(mib << 20, &tape, threads - 2));
+            receiver_threaded[i].push(receiver_alone_with_workers(
+                mib << 20,
+                &tape,
+                sealers,
+                shared,
+            ));
         }
     }
     println!(
@@ -783,24 +869,31 @@ fn main() {
         ("sender", s, sender_threaded),
         ("receiver", r, receiver_threaded),
     ] {
-        for (samples, threads) in runs.into_iter().zip(&thread_counts) {
+        for (samples, &(threads, shared)) in runs.into_iter().zip(&rows) {
             // The run of median time, and its threads' CPU.
             let mut samples = samples;
             samples.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (t, cpu) = samples[samples.len() / 2];
-            let what = match threads {
-                2 => "SHA-256 on a second thread".to_owned(),
-                3 => "SHA-256 on a second thread, the AEAD on a third".to_owned(),
-                n => format!("SHA-256 on a second thread, the AEAD on {} more", n - 2),
+            let what = match (threads, shared) {
+                (2, false) => "SHA-256 on a second thread, the AEAD on the first".to_owned(),
+                (2, true) => "SHA-256 on a second thread, the AEAD shared by both".to_owned(),
+                (n, _) => format!(
+                    "SHA-256 on a second thread, the AEAD on {} more and the first",
+                    n - 2
+                ),
             };
             println!(
                 "{side} alone, {threads} threads ({what}): {t:.3} ns/B ({:.0} MB/s), {:.2}x one thread",
                 1e3 / t,
                 one / t
             );
-            // Where each thread has a core of its own, the busiest bounds the side.
-            let aead = (threads - 2).max(1) as f64;
-            let bound = cpu.driving.max(cpu.hashing).max(cpu.aead / aead);
+            // Where each thread has a core of its own, the busiest bounds the side; work
+            // shared is shared out evenly, but the SHA-256 passes are one sequence.
+            let bound = match (threads, shared) {
+                (2, false) => cpu.driving.max(cpu.hashing),
+                (2, true) => ((cpu.driving + cpu.hashing) / 2.0).max(sha),
+                (n, _) => cpu.hashing.max((cpu.driving + cpu.aead) / (n - 1) as f64),
+            };
             if bound > 0.0 {
                 println!(
                     "    CPU per byte: driving {:.3}, hashing {:.3}, AEAD {:.3} ns/B in all; with a core per thread at most {:.0} MB/s, {:.2}x one thread",

@@ -499,15 +499,21 @@ impl Output {
                     eprintln!("bytes already here: {}", finish.bytes_present);
                     eprintln!("wire bytes: {}", finish.wire_bytes);
                     eprintln!("connections: {}", finish.connections);
-                    eprintln!(
-                        "hashing thread: {}",
-                        if finish.hash_thread { "yes" } else { "no" }
-                    );
+                    eprintln!("hashing thread: {}", yes_no(finish.hash_thread));
                     eprintln!("AEAD threads: {}", finish.aead_threads);
+                    eprintln!(
+                        "AEAD off the main thread: {}",
+                        yes_no(finish.records_shared)
+                    );
                 }
             }
         }
     }
+}
+
+/// How `-v` says whether something ran.
+fn yes_no(ran: bool) -> &'static str {
+    if ran { "yes" } else { "no" }
 }
 
 /// What a finished batch comes to, for [`Output::finished`].
@@ -524,8 +530,10 @@ struct Finished {
     connections: usize,
     /// SHA-256 ran on a thread of its own.
     hash_thread: bool,
-    /// Threads that sealed the parts, or opened the records.
+    /// Threads of their own that sealed the parts, or opened the records.
     aead_threads: usize,
+    /// Parts sealed, or records opened, off the main thread (at least in part).
+    records_shared: bool,
 }
 
 /// The other side, as the messages name it: "receiver" when sending, "sender" when
@@ -657,9 +665,11 @@ fn serve_many(
             }
             if verbose && matches!(output, Output::Human(_)) {
                 let threaded = summary.delivered.iter().any(|(_, s)| s.hash_thread);
-                eprintln!("hashing thread: {}", if threaded { "yes" } else { "no" });
+                eprintln!("hashing thread: {}", yes_no(threaded));
                 let sealers = summary.delivered.iter().map(|(_, s)| s.aead_threads).max();
                 eprintln!("AEAD threads: {}", sealers.unwrap_or(0));
+                let shared = summary.delivered.iter().any(|(_, s)| s.records_shared);
+                eprintln!("AEAD off the main thread: {}", yes_no(shared));
             }
             ProcessExit::SUCCESS
         }
@@ -825,6 +835,7 @@ fn run() -> ProcessExit {
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
                             aead_threads: summary.aead_threads,
+                            records_shared: summary.records_shared,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,
@@ -883,6 +894,7 @@ fn run() -> ProcessExit {
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
                             aead_threads: summary.aead_threads,
+                            records_shared: summary.records_shared,
                             elapsed: summary.elapsed,
                         },
                         cli.verbose,

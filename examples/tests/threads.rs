@@ -1,15 +1,14 @@
 //! Hashing on a thread of its own, tried as a user would: with `FERRY_HASH_THREAD=1` on
 //! both sides (and the sender's parts sealed, the receiver's records opened, on two more:
-//! `FERRY_AEAD_THREADS=2`), a tree
-//! of many small files and one large one arrives identical, a receive killed with
-//! `kill -9` in the middle of the large file resumes from what was verified, and both
-//! logs say the threads ran; a sender stopped with Ctrl-C while parts are out being
-//! sealed still tells the receiver why. Without the variable, a transfer over loopback uses
-//! the thread only on a machine of four cores or more (the two processes share them). A
-//! sender serving several receivers on its event loop (`--receivers`) runs their passes on
-//! one thread beside the loop, each on its own chain, and seals their parts on its sealing
-//! threads.
-
+//! `FERRY_AEAD_THREADS=2`), a tree of many small files and one large one arrives
+//! identical, a receive killed with `kill -9` in the middle of the large file resumes from
+//! what was verified, and both logs say the threads ran; a sender stopped with Ctrl-C
+//! while parts are out being sealed still tells the receiver why. So it goes with no AEAD
+//! thread, the records then shared by the hashing thread and the main one. Without the
+//! variable, a transfer over loopback uses the thread only on a machine of four cores or
+//! more (the two processes share them). A sender serving several receivers on its event
+//! loop (`--receivers`) runs their passes on one thread beside the loop, each on its own
+//! chain, and seals their parts on its sealing threads.
 mod common;
 
 use std::fs;
@@ -31,8 +30,23 @@ fn threaded() -> Command {
     command
 }
 
+/// A hashing thread and no AEAD thread of its own, as on a machine of two or three cores
+/// sending to another: the records go to the hashing thread between its passes, and to
+/// the main thread whenever it would wait for them.
+fn shared() -> Command {
+    let mut command = Command::new(FERRY);
+    command.env(HASH_THREAD.0, HASH_THREAD.1);
+    command.env_remove(AEAD_THREADS.0);
+    command
+}
+
 fn receive_threaded(args: &[String], out: &Path) -> Output {
-    threaded()
+    receive_by(threaded(), args, out)
+}
+
+/// A receive by `command`, verbose, into `out`.
+fn receive_by(mut command: Command, args: &[String], out: &Path) -> Output {
+    command
         .args(args)
         .arg("-v")
         .arg("-o")
@@ -130,24 +144,45 @@ fn hashing_on_its_own_thread_with_parts_over_three_connections() {
 }
 
 #[test]
-fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
-    // Its cancel is queued behind parts out with the sealing threads: it must still go
-    // out, sealed, after them, and the receiver end as cancelled by the sender (not as a
-    // connection that just closed). The blocking driver, and the event loop's.
-    for extra in [&[][..], &["--receivers", "1"][..]] {
-        ctrl_c_on_a_sealing_sender(extra);
+fn records_shared_by_the_hashing_thread_and_the_main_one_deliver_a_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tree(dir.path());
+    let out = dir.path().join("out");
+    let sending = send_with(shared(), &["--pod"], &[&src]);
+    let received = receive_by(shared(), &sending.receive_args(None), &out);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_same_tree(&src, &out.join("src"));
+    for log in [&log, &sender_log] {
+        assert!(log.contains("hashing thread: yes"), "{log}");
+        assert!(log.contains("AEAD threads: 0"), "{log}");
+        assert!(log.contains("AEAD off the main thread: yes"), "{log}");
     }
 }
 
-fn ctrl_c_on_a_sealing_sender(extra: &[&str]) {
+#[test]
+fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
+    // Its cancel is queued behind parts out with the sealing threads: it must still go
+    // out, sealed, after them, and the receiver end as cancelled by the sender (not as a
+    // connection that just closed). The blocking driver, and the event loop's; and the
+    // blocking driver sealing on its hashing thread and its main one.
+    for extra in [&[][..], &["--receivers", "1"][..]] {
+        ctrl_c_on_a_sealing_sender(threaded, extra);
+    }
+    ctrl_c_on_a_sealing_sender(shared, &[]);
+}
+
+fn ctrl_c_on_a_sealing_sender(command: fn() -> Command, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big.bin");
     random_file(&src, 256 << 20, 91);
     let out = dir.path().join("out");
     let args: Vec<&str> = ["--pod"].iter().chain(extra).copied().collect();
-    let mut sending = send_with(threaded(), &args, &[&src]);
+    let mut sending = send_with(command(), &args, &[&src]);
     let log = dir.path().join("receive.log");
-    let mut child = spawn_receive_with(threaded(), &sending.receive_args(None), &out, &log);
+    let mut child = spawn_receive_with(command(), &sending.receive_args(None), &out, &log);
     wait_until(&mut child, &log, || {
         part_len(&out.join("big.bin.part")) >= 16 << 20
     });
@@ -218,6 +253,10 @@ fn a_loopback_transfer_takes_the_thread_only_with_cores_to_spare() {
         sender_log.contains(expected),
         "{cores} cores:\n{sender_log}"
     );
+    // Without a hashing thread, no record leaves the main thread.
+    if !threaded {
+        assert!(log.contains("AEAD off the main thread: no"), "{log}");
+    }
     assert_eq!(
         fs::read(&src).unwrap(),
         fs::read(out.join("one.bin")).unwrap()

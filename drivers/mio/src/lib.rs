@@ -563,6 +563,7 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
                 if conn.traffic.sends_parts && hasher.sealers() > 0 {
                     conn.session.offload_sealing();
                     conn.traffic.aead_threads = hasher.sealers();
+                    conn.traffic.records_shared = true;
                 }
             }
         }
@@ -849,6 +850,7 @@ pub fn serve(
                     delivered.connections = conn.lanes.connections();
                     delivered.hash_thread = conn.traffic.hash_thread;
                     delivered.aead_threads = conn.traffic.aead_threads;
+                    delivered.records_shared = conn.traffic.records_shared;
                     delivered.elapsed = since;
                     let missing = match delivered.failed {
                         0 => String::new(),

@@ -28,9 +28,11 @@ pub struct Traffic {
     /// Set before driving: this side sends parts, whose sealing may run on threads
     /// ([`crate::hashing::aead_threads`]); a receiver may open its records there.
     pub sends_parts: bool,
-    /// Threads that sealed the session's parts, or opened its records (0: its own
-    /// thread).
+    /// Threads of their own that sealed the session's parts, or opened its records.
     pub aead_threads: usize,
+    /// The session's parts were sealed, or its records opened, off its own thread, at
+    /// least in part (on the threads above, or on its hashing thread between passes).
+    pub records_shared: bool,
 }
 
 /// Drives `session` over `stream`, and its `lanes`, until the batch is finished or
@@ -51,12 +53,20 @@ pub fn drive<S: Session>(
     // beside this loop; they are handed out and taken back around every step of it.
     let peer = stream.peer_addr().ok().map(|address| address.ip());
     let sealers = crate::hashing::aead_threads(peer);
-    let hasher = RefCell::new(Workers::start(session, peer, sealers, traffic.sends_parts));
+    let shared = crate::hashing::records_shared();
+    let hasher = RefCell::new(Workers::start(
+        session,
+        peer,
+        sealers,
+        shared,
+        traffic.sends_parts,
+    ));
     traffic.hash_thread = hasher.borrow().is_some();
     traffic.aead_threads = hasher.borrow().as_ref().map_or(0, Workers::sealers);
+    traffic.records_shared = hasher.borrow().as_ref().is_some_and(Workers::takes_records);
     // A receiver whose records are opened on threads reads one chunk ahead while it
     // waits for them, so that the threads open the next chunk while it takes this one.
-    let opening = !traffic.sends_parts && traffic.aead_threads > 0;
+    let opening = !traffic.sends_parts && traffic.records_shared;
     let mut ahead = if opening { vec![0u8; READ] } else { Vec::new() };
     let mut ahead_len = 0;
     let mut ahead_end: Option<std::io::Result<usize>> = None;

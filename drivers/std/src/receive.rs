@@ -64,8 +64,11 @@ pub struct ReceiveSummary {
     pub connections: usize,
     /// Its SHA-256 passes ran on a thread of their own.
     pub hash_thread: bool,
-    /// Threads that opened its records (0: the session's own).
+    /// Threads of their own that opened its records.
     pub aead_threads: usize,
+    /// Its records were opened off the session's thread, at least in part (on the
+    /// threads above, or on its hashing thread between passes).
+    pub records_shared: bool,
 }
 
 /// Connects to the sender and receives its batch into `options.out_dir`.
@@ -105,6 +108,7 @@ pub fn receive(
         connections,
         hash_thread: traffic.hash_thread,
         aead_threads: traffic.aead_threads,
+        records_shared: traffic.records_shared,
         ..summary
     })
 }

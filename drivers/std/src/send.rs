@@ -40,8 +40,11 @@ pub struct SendSummary {
     pub connections: usize,
     /// Its SHA-256 passes ran on a thread of their own.
     pub hash_thread: bool,
-    /// Threads that sealed its parts (0: the session's own).
+    /// Threads of their own that sealed its parts.
     pub aead_threads: usize,
+    /// Its parts were sealed off the session's thread, at least in part (on the threads
+    /// above, or on its hashing thread between passes).
+    pub records_shared: bool,
 }
 
 /// A listening sender: what to print, and the loop that serves.
@@ -211,6 +214,7 @@ impl Sender {
         summary.connections = connections;
         summary.hash_thread = traffic.hash_thread;
         summary.aead_threads = traffic.aead_threads;
+        summary.records_shared = traffic.records_shared;
         summary.wire_bytes = traffic.sent;
         summary.elapsed = started.elapsed();
         Ok(summary)
