@@ -65,7 +65,7 @@ pub fn aead_threads(peer: Option<std::net::IpAddr>) -> usize {
 /// receiver's opening) to its threads even with no AEAD thread of their own: yes, unless
 /// [`AEAD_THREADS_VAR`] is `0`, which keeps them on the driving thread.
 pub fn records_shared() -> bool {
-    std::env::var(AEAD_THREADS_VAR).map_or(true, |threads| threads.trim() != "0")
+    std::env::var(AEAD_THREADS_VAR).map_or(true, |threads| threads.trim().parse() != Ok(0))
 }
 
 /// What a worker gives back.
@@ -108,6 +108,8 @@ enum Job {
 struct Queue {
     passes: VecDeque<HashWork>,
     records: VecDeque<Aead>,
+    /// The hashing thread takes records too (there is no other thread for them).
+    hasher_takes_records: bool,
     closed: bool,
 }
 
@@ -119,18 +121,21 @@ struct Shared {
 
 impl Shared {
     /// The next work for a thread, waiting for it: passes first for the hashing thread
-    /// (`passes`), records for those that take them (`records`); `None` once closed.
-    fn next(&self, passes: bool, records: bool) -> Option<Job> {
+    /// (`hasher`), records for the others and, if it takes them, for it; `None` once
+    /// closed.
+    fn next(&self, hasher: bool) -> Option<Job> {
         // Poisoned only if a thread panicked holding it: stop too.
         let mut queue = self.queue.lock().ok()?;
         loop {
             if queue.closed {
                 return None;
             }
-            if passes && let Some(work) = queue.passes.pop_front() {
+            if hasher && let Some(work) = queue.passes.pop_front() {
                 return Some(Job::Pass(work));
             }
-            if records && let Some(work) = queue.records.pop_front() {
+            if (!hasher || queue.hasher_takes_records)
+                && let Some(work) = queue.records.pop_front()
+            {
                 return Some(Job::Aead(work));
             }
             queue = self.ready.wait(queue).ok()?;
@@ -190,13 +195,11 @@ impl Workers {
         let queue = Arc::new(Shared::default());
         let (done, from_workers) = mpsc::channel();
         let (hash_queue, hash_done) = (queue.clone(), done.clone());
-        // With no threads of their own, the records fill the hashing thread's gaps.
-        let hasher_seals = shared && sealers == 0;
         let hasher = std::thread::Builder::new()
             .name("ferry-hash".into())
             .spawn(move || {
                 let mut chain = HashChain::new();
-                while let Some(job) = hash_queue.next(true, hasher_seals) {
+                while let Some(job) = hash_queue.next(true) {
                     let done_now = match job {
                         Job::Pass(mut work) => {
                             work.run(&mut chain);
@@ -216,7 +219,7 @@ impl Workers {
             let sealer = std::thread::Builder::new()
                 .name(format!("ferry-seal-{n}"))
                 .spawn(move || {
-                    while let Some(Job::Aead(work)) = queue.next(false, true) {
+                    while let Some(Job::Aead(work)) = queue.next(false) {
                         if done.send(work.run()).is_err() {
                             return;
                         }
@@ -229,6 +232,11 @@ impl Workers {
             }
         }
         let sealers = threads.len() - 1;
+        // With no threads of their own (none asked for, or none would start), the
+        // records fill the hashing thread's gaps.
+        if let Ok(mut queue) = queue.queue.lock() {
+            queue.hasher_takes_records = shared && sealers == 0;
+        }
         session.offload_hashing();
         let records = sealers > 0 || shared;
         if records {
