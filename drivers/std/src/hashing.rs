@@ -73,6 +73,20 @@ enum Done {
     Pass(HashWork),
     Sealed(SealWork),
     Opened(OpenWork),
+    /// A worker panicked: what it held never comes back (see [`PanicNotice`]).
+    Lost,
+}
+
+/// Held by every worker thread: if the thread panics, the driver hears of it rather than
+/// wait forever for the work it held (the other threads' senders keep the channel open).
+struct PanicNotice(mpsc::Sender<Done>);
+
+impl Drop for PanicNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.send(Done::Lost);
+        }
+    }
 }
 
 /// A record's work: a batch to seal, a record to open.
@@ -198,6 +212,7 @@ impl Workers {
         let hasher = std::thread::Builder::new()
             .name("ferry-hash".into())
             .spawn(move || {
+                let _notice = PanicNotice(hash_done.clone());
                 let mut chain = HashChain::new();
                 while let Some(job) = hash_queue.next(true) {
                     let done_now = match job {
@@ -219,6 +234,7 @@ impl Workers {
             let sealer = std::thread::Builder::new()
                 .name(format!("ferry-seal-{n}"))
                 .spawn(move || {
+                    let _notice = PanicNotice(done.clone());
                     while let Some(Job::Aead(work)) = queue.next(false) {
                         if done.send(work.run()).is_err() {
                             return;
@@ -303,6 +319,7 @@ impl Workers {
     /// come back, a record still waiting for them run here, or else the next one back.
     fn next_done(&mut self, wait: bool) -> Result<Option<Done>, DriverError> {
         match self.from_workers.try_recv() {
+            Ok(Done::Lost) => return Err(gone()),
             Ok(done) => return Ok(Some(done)),
             Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
             Err(mpsc::TryRecvError::Empty) if !wait => return Ok(None),
@@ -311,7 +328,10 @@ impl Workers {
         if let Some(record) = self.shared.take_record() {
             return Ok(Some(record.run()));
         }
-        self.from_workers.recv().map(Some).map_err(|_| gone())
+        match self.from_workers.recv() {
+            Ok(Done::Lost) | Err(_) => Err(gone()),
+            Ok(done) => Ok(Some(done)),
+        }
     }
 
     /// Gives `session` the work the threads have done (waiting for one piece if `wait`
@@ -333,6 +353,7 @@ impl Workers {
                 Done::Pass(work) => session.work_done(now, work)?,
                 Done::Sealed(work) => session.seal_done(work)?,
                 Done::Opened(work) => session.open_done(work)?,
+                Done::Lost => return Err(gone()),
             }
         }
         Ok(any)
@@ -363,13 +384,14 @@ impl Workers {
                 }
                 // A receiver's last words wait for nothing it reads.
                 Done::Opened(_) => {}
+                Done::Lost => return,
             }
         }
     }
 }
 
 fn gone() -> DriverError {
-    DriverError::Disk("a worker thread stopped".into())
+    DriverError::Disk("a worker thread stopped unexpectedly (a bug in ferry)".into())
 }
 
 impl Drop for Workers {
@@ -378,5 +400,26 @@ impl Drop for Workers {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_panics_is_heard_of_while_others_hold_the_channel_open() {
+        let (done, from_workers) = mpsc::channel();
+        let other = done.clone();
+        let worker = std::thread::spawn(move || {
+            let _notice = PanicNotice(done);
+            panic!("a worker's bug");
+        });
+        assert!(worker.join().is_err());
+        assert!(matches!(from_workers.recv(), Ok(Done::Lost)));
+        // A worker that ends without panicking says nothing.
+        let quiet = std::thread::spawn(move || drop(PanicNotice(other)));
+        quiet.join().unwrap();
+        assert!(from_workers.try_recv().is_err());
     }
 }
