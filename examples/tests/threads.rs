@@ -167,6 +167,31 @@ fn records_shared_by_the_hashing_thread_and_the_main_one_deliver_a_tree() {
 }
 
 #[test]
+fn an_event_loop_with_no_sealing_thread_seals_on_its_hashing_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    random_file(&src, 64 << 20, 33);
+    let out = dir.path().join("out");
+    let sending = send_with(shared(), &["--pod", "--receivers", "1"], &[&src]);
+    let received = receive_by(shared(), &sending.receive_args(None), &out);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(
+        fs::read(&src).unwrap() == fs::read(out.join("big.bin")).unwrap(),
+        "the file differs"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let own = format!("AEAD threads: {}", usize::from(cores >= 8));
+    assert!(sender_log.contains(&own), "{sender_log}");
+    assert!(
+        sender_log.contains("AEAD off the main thread: yes"),
+        "{sender_log}"
+    );
+}
+
+#[test]
 fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
     // Its cancel is queued behind parts out with the sealing threads: it must still go
     // out, sealed, after them, and the receiver end as cancelled by the sender (not as a
@@ -174,8 +199,8 @@ fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
     // blocking driver sealing on its hashing thread and its main one.
     for extra in [&[][..], &["--receivers", "1"][..]] {
         ctrl_c_on_a_sealing_sender(threaded, extra);
+        ctrl_c_on_a_sealing_sender(shared, extra);
     }
-    ctrl_c_on_a_sealing_sender(shared, &[]);
 }
 
 fn ctrl_c_on_a_sealing_sender(command: fn() -> Command, extra: &[&str]) {
