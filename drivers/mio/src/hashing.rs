@@ -2,9 +2,7 @@
 //! (`ferry_std::hashing::wanted` decides which) have them run here, each on a chain of
 //! its own, and the loop is woken as each pass comes back. Beside it, for a sender, its
 //! sealing threads (`ferry_std::hashing::aead_threads`): any session's batch of
-//! records on any of them; with none, the hashing thread seals the batches between its
-//! passes (unless `ferry_std::hashing::records_shared` says no), as the blocking
-//! driver's does.
+//! records on any of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,8 +22,6 @@ enum Job {
     Pass(u64, Box<HashWork>),
     /// Session `id` is over: drop its chain.
     Forget(u64),
-    /// Seal this batch of session `id` (where there are no sealing threads).
-    Seal(u64, SealWork),
 }
 
 /// The threads and the channels to and from them.
@@ -36,18 +32,12 @@ pub(crate) struct LoopHasher {
     to_sealers: Option<mpsc::Sender<(u64, SealWork)>>,
     from_sealers: mpsc::Receiver<(u64, SealWork)>,
     sealers: Vec<JoinHandle<()>>,
-    /// With no sealing threads, the hashing thread seals.
-    hasher_seals: bool,
 }
 
 impl LoopHasher {
-    /// Starts the hashing thread and `sealers` sealing threads (with none, the hashing
-    /// thread seals if `shared`); they wake the loop of `registry`.
-    pub(crate) fn start(
-        registry: &Registry,
-        sealers: usize,
-        shared: bool,
-    ) -> std::io::Result<Self> {
+    /// Starts the hashing thread and `sealers` sealing threads; they wake the loop of
+    /// `registry`.
+    pub(crate) fn start(registry: &Registry, sealers: usize) -> std::io::Result<Self> {
         let waker = Arc::new(Waker::new(registry, WAKE)?);
         let (to_sealers, batches) = mpsc::channel::<(u64, SealWork)>();
         let (sealed, from_sealers) = mpsc::channel();
@@ -79,7 +69,6 @@ impl LoopHasher {
         }
         let (to_worker, jobs) = mpsc::channel::<Job>();
         let (done, from_worker) = mpsc::channel();
-        let hasher_seals = shared && sealing.is_empty();
         let thread = std::thread::Builder::new()
             .name("ferry-hash".into())
             .spawn(move || {
@@ -97,13 +86,6 @@ impl LoopHasher {
                         Job::Forget(id) => {
                             chains.remove(&id);
                         }
-                        Job::Seal(id, mut work) => {
-                            work.run();
-                            if sealed.send((id, work)).is_err() {
-                                return;
-                            }
-                            let _ = waker.wake();
-                        }
                     }
                 }
             })?;
@@ -114,19 +96,12 @@ impl LoopHasher {
             to_sealers: (!sealing.is_empty()).then_some(to_sealers),
             from_sealers,
             sealers: sealing,
-            hasher_seals,
         })
     }
 
-    /// Threads of their own sealing records.
+    /// Threads sealing records.
     pub(crate) fn sealers(&self) -> usize {
         self.sealers.len()
-    }
-
-    /// True if a sender's records can be sealed here (on the sealing threads, or on the
-    /// hashing thread).
-    pub(crate) fn seals(&self) -> bool {
-        !self.sealers.is_empty() || self.hasher_seals
     }
 
     /// Gives the sealing threads the batches session `id` has waiting; true if there
@@ -136,22 +111,14 @@ impl LoopHasher {
         id: u64,
         session: &mut S,
     ) -> Result<bool, DriverError> {
-        if !self.seals() {
+        let Some(to) = &self.to_sealers else {
             return Ok(false);
-        }
+        };
         let mut any = false;
         while let Some(work) = session.poll_seal_work() {
             any = true;
-            let sent = match &self.to_sealers {
-                Some(to) => to.send((id, work)).is_ok(),
-                None => self
-                    .to_worker
-                    .as_ref()
-                    .is_some_and(|to| to.send(Job::Seal(id, work)).is_ok()),
-            };
-            if !sent {
-                return Err(DriverError::Disk("the sealing threads stopped".into()));
-            }
+            to.send((id, work))
+                .map_err(|_| DriverError::Disk("the sealing threads stopped".into()))?;
         }
         Ok(any)
     }

@@ -221,7 +221,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         if self.traffic.hash_thread {
             any |= hasher.dispatch(self.id, &mut self.session)?;
         }
-        if self.traffic.records_shared {
+        if self.traffic.aead_threads > 0 {
             any |= hasher.dispatch_sealing(self.id, &mut self.session)?;
         }
         Ok(any)
@@ -545,8 +545,8 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
         conn.id = self.next_id;
         self.next_id += 1;
         // Its passes go to the loop's hashing thread where the std driver would give them
-        // a thread of their own, and a sender's records to the loop's sealing threads (or,
-        // with none, its hashing thread) where it would seal on threads.
+        // a thread of their own, and a sender's records to the loop's sealing threads
+        // where it would seal on threads.
         let peer = Some(conn.peer.ip());
         if ferry_std::hashing::wanted(peer) {
             if self.hasher.is_none() {
@@ -555,13 +555,12 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
                 } else {
                     0
                 };
-                let shared = ferry_std::hashing::records_shared();
-                self.hasher = LoopHasher::start(self.poll.registry(), sealers, shared).ok();
+                self.hasher = LoopHasher::start(self.poll.registry(), sealers).ok();
             }
             if let Some(hasher) = &self.hasher {
                 conn.session.offload_hashing();
                 conn.traffic.hash_thread = true;
-                if conn.traffic.sends_parts && hasher.seals() {
+                if conn.traffic.sends_parts && hasher.sealers() > 0 {
                     conn.session.offload_sealing();
                     conn.traffic.aead_threads = hasher.sealers();
                     conn.traffic.records_shared = true;

@@ -19,9 +19,15 @@ use crate::error::DriverError;
 pub const HASH_THREAD_VAR: &str = "FERRY_HASH_THREAD";
 
 /// The environment variable that sets how many threads seal a sender's parts, or open a
-/// receiver's records, beside its hashing thread (`0`: on the session's thread); unset,
-/// [`aead_threads`] decides.
+/// receiver's records, beside its hashing thread (`0`: on the session's thread;
+/// [`SHARED`]: none of their own, but handed to the hashing thread and the driving one,
+/// see [`Workers`]); unset, [`aead_threads`] decides.
 pub const AEAD_THREADS_VAR: &str = "FERRY_AEAD_THREADS";
+
+/// The value of [`AEAD_THREADS_VAR`] that asks for no AEAD thread of their own, the
+/// records shared by the hashing thread and the driving one (what a machine of two or
+/// three cores does by default with a peer elsewhere).
+pub const SHARED: &str = "shared";
 
 /// The most threads [`AEAD_THREADS_VAR`] may ask for.
 pub const MAX_AEAD_THREADS: usize = 8;
@@ -51,10 +57,13 @@ pub fn wanted(peer: Option<std::net::IpAddr>) -> bool {
 /// side, and one AEAD thread keeps up with it. With none, the records still go to the
 /// threads unless [`records_shared`] says no: see [`Workers`].
 pub fn aead_threads(peer: Option<std::net::IpAddr>) -> usize {
-    if let Ok(threads) = std::env::var(AEAD_THREADS_VAR)
-        && let Ok(threads) = threads.trim().parse::<usize>()
-    {
-        return threads.min(MAX_AEAD_THREADS);
+    if let Ok(threads) = std::env::var(AEAD_THREADS_VAR) {
+        if threads.trim() == SHARED {
+            return 0;
+        }
+        if let Ok(threads) = threads.trim().parse::<usize>() {
+            return threads.min(MAX_AEAD_THREADS);
+        }
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let shared = peer.is_none_or(|ip| ip.is_loopback());
@@ -188,6 +197,8 @@ pub struct Workers {
     out: usize,
     sealers: usize,
     threads: Vec<JoinHandle<()>>,
+    /// A worker panicked: what it held never comes back, so nothing is waited for again.
+    lost: bool,
 }
 
 impl Workers {
@@ -269,6 +280,7 @@ impl Workers {
             out: 0,
             sealers,
             threads,
+            lost: false,
         })
     }
 
@@ -318,8 +330,11 @@ impl Workers {
     /// The next piece of work done: one the threads gave back, or, if `wait` and none has
     /// come back, a record still waiting for them run here, or else the next one back.
     fn next_done(&mut self, wait: bool) -> Result<Option<Done>, DriverError> {
+        if self.lost {
+            return Err(gone());
+        }
         match self.from_workers.try_recv() {
-            Ok(Done::Lost) => return Err(gone()),
+            Ok(Done::Lost) => return Err(self.lose()),
             Ok(done) => return Ok(Some(done)),
             Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
             Err(mpsc::TryRecvError::Empty) if !wait => return Ok(None),
@@ -329,9 +344,18 @@ impl Workers {
             return Ok(Some(record.run()));
         }
         match self.from_workers.recv() {
-            Ok(Done::Lost) | Err(_) => Err(gone()),
+            Ok(Done::Lost) => Err(self.lose()),
+            Err(_) => Err(gone()),
             Ok(done) => Ok(Some(done)),
         }
+    }
+
+    /// A worker panicked: every later wait fails at once (the work it held is counted as
+    /// out forever), and the other threads stop.
+    fn lose(&mut self) -> DriverError {
+        self.lost = true;
+        self.shared.close();
+        gone()
     }
 
     /// Gives `session` the work the threads have done (waiting for one piece if `wait`
@@ -353,6 +377,7 @@ impl Workers {
                 Done::Pass(work) => session.work_done(now, work)?,
                 Done::Sealed(work) => session.seal_done(work)?,
                 Done::Opened(work) => session.open_done(work)?,
+                // `next_done` never gives it.
                 Done::Lost => return Err(gone()),
             }
         }
@@ -421,5 +446,39 @@ mod tests {
         let quiet = std::thread::spawn(move || drop(PanicNotice(other)));
         quiet.join().unwrap();
         assert!(from_workers.try_recv().is_err());
+    }
+
+    #[test]
+    fn after_a_worker_is_lost_no_wait_blocks_again() {
+        // Two pieces of work out, one with a worker that panicked; another worker (this
+        // test's `alive`) keeps the channel open and gives nothing back.
+        let (alive, from_workers) = mpsc::channel();
+        let mut workers = Workers {
+            shared: Arc::new(Shared::default()),
+            records: false,
+            from_workers,
+            out: 2,
+            sealers: 1,
+            threads: Vec::new(),
+            lost: false,
+        };
+        alive.send(Done::Lost).unwrap();
+        assert!(workers.next_done(true).is_err());
+        // A later wait (the driver's last words, `finish_sealing`) fails at once too,
+        // where it would wait forever for the lost work; on a thread, so that a
+        // regression fails here instead of hanging the suite.
+        let (answer, answered) = mpsc::channel();
+        std::thread::spawn(move || {
+            let again = workers.next_done(true).is_err();
+            let _ = answer.send((again, workers.shared.queue.lock().unwrap().closed));
+        });
+        let (again, closed) = answered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a wait after the loss blocked");
+        assert!(
+            again && closed,
+            "the loss did not stick, or the other threads go on"
+        );
+        drop(alive);
     }
 }
