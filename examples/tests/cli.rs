@@ -559,13 +559,7 @@ fn a_hostile_sender_cannot_write_outside_the_output_directory() {
             link.idle_until_gone(Duration::from_secs(10));
         });
         let out = dir.path().join("out");
-        let output = Command::new(FERRY)
-            .args(&hostile.receive_args)
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
-        hostile.join();
+        let output = hostile.received_into(&out);
         assert_eq!(output.status.code(), Some(5), "{path}: {}", stderr(&output));
         assert!(
             stderr(&output).contains("is refused"),

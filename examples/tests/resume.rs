@@ -426,17 +426,8 @@ fn stopped_while_checking(how: &str) {
     let sending = send(&["--pod"], &[&source], None);
     // The sender's stream is held 80 MiB in (past the 64 MiB that bring a checkpoint)
     // until the receiver is killed: on a busy machine it could otherwise finish first.
-    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hold = Arc::clone(&killed);
     let mut args = sending.receive_args(None);
-    let (at, sender_port) = port_arg(&args);
-    let relay_port = relay(sender_port, move |_, carried, _| {
-        while carried >= 80 << 20 && !hold.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
-    });
-    args[at] = relay_port.to_string();
+    let killed = held_relay(&mut args, 80 << 20);
     let log = dir.path().join("first.log");
     let mut child = spawn_receive(&args, &out, &log);
     wait_until(&mut child, &log, || {

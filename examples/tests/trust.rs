@@ -15,45 +15,102 @@ use std::time::{Duration, Instant};
 use common::*;
 
 #[test]
-fn a_second_receive_into_the_same_folder_fails_at_once_and_the_first_is_intact() {
+fn a_second_receive_into_the_same_folder_or_one_above_or_inside_fails_at_once() {
+    // A careless user starts a second receive into the folder a first one is using, into
+    // a folder of the first one's batch, or into the folder above the first one's output:
+    // each would write into the other's files. All are refused at once, and the running
+    // receive finishes intact.
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a/x"), dir.path().join("b/x"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
-    random_file(&a.join("big.bin"), 200 << 20, 1);
-    random_file(&b.join("big.bin"), 200 << 20, 2);
-    let sending_a = send(&["--pod"], &[&a], None);
-    let sending_b = send(&["--pod"], &[&b], None);
+    let (a, c) = (dir.path().join("a/x"), dir.path().join("c/x"));
+    for (folder, seed) in [(&a, 1), (&c, 2)] {
+        fs::create_dir_all(folder).unwrap();
+        random_file(&folder.join("big.bin"), 200 << 20, seed);
+    }
+    let b = dir.path().join("b/big.bin");
+    fs::create_dir_all(b.parent().unwrap()).unwrap();
+    random_file(&b, 200 << 20, 3);
     let out = dir.path().join("out");
-    let log = dir.path().join("a.log");
-    let mut first = spawn_receive(&sending_a.receive_args(None), &out, &log);
-    wait_until(&mut first, &log, || {
-        part_len(&out.join("x/big.bin.part")) >= 1 << 20
-    });
+    let inside = out.join("x");
+    // (what, first's source, first's output, second's source, second's output): each
+    // batch's file lands at out/x/big.bin.
+    let cases = [
+        ("same", &a, &out, &c, &out),
+        ("inside", &a, &out, &b, &inside),
+        ("above", &b, &inside, &a, &out),
+    ];
+    for (k, (what, first_src, first_out, second_src, second_out)) in cases.into_iter().enumerate() {
+        let _ = fs::remove_dir_all(&out);
+        let sending_first = send(&["--pod"], &[first_src.as_path()], None);
+        let sending_second = send(&["--pod"], &[second_src.as_path()], None);
+        let log = dir.path().join(format!("first{k}.log"));
+        let mut first = spawn_receive(&sending_first.receive_args(None), first_out, &log);
+        wait_until(&mut first, &log, || {
+            part_len(&out.join("x/big.bin.part")) >= 1 << 20
+        });
+        let started = Instant::now();
+        let second = receive(&sending_second.receive_args(None), second_out, None);
+        let text = stderr(&second);
+        assert_eq!(second.status.code(), Some(6), "{what}: {text}");
+        assert!(text.contains("another ferry receive"), "{what}: {text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: not at once"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "{what}: the first receive ended before the second was refused; the test proves nothing"
+        );
+        assert_eq!(
+            wait(&mut first, Duration::from_secs(120)),
+            0,
+            "{what}: {}",
+            fs::read_to_string(&log).unwrap()
+        );
+        assert_eq!(sending_first.finish().0, 0, "{what}");
+        let first_file = if first_src.is_dir() {
+            first_src.join("big.bin")
+        } else {
+            first_src.to_path_buf()
+        };
+        assert!(
+            fs::read(first_file).unwrap() == fs::read(out.join("x/big.bin")).unwrap(),
+            "{what}: the first receive's file was touched"
+        );
+        sending_second.abandon();
+    }
+}
 
-    let started = Instant::now();
-    let second = receive(&sending_b.receive_args(None), &out, None);
-    assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
-    assert!(
-        stderr(&second).contains("is in use by another ferry receive"),
-        "{}",
-        stderr(&second)
-    );
-    assert!(started.elapsed() < Duration::from_secs(5), "not at once");
+#[test]
+fn receives_into_folders_side_by_side_run_together() {
+    // The holds a receive keeps on the folders above its own are shared: receives into
+    // sibling folders (each test here, in its own temporary folder, is one) go together.
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q) = (dir.path().join("p.bin"), dir.path().join("q.bin"));
+    random_file(&p, 48 << 20, 5);
+    random_file(&q, 48 << 20, 6);
+    let sending_p = send(&["--pod"], &[&p], None);
+    let sending_q = send(&["--pod"], &[&q], None);
+    let out = dir.path().join("out");
+    // The first one's stream is held 8 MiB in until the second has finished.
+    let mut args = sending_p.receive_args(None);
+    let done = held_relay(&mut args, 8 << 20);
+    let log = dir.path().join("p.log");
+    let mut first = spawn_receive(&args, &out.join("p"), &log);
+    wait_until(&mut first, &log, || {
+        part_len(&out.join("p/p.bin.part")) >= 1 << 20
+    });
+    let second = receive(&sending_q.receive_args(None), &out.join("q"), None);
     assert!(
         first.try_wait().unwrap().is_none(),
-        "the first receive ended before the second was refused; the test proves nothing"
+        "the first receive ended before the second; the test proves nothing"
     );
-
-    assert_eq!(
-        wait(&mut first, Duration::from_secs(120)),
-        0,
-        "{}",
-        fs::read_to_string(&log).unwrap()
-    );
-    assert_eq!(sending_a.finish().0, 0);
-    assert!(fs::read(a.join("big.bin")).unwrap() == fs::read(out.join("x/big.bin")).unwrap());
-    sending_b.abandon();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(wait(&mut first, Duration::from_secs(120)), 0);
+    assert_eq!(sending_p.finish().0, 0);
+    assert_eq!(sending_q.finish().0, 0);
+    assert!(fs::read(&p).unwrap() == fs::read(out.join("p/p.bin")).unwrap());
+    assert!(fs::read(&q).unwrap() == fs::read(out.join("q/q.bin")).unwrap());
 }
 
 /// A file outside the output folder that a planted link points at; it must never change.
@@ -302,13 +359,7 @@ fn escape_sequences_in_a_peers_reason_never_reach_the_terminal() {
         link.idle_until_gone(Duration::from_secs(10));
     });
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(FERRY)
-        .args(&hostile.receive_args)
-        .arg("-o")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    hostile.join();
+    let output = hostile.received_into(out.path());
     assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
     assert!(
         !output.stderr.iter().any(|&b| b == 0x1b || b == 0x07),
@@ -325,6 +376,31 @@ fn escape_sequences_in_a_peers_reason_never_reach_the_terminal() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn a_sender_that_claims_more_than_a_million_entries_is_refused_before_any_is_listed() {
+    // The README holds a batch to a million entries on both sides. A hostile sender that
+    // announces one more (MANIFEST_BEGIN: entries, path bytes, total bytes, part size)
+    // must be refused at that first message, before any list arrives or memory for it is
+    // set aside, and nothing written.
+    let hostile = hostile_sender(Duration::from_secs(15), |link| {
+        let mut begin = vec![0x01];
+        rmp::encode::write_array_len(&mut begin, 4).unwrap();
+        for v in [1_000_001u64, 10, 0, 64 << 10] {
+            rmp::encode::write_uint(&mut begin, v).unwrap();
+        }
+        link.send(&begin);
+        link.idle_until_gone(Duration::from_secs(10));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = hostile.received_into(out.path());
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(5), "{log}");
+    assert!(log.contains("the number of entries"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{log}");
+    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0, "{log}");
 }
 
 #[test]
@@ -494,18 +570,9 @@ fn a_file_or_link_that_appears_at_a_final_name_mid_transfer_is_never_replaced() 
         let out = dir.path().join("out");
         let sending = send(&["--pod"], &[&tree], None);
         let mut args = sending.receive_args(None);
-        let (at, sender_port) = port_arg(&args);
         // The sender's stream is held 8 MiB in until the name is planted, so that the
         // file cannot be committed first.
-        let planted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let held = std::sync::Arc::clone(&planted);
-        let relay = relay(sender_port, move |_, carried, _| {
-            while carried >= 8 << 20 && !held.load(std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            true
-        });
-        args[at] = relay.to_string();
+        let planted = held_relay(&mut args, 8 << 20);
         let log = dir.path().join("receive.log");
         let mut child = spawn_receive(&args, &out, &log);
         let part = out.join("tree/big.bin.part");

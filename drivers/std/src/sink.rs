@@ -37,6 +37,8 @@ pub struct Sink {
     root: Dir,
     root_path: PathBuf,
     _exclusive: DirLock,
+    /// Shared holds on the folders above it (see [`hold_folders_above`]).
+    _above: Vec<DirLock>,
     umask: u32,
     /// The parent directory of the entry touched last, by its path relative to the root:
     /// `None` inside when it does not exist, and whether this run created it (then
@@ -125,9 +127,58 @@ fn joined(parent: &str, name: &str) -> String {
     }
 }
 
+/// Shared holds on every folder above `root` (the existing ones: for a folder still to be
+/// made, from the nearest that exists). A receive
+/// holds its own output folder exclusively, so a receive into a folder above this one, or
+/// inside it, cannot run beside it: each would write into the other's batch (a folder of
+/// one batch is the output folder of the other). Receives into folders side by side share
+/// the holds above them. A folder that cannot be opened or locked (no right to read it, a
+/// file system without locks) is passed over.
+fn hold_folders_above(root: &Path) -> Result<Vec<DirLock>, DriverError> {
+    // From its parent as the system resolves it (links and `..` followed), or, for a
+    // folder still to be made, from the nearest folder above it that exists.
+    let start = if root.exists() {
+        std::fs::canonicalize(root)
+            .ok()
+            .and_then(|resolved| resolved.parent().map(Path::to_path_buf))
+    } else {
+        std::path::absolute(root)
+            .ok()
+            .and_then(|absolute| {
+                absolute
+                    .ancestors()
+                    .find(|a| a.is_dir())
+                    .map(Path::to_path_buf)
+            })
+            .and_then(|nearest| std::fs::canonicalize(nearest).ok())
+    };
+    let Some(start) = start else {
+        return Ok(Vec::new());
+    };
+    let mut held = Vec::new();
+    for folder in start.ancestors() {
+        let Ok(dir) = Dir::open_path(folder) else {
+            continue;
+        };
+        match dir.try_lock_shared() {
+            Ok(Some(lock)) => held.push(lock),
+            Ok(None) => {
+                return Err(DriverError::Disk(format!(
+                    "{} is inside {}, which another ferry receive is using; wait for it to end, or receive into another directory (-o)",
+                    root.display(),
+                    folder.display()
+                )));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(held)
+}
+
 impl Sink {
     /// A sink writing under `root`, which is created if missing, and held exclusively
-    /// until the sink is dropped: a second receive into the same directory fails at once.
+    /// until the sink is dropped: a second receive into the same directory fails at once,
+    /// and so does one into a folder above it or inside it (see [`hold_folders_above`]).
     pub fn new(root: &Path) -> Result<Self, DriverError> {
         let root_fresh = !root.exists();
         if root.exists() && !root.is_dir() {
@@ -136,8 +187,15 @@ impl Sink {
                 root.display()
             )));
         }
+        // Held before anything is made inside another receive's folder, and again once
+        // made: the folders made between the nearest that existed and the output folder
+        // are above it too.
+        let mut above = hold_folders_above(root)?;
         std::fs::create_dir_all(root)
             .map_err(|e| DriverError::Disk(format!("cannot create {}: {e}", root.display())))?;
+        if root_fresh {
+            above.extend(hold_folders_above(root)?);
+        }
         let dir = Dir::open_path(root)
             .map_err(|e| DriverError::Disk(format!("cannot open {}: {e}", root.display())))?;
         let exclusive = dir
@@ -145,7 +203,7 @@ impl Sink {
             .map_err(|e| DriverError::Disk(format!("cannot lock {}: {e}", root.display())))?
             .ok_or_else(|| {
                 DriverError::Disk(format!(
-                    "{} is in use by another ferry receive; wait for it to end, or receive into another directory (-o)",
+                    "{} is in use by another ferry receive (into it, or into a folder inside it); wait for it to end, or receive into another directory (-o)",
                     root.display()
                 ))
             })?;
@@ -153,6 +211,7 @@ impl Sink {
             root: dir,
             root_path: root.to_owned(),
             _exclusive: exclusive,
+            _above: above,
             umask: umask(),
             parent: None,
             missing: None,

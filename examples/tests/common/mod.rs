@@ -231,6 +231,18 @@ impl Hostile {
     pub(crate) fn join(self) {
         self.script.join().unwrap();
     }
+
+    /// `ferry receive` from this sender into `out`, run to its end; then the script's.
+    pub(crate) fn received_into(self, out: &Path) -> Output {
+        let output = Command::new(FERRY)
+            .args(&self.receive_args)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap();
+        self.join();
+        output
+    }
 }
 
 /// Starts `script` against the first receiver that connects. `keepalive` is how often the
@@ -499,6 +511,27 @@ pub(crate) fn relay(
 pub(crate) fn port_arg(args: &[String]) -> (usize, u16) {
     let at = args.iter().position(|a| a == "--port").unwrap() + 1;
     (at, args[at].parse().unwrap())
+}
+
+/// Points the receive `args` at a relay that holds the sender's stream once `bytes` have
+/// passed, until the flag returned is set: so that a test's step comes before the end of
+/// the transfer, however fast the machine.
+pub(crate) fn held_relay(
+    args: &mut [String],
+    bytes: u64,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let release = std::sync::Arc::new(AtomicBool::new(false));
+    let released = std::sync::Arc::clone(&release);
+    let (at, sender_port) = port_arg(args);
+    let port = relay(sender_port, move |_, carried, _| {
+        while carried >= bytes && !released.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    });
+    args[at] = port.to_string();
+    release
 }
 
 /// A large resume, cheaply: a sparse source of `total` bytes (no disk, read as fast as

@@ -268,7 +268,18 @@ impl Dir {
     /// process (or another handle in this one) holds it. The lock lives as long as the
     /// returned guard and ends with the process however it ends.
     pub fn try_lock(&self) -> io::Result<Option<DirLock>> {
-        match Flock::lock(self.file.try_clone()?, FlockArg::LockExclusiveNonblock) {
+        self.try_flock(FlockArg::LockExclusiveNonblock)
+    }
+
+    /// Takes a shared lock on this directory without waiting: `None` when another
+    /// process holds it exclusively (a receive into it). Any number of shared locks go
+    /// together: receives into folders side by side under it.
+    pub fn try_lock_shared(&self) -> io::Result<Option<DirLock>> {
+        self.try_flock(FlockArg::LockSharedNonblock)
+    }
+
+    fn try_flock(&self, how: FlockArg) -> io::Result<Option<DirLock>> {
+        match Flock::lock(self.file.try_clone()?, how) {
             Ok(lock) => Ok(Some(DirLock { _lock: lock })),
             Err((_, Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, errno)) => Err(io_error(errno)),

@@ -29,7 +29,7 @@ pub struct Dir {
 /// deleted when the process lets go of it, however it ends.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 /// The name of the file that holds a directory for one receive.
@@ -183,6 +183,12 @@ impl Dir {
         Ok(())
     }
 
+    /// A shared hold on this directory, against a receive into it: not kept here (it
+    /// would take a file in every folder above the output folder); always granted.
+    pub fn try_lock_shared(&self) -> io::Result<Option<DirLock>> {
+        Ok(Some(DirLock { _file: None }))
+    }
+
     /// Takes an exclusive hold on this directory without waiting: `None` when another
     /// process holds it.
     pub fn try_lock(&self) -> io::Result<Option<DirLock>> {
@@ -194,7 +200,7 @@ impl Dir {
             .custom_flags(FILE_FLAG_DELETE_ON_CLOSE | FILE_FLAG_OPEN_REPARSE_POINT)
             .open(self.path.join(LOCK_FILE));
         match opened {
-            Ok(file) => Ok(Some(DirLock { _file: file })),
+            Ok(file) => Ok(Some(DirLock { _file: Some(file) })),
             Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION) => Ok(None),
             Err(e) => Err(e),
         }
