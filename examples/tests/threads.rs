@@ -166,6 +166,85 @@ fn records_shared_by_the_hashing_thread_and_the_main_one_deliver_a_tree() {
 }
 
 #[test]
+fn the_thread_variables_do_what_they_say_and_v_says_what_ran() {
+    // (FERRY_HASH_THREAD, FERRY_AEAD_THREADS) on both sides, and what `-v` must then say
+    // on both: no AEAD thread without a hashing thread; `0` keeps the records on the main
+    // thread; a count is capped at 8 (on two cores, eight threads a side only share
+    // them); a value that is no count leaves the default.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let default_aead = usize::from(cores >= 8);
+    let cases: [(&str, &str, &[String]); 4] = [
+        (
+            "0",
+            "2",
+            &[
+                "hashing thread: no".into(),
+                "AEAD threads: 0".into(),
+                "AEAD off the main thread: no".into(),
+            ],
+        ),
+        (
+            "1",
+            "0",
+            &[
+                "hashing thread: yes".into(),
+                "AEAD threads: 0".into(),
+                "AEAD off the main thread: no".into(),
+            ],
+        ),
+        (
+            "1",
+            "99",
+            &[
+                "hashing thread: yes".into(),
+                "AEAD threads: 8".into(),
+                "AEAD off the main thread: yes".into(),
+            ],
+        ),
+        (
+            "1",
+            "many",
+            &[
+                "hashing thread: yes".into(),
+                format!("AEAD threads: {default_aead}"),
+                "AEAD off the main thread: yes".into(),
+            ],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("one.bin");
+    random_file(&src, 32 << 20, 8);
+    for (k, (hash, aead, expected)) in cases.iter().enumerate() {
+        let command = || {
+            let mut command = Command::new(FERRY);
+            command.env(HASH_THREAD.0, hash).env(AEAD_THREADS.0, aead);
+            command
+        };
+        let out = dir.path().join(format!("out{k}"));
+        let sending = send_with(command(), &["--pod"], &[&src]);
+        let received = receive_by(command(), &sending.receive_args(None), &out);
+        let log = stderr(&received);
+        assert_eq!(received.status.code(), Some(0), "{hash} {aead}: {log}");
+        let (status, sender_log) = sending.finish();
+        assert_eq!(status, 0, "{hash} {aead}: {sender_log}");
+        assert!(
+            fs::read(&src).unwrap() == fs::read(out.join("one.bin")).unwrap(),
+            "{hash} {aead}: the file differs"
+        );
+        for line in expected.iter() {
+            assert!(
+                log.contains(line.as_str()),
+                "{hash} {aead}, receiver: {line}\n{log}"
+            );
+            assert!(
+                sender_log.contains(line.as_str()),
+                "{hash} {aead}, sender: {line}\n{sender_log}"
+            );
+        }
+    }
+}
+
+#[test]
 fn ctrl_c_on_a_sender_sealing_on_threads_still_tells_the_receiver() {
     // Its cancel is queued behind parts out with the sealing threads: it must still go
     // out, sealed, after them, and the receiver end as cancelled by the sender (not as a
