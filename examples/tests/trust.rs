@@ -43,12 +43,16 @@ fn a_second_receive_into_the_same_folder_or_one_above_or_inside_fails_at_once() 
         let sending_first = send(&["--pod"], &[first_src.as_path()], None);
         let sending_second = send(&["--pod"], &[second_src.as_path()], None);
         let log = dir.path().join(format!("first{k}.log"));
-        let mut first = spawn_receive(&sending_first.receive_args(None), first_out, &log);
+        // The first one's stream is held 8 MiB in until the second has been refused.
+        let mut args = sending_first.receive_args(None);
+        let refused = held_relay(&mut args, 8 << 20);
+        let mut first = spawn_receive(&args, first_out, &log);
         wait_until(&mut first, &log, || {
             part_len(&out.join("x/big.bin.part")) >= 1 << 20
         });
         let started = Instant::now();
         let second = receive(&sending_second.receive_args(None), second_out, None);
+        refused.store(true, std::sync::atomic::Ordering::SeqCst);
         let text = stderr(&second);
         assert_eq!(second.status.code(), Some(6), "{what}: {text}");
         assert!(text.contains("another ferry receive"), "{what}: {text}");
@@ -77,6 +81,46 @@ fn a_second_receive_into_the_same_folder_or_one_above_or_inside_fails_at_once() 
             "{what}: the first receive's file was touched"
         );
         sending_second.abandon();
+    }
+}
+
+#[test]
+fn a_folder_above_locked_by_another_program_is_waited_for_a_moment_then_refused() {
+    // Other programs lock folders too (systemd-tmpfiles, while it cleans one under /tmp;
+    // scripts with flock(1)). A lock let go within a second delays a receive below it;
+    // one kept refuses it, saying so.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("small.bin");
+    random_file(&src, 1 << 20, 7);
+    let above = dir.path().join("locked");
+    fs::create_dir_all(&above).unwrap();
+    for kept in [false, true] {
+        let lock = fs::File::open(&above).unwrap();
+        lock.lock().unwrap();
+        let (letting_go, kept_lock) = if kept {
+            (None, Some(lock))
+        } else {
+            let letting_go = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                drop(lock);
+            });
+            (Some(letting_go), None)
+        };
+        let sending = send(&["--pod"], &[&src], None);
+        let out = above.join(format!("in-{kept}"));
+        let received = receive(&sending.receive_args(None), &out, None);
+        let text = stderr(&received);
+        if kept {
+            assert_eq!(received.status.code(), Some(6), "{text}");
+            assert!(text.contains("another program keeps locked"), "{text}");
+            sending.abandon();
+            drop(kept_lock);
+        } else {
+            assert_eq!(received.status.code(), Some(0), "{text}");
+            assert_eq!(sending.finish().0, 0);
+            assert!(fs::read(&src).unwrap() == fs::read(out.join("small.bin")).unwrap());
+            letting_go.unwrap().join().unwrap();
+        }
     }
 }
 

@@ -157,22 +157,65 @@ fn hold_folders_above(root: &Path) -> Result<Vec<DirLock>, DriverError> {
     };
     let mut held = Vec::new();
     for folder in start.ancestors() {
-        let Ok(dir) = Dir::open_path(folder) else {
-            continue;
-        };
-        match dir.try_lock_shared() {
+        let hold = Dir::open_path(folder).and_then(|dir| {
+            // Other programs lock folders too, briefly (systemd-tmpfiles while it
+            // cleans one under /tmp): a hold refused is tried again for a second; a
+            // receive holds its folder for as long as it runs.
+            let deadline = std::time::Instant::now() + HOLD_PATIENCE;
+            loop {
+                match dir.try_lock_shared()? {
+                    Some(lock) => return Ok(Some(lock)),
+                    None if std::time::Instant::now() >= deadline => return Ok(None),
+                    None => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        match hold {
             Ok(Some(lock)) => held.push(lock),
             Ok(None) => {
                 return Err(DriverError::Disk(format!(
-                    "{} is inside {}, which another ferry receive is using; wait for it to end, or receive into another directory (-o)",
+                    "{} is inside {}, which another ferry receive is using (or another program keeps locked); wait for it to end, or receive into another directory (-o)",
                     root.display(),
                     folder.display()
                 )));
             }
-            Err(_) => {}
+            // A folder this user may not read, one removed meanwhile, or a file system
+            // without locks gets no hold; anything else (out of file handles) is said.
+            Err(e) if passed_over(&e) => {}
+            Err(e) => {
+                return Err(DriverError::Disk(format!(
+                    "cannot hold {} for this receive: {e}",
+                    folder.display()
+                )));
+            }
         }
     }
     Ok(held)
+}
+
+/// How long a receive waits for a folder above its output folder that is locked.
+const HOLD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// True for the failures to hold a folder above the output folder that leave it unheld
+/// rather than stop the receive (see [`hold_folders_above`]).
+fn passed_over(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    #[cfg(unix)]
+    const NO_LOCKS_HERE: &[i32] = &[
+        libc::ENOLCK,
+        libc::EOPNOTSUPP,
+        libc::EINVAL,
+        libc::EBADF,
+        libc::ENOTDIR,
+    ];
+    #[cfg(not(unix))]
+    const NO_LOCKS_HERE: &[i32] = &[];
+    matches!(
+        error.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::NotFound | ErrorKind::Unsupported
+    ) || error
+        .raw_os_error()
+        .is_some_and(|code| NO_LOCKS_HERE.contains(&code))
 }
 
 impl Sink {
@@ -194,7 +237,7 @@ impl Sink {
         std::fs::create_dir_all(root)
             .map_err(|e| DriverError::Disk(format!("cannot create {}: {e}", root.display())))?;
         if root_fresh {
-            above.extend(hold_folders_above(root)?);
+            above = hold_folders_above(root)?;
         }
         let dir = Dir::open_path(root)
             .map_err(|e| DriverError::Disk(format!("cannot open {}: {e}", root.display())))?;

@@ -20,8 +20,8 @@ pub struct Dir {
     file: File,
 }
 
-/// An exclusive lock on a directory, held until dropped (or the process ends, even by
-/// `kill -9`).
+/// A lock on a directory, exclusive or shared, held until dropped (or the process ends,
+/// even by `kill -9`).
 #[derive(Debug)]
 pub struct DirLock {
     _lock: Flock<File>,

@@ -25,8 +25,9 @@ pub struct Dir {
     handle: File,
 }
 
-/// An exclusive hold on a directory: a lock file inside it, open with no sharing and
-/// deleted when the process lets go of it, however it ends.
+/// A hold on a directory: for an exclusive one, a lock file inside it, open with no
+/// sharing and deleted when the process lets go of it, however it ends; a shared one
+/// holds nothing here (see `try_lock_shared`).
 #[derive(Debug)]
 pub struct DirLock {
     _file: Option<File>,
