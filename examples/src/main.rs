@@ -709,12 +709,33 @@ fn misused(error: clap::Error) -> ProcessExit {
     ProcessExit::from(code)
 }
 
+/// What a second Ctrl-C leaves behind as it ends the process: `--json`'s last line is a
+/// `failed` event, as after any other end; a person gets the reason on stderr (on a line of
+/// its own, where a progress bar was being drawn).
+fn last_words(json: bool) -> ferry_std::stop::LastWords {
+    use std::io::IsTerminal;
+    let reason = ferry_std::stop::ENDED_AT_ONCE;
+    let stdout = json.then(|| {
+        let event = serde_json::json!({ "event": "failed", "error": reason, "exit_code": 130 });
+        format!("{event}\n")
+    });
+    let fresh_line = if !json && std::io::stderr().is_terminal() {
+        "\n"
+    } else {
+        ""
+    };
+    ferry_std::stop::LastWords {
+        stdout,
+        stderr: Some(format!("{fresh_line}ferry: {reason}\n")),
+    }
+}
+
 fn run() -> ProcessExit {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return misused(error),
     };
-    if let Err(error) = ferry_std::stop::install() {
+    if let Err(error) = ferry_std::stop::install(last_words(cli.json)) {
         eprintln!(
             "ferry: cannot handle Ctrl-C ({error}); it will end the process without a cancel"
         );

@@ -612,9 +612,20 @@ fn things_in_the_way_are_reported_before_any_data_moves() {
 }
 
 /// Ctrl-C twice: the first cancels (the sender is told, and ends), the second, while the
-/// receiver still waits for the sender's side to close, ends it at once with 130.
+/// receiver still waits for the sender's side to close, ends it at once with 130, saying
+/// so on stderr.
 #[test]
 fn a_second_ctrl_c_ends_the_receiver_at_once_with_130() {
+    second_ctrl_c_on_the_receiver(false);
+}
+
+/// As above with `--json`: even so, the last line on stdout is the `failed` event.
+#[test]
+fn a_second_ctrl_c_still_ends_json_with_a_failed_event() {
+    second_ctrl_c_on_the_receiver(true);
+}
+
+fn second_ctrl_c_on_the_receiver(json: bool) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
@@ -635,7 +646,13 @@ fn a_second_ctrl_c_ends_the_receiver_at_once_with_130() {
     .to_string();
     let out = dir.path().join("out");
     let log = dir.path().join("receive.log");
-    let mut receiver = spawn_receive(&args, &out, &log);
+    let events = dir.path().join("events.json");
+    let mut command = Command::new(FERRY);
+    if json {
+        command.arg("--json");
+    }
+    command.stdout(fs::File::create(&events).unwrap());
+    let mut receiver = spawn_receive_with(command, &args, &out, &log);
     wait_until(&mut receiver, &log, || {
         part_len(&out.join("big.bin.part")) >= 32 << 20
     });
@@ -660,6 +677,18 @@ fn a_second_ctrl_c_ends_the_receiver_at_once_with_130() {
         took < Duration::from_secs(1),
         "ended {took:?} after the second Ctrl-C"
     );
+    let said = "ferry: interrupted twice: ended at once, without a last checkpoint";
+    assert_eq!(text.lines().last(), Some(said), "{text}");
+    let events = fs::read_to_string(&events).unwrap();
+    if json {
+        let last: Value = serde_json::from_str(events.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {events}"));
+        assert_eq!(last["event"], "failed", "{events}");
+        assert_eq!(last["exit_code"], 130, "{events}");
+        assert!(said.ends_with(last["error"].as_str().unwrap()), "{events}");
+    } else {
+        assert_eq!(events, "", "stdout without --json");
+    }
 }
 
 /// Without `--port` or `-o`, as the README's first example runs it: the sender listens on
