@@ -1,6 +1,6 @@
 //! What the receiver promises about its output folder, tried the way a careless or hostile
 //! user would: two receives into one folder, links planted at every name the receiver
-//! creates (and one swapped in mid-transfer), modes a peer should not set, escape
+//! creates (and a `.part` or a folder swapped for one mid-transfer), modes a peer should not set, escape
 //! sequences in a peer's words, a sender that never answers, a batch that cannot fit, a
 //! bit flipped on the wire.
 
@@ -336,6 +336,51 @@ fn a_part_file_swapped_for_a_link_mid_transfer_is_never_renamed_or_written_throu
         );
         sending.abandon();
     }
+}
+
+/// A folder of the batch that another user of the output folder moves away mid-transfer,
+/// putting a link to a folder of theirs in its place: nothing is written through the link,
+/// what was on its way lands in the folder that was moved (the receive holds it open), and
+/// the receive stops, naming the link, rather than put anything through it.
+#[test]
+fn a_folder_swapped_for_a_link_mid_transfer_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::create_dir_all(tree.join("zz")).unwrap();
+    random_file(&tree.join("sub/big.bin"), 256 << 20, 11);
+    fs::write(tree.join("sub/later.txt"), b"after the big one").unwrap();
+    fs::write(tree.join("zz/last.txt"), b"in another folder").unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&tree], None);
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    let sub = out.join("tree/sub");
+    wait_until(&mut child, &log, || {
+        part_len(&sub.join("big.bin.part")) >= 4 << 20
+    });
+    let moved = out.join("tree/moved");
+    fs::rename(&sub, &moved).unwrap();
+    symlink(&outside, &sub).unwrap();
+    let status = wait(&mut child, Duration::from_secs(120));
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 6, "{log}");
+    assert!(
+        log.contains("tree/sub: is a symbolic link; not following it"),
+        "{log}"
+    );
+    let written: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(written.is_empty(), "written through the link: {written:?}");
+    assert!(
+        !out.join("tree/zz/last.txt").exists(),
+        "went on past the link"
+    );
+    sending.abandon();
 }
 
 #[test]
