@@ -679,35 +679,107 @@ fn compress_shrinks_text_on_the_wire_and_never_grows_random_bytes() {
 }
 
 /// The sender checks too: a receiver that is not one of its Tailscale peers is refused by
-/// name, and the sender goes on waiting for one that is.
+/// name, and the sender goes on waiting for one that is; so does one serving several
+/// receivers on its event loop (`--receivers`).
 #[test]
 fn the_sender_refuses_a_receiver_that_is_not_its_tailscale_peer_and_keeps_waiting() {
+    for args in [&[][..], &["--receivers", "2"]] {
+        a_sender_refuses_a_stranger(args);
+    }
+}
+
+fn a_sender_refuses_a_stranger(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("note.txt");
     fs::write(&file, b"over tailscale").unwrap();
     let stranger = fake_tailscale(dir.path(), "100.64.0.9");
     let peer = fake_tailscale(dir.path(), "127.0.0.1");
-    let mut sending = send(&[], &[&file], Some(&stranger));
+    let mut sending = send(args, &[&file], Some(&stranger));
     let refused = receive(
         &sending.receive_args(None),
         &dir.path().join("no"),
         Some(&peer),
     );
-    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "{args:?}: {}",
+        stderr(&refused)
+    );
     assert!(
         stderr(&refused).contains(
             "it may have refused this machine (each side admits only its Tailscale peers)"
         ),
-        "{}",
+        "{args:?}: {}",
         stderr(&refused)
     );
     assert!(!dir.path().join("no/note.txt").exists());
     assert!(
         sending.child.try_wait().unwrap().is_none(),
-        "the sender stopped waiting"
+        "{args:?}: the sender stopped waiting"
     );
     signal(&sending.child, "INT");
     let (status, log) = sending.finish();
-    assert_eq!(status, 8, "{log}");
-    assert!(log.contains("refused a connection from 127.0.0.1"), "{log}");
+    assert_eq!(status, 8, "{args:?}: {log}");
+    assert!(
+        log.contains("refused a connection from 127.0.0.1"),
+        "{args:?}: {log}"
+    );
+}
+
+/// `--pod` is loopback only: the sender listens on 127.0.0.1, and a receiver given any
+/// other address refuses to connect to it, before a byte goes out.
+#[test]
+fn pod_mode_never_connects_beyond_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("note.txt");
+    fs::write(&file, b"in the pod").unwrap();
+    let sending = send(&["--pod"], &[&file], None);
+    assert!(
+        sending
+            .command
+            .iter()
+            .any(|arg| arg.starts_with("127.0.0.1:")),
+        "{:?}",
+        sending.command
+    );
+    // A listener on every address, so that a receiver that did connect would be seen to.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let token = "00000000000000000000000000";
+    for address in ["192.0.2.1", "10.1.2.3", "[2001:db8::1]", "0.0.0.0"] {
+        let started = Instant::now();
+        let refused = Command::new(FERRY)
+            .args([
+                "receive",
+                &format!("{address}:{token}"),
+                "--pod",
+                "--port",
+                &port,
+            ])
+            .arg("-o")
+            .arg(dir.path().join("x"))
+            .output()
+            .unwrap();
+        let log = stderr(&refused);
+        assert_eq!(refused.status.code(), Some(7), "{address}: {log}");
+        assert!(
+            log.contains("is not a loopback address; --pod connects only within this machine"),
+            "{address}: {log}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{address}: tried first"
+        );
+        assert!(
+            !dir.path().join("x").exists(),
+            "{address}: made the output folder"
+        );
+    }
+    assert!(
+        listener.accept().is_err(),
+        "a receiver connected beyond loopback"
+    );
+    sending.abandon();
 }
