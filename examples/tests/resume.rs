@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -324,6 +325,48 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
         "sent {sent} bytes for {missing} missing"
     );
     assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}
+
+/// An ordinary user's receive whose folder stops being writable mid-transfer (its owner, or
+/// an admin, takes the permission away): it stops naming the file and the system's reason,
+/// keeps what it verified, and once the permission is back a rerun resumes from there.
+#[test]
+fn write_permission_lost_midway_keeps_what_was_verified() {
+    let _beside = beside_others();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("a.bin"), 24 << 20, 21);
+    random_file(&src.join("b.bin"), 64 << 20, 22);
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    give_to_the_user(dir.path(), &out);
+    let sending = send(&["--pod"], &[&src], None);
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive_with(as_the_user(), &sending.receive_args(None), &out, &log);
+    let b_part = out.join("src/b.bin.part");
+    wait_until(&mut child, &log, || part_len(&b_part) >= 8 << 20);
+    let mode = |bits| fs::set_permissions(out.join("src"), fs::Permissions::from_mode(bits));
+    mode(0o555).unwrap();
+    let status = wait(&mut child, Duration::from_secs(60));
+    mode(0o755).unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 6, "{text}");
+    assert!(text.contains("src/b.bin"), "{text}");
+    assert_eq!(text.matches("ermission denied").count(), 1, "{text}");
+    sending.abandon();
+    let files = &lock_json(&out)["files"];
+    let kept = files["src/b.bin"]["transferred_bytes"].as_u64().unwrap();
+    assert!(kept >= 4 << 20, "only {kept} bytes of b.bin kept: {text}");
+    assert!(
+        fs::read(src.join("a.bin")).unwrap() == fs::read(out.join("src/a.bin")).unwrap(),
+        "a.bin, before the permission went, is not in place"
+    );
+
+    let total = 88u64 << 20;
+    let (present, _, _) = rerun(&src, &out, total, 2);
+    assert_eq!(present, (24 << 20) + kept);
+    assert_same_tree(&src, &out.join("src"));
 }
 
 #[test]

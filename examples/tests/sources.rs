@@ -98,17 +98,6 @@ fn a_file_rewritten_in_place_mid_send_arrives_with_the_new_bytes() {
     });
 }
 
-/// A `ferry` command that runs as the user it would be: as nobody when the tests run as
-/// root, who reads and lists anything.
-fn as_the_user() -> Command {
-    let mut command = Command::new(FERRY);
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::process::CommandExt;
-        command.uid(65534).gid(65534);
-    }
-    command
-}
-
 #[test]
 fn a_file_the_sender_cannot_read_fails_by_name_at_both_ends_and_the_rest_arrives() {
     let dir = tempfile::tempdir().unwrap();

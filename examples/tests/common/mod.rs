@@ -411,6 +411,36 @@ impl Link {
     }
 }
 
+/// The user a `ferry` run as [`as_the_user`] is: nobody when the tests run as root (who
+/// reads, lists and writes anything), else whoever runs them.
+pub(crate) fn the_user() -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        (65534, 65534)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+}
+
+/// A `ferry` command that runs as an ordinary user would: as [`the_user`].
+pub(crate) fn as_the_user() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(FERRY);
+    let (uid, gid) = the_user();
+    command.uid(uid).gid(gid);
+    command
+}
+
+/// Makes `path` the property of [`the_user`], and `dir` (the test's own folder)
+/// open to them, so that a run as that user may write there.
+pub(crate) fn give_to_the_user(dir: &Path, path: &Path) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let (uid, gid) = the_user();
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+}
+
 /// Starts `ferry receive ARGS -o OUT` with its stderr in `log`.
 pub(crate) fn spawn_receive(args: &[String], out: &Path, log: &Path) -> Child {
     spawn_receive_with(Command::new(FERRY), args, out, log)
