@@ -327,6 +327,98 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
     assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
 }
 
+/// Points the receive `args` at a relay that carries the sender's stream at `rate` bytes a
+/// second, so that how much arrives in a given time is known.
+fn at_a_rate(args: &mut [String], rate: u64) {
+    use std::sync::Mutex;
+    let (at, sender_port) = port_arg(args);
+    let started: Mutex<Option<(usize, Instant)>> = Mutex::new(None);
+    args[at] = relay(sender_port, move |index, carried, _| {
+        let mut started = started.lock().unwrap();
+        let start = match *started {
+            Some((i, start)) if i == index => start,
+            _ => started.insert((index, Instant::now())).1,
+        };
+        drop(started);
+        let due = start + Duration::from_secs_f64(carried as f64 / rate as f64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        true
+    })
+    .to_string();
+}
+
+/// `kill -9` loses at most the last 2 seconds (`--checkpoint 2`, the default) or 64 MiB of
+/// what arrived (a checkpoint every hour: only the 64 MiB rule saves), and the time the
+/// checkpoint's sync takes: killed once well past both, the lock claims all the file held
+/// that long before, give or take a segment that was not verified yet. Each stream goes
+/// through a relay at a known rate, so that time and bytes can be told apart.
+#[test]
+fn kill_9_loses_at_most_the_last_two_seconds_or_64_mib() {
+    let _beside = beside_others();
+    // (--checkpoint, rate, kill once the .part holds this, what may be lost after the
+    // moment it held that: 2 s (or 64 MiB), and 2 s more for the checkpoint's sync.)
+    const MIB: u64 = 1 << 20;
+    let cases = [
+        ("2", 8 * MIB, 56 * MIB, Duration::from_secs(4), 0),
+        (
+            "3600",
+            32 * MIB,
+            192 * MIB,
+            Duration::from_secs(2),
+            64 * MIB,
+        ),
+    ];
+    for (every, rate, kill_at, late, bytes_late) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("big.bin");
+        random_file(&source, (kill_at + 64 * MIB) as usize, 31);
+        let out = dir.path().join("out");
+        let sending = send(&["--pod"], &[&source], None);
+        let mut args = sending.receive_args(None);
+        at_a_rate(&mut args, rate);
+        args.extend(["--checkpoint".to_owned(), every.to_owned()]);
+        let log = dir.path().join("receive.log");
+        let mut child = spawn_receive(&args, &out, &log);
+        // How much the .part held when: the lock must claim what it held `late` before
+        // the kill, less `bytes_late`.
+        let part = out.join("big.bin.part");
+        let mut held = vec![];
+        wait_until(&mut child, &log, || {
+            held.push((Instant::now(), part_len(&part)));
+            held.last().unwrap().1 >= kill_at
+        });
+        signal(&child, "KILL");
+        let killed = Instant::now();
+        wait(&mut child, Duration::from_secs(10));
+        let then = killed - late;
+        let owed = held
+            .iter()
+            .take_while(|(at, _)| *at <= then)
+            .map(|&(_, len)| len)
+            .last()
+            .unwrap_or(0)
+            .saturating_sub(bytes_late);
+        let kept = out
+            .join(".transfer_lock.json")
+            .exists()
+            .then(|| lock_json(&out)["files"]["big.bin"]["transferred_bytes"].as_u64())
+            .flatten()
+            .unwrap_or(0);
+        let segment = TransferConfig::default().segment_size as u64;
+        assert!(
+            kept + segment >= owed,
+            "--checkpoint {every}: kept {kept} of the {owed} bytes the .part held {late:?} \
+             (less {bytes_late}) before the kill, at {} bytes",
+            held.last().unwrap().1
+        );
+        assert!(
+            owed >= 16 * MIB,
+            "--checkpoint {every}: killed too early to tell"
+        );
+        sending.abandon();
+    }
+}
+
 /// An ordinary user's receive whose folder stops being writable mid-transfer (its owner, or
 /// an admin, takes the permission away): it stops naming the file and the system's reason,
 /// keeps what it verified, and once the permission is back a rerun resumes from there.
