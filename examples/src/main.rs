@@ -851,7 +851,7 @@ fn run() -> ProcessExit {
                             failed: summary.failed,
                             bytes: summary.bytes,
                             bytes_present: summary.bytes_present,
-                            skipped: 0,
+                            skipped: summary.skipped,
                             wire_bytes: summary.wire_bytes,
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,

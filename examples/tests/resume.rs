@@ -71,6 +71,10 @@ fn rerun(source: &Path, out: &Path, total: u64, entries: u64) -> (u64, String, S
         present > 0,
         "{log}"
     );
+    // And the sender says the same, whole files included.
+    if let Some(line) = log.lines().find(|l| l.starts_with("Already here: ")) {
+        assert!(sender_log.contains(line), "{line}, not so:\n{sender_log}");
+    }
     let missing = total - present;
     let sent = wire_bytes(&sender_log);
     assert!(
@@ -124,6 +128,10 @@ fn thousands_of_small_files_resume_after_kill_9_and_a_third_run_sends_nothing() 
         let (status, sender_log) = sending.finish();
         assert_eq!(status, 0, "{sender_log}");
         assert!(sender_log.contains(" 0 B in "), "{sender_log}");
+        assert!(
+            sender_log.contains(&format!("({count} whole files), not sent again")),
+            "{sender_log}"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{:?}",
@@ -743,6 +751,11 @@ fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
         let took = asked.elapsed();
         let sent = fs::read_to_string(&sender_log).unwrap();
         assert_eq!(status, 8, "{extra:?}: {sent}");
+        // It said what it was doing meanwhile (a session among several, with its peer).
+        assert!(
+            sent.contains("checking what is already here: "),
+            "{extra:?}: {sent}"
+        );
         assert!(
             took < Duration::from_millis(2500),
             "{extra:?}: the stop took {took:?} to be heard: {sent}"

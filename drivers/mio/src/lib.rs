@@ -120,7 +120,13 @@ pub const SPARE_CONNECTIONS: usize = 8;
 struct Prefixed<'a> {
     peer: &'a str,
     inner: &'a mut dyn Reporter,
+    /// When this session last said how far its check of a resume is (a line every
+    /// [`CHECK_LINE_EVERY`], where the caller's reporter does not tell sessions apart).
+    check_line: &'a mut Option<Instant>,
 }
+
+/// How often a session among several says how far its check of a resume is.
+const CHECK_LINE_EVERY: Duration = Duration::from_secs(2);
 
 impl Reporter for Prefixed<'_> {
     fn info(&mut self, line: &str) {
@@ -139,6 +145,23 @@ impl Reporter for Prefixed<'_> {
     fn progress(&mut self, bytes: u64, files: usize) {
         if let Some(reporter) = self.inner.for_peer(self.peer) {
             reporter.progress(bytes, files);
+        }
+    }
+    fn checking(&mut self, checked: u64, total: u64) {
+        if let Some(reporter) = self.inner.for_peer(self.peer) {
+            reporter.checking(checked, total);
+            return;
+        }
+        if self
+            .check_line
+            .is_none_or(|at| at.elapsed() >= CHECK_LINE_EVERY)
+        {
+            *self.check_line = Some(Instant::now());
+            self.info(&format!(
+                "checking what is already here: {} of {}",
+                ferry_std::human_size(checked),
+                ferry_std::human_size(total)
+            ));
         }
     }
 }
@@ -173,6 +196,8 @@ struct Conn<S, W> {
     /// Its number among the loop's sessions, which names its chain on the hashing
     /// thread (a slot is used again; a number is not).
     id: u64,
+    /// When it last said how far its check of a resume is (see [`Prefixed`]).
+    check_line: Option<Instant>,
 }
 
 /// How a session's turn ended.
@@ -207,6 +232,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             lanes: Lanes::new(),
             index: 0,
             id: 0,
+            check_line: None,
         }
     }
 
@@ -322,6 +348,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         trace: bool,
     ) -> Turn {
         let label = std::mem::take(&mut self.label);
+        let mut check_line = self.check_line.take();
         let advanced = self.advance(
             clock,
             registry,
@@ -329,9 +356,11 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             &mut Prefixed {
                 peer: &label,
                 inner: reporter,
+                check_line: &mut check_line,
             },
         );
         self.label = label;
+        self.check_line = check_line;
         if trace {
             eprintln!(
                 "turn {} -> {:?} r={} w={} in={}..{} tx={} fin={} eof={} err={:?} timeout={:?}",

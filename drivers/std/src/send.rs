@@ -30,6 +30,8 @@ pub struct SendSummary {
     pub bytes: u64,
     /// Bytes the receiver already had.
     pub bytes_present: u64,
+    /// Files the receiver already had whole (none of them was sent).
+    pub skipped: usize,
     /// Bytes written to the socket in the last session.
     pub wire_bytes: u64,
     /// How long the last session took.
@@ -292,6 +294,7 @@ impl Sending {
                 bytes_to_send,
             } => {
                 self.summary.bytes_present = bytes_present;
+                self.summary.skipped = skipped;
                 self.summary.bytes = bytes_to_send;
                 crate::report_plan(
                     reporter,
