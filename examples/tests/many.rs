@@ -144,6 +144,65 @@ fn one_sender_serves_sixteen_receivers_while_misbehaving_clients_fail_alone() {
 /// Ctrl-C on a sender serving two receivers at once (the mio driver) is a cancel for each
 /// of them, as it is for one: both receivers end as cancelled by the sender (exit 8),
 /// having read why, and so does the sender.
+/// With `--receivers`, a receiver that stops reading (its socket stays open, the
+/// sender's writes go nowhere) and one with a wrong token each fail alone: the stalled one
+/// is given up on within the sender's `--timeout` while a good receiver is served beside
+/// it, the wrong token is refused at once, and the sender goes on to its second receiver.
+#[test]
+fn with_receivers_a_stalled_receiver_and_a_wrong_token_fail_alone() {
+    let _beside = HEAVY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 96 << 20, 23);
+    let sender_log = dir.path().join("send.log");
+    let (mut sender, args) = spawn_sender(
+        &["--receivers", "2", "--timeout", "3"],
+        &[&source],
+        Stdio::from(fs::File::create(&sender_log).unwrap()),
+    );
+    let (_, port) = port_arg(&args);
+    let stuck = greedy_receiver_that_stops_reading(&args[1], port, 1 << 20);
+    // Served while the stalled one holds its session open.
+    let started = Instant::now();
+    let first = receive(&args, &dir.path().join("first"), None);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the first receiver took {:?} beside a stalled one",
+        started.elapsed()
+    );
+    let mut wrong_args = args.clone();
+    let (ip, _) = args[1].split_once(':').unwrap();
+    wrong_args[1] = format!("{ip}:00000000000000000000000000");
+    let wrong = receive(&wrong_args, &dir.path().join("wrong"), None);
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    // The stalled one is given up on, by name, within the timeout (and a margin).
+    wait_until(&mut sender, &sender_log, || {
+        fs::read_to_string(&sender_log).is_ok_and(|log| log.contains("stopped making progress"))
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the stalled receiver was given up on after {:?}",
+        started.elapsed()
+    );
+    let second = receive(&args, &dir.path().join("second"), None);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    drop(stuck);
+    assert_eq!(wait(&mut sender, Duration::from_secs(60)), 0);
+    let log = fs::read_to_string(&sender_log).unwrap();
+    assert!(log.contains("Sent to 2 receivers"), "{log}");
+    assert!(log.contains("failed authentication"), "{log}");
+    for out in ["first", "second"] {
+        assert!(
+            fs::read(&source).unwrap() == fs::read(dir.path().join(out).join("big.bin")).unwrap(),
+            "{out}: not the file"
+        );
+    }
+    assert!(!dir.path().join("wrong/big.bin").exists());
+}
+
 #[test]
 fn ctrl_c_on_a_sender_serving_two_receivers_cancels_both_and_each_hears_why() {
     let _beside = HEAVY

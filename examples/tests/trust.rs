@@ -731,34 +731,6 @@ fn a_file_or_link_that_appears_at_a_final_name_mid_transfer_is_never_replaced() 
     }
 }
 
-/// A receiver's disk that takes every write and keeps nothing.
-struct Discard;
-
-impl ferry_core::transfer::Storage for Discard {
-    fn read(
-        &mut self,
-        _: ferry_core::transfer::Target<'_>,
-        _: u64,
-        _: &mut [u8],
-    ) -> Result<usize, ferry_core::transfer::DiskError> {
-        Ok(0)
-    }
-    fn write(
-        &mut self,
-        _: ferry_core::transfer::Target<'_>,
-        _: u64,
-        _: &[u8],
-    ) -> Result<(), ferry_core::transfer::DiskError> {
-        Ok(())
-    }
-    fn commit(
-        &mut self,
-        _: ferry_core::transfer::Target<'_>,
-    ) -> Result<(), ferry_core::transfer::DiskError> {
-        Ok(())
-    }
-}
-
 /// A receive stopped partway lists its file in the lock as in progress; a file the user
 /// then puts at that file's name is theirs, not the receive's: the next receive refuses to
 /// overwrite it before any data moves (exit 6), keeping both it and the `.part`, and
@@ -883,58 +855,6 @@ fn a_newer_version_stopped_on_its_way_still_replaces_the_file_a_receive_put_ther
     );
     assert_eq!(sending.finish().0, 0);
     assert_same_tree(&tree, &out.join("tree"));
-}
-
-/// A receiver that asks for as much as it may (a 40 MiB window, as on a long fast path)
-/// and stops reading once `stop_after` bytes have come: the connection stays open and the
-/// sender's writes stop going anywhere. Returns once it has stopped, with the socket.
-fn greedy_receiver_that_stops_reading(
-    connection: &str,
-    port: u16,
-    stop_after: u64,
-) -> std::net::TcpStream {
-    use ferry_core::transfer::{Output, ReceiverSession, Session, TransferConfig, TransferEvent};
-    use ferry_core::{ConnectionString, SeededEntropy, Timestamp};
-    use std::io::{Read, Write};
-    let connection: ConnectionString = connection.parse().unwrap();
-    let config = TransferConfig {
-        initial_window: 40 << 20,
-        window_floor: 40 << 20,
-        ..TransferConfig::default()
-    };
-    let started = Instant::now();
-    let now = || Timestamp::from_micros(started.elapsed().as_micros() as u64);
-    let mut session =
-        ReceiverSession::new(config, connection.token, &mut SeededEntropy::new(7), now()).unwrap();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut received = 0u64;
-    while received < stop_after {
-        loop {
-            match session.poll_output() {
-                Output::Timeout(_) => break,
-                Output::Disk(command) => session.carry_out(now(), command, &mut Discard).unwrap(),
-                Output::Event(TransferEvent::BatchOffered { .. }) => {
-                    session.accept(now(), &[]).unwrap()
-                }
-                Output::Event(_) => {}
-            }
-        }
-        let pending = session.poll_transmit().to_vec();
-        stream.write_all(&pending).unwrap();
-        session.advance_transmit(pending.len());
-        let n = stream.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "the sender closed before the receiver stopped reading"
-        );
-        received += n as u64;
-        let mut at = 0;
-        while at < n {
-            at += session.handle_input(now(), &buf[at..n]).unwrap();
-        }
-    }
-    stream
 }
 
 #[test]

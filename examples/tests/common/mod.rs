@@ -630,3 +630,83 @@ pub(crate) fn spawn_sender(args: &[&str], paths: &[&Path], stderr: Stdio) -> (Ch
     let receive = line.split_whitespace().skip(1).map(str::to_owned).collect();
     (sender, receive)
 }
+
+/// A receiver's disk that takes every write and keeps nothing.
+pub(crate) struct Discard;
+
+impl ferry_core::transfer::Storage for Discard {
+    fn read(
+        &mut self,
+        _: ferry_core::transfer::Target<'_>,
+        _: u64,
+        _: &mut [u8],
+    ) -> Result<usize, ferry_core::transfer::DiskError> {
+        Ok(0)
+    }
+    fn write(
+        &mut self,
+        _: ferry_core::transfer::Target<'_>,
+        _: u64,
+        _: &[u8],
+    ) -> Result<(), ferry_core::transfer::DiskError> {
+        Ok(())
+    }
+    fn commit(
+        &mut self,
+        _: ferry_core::transfer::Target<'_>,
+    ) -> Result<(), ferry_core::transfer::DiskError> {
+        Ok(())
+    }
+}
+
+/// A receiver that asks for as much as it may (a 40 MiB window, as on a long fast path)
+/// and stops reading once `stop_after` bytes have come: the connection stays open and the
+/// sender's writes stop going anywhere. Returns once it has stopped, with the socket.
+pub(crate) fn greedy_receiver_that_stops_reading(
+    connection: &str,
+    port: u16,
+    stop_after: u64,
+) -> std::net::TcpStream {
+    use ferry_core::transfer::{Output, ReceiverSession, Session, TransferConfig, TransferEvent};
+    use ferry_core::{ConnectionString, SeededEntropy, Timestamp};
+    use std::io::{Read, Write};
+    let connection: ConnectionString = connection.parse().unwrap();
+    let config = TransferConfig {
+        initial_window: 40 << 20,
+        window_floor: 40 << 20,
+        ..TransferConfig::default()
+    };
+    let started = Instant::now();
+    let now = || Timestamp::from_micros(started.elapsed().as_micros() as u64);
+    let mut session =
+        ReceiverSession::new(config, connection.token, &mut SeededEntropy::new(7), now()).unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut received = 0u64;
+    while received < stop_after {
+        loop {
+            match session.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Disk(command) => session.carry_out(now(), command, &mut Discard).unwrap(),
+                Output::Event(TransferEvent::BatchOffered { .. }) => {
+                    session.accept(now(), &[]).unwrap()
+                }
+                Output::Event(_) => {}
+            }
+        }
+        let pending = session.poll_transmit().to_vec();
+        stream.write_all(&pending).unwrap();
+        session.advance_transmit(pending.len());
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the sender closed before the receiver stopped reading"
+        );
+        received += n as u64;
+        let mut at = 0;
+        while at < n {
+            at += session.handle_input(now(), &buf[at..n]).unwrap();
+        }
+    }
+    stream
+}
