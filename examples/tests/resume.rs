@@ -427,6 +427,83 @@ fn kill_9_loses_at_most_the_last_two_seconds_or_64_mib() {
     }
 }
 
+/// Every way a receive can end with data half in, short of `kill -9`, leaves a last
+/// checkpoint of exactly what it verified: the sender's user pressing Ctrl-C, a bit
+/// flipped on the wire, and a sender that stops answering. The stream is held at 48 MiB
+/// (under the 64 MiB rule, with `--checkpoint 3600`), so only that last checkpoint can
+/// vouch for it; the lock then claims all of the `.part` and the `.part` holds no byte
+/// that is not claimed.
+#[test]
+fn every_end_midway_leaves_a_last_checkpoint_of_exactly_what_was_verified() {
+    use std::sync::atomic::Ordering;
+    let _beside = beside_others();
+    const HOLD: u64 = 48 << 20;
+    for how in ["Ctrl-C on the sender", "a flipped bit", "a stalled sender"] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("big.bin");
+        random_file(&source, 96 << 20, 41);
+        let sender_log = dir.path().join("send.log");
+        let (mut sender, mut args) = spawn_sender(
+            &[],
+            &[&source],
+            Stdio::from(fs::File::create(&sender_log).unwrap()),
+        );
+        let flip = how == "a flipped bit";
+        let release = if flip {
+            let (at, sender_port) = port_arg(&args);
+            args[at] = relay(sender_port, move |_, carried, chunk| {
+                let end = carried + chunk.len() as u64;
+                if (carried..end).contains(&HOLD) {
+                    chunk[(HOLD - carried) as usize] ^= 0x01;
+                }
+                true
+            })
+            .to_string();
+            None
+        } else {
+            Some(held_relay(&mut args, HOLD))
+        };
+        args.extend(["--checkpoint", "3600", "--timeout", "2"].map(str::to_owned));
+        let out = dir.path().join("out");
+        let log = dir.path().join("receive.log");
+        let mut receiver = spawn_receive(&args, &out, &log);
+        let part = out.join("big.bin.part");
+        if let Some(release) = &release {
+            // Everything the relay let through is in.
+            wait_until(&mut receiver, &log, || part_len(&part) >= HOLD - (1 << 20));
+            match how {
+                "Ctrl-C on the sender" => signal(&sender, "INT"),
+                _ => signal(&sender, "STOP"),
+            }
+            release.store(true, Ordering::SeqCst);
+        }
+        let status = wait(&mut receiver, Duration::from_secs(60));
+        let text = fs::read_to_string(&log).unwrap();
+        let expected = match how {
+            "Ctrl-C on the sender" => 8,
+            "a flipped bit" => 3,
+            _ => 4,
+        };
+        assert_eq!(status, expected, "{how}: {text}");
+        signal(&sender, "CONT");
+        let _ = sender.kill();
+        let _ = sender.wait();
+        let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{how}: no claim in the lock: {text}"));
+        assert_eq!(
+            kept,
+            part_len(&part),
+            "{how}: the lock and the .part differ"
+        );
+        assert!(kept >= 40 << 20, "{how}: only {kept} bytes kept: {text}");
+        assert!(
+            fs::read(&part).unwrap()[..] == fs::read(&source).unwrap()[..kept as usize],
+            "{how}: the .part is not the file's start"
+        );
+    }
+}
+
 /// An ordinary user's receive whose folder stops being writable mid-transfer (its owner, or
 /// an admin, takes the permission away): it stops naming the file and the system's reason,
 /// keeps what it verified, and once the permission is back a rerun resumes from there.

@@ -518,7 +518,13 @@ pub(crate) fn relay(
                 let mut carried = 0u64;
                 loop {
                     let n = match down_from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
+                        // The sender's end of its stream is passed on as it is (a half
+                        // close: the receiver's side still flows), as on a direct path.
+                        Ok(0) => {
+                            let _ = down_to.shutdown(Shutdown::Write);
+                            return;
+                        }
+                        Err(_) => break,
                         Ok(n) => n,
                     };
                     if !meddle(index, carried, &mut buf[..n])
@@ -528,7 +534,7 @@ pub(crate) fn relay(
                     }
                     carried += n as u64;
                 }
-                // Cut (or ended): both ends see the connection go.
+                // Cut (or failed): both ends see the connection go.
                 let _ = down_to.shutdown(Shutdown::Both);
                 let _ = down_from.shutdown(Shutdown::Both);
             });
