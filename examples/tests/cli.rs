@@ -269,6 +269,34 @@ fn nothing_listening_is_a_network_error_at_once() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
+/// A second sender on a port already taken says so, and what to do, and prints no receive
+/// command (which would lead a receiver to the first sender).
+#[test]
+fn a_port_in_use_is_refused_with_a_hint_and_no_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("note.txt");
+    fs::write(&file, b"first").unwrap();
+    let first = send(&["--pod"], &[&file], None);
+    let (_, port) = port_arg(&first.receive_args(None));
+    let second = Command::new(FERRY)
+        .args(["send", "--pod", "--port", &port.to_string()])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let log = stderr(&second);
+    assert_eq!(second.status.code(), Some(4), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on 127.0.0.1:{port}")) && log.contains("Try --port"),
+        "{log}"
+    );
+    assert!(
+        second.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    first.abandon();
+}
+
 #[test]
 fn a_silent_peer_is_a_timeout_not_a_hang() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -437,30 +465,35 @@ fn paths_that_would_arrive_as_one_or_as_nothing_are_usage_errors() {
 /// with it), and the sender waits for a receiver it can serve.
 #[test]
 fn a_file_named_like_the_lock_is_refused_at_the_top_of_the_output_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    let shared = src.join(".transfer_lock.json");
-    fs::write(&shared, b"someone's lock, sent for a bug report").unwrap();
-    let sending = send(&["--pod"], &[&shared], None);
-    let out = dir.path().join("out");
-    let received = receive(&sending.receive_args(None), &out, None);
-    let log = stderr(&received);
-    assert_eq!(received.status.code(), Some(6), "{log}");
-    assert!(
-        log.contains(".transfer_lock.json cannot be received at the top of the output folder"),
-        "{log}"
-    );
-    sending.abandon();
-    // In a folder, it arrives as any other file.
-    let sending = send(&["--pod"], &[&src], None);
-    let received = receive(&sending.receive_args(None), &out, None);
-    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
-    assert_eq!(sending.finish().0, 0);
-    assert_eq!(
-        fs::read(out.join("src/.transfer_lock.json")).unwrap(),
-        fs::read(&shared).unwrap()
-    );
+    for name in [".transfer_lock.json", ".transfer_lock.json.tmp"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let shared = src.join(name);
+        fs::write(&shared, b"someone's lock, sent for a bug report").unwrap();
+        let sending = send(&["--pod"], &[&shared], None);
+        let out = dir.path().join("out");
+        let received = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&received);
+        assert_eq!(received.status.code(), Some(6), "{log}");
+        assert!(
+            log.contains(&format!(
+                "{name} cannot be received at the top of the output folder"
+            )),
+            "{log}"
+        );
+        assert!(!out.join(name).exists(), "{name}: something arrived");
+        sending.abandon();
+        // In a folder, it arrives as any other file.
+        let sending = send(&["--pod"], &[&src], None);
+        let received = receive(&sending.receive_args(None), &out, None);
+        assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+        assert_eq!(sending.finish().0, 0);
+        assert_eq!(
+            fs::read(out.join("src").join(name)).unwrap(),
+            fs::read(&shared).unwrap()
+        );
+    }
 }
 
 #[test]

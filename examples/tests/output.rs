@@ -395,9 +395,9 @@ fn progress_never_passes_its_total_when_a_file_is_sent_again() {
     let _ = wait(&mut sender, Duration::from_secs(60));
 }
 
-/// Ctrl-C on `side` mid-transfer: both sides end as cancelled (exit 8), each naming who
-/// cancelled, and the same receive afterwards resumes.
-fn ctrl_c_on(side: &str) {
+/// Ctrl-C (or `kill`, with `signal_name` TERM) on `side` mid-transfer: both sides end as
+/// cancelled (exit 8), each naming who cancelled, and the same receive afterwards resumes.
+fn ctrl_c_on(side: &str, signal_name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     random_file(&source, 200 << 20, 9);
@@ -415,7 +415,7 @@ fn ctrl_c_on(side: &str) {
         (&receiver, &sender)
     };
     let _ = other;
-    signal(interrupted, "INT");
+    signal(interrupted, signal_name);
     let receiver_status = wait(&mut receiver, Duration::from_secs(60));
     let sender_status = wait(&mut sender, Duration::from_secs(60));
     let receiver_log = fs::read_to_string(&log).unwrap();
@@ -451,12 +451,17 @@ fn ctrl_c_on(side: &str) {
 
 #[test]
 fn ctrl_c_on_the_sender_is_a_cancel_on_both_sides_and_a_rerun_resumes() {
-    ctrl_c_on("sender");
+    ctrl_c_on("sender", "INT");
+}
+
+#[test]
+fn sigterm_on_the_sender_is_a_cancel_on_both_sides_as_ctrl_c_is() {
+    ctrl_c_on("sender", "TERM");
 }
 
 #[test]
 fn ctrl_c_on_the_receiver_is_a_cancel_on_both_sides_and_a_rerun_resumes() {
-    ctrl_c_on("receiver");
+    ctrl_c_on("receiver", "INT");
 }
 
 #[test]
@@ -581,7 +586,10 @@ fn things_in_the_way_are_reported_before_any_data_moves() {
     let cases: [(&str, Plant, &str); 3] = [
         (
             "src/a.bin",
-            |at| fs::create_dir_all(at).unwrap(),
+            |at| {
+                fs::create_dir_all(at).unwrap();
+                fs::write(at.join("keep.txt"), b"the user's").unwrap();
+            },
             "src/a.bin cannot be received here: the sender sends a file, and a folder has its name here",
         ),
         (
@@ -595,16 +603,41 @@ fn things_in_the_way_are_reported_before_any_data_moves() {
             "src/a.bin cannot be received here: a symbolic link has its name here (never followed)",
         ),
     ];
-    for (path, plant, said) in cases {
+    // --overwrite replaces files that differ; it never deletes a folder or a file to make
+    // room for the other kind, nor replaces a link.
+    for ((path, plant, said), overwrite) in cases
+        .into_iter()
+        .flat_map(|case| [(case, false), (case, true)])
+    {
         let (dir, src) = batch();
         let out = dir.path().join("out");
         fs::create_dir_all(out.join("src")).unwrap();
         plant(&out.join(path));
+        let planted = |out: &Path| {
+            let at = out.join(path);
+            let meta = fs::symlink_metadata(&at).unwrap();
+            let content = if meta.is_dir() {
+                fs::read(at.join("keep.txt")).unwrap()
+            } else if meta.is_symlink() {
+                fs::read_link(&at)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                fs::read(&at).unwrap()
+            };
+            (meta.file_type(), content)
+        };
+        let before = planted(&out);
         let sending = send(&["--pod"], &[&src], None);
-        let output = receive(&sending.receive_args(None), &out, None);
+        let mut args = sending.receive_args(None);
+        if overwrite {
+            args.push("--overwrite".into());
+        }
+        let output = receive(&args, &out, None);
         let log = stderr(&output);
-        assert_eq!(output.status.code(), Some(6), "{log}");
-        assert!(log.contains(said), "{said}: {log}");
+        assert_eq!(output.status.code(), Some(6), "{overwrite}: {log}");
+        assert!(log.contains(said), "{said}, {overwrite}: {log}");
         assert!(
             !log.contains("Starting fresh transfer"),
             "checked before the plan: {log}"
@@ -615,6 +648,10 @@ fn things_in_the_way_are_reported_before_any_data_moves() {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{said}: something was received: {names:?}");
+        assert!(
+            planted(&out) == before,
+            "{said}, {overwrite}: what was there changed"
+        );
     }
 }
 
