@@ -172,6 +172,48 @@ fn files_and_directories_keep_their_modification_times_to_the_nanosecond() {
     }
 }
 
+/// A file whose partial file takes another name (`log~2.part`: the batch holds `log.part`
+/// and `log~1.part` too) resumes from it like any other: a receive stopped midway, then
+/// run again, finds what it verified there and sends only the rest.
+#[test]
+fn a_partial_file_under_another_name_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("downloads");
+    fs::create_dir_all(&tree).unwrap();
+    random_file(&tree.join("log"), 128 << 20, 7);
+    random_file(&tree.join("log.part"), 3 << 20, 8);
+    random_file(&tree.join("log~1.part"), 1000, 9);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&tree], None);
+    let log = dir.path().join("first.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    let partial = out.join("downloads/log~2.part");
+    wait_until(&mut child, &log, || part_len(&partial) >= 32 << 20);
+    signal(&child, "INT");
+    assert_eq!(
+        wait(&mut child, Duration::from_secs(60)),
+        8,
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    sending.abandon();
+    let sending = send(&["--pod"], &[&tree], None);
+    let again = receive(&sending.receive_args(None), &out, None);
+    let text = stderr(&again);
+    assert_eq!(again.status.code(), Some(0), "{text}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(
+        bytes_already_here(&text) >= 16 << 20,
+        "log~2.part was not resumed: {text}"
+    );
+    assert!(
+        wire_bytes(&sender_log) < (128 << 20) - (16 << 20),
+        "sent it all again: {sender_log}"
+    );
+    assert_same_tree(&tree, &out.join("downloads"));
+}
+
 /// A batch may hold both `x` and `x.part` (a browser's download folder does, mid-download):
 /// each arrives as itself, nothing of one is taken for the other's partial file, and a
 /// second receive into the same folder finds them all already here.
