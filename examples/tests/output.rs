@@ -144,6 +144,54 @@ fn last_event(stdout: &str) -> Value {
     events(stdout).pop().expect("no JSON event at all")
 }
 
+/// A resumed receive's `plan` counts what is here exactly: the whole file, the partial
+/// one and what its lock vouches for, and what is left to send.
+#[test]
+fn json_plan_of_a_resume_counts_what_is_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("a.bin"), 8 << 20, 51);
+    random_file(&src.join("z.bin"), 128 << 20, 52);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&src], None);
+    let log = dir.path().join("first.log");
+    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    let part = out.join("src/z.bin.part");
+    wait_until(&mut child, &log, || part_len(&part) >= 32 << 20);
+    signal(&child, "INT");
+    assert_eq!(wait(&mut child, Duration::from_secs(60)), 8);
+    sending.abandon();
+    let lock: Value =
+        serde_json::from_slice(&fs::read(out.join(".transfer_lock.json")).unwrap()).unwrap();
+    let partial = lock["files"]["src/z.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(partial > 0, "{lock}");
+
+    let sending = send(&["--pod"], &[&src], None);
+    let received = Command::new(FERRY)
+        .args(sending.receive_args(None))
+        .args(["--json", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(received.status.code(), Some(0), "{}", stderr(&received));
+    let _ = sending.finish();
+    let got = events(&String::from_utf8(received.stdout).unwrap());
+    let plan = got.iter().find(|e| e["event"] == "plan").expect("a plan");
+    let present = (8 << 20) + partial;
+    assert_eq!(plan["files_complete"], 1, "{plan}");
+    assert_eq!(plan["files_partial"], 1, "{plan}");
+    assert_eq!(plan["files_fresh"], 0, "{plan}");
+    assert_eq!(plan["bytes_present"], present, "{plan}");
+    assert_eq!(plan["bytes_to_send"], (128 << 20) - partial, "{plan}");
+    let last = got.last().unwrap();
+    assert_eq!(last["event"], "finished", "{last}");
+    assert_eq!(last["bytes_present"], present, "{last}");
+    assert_same_tree(&src, &out.join("src"));
+}
+
 #[test]
 fn json_ends_with_failed_or_finished_however_the_run_ends() {
     // A file that cannot be sent (a FIFO put in its place once listed): both sides end
