@@ -546,6 +546,51 @@ fn write_permission_lost_midway_keeps_what_was_verified() {
     assert_same_tree(&src, &out.join("src"));
 }
 
+/// A `.part` left by a stopped run holds its file's disk, and the space check counts it:
+/// on a disk since filled to 8 MiB short, the rerun of a 50 MiB file still goes ahead and
+/// finishes; and where the file changed at the sender (sent afresh), the old `.part`'s disk
+/// counts as freed, so that rerun goes ahead too.
+#[test]
+fn the_space_check_counts_the_disk_a_stopped_runs_part_holds() {
+    let _beside = beside_others();
+    let total = 50u64 << 20;
+    let Some((_dir, source, out, _disk)) = big_file_for_a_small_disk(total, 13) else {
+        return;
+    };
+    for rerun_with in ["the same file", "a changed file"] {
+        let sending = send(&["--pod"], &[&source], None);
+        let mut args = sending.receive_args(None);
+        let release = held_relay(&mut args, 16 << 20);
+        let log = out.with_extension("log");
+        let mut child = spawn_receive(&args, &out, &log);
+        wait_until(&mut child, &log, || part_len(&out.join("big.bin.part")) >= 8 << 20);
+        signal(&child, "INT");
+        release.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            wait(&mut child, Duration::from_secs(60)),
+            8,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        sending.abandon();
+        let filler = fill_all_but(&out, 8 << 20);
+        if rerun_with == "a changed file" {
+            random_file(&source, total as usize, 14);
+        }
+        let sending = send(&["--pod"], &[&source], None);
+        let again = receive(&sending.receive_args(None), &out, None);
+        let text = stderr(&again);
+        assert_eq!(again.status.code(), Some(0), "{rerun_with}: {text}");
+        assert_eq!(sending.finish().0, 0);
+        assert!(
+            fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap(),
+            "{rerun_with}: not the file"
+        );
+        fs::remove_file(&filler).unwrap();
+        fs::remove_file(out.join("big.bin")).unwrap();
+    }
+}
+
 #[test]
 fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
     let _beside = beside_others();
