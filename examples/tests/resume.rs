@@ -849,6 +849,27 @@ fn ctrl_c_during_a_long_check_of_what_is_already_here_is_heard_at_once() {
     );
 }
 
+/// `--timeout 1` on both sides, and a resume whose check takes each side seconds (1 GiB
+/// to re-read and hash, in a debug build): the receiver waits out the sender's check of its claims, as the
+/// time a resume allows says, and the batch completes sending the one MiB missing.
+#[test]
+fn a_short_timeout_outlasts_a_long_check_of_what_is_already_here() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let (source, out, verified) = large_resume(dir.path(), 1 << 30);
+    let sending = send(&["--pod", "--timeout", "1"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    args.extend(["--timeout".to_owned(), "1".to_owned()]);
+    let received = receive(&args, &out, None);
+    let log = stderr(&received);
+    assert_eq!(received.status.code(), Some(0), "{log}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert_eq!(bytes_already_here(&log), verified, "{log}");
+    let sent = wire_bytes(&sender_log);
+    assert!(sent < 2 << 20, "sent {sent} bytes for the one MiB missing");
+}
+
 /// Ctrl-C on a sender while it re-reads what a receiver says it already has (a large
 /// resume) is heard at once, by the blocking sender and by the event loop
 /// (`--receivers`), and the receiver hears why.
