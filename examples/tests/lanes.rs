@@ -293,3 +293,79 @@ fn a_lane_cut_mid_transfer_loses_nothing() {
     );
     assert!(cut.load(Ordering::SeqCst), "the lane was never cut");
 }
+
+/// `kill -9` in the middle of a transfer over four connections, one of them slow (its
+/// parts land after the others', so the `.part` has holes past what is verified): the
+/// lock vouches only for a verified prefix, and the rerun sends the rest, no more than
+/// what was missing and what the connections had in flight, and the file arrives intact.
+#[test]
+fn killed_mid_transfer_over_four_connections_resumes_from_a_verified_prefix() {
+    let _side_by_side = ALONE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let total = 256u64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, total as usize, 81);
+    let out = dir.path().join("out");
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    let (at, sender_port) = port_arg(&args);
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&streams);
+    args[at] = relay(sender_port, move |index, _, _| {
+        seen.fetch_max(index + 1, Ordering::SeqCst);
+        if index == 2 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    })
+    .to_string();
+    args.extend(["--connections".into(), "4".into()]);
+    let log = dir.path().join("first.log");
+    let mut child = spawn_receive(&args, &out, &log);
+    let lock = out.join(".transfer_lock.json");
+    wait_until(&mut child, &log, || {
+        lock.exists() && part_len(&out.join("big.bin.part")) >= 96 << 20
+    });
+    signal(&child, "KILL");
+    let _ = wait(&mut child, Duration::from_secs(10));
+    sending.abandon();
+    assert_eq!(
+        streams.load(Ordering::SeqCst),
+        4,
+        "the data did not go over four"
+    );
+    let claimed: serde_json::Value = serde_json::from_slice(&fs::read(&lock).unwrap()).unwrap();
+    let kept = claimed["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    let part = fs::read(out.join("big.bin.part")).unwrap();
+    assert!(
+        part[..kept as usize] == fs::read(&source).unwrap()[..kept as usize],
+        "the lock vouches for bytes that are not the file's"
+    );
+
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    args.extend(["--connections".into(), "4".into()]);
+    let again = receive(&args, &out, None);
+    let text = stderr(&again);
+    assert!(again.status.success(), "{text}");
+    let (status, sender_log) = sending.finish();
+    assert_eq!(status, 0, "{sender_log}");
+    assert!(
+        fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap(),
+        "big.bin differs"
+    );
+    let present = bytes_already_here(&text);
+    assert_eq!(present, kept, "{text}");
+    let config = ferry_core::transfer::TransferConfig::default();
+    let missing = total - present;
+    let allowance = (config.window_floor + 8 * config.segment_size) as u64 + missing / 500;
+    let sent = wire_bytes(&sender_log);
+    assert!(
+        sent <= missing + allowance,
+        "sent {sent} bytes for {missing} missing"
+    );
+}

@@ -563,7 +563,9 @@ fn the_space_check_counts_the_disk_a_stopped_runs_part_holds() {
         let release = held_relay(&mut args, 16 << 20);
         let log = out.with_extension("log");
         let mut child = spawn_receive(&args, &out, &log);
-        wait_until(&mut child, &log, || part_len(&out.join("big.bin.part")) >= 8 << 20);
+        wait_until(&mut child, &log, || {
+            part_len(&out.join("big.bin.part")) >= 8 << 20
+        });
         signal(&child, "INT");
         release.store(true, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(
