@@ -507,6 +507,34 @@ fn sigterm_on_the_sender_is_a_cancel_on_both_sides_as_ctrl_c_is() {
     ctrl_c_on("sender", "TERM");
 }
 
+/// Ctrl-C on a sender whose path is slow (megabytes still on their way in the sockets):
+/// the cancel goes after them, and the receiver still hears why.
+#[test]
+fn ctrl_c_on_a_sender_over_a_slow_path_still_tells_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("big.bin");
+    random_file(&source, 200 << 20, 9);
+    let mut sender = spawn_send(&[], &[&source]);
+    let (mut args, _stdout) = printed_command(&mut sender);
+    at_a_rate(&mut args, 1 << 20);
+    let out = dir.path().join("out");
+    let log = dir.path().join("receive.log");
+    let mut receiver = spawn_receive(&args, &out, &log);
+    wait_until(&mut receiver, &log, || {
+        part_len(&out.join("big.bin.part")) >= 4 << 20
+    });
+    signal(&sender, "INT");
+    let receiver_status = wait(&mut receiver, Duration::from_secs(60));
+    let sender_status = wait(&mut sender, Duration::from_secs(60));
+    let receiver_log = fs::read_to_string(&log).unwrap();
+    assert_eq!(receiver_status, 8, "{receiver_log}");
+    assert_eq!(sender_status, 8);
+    assert!(
+        receiver_log.contains("ferry: cancelled by the sender"),
+        "{receiver_log}"
+    );
+}
+
 #[test]
 fn ctrl_c_on_the_receiver_is_a_cancel_on_both_sides_and_a_rerun_resumes() {
     ctrl_c_on("receiver", "INT");

@@ -335,26 +335,6 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
     assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
 }
 
-/// Points the receive `args` at a relay that carries the sender's stream at `rate` bytes a
-/// second, so that how much arrives in a given time is known.
-fn at_a_rate(args: &mut [String], rate: u64) {
-    use std::sync::Mutex;
-    let (at, sender_port) = port_arg(args);
-    let started: Mutex<Option<(usize, Instant)>> = Mutex::new(None);
-    args[at] = relay(sender_port, move |index, carried, _| {
-        let mut started = started.lock().unwrap();
-        let start = match *started {
-            Some((i, start)) if i == index => start,
-            _ => started.insert((index, Instant::now())).1,
-        };
-        drop(started);
-        let due = start + Duration::from_secs_f64(carried as f64 / rate as f64);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        true
-    })
-    .to_string();
-}
-
 /// `kill -9` loses at most the last 2 seconds (`--checkpoint 2`, the default) or 64 MiB of
 /// what arrived (a checkpoint every hour: only the 64 MiB rule saves), and the time the
 /// checkpoint's sync takes: killed once well past both, the lock claims all the file held

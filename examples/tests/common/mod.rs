@@ -543,6 +543,26 @@ pub(crate) fn relay(
     port
 }
 
+/// Points the receive `args` at a relay that carries the sender's stream at `rate` bytes a
+/// second, so that how much arrives in a given time is known.
+pub(crate) fn at_a_rate(args: &mut [String], rate: u64) {
+    use std::sync::Mutex;
+    let (at, sender_port) = port_arg(args);
+    let started: Mutex<Option<(usize, Instant)>> = Mutex::new(None);
+    args[at] = relay(sender_port, move |index, carried, _| {
+        let mut started = started.lock().unwrap();
+        let start = match *started {
+            Some((i, start)) if i == index => start,
+            _ => started.insert((index, Instant::now())).1,
+        };
+        drop(started);
+        let due = start + Duration::from_secs_f64(carried as f64 / rate as f64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        true
+    })
+    .to_string();
+}
+
 /// Where `receive_args` names the sender's port, and the port.
 pub(crate) fn port_arg(args: &[String]) -> (usize, u16) {
     let at = args.iter().position(|a| a == "--port").unwrap() + 1;
