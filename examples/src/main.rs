@@ -115,7 +115,7 @@ struct Display {
     /// The bar of the check of what is already here, before a resume.
     check: Option<ProgressBar>,
     /// When the last line of that check was printed (not on a terminal).
-    check_line: Option<Instant>,
+    check_line: ferry_std::CheckLine,
     /// Files in this session's plan; `None` on the sender, which learns of files only
     /// when the whole batch is confirmed.
     files: Option<usize>,
@@ -134,7 +134,7 @@ impl Display {
         Display {
             bar: None,
             check: None,
-            check_line: None,
+            check_line: ferry_std::CheckLine::default(),
             files: if sender { None } else { Some(0) },
             total: 0,
             again: 0,
@@ -210,16 +210,8 @@ impl Reporter for Display {
             bar.set_position(checked);
             return;
         }
-        let due = self
-            .check_line
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(2));
-        if due {
-            self.check_line = Some(Instant::now());
-            eprintln!(
-                "checking what is already here: {} of {}",
-                size(checked),
-                size(total)
-            );
+        if let Some(line) = self.check_line.due(checked, total) {
+            eprintln!("{line}");
         }
     }
 
@@ -314,8 +306,12 @@ impl Json {
         if let Some(receiver) = &self.receiver {
             value["receiver"] = receiver.as_str().into();
         }
+        // A whole line in one write, never with a second Ctrl-C's last words inside it.
+        let _line = ferry_std::stop::STDOUT_LINE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}");
+        let _ = out.write_all(format!("{value}\n").as_bytes());
         let _ = out.flush();
     }
 
@@ -560,17 +556,18 @@ fn fail(output: &mut Output, error: &DriverError) -> ProcessExit {
     end_with(output, error.exit_code(), &describe(error))
 }
 
+/// `--json`'s last line when the run fails.
+fn failed_event(message: &str, code: u8) -> serde_json::Value {
+    serde_json::json!({ "event": "failed", "error": message, "exit_code": code })
+}
+
 /// Ends the run with `code`: `message` on stderr and, for programs, the `failed` event
 /// that is the last line `--json` prints.
 fn end_with(output: &mut Output, code: ferry_std::ExitCode, message: &str) -> ProcessExit {
     output.done();
     let code = code as u8;
     if let Output::Json(json) = output {
-        json.emit(serde_json::json!({
-            "event": "failed",
-            "error": message,
-            "exit_code": code,
-        }));
+        json.emit(failed_event(message, code));
     }
     eprintln!("ferry: {message}");
     ProcessExit::from(code)
@@ -699,11 +696,7 @@ fn misused(error: clap::Error) -> ProcessExit {
         .trim_start_matches("error: ");
     let code = ferry_std::ExitCode::Usage as u8;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::json!({ "event": "failed", "error": message, "exit_code": code })
-    );
+    let _ = writeln!(out, "{}", failed_event(message, code));
     let _ = out.flush();
     let _ = error.print();
     ProcessExit::from(code)
@@ -715,10 +708,7 @@ fn misused(error: clap::Error) -> ProcessExit {
 fn last_words(json: bool) -> ferry_std::stop::LastWords {
     use std::io::IsTerminal;
     let reason = ferry_std::stop::ENDED_AT_ONCE;
-    let stdout = json.then(|| {
-        let event = serde_json::json!({ "event": "failed", "error": reason, "exit_code": 130 });
-        format!("{event}\n")
-    });
+    let stdout = json.then(|| format!("{}\n", failed_event(reason, 130)));
     let fresh_line = if !json && std::io::stderr().is_terminal() {
         "\n"
     } else {

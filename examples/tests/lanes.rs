@@ -345,6 +345,11 @@ fn killed_mid_transfer_over_four_connections_resumes_from_a_verified_prefix() {
         part[..kept as usize] == fs::read(&source).unwrap()[..kept as usize],
         "the lock vouches for bytes that are not the file's"
     );
+    // Parts past the verified prefix had landed (the fast connections ran ahead).
+    assert!(
+        part.len() as u64 > kept,
+        "nothing past the {kept} bytes the lock vouches for"
+    );
 
     let sending = send(&["--pod"], &[&source], None);
     let mut args = sending.receive_args(None);

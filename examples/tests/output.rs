@@ -155,11 +155,16 @@ fn json_plan_of_a_resume_counts_what_is_here() {
     random_file(&src.join("z.bin"), 128 << 20, 52);
     let out = dir.path().join("out");
     let sending = send(&["--pod"], &[&src], None);
+    let mut args = sending.receive_args(None);
+    // Held at 64 MiB, so that the stop comes before the end however fast the machine.
+    let release = held_relay(&mut args, 64 << 20);
+    args.extend(["--connections".to_owned(), "1".to_owned()]);
     let log = dir.path().join("first.log");
-    let mut child = spawn_receive(&sending.receive_args(None), &out, &log);
+    let mut child = spawn_receive(&args, &out, &log);
     let part = out.join("src/z.bin.part");
     wait_until(&mut child, &log, || part_len(&part) >= 32 << 20);
     signal(&child, "INT");
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(wait(&mut child, Duration::from_secs(60)), 8);
     sending.abandon();
     let lock: Value =
@@ -511,12 +516,20 @@ fn sigterm_on_the_sender_is_a_cancel_on_both_sides_as_ctrl_c_is() {
 /// the cancel goes after them, and the receiver still hears why.
 #[test]
 fn ctrl_c_on_a_sender_over_a_slow_path_still_tells_the_receiver() {
+    // The blocking sender, and the event loop's (`--receivers`).
+    for extra in [&[][..], &["--receivers", "1"]] {
+        ctrl_c_on_a_sender_over_a_slow_path(extra);
+    }
+}
+
+fn ctrl_c_on_a_sender_over_a_slow_path(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     random_file(&source, 200 << 20, 9);
-    let mut sender = spawn_send(&[], &[&source]);
+    let mut sender = spawn_send(extra, &[&source]);
     let (mut args, _stdout) = printed_command(&mut sender);
     at_a_rate(&mut args, 1 << 20);
+    args.extend(["--connections".to_owned(), "1".to_owned()]);
     let out = dir.path().join("out");
     let log = dir.path().join("receive.log");
     let mut receiver = spawn_receive(&args, &out, &log);
@@ -527,11 +540,11 @@ fn ctrl_c_on_a_sender_over_a_slow_path_still_tells_the_receiver() {
     let receiver_status = wait(&mut receiver, Duration::from_secs(60));
     let sender_status = wait(&mut sender, Duration::from_secs(60));
     let receiver_log = fs::read_to_string(&log).unwrap();
-    assert_eq!(receiver_status, 8, "{receiver_log}");
-    assert_eq!(sender_status, 8);
+    assert_eq!(receiver_status, 8, "{extra:?}: {receiver_log}");
+    assert_eq!(sender_status, 8, "{extra:?}");
     assert!(
         receiver_log.contains("ferry: cancelled by the sender"),
-        "{receiver_log}"
+        "{extra:?}: {receiver_log}"
     );
 }
 

@@ -72,7 +72,11 @@ fn rerun(source: &Path, out: &Path, total: u64, entries: u64) -> (u64, String, S
         "{log}"
     );
     // And the sender says the same, whole files included.
-    if let Some(line) = log.lines().find(|l| l.starts_with("Already here: ")) {
+    if present > 0 {
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("Already here: "))
+            .unwrap_or_else(|| panic!("no 'Already here' line: {log}"));
         assert!(sender_log.contains(line), "{line}, not so:\n{sender_log}");
     }
     let missing = total - present;
@@ -337,22 +341,23 @@ fn a_disk_that_fills_up_midway_keeps_what_was_verified() {
 
 /// `kill -9` loses at most the last 2 seconds (`--checkpoint 2`, the default) or 64 MiB of
 /// what arrived (a checkpoint every hour: only the 64 MiB rule saves), and the time the
-/// checkpoint's sync takes: killed once well past both, the lock claims all the file held
+/// checkpoint's sync takes (allowed 3 s here): killed once well past both, the lock claims all the file held
 /// that long before, give or take a segment that was not verified yet. Each stream goes
 /// through a relay at a known rate, so that time and bytes can be told apart.
 #[test]
 fn kill_9_loses_at_most_the_last_two_seconds_or_64_mib() {
-    let _beside = beside_others();
+    // Alone: a checkpoint's sync beside tests that write gigabytes can take seconds.
+    let _alone = alone();
     // (--checkpoint, rate, kill once the .part holds this, what may be lost after the
-    // moment it held that: 2 s (or 64 MiB), and 2 s more for the checkpoint's sync.)
+    // moment it held that: 2 s (or 64 MiB), and 3 s more for the checkpoint's sync.)
     const MIB: u64 = 1 << 20;
     let cases = [
-        ("2", 8 * MIB, 56 * MIB, Duration::from_secs(4), 0),
+        ("2", 8 * MIB, 60 * MIB, Duration::from_secs(5), 0),
         (
             "3600",
             32 * MIB,
             192 * MIB,
-            Duration::from_secs(2),
+            Duration::from_secs(3),
             64 * MIB,
         ),
     ];
@@ -364,7 +369,7 @@ fn kill_9_loses_at_most_the_last_two_seconds_or_64_mib() {
         let sending = send(&["--pod"], &[&source], None);
         let mut args = sending.receive_args(None);
         at_a_rate(&mut args, rate);
-        args.extend(["--checkpoint".to_owned(), every.to_owned()]);
+        args.extend(["--checkpoint", every, "--connections", "1"].map(str::to_owned));
         let log = dir.path().join("receive.log");
         let mut child = spawn_receive(&args, &out, &log);
         // How much the .part held when: the lock must claim what it held `late` before
@@ -407,6 +412,19 @@ fn kill_9_loses_at_most_the_last_two_seconds_or_64_mib() {
     }
 }
 
+/// A process continued (if stopped) and killed when dropped.
+struct Ended(std::process::Child);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Every way a receive can end with data half in, short of `kill -9`, leaves a last
 /// checkpoint of exactly what it verified: the sender's user pressing Ctrl-C, a bit
 /// flipped on the wire, and a sender that stops answering. The stream is held at 48 MiB
@@ -423,11 +441,13 @@ fn every_end_midway_leaves_a_last_checkpoint_of_exactly_what_was_verified() {
         let source = dir.path().join("big.bin");
         random_file(&source, 96 << 20, 41);
         let sender_log = dir.path().join("send.log");
-        let (mut sender, mut args) = spawn_sender(
+        let (sender, mut args) = spawn_sender(
             &[],
             &[&source],
             Stdio::from(fs::File::create(&sender_log).unwrap()),
         );
+        // Continued and ended however the test ends: a stopped sender would hold its port.
+        let sender = Ended(sender);
         let flip = how == "a flipped bit";
         let release = if flip {
             let (at, sender_port) = port_arg(&args);
@@ -443,7 +463,17 @@ fn every_end_midway_leaves_a_last_checkpoint_of_exactly_what_was_verified() {
         } else {
             Some(held_relay(&mut args, HOLD))
         };
-        args.extend(["--checkpoint", "3600", "--timeout", "2"].map(str::to_owned));
+        args.extend(
+            [
+                "--checkpoint",
+                "3600",
+                "--timeout",
+                "2",
+                "--connections",
+                "1",
+            ]
+            .map(str::to_owned),
+        );
         let out = dir.path().join("out");
         let log = dir.path().join("receive.log");
         let mut receiver = spawn_receive(&args, &out, &log);
@@ -452,8 +482,8 @@ fn every_end_midway_leaves_a_last_checkpoint_of_exactly_what_was_verified() {
             // Everything the relay let through is in.
             wait_until(&mut receiver, &log, || part_len(&part) >= HOLD - (1 << 20));
             match how {
-                "Ctrl-C on the sender" => signal(&sender, "INT"),
-                _ => signal(&sender, "STOP"),
+                "Ctrl-C on the sender" => signal(&sender.0, "INT"),
+                _ => signal(&sender.0, "STOP"),
             }
             release.store(true, Ordering::SeqCst);
         }
@@ -465,9 +495,7 @@ fn every_end_midway_leaves_a_last_checkpoint_of_exactly_what_was_verified() {
             _ => 4,
         };
         assert_eq!(status, expected, "{how}: {text}");
-        signal(&sender, "CONT");
-        let _ = sender.kill();
-        let _ = sender.wait();
+        drop(sender);
         let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
             .as_u64()
             .unwrap_or_else(|| panic!("{how}: no claim in the lock: {text}"));
@@ -476,7 +504,11 @@ fn every_end_midway_leaves_a_last_checkpoint_of_exactly_what_was_verified() {
             part_len(&part),
             "{how}: the lock and the .part differ"
         );
-        assert!(kept >= 40 << 20, "{how}: only {kept} bytes kept: {text}");
+        // All the relay let through, but for a segment not yet verified.
+        assert!(
+            kept >= HOLD - (2 << 20),
+            "{how}: only {kept} bytes kept: {text}"
+        );
         assert!(
             fs::read(&part).unwrap()[..] == fs::read(&source).unwrap()[..kept as usize],
             "{how}: the .part is not the file's start"
@@ -877,10 +909,14 @@ fn ctrl_c_on_a_sender_checking_a_large_resume_is_heard_at_once() {
         let sent = fs::read_to_string(&sender_log).unwrap();
         assert_eq!(status, 8, "{extra:?}: {sent}");
         // It said what it was doing meanwhile (a session among several, with its peer).
-        assert!(
-            sent.contains("checking what is already here: "),
-            "{extra:?}: {sent}"
-        );
+        let said = sent.lines().any(|line| {
+            if extra.is_empty() {
+                line.starts_with("checking what is already here: ")
+            } else {
+                line.starts_with("127.0.0.1:") && line.contains(": checking what is already here: ")
+            }
+        });
+        assert!(said, "{extra:?}: {sent}");
         assert!(
             took < Duration::from_millis(2500),
             "{extra:?}: the stop took {took:?} to be heard: {sent}"

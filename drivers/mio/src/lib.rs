@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use ferry_core::transfer::{ReceiverSession, SenderSession, Session, TransferError};
 use ferry_core::{ConnectionString, Timestamp};
-use ferry_std::conn::Traffic;
+use ferry_std::conn::{LAST_WORDS_AT_MOST, Traffic};
 use ferry_std::peer::PeerPolicy;
 use ferry_std::receive::{ReceiveOptions, ReceiveSummary, Receiving, connect_error};
 use ferry_std::send::{SendSummary, Sender, Sending, failure};
-use ferry_std::{Clock, DriverError, Report, Reporter};
+use ferry_std::{CheckLine, Clock, DriverError, Report, Reporter};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
@@ -101,7 +101,10 @@ impl Drain<ReceiverSession> for Receiving {
 const TURN: usize = 32;
 const INPUT_BUFFER: usize = 256 << 10;
 const LISTENER: Token = Token(usize::MAX);
-/// How long an ended session may take to flush its last words (a close, a cancel).
+/// How long an ended session goes on with its last words (a close, a cancel) while the
+/// peer takes none of them, and after them reads what the peer sends while it sends
+/// something: a slow path may hold seconds of data ahead of a cancel (at most
+/// [`LAST_WORDS_AT_MOST`] in all).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Tokens from here on name connects still under way in [`receive_all`].
 const CONNECTING: usize = 1 << 30;
@@ -120,13 +123,10 @@ pub const SPARE_CONNECTIONS: usize = 8;
 struct Prefixed<'a> {
     peer: &'a str,
     inner: &'a mut dyn Reporter,
-    /// When this session last said how far its check of a resume is (a line every
-    /// [`CHECK_LINE_EVERY`], where the caller's reporter does not tell sessions apart).
-    check_line: &'a mut Option<Instant>,
+    /// How far this session's check of a resume is, as lines, where the caller's
+    /// reporter does not tell sessions apart.
+    check_line: &'a mut CheckLine,
 }
-
-/// How often a session among several says how far its check of a resume is.
-const CHECK_LINE_EVERY: Duration = Duration::from_secs(2);
 
 impl Reporter for Prefixed<'_> {
     fn info(&mut self, line: &str) {
@@ -152,16 +152,8 @@ impl Reporter for Prefixed<'_> {
             reporter.checking(checked, total);
             return;
         }
-        if self
-            .check_line
-            .is_none_or(|at| at.elapsed() >= CHECK_LINE_EVERY)
-        {
-            *self.check_line = Some(Instant::now());
-            self.info(&format!(
-                "checking what is already here: {} of {}",
-                ferry_std::human_size(checked),
-                ferry_std::human_size(total)
-            ));
+        if let Some(line) = self.check_line.due(checked, total) {
+            self.info(&line);
         }
     }
 }
@@ -187,7 +179,7 @@ struct Conn<S, W> {
     started: Instant,
     /// The session is over; its last bytes (a close, a cancel with its reason) are being
     /// flushed until this deadline, and, if it failed, the peer's read until it closes.
-    closing: Option<(Result<(), DriverError>, Instant)>,
+    closing: Option<(Result<(), DriverError>, Instant, Instant)>,
     /// This side has half-closed the connection after its last words.
     half_closed: bool,
     /// Its lanes (PROTOCOL.md §8), and its slot on the loop (their tokens follow from it).
@@ -196,8 +188,8 @@ struct Conn<S, W> {
     /// Its number among the loop's sessions, which names its chain on the hashing
     /// thread (a slot is used again; a number is not).
     id: u64,
-    /// When it last said how far its check of a resume is (see [`Prefixed`]).
-    check_line: Option<Instant>,
+    /// How far its check of a resume is, as lines (see [`Prefixed`]).
+    check_line: CheckLine,
 }
 
 /// How a session's turn ended.
@@ -232,7 +224,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             lanes: Lanes::new(),
             index: 0,
             id: 0,
-            check_line: None,
+            check_line: CheckLine::default(),
         }
     }
 
@@ -266,7 +258,8 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             let Turn::Over(result) = outcome else {
                 return outcome;
             };
-            self.closing = Some((result, Instant::now() + CLOSE_GRACE));
+            let now = Instant::now();
+            self.closing = Some((result, now + CLOSE_GRACE, now + LAST_WORDS_AT_MOST));
         }
         // Its last words may sit behind records still being sealed.
         let _ = self.hand_out(hasher);
@@ -280,6 +273,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
     /// the connection, and the peer, still sending, would meet the reset before it read
     /// the cancel (the blocking driver's `linger`).
     fn flush_closing(&mut self) -> Turn {
+        let (sent, received) = (self.traffic.sent, self.traffic.received);
         while self.writable && !self.session.poll_transmit().is_empty() {
             match self.stream.write(self.session.poll_transmit()) {
                 Ok(n) if n > 0 => {
@@ -293,21 +287,33 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         }
         let flushed = (self.session.poll_transmit().is_empty() || self.writable)
             && !self.session.sealing_pending();
+        // The grace runs from the last byte that went out, or, once all has, came in.
+        let moved = |deadline: &mut Instant, cap: Instant| {
+            *deadline = (Instant::now() + CLOSE_GRACE).min(cap);
+        };
         match self.closing.take() {
-            Some((result, deadline)) if !flushed && Instant::now() < deadline => {
-                self.closing = Some((result, deadline));
+            Some((result, mut deadline, cap)) if !flushed && Instant::now() < deadline => {
+                if self.traffic.sent > sent {
+                    moved(&mut deadline, cap);
+                }
+                self.closing = Some((result, deadline, cap));
                 Turn::Idle
             }
-            Some((result @ Err(_), deadline)) if !self.eof && Instant::now() < deadline => {
+            Some((result @ Err(_), mut deadline, cap))
+                if !self.eof && Instant::now() < deadline =>
+            {
                 if !self.half_closed {
                     let _ = self.stream.shutdown(Shutdown::Write);
                     self.half_closed = true;
                 }
                 self.drop_input();
+                if self.traffic.received > received {
+                    moved(&mut deadline, cap);
+                }
                 if self.eof {
                     Turn::Over(result)
                 } else {
-                    self.closing = Some((result, deadline));
+                    self.closing = Some((result, deadline, cap));
                     // Still readable: its turn was used up, not its input.
                     if self.readable {
                         Turn::Busy
@@ -316,7 +322,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                     }
                 }
             }
-            Some((result, _)) => Turn::Over(result),
+            Some((result, _, _)) => Turn::Over(result),
             None => Turn::Idle,
         }
     }
@@ -348,7 +354,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         trace: bool,
     ) -> Turn {
         let label = std::mem::take(&mut self.label);
-        let mut check_line = self.check_line.take();
+        let mut check_line = std::mem::take(&mut self.check_line);
         let advanced = self.advance(
             clock,
             registry,
@@ -504,7 +510,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
             .next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()));
         match &self.closing {
-            Some((_, deadline)) => Some(deadline.saturating_duration_since(Instant::now())),
+            Some((_, deadline, _)) => Some(deadline.saturating_duration_since(Instant::now())),
             None => self
                 .session
                 .poll_timeout()

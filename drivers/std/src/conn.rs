@@ -235,9 +235,7 @@ pub fn drive<S: Session>(
     if let Some(workers) = hasher.borrow_mut().as_mut() {
         workers.finish_sealing(session, clock.now());
     }
-    let _ = flush(stream, session, clock, traffic, lanes, &mut |_, _| {
-        Ok(false)
-    });
+    say_last_words(stream, session, traffic);
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
         linger(stream);
@@ -265,17 +263,65 @@ fn network_error(what: &str, error: Option<&std::io::Error>, traffic: &Traffic) 
     }
 }
 
-/// How long a session that failed (a cancel, say) keeps reading after its last word, so
-/// that the peer reads that word.
+/// How long an ended session goes on with its last words while the peer is silent: what
+/// is left to write is given up once no byte has gone out for this long, and reading
+/// after the last word (see [`linger`]) once none has come in for this long.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Reads and drops what the peer still sends until it closes, for at most [`LINGER`]:
-/// closing a socket with unread bytes in it makes the system reset the connection, and
-/// a reset can reach the peer before the cancel it was meant to read.
+/// The most an ended session's last words may take, however slowly they go out.
+pub const LAST_WORDS_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Writes what an ended session still has for its peer (a close; a cancel, behind the
+/// records sealed before it) for as long as the peer takes it: on a slow path a cancel
+/// may wait behind seconds of data, and a stream cut short of it ends mid-record, which
+/// the peer can only call a broken connection. Given up once no byte has gone out for
+/// [`LINGER`] (a peer that stopped reading), or after [`LAST_WORDS_AT_MOST`]. What the
+/// peer sends meanwhile is read and dropped, so that neither side waits on the other.
+fn say_last_words<S: Session>(stream: &mut TcpStream, session: &mut S, traffic: &mut Traffic) {
+    let start = std::time::Instant::now();
+    let mut wrote = start;
+    let mut sink = vec![0u8; 64 << 10];
+    while !session.poll_transmit().is_empty()
+        && wrote.elapsed() < LINGER
+        && start.elapsed() < LAST_WORDS_AT_MOST
+    {
+        match stream.write(session.poll_transmit()) {
+            Ok(0) => return,
+            Ok(n) => {
+                traffic.sent += n as u64;
+                session.advance_transmit(n);
+                wrote = std::time::Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                while crate::os::net::readable_now(stream) {
+                    match stream.read(&mut sink) {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads and drops what the peer still sends until it closes: closing a socket with
+/// unread bytes in it makes the system reset the connection, which throws away what is
+/// still queued for the peer (on a slow path, seconds of it, the last word last) and can
+/// reach the peer before it. A peer still reading what was sent keeps answering; one
+/// silent for [`LINGER`] is given up on, and any after [`LAST_WORDS_AT_MOST`].
 fn linger(stream: &mut TcpStream) {
-    let until = std::time::Instant::now() + LINGER;
-    let mut sink = [0u8; 64 << 10];
-    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+    let start = std::time::Instant::now();
+    let mut heard = start;
+    let mut sink = vec![0u8; 64 << 10];
+    loop {
+        let until = (heard + LINGER).min(start + LAST_WORDS_AT_MOST);
+        let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
+            return;
+        };
         if stream
             .set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .is_err()
@@ -284,7 +330,7 @@ fn linger(stream: &mut TcpStream) {
         }
         match stream.read(&mut sink) {
             Ok(0) => return,
-            Ok(_) => {}
+            Ok(_) => heard = std::time::Instant::now(),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => return,
         }

@@ -76,6 +76,32 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// How far a check of what is already here is, as a line for people where no bar can be
+/// drawn (a log, a pipe, one session among several): the first at once, then one every
+/// 2 s at most.
+#[derive(Debug, Default)]
+pub struct CheckLine {
+    said: Option<std::time::Instant>,
+}
+
+impl CheckLine {
+    /// The line to print now about `checked` of `total` bytes, if one is due.
+    pub fn due(&mut self, checked: u64, total: u64) -> Option<String> {
+        if self
+            .said
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(2))
+        {
+            return None;
+        }
+        self.said = Some(std::time::Instant::now());
+        Some(format!(
+            "checking what is already here: {} of {}",
+            human_size(checked),
+            human_size(total)
+        ))
+    }
+}
+
 /// The files and the folders of a batch, and the bytes in its files.
 pub fn batch_counts(manifest: &ferry_core::transfer::Manifest) -> (u64, u64, u64) {
     let folders = manifest

@@ -5,8 +5,8 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 static REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -34,14 +34,45 @@ pub struct LastWords {
     pub stderr: Option<String>,
 }
 
+/// Held while a whole line is written to stdout (`--json`'s events), so that the last
+/// words of a second signal never land in the middle of one.
+pub static STDOUT_LINE: Mutex<()> = Mutex::new(());
+
+/// How long the last words may take: a stdout nobody reads (a full pipe, a terminal
+/// paused with Ctrl-S) must not keep a second Ctrl-C from ending the process.
+const LAST_WORDS_WITHIN: Duration = Duration::from_millis(300);
+
+/// The signals that stop a transfer.
+const SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
 /// Installs the handlers (once per process; later calls do nothing).
 pub fn install(last_words: LastWords) -> io::Result<()> {
     if REQUESTED.get().is_some() {
         return Ok(());
     }
     let flag = Arc::clone(REQUESTED.get_or_init(Default::default));
-    end_on_the_second(last_words, &flag)?;
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    #[cfg(unix)]
+    {
+        // The flag first: every signal the thread counts has set it.
+        let mut registered = Vec::new();
+        for signal in SIGNALS {
+            registered.push(signal_hook::flag::register(signal, Arc::clone(&flag))?);
+        }
+        if count_on_a_thread(last_words).is_ok() {
+            return Ok(());
+        }
+        // Without the thread, as elsewhere.
+        for id in registered {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = last_words;
+    // The handler ends the process itself at the second signal, with no words.
+    for signal in SIGNALS {
+        // Registered before the flag, so that it sees the flag as the previous signal
+        // left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))?;
         signal_hook::flag::register(signal, Arc::clone(&flag))?;
     }
     Ok(())
@@ -51,15 +82,13 @@ pub fn install(last_words: LastWords) -> io::Result<()> {
 /// says the last words and ends the process. (A flag could not count: two signals before
 /// anyone looks are one.)
 #[cfg(unix)]
-fn end_on_the_second(last_words: LastWords, _flag: &Arc<AtomicBool>) -> io::Result<()> {
+fn count_on_a_thread(last_words: LastWords) -> io::Result<()> {
     use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
     let (mut heard, tell) = UnixStream::pair()?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, tell.try_clone()?)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, tell)?;
     // Descriptors of our own: the standard handles' locks may be held by a thread that the
     // signal interrupted, and a closed stdout only costs its words.
     let own = |fd: std::os::fd::BorrowedFd<'_>, words: Option<String>| {
@@ -77,22 +106,36 @@ fn end_on_the_second(last_words: LastWords, _flag: &Arc<AtomicBool>) -> io::Resu
                 if signals < 2 {
                     continue;
                 }
-                for (file, words) in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+                // Ended on time even if the words cannot go out.
+                let _ = std::thread::Builder::new().spawn(|| {
+                    std::thread::sleep(LAST_WORDS_WITHIN);
+                    signal_hook::low_level::exit(130);
+                });
+                if let Some((file, words)) = stdout.as_mut() {
+                    // Between two lines, or, where one is stuck halfway, on a line of its
+                    // own.
+                    let deadline = std::time::Instant::now() + LAST_WORDS_WITHIN / 3;
+                    let _between = loop {
+                        match STDOUT_LINE.try_lock() {
+                            Ok(between) => break Some(between),
+                            Err(_) if std::time::Instant::now() >= deadline => {
+                                let _ = file.write_all(b"\n");
+                                break None;
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    };
+                    let _ = file.write_all(words.as_bytes());
+                }
+                if let Some((file, words)) = stderr.as_mut() {
                     let _ = file.write_all(words.as_bytes());
                 }
                 signal_hook::low_level::exit(130);
             }
         })?;
-    Ok(())
-}
-
-/// Where signals cannot be counted on a thread, the handler ends the process itself, with
-/// no words.
-#[cfg(not(unix))]
-fn end_on_the_second(_last_words: LastWords, flag: &Arc<AtomicBool>) -> io::Result<()> {
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registered before the flag, so that it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag))?;
+    // Counted only once the thread is there to read them.
+    for signal in SIGNALS {
+        signal_hook::low_level::pipe::register(signal, tell.try_clone()?)?;
     }
     Ok(())
 }

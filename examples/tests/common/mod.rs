@@ -544,18 +544,19 @@ pub(crate) fn relay(
 }
 
 /// Points the receive `args` at a relay that carries the sender's stream at `rate` bytes a
-/// second, so that how much arrives in a given time is known.
+/// second on each connection, so that how much arrives in a given time is known (give the
+/// receive `--connections 1`, so that a path this slow gets no more).
 pub(crate) fn at_a_rate(args: &mut [String], rate: u64) {
+    use std::collections::HashMap;
     use std::sync::Mutex;
     let (at, sender_port) = port_arg(args);
-    let started: Mutex<Option<(usize, Instant)>> = Mutex::new(None);
+    let started: Mutex<HashMap<usize, Instant>> = Mutex::new(HashMap::new());
     args[at] = relay(sender_port, move |index, carried, _| {
-        let mut started = started.lock().unwrap();
-        let start = match *started {
-            Some((i, start)) if i == index => start,
-            _ => started.insert((index, Instant::now())).1,
-        };
-        drop(started);
+        let start = *started
+            .lock()
+            .unwrap()
+            .entry(index)
+            .or_insert_with(Instant::now);
         let due = start + Duration::from_secs_f64(carried as f64 / rate as f64);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         true
