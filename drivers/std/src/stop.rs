@@ -40,6 +40,7 @@ pub static STDOUT_LINE: Mutex<()> = Mutex::new(());
 
 /// How long the last words may take: a stdout nobody reads (a full pipe, a terminal
 /// paused with Ctrl-S) must not keep a second Ctrl-C from ending the process.
+#[cfg(unix)]
 const LAST_WORDS_WITHIN: Duration = Duration::from_millis(300);
 
 /// The signals that stop a transfer.
