@@ -184,24 +184,8 @@ fn a_partial_file_under_another_name_resumes() {
     random_file(&tree.join("log.part"), 3 << 20, 8);
     random_file(&tree.join("log~1.part"), 1000, 9);
     let out = dir.path().join("out");
-    let sending = send(&["--pod"], &[&tree], None);
-    let mut args = sending.receive_args(None);
-    // Held at 48 MiB, so that the stop comes before the end however fast the machine.
-    let release = held_relay(&mut args, 48 << 20);
-    args.extend(["--connections".to_owned(), "1".to_owned()]);
-    let log = dir.path().join("first.log");
-    let mut child = spawn_receive(&args, &out, &log);
     let partial = out.join("downloads/log~2.part");
-    wait_until(&mut child, &log, || part_len(&partial) >= 32 << 20);
-    signal(&child, "INT");
-    release.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(
-        wait(&mut child, Duration::from_secs(60)),
-        8,
-        "{}",
-        fs::read_to_string(&log).unwrap()
-    );
-    sending.abandon();
+    stopped_midway(&tree, &out, &partial, 32 << 20, 48 << 20);
     let sending = send(&["--pod"], &[&tree], None);
     let again = receive(&sending.receive_args(None), &out, None);
     let text = stderr(&again);

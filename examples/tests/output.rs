@@ -154,19 +154,7 @@ fn json_plan_of_a_resume_counts_what_is_here() {
     random_file(&src.join("a.bin"), 8 << 20, 51);
     random_file(&src.join("z.bin"), 128 << 20, 52);
     let out = dir.path().join("out");
-    let sending = send(&["--pod"], &[&src], None);
-    let mut args = sending.receive_args(None);
-    // Held at 64 MiB, so that the stop comes before the end however fast the machine.
-    let release = held_relay(&mut args, 64 << 20);
-    args.extend(["--connections".to_owned(), "1".to_owned()]);
-    let log = dir.path().join("first.log");
-    let mut child = spawn_receive(&args, &out, &log);
-    let part = out.join("src/z.bin.part");
-    wait_until(&mut child, &log, || part_len(&part) >= 32 << 20);
-    signal(&child, "INT");
-    release.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(wait(&mut child, Duration::from_secs(60)), 8);
-    sending.abandon();
+    stopped_midway(&src, &out, &out.join("src/z.bin.part"), 32 << 20, 64 << 20);
     let lock: Value =
         serde_json::from_slice(&fs::read(out.join(".transfer_lock.json")).unwrap()).unwrap();
     let partial = lock["files"]["src/z.bin"]["transferred_bytes"]

@@ -570,23 +570,7 @@ fn the_space_check_counts_the_disk_a_stopped_runs_part_holds() {
         return;
     };
     for rerun_with in ["the same file", "a changed file"] {
-        let sending = send(&["--pod"], &[&source], None);
-        let mut args = sending.receive_args(None);
-        let release = held_relay(&mut args, 16 << 20);
-        let log = out.with_extension("log");
-        let mut child = spawn_receive(&args, &out, &log);
-        wait_until(&mut child, &log, || {
-            part_len(&out.join("big.bin.part")) >= 8 << 20
-        });
-        signal(&child, "INT");
-        release.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(
-            wait(&mut child, Duration::from_secs(60)),
-            8,
-            "{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        sending.abandon();
+        stopped_midway(&source, &out, &out.join("big.bin.part"), 8 << 20, 16 << 20);
         let filler = fill_all_but(&out, 8 << 20);
         if rerun_with == "a changed file" {
             random_file(&source, total as usize, 14);

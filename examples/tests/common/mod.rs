@@ -591,6 +591,29 @@ pub(crate) fn held_relay(
     release
 }
 
+/// A receive of `source` into `out` stopped with Ctrl-C once `part` holds `at` bytes, over
+/// one connection whose stream is held at `hold` bytes until then (so that the stop comes
+/// first however fast the machine); asserts that it ended as cancelled (exit 8).
+pub(crate) fn stopped_midway(source: &Path, out: &Path, part: &Path, at: u64, hold: u64) {
+    let sending = send(&["--pod"], &[source], None);
+    let mut args = sending.receive_args(None);
+    let release = held_relay(&mut args, hold);
+    args.extend(["--connections".to_owned(), "1".to_owned()]);
+    let log = out.with_extension("stopped.log");
+    let mut child = spawn_receive(&args, out, &log);
+    wait_until(&mut child, &log, || part_len(part) >= at);
+    signal(&child, "INT");
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    let status = wait(&mut child, Duration::from_secs(60));
+    assert_eq!(
+        status,
+        8,
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    sending.abandon();
+}
+
 /// A large resume, cheaply: a sparse source of `total` bytes (no disk, read as fast as
 /// memory; checking it still costs each side seconds of hashing), and an output folder
 /// as a stopped receive leaves it, with all but the last MiB verified. Returns the
