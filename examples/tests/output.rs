@@ -506,11 +506,18 @@ fn sigterm_on_the_sender_is_a_cancel_on_both_sides_as_ctrl_c_is() {
 fn ctrl_c_on_a_sender_over_a_slow_path_still_tells_the_receiver() {
     // The blocking sender, and the event loop's (`--receivers`).
     for extra in [&[][..], &["--receivers", "1"]] {
-        ctrl_c_on_a_sender_over_a_slow_path(extra);
+        ctrl_c_over_a_slow_path("sender", extra);
     }
 }
 
-fn ctrl_c_on_a_sender_over_a_slow_path(extra: &[&str]) {
+/// Ctrl-C on a receiver over a slow path: the sender hears why, and the receiver ends
+/// soon, not once the megabytes on their way have drained.
+#[test]
+fn ctrl_c_on_a_receiver_over_a_slow_path_ends_it_soon() {
+    ctrl_c_over_a_slow_path("receiver", &[]);
+}
+
+fn ctrl_c_over_a_slow_path(side: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     random_file(&source, 200 << 20, 9);
@@ -524,16 +531,33 @@ fn ctrl_c_on_a_sender_over_a_slow_path(extra: &[&str]) {
     wait_until(&mut receiver, &log, || {
         part_len(&out.join("big.bin.part")) >= 4 << 20
     });
-    signal(&sender, "INT");
+    let asked = Instant::now();
+    signal(if side == "sender" { &sender } else { &receiver }, "INT");
     let receiver_status = wait(&mut receiver, Duration::from_secs(60));
+    let receiver_took = asked.elapsed();
     let sender_status = wait(&mut sender, Duration::from_secs(60));
     let receiver_log = fs::read_to_string(&log).unwrap();
-    assert_eq!(receiver_status, 8, "{extra:?}: {receiver_log}");
-    assert_eq!(sender_status, 8, "{extra:?}");
-    assert!(
-        receiver_log.contains("ferry: cancelled by the sender"),
-        "{extra:?}: {receiver_log}"
-    );
+    let mut sender_log = String::new();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut sender_log)
+        .unwrap();
+    assert_eq!(receiver_status, 8, "{side} {extra:?}: {receiver_log}");
+    assert_eq!(sender_status, 8, "{side} {extra:?}: {sender_log}");
+    let (told, said) = if side == "sender" {
+        (&receiver_log, "ferry: cancelled by the sender")
+    } else {
+        (&sender_log, "ferry: cancelled by the receiver")
+    };
+    assert!(told.contains(said), "{side} {extra:?}: {told}");
+    if side == "receiver" {
+        assert!(
+            receiver_took < Duration::from_secs(5),
+            "the receiver took {receiver_took:?} to end"
+        );
+    }
 }
 
 #[test]

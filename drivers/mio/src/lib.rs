@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ferry_core::transfer::{ReceiverSession, SenderSession, Session, TransferError};
 use ferry_core::{ConnectionString, Timestamp};
-use ferry_std::conn::{LAST_WORDS_AT_MOST, Traffic};
+use ferry_std::conn::{Traffic, last_words_at_most};
 use ferry_std::peer::PeerPolicy;
 use ferry_std::receive::{ReceiveOptions, ReceiveSummary, Receiving, connect_error};
 use ferry_std::send::{SendSummary, Sender, Sending, failure};
@@ -103,8 +103,8 @@ const INPUT_BUFFER: usize = 256 << 10;
 const LISTENER: Token = Token(usize::MAX);
 /// How long an ended session goes on with its last words (a close, a cancel) while the
 /// peer takes none of them, and after them reads what the peer sends while it sends
-/// something: a slow path may hold seconds of data ahead of a cancel (at most
-/// [`LAST_WORDS_AT_MOST`] in all).
+/// something: a slow path may hold seconds of data ahead of a sender's cancel (at most
+/// [`last_words_at_most`] in all).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Tokens from here on name connects still under way in [`receive_all`].
 const CONNECTING: usize = 1 << 30;
@@ -259,7 +259,8 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
                 return outcome;
             };
             let now = Instant::now();
-            self.closing = Some((result, now + CLOSE_GRACE, now + LAST_WORDS_AT_MOST));
+            let at_most = last_words_at_most(self.traffic.sends_parts);
+            self.closing = Some((result, now + CLOSE_GRACE, now + at_most));
         }
         // Its last words may sit behind records still being sealed.
         let _ = self.hand_out(hasher);

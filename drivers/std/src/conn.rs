@@ -238,7 +238,7 @@ pub fn drive<S: Session>(
     say_last_words(stream, session, traffic);
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
-        linger(stream);
+        linger(stream, last_words_at_most(traffic.sends_parts));
     }
     result
 }
@@ -270,6 +270,18 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// The most an ended session's last words may take, however slowly they go out.
 pub const LAST_WORDS_AT_MOST: Duration = Duration::from_secs(30);
+
+/// How long an ended session may take over its last words and the reading after them: a
+/// sender's may wait behind seconds of data on a slow path (up to
+/// [`LAST_WORDS_AT_MOST`]); a receiver's go out at once, and its user, who may have
+/// pressed Ctrl-C, waits no longer than [`LINGER`] for the sender's side to close.
+pub fn last_words_at_most(sends_parts: bool) -> Duration {
+    if sends_parts {
+        LAST_WORDS_AT_MOST
+    } else {
+        LINGER
+    }
+}
 
 /// Writes what an ended session still has for its peer (a close; a cancel, behind the
 /// records sealed before it) for as long as the peer takes it: on a slow path a cancel
@@ -312,13 +324,13 @@ fn say_last_words<S: Session>(stream: &mut TcpStream, session: &mut S, traffic: 
 /// unread bytes in it makes the system reset the connection, which throws away what is
 /// still queued for the peer (on a slow path, seconds of it, the last word last) and can
 /// reach the peer before it. A peer still reading what was sent keeps answering; one
-/// silent for [`LINGER`] is given up on, and any after [`LAST_WORDS_AT_MOST`].
-fn linger(stream: &mut TcpStream) {
+/// silent for [`LINGER`] is given up on, and any after `at_most`.
+fn linger(stream: &mut TcpStream, at_most: Duration) {
     let start = std::time::Instant::now();
     let mut heard = start;
     let mut sink = vec![0u8; 64 << 10];
     loop {
-        let until = (heard + LINGER).min(start + LAST_WORDS_AT_MOST);
+        let until = (heard + LINGER).min(start + at_most);
         let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
             return;
         };
