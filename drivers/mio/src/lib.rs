@@ -289,14 +289,16 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         let flushed = (self.session.poll_transmit().is_empty() || self.writable)
             && !self.session.sealing_pending();
         // The grace runs from the last byte that went out, or, once all has, came in.
+        if let Some((_, deadline, cap)) = self.closing.as_mut()
+            && self.traffic.sent > sent
+        {
+            *deadline = (Instant::now() + CLOSE_GRACE).min(*cap);
+        }
         let moved = |deadline: &mut Instant, cap: Instant| {
             *deadline = (Instant::now() + CLOSE_GRACE).min(cap);
         };
         match self.closing.take() {
-            Some((result, mut deadline, cap)) if !flushed && Instant::now() < deadline => {
-                if self.traffic.sent > sent {
-                    moved(&mut deadline, cap);
-                }
+            Some((result, deadline, cap)) if !flushed && Instant::now() < deadline => {
                 self.closing = Some((result, deadline, cap));
                 Turn::Idle
             }

@@ -235,10 +235,17 @@ pub fn drive<S: Session>(
     if let Some(workers) = hasher.borrow_mut().as_mut() {
         workers.finish_sealing(session, clock.now());
     }
-    say_last_words(stream, session, traffic);
+    let until = std::time::Instant::now() + last_words_at_most(traffic.sends_parts);
+    let waited = say_last_words(stream, session, traffic, until);
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
-        linger(stream, last_words_at_most(traffic.sends_parts));
+        // Only last words that had to wait for the peer may still be on their way.
+        let until = if waited {
+            until
+        } else {
+            until.min(std::time::Instant::now() + LINGER)
+        };
+        linger(stream, until);
     }
     result
 }
@@ -271,8 +278,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The most an ended session's last words may take, however slowly they go out.
 pub const LAST_WORDS_AT_MOST: Duration = Duration::from_secs(30);
 
-/// How long an ended session may take over its last words and the reading after them: a
-/// sender's may wait behind seconds of data on a slow path (up to
+/// How long an ended session may take over its last words and the reading after them, in
+/// all: a sender's may wait behind seconds of data on a slow path (up to
 /// [`LAST_WORDS_AT_MOST`]); a receiver's go out at once, and its user, who may have
 /// pressed Ctrl-C, waits no longer than [`LINGER`] for the sender's side to close.
 pub fn last_words_at_most(sends_parts: bool) -> Duration {
@@ -287,18 +294,24 @@ pub fn last_words_at_most(sends_parts: bool) -> Duration {
 /// records sealed before it) for as long as the peer takes it: on a slow path a cancel
 /// may wait behind seconds of data, and a stream cut short of it ends mid-record, which
 /// the peer can only call a broken connection. Given up once no byte has gone out for
-/// [`LINGER`] (a peer that stopped reading), or after [`LAST_WORDS_AT_MOST`]. What the
-/// peer sends meanwhile is read and dropped, so that neither side waits on the other.
-fn say_last_words<S: Session>(stream: &mut TcpStream, session: &mut S, traffic: &mut Traffic) {
-    let start = std::time::Instant::now();
-    let mut wrote = start;
+/// [`LINGER`] (a peer that stopped reading), or at `until`. What the peer sends meanwhile
+/// is read and dropped, so that neither side waits on the other. True if a write had to
+/// wait for the peer.
+fn say_last_words<S: Session>(
+    stream: &mut TcpStream,
+    session: &mut S,
+    traffic: &mut Traffic,
+    until: std::time::Instant,
+) -> bool {
+    let mut wrote = std::time::Instant::now();
+    let mut waited = false;
     let mut sink = vec![0u8; 64 << 10];
     while !session.poll_transmit().is_empty()
         && wrote.elapsed() < LINGER
-        && start.elapsed() < LAST_WORDS_AT_MOST
+        && std::time::Instant::now() < until
     {
         match stream.write(session.poll_transmit()) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(n) => {
                 traffic.sent += n as u64;
                 session.advance_transmit(n);
@@ -306,31 +319,41 @@ fn say_last_words<S: Session>(stream: &mut TcpStream, session: &mut S, traffic: 
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                while crate::os::net::readable_now(stream) {
+                waited = true;
+                while crate::os::net::readable_now(stream) && std::time::Instant::now() < until {
                     match stream.read(&mut sink) {
-                        Ok(0) => return,
+                        Ok(0) => return waited,
                         Ok(_) => {}
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => return,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::Interrupted
+                                    | ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                            ) =>
+                        {
+                            break;
+                        }
+                        Err(_) => return waited,
                     }
                 }
             }
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    waited
 }
 
 /// Reads and drops what the peer still sends until it closes: closing a socket with
 /// unread bytes in it makes the system reset the connection, which throws away what is
 /// still queued for the peer (on a slow path, seconds of it, the last word last) and can
 /// reach the peer before it. A peer still reading what was sent keeps answering; one
-/// silent for [`LINGER`] is given up on, and any after `at_most`.
-fn linger(stream: &mut TcpStream, at_most: Duration) {
-    let start = std::time::Instant::now();
-    let mut heard = start;
+/// silent for [`LINGER`] is given up on, and any at `until`.
+fn linger(stream: &mut TcpStream, until: std::time::Instant) {
+    let mut heard = std::time::Instant::now();
     let mut sink = vec![0u8; 64 << 10];
     loop {
-        let until = (heard + LINGER).min(start + at_most);
+        let until = (heard + LINGER).min(until);
         let Some(left) = until.checked_duration_since(std::time::Instant::now()) else {
             return;
         };
