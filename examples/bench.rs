@@ -365,11 +365,31 @@ fn aead_mbs(data: &mut [u8]) -> f64 {
     data.len() as f64 / 1e6 / start.elapsed().as_secs_f64()
 }
 
+/// How to run the benchmark, for a first argument it cannot take as its directory.
+const USAGE: &str = "usage: bench [DIR] | bench DIR --against OTHER_FERRY | bench DIR --scp PORT KEY
+  DIR: where the payloads are made and kept (default: a ferry-bench folder in the temporary directory)";
+
 fn main() {
-    let dir = std::env::args()
-        .nth(1)
+    let first = std::env::args().nth(1);
+    // `--help` (or any option) given first is not a directory to fill with gigabytes.
+    if first.as_deref().is_some_and(|arg| arg.starts_with('-')) {
+        eprintln!("{USAGE}");
+        std::process::exit(if first.as_deref() == Some("--help") {
+            0
+        } else {
+            2
+        });
+    }
+    let dir = first
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("ferry-bench"));
+    if let Some(mode) = std::env::args()
+        .nth(2)
+        .filter(|mode| !["--against", "--scp"].contains(&mode.as_str()))
+    {
+        eprintln!("bench: unknown argument {mode}\n{USAGE}");
+        std::process::exit(2);
+    }
     fs::create_dir_all(&dir).unwrap();
     let ferry = ferry_binary();
     eprintln!("preparing payloads in {} ...", dir.display());
