@@ -465,7 +465,11 @@ fn paths_that_would_arrive_as_one_or_as_nothing_are_usage_errors() {
 /// with it), and the sender waits for a receiver it can serve.
 #[test]
 fn a_file_named_like_the_lock_is_refused_at_the_top_of_the_output_folder() {
-    for name in [".transfer_lock.json", ".transfer_lock.json.tmp"] {
+    for name in [
+        ".transfer_lock.json",
+        ".transfer_lock.json.tmp",
+        ".transfer_lock.json.spare",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         fs::create_dir_all(&src).unwrap();

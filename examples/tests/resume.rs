@@ -89,10 +89,9 @@ fn rerun(source: &Path, out: &Path, total: u64, entries: u64) -> (u64, String, S
         !out.join(".transfer_lock.json").exists(),
         "lock left behind"
     );
-    assert!(
-        !out.join(".transfer_lock.json.tmp").exists(),
-        "temporary lock left behind"
-    );
+    for left in [".transfer_lock.json.tmp", ".transfer_lock.json.spare"] {
+        assert!(!out.join(left).exists(), "{left} left behind");
+    }
     (present, log, sender_log)
 }
 
@@ -279,6 +278,56 @@ fn fill_all_but(dir: &Path, left: u64) -> PathBuf {
     let file = fs::File::create(&filler).unwrap();
     nix::fcntl::posix_fallocate(&file, 0, free.saturating_sub(left) as i64).unwrap();
     filler
+}
+
+/// Another program that takes every byte of disk that comes free on the file system
+/// holding a folder, as a file there, until dropped (which removes the file).
+struct Hog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    taking: Option<std::thread::JoinHandle<()>>,
+    file: PathBuf,
+}
+
+impl Hog {
+    fn start(dir: &Path) -> Hog {
+        use std::sync::atomic::Ordering;
+        let file = dir.join("hog");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taking = {
+            let (file, stop, dir) = (file.clone(), stop.clone(), dir.to_owned());
+            let hog = fs::File::create(&file).unwrap();
+            // Taken once before this returns: the disk is full from here on.
+            let take = move || {
+                let free = nix::sys::statvfs::statvfs(&dir).unwrap();
+                let free = free.blocks_available() as u64 * free.fragment_size() as u64;
+                let held = hog.metadata().unwrap().len();
+                let _ = nix::fcntl::posix_fallocate(&hog, held as i64, free as i64);
+            };
+            take();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // As often as it can: disk given back is taken at once.
+                    take();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        Hog {
+            stop,
+            taking: Some(taking),
+            file,
+        }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(taking) = self.taking.take() {
+            let _ = taking.join();
+        }
+        let _ = fs::remove_file(&self.file);
+    }
 }
 
 /// A random file of `len` bytes to send, and an output folder on a 64 MiB tmpfs of its
@@ -621,6 +670,62 @@ fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
     assert!(took <= 14 << 20, "the other program took {took} bytes");
 }
 
+/// The disk fills up (another program takes every byte) and stays full through several
+/// checkpoints; then Ctrl-C. The transfer goes on meanwhile (its file's disk was set aside
+/// as it began), the checkpoints that find no room are skipped, and the disk set aside
+/// for the last checkpoint is still there, as no checkpoint before took it: the lock
+/// keeps what was verified when the receive ended, and the spare is gone with it.
+#[test]
+fn a_disk_full_for_many_checkpoints_still_takes_the_last_one() {
+    let _beside = beside_others();
+    let total = 48u64 << 20;
+    let Some((dir, source, out, _disk)) = big_file_for_a_small_disk(total, 14) else {
+        return;
+    };
+    let part = out.join("big.bin.part");
+    let sending = send(&["--pod"], &[&source], None);
+    let mut args = sending.receive_args(None);
+    at_a_rate(&mut args, 4 << 20);
+    args.extend(["--checkpoint", "1", "--connections", "1"].map(str::to_owned));
+    let log = dir.path().join("receive.log");
+    let mut child = spawn_receive(&args, &out, &log);
+    wait_until(&mut child, &log, || {
+        part_len(&part) >= 8 << 20 && out.join(".transfer_lock.json").exists()
+    });
+    let hog = Hog::start(&out);
+    // A checkpoint a second at 4 MiB/s: about four find the disk full.
+    let full_at = part_len(&part);
+    wait_until(&mut child, &log, || part_len(&part) >= full_at + (16 << 20));
+    signal(&child, "INT");
+    let status = wait(&mut child, Duration::from_secs(60));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(status, 8, "{text}");
+    let kept = lock_json(&out)["files"]["big.bin"]["transferred_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        kept >= full_at + (16 << 20) - TransferConfig::default().segment_size as u64,
+        "the last checkpoint kept only {kept} bytes of {}: {text}",
+        part_len(&part)
+    );
+    assert_eq!(
+        kept,
+        part_len(&part),
+        "the .part holds more than was verified"
+    );
+    assert!(
+        !out.join(".transfer_lock.json.spare").exists(),
+        "spare left behind"
+    );
+    sending.abandon();
+
+    // Room again: the rerun sends the rest.
+    drop(hog);
+    let (present, _, _) = rerun(&source, &out, total, 1);
+    assert_eq!(present, kept);
+    assert!(fs::read(&source).unwrap() == fs::read(out.join("big.bin")).unwrap());
+}
+
 #[test]
 fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
     let _beside = beside_others();
@@ -628,8 +733,9 @@ fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
     let src = small_files(dir.path(), 300);
     let out = dir.path().join("out");
     fs::create_dir_all(&out).unwrap();
-    // What a run killed in the middle of a checkpoint leaves.
+    // What a run killed in the middle of a checkpoint leaves, and its spare.
     fs::write(out.join(".transfer_lock.json.tmp"), b"{\"half\":").unwrap();
+    fs::write(out.join(".transfer_lock.json.spare"), [0u8; 4096]).unwrap();
     rerun(&src, &out, 300 * 1024, 301);
     assert_same_tree(&src, &out.join("src"));
 }

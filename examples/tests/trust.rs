@@ -219,6 +219,9 @@ fn a_link_planted_at_any_name_the_receiver_creates_is_refused_never_followed() {
     refused_because_of("the lock's temporary file", |out, victim| {
         symlink(&victim.path, out.join(".transfer_lock.json.tmp")).unwrap()
     });
+    refused_because_of("the lock's spare", |out, victim| {
+        symlink(&victim.path, out.join(".transfer_lock.json.spare")).unwrap()
+    });
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::DriverError;
+use crate::error::{DriverError, is_out_of_space};
 use crate::lock;
 use crate::os::dir::Dir;
 use crate::os::sync::{Written, sync_filesystem};
@@ -24,8 +24,6 @@ pub struct Checkpointer {
     jobs: Option<SyncSender<Job>>,
     /// What was written since the last checkpoint handed to the worker.
     pending: Written,
-    /// Disk to reserve for the next temporary lock (0: none).
-    spare: u64,
     /// True from handing the worker a temporary lock until it has published it; the
     /// temporary file is not touched meanwhile.
     busy: Arc<AtomicBool>,
@@ -46,20 +44,15 @@ fn lock_error(e: &std::io::Error) -> DriverError {
     DriverError::Disk(format!("cannot write the lock file: {e}"))
 }
 
-/// One checkpoint for the worker: the temporary lock, the disk to reserve for the next,
-/// and what must be made durable before the lock is published.
-type Job = (lock::Temporary, u64, Written);
+/// One checkpoint for the worker: the temporary lock, and what must be made durable
+/// before the lock is published.
+type Job = (lock::Temporary, Written);
 
 fn run(dir: Dir, jobs: Receiver<Job>, busy: Arc<AtomicBool>) -> Result<(), DriverError> {
-    for (temporary, spare, written) in jobs {
+    for (temporary, written) in jobs {
         let published = sync_filesystem(&dir, &written)
             .and_then(|()| lock::publish(&dir, temporary))
             .map_err(|e| lock_error(&e));
-        if published.is_ok() && spare > 0 {
-            // Without a spare the next checkpoint allocates as it writes: fine until the
-            // disk is full, so a failure here is no reason to stop.
-            let _ = lock::prepare_spare(&dir, spare);
-        }
         busy.store(false, Ordering::Release);
         published?;
     }
@@ -86,7 +79,6 @@ impl Checkpointer {
             dir: cloned()?,
             jobs: worker.is_some().then_some(jobs),
             pending: Written::default(),
-            spare: 0,
             busy,
             behind: false,
             last_write: None,
@@ -99,7 +91,8 @@ impl Checkpointer {
     /// Records the lock as `write` writes it now, to be published once everything written
     /// so far is durable. If the previous checkpoint is still being made durable (or the
     /// lock is slow to write and was written recently), this one is skipped: the next
-    /// covers it.
+    /// covers it. So is one the disk has no room for (the spare is kept for the last,
+    /// and the transfer goes on: its own disk was set aside as each file began).
     pub fn checkpoint(
         &mut self,
         written: Written,
@@ -114,14 +107,21 @@ impl Checkpointer {
             return Ok(());
         }
         let started = Instant::now();
-        let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
+        let temporary = match lock::write_temporary(&self.dir, lock::Room::Allocated, write) {
+            Ok(temporary) => temporary,
+            Err(e) if is_out_of_space(&e) => {
+                self.behind = true;
+                return Ok(());
+            }
+            Err(e) => return Err(lock_error(&e)),
+        };
         self.last_write = Some((Instant::now(), started.elapsed()));
         self.made += 1;
         self.spent += started.elapsed();
         self.busy.store(true, Ordering::Release);
         let sent = self.jobs.as_ref().is_some_and(|jobs| {
             let written = std::mem::take(&mut self.pending);
-            jobs.send((temporary, self.spare, written)).is_ok()
+            jobs.send((temporary, written)).is_ok()
         });
         if !sent {
             // The worker stopped on an error; `finish` reports it.
@@ -131,15 +131,12 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// Keeps `len` bytes of disk reserved for the next lock from now on, so that the last
-    /// checkpoint of a receive that filled the disk can still be written.
-    /// A disk too full for the reserve just has none: checkpoints then allocate as
-    /// they write, and any real problem shows when they do.
+    /// Sets aside `len` bytes of disk for the last checkpoint, so that a receive that
+    /// filled the disk can still write it: a spare that no other checkpoint takes, so it
+    /// is there whenever one is published. A disk too full for it just has none, and any
+    /// real problem shows when the last checkpoint is written.
     pub fn reserve(&mut self, len: u64) {
-        self.spare = len;
-        if !self.busy.load(Ordering::Acquire) {
-            let _ = lock::prepare_spare(&self.dir, len);
-        }
+        let _ = lock::prepare_spare(&self.dir, len);
     }
 
     /// Checkpoints made so far, and the time the transfer's thread spent on them.
@@ -163,7 +160,8 @@ impl Checkpointer {
     }
 
     /// Makes everything written so far durable and publishes the lock as `write` writes
-    /// it, now, on this thread (the worker must have finished).
+    /// it, now, on this thread (the worker must have finished): the last checkpoint, into
+    /// the spare if the disk has no other room. The spare is removed either way.
     pub fn save_now(
         &mut self,
         written: Written,
@@ -171,11 +169,19 @@ impl Checkpointer {
     ) -> Result<(), DriverError> {
         merge(&mut self.pending, written);
         let written = std::mem::take(&mut self.pending);
-        sync_filesystem(&self.dir, &written).map_err(|e| lock_error(&e))?;
-        let temporary = lock::write_temporary(&self.dir, write).map_err(|e| lock_error(&e))?;
-        lock::publish(&self.dir, temporary).map_err(|e| lock_error(&e))?;
+        let saved = sync_filesystem(&self.dir, &written)
+            .and_then(|()| lock::write_temporary(&self.dir, lock::Room::SpareIfFull, write))
+            .and_then(|temporary| lock::publish(&self.dir, temporary))
+            .map_err(|e| lock_error(&e));
+        self.give_back_spare();
+        saved?;
         self.behind = false;
         Ok(())
+    }
+
+    /// Removes the spare: the receive ends without needing it (or has used it).
+    pub fn give_back_spare(&self) {
+        let _ = lock::remove_spare(&self.dir);
     }
 }
 

@@ -146,14 +146,21 @@ impl DriverError {
     }
 }
 
+/// True if `error` says the disk (or this user's quota on it) is full.
+pub fn is_out_of_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || error.raw_os_error() == Some(libc::ENOSPC)
+}
+
 /// The core's view of an OS error: its class and message.
 pub fn disk_error(error: &std::io::Error) -> ferry_core::transfer::DiskError {
     use ferry_core::transfer::{DiskError, DiskErrorKind};
     let kind = match error.kind() {
         std::io::ErrorKind::NotFound => DiskErrorKind::NotFound,
         std::io::ErrorKind::PermissionDenied => DiskErrorKind::PermissionDenied,
-        std::io::ErrorKind::StorageFull => DiskErrorKind::NoSpace,
-        _ if error.raw_os_error() == Some(libc::ENOSPC) => DiskErrorKind::NoSpace,
+        _ if is_out_of_space(error) => DiskErrorKind::NoSpace,
         _ => DiskErrorKind::Other,
     };
     DiskError {

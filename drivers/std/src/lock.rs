@@ -17,6 +17,7 @@ use ferry_core::transfer::{EntryKind, FileProgress, FileStatus, Manifest};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::error::is_out_of_space;
 use crate::os::dir::{Dir, Kind, owned_alone, refused};
 use crate::os::sync::preallocate;
 
@@ -26,10 +27,14 @@ pub const LOCK_NAME: &str = ".transfer_lock.json";
 /// The temporary file a checkpoint writes before renaming it over the lock.
 pub const TEMPORARY_NAME: &str = ".transfer_lock.json.tmp";
 
+/// Disk set aside for the last checkpoint of a receive that filled the disk: written into
+/// only by that checkpoint, so it is there whenever a checkpoint is published.
+pub const SPARE_NAME: &str = ".transfer_lock.json.spare";
+
 /// True if a batch entry at `path` would take a name the lock keeps at the top of the
 /// output folder (letter case aside, for the file systems that ignore it).
 pub fn is_reserved(path: &str) -> bool {
-    [LOCK_NAME, TEMPORARY_NAME]
+    [LOCK_NAME, TEMPORARY_NAME, SPARE_NAME]
         .iter()
         .any(|name| path.eq_ignore_ascii_case(name))
 }
@@ -431,17 +436,21 @@ impl<'de> Visitor<'de> for FilesSeed<'_> {
     }
 }
 
-/// Removes a temporary lock a killed run left behind; a link planted at its name is
-/// refused.
+/// Removes the temporary lock and the spare a killed run left behind; a link planted at
+/// either name is refused.
 pub fn remove_stale_temporary(dir: &Dir) -> std::io::Result<()> {
-    match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
-        Some(Kind::File { .. }) => dir.remove_file(TEMPORARY_NAME),
+    remove_regular(dir, TEMPORARY_NAME)?;
+    remove_regular(dir, SPARE_NAME)
+}
+
+/// Removes the regular file `name` if it is there; anything else there is refused.
+fn remove_regular(dir: &Dir, name: &str) -> std::io::Result<()> {
+    match dir.stat(name)?.map(|f| f.kind) {
+        Some(Kind::File { .. }) => dir.remove_file(name),
         Some(Kind::Link) => Err(refused(&format!(
-            "{TEMPORARY_NAME} is a symbolic link; not following it"
+            "{name} is a symbolic link; not following it"
         ))),
-        Some(_) => Err(refused(&format!(
-            "{TEMPORARY_NAME} exists and is not a regular file"
-        ))),
+        Some(_) => Err(refused(&format!("{name} exists and is not a regular file"))),
         None => Ok(()),
     }
 }
@@ -458,45 +467,75 @@ pub fn size_estimate(manifest: &Manifest) -> u64 {
 /// The most disk a spare temporary lock reserves (a lock for about 60,000 files).
 pub const MAX_SPARE: u64 = 16 << 20;
 
-/// Creates the next temporary lock now, with `len` bytes of disk reserved for it (at most
-/// [`MAX_SPARE`]): the checkpoint that a full disk forces can still be written.
+/// Sets aside `len` bytes of disk (at most [`MAX_SPARE`]) for the last checkpoint, as
+/// the spare: a full disk can then still take it. A spare already there is replaced.
 pub fn prepare_spare(dir: &Dir, len: u64) -> std::io::Result<()> {
-    remove_stale_temporary(dir)?;
-    let file = dir.create_new(TEMPORARY_NAME)?;
-    preallocate(&file, len.min(MAX_SPARE))
+    remove_regular(dir, SPARE_NAME)?;
+    let file = dir.create_new(SPARE_NAME)?;
+    preallocate(&file, len.min(MAX_SPARE)).inspect_err(|_| {
+        let _ = dir.remove_file(SPARE_NAME);
+    })
+}
+
+/// Removes the spare (the receive ended and its last checkpoint did not need it).
+pub fn remove_spare(dir: &Dir) -> std::io::Result<()> {
+    remove_regular(dir, SPARE_NAME)
+}
+
+/// Which disk a temporary lock is written to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// Disk the file system allocates as the lock is written; a full disk fails it, and
+    /// leaves the spare as it was.
+    Allocated,
+    /// As `Allocated`, and on a full disk the spare [`prepare_spare`] set aside (used up:
+    /// only the last checkpoint may take it).
+    SpareIfFull,
 }
 
 /// Writes the temporary lock beside the real one with `write`, streaming: a batch of
-/// 10,000 files makes about 2 MiB that is never held in memory. The spare made by
-/// [`prepare_spare`] is written into if it is there and still ours (a regular file of
-/// this user with no other name); otherwise one is created exclusively. Never through a
-/// link. It takes effect only through [`publish`].
+/// 10,000 files makes about 2 MiB that is never held in memory. The file is created
+/// exclusively (one a failed attempt left is removed first), or is the spare, renamed and
+/// still ours (a regular file of this user with no other name). Never through a link; a
+/// failed attempt leaves nothing. It takes effect only through [`publish`].
 pub fn write_temporary(
     dir: &Dir,
+    room: Room,
     write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<Temporary> {
-    let file = match dir.stat(TEMPORARY_NAME)?.map(|f| f.kind) {
-        Some(Kind::File { .. }) => {
-            let file = dir.open_file(TEMPORARY_NAME, true)?;
-            if !owned_alone(&file)? {
-                return Err(refused(&format!(
-                    "{TEMPORARY_NAME} is not this user's own file; not writing into it"
-                )));
+    remove_regular(dir, TEMPORARY_NAME)?;
+    let written = dir
+        .create_new(TEMPORARY_NAME)
+        .and_then(|file| write_into(file, write));
+    let written = match written {
+        Err(e) if room == Room::SpareIfFull && is_out_of_space(&e) => {
+            let _ = dir.remove_file(TEMPORARY_NAME);
+            match dir.stat(SPARE_NAME)?.map(|f| f.kind) {
+                Some(Kind::File { .. }) => dir
+                    .rename(SPARE_NAME, TEMPORARY_NAME)
+                    .and_then(|()| dir.open_file(TEMPORARY_NAME, true))
+                    .and_then(|file| match owned_alone(&file)? {
+                        true => write_into(file, write),
+                        false => Err(refused(&format!(
+                            "{SPARE_NAME} is not this user's own file; not writing into it"
+                        ))),
+                    }),
+                _ => Err(e),
             }
-            file
         }
-        None => dir.create_new(TEMPORARY_NAME)?,
-        Some(Kind::Link) => {
-            return Err(refused(&format!(
-                "{TEMPORARY_NAME} is a symbolic link; not following it"
-            )));
-        }
-        Some(_) => {
-            return Err(refused(&format!(
-                "{TEMPORARY_NAME} exists and is not a regular file"
-            )));
-        }
+        other => other,
     };
+    if written.is_err() {
+        let _ = dir.remove_file(TEMPORARY_NAME);
+    }
+    written
+}
+
+/// Writes the lock into `file` from its start.
+fn write_into(
+    file: File,
+    write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<Temporary> {
     let mut out = BufWriter::with_capacity(64 << 10, file);
     write(&mut out)?;
     out.flush()?;
@@ -505,19 +544,17 @@ pub fn write_temporary(
     Ok(Temporary { file, len })
 }
 
-/// A temporary lock written, `len` bytes long; the spare it was written into may
-/// reserve more, which [`publish`] gives back.
+/// A temporary lock written, `len` bytes long; the spare it may have been written into
+/// reserves more, which [`publish`] gives back.
 #[derive(Debug)]
 pub struct Temporary {
     file: File,
     len: u64,
 }
 
-/// Replaces the lock with the `temporary` one atomically: the disk the spare reserved
+/// Replaces the lock with the `temporary` one atomically: the disk a spare reserved
 /// beyond it given back, fsync, rename, fsync of the directory. Call it only once the
-/// data the temporary file claims is durable. (Giving the spare back waits on the file
-/// system's journal, up to milliseconds, so it is done here, on the checkpoint worker,
-/// not where the lock is written.)
+/// data the temporary file claims is durable.
 pub fn publish(dir: &Dir, temporary: Temporary) -> std::io::Result<()> {
     let Temporary { file, len } = temporary;
     file.set_len(len)?;
@@ -526,9 +563,10 @@ pub fn publish(dir: &Dir, temporary: Temporary) -> std::io::Result<()> {
     dir.sync()
 }
 
-/// Removes the lock and any temporary one (the batch is complete).
+/// Removes the lock, any temporary one and the spare (the batch is complete).
 pub fn remove(dir: &Dir) -> std::io::Result<()> {
     dir.remove_file(LOCK_NAME)?;
     dir.remove_file(TEMPORARY_NAME)?;
+    dir.remove_file(SPARE_NAME)?;
     dir.sync()
 }

@@ -479,6 +479,7 @@ impl Receiving {
         });
         let Some(header) = destination.lock.take() else {
             // No plan was settled: nothing changed here, and a lock left before stays.
+            destination.checkpoints.give_back_spare();
             return outcome.map(|()| self.summary);
         };
         if outcome.is_ok() {
