@@ -436,19 +436,20 @@ fn progress_never_passes_its_total_when_a_file_is_sent_again() {
     let _ = wait(&mut sender, Duration::from_secs(60));
 }
 
-/// How a Ctrl-C test's stream goes: as fast as it can, or through a relay at 1 MiB/s
-/// (megabytes still on their way in the sockets when the stop comes).
-#[derive(Clone, Copy, PartialEq)]
+/// How a Ctrl-C test's stream goes: as fast as it can, or through a relay at a rate in
+/// bytes a second (megabytes still on their way in the sockets when the stop comes, or,
+/// slower still, less than the sockets hold).
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Link {
     Fast,
-    Slow,
+    Slow(u64),
 }
 
 /// Ctrl-C (or `kill`, with `signal_name` TERM) on `side` mid-transfer (the sender given
 /// `extra`): both sides end as cancelled (exit 8), each naming who cancelled, a receiver
 /// stopped ends soon, and the same receive afterwards resumes.
 fn ctrl_c_on(side: &str, signal_name: &str, link: Link, extra: &[&str]) {
-    let what = format!("{side}, {signal_name}, {extra:?}");
+    let what = format!("{side}, {signal_name}, {extra:?}, {link:?}");
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("big.bin");
     random_file(&source, 200 << 20, 9);
@@ -456,10 +457,10 @@ fn ctrl_c_on(side: &str, signal_name: &str, link: Link, extra: &[&str]) {
     let (mut args, _stdout) = printed_command(&mut sender);
     let stop_at = match link {
         Link::Fast => 32 << 20,
-        Link::Slow => {
-            at_a_rate(&mut args, 1 << 20);
+        Link::Slow(rate) => {
+            at_a_rate(&mut args, rate);
             args.extend(["--connections".to_owned(), "1".to_owned()]);
-            4 << 20
+            4 * rate
         }
     };
     let out = dir.path().join("out");
@@ -527,8 +528,10 @@ fn sigterm_on_the_sender_is_a_cancel_on_both_sides_as_ctrl_c_is() {
 #[test]
 fn ctrl_c_on_a_sender_over_a_slow_path_still_tells_the_receiver() {
     // The blocking sender, and the event loop's (`--receivers`).
-    for extra in [&[][..], &["--receivers", "1"]] {
-        ctrl_c_on("sender", "INT", Link::Slow, extra);
+    for rate in [1 << 20, 256 << 10] {
+        for extra in [&[][..], &["--receivers", "1"]] {
+            ctrl_c_on("sender", "INT", Link::Slow(rate), extra);
+        }
     }
 }
 
@@ -536,7 +539,7 @@ fn ctrl_c_on_a_sender_over_a_slow_path_still_tells_the_receiver() {
 /// soon.
 #[test]
 fn ctrl_c_on_a_receiver_over_a_slow_path_ends_it_soon() {
-    ctrl_c_on("receiver", "INT", Link::Slow, &[]);
+    ctrl_c_on("receiver", "INT", Link::Slow(1 << 20), &[]);
 }
 
 #[test]

@@ -236,15 +236,11 @@ pub fn drive<S: Session>(
         workers.finish_sealing(session, clock.now());
     }
     let until = std::time::Instant::now() + last_words_at_most(traffic.sends_parts);
-    let waited = say_last_words(stream, session, traffic, until);
+    say_last_words(stream, session, traffic, until);
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
-        // Only last words that had to wait for the peer may still be on their way.
-        let until = if waited {
-            until
-        } else {
-            until.min(std::time::Instant::now() + LINGER)
-        };
+        // The words may still be on their way even if the system took them at once: its
+        // send buffer holds seconds of a slow path, and closing now could throw them away.
         linger(stream, until);
     }
     result
@@ -295,16 +291,14 @@ pub fn last_words_at_most(sends_parts: bool) -> Duration {
 /// may wait behind seconds of data, and a stream cut short of it ends mid-record, which
 /// the peer can only call a broken connection. Given up once no byte has gone out for
 /// [`LINGER`] (a peer that stopped reading), or at `until`. What the peer sends meanwhile
-/// is read and dropped, so that neither side waits on the other. True if a write had to
-/// wait for the peer.
+/// is read and dropped, so that neither side waits on the other.
 fn say_last_words<S: Session>(
     stream: &mut TcpStream,
     session: &mut S,
     traffic: &mut Traffic,
     until: std::time::Instant,
-) -> bool {
+) {
     let mut wrote = std::time::Instant::now();
-    let mut waited = false;
     let mut sink = vec![0u8; 64 << 10];
     while !session.poll_transmit().is_empty()
         && wrote.elapsed() < LINGER
@@ -319,10 +313,9 @@ fn say_last_words<S: Session>(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                waited = true;
                 while crate::os::net::readable_now(stream) && std::time::Instant::now() < until {
                     match stream.read(&mut sink) {
-                        Ok(0) => return waited,
+                        Ok(0) => return,
                         Ok(_) => {}
                         Err(e)
                             if matches!(
@@ -334,14 +327,13 @@ fn say_last_words<S: Session>(
                         {
                             break;
                         }
-                        Err(_) => return waited,
+                        Err(_) => return,
                     }
                 }
             }
             Err(_) => break,
         }
     }
-    waited
 }
 
 /// Reads and drops what the peer still sends until it closes: closing a socket with
