@@ -144,10 +144,10 @@ impl Display {
         }
     }
 
-    /// "12/40 files" on the receiver; nothing on the sender.
-    fn files_part(&self, done: usize) -> String {
+    /// "12/40 files" on the receiver, after `separator`; nothing on the sender.
+    fn files_part(&self, separator: &str, done: usize) -> String {
         match self.files {
-            Some(files) => format!(" {done}/{}", count(files as u64, "file", "files")),
+            Some(files) => format!("{separator}{done}/{}", count(files as u64, "file", "files")),
             None => String::new(),
         }
     }
@@ -164,6 +164,16 @@ impl Display {
 
 fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64().max(1e-6)
+}
+
+/// A rate in MiB/s as people read it: whole MiB/s, or KiB/s below one MiB/s (a slow path
+/// is not "0 MiB/s").
+fn rate_text(mib_per_s: f64) -> String {
+    if mib_per_s >= 1.0 {
+        format!("{mib_per_s:.0} MiB/s")
+    } else {
+        format!("{:.0} KiB/s", mib_per_s * 1024.0)
+    }
 }
 
 impl Reporter for Display {
@@ -247,7 +257,7 @@ impl Reporter for Display {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(bytes);
-                bar.set_message(format!("{}{again}", self.files_part(files)));
+                bar.set_message(format!("{}{again}", self.files_part(" ", files)));
             }
             None if self.last_line.elapsed() >= Duration::from_secs(2) => {
                 self.last_line = Instant::now();
@@ -257,11 +267,12 @@ impl Reporter for Display {
                 } else {
                     0.0
                 };
+                let files = self.files_part(", ", files);
                 eprintln!(
-                    "{} of {}{}{again}, {rate:.0} MiB/s, ETA {eta:.0} s",
+                    "{} of {}{files}{again}, {}, ETA {eta:.0} s",
                     size(bytes),
                     size(self.total),
-                    self.files_part(files),
+                    rate_text(rate),
                 );
             }
             None => {}
@@ -479,10 +490,11 @@ impl Output {
                     ));
                 }
                 eprintln!(
-                    "{}: {what}, {} in {:.1} s ({rate:.0} MiB/s while data moved)",
+                    "{}: {what}, {} in {:.1} s ({} while data moved)",
                     finish.verb,
                     size(finish.bytes),
                     finish.elapsed.as_secs_f64(),
+                    rate_text(rate),
                 );
                 if finish.bytes_present > 0 || finish.skipped > 0 {
                     eprintln!(

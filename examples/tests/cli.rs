@@ -500,6 +500,24 @@ fn a_file_named_like_the_lock_is_refused_at_the_top_of_the_output_folder() {
     }
 }
 
+/// Every receive command the README shows carries a connection string `ferry receive`
+/// accepts: a user who types one in to try it meets the transfer, not a usage error.
+#[test]
+fn the_readmes_connection_strings_all_parse() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let shown: Vec<&str> = readme
+        .split("ferry receive ")
+        .skip(1)
+        .filter_map(|after| after.split_whitespace().next())
+        .filter(|word| word.contains(':') && !word.starts_with('-'))
+        .collect();
+    assert!(shown.len() >= 3, "no receive commands found in the README");
+    for connection in shown {
+        let parsed = connection.parse::<ferry_core::token::ConnectionString>();
+        assert!(parsed.is_ok(), "{connection}: {parsed:?}");
+    }
+}
+
 #[test]
 fn ferry_help_gives_the_readmes_exit_codes_word_for_word() {
     // What scripts rely on must not say one thing in the README and another in --help.

@@ -497,6 +497,15 @@ fn ctrl_c_on(side: &str, signal_name: &str, link: Link, extra: &[&str]) {
         there.contains(&format!("ferry: cancelled {by}")),
         "{what}: {there}"
     );
+    // A path this slow is measured in KiB/s, not shown as "0 MiB/s".
+    if matches!(link, Link::Slow(rate) if rate < 1 << 20) {
+        assert!(
+            receiver_log.contains("of 200.0 MiB, 0/1 file, ")
+                && receiver_log.contains(" KiB/s, ETA ")
+                && !receiver_log.contains(" 0 MiB/s"),
+            "{what}: {receiver_log}"
+        );
+    }
     // Its user pressed Ctrl-C: not held until the megabytes on their way have drained.
     if side == "receiver" {
         assert!(
