@@ -292,6 +292,9 @@ impl Display {
 /// second (and always the last).
 #[derive(Default)]
 struct Json {
+    /// This side sends: it hears which files arrived only at the end, so its progress
+    /// has no count of files done.
+    sending: bool,
     files: u64,
     total: u64,
     last_progress: Option<Instant>,
@@ -306,8 +309,9 @@ struct Json {
 }
 
 impl Json {
-    fn new() -> Self {
+    fn new(sending: bool) -> Self {
         Json {
+            sending,
             said: true,
             ..Json::default()
         }
@@ -333,7 +337,7 @@ impl Json {
             "event": "progress",
             "bytes": bytes,
             "bytes_total": self.total,
-            "files_done": files,
+            "files_done": if self.sending { None } else { Some(files) },
             "files_total": self.files,
         }));
     }
@@ -355,7 +359,7 @@ impl Reporter for Json {
         if !self.receivers.contains_key(peer) {
             let reporter = Json {
                 receiver: Some(peer.to_owned()),
-                ..Json::new()
+                ..Json::new(true)
             };
             self.receivers.insert(peer.to_owned(), reporter);
         }
@@ -461,9 +465,9 @@ impl Output {
     /// The last word on a batch that arrived: a line for people, `finished` for programs.
     fn finished(&mut self, finish: Finished, verbose: bool) {
         self.done();
-        let rate = match self {
-            Output::Human(display) => display.data_rate(),
-            _ => mib_per_s(finish.bytes, finish.elapsed),
+        let (rate, again) = match self {
+            Output::Human(display) => (display.data_rate(), display.again),
+            _ => (mib_per_s(finish.bytes, finish.elapsed), 0),
         };
         if let Output::Json(json) = self {
             json.arrived();
@@ -489,8 +493,12 @@ impl Output {
                         count(finish.folders, "folder", "folders")
                     ));
                 }
+                let again = match again {
+                    0 => String::new(),
+                    n => format!("; {} of it sent again", size(n)),
+                };
                 eprintln!(
-                    "{}: {what}, {} in {:.1} s ({} while data moved)",
+                    "{}: {what}, {} in {:.1} s ({} while data moved{again})",
                     finish.verb,
                     size(finish.bytes),
                     finish.elapsed.as_secs_f64(),
@@ -745,7 +753,7 @@ fn run() -> ProcessExit {
     let sending = matches!(cli.command, Command::Send { .. });
     let _ = PEER.set(if sending { "receiver" } else { "sender" });
     let mut output = if cli.json {
-        Output::Json(Json::new())
+        Output::Json(Json::new(sending))
     } else if cli.quiet {
         Output::Quiet(ferry_std::Quiet)
     } else {
@@ -913,7 +921,7 @@ fn run() -> ProcessExit {
                             bytes: summary.bytes,
                             bytes_present: summary.bytes_present,
                             skipped: summary.skipped,
-                            wire_bytes: 0,
+                            wire_bytes: summary.wire_bytes,
                             connections: summary.connections,
                             hash_thread: summary.hash_thread,
                             aead_threads: summary.aead_threads,

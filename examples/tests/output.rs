@@ -119,12 +119,29 @@ fn json_events_are_parseable_and_end_with_finished_and_the_right_counts() {
     assert_eq!(last["folders"], 2, "{last}");
     assert_eq!(last["failed"], 0, "{last}");
     assert_eq!(last["bytes"], 500_000, "{last}");
+    // What came off the wire: the data, sealed and framed.
+    assert!(
+        last["wire_bytes"]
+            .as_u64()
+            .is_some_and(|wire| wire > 500_000),
+        "{last}"
+    );
     let done: Vec<&str> = got
         .iter()
         .filter(|e| e["event"] == "file_done")
         .map(|e| e["path"].as_str().unwrap())
         .collect();
     assert_eq!(done.len(), 2, "{done:?}");
+    let progress = |events: &[Value]| -> Value {
+        events
+            .iter()
+            .rfind(|e| e["event"] == "progress")
+            .cloned()
+            .expect("no progress")
+    };
+    let receiving = progress(&got);
+    assert_eq!(receiving["files_total"], 2, "{receiving}");
+    assert!(receiving["files_done"].is_u64(), "{receiving}");
 
     let status = wait(&mut sender, Duration::from_secs(60));
     assert_eq!(status, 0);
@@ -137,6 +154,11 @@ fn json_events_are_parseable_and_end_with_finished_and_the_right_counts() {
         (last["files"].as_u64(), last["folders"].as_u64()),
         (Some(2), Some(2))
     );
+    assert_eq!(last["bytes"], 500_000, "{last}");
+    // The sender hears which files arrived only at the end: no count that stays at 0.
+    let sending = progress(&sent);
+    assert!(sending["files_done"].is_null(), "{sending}");
+    assert_eq!(sending["bytes"], sending["bytes_total"], "{sending}");
 }
 
 /// The last `--json` event of a run.

@@ -58,6 +58,20 @@ fn changed_mid_send(what: &str, change: impl FnOnce(&Path)) {
         "{what}: {held} bytes on disk for a {} byte file",
         now.len()
     );
+    // Both sides count what moved alike, the file's second send included, and say so.
+    let moved = |log: &str, verb: &str| {
+        let line = log.lines().find(|l| l.starts_with(verb)).unwrap_or("");
+        assert!(line.contains(" of it sent again)"), "{what}: {line}\n{log}");
+        line.split(", ")
+            .nth(1)
+            .and_then(|l| l.split(" in ").next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        moved(&sender_log, "Sent: "),
+        moved(&log, "Transfer complete: "),
+        "{what}:\n{sender_log}\n{log}"
+    );
     let sent = wire_bytes(&sender_log);
     let bound = (SIZE + now.len()) as u64 * 1002 / 1000;
     assert!(

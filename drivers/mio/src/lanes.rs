@@ -52,6 +52,8 @@ pub(crate) struct Lanes {
     sockets: Vec<Option<LaneSocket>>,
     /// Lanes that opened in all.
     opened: usize,
+    /// Bytes the lanes carried (written by a sender, read by a receiver).
+    carried: u64,
 }
 
 impl Lanes {
@@ -59,12 +61,18 @@ impl Lanes {
         Lanes {
             sockets: (0..MAX_LANES).map(|_| None).collect(),
             opened: 0,
+            carried: 0,
         }
     }
 
     /// Connections the session used: its own and every lane that opened.
     pub(crate) fn connections(&self) -> usize {
         1 + self.opened
+    }
+
+    /// Bytes the lanes carried: written to them on a sender, read from them on a receiver.
+    pub(crate) fn carried(&self) -> u64 {
+        self.carried
     }
 
     pub(crate) fn socket_mut(&mut self, lane: usize) -> Option<&mut LaneSocket> {
@@ -183,7 +191,8 @@ impl Lanes {
             let Some(socket) = self.sockets[at].as_mut() else {
                 continue;
             };
-            let (progress, ended) = socket.exchange(session, now, lane, receiving)?;
+            let (progress, ended) =
+                socket.exchange(session, now, lane, receiving, &mut self.carried)?;
             moved |= progress;
             if ended {
                 self.drop_lane(registry, lane);
@@ -219,6 +228,7 @@ impl LaneSocket {
         now: Timestamp,
         lane: u8,
         receiving: bool,
+        carried: &mut u64,
     ) -> Result<(bool, bool), DriverError> {
         let mut moved = false;
         while self.writable {
@@ -230,6 +240,7 @@ impl LaneSocket {
                 Ok(0) => return Ok((moved, true)),
                 Ok(n) => {
                     session.advance_lane_transmit(lane, n);
+                    *carried += n as u64;
                     moved = true;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
@@ -258,6 +269,7 @@ impl LaneSocket {
                 // looks for the lane's end.
                 Ok(n) if receiving => {
                     (self.start, self.end) = (0, n);
+                    *carried += n as u64;
                     moved = true;
                 }
                 Ok(_) => {}

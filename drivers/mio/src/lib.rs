@@ -884,7 +884,7 @@ pub fn serve(
             let since = conn.started.elapsed();
             match result.and_then(|()| conn.work.finish(&conn.session)) {
                 Ok(mut delivered) => {
-                    delivered.wire_bytes = conn.traffic.sent;
+                    delivered.wire_bytes = conn.traffic.sent + conn.lanes.carried();
                     delivered.connections = conn.lanes.connections();
                     delivered.hash_thread = conn.traffic.hash_thread;
                     delivered.aead_threads = conn.traffic.aead_threads;
@@ -1044,10 +1044,12 @@ pub fn receive_all(
         busy = now_busy;
         for (conn, result) in ended {
             let (connections, hash_thread) = (conn.lanes.connections(), conn.traffic.hash_thread);
+            let wire_bytes = conn.traffic.received + conn.lanes.carried();
             let outcome = conn.work.finish(&conn.session, result);
             outcomes[conn.tag] = Some(outcome.map(|summary| ReceiveSummary {
                 connections,
                 hash_thread,
+                wire_bytes,
                 ..summary
             }));
         }

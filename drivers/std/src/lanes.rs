@@ -74,6 +74,8 @@ pub struct Lanes {
     others: VecDeque<(TcpStream, SocketAddr)>,
     /// Lanes that opened in all.
     opened: usize,
+    /// Bytes the lanes carried (handed to their writers by a sender, read by a receiver).
+    carried: u64,
     /// Receiver: lane connects under way.
     connecting: usize,
     /// When the sender next looks at its listener: a look per loop turn would cost a
@@ -92,6 +94,7 @@ impl Lanes {
             arriving: Vec::new(),
             others: VecDeque::new(),
             opened: 0,
+            carried: 0,
             connecting: 0,
             next_accept: Instant::now(),
         }
@@ -297,6 +300,7 @@ impl Lanes {
                     work(session, self)?;
                 }
                 Ok(LaneEvent::Data(lane, bytes)) => {
+                    self.carried += bytes.len() as u64;
                     let mut at = 0;
                     while at < bytes.len() {
                         at += session.handle_lane_input(clock.now(), lane, &bytes[at..])?;
@@ -335,6 +339,7 @@ impl Lanes {
                 match writer.try_send(chunk) {
                     Ok(()) => {
                         session.advance_lane_transmit(lane, n);
+                        self.carried += n as u64;
                         work(session, self)?;
                     }
                     Err(TrySendError::Full(_)) => break,
@@ -351,6 +356,11 @@ impl Lanes {
     /// Connections the session used: its own and every lane that opened.
     pub fn connections(&self) -> usize {
         1 + self.opened
+    }
+
+    /// Bytes the lanes carried: sent on them by a sender, received by a receiver.
+    pub fn carried(&self) -> u64 {
+        self.carried
     }
 
     /// Ends the session's lanes; returns the connections that arrived for the sessions

@@ -55,6 +55,8 @@ pub struct ReceiveSummary {
     pub bytes_present: u64,
     /// Bytes received this session.
     pub bytes: u64,
+    /// Bytes read from the sockets this session (its connection and its lanes).
+    pub wire_bytes: u64,
     /// How long it took.
     pub elapsed: Duration,
     /// Checkpoints made while data flowed, and the time the receive's thread spent writing
@@ -102,10 +104,11 @@ pub fn receive(
             Ok(more)
         },
     );
-    let connections = lanes.connections();
+    let (connections, carried) = (lanes.connections(), lanes.carried());
     lanes.finish();
     work.finish(&session, result).map(|summary| ReceiveSummary {
         connections,
+        wire_bytes: traffic.received + carried,
         hash_thread: traffic.hash_thread,
         aead_threads: traffic.aead_threads,
         records_shared: traffic.records_shared,

@@ -26,13 +26,14 @@ pub struct SendSummary {
     pub folders: u64,
     /// Files the receiver could not get (each reported on its own line as it failed).
     pub failed: u64,
-    /// Bytes sent as file data in the last session (after resume).
+    /// Bytes sent as file data in the last session (after resume; a file sent again
+    /// counts each time).
     pub bytes: u64,
     /// Bytes the receiver already had.
     pub bytes_present: u64,
     /// Files the receiver already had whole (none of them was sent).
     pub skipped: usize,
-    /// Bytes written to the socket in the last session.
+    /// Bytes written to the sockets in the last session (its connection and its lanes).
     pub wire_bytes: u64,
     /// How long the last session took.
     pub elapsed: Duration,
@@ -209,7 +210,7 @@ impl Sender {
             &mut lanes,
             |session, _| work.drain(session, clock.now(), reporter),
         );
-        let connections = lanes.connections();
+        let (connections, carried) = (lanes.connections(), lanes.carried());
         self.waiting.extend(lanes.finish());
         driven?;
         let mut summary = work.finish(&session)?;
@@ -217,7 +218,7 @@ impl Sender {
         summary.hash_thread = traffic.hash_thread;
         summary.aead_threads = traffic.aead_threads;
         summary.records_shared = traffic.records_shared;
-        summary.wire_bytes = traffic.sent;
+        summary.wire_bytes = traffic.sent + carried;
         summary.elapsed = started.elapsed();
         Ok(summary)
     }
@@ -308,7 +309,12 @@ impl Sending {
                 );
                 reporter.start(skipped + resumed + fresh, bytes_to_send);
             }
-            TransferEvent::Progress { bytes } => reporter.progress(bytes, self.files_done),
+            TransferEvent::Progress { bytes } => {
+                // What moved, as the receiver counts it too: a file sent again counts
+                // each time.
+                self.summary.bytes = bytes;
+                reporter.progress(bytes, self.files_done);
+            }
             TransferEvent::ResumeCheck { checked, total } => reporter.checking(checked, total),
             TransferEvent::FileRetry { entry, attempt } => {
                 let path = crate::report_retry(reporter, session.manifest(), entry, attempt);
