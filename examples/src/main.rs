@@ -843,7 +843,7 @@ fn run() -> ProcessExit {
                     &mut output,
                     ferry_std::ExitCode::Integrity,
                     &format!(
-                        "sent all but {} of the files; those could not be delivered (see above)",
+                        "sent all but {} of the files: the receiver could not take them, and names them (one this side could not read, or that changed while it was sent, is named above)",
                         summary.failed
                     ),
                 ),

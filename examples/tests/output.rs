@@ -519,6 +519,15 @@ fn ctrl_c_on(side: &str, signal_name: &str, link: Link, extra: &[&str]) {
         there.contains(&format!("ferry: cancelled {by}")),
         "{what}: {there}"
     );
+    // Each side says what stopped it: `kill` is no Ctrl-C.
+    let why = match signal_name {
+        "TERM" => "stopped by SIGTERM; run the same command again to resume",
+        _ => "interrupted by the user (Ctrl-C); run the same command again to resume",
+    };
+    assert!(
+        here.contains(why) && there.contains(why),
+        "{what}: {here}\n{there}"
+    );
     // A path this slow is measured in KiB/s, not shown as "0 MiB/s".
     if matches!(link, Link::Slow(rate) if rate < 1 << 20) {
         assert!(
@@ -542,6 +551,37 @@ fn ctrl_c_on(side: &str, signal_name: &str, link: Link, extra: &[&str]) {
     assert_eq!(again.status.code(), Some(0), "{what}: {log}");
     assert!(bytes_already_here(&log) >= stop_at / 2, "{what}: {log}");
     let _ = sending.finish();
+}
+
+/// A sender stopped while it still waits for a receiver (by Ctrl-C or by `kill`, blocking
+/// or `--receivers`) ends as cancelled and says so, with no word of a resume: nothing was
+/// under way.
+#[test]
+fn a_sender_stopped_while_waiting_says_so_and_promises_no_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("small.bin");
+    fs::write(&source, b"waiting").unwrap();
+    for (signal_name, says) in [("INT", "(Ctrl-C)"), ("TERM", "by SIGTERM")] {
+        for extra in [&[][..], &["--receivers", "2"]] {
+            let mut sender = spawn_send(extra, &[&source]);
+            let _ = printed_command(&mut sender);
+            signal(&sender, signal_name);
+            let status = wait(&mut sender, Duration::from_secs(10));
+            let mut log = String::new();
+            sender
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut log)
+                .unwrap();
+            assert_eq!(status, 8, "{signal_name} {extra:?}: {log}");
+            assert!(
+                log.contains(&format!("{says} while waiting for a receiver"))
+                    && !log.contains("resume"),
+                "{signal_name} {extra:?}: {log}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -769,7 +769,7 @@ fn sigterm_cancels_as_ctrl_c_does_and_the_rerun_resumes() {
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 8, "{sender_log}");
     assert!(
-        sender_log.contains("cancelled by the receiver: interrupted by the user"),
+        sender_log.contains("cancelled by the receiver: stopped by SIGTERM"),
         "the sender was not told why: {sender_log}"
     );
     let (present, _, _) = rerun(&source, &out, 128 << 20, 1);

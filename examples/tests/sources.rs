@@ -394,6 +394,12 @@ fn a_file_that_keeps_changing_gives_up_by_name_after_three_attempts_and_the_rest
     );
     let (status, sender_log) = sending.finish();
     assert_eq!(status, 5, "{sender_log}");
+    // The sender's side of it: the file by name, and how many did not arrive.
+    assert!(
+        sender_log.contains("src/grow.log changed while being sent; sending it again (attempt 3)")
+            && sender_log.contains("sent all but 1 of the files"),
+        "{sender_log}"
+    );
     assert!(fs::read(src.join("ok.bin")).unwrap() == fs::read(out.join("src/ok.bin")).unwrap());
     assert!(
         !out.join("src/grow.log").exists(),

@@ -420,7 +420,7 @@ impl<S: Session, W: Drain<S>> Conn<S, W> {
         let now = clock.now();
         if ferry_std::stop::requested() {
             return Err(DriverError::Transfer(
-                self.session.cancel(now, ferry_std::stop::REASON),
+                self.session.cancel(now, ferry_std::stop::reason()),
             ));
         }
         if self.session.poll_timeout().is_some_and(|at| at <= now) {
@@ -725,7 +725,7 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
 fn interrupted() -> DriverError {
     DriverError::Transfer(TransferError::Cancelled {
         by_peer: false,
-        reason: ferry_std::stop::REASON.to_owned(),
+        reason: ferry_std::stop::reason_while_waiting().to_owned(),
     })
 }
 

@@ -100,7 +100,7 @@ pub fn drive<S: Session>(
     let result = (|| loop {
         if crate::stop::requested() {
             return Err(DriverError::Transfer(
-                session.cancel(clock.now(), crate::stop::REASON),
+                session.cancel(clock.now(), crate::stop::reason()),
             ));
         }
         work(session, lanes)?;
@@ -398,7 +398,7 @@ fn flush<S: Session>(
                 // user asked for is heard.
                 if crate::stop::requested() && session.error().is_none() {
                     return Err(DriverError::Transfer(
-                        session.cancel(clock.now(), crate::stop::REASON),
+                        session.cancel(clock.now(), crate::stop::reason()),
                     ));
                 }
                 if crate::os::net::readable_now(stream) {

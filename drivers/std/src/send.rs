@@ -111,7 +111,7 @@ impl Sender {
             let Some((mut stream, address)) = self.accept()? else {
                 return Err(DriverError::Transfer(TransferError::Cancelled {
                     by_peer: false,
-                    reason: crate::stop::REASON.to_owned(),
+                    reason: crate::stop::reason_while_waiting().to_owned(),
                 }));
             };
             if let Err(refusal) = self.policy.check(address.ip()) {
@@ -134,7 +134,7 @@ impl Sender {
                     return Err(error);
                 }
                 Err(DriverError::Transfer(TransferError::Cancelled { by_peer, reason }))
-                    if !by_peer || reason == crate::stop::REASON =>
+                    if !by_peer || crate::stop::is_users_stop(&reason) =>
                 {
                     return Err(DriverError::Transfer(TransferError::Cancelled {
                         by_peer,

@@ -11,12 +11,45 @@ use std::time::Duration;
 
 static REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
+/// Set by SIGTERM (`kill`, `docker stop`, systemd), which is no Ctrl-C of a user's.
+static TERMINATED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
 /// How long a blocking wait may last while the handlers are installed, so that a loop
 /// notices a stop request soon enough.
 pub const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// The reason a session interrupted by its user gives its peer.
 pub const REASON: &str = "interrupted by the user (Ctrl-C); run the same command again to resume";
+
+/// The reason a session stopped by SIGTERM gives its peer.
+pub const TERMINATED_REASON: &str = "stopped by SIGTERM; run the same command again to resume";
+
+/// Why this side stopped, as its peer and its user are told: Ctrl-C or SIGTERM.
+pub fn reason() -> &'static str {
+    if TERMINATED
+        .get()
+        .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    {
+        TERMINATED_REASON
+    } else {
+        REASON
+    }
+}
+
+/// Why a sender stopped while it waited for a receiver: nothing was under way to resume.
+pub fn reason_while_waiting() -> &'static str {
+    if reason() == TERMINATED_REASON {
+        "stopped by SIGTERM while waiting for a receiver"
+    } else {
+        "interrupted by the user (Ctrl-C) while waiting for a receiver"
+    }
+}
+
+/// True if a peer's cancel gave `reason`: its user stopped it (Ctrl-C or SIGTERM), and
+/// no rerun of that peer is coming by itself.
+pub fn is_users_stop(reason: &str) -> bool {
+    reason == REASON || reason == TERMINATED_REASON
+}
 
 /// Why the process ended when a second signal ends it.
 pub const ENDED_AT_ONCE: &str = "interrupted twice: ended at once, without a last checkpoint";
@@ -52,6 +85,10 @@ pub fn install(last_words: LastWords) -> io::Result<()> {
         return Ok(());
     }
     let flag = Arc::clone(REQUESTED.get_or_init(Default::default));
+    signal_hook::flag::register(
+        signal_hook::consts::SIGTERM,
+        Arc::clone(TERMINATED.get_or_init(Default::default)),
+    )?;
     #[cfg(unix)]
     {
         // The flag first: every signal the thread counts has set it.
