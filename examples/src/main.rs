@@ -624,7 +624,7 @@ fn main() -> ProcessExit {
 /// listing left out.
 fn left_out(unreadable: usize) -> String {
     format!(
-        "sent everything that could be read; {} below the paths given could not be (see above)",
+        "sent everything that could be read; {} left out (see above)",
         count(unreadable as u64, "path", "paths")
     )
 }

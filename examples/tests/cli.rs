@@ -286,7 +286,8 @@ fn a_port_in_use_is_refused_with_a_hint_and_no_command() {
     let log = stderr(&second);
     assert_eq!(second.status.code(), Some(4), "{log}");
     assert!(
-        log.contains(&format!("cannot listen on 127.0.0.1:{port}")) && log.contains("Try --port"),
+        log.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && log.contains("--port 0 for any free port"),
         "{log}"
     );
     assert!(
@@ -645,11 +646,11 @@ fn a_stale_longer_part_file_without_a_lock_leaves_no_tail() {
 
 /// A `tailscale` on PATH whose `status --json` prints `status` and exits `code`, and
 /// whose `ip -4` fails as it does when there is no address.
-fn tailscale_saying(dir: &Path, name: &str, status: &str, code: i32) -> PathBuf {
+fn tailscale_saying(dir: &Path, name: &str, status: &str, code: i32, complaint: &str) -> PathBuf {
     let bin = dir.join(format!("bin-{name}"));
     fs::create_dir_all(&bin).unwrap();
     let script = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  ip) echo 'no current Tailscale IPs' >&2; exit 1 ;;\n  status) printf '%s\\n' '{status}'; [ {code} = 0 ] || echo 'failed to connect to local tailscaled; it does not appear to be running' >&2; exit {code} ;;\nesac\n"
+        "#!/bin/sh\ncase \"$1\" in\n  ip) echo 'no current Tailscale IPs' >&2; exit 1 ;;\n  status) printf '%s\\n' '{status}'; [ -z '{complaint}' ] || echo '{complaint}' >&2; exit {code} ;;\nesac\n"
     );
     let path = bin.join("tailscale");
     fs::write(&path, script).unwrap();
@@ -667,17 +668,47 @@ fn tailscale_not_installed_not_running_and_logged_out_each_say_their_fix() {
     let cases = [
         (empty, "not installed", "https://tailscale.com/download"),
         (
-            tailscale_saying(dir.path(), "down", "", 1),
+            tailscale_saying(
+                dir.path(),
+                "down",
+                "",
+                1,
+                "failed to connect to local tailscaled; it does not appear to be running",
+            ),
             "installed but not running",
             "systemctl start tailscaled",
         ),
         (
-            tailscale_saying(dir.path(), "out", r#"{"BackendState":"NeedsLogin"}"#, 0),
+            tailscale_saying(dir.path(), "out", r#"{"BackendState":"NeedsLogin"}"#, 0, ""),
             "logged out",
             "tailscale up",
         ),
+        // A status printed with a failing exit, and nothing on stderr: the status says.
         (
-            tailscale_saying(dir.path(), "stopped", r#"{"BackendState":"Stopped"}"#, 0),
+            tailscale_saying(
+                dir.path(),
+                "out-1",
+                r#"{"BackendState":"NeedsLogin"}"#,
+                1,
+                "",
+            ),
+            "logged out",
+            "tailscale up",
+        ),
+        // Nothing said at all: the exit status is, not an empty reason.
+        (
+            tailscale_saying(dir.path(), "mute", "", 3, ""),
+            "`tailscale status --json` failed: exit status: 3",
+            "--pod",
+        ),
+        (
+            tailscale_saying(
+                dir.path(),
+                "stopped",
+                r#"{"BackendState":"Stopped"}"#,
+                0,
+                "",
+            ),
             "stopped",
             "tailscale up",
         ),

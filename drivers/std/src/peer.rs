@@ -93,7 +93,19 @@ fn run_tailscale(args: &[&str]) -> Result<Vec<u8>, DriverError> {
     }
     let output = output?;
     if !output.status.success() {
-        let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        // A status it printed anyway may say what is wrong (logged out, stopped).
+        if let Some(problem) = serde_json::from_slice(&output.stdout)
+            .ok()
+            .as_ref()
+            .and_then(backend_problem)
+        {
+            return Err(problem);
+        }
+        let said = [&output.stderr, &output.stdout]
+            .into_iter()
+            .map(|text| String::from_utf8_lossy(text).trim().to_owned())
+            .find(|text| !text.is_empty())
+            .unwrap_or_else(|| output.status.to_string());
         // The command is there but its service is not: it cannot reach tailscaled.
         if said.contains("tailscaled") || said.contains("connect") {
             return Err(DriverError::Tailscale(format!(
