@@ -169,7 +169,8 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
 /// A rate in MiB/s as people read it: whole MiB/s, or KiB/s below one MiB/s (a slow path
 /// is not "0 MiB/s").
 fn rate_text(mib_per_s: f64) -> String {
-    if mib_per_s >= 1.0 {
+    // Whichever unit, the number as printed: never "1024 KiB/s".
+    if mib_per_s * 1024.0 >= 1023.5 {
         format!("{mib_per_s:.0} MiB/s")
     } else {
         format!("{:.0} KiB/s", mib_per_s * 1024.0)

@@ -524,8 +524,15 @@ fn ctrl_c_on(side: &str, signal_name: &str, link: Link, extra: &[&str]) {
         "TERM" => "stopped by SIGTERM; run the same command again to resume",
         _ => "interrupted by the user (Ctrl-C); run the same command again to resume",
     };
+    // On the lines that end each side (with --receivers, a lost receiver's line says it
+    // too; the last must as well).
+    let said = |log: &str, prefix: &str| {
+        log.lines()
+            .find(|l| l.starts_with(prefix))
+            .is_some_and(|l| l.ends_with(why))
+    };
     assert!(
-        here.contains(why) && there.contains(why),
+        said(here, "ferry: cancelled here: ") && said(there, &format!("ferry: cancelled {by}: ")),
         "{what}: {here}\n{there}"
     );
     // A path this slow is measured in KiB/s, not shown as "0 MiB/s".

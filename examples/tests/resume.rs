@@ -677,7 +677,8 @@ fn a_disk_filled_by_another_program_midway_cannot_stop_the_file_in_flight() {
 /// keeps what was verified when the receive ended, and the spare is gone with it.
 #[test]
 fn a_disk_full_for_many_checkpoints_still_takes_the_last_one() {
-    let _beside = beside_others();
+    // Alone: the program taking the disk spins a core.
+    let _alone = alone();
     let total = 48u64 << 20;
     let Some((dir, source, out, _disk)) = big_file_for_a_small_disk(total, 14) else {
         return;
@@ -713,6 +714,13 @@ fn a_disk_full_for_many_checkpoints_still_takes_the_last_one() {
         part_len(&part),
         "the .part holds more than was verified"
     );
+    // Its user was told, once, that checkpoints wait for room.
+    assert_eq!(
+        text.matches("the disk is full: progress is saved only when this receive ends")
+            .count(),
+        1,
+        "{text}"
+    );
     assert!(
         !out.join(".transfer_lock.json.spare").exists(),
         "spare left behind"
@@ -736,6 +744,28 @@ fn a_temporary_lock_left_by_a_killed_run_is_removed_and_none_outlives_a_run() {
     // What a run killed in the middle of a checkpoint leaves, and its spare.
     fs::write(out.join(".transfer_lock.json.tmp"), b"{\"half\":").unwrap();
     fs::write(out.join(".transfer_lock.json.spare"), [0u8; 4096]).unwrap();
+    // Removed as the next receive takes the folder, before it connects: even one that
+    // finds no sender.
+    let nobody = Command::new(FERRY)
+        .args([
+            "receive",
+            "127.0.0.1:abspsg6zdxftw42aen357ct6wg",
+            "--pod",
+            "--port",
+            "1",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(4), "{}", stderr(&nobody));
+    for left in [".transfer_lock.json.tmp", ".transfer_lock.json.spare"] {
+        assert!(
+            !out.join(left).exists(),
+            "{left} left by a killed run stayed"
+        );
+    }
+    fs::write(out.join(".transfer_lock.json.tmp"), b"{\"half\":").unwrap();
     rerun(&src, &out, 300 * 1024, 301);
     assert_same_tree(&src, &out.join("src"));
 }

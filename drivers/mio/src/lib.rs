@@ -721,11 +721,17 @@ impl<S: Session, W: Drain<S>> Loop<S, W> {
     }
 }
 
-/// The error of a loop its user stopped (Ctrl-C) with no session left to cancel.
-fn interrupted() -> DriverError {
+/// The error of a loop its user stopped (Ctrl-C) with no session left to cancel: the
+/// sessions it cancelled were told to resume; with none, it only waited.
+fn interrupted(had_sessions: bool) -> DriverError {
+    let reason = if had_sessions {
+        ferry_std::stop::reason()
+    } else {
+        ferry_std::stop::reason_while_waiting()
+    };
     DriverError::Transfer(TransferError::Cancelled {
         by_peer: false,
-        reason: ferry_std::stop::reason_while_waiting().to_owned(),
+        reason: reason.to_owned(),
     })
 }
 
@@ -763,9 +769,12 @@ pub fn serve(
     // Accepted connections whose first bytes will say whether they are a new session or
     // a lane of one under way.
     let mut arriving: Vec<Option<(TcpStream, SocketAddr, Instant)>> = Vec::new();
+    // Whether any session ran: a stop then cancelled something a rerun resumes.
+    let mut had_sessions = false;
     while summary.delivered.len() < receivers {
+        had_sessions |= event_loop.active() > 0;
         if ferry_std::stop::requested() && event_loop.active() == 0 {
-            return Err(interrupted());
+            return Err(interrupted(had_sessions));
         }
         // Accept only while there is room (the rest wait in the kernel's backlog), with a
         // few spare places so that clients stuck in their handshake cannot keep the
@@ -879,6 +888,7 @@ pub fn serve(
             }
         }
         let (ended, busy) = event_loop.turns(reporter);
+        had_sessions |= !ended.is_empty();
         for (conn, result) in ended {
             let peer = conn.peer;
             let since = conn.started.elapsed();

@@ -29,6 +29,8 @@ pub struct Checkpointer {
     busy: Arc<AtomicBool>,
     /// A checkpoint was skipped: the next one (or [`Checkpointer::save_now`]) covers it.
     behind: bool,
+    /// Whether a checkpoint found the disk full, and whether the user was told.
+    disk_full: DiskFull,
     /// When the last temporary lock was written, and how long that took: a lock that is
     /// slow to write (a batch of a million files) is written less often, so that writing
     /// it never takes more than a fifth of the transfer's time.
@@ -39,6 +41,17 @@ pub struct Checkpointer {
     spent: Duration,
     worker: Option<JoinHandle<Result<(), DriverError>>>,
 }
+
+/// A full disk, as the checkpoints meet it: its user is told once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DiskFull {
+    No,
+    ToSay,
+    Said,
+}
+
+/// What the user is told when a checkpoint first finds the disk full.
+const DISK_FULL: &str = "the disk is full: progress is saved only when this receive ends (into the space set aside for it), until there is room again; a kill -9 or a power loss meanwhile loses what arrived since";
 
 fn lock_error(e: &std::io::Error) -> DriverError {
     DriverError::Disk(format!("cannot write the lock file: {e}"))
@@ -81,6 +94,7 @@ impl Checkpointer {
             pending: Written::default(),
             busy,
             behind: false,
+            disk_full: DiskFull::No,
             last_write: None,
             made: 0,
             spent: Duration::ZERO,
@@ -110,7 +124,13 @@ impl Checkpointer {
         let temporary = match lock::write_temporary(&self.dir, lock::Room::Allocated, write) {
             Ok(temporary) => temporary,
             Err(e) if is_out_of_space(&e) => {
+                // Not tried again before the rule for slow locks allows: a big lock is
+                // not streamed at every checkpoint only to find no room.
+                self.last_write = Some((Instant::now(), started.elapsed()));
                 self.behind = true;
+                if self.disk_full == DiskFull::No {
+                    self.disk_full = DiskFull::ToSay;
+                }
                 return Ok(());
             }
             Err(e) => return Err(lock_error(&e)),
@@ -137,6 +157,14 @@ impl Checkpointer {
     /// real problem shows when the last checkpoint is written.
     pub fn reserve(&mut self, len: u64) {
         let _ = lock::prepare_spare(&self.dir, len);
+    }
+
+    /// The line to tell the user, once, when a checkpoint first found the disk full.
+    pub fn disk_full_notice(&mut self) -> Option<&'static str> {
+        (self.disk_full == DiskFull::ToSay).then(|| {
+            self.disk_full = DiskFull::Said;
+            DISK_FULL
+        })
     }
 
     /// Checkpoints made so far, and the time the transfer's thread spent on them.

@@ -236,11 +236,18 @@ pub fn drive<S: Session>(
         workers.finish_sealing(session, clock.now());
     }
     let until = std::time::Instant::now() + last_words_at_most(traffic.sends_parts);
-    say_last_words(stream, session, traffic, until);
+    let waited = say_last_words(stream, session, traffic, until);
     let _ = stream.shutdown(Shutdown::Write);
     if result.is_err() {
-        // The words may still be on their way even if the system took them at once: its
-        // send buffer holds seconds of a slow path, and closing now could throw them away.
+        // Words that had to wait for the peer, or a cancel its user asked for, may still
+        // be on their way even if the system took them at once (its send buffer holds
+        // seconds of a slow path), and closing could throw them away. Any other peer,
+        // one that failed its handshake and trickles bytes say, holds this side 2 s.
+        let until = if waited || crate::stop::requested() {
+            until
+        } else {
+            until.min(std::time::Instant::now() + LINGER)
+        };
         linger(stream, until);
     }
     result
@@ -291,14 +298,16 @@ pub fn last_words_at_most(sends_parts: bool) -> Duration {
 /// may wait behind seconds of data, and a stream cut short of it ends mid-record, which
 /// the peer can only call a broken connection. Given up once no byte has gone out for
 /// [`LINGER`] (a peer that stopped reading), or at `until`. What the peer sends meanwhile
-/// is read and dropped, so that neither side waits on the other.
+/// is read and dropped, so that neither side waits on the other. True if a write had to
+/// wait for the peer.
 fn say_last_words<S: Session>(
     stream: &mut TcpStream,
     session: &mut S,
     traffic: &mut Traffic,
     until: std::time::Instant,
-) {
+) -> bool {
     let mut wrote = std::time::Instant::now();
+    let mut waited = false;
     let mut sink = vec![0u8; 64 << 10];
     while !session.poll_transmit().is_empty()
         && wrote.elapsed() < LINGER
@@ -313,9 +322,10 @@ fn say_last_words<S: Session>(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                waited = true;
                 while crate::os::net::readable_now(stream) && std::time::Instant::now() < until {
                     match stream.read(&mut sink) {
-                        Ok(0) => return,
+                        Ok(0) => return waited,
                         Ok(_) => {}
                         Err(e)
                             if matches!(
@@ -327,13 +337,14 @@ fn say_last_words<S: Session>(
                         {
                             break;
                         }
-                        Err(_) => return,
+                        Err(_) => return waited,
                     }
                 }
             }
             Err(_) => break,
         }
     }
+    waited
 }
 
 /// Reads and drops what the peer still sends until it closes: closing a socket with

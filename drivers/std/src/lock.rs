@@ -565,8 +565,8 @@ pub fn publish(dir: &Dir, temporary: Temporary) -> std::io::Result<()> {
 
 /// Removes the lock, any temporary one and the spare (the batch is complete).
 pub fn remove(dir: &Dir) -> std::io::Result<()> {
-    dir.remove_file(LOCK_NAME)?;
     dir.remove_file(TEMPORARY_NAME)?;
     dir.remove_file(SPARE_NAME)?;
+    dir.remove_file(LOCK_NAME)?;
     dir.sync()
 }

@@ -282,6 +282,9 @@ impl Receiving {
                 Output::Disk(command) => {
                     let cost = crate::drain_cost(&command);
                     session.carry_out(now, command, self.storage())?;
+                    if let Some(line) = self.destination.checkpoints.disk_full_notice() {
+                        reporter.info(line);
+                    }
                     budget = budget.saturating_sub(cost);
                     if budget == 0 {
                         return Ok(true);
@@ -508,6 +511,8 @@ impl Receiving {
                     )
                 })
             });
+        // Also where the last checkpoint could not be tried.
+        destination.checkpoints.give_back_spare();
         match (outcome, kept) {
             (Err(error), Err(unsaved)) => Err(DriverError::Unsaved {
                 error: Box::new(error),
