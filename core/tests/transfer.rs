@@ -222,6 +222,40 @@ fn declining_ends_both_sides_with_the_reason() {
     assert!(pair.disk.committed.is_empty() && pair.disk.partial.is_empty());
 }
 
+/// A file that cannot be put in place once its last byte is verified (something appeared
+/// at its name) fails the batch at both ends: the receiver tells the sender the batch is
+/// done only once every file is in place, and says a file is done only then. Before, the
+/// sender heard "done" while the last commit was still to be carried out, and ended
+/// content while the receiver failed.
+#[test]
+fn a_commit_that_fails_after_the_last_byte_fails_the_batch_at_both_ends() {
+    let items = vec![file("first", bytes(3, 5000)), file("last", bytes(4, 5000))];
+    for refused in [0, 1] {
+        let mut pair = Pair::with(&items, small(), 12);
+        pair.disk.refuse_commit = Some(refused);
+        pair.run();
+        let error = pair.receiver_error.as_ref().map(ToString::to_string);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("appeared at its name")),
+            "entry {refused}: {error:?}"
+        );
+        assert_eq!(finished(&pair.sender_events), None, "entry {refused}");
+        assert!(
+            pair.sender_error.is_some(),
+            "entry {refused}: the sender was not told"
+        );
+        assert!(
+            !pair
+                .receiver_events
+                .iter()
+                .any(|e| matches!(e, TransferEvent::FileDone { entry } if *entry == refused)),
+            "entry {refused}: said done before it was in place"
+        );
+    }
+}
+
 #[test]
 fn files_of_identical_parts_arrive() {
     // Zeros (a sparse file) and a repeated block: many parts share a map hash.

@@ -257,6 +257,11 @@ fn a_fifo_or_a_folder_planted_at_the_part_name_is_refused_at_once_and_left_alone
             log.contains("data.bin.part"),
             "{what}: the error does not name it: {log}"
         );
+        // Before any data moved.
+        assert!(
+            log.contains("has the name of its partial file") && !log.contains("Starting"),
+            "{what}: {log}"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{what}: not at once"
@@ -697,10 +702,9 @@ fn a_file_or_link_that_appears_at_a_final_name_mid_transfer_is_never_replaced() 
             32 << 20,
             "link {planted_link}: the verified .part is gone"
         );
-        // The sender's part is done (every byte arrived and was verified); the user runs
-        // both again, the receiver with --overwrite.
-        sending.finish();
-        let sending = send(&["--pod"], &[&tree], None);
+        // The sender heard that the file is not in place (before, it said all was sent
+        // and ended with 0: the receiver told it so before it had put the file there),
+        // and waits for the rerun, which the user makes with --overwrite.
         let mut args = sending.receive_args(None);
         args.push("--overwrite".into());
         let again = receive(&args, &out, None);

@@ -135,6 +135,8 @@ pub struct MemoryDisk {
     pub checkpoints: usize,
     /// Writes fail with this (a full disk, a lost permission) while it is set.
     pub failing: Option<DiskErrorKind>,
+    /// The entry whose commit fails (something appeared at its final name).
+    pub refuse_commit: Option<usize>,
     /// The most bytes the partial files may hold together (a small disk): a write that
     /// would grow them past it fails as a full disk.
     pub capacity: Option<usize>,
@@ -261,6 +263,12 @@ impl Storage for MemoryDisk {
 
     fn commit(&mut self, target: Target<'_>) -> Result<(), DiskError> {
         let entry = target.index;
+        if self.refuse_commit == Some(entry) {
+            return Err(DiskError {
+                kind: DiskErrorKind::Other,
+                detail: "something appeared at its name".into(),
+            });
+        }
         let mut data = self
             .remove(entry)
             .or_else(|| self.committed.get(&entry).cloned())

@@ -29,6 +29,9 @@ pub(crate) struct Outputs {
     disk_capacity: usize,
     /// Disk commands given out and not yet completed: each may bring one event.
     pending: usize,
+    /// Commits given out and not yet carried out: until they are, no file is in place
+    /// for certain, and the batch is not done.
+    commits_due: usize,
 }
 
 impl Outputs {
@@ -52,6 +55,7 @@ impl Outputs {
             event_capacity: events,
             disk_capacity: disk,
             pending: 0,
+            commits_due: 0,
         }
     }
 
@@ -88,6 +92,9 @@ impl Outputs {
         if brings_event(&command) {
             self.pending += 1;
         }
+        if matches!(command, DiskCommand::Commit { .. }) {
+            self.commits_due += 1;
+        }
         self.disk.push_back(command);
     }
 
@@ -95,6 +102,17 @@ impl Outputs {
     /// out and its completion taken: the room kept for its event is free again.
     pub(crate) fn completed(&mut self) {
         self.pending = self.pending.saturating_sub(1);
+    }
+
+    /// A commit was carried out (put in place, or failed): its event's room is free.
+    pub(crate) fn commit_carried_out(&mut self) {
+        self.commits_due = self.commits_due.saturating_sub(1);
+        self.completed();
+    }
+
+    /// Commits given out that the driver has not carried out yet.
+    pub(crate) fn commits_due(&self) -> usize {
+        self.commits_due
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<TransferEvent> {
@@ -107,10 +125,13 @@ impl Outputs {
 }
 
 /// True for the disk commands whose completion may bring an event (a read's progress or
-/// failure, a write that finishes a segment, a reopen that fails).
+/// failure, a write that finishes a segment, a reopen that fails, a file put in place).
 fn brings_event(command: &DiskCommand) -> bool {
     matches!(
         command,
-        DiskCommand::Read { .. } | DiskCommand::Write { .. } | DiskCommand::Reopen { .. }
+        DiskCommand::Read { .. }
+            | DiskCommand::Write { .. }
+            | DiskCommand::Reopen { .. }
+            | DiskCommand::Commit { .. }
     )
 }

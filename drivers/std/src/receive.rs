@@ -720,6 +720,13 @@ fn survey(
                 let durable = previous.verified(index).min(len).min(entry.size);
                 if durable > 0 {
                     local.push((index, durable));
+                } else if len > 0 {
+                    // Taken for the partial file of a run that ended before its first
+                    // checkpoint; if it was someone's own file, they hear of it now.
+                    reporter.info(&format!(
+                        "replacing {}: no resume state here vouches for any of it",
+                        sink.part_path(entry.path)
+                    ));
                 }
             }
             Here {

@@ -317,7 +317,7 @@ impl Sink {
     }
 
     /// The `.part` path of the entry at `path` (relative), for messages.
-    fn part_path(&self, path: &str) -> String {
+    pub(crate) fn part_path(&self, path: &str) -> String {
         joined(split(path).0, &self.part_of(path))
     }
 
@@ -443,20 +443,37 @@ impl Sink {
 
     /// What stands in the way of `entry` here, if anything, in words: a folder where the
     /// batch has a file, a file or a link where it has a folder, a file where its path
-    /// needs a folder. Known before any data moves (nothing is in a folder this run is
-    /// about to create).
-    pub fn in_the_way(&mut self, entry: &Entry<'_>) -> Option<&'static str> {
+    /// needs a folder, anything but a file at the name of a file's `.part`. Known before
+    /// any data moves (nothing is in a folder this run is about to create).
+    pub fn in_the_way(&mut self, entry: &Entry<'_>) -> Option<String> {
         if self.root_fresh {
             return None;
         }
         let (_, name) = split(entry.path);
+        let part =
+            (entry.kind == EntryKind::File && entry.size > 0).then(|| self.part_of(entry.path));
         let dir = match self.parent(entry.path, false) {
-            Err(_) => return Some("a folder on its path is not a folder here"),
+            Err(_) => return Some("a folder on its path is not a folder here".into()),
             Ok(None) => return None,
             Ok(Some(dir)) => dir,
         };
+        // Its partial file's name must be free or a file: a folder or a link there is
+        // said now, not once the data has come.
+        if let Some(part) = part
+            && let Some(kind) = dir.stat(&part).ok().flatten().map(|found| found.kind)
+        {
+            let what = match kind {
+                Kind::File { .. } => None,
+                Kind::Dir => Some("a folder"),
+                Kind::Link => Some("a symbolic link (never followed)"),
+                Kind::Other => Some("something that is not a file"),
+            };
+            if let Some(what) = what {
+                return Some(format!("{what} has the name of its partial file, {part}"));
+            }
+        }
         let here = dir.stat(name).ok().flatten()?.kind;
-        match (entry.kind, here) {
+        let why = match (entry.kind, here) {
             (EntryKind::File, Kind::Dir) => {
                 Some("the sender sends a file, and a folder has its name here")
             }
@@ -468,7 +485,8 @@ impl Sink {
                 Some("something that is not a file has its name here")
             }
             _ => None,
-        }
+        };
+        why.map(str::to_owned)
     }
 
     /// What exists locally for `entry`: its `.part` file and a file at its final name.

@@ -271,8 +271,8 @@ impl Ledger {
                 state.status = FileStatus::Completed;
                 self.committed += 1;
                 self.unresolved -= 1;
+                // FileDone once the driver has put it in place.
                 out.disk(DiskCommand::Commit { entry: index });
-                out.event(TransferEvent::FileDone { entry: index });
             }
             Verdict::Retry => {
                 state.attempt += 1;

@@ -267,8 +267,17 @@ impl ReceiverSession {
             (DiskCommand::CreateDir { .. }, _) => ("creating", storage.create_dir(target)),
             _ => return Err(misuse("a disk command the receiver did not give")),
         };
+        if commit {
+            self.connection.side.out.commit_carried_out();
+        }
         match result {
-            Ok(()) => self.connection.after(now, Ok(())),
+            Ok(()) => {
+                if commit {
+                    let out = &mut self.connection.side.out;
+                    out.event(TransferEvent::FileDone { entry: index });
+                }
+                self.connection.after(now, Ok(()))
+            }
             Err(error) => {
                 if commit {
                     self.connection.side.ledger.commit_failed(index);
@@ -611,7 +620,13 @@ impl Side for Receiver {
                     stream.process(&mut books)?;
                 }
                 stream.send_control(channel, &mut self.ledger);
-                if settled && stream.is_done(&self.ledger) && self.out.has_room(1, 1) {
+                // Done once every file is in place, not when its commit is given out: a
+                // commit that fails must still fail the batch at both ends.
+                if settled
+                    && stream.is_done(&self.ledger)
+                    && self.out.commits_due() == 0
+                    && self.out.has_room(1, 1)
+                {
                     self.finish(channel);
                 }
             }

@@ -145,8 +145,8 @@ impl Stream {
                         continue;
                     }
                     ledger.complete_at_once(index);
+                    // FileDone once the driver has put it in place.
                     out.disk(DiskCommand::Commit { entry: index });
-                    out.event(TransferEvent::FileDone { entry: index });
                 }
                 EntryKind::File => {}
             }
