@@ -81,8 +81,8 @@ enum Command {
         /// Connect only within this machine; no Tailscale check.
         #[arg(long)]
         pod: bool,
-        /// The sender's TCP port.
-        #[arg(long, default_value_t = DEFAULT_PORT)]
+        /// The sender's TCP port (the command the sender prints carries it).
+        #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
         /// Directory to receive into.
         #[arg(short = 'o', long = "output", default_value = ".")]
@@ -844,7 +844,7 @@ fn run() -> ProcessExit {
                     &mut output,
                     ferry_std::ExitCode::Integrity,
                     &format!(
-                        "sent all but {} of the files: the receiver could not take them, and names them (one this side could not read, or that changed while it was sent, is named above)",
+                        "sent all but {} of the files: those did not arrive whole (each is named above, or by the receiver)",
                         summary.failed
                     ),
                 ),

@@ -296,6 +296,38 @@ fn a_port_in_use_is_refused_with_a_hint_and_no_command() {
         String::from_utf8_lossy(&second.stdout)
     );
     first.abandon();
+    // A port an ordinary user may not take is not blamed on another sender (unless this
+    // system lets anyone take it).
+    let unprivileged_from = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    if unprivileged_from > 80 {
+        give_to_the_user(dir.path(), &file);
+        let privileged = as_the_user()
+            .args(["send", "--pod", "--port", "80"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let log = stderr(&privileged);
+        assert_eq!(privileged.status.code(), Some(4), "{log}");
+        assert!(
+            log.contains("ports below 1024 need privileges.") && !log.contains("another ferry"),
+            "{log}"
+        );
+    }
+    // A receiver has no use for port 0: a usage error, not a refused connection.
+    let zero = Command::new(FERRY)
+        .args([
+            "receive",
+            "127.0.0.1:abspsg6zdxftw42aen357ct6wg",
+            "--pod",
+            "--port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
 }
 
 #[test]
@@ -551,6 +583,39 @@ fn ferry_help_gives_the_readmes_exit_codes_word_for_word() {
             listed.contains(&format!("  {code}  {meaning}").as_str()),
             "--help does not say \"{code}  {meaning}\":\n{help}"
         );
+    }
+}
+
+/// Many files in the way, of another size (refused from the listing) or the same size
+/// (refused once hashed): the refusal names five and says how many more, so that a user
+/// who moves those five away is not refused again for the next.
+#[test]
+fn a_refusal_of_many_files_in_the_way_says_how_many() {
+    for same_size in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let out = dir.path().join("out");
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(out.join("src")).unwrap();
+        for i in 0..8 {
+            let name = format!("f{i}.txt");
+            fs::write(src.join(&name), format!("the sender's {i}")).unwrap();
+            let mine = if same_size { "the SENDER's" } else { "mine" };
+            fs::write(out.join("src").join(&name), format!("{mine} {i}")).unwrap();
+        }
+        let sending = send(&["--pod"], &[&src], None);
+        let received = receive(&sending.receive_args(None), &out, None);
+        let log = stderr(&received);
+        assert_eq!(
+            received.status.code(),
+            Some(6),
+            "same size {same_size}: {log}"
+        );
+        assert!(
+            log.contains(" and 3 more already exist(s)"),
+            "same size {same_size}: {log}"
+        );
+        sending.abandon();
     }
 }
 

@@ -372,12 +372,7 @@ impl Receiving {
                     })
                     .collect();
                 if !refused.is_empty() && !self.overwrite {
-                    let names = refused
-                        .iter()
-                        .take(5)
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let names = listed(&refused);
                     let reason = format!(
                         "{names} already exist(s) in the output directory with other content; not overwriting (use --overwrite, or another -o directory)"
                     );
@@ -521,6 +516,16 @@ impl Receiving {
             (Err(error), Ok(())) => Err(error),
             (Ok(()), _) => Ok(self.summary),
         }
+    }
+}
+
+/// Names for a message: the first five of `names`, and how many more there are (a user
+/// who moves five away must not meet the same refusal again for the next five).
+fn listed(names: &[&str]) -> String {
+    let shown = names[..names.len().min(5)].join(", ");
+    match names.len().saturating_sub(5) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
     }
 }
 
@@ -709,8 +714,8 @@ fn survey(
         let other = here
             .file
             .is_some_and(|(len, _)| len != entry.size || here.part.is_some());
-        if other && !ours && conflicts.len() < 5 {
-            conflicts.push(entry.path.to_owned());
+        if other && !ours {
+            conflicts.push(entry.path);
         }
         match here {
             // A partial file counts only as far as the lock says it is durable and verified.
@@ -742,7 +747,7 @@ fn survey(
     if !conflicts.is_empty() && !overwrite {
         let reason = format!(
             "{} already exist(s) in the output directory and differ(s) from the batch; not overwriting (use --overwrite, or another -o directory)",
-            conflicts.join(", ")
+            listed(&conflicts)
         );
         return Err((reason.clone(), DriverError::Disk(reason)));
     }

@@ -76,7 +76,12 @@ impl Sender {
             crate::peer::own_tailscale_ipv4()?
         };
         let listener = TcpListener::bind(SocketAddr::new(advertised, port)).map_err(|e| {
-            DriverError::Network(format!("cannot listen on {advertised}:{port}: {e}; is another ferry send running? Try another --port N, or --port 0 for any free port"))
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "ports below 1024 need privileges."
+            } else {
+                "is another ferry send running?"
+            };
+            DriverError::Network(format!("cannot listen on {advertised}:{port}: {e}; {hint} Try another --port N, or --port 0 for any free port"))
         })?;
         Ok(Sender {
             listener,
