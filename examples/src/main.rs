@@ -432,9 +432,12 @@ impl Reporter for Json {
         let due = self
             .last_progress
             .is_none_or(|at| at.elapsed() >= Duration::from_millis(200));
+        // The total reached is said at once, but not again for each file put in place
+        // after it (the last of those comes with `arrived`).
+        let reached = bytes >= self.total && bytes != self.latest.0;
         self.latest = (bytes, files);
         self.said = false;
-        if due || bytes >= self.total {
+        if due || reached {
             self.emit_progress(bytes, files);
         }
     }

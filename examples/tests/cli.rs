@@ -98,8 +98,13 @@ fn crash_midway(dir: &Path) -> (Sending, PathBuf, PathBuf) {
     let out = dir.join("out");
     let sending = send(&["--pod"], &[&source], None);
     let log = dir.join("first-receive.log");
+    // The stream is held at 192 MiB until the kill, so that a fast machine cannot finish
+    // the transfer before the first lock is published (never released: the kill ends it).
+    let mut args = sending.receive_args(None);
+    let _held = held_relay(&mut args, 192 << 20);
+    args.extend(["--connections".to_owned(), "1".to_owned()]);
     let mut child = Command::new(FERRY)
-        .args(sending.receive_args(None))
+        .args(args)
         .arg("-o")
         .arg(&out)
         .stderr(fs::File::create(&log).unwrap())

@@ -400,6 +400,9 @@ impl Receiving {
                 self.files_done += 1;
                 let path = session.manifest().get(entry).map_or("?", |e| e.path);
                 reporter.report(&Report::FileDone { path });
+                // A file is done once in place, which may be after its last byte's
+                // progress: the count of files done moves on its own.
+                reporter.progress(self.summary.bytes, self.files_done);
             }
             TransferEvent::SegmentRejected { segment } => reporter.info(&format!(
                 "segment {segment} did not match its hash (a faulty sender?); nothing of it was written, and its files will be fetched again"
@@ -692,6 +695,8 @@ fn survey(
     let mut local = Vec::new();
     // Files already here that this batch would overwrite.
     let mut conflicts = Vec::new();
+    // Partial files no lock vouches for, which the batch replaces.
+    let mut replacing = Vec::new();
     for (index, entry) in manifest.iter().enumerate() {
         if entry.kind != EntryKind::File {
             continue;
@@ -727,11 +732,9 @@ fn survey(
                     local.push((index, durable));
                 } else if len > 0 {
                     // Taken for the partial file of a run that ended before its first
-                    // checkpoint; if it was someone's own file, they hear of it now.
-                    reporter.info(&format!(
-                        "replacing {}: no resume state here vouches for any of it",
-                        sink.part_path(entry.path)
-                    ));
+                    // checkpoint; if it was someone's own file, they hear of it (once
+                    // the batch is not refused for something else first).
+                    replacing.push(sink.part_path(entry.path));
                 }
             }
             Here {
@@ -750,6 +753,11 @@ fn survey(
             listed(&conflicts)
         );
         return Err((reason.clone(), DriverError::Disk(reason)));
+    }
+    for part in replacing {
+        reporter.info(&format!(
+            "replacing {part}: no resume state here vouches for any of it"
+        ));
     }
     Ok(local)
 }

@@ -297,11 +297,12 @@ impl ReceiverSession {
             _ => String::new(),
         };
         format!(
-            "receiver {} unresolved {} committed {} failed {} {detail}",
+            "receiver {} unresolved {} committed {} failed {} commits due {} {detail}",
             receiver.phase.name(),
             ledger.unresolved,
             ledger.committed,
             ledger.failed,
+            receiver.out.commits_due(),
         )
     }
 }
