@@ -254,6 +254,19 @@ fn a_commit_that_fails_after_the_last_byte_fails_the_batch_at_both_ends() {
             "entry {refused}: said done before it was in place"
         );
     }
+    // Every file in place, and the batch cannot be finished on disk: not done either.
+    let mut pair = Pair::with(&items, small(), 13);
+    pair.disk.refuse_finish = true;
+    pair.run();
+    let error = pair.receiver_error.as_ref().map(ToString::to_string);
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("finishing the batch: the sync failed")),
+        "{error:?}"
+    );
+    assert_eq!(finished(&pair.sender_events), None);
+    assert!(pair.sender_error.is_some(), "the sender was not told");
 }
 
 #[test]

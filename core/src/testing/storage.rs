@@ -137,6 +137,8 @@ pub struct MemoryDisk {
     pub failing: Option<DiskErrorKind>,
     /// The entry whose commit fails (something appeared at its final name).
     pub refuse_commit: Option<usize>,
+    /// Finishing the batch fails (a folder's time cannot be set, the sync fails).
+    pub refuse_finish: bool,
     /// The most bytes the partial files may hold together (a small disk): a write that
     /// would grow them past it fails as a full disk.
     pub capacity: Option<usize>,
@@ -276,6 +278,16 @@ impl Storage for MemoryDisk {
         data.truncate(target.entry.size as usize);
         self.committed.insert(entry, data);
         self.lock.remove(&entry);
+        Ok(())
+    }
+
+    fn finish(&mut self, _session: &crate::transfer::ReceiverSession) -> Result<(), DiskError> {
+        if self.refuse_finish {
+            return Err(DiskError {
+                kind: DiskErrorKind::Other,
+                detail: "the sync failed".into(),
+            });
+        }
         Ok(())
     }
 

@@ -395,6 +395,10 @@ pub enum DiskCommand {
         /// Entries whose progress changed since the previous checkpoint.
         changed: core::ops::Range<usize>,
     },
+    /// Receiver: every entry is in place; finish the batch on disk (folders' modes and
+    /// times, everything durable: [`Storage::finish`]). The sender hears that the batch
+    /// is done only once this has succeeded.
+    Finish,
 }
 
 impl DiskCommand {
@@ -407,7 +411,7 @@ impl DiskCommand {
             | DiskCommand::Commit { entry }
             | DiskCommand::Discard { entry }
             | DiskCommand::Reopen { entry } => Some(entry),
-            DiskCommand::Checkpoint { .. } => None,
+            DiskCommand::Checkpoint { .. } | DiskCommand::Finish => None,
         }
     }
 }

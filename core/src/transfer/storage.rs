@@ -74,6 +74,14 @@ pub trait Storage {
         Err(unsupported("checkpoint"))
     }
 
+    /// Receiver: every entry of `session`'s batch is in place: finish it on disk (what
+    /// only the whole batch decides, such as folders' times, and making it durable). A
+    /// storage with nothing left to do keeps the default.
+    fn finish(&mut self, session: &ReceiverSession) -> Result<(), DiskError> {
+        let _ = session;
+        Ok(())
+    }
+
     /// Sender: look at `target`'s file afresh for its next attempt.
     fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
         let _ = target;

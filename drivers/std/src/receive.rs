@@ -200,6 +200,15 @@ impl Storage for Destination {
         self.sink.write(target.index, &target.entry, offset, data)
     }
 
+    /// Folders' modes and times, and one sync for all: before the sender hears the batch
+    /// is done, so that a failure here fails it at both ends.
+    fn finish(&mut self, session: &ReceiverSession) -> Result<(), DiskError> {
+        self.sink.finish(session.manifest()).map_err(|e| DiskError {
+            kind: DiskErrorKind::Other,
+            detail: e.to_string(),
+        })
+    }
+
     fn commit(&mut self, target: Target<'_>) -> Result<(), DiskError> {
         self.sink.commit(target.index, &target.entry)
     }
@@ -466,7 +475,6 @@ impl Receiving {
                     session.error().cloned().unwrap_or(TransferError::PeerEnded),
                 ));
             }
-            destination.sink.finish(session.manifest())?;
             if !self.failures.is_empty() {
                 return Err(DriverError::Unverified {
                     failed: self.failures.len() as u64,

@@ -93,6 +93,17 @@ pub(crate) struct Receiver {
     /// sender's key confirmation arrived): the path's own, with nothing queued on it yet.
     started: Timestamp,
     handshake_rtt_micros: u64,
+    /// Whether the batch, every entry in place, was finished on disk
+    /// ([`DiskCommand::Finish`]): DONE waits for it.
+    on_disk: OnDisk,
+}
+
+/// How far the finishing of the batch on disk is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnDisk {
+    NotAsked,
+    Asked,
+    Finished,
 }
 
 /// The receiving end of a transfer session: the core of `ferry receive`.
@@ -130,6 +141,7 @@ impl ReceiverSession {
             lanes: ReceiverLanes::new(config.connections, config.channel.max_record_payload),
             started: now,
             handshake_rtt_micros: 0,
+            on_disk: OnDisk::NotAsked,
             config,
         };
         Ok(ReceiverSession {
@@ -239,6 +251,18 @@ impl ReceiverSession {
                 Err(error) => Err(self
                     .connection
                     .disk_failed("saving", "the resume state", error)),
+            };
+        }
+        if command == DiskCommand::Finish {
+            if self.connection.side.on_disk != OnDisk::Asked {
+                return Err(misuse("a disk command the receiver did not give"));
+            }
+            return match storage.finish(self) {
+                Ok(()) => {
+                    self.connection.side.on_disk = OnDisk::Finished;
+                    self.connection.after(now, Ok(()))
+                }
+                Err(error) => Err(self.connection.disk_failed("finishing", "the batch", error)),
             };
         }
         let receiver = &mut self.connection.side;
@@ -621,14 +645,18 @@ impl Side for Receiver {
                     stream.process(&mut books)?;
                 }
                 stream.send_control(channel, &mut self.ledger);
-                // Done once every file is in place, not when its commit is given out: a
-                // commit that fails must still fail the batch at both ends.
-                if settled
-                    && stream.is_done(&self.ledger)
-                    && self.out.commits_due() == 0
-                    && self.out.has_room(1, 1)
-                {
-                    self.finish(channel);
+                // Done once every file is in place and the batch finished on disk, not
+                // when a commit is given out: a commit, or the finishing, that fails must
+                // still fail the batch at both ends.
+                if settled && stream.is_done(&self.ledger) && self.out.commits_due() == 0 {
+                    match self.on_disk {
+                        OnDisk::NotAsked if self.out.has_room(1, 0) => {
+                            self.out.disk(DiskCommand::Finish);
+                            self.on_disk = OnDisk::Asked;
+                        }
+                        OnDisk::Finished if self.out.has_room(1, 1) => self.finish(channel),
+                        _ => {}
+                    }
                 }
             }
             _ => {}
