@@ -395,9 +395,9 @@ pub enum DiskCommand {
         /// Entries whose progress changed since the previous checkpoint.
         changed: core::ops::Range<usize>,
     },
-    /// Receiver: every entry is in place; finish the batch on disk (folders' modes and
-    /// times, everything durable: [`Storage::finish`]). The sender hears that the batch
-    /// is done only once this has succeeded.
+    /// Receiver: every entry is resolved (in place, or failed); finish the batch on disk
+    /// (folders' modes and times, everything durable: [`Storage::finish`]). The sender
+    /// hears that the batch is done only once this has succeeded.
     Finish,
 }
 

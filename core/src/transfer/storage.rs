@@ -31,7 +31,8 @@ impl<'a> Target<'a> {
 
 /// A driver's files, for one session. The sender's side reads and reopens its sources;
 /// the receiver's reads what it already holds, writes, commits, discards, creates folders
-/// and checkpoints. An operation a role never asks for keeps its default, an error.
+/// and checkpoints. An operation a role never asks for keeps its default, an error
+/// (but for [`Storage::finish`], whose default has nothing to do).
 pub trait Storage {
     /// Reads into `buf` from `offset` of `target` (the sender's source; the receiver's
     /// partial or complete local copy); returns the bytes read, fewer at the end.
@@ -74,7 +75,8 @@ pub trait Storage {
         Err(unsupported("checkpoint"))
     }
 
-    /// Receiver: every entry of `session`'s batch is in place: finish it on disk (what
+    /// Receiver: every entry of `session`'s batch is resolved (in place, or failed):
+    /// finish it on disk (what
     /// only the whole batch decides, such as folders' times, and making it durable). A
     /// storage with nothing left to do keeps the default.
     fn finish(&mut self, session: &ReceiverSession) -> Result<(), DiskError> {

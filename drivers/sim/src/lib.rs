@@ -499,6 +499,9 @@ impl<S: Storage> Storage for Charged<'_, S> {
     ) -> Result<(), DiskError> {
         as_endpoint(SIMULATOR, || self.0.checkpoint(changed, session))
     }
+    fn finish(&mut self, session: &ReceiverSession) -> Result<(), DiskError> {
+        as_endpoint(SIMULATOR, || self.0.finish(session))
+    }
     fn reopen(&mut self, target: Target<'_>) -> Result<FileMeta, DiskError> {
         as_endpoint(SIMULATOR, || self.0.reopen(target))
     }

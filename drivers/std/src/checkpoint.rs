@@ -187,6 +187,16 @@ impl Checkpointer {
         }
     }
 
+    /// Stops the worker once it has published what it was given, and makes durable what
+    /// was written since (the batch is about to be reported done): where each file is
+    /// synced on its own, the files a skipped checkpoint left pending are synced here.
+    pub fn settle(&mut self) -> Result<(), DriverError> {
+        self.finish()?;
+        let written = std::mem::take(&mut self.pending);
+        sync_filesystem(&self.dir, &written)
+            .map_err(|e| DriverError::Disk(format!("cannot make the received files durable: {e}")))
+    }
+
     /// Makes everything written so far durable and publishes the lock as `write` writes
     /// it, now, on this thread (the worker must have finished): the last checkpoint, into
     /// the spare if the disk has no other room. The spare is removed either way.

@@ -200,13 +200,17 @@ impl Storage for Destination {
         self.sink.write(target.index, &target.entry, offset, data)
     }
 
-    /// Folders' modes and times, and one sync for all: before the sender hears the batch
-    /// is done, so that a failure here fails it at both ends.
+    /// The checkpoints' syncs done, folders' modes and times, and one sync for all:
+    /// before the sender hears the batch is done, so that a failure here fails it at
+    /// both ends.
     fn finish(&mut self, session: &ReceiverSession) -> Result<(), DiskError> {
-        self.sink.finish(session.manifest()).map_err(|e| DiskError {
-            kind: DiskErrorKind::Other,
-            detail: e.to_string(),
-        })
+        self.checkpoints
+            .settle()
+            .and_then(|()| self.sink.finish(session.manifest()))
+            .map_err(|e| DiskError {
+                kind: DiskErrorKind::Other,
+                detail: e.to_string(),
+            })
     }
 
     fn commit(&mut self, target: Target<'_>) -> Result<(), DiskError> {

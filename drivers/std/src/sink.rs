@@ -938,6 +938,10 @@ impl Sink {
                     self.shown(entry.path)
                 ))
             })?;
+            // The folder itself changed: synced below where each is synced on its own.
+            if PER_FILE {
+                self.written.dirs.insert(entry.path.to_owned());
+            }
         }
         self.dirty = true;
         self.sync()

@@ -321,12 +321,13 @@ impl ReceiverSession {
             _ => String::new(),
         };
         format!(
-            "receiver {} unresolved {} committed {} failed {} commits due {} {detail}",
+            "receiver {} unresolved {} committed {} failed {} commits due {} on disk {:?} {detail}",
             receiver.phase.name(),
             ledger.unresolved,
             ledger.committed,
             ledger.failed,
             receiver.out.commits_due(),
+            receiver.on_disk,
         )
     }
 }
