@@ -112,7 +112,7 @@ impl Checkpointer {
         written: Written,
         write: &mut LockWriter<'_>,
     ) -> Result<(), DriverError> {
-        merge(&mut self.pending, written);
+        self.pending.absorb(written);
         let recently = self
             .last_write
             .is_some_and(|(at, took)| at.elapsed() < 4 * took);
@@ -187,14 +187,12 @@ impl Checkpointer {
         }
     }
 
-    /// Stops the worker once it has published what it was given, and makes durable what
-    /// was written since (the batch is about to be reported done): where each file is
-    /// synced on its own, the files a skipped checkpoint left pending are synced here.
-    pub fn settle(&mut self) -> Result<(), DriverError> {
+    /// Stops the worker once it has published what it was given (the batch is about to
+    /// be reported done), and hands back what was written since that no checkpoint made
+    /// durable, for the batch's one last sync.
+    pub fn settle(&mut self) -> Result<Written, DriverError> {
         self.finish()?;
-        let written = std::mem::take(&mut self.pending);
-        sync_filesystem(&self.dir, &written)
-            .map_err(|e| DriverError::Disk(format!("cannot make the received files durable: {e}")))
+        Ok(std::mem::take(&mut self.pending))
     }
 
     /// Makes everything written so far durable and publishes the lock as `write` writes
@@ -205,7 +203,7 @@ impl Checkpointer {
         written: Written,
         write: &mut LockWriter<'_>,
     ) -> Result<(), DriverError> {
-        merge(&mut self.pending, written);
+        self.pending.absorb(written);
         let written = std::mem::take(&mut self.pending);
         let saved = sync_filesystem(&self.dir, &written)
             .and_then(|()| lock::write_temporary(&self.dir, lock::Room::SpareIfFull, write))
@@ -221,12 +219,6 @@ impl Checkpointer {
     pub fn give_back_spare(&self) {
         let _ = lock::remove_spare(&self.dir);
     }
-}
-
-/// Adds what was written to what is still to be made durable.
-fn merge(into: &mut Written, from: Written) {
-    into.files.extend(from.files);
-    into.dirs.extend(from.dirs);
 }
 
 impl Drop for Checkpointer {

@@ -206,7 +206,7 @@ impl Storage for Destination {
     fn finish(&mut self, session: &ReceiverSession) -> Result<(), DiskError> {
         self.checkpoints
             .settle()
-            .and_then(|()| self.sink.finish(session.manifest()))
+            .and_then(|pending| self.sink.finish(session.manifest(), pending))
             .map_err(|e| DiskError {
                 kind: DiskErrorKind::Other,
                 detail: e.to_string(),

@@ -912,8 +912,10 @@ impl Sink {
     }
 
     /// Applies directory modes and modification times, deepest first, once the batch
-    /// is in place.
-    pub fn finish(&mut self, manifest: &Manifest) -> Result<(), DriverError> {
+    /// is in place, and makes it durable in one sync, with `pending` (what was written
+    /// that no checkpoint made durable).
+    pub fn finish(&mut self, manifest: &Manifest, pending: Written) -> Result<(), DriverError> {
+        self.written.absorb(pending);
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by(|a, b| {
             let path = |i: &usize| manifest.get(*i).map_or("", |e| e.path);

@@ -33,6 +33,12 @@ impl Written {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.dirs.is_empty()
     }
+
+    /// Adds what `other` wrote: both are to be made durable together.
+    pub fn absorb(&mut self, other: Written) {
+        self.files.extend(other.files);
+        self.dirs.extend(other.dirs);
+    }
 }
 
 /// Makes everything written under `dir` durable: `written` lists it where the system
